@@ -1,0 +1,39 @@
+# `make demo` and `make test` work from a fresh clone: each sets up .venv first if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+
+.PHONY: setup test demo bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# pycocoevalcap's PTB tokenizer and METEOR need Java.
+	@command -v java >/dev/null 2>&1 || (echo "installing Java (pycocoevalcap needs it)"; \
+	  apt-get install -y -qq default-jre-headless >/dev/null 2>&1 || \
+	  echo "warning: no Java; 'vlmtrain eval caption' will say so") 
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	bash examples/demo.sh $(DEMO_OUT)
+
+bench: setup
+	bash benchmarks/run_all.sh
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,27 @@
+"""`vlmdata`: data sets → manifest → shards → identifiers and tries."""
+
+from __future__ import annotations
+
+import click
+
+from cli import data_demo, data_ids, data_shards, data_sources
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vlm")
+def main() -> None:
+    """Prepare vision-language data: published data sets in, indexed WebDataset shards out.
+
+    \b
+    Typical flow:
+      vlmdata manifest karpathy dataset_flickr30k.json -o work/      # read a data set
+      vlmdata filter-urls Train_GCC-training.tsv --format cc3m -o cc3m/
+      vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
+      vlmdata build-ids shards/ --scheme numeric -o ids.parquet
+      vlmdata build-trie --ids ids.parquet --tokenizer tok/ --split test -o ids.trie
+    """
+
+
+for _module in (data_sources, data_shards, data_ids, data_demo):
+    for _cmd in _module.COMMANDS:
+        main.add_command(_cmd)

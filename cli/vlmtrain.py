@@ -1,0 +1,22 @@
+"""`vlmtrain`: DeepSpeed training on vlmdata shards, and the benchmarks."""
+
+from __future__ import annotations
+
+import click
+
+from cli import train_eval, train_launch
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vlm")
+def main() -> None:
+    """Train vision-language models on vlmdata shards (DeepSpeed) and evaluate them.
+
+    \b
+      vlmtrain launch examples/configs/grace_tiny.yaml --num-gpus 2
+      vlmtrain eval retrieval-generative --checkpoint runs/grace --data shards/ -o report.json
+    """
+
+
+main.add_command(train_launch.launch)
+main.add_command(train_eval.eval_cmd)

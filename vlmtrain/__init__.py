@@ -1,0 +1,1 @@
+"""vlmtrain: a lean DeepSpeed trainer on vlmdata shards."""
