@@ -1,0 +1,62 @@
+"""Tokenizers from local paths only, and offline training of small ones.
+
+Loading takes a directory saved by `transformers` (`save_pretrained`) or a `tokenizer.json`;
+nothing is fetched from a hub. Training exists because tiny test and demo models have no bundled
+tokenizer: a byte-level BPE is trained on the data set's own texts in a second or two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+}
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A `PreTrainedTokenizerFast` from a saved directory or a `tokenizer.json` file."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer not found: {path}")
+    if path.is_file():
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    out_dir: str | os.PathLike,
+    vocab_size: int = 1000,
+    extra_special_tokens: Iterable[str] = (),
+):
+    """Train a byte-level BPE on `texts` and save it as a transformers tokenizer directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values()) + list(extra_special_tokens)
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    extra = [t for t in extra_special_tokens]
+    if extra:
+        fast.add_special_tokens({"additional_special_tokens": extra})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out_dir))
+    return fast
