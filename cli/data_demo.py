@@ -1,15 +1,43 @@
-"""Stub commands: replaced as their issues are built."""
+"""`vlmdata demo`: generate the built-in image-caption data set (Karpathy JSON + JPEGs)."""
+
+from __future__ import annotations
 
 import click
 
-from cli.common import not_built
+from cli.common import handle_errors
 
 
-@click.command("demo", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def demo(args):
-    """(not built yet)"""
-    not_built("demo")
+@click.command("demo")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--images", "n_images", default=3000, show_default=True, help="Number of images.")
+@click.option("--seed", default=0, show_default=True, help="Same seed → byte-identical output.")
+@click.option("--size", default=64, show_default=True, help="Image side in pixels.")
+@click.option("--test", "n_test", default=100, show_default=True, help="Test-split images.")
+@click.option("--val", "n_val", default=100, show_default=True, help="Val-split images.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def demo(out, n_images, seed, size, n_test, n_val, quiet):
+    """Generate a demo data set in the real Karpathy JSON format (like dataset_flickr30k.json).
+
+    Images are coloured shapes (circle, square, triangle, star, diamond, cross) of eight colours,
+    small or large, on the left/right/top/bottom/center of a plain background of another colour;
+    each has five captions that say exactly that, in varied wording. Test images have unique
+    attribute combinations, so every test caption names one test image. Writes
+    OUT/dataset_demo.json, OUT/images/NNNNNN.jpg and OUT/attributes.jsonl (ground truth).
+
+    \b
+    Examples:
+      vlmdata demo demo-data/                       # 3000 images: 2800 train, 100 val, 100 test
+      vlmdata demo small/ --images 300 --test 50 --val 0 --size 96
+      vlmdata manifest karpathy demo-data/dataset_demo.json --images demo-data/images -o work/
+      bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
+    """
+    from vlmdata.demo import generate_demo
+
+    summary = generate_demo(
+        out, images=n_images, seed=seed, size=size, test=n_test, val=n_val, progress=not quiet
+    )
+    click.echo(f"wrote {summary}")
 
 
 COMMANDS = [
