@@ -1,0 +1,102 @@
+"""The evaluation report: one JSON schema for every task, and the table printed from it.
+
+No timestamps or host names go in, so rerunning an evaluation reproduces the file byte for byte
+(a diff then shows real changes only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmdata.atomic import write_json
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "task", "metrics", "config", "checkpoint", "data")
+
+
+@dataclass
+class Report:
+    """What one `vlmtrain eval TASK` run measured."""
+
+    task: str
+    config: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    data: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, metric: str, value: float, count: int) -> None:
+        """Record one figure; `count` is how many queries/questions/images it averages over."""
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError(f"metric {metric} is NaN")
+        self.metrics.append({"metric": metric, "value": value, "count": int(count)})
+
+    def value(self, metric: str) -> float:
+        """The recorded value of `metric` (KeyError if absent)."""
+        for m in self.metrics:
+            if m["metric"] == metric:
+                return m["value"]
+        raise KeyError(metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task": self.task,
+            "metrics": self.metrics,
+            "config": self.config,
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "details": self.details,
+        }
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Atomic, sorted-key JSON (identical inputs give identical bytes)."""
+        write_json(path, self.to_dict())
+
+    def table(self) -> str:
+        return format_table(self.to_dict())
+
+
+def validate_report(obj: dict[str, Any]) -> None:
+    """Raise ValueError if `obj` does not follow the report schema."""
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise ValueError(f"report lacks {missing}")
+    if not isinstance(obj["metrics"], list):
+        raise ValueError("report metrics must be a list")
+    for m in obj["metrics"]:
+        if set(m) != {"metric", "value", "count"}:
+            raise ValueError(f"metric entry {m} must have exactly metric, value, count")
+        if not isinstance(m["metric"], str) or not isinstance(m["count"], int):
+            raise ValueError(f"metric entry {m} has wrong types")
+        if not isinstance(m["value"], (int, float)):
+            raise ValueError(f"metric entry {m} has a non-numeric value")
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        obj = json.load(f)
+    validate_report(obj)
+    return obj
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width metric | value | count table headed by the task."""
+    rows = [(m["metric"], _fmt(m["value"]), str(m["count"])) for m in report["metrics"]]
+    head = ("metric", "value", "count")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    lines = [f"task: {report['task']}"]
+    lines.append(f"{head[0]:<{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:>{widths[2]}}")
+    lines.append("  ".join("-" * w for w in widths))
+    for name, value, count in rows:
+        lines.append(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {count:>{widths[2]}}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"

@@ -1,0 +1,136 @@
+"""VQAv2 accuracy exactly as the official evaluation (GT-Vision-Lab/VQA, vqaEval.py) computes it.
+
+Reproduced on purpose, quirks included, so numbers compare with published ones:
+- the predicted answer always gets punctuation AND digit/article/contraction normalisation;
+  the ten human answers get punctuation normalisation only, and only when they disagree;
+- the period-stripping regex has a typo'd lookbehind (`(?!<=\\d)`) and is applied with
+  `count=re.UNICODE` (= 32), so at most 32 periods are removed;
+- accuracy per question = mean over the 10 leave-one-out subsets of min(#matches / 3, 1).
+Per answer-type (and question-type) averages use the per-question average, as the evaluation
+server does (the GitHub script's breakdown used the last subset's value, a known bug).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+# Number words and articles (processDigitArticle).
+NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+ARTICLES = frozenset({"a", "an", "the"})
+
+# Contractions missing their apostrophes -> canonical form (the official table, ASCII quotes).
+_CONTRACTIONS = """
+aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
+couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
+hadn'tve=hadn't've hasnt=hasn't havent=haven't hed=he'd hed've=he'd've he'dve=he'd've hes=he's
+howd=how'd howll=how'll hows=how's Id've=I'd've I'dve=I'd've Im=I'm Ive=I've isnt=isn't itd=it'd
+itd've=it'd've it'dve=it'd've itll=it'll let's=let's maam=ma'am mightnt=mightn't
+mightnt've=mightn't've mightn'tve=mightn't've mightve=might've mustnt=mustn't mustve=must've
+neednt=needn't notve=not've oclock=o'clock oughtnt=oughtn't ow's'at='ow's'at 'ows'at='ow's'at
+'ow'sat='ow's'at shant=shan't shed've=she'd've she'dve=she'd've she's=she's shouldve=should've
+shouldnt=shouldn't shouldnt've=shouldn't've shouldn'tve=shouldn't've somebody'd=somebodyd
+somebodyd've=somebody'd've somebody'dve=somebody'd've somebodyll=somebody'll somebodys=somebody's
+someoned=someone'd someoned've=someone'd've someone'dve=someone'd've someonell=someone'll
+someones=someone's somethingd=something'd somethingd've=something'd've
+something'dve=something'd've somethingll=something'll thats=that's thered=there'd
+thered've=there'd've there'dve=there'd've therere=there're theres=there's theyd=they'd
+theyd've=they'd've they'dve=they'd've theyll=they'll theyre=they're theyve=they've twas='twas
+wasnt=wasn't wed've=we'd've we'dve=we'd've weve=we've werent=weren't whatll=what'll
+whatre=what're whats=what's whatve=what've whens=when's whered=where'd wheres=where's
+whereve=where've whod=who'd whod've=who'd've who'dve=who'd've wholl=who'll whos=who's
+whove=who've whyll=why'll whyre=why're whys=why's wont=won't wouldve=would've wouldnt=wouldn't
+wouldnt've=wouldn't've wouldn'tve=wouldn't've yall=y'all yall'll=y'all'll y'allll=y'all'll
+yall'd've=y'all'd've y'alld've=y'all'd've y'all'dve=y'all'd've youd=you'd youd've=you'd've
+you'dve=you'd've youll=you'll youre=you're youve=you've
+"""
+CONTRACTIONS = dict(pair.split("=", 1) for pair in _CONTRACTIONS.split())
+
+PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
+         "`", ",", "?", "!"]  # fmt: skip
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+
+
+def process_punctuation(text: str) -> str:
+    """Drop or space out punctuation; a mark touching a space (or any 1,000-style number) is
+    dropped, otherwise replaced by a space; then periods not followed by a digit go."""
+    out = text
+    number_comma = _COMMA_STRIP.search(text) is not None
+    for p in PUNCT:
+        if (p + " " in text or " " + p in text) or number_comma:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    # the official script passes re.UNICODE (== 32) as the positional `count`
+    return _PERIOD_STRIP.sub("", out, count=int(re.UNICODE))
+
+
+def process_digit_article(text: str) -> str:
+    """Lower-case, number words to digits, drop articles, restore contraction apostrophes."""
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [w for w in words if w not in ARTICLES]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words)
+
+
+def _clean(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def normalize_answer(text: str) -> str:
+    """The normalisation applied to a predicted answer."""
+    return process_digit_article(process_punctuation(_clean(text)))
+
+
+def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """Mean over leave-one-out subsets of min(#humans agreeing with the prediction / 3, 1)."""
+    if not human_answers:
+        raise ValueError("a question needs at least one human answer")
+    pred = normalize_answer(prediction)
+    gts = [_clean(a) for a in human_answers]
+    if len(set(gts)) > 1:
+        gts = [process_punctuation(a) for a in gts]
+    total = 0.0
+    for i in range(len(gts)):
+        matches = sum(1 for j, a in enumerate(gts) if j != i and a == pred)
+        total += min(1.0, matches / 3.0)
+    return total / len(gts)
+
+
+def vqa_accuracy(
+    predictions: Mapping[int, str], annotations: Iterable[Mapping]
+) -> dict[str, object]:
+    """Score predictions {question_id: answer} against VQAv2 annotation records.
+
+    Annotation records are the official `annotations` entries (question_id, answers[{answer}],
+    answer_type, question_type). Every annotated question must have a prediction: a missing
+    one would silently raise the score, so it is an error (KeyError naming the id).
+    Returns fractions in [0, 1] (the official script prints 100x, rounded to 2 places).
+    """
+    per_q: dict[int, float] = {}
+    by_answer_type: dict[str, list[float]] = defaultdict(list)
+    by_question_type: dict[str, list[float]] = defaultdict(list)
+    for ann in annotations:
+        qid = ann["question_id"]
+        if qid not in predictions:
+            raise KeyError(f"no prediction for question_id {qid}")
+        acc = question_accuracy(predictions[qid], [a["answer"] for a in ann["answers"]])
+        per_q[qid] = acc
+        by_answer_type[ann.get("answer_type", "unknown")].append(acc)
+        by_question_type[ann.get("question_type", "unknown")].append(acc)
+    mean = sum(per_q.values()) / len(per_q) if per_q else 0.0
+    return {
+        "overall": mean,
+        "count": len(per_q),
+        "per_answer_type": {
+            k: (sum(v) / len(v), len(v)) for k, v in sorted(by_answer_type.items())
+        },
+        "per_question_type": {
+            k: (sum(v) / len(v), len(v)) for k, v in sorted(by_question_type.items())
+        },
+        "per_question": per_q,
+    }
