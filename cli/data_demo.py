@@ -14,9 +14,14 @@ from cli.common import handle_errors
 @click.option("--size", default=64, show_default=True, help="Image side in pixels.")
 @click.option("--test", "n_test", default=100, show_default=True, help="Test-split images.")
 @click.option("--val", "n_val", default=100, show_default=True, help="Val-split images.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(file_okay=False),
+    help="Also train a small BPE tokenizer on the train captions and save it to this folder.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def demo(out, n_images, seed, size, n_test, n_val, quiet):
+def demo(out, n_images, seed, size, n_test, n_val, tokenizer, quiet):
     """Generate a demo data set in the real Karpathy JSON format (like dataset_flickr30k.json).
 
     Images are coloured shapes (circle, square, triangle, star, diamond, cross) of eight colours,
@@ -28,6 +33,7 @@ def demo(out, n_images, seed, size, n_test, n_val, quiet):
     \b
     Examples:
       vlmdata demo demo-data/                       # 3000 images: 2800 train, 100 val, 100 test
+      vlmdata demo demo-data/ --tokenizer demo-data/tokenizer   # + a BPE for tiny LMs
       vlmdata demo small/ --images 300 --test 50 --val 0 --size 96
       vlmdata manifest karpathy demo-data/dataset_demo.json --images demo-data/images -o work/
       bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
@@ -38,6 +44,11 @@ def demo(out, n_images, seed, size, n_test, n_val, quiet):
         out, images=n_images, seed=seed, size=size, test=n_test, val=n_val, progress=not quiet
     )
     click.echo(f"wrote {summary}")
+    if tokenizer:
+        from vlmdata.demo import train_demo_tokenizer
+
+        tok = train_demo_tokenizer(out, tokenizer)
+        click.echo(f"wrote tokenizer ({len(tok)} tokens) to {tokenizer}")
 
 
 COMMANDS = [

@@ -162,3 +162,23 @@ def generate_demo(
         json.dump({"images": records, "dataset": "demo"}, f)
     counts = Counter(splits)
     return DemoSummary(out, images, {s: counts[s] for s in ("train", "val", "test") if counts[s]})
+
+
+def train_demo_tokenizer(
+    out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, vocab_size: int = 1000
+):
+    """A byte-level BPE trained on the TRAIN captions (tiny demo LMs ship no tokenizer).
+
+    Test captions are the retrieval queries, so they stay out; the words are the same anyway.
+    Digits and identifier punctuation are in the byte alphabet, so any identifier tokenizes.
+    """
+    from vlmdata.tokenizer import train_tokenizer
+
+    path = Path(out_dir) / DATASET_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    texts = [
+        s["raw"] for img in data["images"] if img["split"] == "train" for s in img["sentences"]
+    ]
+    if not texts:
+        raise DataError("no train captions to train a tokenizer on", file=str(path))
+    return train_tokenizer(texts, tokenizer_dir, vocab_size=vocab_size)

@@ -153,3 +153,17 @@ def test_cli_writes_and_refuses_bad_sizes(tmp_path):
 def test_other_sizes_render(tmp_path, size):
     generate_demo(tmp_path, images=6, size=size, test=2, val=0, progress=False)
     assert Image.open(tmp_path / "images" / "000000.jpg").size == (size, size)
+
+
+def test_tokenizer_trained_on_train_captions(demo_small, tmp_path):
+    from vlmdata.demo import train_demo_tokenizer
+    from vlmdata.tokenizer import load_tokenizer
+
+    train_demo_tokenizer(demo_small, tmp_path / "tok")
+    tok = load_tokenizer(tmp_path / "tok")
+    data, _ = _load(demo_small)
+    raw = next(img for img in data["images"] if img["split"] == "test")["sentences"][0]["raw"]
+    assert tok.decode(tok(raw)["input_ids"]) == raw
+    # caption words are whole tokens, identifiers fall back to bytes but still round-trip
+    assert tok.tokenize(" background") == ["Ġbackground"]
+    assert tok.decode(tok("0_3-1_17 4 2")["input_ids"]) == "0_3-1_17 4 2"
