@@ -1,0 +1,201 @@
+"""write_shards / write_samples: rejects, layout, determinism, resume, parallel workers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from tests.shards.conftest import BAD_COUNTS, MIN_SIDE, make_bad_set, make_good_set
+from vlmdata.shards import write_samples, write_shards
+from vlmdata.shards.tarfmt import parse_header
+
+
+def tree_hashes(out: Path) -> dict[str, str]:
+    """sha256 of every tar, the index and wids.json (the files that must be byte-identical)."""
+    files = sorted(out.glob("shards/*.tar")) + [out / "index.parquet", out / "wids.json"]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_every_reject_reason_counted_exactly(tmp_path):
+    manifest, images, keys = make_bad_set(tmp_path / "in")
+    s = write_shards(manifest, images, tmp_path / "out", min_side=MIN_SIDE, progress=False)
+    assert dict(s.rejects) == BAD_COUNTS
+    assert s.kept == len(keys) == 12
+    rej = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
+    assert dict(rej["reason"].value_counts().iter_rows()) == BAD_COUNTS
+    assert set(rej["stage"]) == {"shard"}
+    by_key = {k: r for k, r in zip(rej["key"], rej["reason"], strict=True)}
+    assert by_key["e3"] == "path_escape" and by_key["d2"] == "duplicate_image"
+    assert by_key["l1"] == "too_large" and by_key["t1"] == "truncated"
+    # line = 1-based manifest row; record = the original row as JSON
+    m = pq.read_table(manifest).to_pylist()
+    for line, key, record in rej.select("line", "key", "record").iter_rows():
+        if key != "bad.key" and key != keys[3]:
+            assert m[line - 1]["key"] == key
+        assert json.loads(record)["key"] == key
+    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    assert index["key"].to_list() == keys
+    copied = tmp_path / "out" / "manifest.parquet"
+    assert copied.read_bytes() == manifest.read_bytes()
+
+
+def test_index_offsets_point_at_the_members(good_set, tmp_path):
+    manifest, images = good_set
+    write_shards(manifest, images, tmp_path / "out", samples_per_shard=4, progress=False)
+    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    m = {r["key"]: r for r in pq.read_table(manifest).to_pylist()}
+    assert index["shard"].unique().sort().to_list() == [
+        f"shards/data-{i:06d}.tar" for i in range(6)
+    ]
+    for r in index.iter_rows(named=True):
+        blob = (tmp_path / "out" / r["shard"]).read_bytes()
+        original = (images / m[r["key"]]["path"]).read_bytes()
+        image = blob[r["image_offset"] : r["image_offset"] + r["image_size"]]
+        assert image == original
+        assert hashlib.sha256(image).hexdigest() == r["image_sha256"]
+        name, size, _ = parse_header(blob[r["image_offset"] - 512 : r["image_offset"]])
+        assert (name, size) == (f"{r['key']}.{r['format']}", r["image_size"])
+        assert r["offset"] == r["image_offset"] - 512
+        txt = blob[r["txt_offset"] : r["txt_offset"] + r["txt_size"]].decode()
+        assert txt == m[r["key"]]["texts"][0] == r["texts"][0]
+        meta = json.loads(blob[r["json_offset"] : r["json_offset"] + r["json_size"]])
+        assert meta["entity_id"] == r["entity_id"] and meta["split"] == r["split"]
+        assert r["offset"] + r["size"] == r["txt_offset"] + r["txt_size"] + (-r["txt_size"] % 512)
+    # formats sniffed from bytes even though jpgs are named .jpeg
+    assert set(index["format"]) == {"jpg", "png", "webp"}
+
+
+def test_rerun_is_byte_identical_and_reuses_finished_shards(good_set, tmp_path):
+    manifest, images = good_set
+    a = write_shards(manifest, images, tmp_path / "a", samples_per_shard=5, progress=False)
+    write_shards(manifest, images, tmp_path / "b", samples_per_shard=5, progress=False)
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+    assert (a.written, a.skipped) == (5, 0)
+    again = write_shards(manifest, images, tmp_path / "a", samples_per_shard=5, progress=False)
+    assert (again.written, again.skipped) == (0, 5)
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+def test_resume_after_simulated_kill(good_set, tmp_path):
+    manifest, images = good_set
+    ref = tmp_path / "ref"
+    write_shards(manifest, images, ref, samples_per_shard=5, progress=False)
+    out = tmp_path / "out"
+    write_shards(manifest, images, out, samples_per_shard=5, progress=False)
+    shards = out / "shards"
+    # a killed run: last shard never renamed (temp left), one shard cut short, no index yet
+    (shards / "data-000004.tar").rename(shards / ".data-000004.tar.tmp-abc123")
+    (shards / "data-000004_stats.json").unlink()
+    blob = (shards / "data-000001.tar").read_bytes()
+    (shards / "data-000001.tar").write_bytes(blob[:3000])
+    (out / "index.parquet").unlink()
+    (out / "wids.json").unlink()
+    s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
+    assert (s.written, s.skipped) == (2, 3)
+    assert tree_hashes(out) == tree_hashes(ref)
+    assert not [p for p in shards.iterdir() if ".tmp-" in p.name]
+
+
+def test_changed_parameters_rewrite_and_drop_stale_shards(good_set, tmp_path):
+    manifest, images = good_set
+    out = tmp_path / "out"
+    write_shards(manifest, images, out, samples_per_shard=3, progress=False)
+    assert len(list((out / "shards").glob("*.tar"))) == 8
+    s = write_shards(manifest, images, out, samples_per_shard=10, progress=False)
+    assert s.shards == 3 and s.written == 3
+    assert sorted(p.name for p in (out / "shards").glob("*.tar")) == [
+        f"data-{i:06d}.tar" for i in range(3)
+    ]
+    write_shards(manifest, images, tmp_path / "fresh", samples_per_shard=10, progress=False)
+    assert tree_hashes(out) == tree_hashes(tmp_path / "fresh")
+
+
+@pytest.mark.slow
+def test_two_workers_equal_one(tmp_path):
+    manifest, images, _ = make_bad_set(tmp_path / "in")
+    kw = dict(samples_per_shard=3, min_side=MIN_SIDE, progress=False)
+    one = write_shards(manifest, images, tmp_path / "w1", workers=1, **kw)
+    two = write_shards(manifest, images, tmp_path / "w2", workers=2, **kw)
+    assert tree_hashes(tmp_path / "w1") == tree_hashes(tmp_path / "w2")
+    assert one.rejects == two.rejects and one.kept == two.kept == 12
+    r1 = (tmp_path / "w1" / "rejects.parquet").read_bytes()
+    assert r1 == (tmp_path / "w2" / "rejects.parquet").read_bytes()
+
+
+def test_max_shard_bytes_caps_every_shard(good_set, tmp_path):
+    manifest, images = good_set
+    cap = 40 * 1024
+    s = write_shards(manifest, images, tmp_path / "out", max_shard_bytes=cap, progress=False)
+    sizes = [p.stat().st_size for p in sorted((tmp_path / "out" / "shards").glob("*.tar"))]
+    assert len(sizes) == s.shards > 1 and max(sizes) <= cap
+    wids = json.loads((tmp_path / "out" / "wids.json").read_text())
+    assert [e["filesize"] for e in wids["shardlist"]] == sizes
+    assert sum(e["nsamples"] for e in wids["shardlist"]) == 23
+    # the greedy cut: the next shard's first sample would have pushed this one past the cap
+    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    per_shard = index.group_by("shard", maintain_order=True).agg(
+        pl.col("size").sum().alias("used"), pl.col("size").first().alias("first")
+    )
+    used, first = per_shard["used"].to_list(), per_shard["first"].to_list()
+    for i in range(len(used) - 1):
+        needed = used[i] + first[i + 1] + 1024  # samples + end-of-archive blocks
+        assert needed + (-needed % 10240) > cap
+
+
+def test_resize_writes_resized_images_and_sizes(good_set, tmp_path):
+    manifest, images = good_set
+    write_shards(
+        manifest,
+        images,
+        tmp_path / "out",
+        resize="center_crop",
+        image_size=16,
+        reencode="png",
+        progress=False,
+    )
+    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    assert set(index["format"]) == {"png"}
+    assert set(index["width"]) == {16} and set(index["height"]) == {16}
+    meta = json.loads(
+        pq.read_metadata(tmp_path / "out" / "index.parquet").metadata[b"vlmdata.shards"]
+    )
+    assert meta["resize"] == "center_crop" and meta["reencode"] == "png"
+
+
+def test_write_samples_matches_write_shards(tmp_path):
+    manifest, images, _ = make_bad_set(tmp_path / "in")
+    kw = dict(samples_per_shard=4, min_side=MIN_SIDE, progress=False)
+    write_shards(manifest, images, tmp_path / "a", **kw)
+    rows = pq.read_table(manifest).to_pylist()
+
+    def items():
+        for r in rows:
+            p = images / (r["path"] or "missing")
+            if r["path"] and p.is_file() and p.resolve().is_relative_to(images.resolve()):
+                yield r, p.read_bytes()
+
+    prior = tmp_path / "download_rejects.parquet"
+    pq.write_table(pq.read_table(tmp_path / "a" / "rejects.parquet").slice(0, 2), prior)
+    s = write_samples(items(), tmp_path / "b", manifest=manifest, prior_rejects=prior, **kw)
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+    expected = {k: v for k, v in BAD_COUNTS.items() if k not in ("missing_file", "path_escape")}
+    first_two = pl.read_parquet(prior)["reason"].to_list()
+    for reason in first_two:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert dict(s.rejects) == expected and s.kept == 12
+
+
+def test_write_samples_without_manifest_writes_the_rows_it_saw(tmp_path):
+    manifest, images = make_good_set(tmp_path / "in", 6)
+    rows = pq.read_table(manifest).to_pylist()
+    items = [(r, (images / r["path"]).read_bytes()) for r in rows]
+    s = write_samples(items, tmp_path / "out", samples_per_shard=4, progress=False)
+    assert (s.kept, s.shards) == (6, 2)
+    written = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert written["key"].to_list() == [r["key"] for r in rows]
+    assert written["entity_id"].to_list() == [f"Q{i}" for i in range(6)]

@@ -1,0 +1,153 @@
+"""Image checks and optional resizing for sharding.
+
+The accepted set is deliberately small: JPEG, PNG and WebP, recognised by their magic bytes (not
+the file name). Everything else is `not_an_image`: trainers decode with PIL/torchvision, and these
+three cover every data set the project reads. The pixel limit is checked from the header BEFORE
+decoding (decompression bombs), then the image is fully decoded once to catch truncation.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS
+RESIZE_MODES = ("keep_ratio", "center_crop", "border")
+FORMATS = ("jpg", "png", "webp")
+_PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+class ImageReject(Exception):
+    """An image that cannot be sharded; `reason` is the rejects.parquet reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # "jpg" | "png" | "webp"
+    width: int
+    height: int
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format from the magic bytes, or None when it is not one we accept."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _open_header(data: bytes, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and apply the pixel limit before any decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageReject("too_large", str(e)) from None
+    except Exception as e:  # PIL raises many types for a bad header
+        raise ImageReject("not_an_image", f"unreadable header: {e}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageReject("too_large", f"{w}x{h} = {w * h:,} pixels > {max_pixels:,}")
+    return im
+
+
+def check_image(
+    data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageInfo:
+    """Check one image's bytes; raise ImageReject with the reason, or return its format and size."""
+    if not data:
+        raise ImageReject("empty_file", "0 bytes")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageReject("not_an_image", f"magic bytes {data[:12]!r} are not JPEG, PNG or WebP")
+    im = _open_header(data, max_pixels)
+    w, h = im.size
+    if min(w, h) < min_side:
+        raise ImageReject("too_small", f"{w}x{h}: shorter side < --min-side {min_side}")
+    try:
+        if fmt == "jpg":
+            im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))  # decodes the whole stream, faster
+        im.load()
+    except Exception as e:
+        raise ImageReject("truncated", f"decoding failed: {e}") from None
+    return ImageInfo(fmt, w, h)
+
+
+def resize_image(
+    data: bytes,
+    *,
+    mode: str = "keep_ratio",
+    size: int = 256,
+    reencode: str | None = None,
+    quality: int = 95,
+) -> bytes:
+    """Resize (and/or re-encode) one checked image deterministically.
+
+    keep_ratio: the longer side becomes at most `size` (never upscaled);
+    center_crop: shorter side to `size`, then a centred size×size crop;
+    border: fit inside size×size, padded with black borders.
+    `mode=None` re-encodes only. Output format: `reencode`, else the input's own format.
+    """
+    fmt = reencode or sniff_format(data) or "jpg"
+    if fmt not in FORMATS:
+        raise ValueError(f"reencode format {fmt!r} not in {FORMATS}")
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    im = im.convert("RGB") if fmt == "jpg" or im.mode not in ("RGB", "RGBA", "L") else im
+    if mode is not None:
+        im = _resize(im, mode, size)
+    out = io.BytesIO()
+    params = {"quality": quality} if fmt in ("jpg", "webp") else {}
+    im.save(out, format=_PIL_FORMAT[fmt], **params)
+    return out.getvalue()
+
+
+def _resize(im: Image.Image, mode: str, size: int) -> Image.Image:
+    w, h = im.size
+    if mode == "keep_ratio":
+        scale = min(1.0, size / max(w, h))
+        if scale < 1.0:
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+        return im
+    if mode == "center_crop":
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return im.crop((left, top, left + size, top + size))
+    if mode == "border":
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = Image.new(im.mode, (size, size))
+        canvas.paste(im.resize((nw, nh), Image.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
+        return canvas
+    raise ValueError(f"resize mode {mode!r} not in {RESIZE_MODES}")
+
+
+def resolve_image_path(images_dir: Path, rel: str) -> Path:
+    """The file a manifest `path` names, refusing paths that leave `images_dir`.
+
+    Raises ImageReject("path_escape") for absolute paths, `..` and symlinks pointing outside.
+    """
+    if not rel or Path(rel).is_absolute() or rel.startswith(("/", "\\")):
+        raise ImageReject("path_escape", f"path {rel!r} is absolute or empty")
+    if ".." in Path(rel).parts:
+        raise ImageReject("path_escape", f"path {rel!r} contains '..'")
+    root = images_dir.resolve()
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise ImageReject("path_escape", f"path {rel!r} resolves outside {images_dir}")
+    return target

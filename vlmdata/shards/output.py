@@ -1,0 +1,184 @@
+"""Files around the tars: per-shard `_stats.json`, `index.parquet`, `wids.json`.
+
+A shard is finished when its tar is in place AND its `_stats.json` records the tar's size and md5
+and the digest of what the plan put in it; only then does a rerun skip it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmdata.atomic import atomic_path, temp_path_for, write_json
+from vlmdata.manifest import OPTIONAL_COLUMNS
+from vlmdata.shards.tarfmt import archive_end
+
+SHARDS_DIR = "shards"
+WIDS_KIND = "wids-shard-index-v1"
+
+
+def shard_filename(name: str, number: int) -> str:
+    return f"{name}-{number:06d}.tar"
+
+
+def stats_path(tar_path: Path) -> Path:
+    return tar_path.with_name(tar_path.name[: -len(".tar")] + "_stats.json")
+
+
+def file_md5(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_stats(tar_path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(stats_path(tar_path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def shard_is_finished(tar_path: Path, plan_digest: str) -> dict[str, Any] | None:
+    """The recorded stats if this shard was completed by an earlier run with the same plan."""
+    stats = read_stats(tar_path)
+    if stats is None or stats.get("plan_digest") != plan_digest:
+        return None
+    try:
+        if tar_path.stat().st_size != stats.get("filesize"):
+            return None
+    except FileNotFoundError:
+        return None
+    return stats if file_md5(tar_path) == stats.get("md5sum") else None
+
+
+class ShardFile:
+    """One tar being written under a temporary name; `close()` pads, renames and records stats."""
+
+    def __init__(self, path: Path, plan_digest: str = "") -> None:
+        self.path = path
+        self.plan_digest = plan_digest
+        self._tmp = temp_path_for(path)
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self.count = 0
+        self._start = time.time()
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def add_sample(self, data: bytes) -> None:
+        self.write(data)
+        self.count += 1
+
+    def close(self) -> dict[str, Any]:
+        self.write(archive_end(self.size))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        end = time.time()
+        stats = {
+            "count": self.count,
+            "successes": self.count,
+            "failed_to_download": 0,
+            "failed_to_resize": 0,
+            "duration": round(end - self._start, 3),
+            "start_time": round(self._start, 3),
+            "end_time": round(end, 3),
+            "status_dict": {"success": self.count},
+            "filesize": self.size,
+            "md5sum": self._md5.hexdigest(),
+            "plan_digest": self.plan_digest,
+        }
+        write_json(stats_path(self.path), stats)
+        return stats
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def clean_stale(shard_dir: Path, name: str, n_shards: int) -> None:
+    """Remove temp files of killed runs and shards beyond this plan's count (older runs)."""
+    if not shard_dir.is_dir():
+        return
+    for p in shard_dir.iterdir():
+        stem = p.name
+        if stem.startswith(f".{name}-") and ".tmp-" in stem:
+            p.unlink()
+        elif stem.startswith(f"{name}-") and stem.endswith((".tar", "_stats.json")):
+            number = stem[len(name) + 1 :].split(".")[0].split("_")[0]
+            if number.isdigit() and int(number) >= n_shards:
+                p.unlink()
+
+
+def index_schema(extras: list[str]) -> pa.Schema:
+    fields = [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("size", pa.int64()),
+    ]
+    for role in ("image", "json", "txt"):
+        fields += [
+            (f"{role}_offset", pa.int64()),
+            (f"{role}_size", pa.int64()),
+            (f"{role}_sha256", pa.string()),
+        ]
+    fields += [
+        ("format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("texts", pa.list_(pa.string())),
+        ("url", pa.string()),
+        ("path", pa.string()),
+    ]
+    fields += [(c, pa.string()) for c in OPTIONAL_COLUMNS if c in extras]
+    return pa.schema(fields)
+
+
+def write_index(
+    out_dir: Path, rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]
+) -> None:
+    """index.parquet, one row per sample in shard order; parameters in the file metadata."""
+    schema = index_schema(extras).with_metadata(
+        {"vlmdata.shards": json.dumps(params, sort_keys=True)}
+    )
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_wids(out_dir: Path, name: str, shard_stats: list[tuple[str, dict[str, Any]]]) -> None:
+    """wids.json (wids-shard-index-v1): shard URLs relative to OUT, as wids resolves them."""
+    write_json(
+        out_dir / "wids.json",
+        {
+            "__kind__": WIDS_KIND,
+            "wids_version": 1,
+            "name": name,
+            "shardlist": [
+                {
+                    "url": rel,
+                    "nsamples": s["count"],
+                    "filesize": s["filesize"],
+                    "md5sum": s["md5sum"],
+                }
+                for rel, s in shard_stats
+            ],
+        },
+    )

@@ -1,0 +1,89 @@
+"""Turning one input image into the bytes that go into a shard (or a reject reason).
+
+Used twice by `write_shards`: in the planning pass (to learn sizes and hashes, so shards can be
+assigned before anything is written) and again by each shard writer, which checks that it gets
+the same bytes. `write_samples` uses it once per streamed image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmdata.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageInfo,
+    ImageReject,
+    check_image,
+    resize_image,
+    resolve_image_path,
+)
+from vlmdata.shards.samples import sha256
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What the image checks and optional resize do; identical in every worker."""
+
+    min_side: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    resize: str | None = None  # None | "keep_ratio" | "center_crop" | "border"
+    image_size: int = 256
+    reencode: str | None = None  # None | "jpg" | "png" | "webp"
+
+    @property
+    def transforms(self) -> bool:
+        return self.resize is not None or self.reencode is not None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked image: the final bytes' facts (and the original's hash, for duplicates)."""
+
+    info: ImageInfo
+    size: int
+    sha256: str
+    source_sha256: str
+
+
+def prepare_bytes(data: bytes, opts: ImageOptions) -> tuple[bytes, Prepared]:
+    """Check, then optionally resize/re-encode. Raises ImageReject."""
+    info = check_image(data, min_side=opts.min_side, max_pixels=opts.max_pixels)
+    source_hash = sha256(data)
+    out = data
+    if opts.transforms:
+        out = resize_image(data, mode=opts.resize, size=opts.image_size, reencode=opts.reencode)
+        info = check_image(out, max_pixels=opts.max_pixels)
+    out_hash = source_hash if out is data else sha256(out)
+    return out, Prepared(info, len(out), out_hash, source_hash)
+
+
+def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes]:
+    """Read the file a manifest path names; ImageReject for escapes and missing files."""
+    if not rel:
+        raise ImageReject("missing_file", "row has no path (URL data sets: use `vlmdata download`)")
+    path = resolve_image_path(images_dir, rel)
+    try:
+        return path, path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ImageReject("missing_file", f"{rel} not found in {images_dir}") from None
+
+
+def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepared | ImageReject:
+    """Planning pass for one manifest row: facts about the final bytes, or the reject."""
+    try:
+        _, data = read_image_file(images_dir, rel)
+        return prepare_bytes(data, opts)[1]
+    except ImageReject as e:
+        return e
+
+
+def prepare_chunk(
+    images_dir: str, rels: list[str | None], opts: ImageOptions
+) -> list[Prepared | tuple[str, str]]:
+    """A worker's share of the planning pass (rejects as plain tuples: cheap to send back)."""
+    out: list[Prepared | tuple[str, str]] = []
+    for rel in rels:
+        r = prepare_file(Path(images_dir), rel, opts)
+        out.append((r.reason, r.detail) if isinstance(r, ImageReject) else r)
+    return out

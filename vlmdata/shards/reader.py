@@ -1,0 +1,189 @@
+"""Reading shards back: by index (one `pread` per sample) or streaming through the tars.
+
+`ShardReader` is map-style (`len` + `[i]`), so `torch.utils.data.DistributedSampler` and
+DataLoader workers work with it: file descriptors are opened lazily and per process (a forked
+or unpickled copy opens its own), never shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from vlmdata.errors import DataError
+from vlmdata.images import FORMATS
+from vlmdata.shards.samples import sha256
+from vlmdata.shards.tarfmt import iter_members
+
+Sample = dict[str, Any]  # key, image (bytes), image_ext, meta (dict), txt (str)
+_ROLES = ("image", "json", "txt")
+
+
+def list_shards(out_dir: str | os.PathLike) -> list[Path]:
+    """The shard files in order (wids.json's order when present, else sorted names)."""
+    root = Path(out_dir)
+    wids = root / "wids.json"
+    if wids.exists():
+        shardlist = json.loads(wids.read_text(encoding="utf-8"))["shardlist"]
+        return [root / s["url"] for s in shardlist]
+    return sorted((root / "shards").glob("*.tar"))
+
+
+def _make_sample(key: str, image: bytes, ext: str, js: bytes, txt: bytes) -> Sample:
+    return {
+        "key": key,
+        "image": image,
+        "image_ext": ext,
+        "meta": json.loads(js) if js else {},
+        "txt": txt.decode("utf-8"),
+    }
+
+
+class ShardReader:
+    """Random access to samples through OUT/index.parquet.
+
+    `filter` is a polars expression over index columns, e.g. `pl.col("split") == "test"`;
+    `verify=True` checks each member's sha256 against the index on every read.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike, filter: pl.Expr | None = None, *, verify: bool = False
+    ) -> None:
+        self.root = Path(out_dir)
+        path = self.root / "index.parquet"
+        if not path.exists():
+            raise DataError("no index.parquet here: not a shard folder", file=str(self.root))
+        index = pl.read_parquet(path)
+        self.index: pl.DataFrame = index.filter(filter) if filter is not None else index
+        self.verify = verify
+        self._shards = sorted(self.index["shard"].unique().to_list())
+        ids = {s: i for i, s in enumerate(self._shards)}
+        self._shard_id = np.array([ids[s] for s in self.index["shard"].to_list()], dtype=np.int32)
+        cols = ["offset", "size"] + [f"{r}_{x}" for r in _ROLES for x in ("offset", "size")]
+        self._pos = {c: self.index[c].to_numpy().astype(np.int64) for c in cols}
+        self._keys: list[str] = self.index["key"].to_list()
+        self._formats: list[str] = self.index["format"].to_list()
+        self._row_of: dict[str, int] | None = None
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _fd(self, shard_id: int) -> int:
+        if self._pid != os.getpid():  # forked into a worker: never share the parent's fds
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard_id)
+        if fd is None:
+            fd = os.open(self.root / self._shards[shard_id], os.O_RDONLY)
+            self._fds[shard_id] = fd
+        return fd
+
+    def __getitem__(self, i: int) -> Sample:
+        n = len(self._keys)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range ({n} samples)")
+        i = int(i) % n
+        start, size = int(self._pos["offset"][i]), int(self._pos["size"][i])
+        buf = os.pread(self._fd(int(self._shard_id[i])), size, start)
+        if len(buf) != size:
+            raise DataError(f"sample {self._keys[i]!r}: shard shorter than the index says")
+        parts = {}
+        for role in _ROLES:
+            off = int(self._pos[f"{role}_offset"][i]) - start
+            parts[role] = buf[off : off + int(self._pos[f"{role}_size"][i])]
+        if self.verify:
+            self._check(i, parts)
+        return _make_sample(
+            self._keys[i], parts["image"], self._formats[i], parts["json"], parts["txt"]
+        )
+
+    def _check(self, i: int, parts: dict[str, bytes]) -> None:
+        for role, data in parts.items():
+            if sha256(data) != self.index[f"{role}_sha256"][i]:
+                raise DataError(f"sample {self._keys[i]!r}: {role} checksum mismatch")
+
+    def row_of(self, key: str) -> int:
+        """The row (position in this reader) of a key; KeyError when absent."""
+        if self._row_of is None:
+            self._row_of = {k: i for i, k in enumerate(self._keys)}
+        return self._row_of[key]
+
+    def get(self, key: str) -> Sample:
+        return self[self.row_of(key)]
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fds"] = {}  # a copy in another process opens its own
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _key_ext(name: str) -> tuple[str, str]:
+    base = name.rsplit("/", 1)[-1]
+    key, _, ext = base.partition(".")
+    prefix = name[: len(name) - len(base)]
+    return prefix + key, ext
+
+
+def iter_tar_samples(path: str | os.PathLike) -> Iterator[Sample]:
+    """Samples of one tar, read sequentially (members grouped by key, WebDataset-style)."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        key, parts = None, {}
+        for member, data in iter_members(f):
+            k, ext = _key_ext(member.name)
+            if k != key and key is not None:
+                yield _group(key, parts)
+                parts = {}
+            key = k
+            parts[ext] = data
+        if key is not None:
+            yield _group(key, parts)
+
+
+def _group(key: str, parts: dict[str, bytes]) -> Sample:
+    ext = next((e for e in FORMATS if e in parts), "")
+    return _make_sample(
+        key, parts.get(ext, b""), ext, parts.get("json", b""), parts.get("txt", b"")
+    )
+
+
+def iter_samples(
+    out_dir: str | os.PathLike, shards: Iterable[str | os.PathLike | int] | None = None
+) -> Iterator[Sample]:
+    """Stream every sample (or those of the given shards: paths or positions in list_shards)."""
+    all_shards = list_shards(out_dir)
+    chosen = (
+        all_shards
+        if shards is None
+        else [all_shards[s] if isinstance(s, int) else Path(s) for s in shards]
+    )
+    for path in chosen:
+        yield from iter_tar_samples(path)

@@ -1,0 +1,68 @@
+"""One sample's tar members and where each lands in the shard.
+
+A sample is `KEY.<jpg|png|webp>`, `KEY.json`, `KEY.txt`, in that order. Because headers are
+fixed-size, offsets follow from the member sizes alone: the index is computed from the plan,
+before (or without) writing any bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from vlmdata.manifest import OPTIONAL_COLUMNS
+from vlmdata.shards.tarfmt import member_bytes, member_header, padding
+
+META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)
+MEMBER_COLUMNS = ("image", "json", "txt")
+
+
+def meta_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The KEY.json content: the manifest row's non-null fields."""
+    return {k: row[k] for k in META_FIELDS if row.get(k) is not None}
+
+
+def json_bytes(row: dict[str, Any]) -> bytes:
+    meta = meta_of(row)
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def txt_bytes(row: dict[str, Any]) -> bytes:
+    texts = row.get("texts") or []
+    return (texts[0] if texts else "").encode("utf-8")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Byte positions of one sample in its shard (data offsets, not header offsets)."""
+
+    offset: int
+    size: int
+    members: dict[str, tuple[int, int]]  # "image"|"json"|"txt" -> (data offset, size)
+
+
+def member_names(key: str, image_ext: str) -> dict[str, str]:
+    return {"image": f"{key}.{image_ext}", "json": f"{key}.json", "txt": f"{key}.txt"}
+
+
+def layout(key: str, image_ext: str, sizes: dict[str, int], start: int) -> Layout:
+    """Where the sample's members go when the sample starts at byte `start` of the shard."""
+    pos = start
+    members = {}
+    for role, name in member_names(key, image_ext).items():
+        pos += len(member_header(name, sizes[role]))
+        members[role] = (pos, sizes[role])
+        pos += sizes[role] + padding(sizes[role])
+    return Layout(start, pos - start, members)
+
+
+def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
+    """The sample's tar bytes (headers, data, padding), matching `layout`."""
+    names = member_names(key, image_ext)
+    return b"".join(member_bytes(names[role], parts[role]) for role in MEMBER_COLUMNS)
