@@ -1,22 +1,95 @@
-"""Stub commands: replaced as their issues are built."""
+"""`vlmdata manifest` (published data set files -> manifest) and `vlmdata filter-urls`."""
+
+from __future__ import annotations
 
 import click
 
-from cli.common import not_built
+from cli.common import handle_errors
+
+SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava"]
 
 
-@click.command("manifest", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def manifest(args):
-    """(not built yet)"""
-    not_built("manifest")
+@click.command("manifest")
+@click.argument("source", type=click.Choice(SOURCE_NAMES))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--images", type=click.Path(file_okay=False), help="Image folder (oven: .jpg/.JPEG).")
+@click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
+@click.option("--split", help="Split for every row (default: from the file name or the data).")
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@handle_errors
+def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
+    """Read a published data set's files into OUT/manifest.parquet + OUT/rejects.parquet.
+
+    \b
+    Sources and their files:
+      cc3m      Train_GCC-training.tsv, Validation_GCC-1.1.0-Validation.tsv (caption<TAB>url),
+                or FROMAGe's cc3m_{train,val}.tsv (header caption<TAB>image)
+      karpathy  dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json
+      coco      captions_train2014.json, captions_val2014.json
+      oven      oven_{entity,query}_{train,val,test}.jsonl
+      oven-kb   Wiki6M_ver_1_0.jsonl (also writes OUT/entities.parquet)
+      llava     llava_v1_5_mix665k.json, LLaVAR json (text-only records: OUT/text_only.parquet)
+
+    \b
+    Examples:
+      vlmdata manifest karpathy dataset_flickr30k.json -o work/flickr30k
+      vlmdata manifest karpathy dataset_coco.json --restval skip -o work/coco
+      vlmdata manifest cc3m Train_GCC-training.tsv Validation_GCC-1.1.0-Validation.tsv -o cc3m/
+      vlmdata manifest oven oven_entity_train.jsonl --images oven_images/ -o oven/
+      vlmdata manifest llava llava_v1_5_mix665k.json -o llava/
+
+    Unreadable rows go to rejects.parquet with file, line (JSON: list index) and reason; the
+    summary counts them. Exit 1 when rejects pass --max-reject-ratio, 2 on unusable input.
+    """
+    from vlmdata.sources import read_source
+
+    result = read_source(source, inputs, out, images=images, restval=restval, split=split)
+    click.echo(result.summary())
+    result.check(max_reject_ratio)
 
 
-@click.command("filter-urls", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def filter_urls(args):
-    """(not built yet)"""
-    not_built("filter-urls")
+@click.command("filter-urls")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cc3m", "manifest"]),
+    help="Input format (default: manifest for *.parquet, else cc3m).",
+)
+@click.option("--denylist", type=click.Path(dir_okay=False), help="Domains file, one per line.")
+@click.option("--allow-private", is_flag=True, help="Keep localhost / private IPs (test servers).")
+@click.option("--split", help="cc3m: split for every row (default: from the file name).")
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@handle_errors
+def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio):
+    """Drop URLs a downloader must not fetch: OUT/manifest.parquet (kept) + OUT/rejects.parquet.
+
+    \b
+    Reasons, checked in this order (one per row):
+      empty_text, too_long (>2048), bad_scheme (not http/https), malformed,
+      private_address (localhost, private/loopback/link-local/multicast/reserved IPs),
+      non_public_tld (.onion .i2p .local .internal), denylisted_domain (suffix match),
+      duplicate_url (the first occurrence is kept)
+
+    \b
+    Examples:
+      vlmdata filter-urls Train_GCC-training.tsv -o cc3m/ --denylist blocked.txt
+      vlmdata filter-urls work/oven-kb/manifest.parquet -o work/oven-kb-clean
+      vlmdata filter-urls test.tsv --format cc3m --split train --allow-private -o t/
+    """
+    from vlmdata.urls import filter_urls as run
+
+    result = run(
+        input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private, split=split
+    )
+    click.echo(result.summary())
+    result.check(max_reject_ratio)
 
 
 COMMANDS = [

@@ -1,0 +1,105 @@
+"""Source readers: published data set files in, `manifest.parquet` + `rejects.parquet` out.
+
+    from vlmdata.sources import read_source
+    result = read_source("karpathy", ["dataset_flickr30k.json"], "work/", restval="train")
+    print(result.summary()); result.check(0.5)
+
+One module per published format; each exposes `read(inputs, sink, **options)` writing to a
+`vlmdata.manifest.ManifestSink`, which validates every row and counts rejects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmdata.errors import DataError
+from vlmdata.manifest import ManifestSink
+from vlmdata.rejects import check_reject_ratio, format_summary
+
+# Reasons for rows dropped on purpose (an option asked for it): listed in rejects.parquet and
+# the summary, but not counted against --max-reject-ratio.
+SKIP_REASONS = frozenset({"skipped_restval"})
+
+
+@dataclass
+class SourceResult:
+    """What a reader did: kept rows, reject counts by reason, and other outputs it wrote."""
+
+    out_dir: Path
+    kept: int
+    rejects: Counter[str]
+    extra: dict[str, int] = field(default_factory=dict)  # e.g. text_only, entities
+
+    def summary(self) -> str:
+        lines = [format_summary(self.kept, self.rejects)]
+        lines += [f"{name:<9} {n:>10,}" for name, n in self.extra.items()]
+        return "\n".join(lines)
+
+    def check(self, max_reject_ratio: float) -> None:
+        """Raise RejectRatioExceeded when unreadable rows pass the ratio (skips don't count)."""
+        bad = sum(n for r, n in self.rejects.items() if r not in SKIP_REASONS)
+        kept = self.kept + self.extra.get("text_only", 0)
+        check_reject_ratio(kept, bad, max_reject_ratio)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    module: str  # imported on use, so listing sources stays cheap
+    extra_columns: tuple[str, ...]
+    help: str
+
+    def reader(self) -> Callable[..., dict[str, int] | None]:
+        import importlib
+
+        return importlib.import_module(f"vlmdata.sources.{self.module}").read
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("cc3m", "cc3m", (), "Google CC3M TSV (caption<TAB>url) or FROMAGe TSV"),
+        Source("karpathy", "karpathy", ("image_id",), "Karpathy dataset_{flickr8k,30k,coco}.json"),
+        Source("coco", "coco", ("image_id",), "COCO captions_{train,val}2014.json"),
+        Source(
+            "oven",
+            "oven",
+            ("image_id", "data_id", "entity_id", "entity_name", "question"),
+            "OVEN oven_{entity,query}_{train,val,test}.jsonl",
+        ),
+        Source("oven-kb", "oven_kb", ("entity_id", "entity_name"), "OVEN Wiki6M_ver_1_0.jsonl"),
+        Source("llava", "llava", ("data_id", "conversations"), "LLaVA / LLaVAR instruction JSON"),
+    )
+}
+
+
+def read_source(
+    name: str, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, **options
+) -> SourceResult:
+    """Read `inputs` with source `name` into OUT_DIR/manifest.parquet and rejects.parquet.
+
+    Options (None means unset): images (image folder), split, restval ("train" | "skip").
+    Raises DataError for an unknown source, a missing input, or an option the source lacks.
+    """
+    if name not in SOURCES:
+        raise DataError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file")
+    read = source.reader()
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(read).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        opts = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise DataError(f"source {name!r} does not take {opts}")
+    with ManifestSink(out_dir, source.extra_columns, stage=f"manifest:{name}") as sink:
+        extra = read(paths, sink, **options) or {}
+    return SourceResult(Path(out_dir), sink.kept, Counter(sink.rejects.counts), extra)

@@ -1,0 +1,66 @@
+"""Line-based inputs (TSV, JSONL), read as bytes so one bad line cannot spoil the rest.
+
+Reading bytes (not text mode) keeps line numbers honest: Python's text mode would also split on
+`\\r`, `\\x1c`… and `\\u2028` inside captions, while the published files only use `\\n`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from vlmdata.sources.fields import RowError
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line without its `\\n` / `\\r\\n`), skipping nothing."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            yield number, raw.rstrip(b"\n").removesuffix(b"\r")
+
+
+def decode(raw: bytes) -> str:
+    """The line as text, or RowError `bad_utf8` naming the byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RowError("bad_utf8", f"invalid UTF-8 at byte {e.start}") from None
+
+
+def readable(raw: bytes) -> str:
+    """A bad line as text for the reject record (invalid bytes as `\\xNN`)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def split_tsv(text: str, n_fields: int) -> list[str]:
+    """Exactly `n_fields` tab-separated fields (a tab inside a caption gives one too many)."""
+    fields = text.split("\t")
+    if len(fields) != n_fields:
+        raise RowError("wrong_field_count", f"{len(fields)} tab-separated fields, not {n_fields}")
+    return fields
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """One JSONL record, which must be a JSON object."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RowError("bad_json", f"{e.msg} at column {e.colno}") from None
+    if not isinstance(record, dict):
+        raise RowError("wrong_type", f"record is {type(record).__name__}, not an object")
+    return record
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | None, Any]]:
+    """(line, record, error) per non-blank line: error is a RowError with the line's raw text
+    attached as `.record`, or None when the record parsed."""
+    for number, raw in iter_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            yield number, parse_json_object(decode(raw)), None
+        except RowError as e:
+            e.record = readable(raw)  # type: ignore[attr-defined]
+            yield number, None, e
