@@ -1,8 +1,10 @@
-"""Stub commands: replaced as their issues are built."""
+"""`vlmdata download`, `shard`, `inspect`, `verify`, `get`: the shards stage."""
+
+import sys
 
 import click
 
-from cli.common import not_built
+from cli.common import handle_errors, not_built
 
 
 @click.command("download", context_settings={"ignore_unknown_options": True})
@@ -12,32 +14,180 @@ def download(args):
     not_built("download")
 
 
-@click.command("shard", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def shard(args):
-    """(not built yet)"""
-    not_built("shard")
+@click.command("shard")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", required=True, type=click.Path(file_okay=False), help="Image folder.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--name", default="data", show_default=True, help="Shard name prefix.")
+@click.option("--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--min-side", default=0, show_default=True, help="Reject smaller images (px).")
+@click.option(
+    "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["keep_ratio", "center_crop", "border"]),
+    help="Resize images (off by default: original bytes are kept).",
+)
+@click.option("--image-size", default=256, show_default=True, help="Target side for --resize.")
+@click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def shard(
+    manifest,
+    images,
+    out,
+    name,
+    samples_per_shard,
+    max_shard_bytes,
+    workers,
+    min_side,
+    max_pixels,
+    resize,
+    image_size,
+    reencode,
+    max_reject_ratio,
+    quiet,
+):
+    """Pack a manifest's local images into indexed WebDataset shards in OUT.
+
+    \b
+    Writes:
+      OUT/shards/NAME-000000.tar ...  KEY.jpg|png|webp (format sniffed from the bytes),
+                                      KEY.json (manifest row), KEY.txt (first text)
+      OUT/shards/NAME-000000_stats.json, OUT/wids.json (wids-shard-index-v1)
+      OUT/index.parquet   byte offset/size/sha256 of every member, width, height, metadata
+      OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
+                          too_large, too_small, duplicate_image, bad_key, duplicate_key
+      OUT/manifest.parquet (a copy of MANIFEST)
+
+    \b
+    Examples:
+      vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
+      vlmdata shard cc3m/manifest.parquet --images imgs/ -o out/ --workers 4 \\
+          --max-shard-bytes 500000000 --min-side 64
+      vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --image-size 224
+
+    Same inputs give byte-identical output. A killed run, rerun with the same arguments,
+    keeps the shards it finished and ends identical to an uninterrupted run.
+    """
+    from vlmdata.rejects import check_reject_ratio
+    from vlmdata.shards import write_shards
+
+    summary = write_shards(
+        manifest,
+        images,
+        out,
+        name=name,
+        samples_per_shard=samples_per_shard,
+        max_shard_bytes=max_shard_bytes,
+        workers=workers,
+        min_side=min_side,
+        max_pixels=max_pixels,
+        resize=resize,
+        image_size=image_size,
+        reencode=reencode,
+        progress=not quiet,
+    )
+    click.echo(summary.format())
+    check_reject_ratio(summary.kept, summary.rejected, max_reject_ratio, what="images")
 
 
-@click.command("inspect", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def inspect(args):
-    """(not built yet)"""
-    not_built("inspect")
+@click.command("inspect")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@handle_errors
+def inspect(out, as_json):
+    """Summarise a shard folder: samples per split and source, sizes, captions, rejects.
+
+    \b
+    Examples:
+      vlmdata inspect shards/
+      vlmdata inspect shards/ --json | jq .rejects
+    """
+    import json
+
+    from vlmdata.shards.inspect import format_report, summarize
+
+    s = summarize(out)
+    click.echo(json.dumps(s, indent=2) if as_json else format_report(s))
 
 
-@click.command("verify", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def verify(args):
-    """(not built yet)"""
-    not_built("verify")
+@click.command("verify")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def verify(out, quiet):
+    """Re-read every sample in OUT against index.parquet and wids.json.
+
+    Checks each member's tar header and sha256 and each shard's size and md5. Prints one line
+    per mismatch (shard, key, problem) and exits 1 if there is any.
+
+    \b
+    Example:
+      vlmdata verify shards/
+    """
+    from cli.common import EXIT_REJECTS
+    from vlmdata.shards.verify import verify_shards
+
+    report = verify_shards(out, progress=not quiet)
+    for m in report.mismatches:
+        click.echo(str(m))
+    keys = {m.key for m in report.mismatches if m.key}
+    click.echo(
+        f"checked {report.samples:,} samples in {report.shards:,} shards: "
+        + ("ok" if report.ok else f"{len(report.mismatches)} mismatches in {len(keys)} samples"),
+        err=not report.ok,
+    )
+    if not report.ok:
+        sys.exit(EXIT_REJECTS)
 
 
-@click.command("get", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def get(args):
-    """(not built yet)"""
-    not_built("get")
+@click.command("get")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("key")
+@click.option("-o", "--dest", type=click.Path(file_okay=False), help="Write the members here.")
+@handle_errors
+def get(out, key, dest):
+    """Fetch one sample by key with a single random-access read.
+
+    \b
+    Examples:
+      vlmdata get shards/ flickr30k_1000092795            # prints KEY.json + image facts
+      vlmdata get shards/ flickr30k_1000092795 -o /tmp/s  # writes KEY.jpg KEY.json KEY.txt
+    """
+    import json
+    from pathlib import Path
+
+    from vlmdata.errors import DataError
+    from vlmdata.shards import ShardReader
+
+    reader = ShardReader(out)
+    try:
+        row = reader.row_of(key)
+    except KeyError:
+        raise DataError(
+            f"key {key!r} not in the index", file=str(Path(out) / "index.parquet")
+        ) from None
+    if dest is None:
+        s = reader[row]
+        info = {"image_ext": s["image_ext"], "image_bytes": len(s["image"])}
+        click.echo(json.dumps({**s["meta"], **info}, indent=2, ensure_ascii=False))
+        return
+    from vlmdata.atomic import atomic_open
+
+    parts = reader.members(row)
+    ext = reader.index["format"][row]
+    for suffix, data in ((ext, parts["image"]), ("json", parts["json"]), ("txt", parts["txt"])):
+        path = Path(dest) / f"{key}.{suffix}"
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+        click.echo(str(path))
 
 
 COMMANDS = [

@@ -199,3 +199,41 @@ def test_write_samples_without_manifest_writes_the_rows_it_saw(tmp_path):
     written = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert written["key"].to_list() == [r["key"] for r in rows]
     assert written["entity_id"].to_list() == [f"Q{i}" for i in range(6)]
+
+
+KILL_SCRIPT = """
+import sys, time
+import vlmdata.shards.writer as w
+slow = w.write_planned_shard
+def write_then_pause(job):
+    stats = slow(job)
+    time.sleep(30)  # the test kills the process while it sits here
+    return stats
+w.write_planned_shard = write_then_pause
+w.write_shards(sys.argv[1], sys.argv[2], sys.argv[3], samples_per_shard=5, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_byte_identical(good_set, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    manifest, images = good_set
+    write_shards(manifest, images, tmp_path / "ref", samples_per_shard=5, progress=False)
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", KILL_SCRIPT, str(manifest), str(images), str(out)]
+    proc = subprocess.Popen(args, cwd=Path(__file__).parents[2])
+    stats = out / "shards" / "data-000000_stats.json"
+    deadline = time.monotonic() + 60
+    while not stats.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert stats.exists() and not (out / "index.parquet").exists()
+    assert len(list((out / "shards").glob("*.tar"))) == 1
+    s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
+    assert (s.written, s.skipped) == (4, 1)
+    assert tree_hashes(out) == tree_hashes(tmp_path / "ref")

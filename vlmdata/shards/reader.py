@@ -86,10 +86,21 @@ class ShardReader:
         return fd
 
     def __getitem__(self, i: int) -> Sample:
+        i = self._row(i)
+        parts = self.members(i)
+        return _make_sample(
+            self._keys[i], parts["image"], self._formats[i], parts["json"], parts["txt"]
+        )
+
+    def _row(self, i: int) -> int:
         n = len(self._keys)
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range ({n} samples)")
-        i = int(i) % n
+        return int(i) % n
+
+    def members(self, i: int) -> dict[str, bytes]:
+        """The raw member bytes of row i ("image", "json", "txt") from one pread."""
+        i = self._row(i)
         start, size = int(self._pos["offset"][i]), int(self._pos["size"][i])
         buf = os.pread(self._fd(int(self._shard_id[i])), size, start)
         if len(buf) != size:
@@ -100,9 +111,7 @@ class ShardReader:
             parts[role] = buf[off : off + int(self._pos[f"{role}_size"][i])]
         if self.verify:
             self._check(i, parts)
-        return _make_sample(
-            self._keys[i], parts["image"], self._formats[i], parts["json"], parts["txt"]
-        )
+        return parts
 
     def _check(self, i: int, parts: dict[str, bytes]) -> None:
         for role, data in parts.items():

@@ -173,10 +173,10 @@ def _executor(workers: int) -> Executor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _bar(progress: bool, total: int | None, desc: str):
+def _bar(progress: bool, total: int | None, desc: str, unit: str = "img"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
 
 
 def _plan_images(
@@ -297,7 +297,7 @@ def write_shards(
         index_rows, jobs, stats = _layout_shards(shards, out, name, images_dir, opts, extras)
         clean_stale(out / SHARDS_DIR, name, len(shards))
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
-        with _bar(progress, len(todo), "writing shards") as bar:
+        with _bar(progress, len(todo), "writing shards", "shard") as bar:
             results = (pool.map if pool else map)(write_planned_shard, [jobs[i] for i in todo])
             for i, st in zip(todo, results, strict=True):
                 stats[i] = st

@@ -1,0 +1,98 @@
+"""`vlmdata inspect`: what is in a shard folder, as small plain-text tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from vlmdata.errors import DataError
+
+
+def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The figures `inspect` prints, as plain data (tests and scripts use this)."""
+    root = Path(out_dir)
+    if not (root / "index.parquet").exists():
+        raise DataError("no index.parquet: not a shard folder", file=str(root))
+    index = pl.read_parquet(root / "index.parquet")
+    words = index.select(
+        pl.col("texts").explode().str.split(" ").list.len().alias("n")
+    ).drop_nulls()["n"]
+    shard_bytes = 0
+    if (root / "wids.json").exists():
+        shardlist = json.loads((root / "wids.json").read_text("utf-8"))["shardlist"]
+        shard_bytes = sum(s["filesize"] for s in shardlist)
+    groups = (
+        index.group_by("split", "source")
+        .agg(pl.len().alias("samples"), pl.col("image_size").sum().alias("image_bytes"))
+        .sort("split", "source")
+    )
+    rejects = pl.DataFrame({"stage": [], "reason": [], "count": []})
+    if (root / "rejects.parquet").exists():
+        rej = pl.read_parquet(root / "rejects.parquet")
+        rejects = rej.group_by("stage", "reason").agg(pl.len().alias("count"))
+        rejects = rejects.sort(["count", "reason"], descending=[True, False])
+    return {
+        "samples": len(index),
+        "shards": index["shard"].n_unique(),
+        "shard_bytes": shard_bytes,
+        "image_bytes": int(index["image_size"].sum() or 0),
+        "by_split_source": groups.rows(named=True),
+        "formats": dict(index["format"].value_counts(sort=True).iter_rows()),
+        "width": _quantiles(index["width"]),
+        "height": _quantiles(index["height"]),
+        "caption_words": _quantiles(words),
+        "texts_per_sample": _quantiles(index["texts"].list.len()),
+        "rejects": rejects.rows(named=True),
+    }
+
+
+def _quantiles(s: pl.Series) -> dict[str, float]:
+    if s.len() == 0:
+        return {}
+    q = {f"p{p}": float(s.quantile(p / 100, interpolation="nearest")) for p in (5, 50, 95)}
+    return {"min": float(s.min()), **q, "max": float(s.max())}
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def format_report(s: dict[str, Any]) -> str:
+    parts = [
+        f"samples {s['samples']:,} in {s['shards']:,} shards, "
+        f"{s['shard_bytes'] / 1e6:,.1f} MB of tars ({s['image_bytes'] / 1e6:,.1f} MB images)",
+        _table(
+            ["split", "source", "samples", "image MB"],
+            [
+                [g["split"], g["source"], g["samples"], g["image_bytes"] / 1e6]
+                for g in s["by_split_source"]
+            ],
+        ),
+        _table(["format", "samples"], [[k, v] for k, v in s["formats"].items()]),
+    ]
+    stats = ("width", "height", "caption_words", "texts_per_sample")
+    cols = ["min", "p5", "p50", "p95", "max"]
+    parts.append(_table(["", *cols], [[n, *[s[n].get(c) for c in cols]] for n in stats if s[n]]))
+    rej = [[r["stage"], r["reason"], r["count"]] for r in s["rejects"]]
+    parts.append(_table(["stage", "rejected", "count"], rej) if rej else "rejects: none")
+    return "\n\n".join(parts)
