@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from vlmdata.errors import DataError
 
 _WS = " \t\n\r"
+_SCALAR_END = re.compile(r"[,\]}\s]")
 _DECODER = json.JSONDecoder()
 MAX_ELEMENT_CHARS = 256 * 1024 * 1024
 
@@ -76,16 +78,17 @@ class JsonStream:
 
     def value(self) -> Any:
         """Decode the next complete JSON value, reading more text until it is whole."""
-        self._peek()
+        if self._peek() not in '{["':
+            # A number or literal: make sure it is whole ("0" may go on as "0.5" in the next
+            # chunk) by reading until a character that ends it is in the buffer.
+            while not _SCALAR_END.search(self._buf, self._pos) and self._fill():
+                pass
         while True:
             try:
                 obj, end = _DECODER.raw_decode(self._buf, self._pos)
             except json.JSONDecodeError as e:
                 if len(self._buf) - self._pos > MAX_ELEMENT_CHARS or not self._fill():
                     raise self._error(e.msg) from None
-                continue
-            # A number or literal that ends the buffer may continue in the next chunk.
-            if end == len(self._buf) and self._fill():
                 continue
             self._pos = end
             return obj
