@@ -1,0 +1,130 @@
+"""grace: exact label masks, identifier tokens == the trie rule, falling loss, ids.parquet."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+import torch
+
+from vlmdata.errors import DataError
+from vlmdata.ids.tokens import identifier_sequence
+from vlmtrain.recipes import RecipeContext, get_recipe
+
+IDS = {f"s{i:03d}": f"{i % 3}-{i}" for i in range(6)}
+
+
+def _ctx(model, **kw):
+    return RecipeContext.for_model(model, identifiers=IDS, **kw)
+
+
+def test_grace_label_masks_token_by_token(build, tokenizer, samples):
+    model = build()
+    recipe = get_recipe("grace")
+    s = samples[1]
+    enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    target = identifier_sequence(tokenizer, IDS[s["key"]], prefix=" ", eos=True)
+    img = [model.image_token_id] * model.num_image_tokens
+
+    ex = recipe.make(s, _ctx(model), "image2id")
+    prompt = [tokenizer.bos_token_id] + enc("image:") + img + enc(" id")
+    assert ex["input_ids"] == prompt + target
+    assert ex["labels"] == [-100] * len(prompt) + target
+    assert ex["pixel_values"].shape == (3, 32, 32)
+    assert target[-1] == tokenizer.eos_token_id
+
+    ex = recipe.make(s, _ctx(model), "query2id", text_index=1)
+    prompt = [tokenizer.bos_token_id] + enc(f"caption: {s['meta']['texts'][1]} id")
+    assert ex["input_ids"] == prompt + target
+    assert ex["labels"] == [-100] * len(prompt) + target
+    assert ex["pixel_values"] is None
+
+
+def test_grace_examples_kinds_and_mixing(build, samples):
+    model = build()
+    recipe = get_recipe("grace")
+    exs = recipe.examples(samples[0], _ctx(model))
+    assert [e["kind"] for e in exs] == ["image2id", "query2id", "query2id"]  # 2 captions
+    assert recipe.mix == {"image2id": 16, "query2id": 48}
+    ctx = _ctx(model, rng=random.Random(0))
+    kinds = [recipe.example(samples[0], ctx)["kind"] for _ in range(400)]
+    assert 0.15 < kinds.count("image2id") / 400 < 0.35  # 16 / 64 expected
+    one = _ctx(model, kind="query2id")
+    assert recipe.example(samples[0], one)["kind"] == "query2id"
+    # same key, no rng -> the same caption every time (resumable)
+    first = recipe.example(samples[0], one)["input_ids"]
+    assert all(recipe.example(samples[0], one)["input_ids"] == first for _ in range(5))
+
+
+def test_grace_skips_are_counted(build, samples):
+    model = build()
+    recipe = get_recipe("grace")
+    ctx = RecipeContext.for_model(model, identifiers={"s000": "0-0"}, max_length=12)
+    assert recipe.make(samples[1], ctx, "query2id") is None  # no identifier for s001
+    assert recipe.make(samples[0], ctx, "query2id") is None  # longer than 12 tokens
+    assert dict(ctx.skipped) == {"no_identifier": 1, "too_long": 1}
+
+
+def test_grace_collate_pads_right(build, samples):
+    model = build()
+    recipe = get_recipe("grace")
+    ctx = _ctx(model)
+    items = [recipe.make(samples[0], ctx, "query2id", 0), recipe.make(samples[2], ctx, "image2id")]
+    batch = recipe.collate(items)
+    lens = [len(i["input_ids"]) for i in items]
+    assert batch["input_ids"].shape == (2, max(lens))
+    assert batch["attention_mask"].sum(1).tolist() == lens
+    short = lens.index(min(lens))
+    pad = model.tokenizer.pad_token_id
+    assert batch["input_ids"][short, min(lens) :].eq(pad).all()
+    assert batch["labels"][short, min(lens) :].eq(-100).all()
+    assert batch["pixel_values"].shape == (1, 3, 32, 32)  # only the image2id example
+    assert batch["identifier"] == [IDS["s000"], IDS["s002"]]
+
+
+@pytest.mark.slow
+def test_grace_loss_falls(build, samples):
+    model = build(train=["projector", "lm"])
+    recipe = get_recipe("grace")
+    ctx = _ctx(model)
+    items = [e for s in samples for e in recipe.examples(s, ctx)]
+    batch = recipe.collate(items)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(12):
+        loss, metrics = recipe.loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["loss"])
+    assert metrics["tokens"] == sum(sum(1 for x in e["labels"][1:] if x != -100) for e in items)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):
+    from vlmtrain.recipes.grace import load_identifiers
+
+    good = [identifier_sequence(tokenizer, i, prefix=" ") for i in IDS.values()]
+    df = pl.DataFrame(
+        {
+            "key": list(IDS),
+            "split": ["train"] * 6,
+            "identifier": list(IDS.values()),
+            "tokens": good,
+        },
+        schema_overrides={"tokens": pl.List(pl.Int32)},
+    )
+    df.write_parquet(tmp_path / "ids.parquet")
+    assert load_identifiers(tmp_path / "ids.parquet", tokenizer) == IDS
+    df.with_columns(
+        pl.Series(
+            "tokens",
+            [identifier_sequence(tokenizer, i, prefix="") for i in IDS.values()],
+            dtype=pl.List(pl.Int32),
+        )
+    ).write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad.parquet:0: tokens of identifier"):
+        load_identifiers(tmp_path / "bad.parquet", tokenizer)
+    assert load_identifiers(tmp_path / "bad.parquet", tokenizer, id_prefix="") == IDS

@@ -1,0 +1,63 @@
+"""ModelConfig: a flat dataclass of plain types, so a YAML `model:` block maps straight onto it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PARTS = ("vision", "projector", "lm", "new_tokens", "heads")
+
+
+@dataclass
+class ModelConfig:
+    """Vision tower + projector + causal LM, and which parts train in this stage.
+
+    `train` lists the trainable parts of this stage: "projector" (LLaVA stage 1, FROMAGe),
+    ["projector", "lm"] (LLaVA stage 2, GRACE), "new_tokens" (the added token rows alone),
+    "heads" (retrieval projections), "vision". "lm" includes the new-token rows.
+    """
+
+    # vision tower (open_clip)
+    vision: str = "ViT-L-14"  # open_clip model name
+    vision_pretrained: str | None = None  # open_clip tag ("openai") or a local checkpoint file
+    vision_config: dict[str, Any] | None = (
+        None  # tiny tower: {"embed_dim": 32, "vision_cfg": {...}}
+    )
+    vision_feature: int | str = -2  # block index for patch tokens, or "pooled"
+    image_aspect: str = "pad"  # "pad" (LLaVA expand-to-square) or "crop" (open_clip)
+    # projector
+    projector: str = "mlp2x_gelu"  # "linear" | "mlp2x_gelu"
+    num_visual_tokens: int | None = None  # pooled: prefix length (1); patches: pool grid to n
+    # language model
+    lm: str | None = None  # local HF checkpoint directory
+    lm_config: dict[str, Any] | None = None  # tiny LM: {"model_type": "gpt2", "n_layer": 2, ...}
+    tokenizer: str | None = None  # local tokenizer dir/file (default: the lm directory)
+    dtype: str = "float32"  # weights as built: float32 | bfloat16 | float16
+    # tokens
+    image_token: str = "<image>"
+    new_tokens: list[str] = field(default_factory=list)  # e.g. ["[RET]"]; rows train alone
+    ret_token: str | None = None  # its hidden state is the text retrieval embedding
+    retrieval_dim: int = 0  # >0 adds retrieval heads (FROMAGe: 256)
+    # training
+    train: list[str] = field(default_factory=lambda: ["projector"])
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.train if p not in PARTS]
+        if unknown:
+            raise ValueError(f"model.train: unknown part(s) {unknown}; choose from {list(PARTS)}")
+        if self.ret_token and self.ret_token not in self.new_tokens:
+            self.new_tokens = [*self.new_tokens, self.ret_token]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a YAML mapping; unknown keys are an error (typos must not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"model: unknown key(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

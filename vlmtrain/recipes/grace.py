@@ -1,0 +1,124 @@
+"""GRACE (ACL 2024): memorise image -> identifier, and retrieve query -> identifier.
+
+Two example kinds per sample:
+  image2id:  <s> "image:" <image>*n " id" | ID-TOKENS </s>
+  query2id:  <s> "caption: QUERY id"      | ID-TOKENS </s>      (no image)
+Only the identifier tokens (and eos) are supervised. ID-TOKENS come from
+`vlmdata.ids.tokens.identifier_sequence(tokenizer, identifier, prefix=id_prefix, eos=True)`,
+tokenized apart from the prompt: exactly the paths of a trie built with the same prefix, so
+constrained beam search can reach every identifier the model was trained on.
+GRACE mixes 16 image2id and 48 query2id examples per step: `mix`, applied by the data loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vlmdata.errors import DataError
+from vlmdata.ids.tokens import identifier_sequence
+from vlmtrain.recipes.base import (
+    Example,
+    Recipe,
+    RecipeContext,
+    Sample,
+    SequenceBuilder,
+    sample_texts,
+)
+
+IMAGE2ID, QUERY2ID = "image2id", "query2id"
+
+
+class GraceRecipe(Recipe):
+    name = "grace"
+    kinds = (IMAGE2ID, QUERY2ID)
+
+    def __init__(
+        self,
+        id_prefix: str = " ",
+        image_prompt: str = "image:",
+        query_prompt: str = "caption: ",
+        id_prompt: str = " id",
+        mix: Mapping[str, int] | None = None,
+    ):
+        self.id_prefix, self.image_prompt = id_prefix, image_prompt
+        self.query_prompt, self.id_prompt = query_prompt, id_prompt
+        self.mix = dict(mix or {IMAGE2ID: 16, QUERY2ID: 48})
+        unknown = set(self.mix) - set(self.kinds)
+        if unknown:
+            raise ValueError(f"grace mix: unknown kind(s) {sorted(unknown)}; kinds: {self.kinds}")
+
+    def prompt(self, ctx: RecipeContext, kind: str, query: str | None = None) -> SequenceBuilder:
+        """The unsupervised prompt of `kind` (also what retrieval evaluation generates from)."""
+        seq = SequenceBuilder(ctx)
+        if kind == IMAGE2ID:
+            return seq.text(self.image_prompt).image().text(self.id_prompt)
+        if kind == QUERY2ID:
+            return seq.text(f"{self.query_prompt}{query}{self.id_prompt}")
+        raise ValueError(f"grace: unknown example kind {kind!r}")
+
+    def target(self, ctx: RecipeContext, identifier: str) -> list[int]:
+        return identifier_sequence(ctx.tokenizer, identifier, prefix=self.id_prefix, eos=True)
+
+    def make(
+        self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None
+    ) -> Example | None:
+        identifier = (ctx.identifiers or {}).get(sample["key"])
+        if identifier is None:
+            ctx.skipped["no_identifier"] += 1
+            return None
+        pixel_values, query = None, None
+        if kind == QUERY2ID:
+            texts = sample_texts(sample)
+            if not texts:
+                ctx.skipped["no_query"] += 1
+                return None
+            i = ctx.rng_for(sample).randrange(len(texts)) if text_index is None else text_index
+            query = texts[i]
+        else:
+            pixel_values = ctx.pixel_values(sample)
+        seq = self.prompt(ctx, kind, query).tokens(self.target(ctx, identifier), train=True)
+        return self.finish(seq, sample, ctx, kind, pixel_values, identifier=identifier)
+
+    def examples(self, sample: Sample, ctx: RecipeContext) -> list[Example]:
+        """image2id once, and query2id once per caption."""
+        out = [self.make(sample, ctx, IMAGE2ID)]
+        out += [self.make(sample, ctx, QUERY2ID, i) for i in range(len(sample_texts(sample)))]
+        return [e for e in out if e is not None]
+
+    def collate(self, items: list[Example]) -> dict[str, Any]:
+        batch = super().collate(items)
+        batch["identifier"] = [it["identifier"] for it in items]
+        return batch
+
+
+def load_identifiers(
+    path, tokenizer=None, id_prefix: str = " ", check_tokens: bool = True
+) -> dict[str, str]:
+    """key -> identifier from ids.parquet.
+
+    When the file stores `tokens` and a tokenizer is given, every stored sequence must equal
+    identifier_sequence(tokenizer, identifier, prefix=id_prefix, eos=True): a mismatch means the
+    trie was built with another tokenizer or prefix, and training would teach unreachable paths.
+    """
+    import polars as pl
+
+    df = pl.read_parquet(path)
+    for col in ("key", "identifier"):
+        if col not in df.columns:
+            raise DataError(f"missing column {col!r}", file=str(path))
+    ids = dict(zip(df["key"].to_list(), df["identifier"].to_list(), strict=True))
+    if tokenizer is None or not check_tokens or "tokens" not in df.columns:
+        return ids
+    for row, (ident, stored) in enumerate(zip(df["identifier"], df["tokens"], strict=True)):
+        if stored is None:
+            continue
+        expected = identifier_sequence(tokenizer, ident, prefix=id_prefix, eos=True)
+        if list(stored) != expected:
+            raise DataError(
+                f"tokens of identifier {ident!r} differ from identifier_sequence(tokenizer, "
+                f"prefix={id_prefix!r}): {list(stored)} != {expected} (other tokenizer/prefix?)",
+                file=str(path),
+                line=row,
+            )
+    return ids

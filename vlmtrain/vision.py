@@ -1,0 +1,115 @@
+"""The open_clip vision tower: patch features from a chosen block and/or the pooled embedding.
+
+Built from an open_clip model name (+ a pretrained tag or a local checkpoint file; open_clip loads
+those with `weights_only=True`) or, for tests and demos, from a tiny `vision_cfg` dict, which never
+touches the network. Only the image tower is kept; the text tower of a full CLIP is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+POOLED = "pooled"
+
+
+def build_visual(
+    name: str, pretrained: str | None = None, config: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(open_clip image tower, preprocess cfg with size/mean/std/interpolation)."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    if config is not None:
+        from open_clip.model import _build_vision_tower
+
+        vision_cfg = dict(config.get("vision_cfg", config))
+        embed_dim = int(config.get("embed_dim", vision_cfg.get("width", 64)))
+        visual = _build_vision_tower(
+            embed_dim, vision_cfg, quick_gelu=config.get("quick_gelu", False)
+        )
+        preprocess = {
+            "size": vision_cfg.get("image_size", 224),
+            "mean": tuple(config.get("mean", OPENAI_DATASET_MEAN)),
+            "std": tuple(config.get("std", OPENAI_DATASET_STD)),
+            "interpolation": "bicubic",
+        }
+        return visual, preprocess
+    import open_clip
+
+    clip = open_clip.create_model(name, pretrained=pretrained or None, weights_only=True)
+    visual = clip.visual
+    preprocess = dict(getattr(visual, "preprocess_cfg", {}) or {})
+    preprocess.setdefault("size", getattr(visual, "image_size", 224))
+    preprocess.setdefault("mean", OPENAI_DATASET_MEAN)
+    preprocess.setdefault("std", OPENAI_DATASET_STD)
+    return visual, preprocess
+
+
+class VisionTower(nn.Module):
+    """Returns (features for the projector, pooled embedding) for a batch of images.
+
+    `feature` is a block index (e.g. -2, LLaVA's choice: patch tokens of the second-to-last block,
+    class token dropped) or "pooled" (the CLIP image embedding, one vector per image).
+    """
+
+    def __init__(self, visual: nn.Module, preprocess: dict[str, Any], feature: int | str = -2):
+        super().__init__()
+        if feature != POOLED and not isinstance(feature, int):
+            raise ValueError(f"vision_feature must be a block index or 'pooled', got {feature!r}")
+        self.visual = visual
+        self.preprocess_cfg = dict(preprocess)
+        self.feature = feature
+        self.frozen = True
+        with torch.no_grad():
+            size = preprocess["size"]
+            hw = (size, size) if isinstance(size, int) else tuple(size)
+            probe = self._features(torch.zeros(1, 3, *hw))
+        self.feature_dim = int(probe[0].shape[-1])
+        self.num_patches = int(probe[0].shape[1])
+        self.pooled_dim = int(probe[1].shape[-1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg["size"]
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def train(self, mode: bool = True) -> VisionTower:
+        """A frozen tower stays in eval mode (no dropout, no batch-norm updates)."""
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = next(self.visual.parameters()).dtype
+        pixel_values = pixel_values.to(dtype)
+        if self.frozen:
+            with torch.no_grad():
+                return self._features(pixel_values)
+        return self._features(pixel_values)
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.feature == POOLED:
+            pooled = self._pooled(self.visual(x))
+            return pooled[:, None, :], pooled
+        out = self.visual.forward_intermediates(x, indices=[self.feature], output_fmt="NCHW")
+        feats = out["image_intermediates"][0]  # (B, C, H, W)
+        tokens = feats.flatten(2).transpose(1, 2)  # (B, H*W, C), row-major patches
+        return tokens, self._pooled(out["image_features"])
+
+    @staticmethod
+    def _pooled(out: Any) -> torch.Tensor:
+        return out[0] if isinstance(out, tuple) else out
+
+
+def pool_tokens(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Average-pool a square grid of patch tokens (B, P, C) down to n tokens (n a square)."""
+    side, grid = int(round(n**0.5)), int(round(tokens.shape[1] ** 0.5))
+    if side * side != n or grid * grid != tokens.shape[1]:
+        raise ValueError(
+            f"cannot pool {tokens.shape[1]} patch tokens to {n} (both must be squares)"
+        )
+    b, _, c = tokens.shape
+    grid_map = tokens.transpose(1, 2).reshape(b, c, grid, grid)
+    pooled = nn.functional.adaptive_avg_pool2d(grid_map, side)
+    return pooled.flatten(2).transpose(1, 2)
