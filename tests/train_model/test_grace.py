@@ -24,18 +24,18 @@ def test_grace_label_masks_token_by_token(build, tokenizer, samples):
     recipe = get_recipe("grace")
     s = samples[1]
     enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
-    target = identifier_sequence(tokenizer, IDS[s["key"]], prefix=" ", eos=True)
+    target = identifier_sequence(tokenizer, IDS[s["key"]], prefix="", eos=True)
     img = [model.image_token_id] * model.num_image_tokens
 
     ex = recipe.make(s, _ctx(model), "image2id")
-    prompt = [tokenizer.bos_token_id] + enc("image:") + img + enc(" id")
+    prompt = [tokenizer.bos_token_id] + enc("image:") + img + enc(" id:")
     assert ex["input_ids"] == prompt + target
     assert ex["labels"] == [-100] * len(prompt) + target
     assert ex["pixel_values"].shape == (3, 32, 32)
     assert target[-1] == tokenizer.eos_token_id
 
     ex = recipe.make(s, _ctx(model), "query2id", text_index=1)
-    prompt = [tokenizer.bos_token_id] + enc(f"caption: {s['meta']['texts'][1]} id")
+    prompt = [tokenizer.bos_token_id] + enc(f"caption: {s['meta']['texts'][1]} id:")
     assert ex["input_ids"] == prompt + target
     assert ex["labels"] == [-100] * len(prompt) + target
     assert ex["pixel_values"] is None
@@ -106,7 +106,7 @@ def test_grace_loss_falls(build, samples):
 def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):
     from vlmtrain.recipes.grace import load_identifiers
 
-    good = [identifier_sequence(tokenizer, i, prefix=" ") for i in IDS.values()]
+    good = [identifier_sequence(tokenizer, i, eos=False) for i in IDS.values()]
     df = pl.DataFrame(
         {
             "key": list(IDS),
@@ -118,13 +118,10 @@ def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):
     )
     df.write_parquet(tmp_path / "ids.parquet")
     assert load_identifiers(tmp_path / "ids.parquet", tokenizer) == IDS
-    df.with_columns(
-        pl.Series(
-            "tokens",
-            [identifier_sequence(tokenizer, i, prefix="") for i in IDS.values()],
-            dtype=pl.List(pl.Int32),
-        )
-    ).write_parquet(tmp_path / "bad.parquet")
+    other = [[t + 1 for t in seq] for seq in good]  # as if tokenized by another vocabulary
+    df.with_columns(pl.Series("tokens", other, dtype=pl.List(pl.Int32))).write_parquet(
+        tmp_path / "bad.parquet"
+    )
     with pytest.raises(DataError, match=r"bad.parquet:0: tokens of identifier"):
         load_identifiers(tmp_path / "bad.parquet", tokenizer)
-    assert load_identifiers(tmp_path / "bad.parquet", tokenizer, id_prefix="") == IDS
+    assert load_identifiers(tmp_path / "bad.parquet", tokenizer, check_tokens=False) == IDS

@@ -1,12 +1,13 @@
 """GRACE (ACL 2024): memorise image -> identifier, and retrieve query -> identifier.
 
 Two example kinds per sample:
-  image2id:  <s> "image:" <image>*n " id" | ID-TOKENS </s>
-  query2id:  <s> "caption: QUERY id"      | ID-TOKENS </s>      (no image)
+  image2id:  <s> "image:" <image>*n " id:" | ID-TOKENS </s>
+  query2id:  <s> "caption: QUERY id:"      | ID-TOKENS </s>      (no image)
 Only the identifier tokens (and eos) are supervised. ID-TOKENS come from
 `vlmdata.ids.tokens.identifier_sequence(tokenizer, identifier, prefix=id_prefix, eos=True)`,
-tokenized apart from the prompt: exactly the paths of a trie built with the same prefix, so
-constrained beam search can reach every identifier the model was trained on.
+tokenized apart from the prompt: exactly the paths of a trie built with the same prefix
+(default "", as `vlmdata build-trie --prefix`), so constrained beam search can reach every
+identifier the model was trained on.
 GRACE mixes 16 image2id and 48 query2id examples per step: `mix`, applied by the data loader.
 """
 
@@ -35,10 +36,10 @@ class GraceRecipe(Recipe):
 
     def __init__(
         self,
-        id_prefix: str = " ",
+        id_prefix: str = "",
         image_prompt: str = "image:",
         query_prompt: str = "caption: ",
-        id_prompt: str = " id",
+        id_prompt: str = " id:",
         mix: Mapping[str, int] | None = None,
     ):
         self.id_prefix, self.image_prompt = id_prefix, image_prompt
@@ -92,14 +93,13 @@ class GraceRecipe(Recipe):
         return batch
 
 
-def load_identifiers(
-    path, tokenizer=None, id_prefix: str = " ", check_tokens: bool = True
-) -> dict[str, str]:
+def load_identifiers(path, tokenizer=None, check_tokens: bool = True) -> dict[str, str]:
     """key -> identifier from ids.parquet.
 
-    When the file stores `tokens` and a tokenizer is given, every stored sequence must equal
-    identifier_sequence(tokenizer, identifier, prefix=id_prefix, eos=True): a mismatch means the
-    trie was built with another tokenizer or prefix, and training would teach unreachable paths.
+    When the file stores `tokens` (identifier alone, no prefix, no eos: `vlmdata build-ids
+    --tokenizer`) and a tokenizer is given, each must equal
+    identifier_sequence(tokenizer, identifier, eos=False): a mismatch means the ids were built
+    with another tokenizer, and training would teach paths no trie of this tokenizer holds.
     """
     import polars as pl
 
@@ -113,11 +113,11 @@ def load_identifiers(
     for row, (ident, stored) in enumerate(zip(df["identifier"], df["tokens"], strict=True)):
         if stored is None:
             continue
-        expected = identifier_sequence(tokenizer, ident, prefix=id_prefix, eos=True)
+        expected = identifier_sequence(tokenizer, ident, eos=False)
         if list(stored) != expected:
             raise DataError(
-                f"tokens of identifier {ident!r} differ from identifier_sequence(tokenizer, "
-                f"prefix={id_prefix!r}): {list(stored)} != {expected} (other tokenizer/prefix?)",
+                f"tokens of identifier {ident!r} are {list(stored)}, but this tokenizer gives "
+                f"{expected}: ids.parquet was built with another tokenizer",
                 file=str(path),
                 line=row,
             )
