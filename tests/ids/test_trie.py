@@ -1,0 +1,173 @@
+"""Trie against brute force: children, lookup, walk, masks, save/load, subsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vlmdata.trie import Trie
+
+EOS = 0
+VOCAB = 12
+
+# identifier sets: short token lists over a small alphabet (many shared prefixes), eos-ended
+seq_st = st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=5).map(lambda s: s + [EOS])
+sets_st = st.lists(seq_st, min_size=1, max_size=25)
+
+
+def brute_children(seqs, prefix):
+    n = len(prefix)
+    return sorted({s[n] for s in seqs if len(s) > n and s[:n] == prefix})
+
+
+def all_prefixes(seqs):
+    return {tuple(s[:i]) for s in seqs for i in range(len(s) + 1)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(sets_st)
+def test_children_equal_brute_force_for_every_prefix(seqs):
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    for prefix in all_prefixes(seqs):
+        assert trie.children(list(prefix)).tolist() == brute_children(seqs, list(prefix))
+    # one step off the trie: a missing token after any prefix
+    for prefix in all_prefixes(seqs):
+        missing = set(range(VOCAB)) - set(brute_children(seqs, list(prefix)))
+        if missing:
+            assert trie.children([*prefix, min(missing)]).tolist() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(sets_st)
+def test_lookup_round_trip_keeps_first_row_of_duplicates(seqs):
+    rows = [10 * i + 3 for i in range(len(seqs))]
+    trie = Trie.build(seqs, rows, vocab_size=VOCAB, eos_id=EOS)
+    first = {}
+    for s, r in zip(seqs, rows, strict=True):
+        first.setdefault(tuple(s), r)
+    for s in seqs:
+        assert trie.lookup(s) == first[tuple(s)]
+        assert trie.lookup(s[:-1]) is None  # without eos: not complete
+    assert len(trie) == len(first)
+    assert trie.header["n_duplicates"] == len(seqs) - len(first)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sets_st, st.data())
+def test_walk_matches_single_walks(seqs, data):
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    depth = data.draw(st.integers(0, 6))
+    pool = [list(p) for p in all_prefixes(seqs) if len(p) >= depth]
+    rows = data.draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(pool).map(lambda p: p[:depth]) if pool else st.nothing(),
+                st.lists(st.integers(0, VOCAB + 3), min_size=depth, max_size=depth),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    nodes = trie.walk(np.array(rows, dtype=np.int64).reshape(len(rows), depth))
+    assert nodes.tolist() == [trie.node(r) for r in rows]
+
+
+@settings(max_examples=30, deadline=None)
+@given(sets_st, st.data())
+def test_logits_mask_equals_children_or_eos(seqs, data):
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    depth = data.draw(st.integers(0, 4))
+    prompt = 2
+    rows = data.draw(
+        st.lists(
+            st.lists(st.integers(0, VOCAB - 1), min_size=depth, max_size=depth),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    # half the rows on the trie, so both branches of the mask builder are exercised
+    on = [list(p)[:depth] for p in all_prefixes(seqs) if len(p) >= depth]
+    rows = rows + on[: len(rows)]
+    ids = torch.tensor([[7, 7] + r for r in rows], dtype=torch.long).reshape(len(rows), -1)
+    scores = torch.randn(len(rows), VOCAB + 2)
+    out = trie.logits_processor(prompt)(ids, scores)
+    for i, r in enumerate(rows):
+        want = brute_children(seqs, r) or [EOS]
+        assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
+        assert torch.equal(out[i, want], scores[i, want])
+
+
+def test_wide_root_uses_shared_dense_rows():
+    rng = np.random.default_rng(0)
+    seqs = [[int(a), int(b), EOS] for a, b in rng.integers(1, 500, size=(3000, 2))]
+    trie = Trie.build(seqs, vocab_size=500, eos_id=EOS)
+    ids = torch.tensor([[1]] * 80 + [[seqs[0][0]]] * 80)  # 80 rows at the root, 80 one level down
+    scores = torch.zeros(160, 500)
+    out = trie.logits_processor(0)(torch.zeros(160, 0, dtype=torch.long), scores)
+    assert (torch.isfinite(out).sum(1) == len(trie.children([]))).all()
+    out = trie.logits_processor(0)(ids, scores)
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == trie.children([1]).tolist()
+    assert torch.isfinite(out[100]).nonzero().flatten().tolist() == (
+        trie.children([seqs[0][0]]).tolist()
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(sets_st)
+def test_save_load_round_trip_is_memory_mapped(tmp_path_factory, seqs):
+    path = tmp_path_factory.mktemp("trie") / "x.trie"
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS, tokenizer_name="tok", meta={"a": 1})
+    trie.save(path)
+    back = Trie.load(path)
+    assert (
+        isinstance(back.tokens.base, np.memmap)
+        or isinstance(back.tokens.base, memoryview)
+        or (back.tokens.flags.owndata is False)
+    )
+    assert not back.tokens.flags.writeable
+    for name in ("offsets", "tokens", "term_nodes", "term_rows"):
+        assert np.array_equal(getattr(back, name), getattr(trie, name))
+    assert (back.tokenizer_name, back.eos_id, back.vocab_size) == ("tok", EOS, VOCAB)
+    assert back.header["meta"] == {"a": 1}
+    for s in seqs:
+        assert back.lookup(s) == trie.lookup(s)
+    path2 = path.with_suffix(".again")
+    back.save(path2)
+    assert path2.read_bytes() == path.read_bytes()
+
+
+@settings(max_examples=30, deadline=None)
+@given(sets_st, st.data())
+def test_subset_is_the_trie_of_the_candidates(seqs, data):
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    rows = data.draw(st.lists(st.integers(0, len(seqs) - 1), max_size=len(seqs)))
+    sub = trie.subset(rows)
+    # a duplicate's row is not stored: the subset holds sequences whose lookup row is chosen
+    cand = [s for s in seqs if trie.lookup(s) in set(rows)]
+    for prefix in all_prefixes(seqs):
+        assert sub.children(list(prefix)).tolist() == brute_children(cand, list(prefix))
+    for s in cand:
+        assert sub.lookup(s) == trie.lookup(s)
+
+
+def test_sequences_round_trip_and_tokens_outside_vocab_rejected():
+    seqs = [[3, 1, EOS], [3, EOS], [2, 2, 2, EOS]]
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    flat, lengths, rows = trie.sequences()
+    parts = np.split(flat, np.cumsum(lengths)[:-1])
+    got = {int(r): s.tolist() for r, s in zip(rows, parts, strict=True)}
+    assert got == {0: [3, 1, EOS], 1: [3, EOS], 2: [2, 2, 2, EOS]}
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        Trie.build([[VOCAB]], vocab_size=VOCAB, eos_id=EOS)
+
+
+def test_prefix_allowed_tokens_fn_never_empty():
+    trie = Trie.build([[4, 5, EOS]], vocab_size=VOCAB, eos_id=EOS)
+    fn = trie.prefix_allowed_tokens_fn(1, pad_id=11)
+    assert fn(0, torch.tensor([9])) == [4]
+    assert fn(0, torch.tensor([9, 4, 5])) == [EOS]
+    assert fn(0, torch.tensor([9, 4, 5, EOS])) == [EOS, 11]
+    assert fn(0, torch.tensor([9, 6])) == [EOS, 11]

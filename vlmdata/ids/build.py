@@ -1,0 +1,174 @@
+"""`build_ids`: the identifier map (contract 4), `ids.parquet`.
+
+Columns: key, split, identifier, tokens (list<int32>, null without a tokenizer) and, for the
+semantic scheme, identifiers (list<str>: all texts of the image). Row order = index order. The
+scheme, its parameters, the seed and the tokenizer go in the Parquet metadata, and nothing
+time- or path-dependent does, so the same inputs and seed give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmdata.atomic import atomic_path
+from vlmdata.errors import DataError
+from vlmdata.ids import schemes, semantic, structured
+from vlmdata.ids.source import read_images, source_path
+from vlmdata.ids.tokens import identifier_sequences
+
+SCHEMES = ("numeric", "string", "semantic", "structured", "atomic")
+META_KEYS = ("scheme", "params", "seed", "tokenizer", "stats")
+
+
+def build_ids(
+    out: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    scheme: str,
+    seed: int | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    pseudo_queries: str | os.PathLike | None = None,
+    embeddings: str | os.PathLike | None = None,
+    k: int = 30,
+    leaf_size: int = 30,
+    add_tokens: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …)."""
+    if scheme not in SCHEMES:
+        raise DataError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    images = read_images(out)
+    n = images.num_rows
+    params: dict[str, Any] = {}
+    stats: dict[str, Any] = {"rows": n}
+    many: list[list[str]] | None = None
+    if scheme == "numeric":
+        ids = schemes.numeric_ids(n, seed)
+    elif scheme == "string":
+        ids = schemes.string_ids(n, seed)
+    elif scheme == "atomic":
+        ids = schemes.atomic_ids(n, seed)
+    elif scheme == "semantic":
+        many, stats["collisions"] = _semantic(images, pseudo_queries, out)
+        params["pseudo_queries"] = Path(pseudo_queries).name if pseudo_queries else None
+        ids = [texts[0] for texts in many]
+    else:
+        ids = _structured(n, embeddings, k, leaf_size, seed)
+        params.update(k=k, leaf_size=leaf_size, embeddings=Path(str(embeddings)).name)
+    if many is None and len(set(ids)) != n:
+        raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
+    tok_name, token_lists = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
+    if add_tokens is not None:
+        params["add_tokens"] = True
+    table = _table(images, ids, token_lists, many)
+    meta = {
+        "scheme": scheme,
+        "params": json.dumps(params, sort_keys=True),
+        "seed": "" if seed is None else str(seed),
+        "tokenizer": tok_name,
+        "stats": json.dumps(stats, sort_keys=True),
+    }
+    table = table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
+    with atomic_path(output) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return stats
+
+
+def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list[list[str]], dict[str, int]]:
+    pseudo = semantic.load_pseudo_queries(pseudo_queries) if pseudo_queries else None
+    image_ids = (
+        images.column("image_id").to_pylist()
+        if "image_id" in images.column_names
+        else [None] * images.num_rows
+    )
+    return semantic.semantic_ids(
+        images.column("key").to_pylist(),
+        images.column("split").to_pylist(),
+        images.column("texts").to_pylist(),
+        image_ids,
+        pseudo,
+        source=str(source_path(out)),
+    )
+
+
+def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) -> list[str]:
+    if embeddings is None:
+        raise DataError("the structured scheme needs --embeddings (see `vlmdata embed`)")
+    try:
+        emb = np.load(embeddings, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read embeddings: {e}", file=str(embeddings)) from e
+    if emb.ndim != 2 or len(emb) != n:
+        raise DataError(f"embeddings shape {emb.shape}, expected ({n}, dim)", file=str(embeddings))
+    return structured.structured_ids(
+        emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed
+    )
+
+
+def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | None]:
+    """Tokens of each identifier (`identifier_sequence` rule, no prefix, no eos)."""
+    if tokenizer is None:
+        if add_tokens is not None:
+            raise DataError("--add-tokens needs --tokenizer (the tokenizer to extend)")
+        return "", None
+    from vlmdata.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    name = str(tokenizer)
+    if scheme == "atomic" and add_tokens is None:
+        raise DataError("the atomic scheme needs --add-tokens DIR (one new token per image)")
+    if add_tokens is not None:
+        new = structured.pieces(ids) if scheme == "structured" else list(ids)
+        if scheme not in ("structured", "atomic"):
+            raise DataError("--add-tokens applies to the structured and atomic schemes")
+        stats["added_tokens"] = tok.add_tokens(new)
+        Path(add_tokens).mkdir(parents=True, exist_ok=True)
+        tok.save_pretrained(str(add_tokens))
+        name = str(add_tokens)
+    token_lists: list = []
+    for flat, lengths in identifier_sequences(tok, ids, eos=False):
+        token_lists.extend(np.split(flat, np.cumsum(lengths)[:-1]))
+    return name, [t.astype(np.int32) for t in token_lists]
+
+
+def _table(images: pa.Table, ids: list[str], token_lists, many) -> pa.Table:
+    if token_lists is None:
+        tokens = pa.nulls(len(ids), type=pa.list_(pa.int32()))
+    else:
+        offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
+        np.cumsum([len(t) for t in token_lists], out=offsets[1:])
+        flat = np.concatenate(token_lists) if token_lists else np.zeros(0, np.int32)
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
+    cols = {
+        "key": images.column("key"),
+        "split": images.column("split"),
+        "identifier": pa.array(ids, pa.string()),
+        "tokens": tokens,
+    }
+    if many is not None:
+        cols["identifiers"] = pa.array(many, pa.list_(pa.string()))
+    return pa.table(cols)
+
+
+def read_ids(path: str | os.PathLike) -> tuple[pa.Table, dict[str, Any]]:
+    """(ids table, metadata with params/stats parsed) of an ids.parquet."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"identifier map not found: {path}")
+    table = pq.read_table(path)
+    raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if "scheme" not in raw or "identifier" not in table.column_names:
+        raise DataError(
+            "not an identifier map (no scheme metadata / identifier column)", file=str(path)
+        )
+    meta: dict[str, Any] = {k: raw.get(k, "") for k in META_KEYS}
+    meta["params"] = json.loads(meta["params"] or "{}")
+    meta["stats"] = json.loads(meta["stats"] or "{}")
+    meta["seed"] = int(meta["seed"]) if meta["seed"] else None
+    return table, meta

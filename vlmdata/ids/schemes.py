@@ -1,0 +1,31 @@
+"""The position-based identifier schemes of GRACE: numeric, string and atomic.
+
+Each image gets a position: its row number (0-based) in index order, or a seeded random
+permutation of it (`seed`), so identifiers carry no information about the index order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def positions(n: int, seed: int | None) -> np.ndarray:
+    """Row i's position: i, or a permutation drawn from `seed` (numpy PCG64, stable)."""
+    if seed is None:
+        return np.arange(n)
+    return np.random.default_rng(seed).permutation(n)
+
+
+def numeric_ids(n: int, seed: int | None = None) -> list[str]:
+    """Digits of the position separated by spaces ("1 2 3 4"): one token per digit."""
+    return [" ".join(str(p)) for p in positions(n, seed)]
+
+
+def string_ids(n: int, seed: int | None = None) -> list[str]:
+    """The position as one string ("1234"), tokenized however the tokenizer splits it."""
+    return [str(p) for p in positions(n, seed)]
+
+
+def atomic_ids(n: int, seed: int | None = None) -> list[str]:
+    """ "image_N": with --add-tokens each identifier becomes one new vocabulary token."""
+    return [f"image_{p}" for p in positions(n, seed)]

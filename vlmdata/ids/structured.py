@@ -1,0 +1,62 @@
+"""GRACE's structured identifiers: hierarchical k-means over image embeddings.
+
+Images are clustered into k groups, each group with more than `leaf_size` images is clustered
+again, and so on; an identifier lists the cluster taken at each level and ends with the image's
+index inside its final cluster: pieces "{level}_{n}" joined by "-", e.g. "0_3-1_17-2_5". Similar
+images share prefixes, so a decoder can learn the hierarchy. Uses scikit-learn's MiniBatchKMeans
+seeded, so the same embeddings and seed give the same identifiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+
+SMALL_GROUP = 20_000
+
+
+def structured_ids(
+    embeddings: np.ndarray, k: int = 30, leaf_size: int = 30, seed: int = 0
+) -> list[str]:
+    """One identifier per embedding row (see module docstring); unique by construction."""
+    if k < 2 or leaf_size < 1:
+        raise ValueError(f"need k >= 2 and leaf_size >= 1 (got k={k}, leaf_size={leaf_size})")
+    emb = np.asarray(embeddings, dtype=np.float32)
+    ids: list[str] = [""] * len(emb)
+    todo: list[tuple[np.ndarray, int, str]] = [(np.arange(len(emb)), 0, "")]
+    while todo:
+        idx, level, prefix = todo.pop()
+        if len(idx) <= leaf_size:
+            for j, i in enumerate(idx):
+                ids[i] = f"{prefix}{level}_{j}"
+            continue
+        labels = _cluster(emb[idx], k, seed)
+        for c in np.unique(labels):
+            todo.append((idx[labels == c], level + 1, f"{prefix}{level}_{c}-"))
+    return ids
+
+
+def _cluster(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means labels; falls back to k equal chunks when k-means cannot split (e.g. duplicates),
+    so the recursion always shrinks the groups."""
+    from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
+
+    k = min(k, len(x))
+    # Thread start-up dominates on the many small groups deep in the hierarchy.
+    limit = threadpool_limits(1) if len(x) < SMALL_GROUP else contextlib.nullcontext()
+    with warnings.catch_warnings(), limit:
+        warnings.simplefilter("ignore")  # ConvergenceWarning / fewer distinct points than k
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=1024)
+        labels = km.fit_predict(x)
+    if len(np.unique(labels)) < 2:
+        labels = np.repeat(np.arange(k), [len(c) for c in np.array_split(np.arange(len(x)), k)])
+    return labels
+
+
+def pieces(identifiers: list[str]) -> list[str]:
+    """The distinct pieces ("0_3", "1_17", …) in a stable order, for --add-tokens."""
+    seen = {p for s in identifiers for p in s.split("-")}
+    return sorted(seen, key=lambda p: tuple(int(x) for x in p.split("_")))

@@ -1,0 +1,108 @@
+"""Level-order CSR construction of a prefix trie, vectorised with numpy.
+
+Why level order: the nodes of one depth are numbered after all nodes of the depth above, and a
+node's children get consecutive numbers, sorted by token. So a node's children are one slice of
+`tokens`, and the child reached through edge `e` is simply node `e + 1` (no child-node array to
+store). Each level is one `np.unique` over `parent * vocab + token` keys, which sorts the edges by
+(parent, token) exactly in that order, so building never loops over sequences in Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CSRArrays:
+    """The arrays of a trie (see module docstring) plus the few numbers the header keeps."""
+
+    offsets: np.ndarray  # (n_nodes + 1,) children of node n are edges offsets[n]:offsets[n+1]
+    tokens: np.ndarray  # (n_edges,) token of edge e, which leads to node e + 1
+    term_nodes: np.ndarray  # (n_terminals,) sorted nodes where a sequence ends
+    term_rows: np.ndarray  # (n_terminals,) identifier row (e.g. ids.parquet row) of that sequence
+    level_starts: list[int]  # first node of each depth, plus n_nodes at the end
+    level_max_fanout: list[int]  # widest node of each depth (bounds the binary search)
+    n_sequences: int
+    n_duplicates: int  # sequences equal to an earlier one (the earliest row is kept)
+
+
+def flatten(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists → (flat int64 tokens, lengths), without a Python loop per token."""
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum())
+    )
+    return flat, lengths
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
+
+
+def build_csr(
+    flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray, vocab_size: int
+) -> CSRArrays:
+    """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` names sequence i."""
+    flat = np.asarray(flat, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) != len(lengths):
+        raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
+    if flat.size and (flat.min() < 0 or flat.max() >= vocab_size):
+        bad = flat[(flat < 0) | (flat >= vocab_size)][0]
+        raise ValueError(f"token {int(bad)} outside the vocabulary [0, {vocab_size})")
+    starts = np.cumsum(lengths) - lengths
+    node = np.zeros(len(lengths), dtype=np.int64)  # current node of each sequence
+    ends = [(np.flatnonzero(lengths == 0), 0)]  # (sequence indices, depth) ending at the root
+    active = np.flatnonzero(lengths > 0)
+    parents, toks, level_starts, next_id = [], [], [0, 1], 1
+    depth = 0
+    while active.size:
+        key = node[active] * vocab_size + flat[starts[active] + depth]
+        uniq, inv = np.unique(key, return_inverse=True)
+        parents.append(uniq // vocab_size)
+        toks.append(uniq % vocab_size)
+        node[active] = next_id + inv.reshape(-1)
+        next_id += len(uniq)
+        level_starts.append(next_id)
+        depth += 1
+        done = lengths[active] == depth
+        ends.append((active[done], depth))
+        active = active[~done]
+    n_nodes = next_id
+    parent = np.concatenate(parents) if parents else np.zeros(0, np.int64)
+    counts = np.bincount(parent, minlength=n_nodes)
+    offsets = np.zeros(n_nodes + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    fanout = [int(counts[a:b].max()) if b > a else 0 for a, b in itertools.pairwise(level_starts)]
+    term_seq = np.concatenate([idx for idx, _ in ends])
+    term_nodes, term_rows, n_dup = _terminals(node[term_seq], rows[term_seq])
+    return CSRArrays(
+        offsets=offsets.astype(np.int32 if offsets[-1] < 2**31 else np.int64),
+        tokens=(np.concatenate(toks) if toks else np.zeros(0)).astype(token_dtype(vocab_size)),
+        term_nodes=term_nodes,
+        term_rows=term_rows,
+        level_starts=level_starts,
+        level_max_fanout=fanout,
+        n_sequences=len(lengths),
+        n_duplicates=n_dup,
+    )
+
+
+def _terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sort (node, row) by node; where several sequences end at one node keep the lowest row."""
+    order = np.lexsort((rows, nodes))
+    nodes, rows = nodes[order], rows[order]
+    first = np.ones(len(nodes), dtype=bool)
+    first[1:] = nodes[1:] != nodes[:-1]
+    idx_dtype = np.int32 if (len(nodes) == 0 or nodes.max() < 2**31) else np.int64
+    row_dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31) else np.int64
+    return (
+        nodes[first].astype(idx_dtype),
+        rows[first].astype(row_dtype),
+        int((~first).sum()),
+    )

@@ -1,0 +1,309 @@
+"""`Trie`: a read-mostly prefix trie over token sequences, for constrained decoding.
+
+Built once (see `build.py` for the level-order CSR layout), saved to one file and memory-mapped
+back (`storage.py`). Queries walk many prefixes at once: `walk` advances every row one depth per
+step with array operations (a dense table for the root, whose fan-out is the vocabulary's order,
+and a vectorised binary search inside each node's sorted child slice below it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vlmdata.trie.build import CSRArrays, build_csr, flatten
+from vlmdata.trie.storage import load_arrays, save_arrays
+
+
+class Trie:
+    """Prefix trie over token sequences; each complete sequence maps to an identifier row."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+        self.offsets = arrays["offsets"]
+        self.tokens = arrays["tokens"]
+        self.term_nodes = arrays["term_nodes"]
+        self.term_rows = arrays["term_rows"]
+        self.header = header
+        self.vocab_size: int = int(header["vocab_size"])
+        self.eos_id: int | None = header.get("eos_id")
+        self.tokenizer_name: str = header.get("tokenizer", "")
+        self.level_starts: list[int] = header["level_starts"]
+        self.level_max_fanout: list[int] = header["level_max_fanout"]
+        self._root_table: np.ndarray | None = None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        seqs: Sequence[Sequence[int]],
+        rows: Sequence[int] | None = None,
+        *,
+        vocab_size: int,
+        eos_id: int | None,
+        tokenizer_name: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> Trie:
+        """Trie of `seqs`; `rows[i]` (default i) is returned by `lookup` for sequence i."""
+        flat, lengths = flatten(seqs)
+        return cls.from_flat(
+            flat,
+            lengths,
+            rows,
+            vocab_size=vocab_size,
+            eos_id=eos_id,
+            tokenizer_name=tokenizer_name,
+            meta=meta,
+        )
+
+    @classmethod
+    def from_flat(
+        cls,
+        flat: np.ndarray,
+        lengths: np.ndarray,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        vocab_size: int,
+        eos_id: int | None,
+        tokenizer_name: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> Trie:
+        """Like `build`, from concatenated tokens and per-sequence lengths (no lists needed)."""
+        rows = np.arange(len(lengths)) if rows is None else np.asarray(rows, dtype=np.int64)
+        csr = build_csr(flat, lengths, rows, vocab_size)
+        return cls(_arrays(csr), _header(csr, vocab_size, eos_id, tokenizer_name, meta))
+
+    def save(self, path: str | os.PathLike) -> None:
+        arrays = {
+            "offsets": self.offsets,
+            "tokens": self.tokens,
+            "term_nodes": self.term_nodes,
+            "term_rows": self.term_rows,
+        }
+        header = {k: v for k, v in self.header.items() if k not in ("arrays", "format", "version")}
+        save_arrays(path, header, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Trie:
+        """Open a saved trie by memory map (nothing is read until a query touches it)."""
+        header, arrays = load_arrays(path)
+        return cls(arrays, header)
+
+    # -- sizes ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of distinct complete sequences."""
+        return len(self.term_nodes)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.offsets, self.tokens, self.term_nodes, self.term_rows))
+
+    # -- single queries -------------------------------------------------------------------------
+    def node(self, prefix: Sequence[int]) -> int:
+        """Node reached by `prefix`, or -1 if the prefix leaves the trie."""
+        node = 0
+        for tok in prefix:
+            lo, hi = int(self.offsets[node]), int(self.offsets[node + 1])
+            i = lo + int(np.searchsorted(self.tokens[lo:hi], tok))
+            if i >= hi or int(self.tokens[i]) != tok:
+                return -1
+            node = i + 1
+        return node
+
+    def children(self, prefix: Sequence[int]) -> np.ndarray:
+        """Sorted tokens allowed after `prefix` (empty if off-trie or the sequence is complete)."""
+        node = self.node(prefix)
+        if node < 0:
+            return np.zeros(0, dtype=np.int64)
+        return self.tokens[self.offsets[node] : self.offsets[node + 1]].astype(np.int64)
+
+    def lookup(self, tokens: Sequence[int]) -> int | None:
+        """Identifier row of the complete sequence `tokens` (eos included), else None."""
+        node = self.node(tokens)
+        return None if node < 0 else self._row_of(node)
+
+    def _row_of(self, node: int) -> int | None:
+        i = int(np.searchsorted(self.term_nodes, node))
+        if i < len(self.term_nodes) and int(self.term_nodes[i]) == node:
+            return int(self.term_rows[i])
+        return None
+
+    # -- batched queries ------------------------------------------------------------------------
+    def root_table(self) -> np.ndarray:
+        """Dense token → child-node table for the root (built lazily, vocab_size int32)."""
+        if self._root_table is None:
+            table = np.full(self.vocab_size, -1, dtype=np.int32)
+            lo, hi = int(self.offsets[0]), int(self.offsets[1])
+            table[self.tokens[lo:hi].astype(np.int64)] = np.arange(lo + 1, hi + 1)
+            self._root_table = table
+        return self._root_table
+
+    def step(self, nodes: np.ndarray, toks: np.ndarray) -> np.ndarray:
+        """Child of each node through each token, -1 where there is none (or node is -1)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        toks = np.asarray(toks, dtype=np.int64)
+        alive = nodes >= 0
+        safe = np.where(alive, nodes, 0)
+        lo = self.offsets[safe].astype(np.int64)
+        hi = self.offsets[safe + 1].astype(np.int64)
+        at_root = alive & (safe == 0)
+        # Root rows are answered by the dense table below; dead rows search nothing.
+        lo = np.where(at_root | ~alive, hi, lo)
+        found = _lower_bound(self.tokens, lo, hi, toks)
+        e_safe = np.minimum(found, max(len(self.tokens) - 1, 0))
+        hit = alive & (found < hi) & (self.tokens[e_safe] == toks)
+        out = np.where(hit, found + 1, -1)
+        if at_root.any():
+            in_vocab = (toks >= 0) & (toks < self.vocab_size)
+            rt = self.root_table()[np.where(in_vocab, toks, 0)]
+            out = np.where(at_root, np.where(in_vocab, rt, -1), out)
+        return out
+
+    def walk(self, prefixes: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        """Node of each row of the (rows × depth) token matrix, -1 for rows that left the trie."""
+        prefixes = np.asarray(prefixes, dtype=np.int64).reshape(len(prefixes), -1)
+        nodes = np.zeros(len(prefixes), np.int64) if start is None else np.asarray(start)
+        for d in range(prefixes.shape[1]):
+            nodes = self.step(nodes, prefixes[:, d])
+        return nodes
+
+    def fanout(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first edge, number of children) of each node; (0, 0) for -1."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        safe = np.where(nodes >= 0, nodes, 0)
+        lo = self.offsets[safe].astype(np.int64)
+        n = np.where(nodes >= 0, self.offsets[safe + 1] - lo, 0)
+        return lo, n
+
+    def rows_of(self, nodes: np.ndarray) -> np.ndarray:
+        """Identifier row of each node, -1 where no sequence ends there."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        i = np.searchsorted(self.term_nodes, nodes)
+        i_safe = np.minimum(i, max(len(self.term_nodes) - 1, 0))
+        if len(self.term_nodes) == 0:
+            return np.full(len(nodes), -1, np.int64)
+        ok = (i < len(self.term_nodes)) & (self.term_nodes[i_safe] == nodes)
+        return np.where(ok, self.term_rows[i_safe], -1).astype(np.int64)
+
+    # -- whole-trie views -----------------------------------------------------------------------
+    def parents(self, nodes: np.ndarray) -> np.ndarray:
+        """Parent of each (non-root) node: the owner of edge node - 1."""
+        return np.searchsorted(self.offsets, np.asarray(nodes) - 1, side="right") - 1
+
+    def sequences(self, rows: Sequence[int] | np.ndarray | None = None):
+        """(flat tokens, lengths, rows) of the stored sequences, optionally only those `rows`."""
+        nodes, out_rows = self.term_nodes.astype(np.int64), self.term_rows.astype(np.int64)
+        if rows is not None:
+            keep = np.isin(out_rows, np.asarray(rows, dtype=np.int64))
+            nodes, out_rows = nodes[keep], out_rows[keep]
+        depth = np.searchsorted(self.level_starts, nodes, side="right") - 1
+        width = int(depth.max()) if len(depth) else 0
+        mat = np.zeros((len(nodes), width), dtype=np.int64)
+        cur = nodes.copy()
+        for d in range(width - 1, -1, -1):
+            here = depth > d
+            mat[here, d] = self.tokens[cur[here] - 1]
+            cur[here] = self.parents(cur[here])
+        flat = mat[np.arange(width)[None, :] < depth[:, None]]
+        return flat, depth, out_rows
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Trie:
+        """The trie of the sequences whose identifier rows are in `rows` (a candidate set)."""
+        flat, lengths, out_rows = self.sequences(rows)
+        return Trie.from_flat(
+            flat,
+            lengths,
+            out_rows,
+            vocab_size=self.vocab_size,
+            eos_id=self.eos_id,
+            tokenizer_name=self.tokenizer_name,
+            meta=self.header.get("meta"),
+        )
+
+    # -- decoding -------------------------------------------------------------------------------
+    def prefix_allowed_tokens_fn(self, prompt_length: int, pad_id: int | None = None):
+        """Callable(batch_id, input_ids) -> list of allowed tokens, for `generate()`.
+
+        Never returns an empty list (transformers raises on one): off-trie or complete sequences
+        get the eos (and pad) token, so the beam can finish.
+        """
+        fallback = [t for t in (self.eos_id, pad_id) if t is not None]
+
+        def fn(batch_id: int, input_ids) -> list[int]:
+            allowed = self.children(input_ids[prompt_length:].tolist()).tolist()
+            return allowed or fallback
+
+        return fn
+
+    def logits_processor(
+        self,
+        prompt_length: int,
+        *,
+        pad_id: int | None = None,
+        start_nodes: np.ndarray | None = None,
+    ):
+        """A `transformers.LogitsProcessor` masking a whole batch × beams to the trie at once."""
+        from vlmdata.trie.mask import TrieLogitsProcessor
+
+        return TrieLogitsProcessor(self, prompt_length, pad_id=pad_id, start_nodes=start_nodes)
+
+    def __repr__(self) -> str:
+        return (
+            f"Trie({len(self)} sequences, {self.n_nodes} nodes, vocab {self.vocab_size}, "
+            f"eos {self.eos_id}, tokenizer {self.tokenizer_name!r})"
+        )
+
+
+def _lower_bound(keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """First index in [lo, hi) of each row with keys[i] >= x; vectorised over rows.
+
+    The loop runs log2(widest slice) times, not once per row: a few array ops per iteration.
+    """
+    lo, hi = lo.copy(), hi.copy()
+    width = int((hi - lo).max()) if len(lo) else 0
+    last = max(len(keys) - 1, 0)
+    for _ in range(math.ceil(math.log2(width + 1)) if width > 0 else 0):
+        open_ = lo < hi
+        mid = (lo + hi) >> 1
+        less = open_ & (keys[np.minimum(mid, last)] < x)
+        lo = np.where(less, mid + 1, lo)
+        hi = np.where(open_ & ~less, mid, hi)
+    return lo
+
+
+def _arrays(csr: CSRArrays) -> dict[str, np.ndarray]:
+    return {
+        "offsets": csr.offsets,
+        "tokens": csr.tokens,
+        "term_nodes": csr.term_nodes,
+        "term_rows": csr.term_rows,
+    }
+
+
+def _header(
+    csr: CSRArrays,
+    vocab_size: int,
+    eos_id: int | None,
+    tokenizer_name: str,
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "vocab_size": int(vocab_size),
+        "eos_id": None if eos_id is None else int(eos_id),
+        "tokenizer": tokenizer_name,
+        "n_nodes": int(len(csr.offsets) - 1),
+        "n_edges": int(len(csr.tokens)),
+        "n_sequences": csr.n_sequences,
+        "n_duplicates": csr.n_duplicates,
+        "level_starts": [int(x) for x in csr.level_starts],
+        "level_max_fanout": csr.level_max_fanout,
+        "child_nodes": "implicit: edge e leads to node e + 1 (level order)",
+        "meta": meta or {},
+    }

@@ -1,0 +1,131 @@
+"""Building tries from the project's files: an identifier map or an entity table.
+
+Sequences follow the shared rule `vlmdata.ids.tokens.identifier_sequence` (prefix + identifier,
+tokenized alone, then eos), so the paths in the trie are exactly the training targets. Names are
+tokenized in batches and kept as flat int32 arrays: OVEN's 6M Wikipedia titles never become
+millions of Python lists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from vlmdata.errors import DataError
+from vlmdata.ids.tokens import identifier_sequences
+from vlmdata.trie.core import Trie
+
+BATCH = 65536
+
+
+def _eos_id(tok, eos_token: str | None) -> int:
+    if eos_token is None:
+        if tok.eos_token_id is None:
+            raise DataError("the tokenizer has no eos token; pass --eos TOKEN")
+        return int(tok.eos_token_id)
+    ids = tok.convert_tokens_to_ids([eos_token])
+    if not ids or ids[0] is None or ids[0] == tok.unk_token_id:
+        raise DataError(f"--eos {eos_token!r} is not a token of the tokenizer")
+    return int(ids[0])
+
+
+def _encode(tok, names: list[str], prefix: str, eos_id: int, flats: list, lens: list) -> None:
+    """Append the sequences of `names` (eos = the chosen eos token) to flats/lens."""
+    for flat, lengths in identifier_sequences(tok, names, prefix=prefix, eos=False):
+        flat = np.insert(flat, np.cumsum(lengths), eos_id)
+        flats.append(flat.astype(np.int32))
+        lens.append(lengths + 1)
+
+
+def trie_from_ids(
+    ids_path: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    *,
+    split: str | None = None,
+    prefix: str = "",
+    eos_token: str | None = None,
+) -> Trie:
+    """Trie over an ids.parquet (optionally one split); lookup gives the ids.parquet row.
+
+    Semantic maps contribute every text of an image (column `identifiers`), all leading to the
+    image's row; a text shared by several images leads to the first (collisions are counted).
+    """
+    from vlmdata.ids.build import read_ids
+    from vlmdata.tokenizer import load_tokenizer
+
+    table, meta = read_ids(ids_path)
+    tok = load_tokenizer(tokenizer)
+    eos_id = _eos_id(tok, eos_token)
+    rows = np.arange(table.num_rows)
+    if split is not None:
+        rows = rows[np.asarray(table.column("split").to_pylist(), dtype=object) == split]
+        if rows.size == 0:
+            raise DataError(f"no rows with split {split!r}", file=str(ids_path))
+    if "identifiers" in table.column_names:
+        lists = table.column("identifiers").to_pylist()
+        names = [t for r in rows for t in lists[r]]
+        seq_rows = np.repeat(rows, [len(lists[r]) for r in rows])
+    else:
+        ident = table.column("identifier").to_pylist()
+        names = [ident[r] for r in rows]
+        seq_rows = rows
+    flats: list = []
+    lens: list = []
+    _encode(tok, names, prefix, eos_id, flats, lens)
+    info = {"source": "ids", "file": Path(ids_path).name, "scheme": meta["scheme"]}
+    return _finish(
+        flats, lens, seq_rows, tok, tokenizer, eos_id, info | {"split": split, "prefix": prefix}
+    )
+
+
+def trie_from_entities(
+    entities_path: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    *,
+    prefix: str = "",
+    eos_token: str | None = None,
+    column: str = "entity_name",
+) -> Trie:
+    """Trie over entity names (AutoVER); lookup gives the entities.parquet row. Streamed."""
+    from vlmdata.tokenizer import load_tokenizer
+
+    path = Path(entities_path)
+    if not path.exists():
+        raise FileNotFoundError(f"entities not found: {path}")
+    if column not in pq.read_schema(path).names:
+        raise DataError(f"no column {column!r}", file=str(path))
+    tok = load_tokenizer(tokenizer)
+    eos_id = _eos_id(tok, eos_token)
+    flats: list = []
+    lens: list = []
+    keep: list = []
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=[column]):
+        names = batch.column(0).to_pylist()
+        bad = next((i for i, s in enumerate(names) if not (isinstance(s, str) and s)), None)
+        if bad is not None:
+            raise DataError(f"row {start + bad}: empty or null {column}", file=str(path))
+        _encode(tok, names, prefix, eos_id, flats, lens)
+        keep.append(np.arange(start, start + len(names)))
+        start += len(names)
+    rows = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    info = {"source": "entities", "file": path.name, "column": column, "prefix": prefix}
+    return _finish(flats, lens, rows, tok, tokenizer, eos_id, info)
+
+
+def _finish(flats, lens, rows, tok, tokenizer, eos_id: int, meta: dict[str, Any]) -> Trie:
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
+    lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+    return Trie.from_flat(
+        flat,
+        lengths,
+        rows,
+        vocab_size=len(tok),
+        eos_id=eos_id,
+        tokenizer_name=str(tokenizer),
+        meta=meta,
+    )
