@@ -1,10 +1,72 @@
+"""`vlmtrain launch`: click parsing only; the work is in vlmtrain.launch."""
+
+from __future__ import annotations
+
+import sys
+
 import click
 
-from cli.common import not_built
+from cli.common import handle_errors
 
 
-@click.command("launch", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def launch(args):
-    """(not built yet)"""
-    not_built("launch")
+@click.command(
+    "launch",
+    context_settings={"ignore_unknown_options": False, "help_option_names": ["-h", "--help"]},
+)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--num-gpus", type=int, default=None, help="Ranks per node (CPU ranks without CUDA).")
+@click.option("--num-nodes", type=int, default=None, help="Nodes to use from --hostfile.")
+@click.option(
+    "--hostfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="MPI-style hostfile (`worker-0 slots=8` per line) for multi-node runs.",
+)
+@click.option(
+    "--master-port", type=int, default=None, help="Rendezvous port (default: a free one)."
+)
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in output_dir.")
+@click.option("--stop-after", type=int, default=None, hidden=True)
+@click.option("--dry-run", is_flag=True, help="Print the launcher command and exit.")
+@handle_errors
+def launch(
+    config, overrides, num_gpus, num_nodes, hostfile, master_port, resume, stop_after, dry_run
+):
+    """Train with DeepSpeed: CONFIG (YAML) plus KEY=VALUE overrides, typed by the config field.
+
+    The resolved config is saved as OUTPUT_DIR/config.yaml and every rank trains from it;
+    checkpoints go to OUTPUT_DIR/checkpoints, metrics to OUTPUT_DIR/metrics.jsonl and the final
+    weights (safetensors) + tokenizer to OUTPUT_DIR/export. Without CUDA, DS_ACCELERATOR=cpu is
+    set and --num-gpus counts CPU ranks (gloo).
+
+    \b
+    Examples:
+      vlmtrain launch examples/configs/grace_tiny.yaml data.shards=shards/ \\
+          data.ids=ids.parquet model.tokenizer=tok/ output_dir=runs/grace
+      vlmtrain launch examples/configs/llava15_7b_stage2.yaml --num-gpus 8 \\
+          deepspeed.zero_stage=3 optim.lr=2e-5 schedule.save_every=500
+      vlmtrain launch runs/grace/config.yaml --resume        # continue the same stream
+      vlmtrain launch cfg.yaml --num-nodes 2 --hostfile hosts.txt --dry-run
+    """
+    from vlmtrain.launch import plan_launch, run_launch
+
+    plan = plan_launch(
+        config,
+        list(overrides),
+        num_gpus=num_gpus,
+        num_nodes=num_nodes,
+        hostfile=hostfile,
+        master_port=master_port,
+        resume=resume,
+        stop_after=stop_after,
+        write=not dry_run,
+    )
+    if dry_run:
+        click.echo(plan.display())
+        return
+    click.echo(f"config: {plan.config_path}", err=True)
+    rc = run_launch(plan)
+    if rc:
+        click.echo(f"error: training failed (exit status {rc}); see the rank logs above", err=True)
+    sys.exit(rc)

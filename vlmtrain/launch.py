@@ -1,0 +1,90 @@
+"""`vlmtrain launch`: resolve the config, save it beside the checkpoints, run DeepSpeed's launcher.
+
+The launcher (`python -m deepspeed.launcher.runner`, what the `deepspeed` command runs) starts
+`python -m vlmtrain.train_entry --config OUTPUT/config.yaml` once per rank. Commands are argument
+lists, never shell strings. Without CUDA, `DS_ACCELERATOR=cpu` makes DeepSpeed use gloo, and
+`--num-gpus N` then means N CPU ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmtrain.config import load_config, save_config
+
+ENTRY_MODULE = "vlmtrain.train_entry"
+
+
+@dataclass
+class LaunchPlan:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # variables added to the environment
+    config_path: Path = Path()
+
+    def display(self) -> str:
+        """The command as one could type it (for --dry-run; never executed as a string)."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return (env + " " if env else "") + shlex.join(self.argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerator_env() -> dict[str, str]:
+    """DS_ACCELERATOR=cpu when there is no CUDA device (and the user set none)."""
+    if "DS_ACCELERATOR" in os.environ:
+        return {}
+    import torch
+
+    return {} if torch.cuda.is_available() else {"DS_ACCELERATOR": "cpu"}
+
+
+def plan_launch(
+    config: str | os.PathLike,
+    overrides: list[str] = (),
+    *,
+    num_gpus: int | None = None,
+    num_nodes: int | None = None,
+    hostfile: str | None = None,
+    master_port: int | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    write: bool = True,
+) -> LaunchPlan:
+    """The launcher command for CONFIG + overrides; writes OUTPUT/config.yaml unless `write`
+    is False (dry run)."""
+    cfg = load_config(config, list(overrides))
+    resolved = (Path(cfg.output_dir) / "config.yaml").absolute()
+    if write:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, resolved)
+    argv = [sys.executable, "-m", "deepspeed.launcher.runner"]
+    if hostfile:
+        argv += ["--hostfile", str(hostfile)]
+    if num_nodes:
+        argv += ["--num_nodes", str(num_nodes)]
+    if num_gpus:
+        argv += ["--num_gpus", str(num_gpus)]
+    argv += ["--master_port", str(master_port or _free_port())]
+    argv += ["--module", ENTRY_MODULE, "--config", str(resolved)]
+    if resume:
+        argv.append("--resume")
+    if stop_after is not None:
+        argv += ["--stop-after", str(stop_after)]
+    return LaunchPlan(argv=argv, env=accelerator_env(), config_path=resolved)
+
+
+def run_launch(plan: LaunchPlan) -> int:
+    """Run the launcher; its exit status (non-zero when any rank failed)."""
+    env = {**os.environ, **plan.env}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return subprocess.run(plan.argv, env=env, check=False).returncode
