@@ -50,9 +50,8 @@ NON_PUBLIC_TLDS = ("onion", "i2p", "local", "internal")
 STAGE = "filter-urls"
 
 _SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
-_AUTHORITY = r"(?s)^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)"
-_BRACKETED = r"^\[([^\]]*)\](?::([0-9]*))?$"
-_PLAIN = r"^([^:\[\]]*)(?::([0-9]*))?$"
+_AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)"
+_HOSTPORT = r"(?s)^(?<host>\[[^\]]*\]|[^:\[\]]*)(?::(?<port>[0-9]*))?$"
 # RFC 3986 reg-name characters (unreserved, sub-delims) plus any non-ASCII (IDN) character.
 # `%` is refused too: browsers percent-decode hosts, so `%31%32%37.0.0.1` is 127.0.0.1.
 _BAD_HOST_CHAR = r"[^A-Za-z0-9\-._~!$&'()*+,;=\x{80}-\x{10FFFF}]"
@@ -90,23 +89,30 @@ def load_denylist(path: str | os.PathLike) -> list[str]:
     return sorted(set(domains))
 
 
-def _host_parts(url: pl.Expr) -> dict[str, pl.Expr]:
-    """Scheme, host (lower case, no trailing dot), port text, and whether the host is [IPv6]."""
+def _parse(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add `_scheme`, `_host` (lower case, no trailing dot, no [brackets]), `_port` (digits),
+    `_v6` (host was [bracketed]) and `_ip_like` to a frame with `_url`. Host and port are null
+    when the authority is not `[userinfo@]host[:digits]`. Each step is materialised, so no
+    regex runs twice over 3M URLs."""
     import polars as pl
 
-    authority = url.str.extract(_AUTHORITY, 1)
-    hostport = authority.str.replace(r"(?s)^.*@", "")
-    bracketed = hostport.str.starts_with("[")
-    pattern_host = pl.when(bracketed).then(hostport.str.extract(_BRACKETED, 1))
-    host = pattern_host.otherwise(hostport.str.extract(_PLAIN, 1))
-    port = pl.when(bracketed).then(hostport.str.extract(_BRACKETED, 2))
-    port = port.otherwise(hostport.str.extract(_PLAIN, 2))
-    return {
-        "_scheme": url.str.extract(_SCHEME, 1).str.to_lowercase(),
-        "_host": host.str.to_lowercase().str.strip_suffix("."),
-        "_port": port,
-        "_v6": bracketed.fill_null(False),
-    }
+    frame = frame.with_columns(
+        _scheme=pl.col("_url").str.extract(_SCHEME, 1).str.to_lowercase(),
+        _auth=pl.col("_url").str.extract(_AUTHORITY, 1),
+    )
+    frame = frame.with_columns(
+        pl.col("_auth").str.replace(r"^.*@", "").str.extract_groups(_HOSTPORT).alias("_hp")
+    ).unnest("_hp")
+    raw = pl.col("host")
+    frame = frame.with_columns(
+        _v6=raw.str.starts_with("[").fill_null(False),
+        _host=raw.str.strip_prefix("[")
+        .str.strip_suffix("]")
+        .str.to_lowercase()
+        .str.strip_suffix("."),
+        _port=pl.col("port"),
+    ).drop("host", "port", "_auth")
+    return frame.with_columns(_ip_like=pl.col("_v6") | pl.col("_host").str.contains(_NUMERIC_HOST))
 
 
 def _ip_verdicts(hosts: pl.Series) -> dict[str, bool | None]:
@@ -126,23 +132,28 @@ def url_reasons(
     Rows whose URL is null (a manifest row with a local path) only get the text check."""
     import polars as pl
 
-    work = frame.select(
-        pl.col(url).alias("_url"),
-        (text_ok if text_ok is not None else pl.lit(True)).fill_null(False).alias("_text_ok"),
-    ).with_columns(**_host_parts(pl.col("_url")))
+    work = _parse(
+        frame.select(
+            pl.col(url).alias("_url"),
+            (text_ok if text_ok is not None else pl.lit(True)).fill_null(False).alias("_text_ok"),
+        )
+    )
     u, host, scheme, port = pl.col("_url"), pl.col("_host"), pl.col("_scheme"), pl.col("_port")
-    ip_like = pl.col("_v6") | host.str.contains(_NUMERIC_HOST)
-    verdicts = _ip_verdicts(work.filter(ip_like.fill_null(False))["_host"])
-    ip_private = host.replace_strict(verdicts, default=None, return_dtype=pl.Boolean)
-    plain = ~pl.col("_v6")
+    ip_like, v6 = pl.col("_ip_like"), pl.col("_v6")
+    verdicts = _ip_verdicts(work.filter(pl.col("_ip_like").fill_null(False))["_host"])
+    work = work.with_columns(
+        _ip_private=host.replace_strict(verdicts, default=None, return_dtype=pl.Boolean)
+    )
+    ip_private = pl.col("_ip_private")
     malformed = (
         host.is_null()
         | (host == "")
         | (port.str.len_chars() > 5)
         | (port.cast(pl.Int64, strict=False) > 65535)
-        | (plain & host.str.contains(_BAD_HOST_CHAR))
-        | (plain & (host.str.contains(r"\.\.") | host.str.starts_with(".")))
+        | (~v6 & host.str.contains(_BAD_HOST_CHAR))
+        | (~v6 & (host.str.contains("..", literal=True) | host.str.starts_with(".")))
         | (ip_like & ip_private.is_null())
+        | (v6 & ~host.str.contains(":", literal=True))  # [1.2.3.4] is not IPv6
     )
     private = (host == "localhost") | host.str.ends_with(".localhost") | (ip_like & ip_private)
     has_url = u.is_not_null()

@@ -158,6 +158,8 @@ def test_denylist_file_parsing(denylist):
         "fc00::1",
         "ff02::1",
         "2001:db8::1",
+        "::2",
+        "100::1",
         "2606:4700::1111",
         "::ffff:8.8.8.8",
         "::ffff:127.0.0.1",
@@ -166,7 +168,7 @@ def test_denylist_file_parsing(denylist):
 def test_private_ranges_follow_the_standard_library(ip):
     addr = ipaddress.ip_address(ip)
     base = addr.ipv4_mapped if getattr(addr, "ipv4_mapped", None) else addr
-    expected = not base.is_global or base.is_multicast
+    expected = not base.is_global or base.is_multicast or base.is_reserved
     assert ip_is_private(ip) is expected
     host = f"[{ip}]" if ":" in ip else ip
     frame = pl.DataFrame({"url": [f"http://{host}/x.jpg"]})

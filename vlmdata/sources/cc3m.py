@@ -20,7 +20,7 @@ from vlmdata.sources.fields import (
     safe_relpath,
     split_from_name,
 )
-from vlmdata.sources.lines import decode, iter_lines, readable, split_tsv
+from vlmdata.sources.lines import decode, iter_lines, lines_column, readable, split_tsv
 
 FROMAGE_HEADER = "caption\timage"
 
@@ -102,48 +102,36 @@ def google_frame(path: Path, split: str | None = None):
     import polars as pl
 
     split = split_from_name(path.name, split)
-    data = path.read_bytes()
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    try:
-        texts: list[str | None] = data.decode("utf-8").split("\n")[: len(raw_lines)]
-        bad: list[int] = []
-    except UnicodeDecodeError:  # rare: find the bad lines one by one
-        texts, bad = [], []
-        for i, raw in enumerate(raw_lines):
-            try:
-                texts.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                texts.append(None)
-                bad.append(i)
-    if texts and texts[0].rstrip() == FROMAGE_HEADER:
+    text, bad = lines_column(path)
+    if len(text) and (text[0] or "").rstrip() == FROMAGE_HEADER:
         raise DataError("a FROMAGe TSV (caption, image) has no URLs to filter", file=str(path))
-    frame = pl.DataFrame({"text": pl.Series(texts, dtype=pl.String)}).with_row_index("line", 1)
+    frame = pl.DataFrame([text]).with_row_index("line", 1)
     frame = frame.with_columns(
-        pl.col("line").cast(pl.Int64), pl.col("text").str.strip_suffix("\r").str.split("\t")
+        pl.col("line").cast(pl.Int64),
+        pl.col("text").str.count_matches("\t", literal=True).add(1).alias("n_fields"),
     )
-    n_fields = pl.col("text").list.len()
+    n_fields = pl.col("n_fields")
+    halves = pl.col("text").str.splitn("\t", 2)
     rows = frame.filter(n_fields == 2).select(
         pl.format("cc3m_{}_{}", pl.lit(split), pl.col("line").cast(pl.String).str.zfill(8)).alias(
             "key"
         ),
         "line",
-        pl.col("text").list.get(0).alias("caption"),
-        pl.col("text").list.get(1).alias("url"),
+        halves.struct.field("field_0").alias("caption"),
+        halves.struct.field("field_1").alias("url"),
     )
     wrong = frame.filter(pl.col("text").is_not_null() & (n_fields != 2)).select(
         "line",
         pl.lit("wrong_field_count").alias("reason"),
         pl.format("{} tab-separated fields, not 2", n_fields).alias("detail"),
-        pl.col("text").list.join("\t").map_elements(_json, return_dtype=pl.String).alias("record"),
+        pl.col("text").map_elements(_json, return_dtype=pl.String).alias("record"),
     )
     bad_utf8 = pl.DataFrame(
         {
             "line": [i + 1 for i in bad],
             "reason": ["bad_utf8"] * len(bad),
             "detail": ["invalid UTF-8"] * len(bad),
-            "record": [_json(readable(raw_lines[i])) for i in bad],
+            "record": [_json(readable(raw)) for raw in bad.values()],
         },
         schema={"line": pl.Int64, "reason": pl.String, "detail": pl.String, "record": pl.String},
     )

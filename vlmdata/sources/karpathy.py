@@ -24,7 +24,7 @@ from vlmdata.sources.fields import (
 from vlmdata.sources.jsonstream import iter_object_arrays
 
 SPLITS = ("train", "val", "test", "restval")
-DATASETS = ("flickr8k", "flickr30k", "coco")
+DATASETS = ("flickr8k", "flickr30k", "coco", "demo")  # demo: `vlmdata demo`
 
 
 def dataset_name(path: Path) -> str:

@@ -1,0 +1,229 @@
+"""`filter-urls` (polars, vectorised) against a plain-Python per-row loop, on CC3M-sized input.
+
+    .venv/bin/python benchmarks/bench_filter_urls.py [--rows 3300000] [--repeats 1] [--work DIR]
+
+Generates a Google-format CC3M TSV (caption<TAB>url, no header) with realistic URLs plus a
+share of every reject reason, then times, end to end (read TSV -> write manifest.parquet +
+rejects.parquet), `vlmdata.urls.filter_urls` and the peer: a loop over lines using
+`urllib.parse.urlsplit` + `ipaddress`, applying the same rules in the same order. Prints both
+times, the ratio (peer / ours), and whether the two agree on every row's reason.
+Not a test: figures vary with the machine; the ratio is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmdata.rejects import REJECT_SCHEMA, record_json
+from vlmdata.urls import filter_urls
+
+WORDS = "a the dog cat man woman child red blue green car street beach sunset city old new".split()
+HOSTS = [
+    "i.pinimg.com",
+    "media.gettyimages.com",
+    "c8.alamy.com",
+    "images.example.org",
+    "upload.wikimedia.org",
+    "www.telegraph.co.uk",
+    "l7.alamy.com",
+    "cdn.shopify.com",
+]
+DENY = [f"spam{i}.example.net" for i in range(50)]
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    """CC3M-like rows; ~6% of them hit one reject reason each."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(
+        ["ok", "dup", "empty", "long", "ftp", "mal", "priv", "v6", "onion", "deny", "tab", "num"],
+        size=rows,
+        p=[0.96, 0.01, 0.004, 0.001, 0.004, 0.004, 0.004, 0.001, 0.004, 0.004, 0.002, 0.002],
+    )
+    host_ids = rng.integers(0, 5000, rows)
+    words = rng.integers(0, len(WORDS), (rows, 8))
+    lines = []
+    for i in range(rows):
+        caption = " ".join(WORDS[w] for w in words[i])
+        host = (
+            f"{HOSTS[host_ids[i] % len(HOSTS)]}" if host_ids[i] < 4000 else f"img{host_ids[i]}.com"
+        )
+        url = f"https://{host}/photos/{i:08d}/{WORDS[words[i, 0]]}-{i}.jpg"
+        kind = kinds[i]
+        if kind == "dup" and i > 10:
+            url = f"https://{HOSTS[0]}/photos/{i % 1000:08d}/dup.jpg"
+        elif kind == "empty":
+            caption = " "
+        elif kind == "long":
+            url += "?q=" + "x" * 2100
+        elif kind == "ftp":
+            url = "ftp" + url[5:]
+        elif kind == "mal":
+            url = url[8:]  # no scheme
+        elif kind == "priv":
+            url = f"http://192.168.{i % 256}.{i % 200}/{i}.jpg"
+        elif kind == "v6":
+            url = f"http://[fe80::{i % 65536:x}]/{i}.jpg"
+        elif kind == "onion":
+            url = f"http://abc{i}.onion/{i}.jpg"
+        elif kind == "deny":
+            url = f"http://cdn.{DENY[i % len(DENY)]}/{i}.jpg"
+        elif kind == "tab":
+            caption += "\tsplit"
+        elif kind == "num":
+            url = f"http://{8 * 2**24 + i}/{i}.jpg"
+        lines.append(f"{caption}\t{url}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+_BAD_HOST = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=\x80-\U0010ffff]")
+_NUMERIC = re.compile(r"^(?:(?:0x[0-9a-f]*|[0-9]+)\.)*(?:0x[0-9a-f]*|[0-9]+)$")
+
+
+def peer_reason(caption: str, url: str, seen: set[str], deny: set[str]) -> str | None:
+    """The same rules, one row at a time, with the standard library."""
+    if not caption.strip():
+        return "empty_text"
+    if len(url) > 2048:
+        return "too_long"
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):", url)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return "bad_scheme"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "malformed"
+    if not parts.scheme or not parts.netloc:
+        return "malformed"
+    host = (parts.hostname or "").removesuffix(".")
+    bracketed = "[" in parts.netloc
+    if not host or port is None and re.search(r":[0-9]{6,}$", parts.netloc):
+        return "malformed"
+    if not bracketed and (_BAD_HOST.search(host) or ".." in host or host.startswith(".")):
+        return "malformed"
+    if bracketed or _NUMERIC.match(host):
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return "malformed"
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if not ip.is_global or ip.is_multicast or ip.is_reserved:
+            return "private_address"
+    if host == "localhost" or host.endswith(".localhost"):
+        return "private_address"
+    if host.rsplit(".", 1)[-1] in ("onion", "i2p", "local", "internal"):
+        return "non_public_tld"
+    labels = host.split(".")
+    if any(".".join(labels[k:]) in deny for k in range(len(labels))):
+        return "denylisted_domain"
+    if url in seen:
+        return "duplicate_url"
+    seen.add(url)
+    return None
+
+
+def peer(tsv: Path, out: Path, deny: set[str]) -> Counter[str]:
+    """Per-row loop: read, classify, collect, write both Parquet files."""
+    kept, rejects, seen = [], [], set()
+    counts: Counter[str] = Counter()
+    with open(tsv, "rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                text = raw.rstrip(b"\n").decode("utf-8")
+            except UnicodeDecodeError:
+                reason, fields = "bad_utf8", None
+            else:
+                fields = text.split("\t")
+                reason = "wrong_field_count" if len(fields) != 2 else None
+            if reason is None:
+                caption, url = fields[0].strip(), fields[1].strip()
+                reason = peer_reason(caption, url, seen, deny)
+            counts[reason or "kept"] += 1
+            key = f"cc3m_train_{line:08d}"
+            if reason is None:
+                kept.append(
+                    {
+                        "key": key,
+                        "source": "cc3m",
+                        "split": "train",
+                        "url": url,
+                        "path": None,
+                        "texts": [caption],
+                    }
+                )
+            else:
+                rejects.append(
+                    {
+                        "stage": "peer",
+                        "reason": reason,
+                        "file": str(tsv),
+                        "line": line,
+                        "key": key,
+                        "detail": "",
+                        "record": record_json(fields),
+                    }
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(kept), out / "manifest.parquet")
+    pq.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out / "rejects.parquet")
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=3_300_000)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-urls-"))
+    try:
+        tsv = work / "Train_GCC-training.tsv"
+        t = time.perf_counter()
+        generate(tsv, args.rows)
+        print(
+            f"generated {args.rows:,} rows ({tsv.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - t:.1f}s"
+        )
+        deny_file = work / "deny.txt"
+        deny_file.write_text("\n".join(DENY) + "\n")
+        ours_s, peer_s = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            result = filter_urls(tsv, work / "ours", denylist=deny_file)
+            ours_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            counts = peer(tsv, work / "peer", set(DENY))
+            peer_s.append(time.perf_counter() - t)
+        ours_counts = Counter(result.rejects) + Counter({"kept": result.kept})
+        same_keys = pq.read_table(work / "ours" / "manifest.parquet", columns=["key"]).equals(
+            pq.read_table(work / "peer" / "manifest.parquet", columns=["key"])
+        )
+        print(
+            f"filter-urls (polars)   {min(ours_s):7.2f} s   {args.rows / min(ours_s):12,.0f} rows/s"
+        )
+        print(
+            f"peer (urllib loop)     {min(peer_s):7.2f} s   {args.rows / min(peer_s):12,.0f} rows/s"
+        )
+        print(f"ratio peer/ours        {min(peer_s) / min(ours_s):7.1f}x")
+        print(f"same counts by reason: {ours_counts == counts}; same kept keys: {same_keys}")
+        for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"  {reason:<18} peer {n:>9,}   ours {ours_counts.get(reason, 0):>9,}")
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
