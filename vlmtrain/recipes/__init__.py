@@ -12,6 +12,10 @@ from vlmtrain.recipes.base import Recipe, RecipeContext, collate_examples
 
 RECIPES = {
     "grace": "vlmtrain.recipes.grace:GraceRecipe",
+    "fromage": "vlmtrain.recipes.fromage:FromageRecipe",
+    "caption": "vlmtrain.recipes.caption:CaptionRecipe",
+    "llava": "vlmtrain.recipes.llava:LlavaRecipe",
+    "autover": "vlmtrain.recipes.autover:AutoverRecipe",
 }
 
 __all__ = ["RECIPES", "Recipe", "RecipeContext", "collate_examples", "get_recipe"]
