@@ -4,14 +4,142 @@ import sys
 
 import click
 
-from cli.common import handle_errors, not_built
+from cli.common import handle_errors
+
+DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "oven", "llava"]
 
 
-@click.command("download", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def download(args):
-    """(not built yet)"""
-    not_built("download")
+@click.command("download")
+@click.argument("dataset", type=click.Choice(DATASETS))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--images", type=click.Path(file_okay=False), help="Local image folder (no download)."
+)
+@click.option("--split", help="Split for every row (default: from the file name or the data).")
+@click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
+@click.option(
+    "--image-size", type=click.IntRange(1), help="img2dataset resize target (implies border)."
+)
+@click.option(
+    "--resize-mode",
+    type=click.Choice(["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"]),
+    help="img2dataset resize mode (default: keep the downloaded bytes as they are).",
+)
+@click.option(
+    "--encode-format",
+    default="jpg",
+    show_default=True,
+    type=click.Choice(["jpg", "png", "webp"]),
+    help="Format of resized images.",
+)
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--retries", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--timeout", default=10, show_default=True, type=click.IntRange(1), help="Seconds.")
+@click.option(
+    "--distributor",
+    default="multiprocessing",
+    show_default=True,
+    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+)
+@click.option(
+    "--incremental/--overwrite",
+    default=True,
+    show_default=True,
+    help="Resume earlier downloads in OUT, or throw them away first.",
+)
+@click.option("--keep-raw", is_flag=True, help="Keep img2dataset's raw output in OUT/.download.")
+@click.option("--allow-private", is_flag=True, help="Allow loopback/private/link-local hosts.")
+@click.option("--denylist", type=click.Path(dir_okay=False), help="Domains to skip, one a line.")
+@click.option("--user-agent-token", help="Token added to img2dataset's User-Agent.")
+@click.option("--name", default="data", show_default=True, help="Shard name prefix.")
+@click.option("--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--min-side", default=0, show_default=True, help="Reject smaller images (px).")
+@click.option(
+    "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
+)
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def download(dataset, inputs, out, **opts):
+    """Download (or read locally) a data set's images into indexed shards in OUT.
+
+    \b
+    URL data sets go through img2dataset, then are repacked into the `vlmdata shard` layout:
+      cc3m      Train_GCC-training.tsv ...   (caption<TAB>url)
+      coco      captions_train2014.json ...  (coco_url)
+      oven-kb   Wiki6M_ver_1_0.jsonl         (wikipedia_image_url)
+    With --images DIR nothing is fetched: the data set's files name local images
+    (karpathy/flickr30k/flickr8k, coco, oven, llava, FROMAGe cc3m), as in `vlmdata shard`.
+
+    \b
+    OUT gets: shards/NAME-000000.tar (KEY.jpg|png|webp sniffed, KEY.json, KEY.txt),
+    index.parquet, manifest.parquet, wids.json, shards/*_stats.json, and rejects.parquet with
+    every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
+    http_404, http_500, timeout, connection_failed, decode_failed, download_failed ... with
+    img2dataset's message in `detail`), image checks (not_an_image, duplicate_image ...).
+
+    \b
+    Examples:
+      vlmdata download cc3m Validation_GCC-1.1.0-Validation.tsv -o cc3m-val/ \\
+          --processes 4 --threads 64 --timeout 10 --retries 1
+      vlmdata download coco captions_val2014.json -o coco-val/ --image-size 384 \\
+          --resize-mode keep_ratio
+      vlmdata download oven-kb Wiki6M_ver_1_0.jsonl -o kb/ --distributor pyspark
+      vlmdata download flickr30k dataset_flickr30k.json --images flickr30k-images/ -o f30k/
+
+    A killed download, rerun with the same arguments, resumes: finished img2dataset shards are
+    kept (its incremental mode) and the output ends byte-identical. Private, loopback and
+    link-local hosts are refused unless --allow-private. Exit 1 above --max-reject-ratio.
+    """
+    from vlmdata.download import ShardOptions, download
+    from vlmdata.download_img2dataset import FetchOptions
+    from vlmdata.rejects import check_reject_ratio
+
+    resize_mode = opts["resize_mode"]
+    if resize_mode is None and opts["image_size"] is not None:
+        resize_mode = "border"  # img2dataset's default mode
+    fetch = FetchOptions(
+        image_size=opts["image_size"] or 256,
+        resize_mode=resize_mode,
+        encode_format=opts["encode_format"],
+        processes=opts["processes"],
+        threads=opts["threads"],
+        retries=opts["retries"],
+        timeout=opts["timeout"],
+        distributor=opts["distributor"],
+        user_agent_token=opts["user_agent_token"],
+    )
+    shard = ShardOptions(
+        name=opts["name"],
+        samples_per_shard=opts["samples_per_shard"],
+        max_shard_bytes=opts["max_shard_bytes"],
+        workers=opts["workers"],
+        min_side=opts["min_side"],
+        max_pixels=opts["max_pixels"],
+    )
+    summary = download(
+        dataset,
+        inputs,
+        out,
+        images=opts["images"],
+        split=opts["split"],
+        restval=opts["restval"],
+        fetch=fetch,
+        shard=shard,
+        allow_private=opts["allow_private"],
+        denylist=opts["denylist"],
+        overwrite=not opts["incremental"],
+        keep_raw=opts["keep_raw"],
+        progress=not opts["quiet"],
+    )
+    click.echo(summary.format())
+    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="images")
 
 
 @click.command("shard")
@@ -34,6 +162,14 @@ def download(args):
 @click.option("--image-size", default=256, show_default=True, help="Target side for --resize.")
 @click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
 @click.option(
+    "--image-check",
+    type=click.Choice(["decode", "structure"]),
+    default="decode",
+    show_default=True,
+    help="decode: decode every image (catches corrupt data); structure: header + end marker "
+    "only (~20x faster; catches cut-off files).",
+)
+@click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -51,6 +187,7 @@ def shard(
     resize,
     image_size,
     reencode,
+    image_check,
     max_reject_ratio,
     quiet,
 ):
@@ -92,6 +229,7 @@ def shard(
         resize=resize,
         image_size=image_size,
         reencode=reencode,
+        decode_check=image_check == "decode",
         progress=not quiet,
     )
     click.echo(summary.format())

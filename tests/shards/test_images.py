@@ -39,7 +39,8 @@ def test_each_reject_reason_from_bytes():
     assert _reason(b"") == "empty_file"
     assert _reason(b"hello, not an image") == "not_an_image"
     assert _reason(gif.getvalue()) == "not_an_image"  # only jpg/png/webp are accepted
-    assert _reason(jpg[:12]) == "not_an_image"  # magic only, header unreadable
+    assert _reason(jpg[:12]) == "truncated"  # cut inside the header
+    assert _reason(b"\xff\xd8\xff" + b"garbage" * 9 + b"\xff\xd9") == "not_an_image"
     assert _reason(jpg[: len(jpg) // 2]) == "truncated"
     assert _reason(image_bytes(3, (40, 40), "PNG")[:-40]) == "truncated"
     assert _reason(jpg, min_side=49) == "too_small"
@@ -94,3 +95,14 @@ def test_resolve_image_path_refuses_escapes(tmp_path):
             resolve_image_path(root, bad)
         assert e.value.reason == "path_escape"
     assert resolve_image_path(root, "inner/x.jpg") == (root / "a" / "x.jpg").resolve()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_structure_check_catches_cut_files_without_decoding(fmt):
+    data = image_bytes(6, (48, 40), fmt)
+    assert check_image(data, decode=False).width == 48
+    assert check_image(data + b"\0" * 100, decode=False).width == 48  # zero padding is fine
+    for cut in (len(data) // 2, len(data) - 3):
+        with pytest.raises(ImageReject) as e:
+            check_image(data[:cut], decode=False)
+        assert e.value.reason == "truncated"

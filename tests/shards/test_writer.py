@@ -21,9 +21,11 @@ def tree_hashes(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_every_reject_reason_counted_exactly(tmp_path):
+@pytest.mark.parametrize("decode", [True, False])
+def test_every_reject_reason_counted_exactly(tmp_path, decode):
     manifest, images, keys = make_bad_set(tmp_path / "in")
-    s = write_shards(manifest, images, tmp_path / "out", min_side=MIN_SIDE, progress=False)
+    out = tmp_path / "out"
+    s = write_shards(manifest, images, out, min_side=MIN_SIDE, decode_check=decode, progress=False)
     assert dict(s.rejects) == BAD_COUNTS
     assert s.kept == len(keys) == 12
     rej = pl.read_parquet(tmp_path / "out" / "rejects.parquet")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +70,15 @@ class ShardFile:
         self._tmp = temp_path_for(path)
         self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._md5 = hashlib.md5(usedforsecurity=False)
+        # md5 runs beside the writes (hashlib releases the GIL); one thread keeps the order
+        self._hasher = ThreadPoolExecutor(1)
         self.size = 0
         self.count = 0
         self._start = time.time()
 
     def write(self, data: bytes) -> None:
+        self._hasher.submit(self._md5.update, data)
         self._f.write(data)
-        self._md5.update(data)
         self.size += len(data)
 
     def add_sample(self, data: bytes) -> None:
@@ -84,6 +87,7 @@ class ShardFile:
 
     def close(self) -> dict[str, Any]:
         self.write(archive_end(self.size))
+        self._hasher.shutdown(wait=True)
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
@@ -106,6 +110,7 @@ class ShardFile:
         return stats
 
     def abort(self) -> None:
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         self._f.close()
         self._tmp.unlink(missing_ok=True)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmdata.manifest import OPTIONAL_COLUMNS
-from vlmdata.shards.tarfmt import member_bytes, member_header, padding
+from vlmdata.shards.tarfmt import header_size, member_header, padding
 
 META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)
 MEMBER_COLUMNS = ("image", "json", "txt")
@@ -56,13 +56,17 @@ def layout(key: str, image_ext: str, sizes: dict[str, int], start: int) -> Layou
     pos = start
     members = {}
     for role, name in member_names(key, image_ext).items():
-        pos += len(member_header(name, sizes[role]))
+        pos += header_size(name)
         members[role] = (pos, sizes[role])
         pos += sizes[role] + padding(sizes[role])
     return Layout(start, pos - start, members)
 
 
 def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
-    """The sample's tar bytes (headers, data, padding), matching `layout`."""
+    """The sample's tar bytes (headers, data, padding), matching `layout`; one copy."""
     names = member_names(key, image_ext)
-    return b"".join(member_bytes(names[role], parts[role]) for role in MEMBER_COLUMNS)
+    pieces = []
+    for role in MEMBER_COLUMNS:
+        data = parts[role]
+        pieces += [member_header(names[role], len(data)), data, b"\0" * padding(len(data))]
+    return b"".join(pieces)

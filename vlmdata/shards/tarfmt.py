@@ -17,31 +17,32 @@ RECORD = 20 * BLOCK  # GNU tar and tarfile pad archives to whole 10 KiB records
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 
 
-def _octal(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
+_MODE_IDS = b"0000644\0" + b"0000000\0" + b"0000000\0"  # mode, uid, gid
+_MTIME = b"%011o\0" % 0
+
+
+def _rest(typeflag: bytes) -> bytes:
+    """Everything after the checksum field: typeflag, linkname, ustar magic, empty names."""
+    rest = typeflag + b"\0" * 100 + b"ustar\x0000" + b"\0" * 64 + b"0000000\0" * 2
+    return rest.ljust(BLOCK - 156, b"\0")  # then the empty 155-byte prefix and padding
+
+
+_REST = {t: _rest(t) for t in (b"0", b"x")}
+_CONST_SUM = {t: sum(_MODE_IDS) + sum(_MTIME) + 8 * ord(" ") + sum(r) for t, r in _REST.items()}
 
 
 def _header(name: bytes, size: int, typeflag: bytes) -> bytes:
-    fields = [
-        name.ljust(100, b"\0"),
-        b"0000644\0",
-        b"0000000\0",
-        b"0000000\0",
-        _octal(size, 12),
-        _octal(0, 12),  # mtime
-        b" " * 8,  # checksum placeholder
-        typeflag,
-        b"\0" * 100,  # linkname
-        b"ustar\x0000",
-        b"\0" * 32,  # uname
-        b"\0" * 32,  # gname
-        b"0000000\0",
-        b"0000000\0",
-        b"\0" * 155,  # prefix
-    ]
-    header = b"".join(fields).ljust(BLOCK, b"\0")
-    chksum = b"%06o\0 " % sum(header)
-    return header[:148] + chksum + header[156:]
+    """One 512-byte ustar header; only name and size vary, so the checksum is mostly constant."""
+    size_field = b"%011o\0" % size
+    chksum = sum(name) + sum(size_field) + _CONST_SUM[typeflag]
+    return (
+        name.ljust(100, b"\0")
+        + _MODE_IDS
+        + size_field
+        + _MTIME
+        + b"%06o\0 " % chksum
+        + _REST[typeflag]
+    )
 
 
 def padding(size: int) -> int:
@@ -69,6 +70,15 @@ def member_header(name: str, size: int) -> bytes:
         + b"\0" * padding(len(pax))
         + _header(raw[:100], size, b"0")
     )
+
+
+def header_size(name: str) -> int:
+    """len(member_header(name, size)) without building it (the size field is fixed-width)."""
+    raw = name.encode("utf-8")
+    if len(raw) <= 100:
+        return BLOCK
+    pax = len(_pax_record("path", name))
+    return 2 * BLOCK + pax + padding(pax)
 
 
 def member_bytes(name: str, data: bytes) -> bytes:

@@ -14,6 +14,7 @@ import hashlib
 import multiprocessing
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -42,7 +43,7 @@ from vlmdata.shards.prepare import (
     Prepared,
     prepare_bytes,
     prepare_chunk,
-    read_image_file,
+    read_stamped,
 )
 from vlmdata.shards.samples import json_bytes, layout, sample_bytes, sha256, txt_bytes
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
@@ -60,6 +61,7 @@ class ShardSummary:
     written: int = 0
     skipped: int = 0
     bytes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # "plan" and "write" phases
 
     @property
     def rejected(self) -> int:
@@ -70,6 +72,7 @@ class ShardSummary:
             format_summary(self.kept, self.rejects, "samples")
             + f"\nshards    {self.shards:>10,}  ({self.written} written, {self.skipped} reused, "
             f"{self.bytes / 1e6:,.1f} MB)"
+            + "".join(f"\n{k:<9} {v:>10.2f} s" for k, v in self.seconds.items())
         )
 
 
@@ -142,25 +145,37 @@ class ShardJob:
 
     path: str
     digest: str
-    images_dir: str
     opts: ImageOptions
-    entries: list[tuple[str, str, str, str, bytes, bytes]]  # key, rel, fmt, sha, json, txt
+    entries: list[tuple[str, str, Prepared, bytes, bytes]]  # key, manifest path, plan, json, txt
+
+
+def _planned_image(rel: str, p: Prepared, opts: ImageOptions) -> bytes:
+    """The image bytes the plan measured, re-read from its file; DataError if it changed.
+
+    Unchanged (size, mtime_ns) is trusted without re-hashing the original; transformed images
+    are re-made (deterministic) and compared by hash.
+    """
+    try:
+        data, stamp = read_stamped(p.file)
+    except OSError as e:
+        raise DataError(f"{rel}: unreadable during the run ({e})") from None
+    if stamp != p.file_stamp:
+        raise DataError(f"{rel}: image changed during the run (size or mtime differs from plan)")
+    if opts.transforms:
+        data = prepare_bytes(data, opts)[0]
+        if sha256(data) != p.sha256:
+            raise DataError(f"{rel}: resized image differs from the plan")
+    return data
 
 
 def write_planned_shard(job: ShardJob) -> dict[str, Any]:
-    """Write one shard from its plan, checking each image still hashes as planned."""
+    """Write one shard from its plan."""
     shard = ShardFile(Path(job.path), job.digest)
     try:
-        for key, rel, fmt, expected, js, txt in job.entries:
-            try:
-                _, data = read_image_file(Path(job.images_dir), rel)
-                if job.opts.transforms:
-                    data = prepare_bytes(data, job.opts)[0]
-            except ImageReject as e:
-                raise DataError(f"{rel}: changed during the run ({e})") from None
-            if sha256(data) != expected:
-                raise DataError(f"{rel}: image changed during the run (hash differs from plan)")
-            shard.add_sample(sample_bytes(key, fmt, {"image": data, "json": js, "txt": txt}))
+        for key, rel, p, js, txt in job.entries:
+            data = _planned_image(rel, p, job.opts)
+            parts = {"image": data, "json": js, "txt": txt}
+            shard.add_sample(sample_bytes(key, p.info.format, parts))
         return shard.close()
     except BaseException:
         shard.abort()
@@ -249,6 +264,7 @@ def _params(name: str, spp: int, cap: int | None, opts: ImageOptions) -> dict[st
         "resize": opts.resize,
         "image_size": opts.image_size if opts.resize else None,
         "reencode": opts.reencode,
+        "decode_check": opts.decode,
         "checksum": "sha256",
     }
 
@@ -267,6 +283,7 @@ def write_shards(
     resize: str | None = None,
     image_size: int = 256,
     reencode: str | None = None,
+    decode_check: bool = True,
     progress: bool = True,
 ) -> ShardSummary:
     """Shard a manifest's local images into OUT (see apis.md: shards/, index, wids, rejects).
@@ -279,12 +296,13 @@ def write_shards(
     table = pq.read_table(manifest_path)
     rows = table.to_pylist()
     extras = _extras(table.column_names)
-    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode)
+    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode, decode_check)
     out.mkdir(parents=True, exist_ok=True)
     summary = ShardSummary()
     rejects = RejectWriter(out / "rejects.parquet")
     gate = _Gate(rejects, str(manifest_path), "shard")
     pool = _executor(workers)
+    t0 = time.perf_counter()
     try:
         kept = [
             Planned(row, res, json_bytes(row), txt_bytes(row))
@@ -296,6 +314,7 @@ def write_shards(
         shards = _assign(kept, samples_per_shard, max_shard_bytes)
         index_rows, jobs, stats = _layout_shards(shards, out, name, images_dir, opts, extras)
         clean_stale(out / SHARDS_DIR, name, len(shards))
+        t1 = time.perf_counter()
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
         with _bar(progress, len(todo), "writing shards", "shard") as bar:
             results = (pool.map if pool else map)(write_planned_shard, [jobs[i] for i in todo])
@@ -312,6 +331,7 @@ def write_shards(
     _copy_manifest(manifest_path, out)
     params = _params(name, samples_per_shard, max_shard_bytes, opts)
     _finish(out, name, index_rows, extras, params, stats)
+    summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.kept, summary.rejects = len(kept), rejects.counts
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
@@ -338,11 +358,8 @@ def _layout_shards(shards, out: Path, name: str, images_dir: Path, opts, extras)
             index_rows.append(row)
             pos += size
         digest = _shard_digest(samples)
-        entries = [
-            (p.row["key"], p.row["path"], p.prepared.info.format, p.prepared.sha256, p.json, p.txt)
-            for p in samples
-        ]
-        jobs.append(ShardJob(str(out / rel), digest, str(images_dir), opts, entries))
+        entries = [(p.row["key"], p.row["path"], p.prepared, p.json, p.txt) for p in samples]
+        jobs.append(ShardJob(str(out / rel), digest, opts, entries))
         stats.append(shard_is_finished(out / rel, digest))
     return index_rows, jobs, stats
 
@@ -379,6 +396,7 @@ def write_samples(
     resize: str | None = None,
     image_size: int = 256,
     reencode: str | None = None,
+    decode_check: bool = True,
     progress: bool = True,
     stage: str = "shard",
 ) -> ShardSummary:
@@ -391,7 +409,7 @@ def write_samples(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode)
+    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode, decode_check)
     rejects = RejectWriter(out / "rejects.parquet")
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
