@@ -1,10 +1,462 @@
+"""`vlmtrain eval TASK`: the benchmarks of the recipes, one command each.
+
+Parsing, progress and exit codes only; the work is in vlmtrain.eval (imported inside commands so
+`vlmtrain --help` stays light).
+"""
+
+from __future__ import annotations
+
 import click
 
-from cli.common import not_built
+from cli.common import handle_errors
+
+CKPT = click.option(
+    "--checkpoint", type=click.Path(exists=True), help="Training run dir or export dir."
+)
+DATA = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="A `vlmdata shard` output folder (index.parquet + shards/).",
+)
+OUT = click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON report here."
+)
+SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
+BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
+LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
+QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+SAVE = click.option(
+    "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
+)
 
 
-@click.command("eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_cmd(args):
-    """(not built yet)"""
-    not_built("eval")
+def _finish(report, output: str | None) -> None:
+    click.echo(report.table())
+    if output:
+        report.write(output)
+        click.echo(f"report: {output}")
+
+
+@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+def eval_cmd() -> None:
+    """Evaluate a checkpoint (or a predictions file) on a recipe's benchmark.
+
+    Every task prints a metric table and, with -o, writes a JSON report
+    {schema_version, task, metrics: [{metric, value, count}], config, checkpoint, data, details}.
+
+    \b
+      vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
+          --trie test.trie --ids ids.parquet -o grace.json
+      vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
+      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
+    """
+
+
+@eval_cmd.command("retrieval-generative")
+@CKPT
+@DATA
+@click.option(
+    "--trie",
+    "trie_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="Trie over the test identifiers (vlmdata build-trie --split test).",
+)
+@click.option(
+    "--ids",
+    "ids_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="ids.parquet the trie was built from.",
+)
+@SPLIT
+@click.option("--beams", default=10, show_default=True)
+@click.option("--returns", default=10, show_default=True, help="Sequences kept per query.")
+@click.option("--length-penalty", default=1.0, show_default=True)
+@BATCH
+@LIMIT
+@OUT
+@QUIET
+@handle_errors
+def retrieval_generative(
+    checkpoint,
+    data_dir,
+    trie_path,
+    ids_path,
+    split,
+    beams,
+    returns,
+    length_penalty,
+    batch_size,
+    limit,
+    output,
+    quiet,
+):
+    """GRACE text->image Recall@1/5/10 by trie-constrained beam search.
+
+    Each text of each SPLIT image is a query in the grace recipe's query->id prompt; the
+    returned identifiers map back to images through the trie and ids.parquet.
+
+    \b
+      vlmdata build-trie --ids ids.parquet --tokenizer runs/grace/export/tokenizer \\
+          --split test -o test.trie
+      vlmtrain eval retrieval-generative --checkpoint runs/grace --data flickr30k/ \\
+          --trie test.trie --ids ids.parquet -o grace.json
+    """
+    from vlmtrain.eval.tasks_retrieval import run_generative_retrieval
+
+    _need(checkpoint=checkpoint, data=data_dir)
+    report = run_generative_retrieval(
+        data_dir,
+        checkpoint=checkpoint,
+        trie_path=trie_path,
+        ids_path=ids_path,
+        split=split,
+        beams=beams,
+        returns=returns,
+        batch_size=batch_size,
+        length_penalty=length_penalty,
+        limit=limit,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("retrieval-embedding")
+@CKPT
+@DATA
+@SPLIT
+@click.option(
+    "--encoder",
+    type=click.Choice(["model", "clip"]),
+    default="model",
+    show_default=True,
+    help="model: the checkpoint's encode_images/encode_texts (FROMAGe); clip: an "
+    "open_clip model as the baseline.",
+)
+@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip name.")
+@click.option("--clip-pretrained", help="Local open_clip checkpoint file (no downloads).")
+@BATCH
+@LIMIT
+@OUT
+@QUIET
+@handle_errors
+def retrieval_embedding(
+    checkpoint,
+    data_dir,
+    split,
+    encoder,
+    clip_model,
+    clip_pretrained,
+    batch_size,
+    limit,
+    output,
+    quiet,
+):
+    """Recall@1/5/10 text->image and image->text from embeddings.
+
+    image->text is a hit when any of the image's captions is in the top K.
+
+    \b
+      vlmtrain eval retrieval-embedding --checkpoint runs/fromage --data coco/ -o r.json
+      vlmtrain eval retrieval-embedding --encoder clip --clip-model ViT-B-32 \\
+          --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/
+    """
+    from vlmtrain.eval.tasks_embedding import run_embedding_retrieval
+
+    _need(data=data_dir)
+    if encoder == "model":
+        _need(checkpoint=checkpoint)
+    report = run_embedding_retrieval(
+        data_dir,
+        checkpoint=checkpoint,
+        split=split,
+        encoder=encoder,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        batch_size=batch_size,
+        limit=limit,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("caption")
+@CKPT
+@DATA
+@click.option(
+    "--predictions",
+    type=click.Path(exists=True, dir_okay=False),
+    help='COCO results JSON [{"image_id"|"key", "caption"}] instead of a model.',
+)
+@SPLIT
+@click.option(
+    "--metrics",
+    default="BLEU-4,METEOR,ROUGE-L,CIDEr-D",
+    show_default=True,
+    help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
+)
+@click.option("--beams", default=1, show_default=True, help="1 = greedy.")
+@click.option("--max-new-tokens", default=30, show_default=True)
+@BATCH
+@LIMIT
+@SAVE
+@OUT
+@QUIET
+@handle_errors
+def caption(
+    checkpoint,
+    data_dir,
+    predictions,
+    split,
+    metrics,
+    beams,
+    max_new_tokens,
+    batch_size,
+    limit,
+    save_predictions,
+    output,
+    quiet,
+):
+    """COCO caption metrics (pycocoevalcap: PTB tokenizer, needs Java) on the SPLIT images.
+
+    References are the images' texts in the index (COCO Karpathy test: 5k images x 5).
+
+    \b
+      vlmtrain eval caption --checkpoint runs/caption --data coco/ --beams 3 -o cap.json
+      vlmtrain eval caption --predictions results.json --data coco/ --metrics CIDEr-D
+    """
+    from vlmtrain.eval.tasks_caption import run_caption
+
+    _need(data=data_dir)
+    report = run_caption(
+        data_dir,
+        checkpoint=checkpoint,
+        predictions=predictions,
+        split=split,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        beams=beams,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        save_predictions=save_predictions,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("vqa")
+@CKPT
+@DATA
+@click.option(
+    "--questions",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Official v2_OpenEnded_mscoco_*_questions.json.",
+)
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Official v2_mscoco_*_annotations.json.",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(exists=True, dir_okay=False),
+    help='Results JSON [{"question_id", "answer"}] instead of a model.',
+)
+@click.option("--prompt", default="Question: {question} Answer:", show_default=True)
+@click.option("--max-new-tokens", default=10, show_default=True)
+@BATCH
+@LIMIT
+@SAVE
+@OUT
+@QUIET
+@handle_errors
+def vqa(
+    checkpoint,
+    data_dir,
+    questions,
+    annotations,
+    predictions,
+    prompt,
+    max_new_tokens,
+    batch_size,
+    limit,
+    save_predictions,
+    output,
+    quiet,
+):
+    """VQAv2 accuracy with the official normalisation and 10-annotator leave-one-out.
+
+    \b
+      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
+      vlmtrain eval vqa --checkpoint runs/caption --data coco_val/ --questions q.json \\
+          --annotations a.json -o vqa.json
+    """
+    from vlmtrain.eval.tasks_vqa import run_vqa
+
+    report = run_vqa(
+        questions=questions,
+        annotations=annotations,
+        predictions=predictions,
+        checkpoint=checkpoint,
+        data_dir=data_dir,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        save_predictions=save_predictions,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("oven")
+@CKPT
+@DATA
+@click.option(
+    "--references",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="OVEN annotation JSONL (repeat for query and entity splits); default: the "
+    "index rows of --data.",
+)
+@click.option(
+    "--split-prefix",
+    default="val",
+    show_default=True,
+    help="With --data: score index splits starting with this (val_query_seen ...).",
+)
+@click.option(
+    "--predictions",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL {data_id, pred_entity_id} (repeatable) instead of a model.",
+)
+@click.option(
+    "--trie",
+    "trie_path",
+    type=click.Path(exists=True),
+    help="Entity-name trie (vlmdata build-trie --entities).",
+)
+@click.option("--entities", type=click.Path(exists=True), help="entities.parquet of the trie.")
+@click.option(
+    "--candidates",
+    type=click.Path(exists=True),
+    help="JSONL {data_id, candidates: [entity_id...]}: decode within each sub-trie.",
+)
+@click.option("--beams", default=5, show_default=True)
+@click.option("--max-new-tokens", default=32, show_default=True)
+@BATCH
+@SAVE
+@OUT
+@QUIET
+@handle_errors
+def oven(
+    checkpoint,
+    data_dir,
+    references,
+    split_prefix,
+    predictions,
+    trie_path,
+    entities,
+    candidates,
+    beams,
+    max_new_tokens,
+    batch_size,
+    save_predictions,
+    output,
+    quiet,
+):
+    """OVEN accuracy (seen/unseen per split) and the official harmonic means.
+
+    \b
+      vlmtrain eval oven --references oven_query_val.jsonl --references oven_entity_val.jsonl \\
+          --predictions query_preds.jsonl --predictions entity_preds.jsonl -o oven.json
+      vlmtrain eval oven --checkpoint runs/autover --data oven/ --trie entities.trie \\
+          --entities entities.parquet -o oven.json
+    """
+    from vlmtrain.eval.tasks_oven import run_oven
+
+    report = run_oven(
+        references=references,
+        data_dir=data_dir,
+        split_prefix=split_prefix,
+        predictions=predictions,
+        checkpoint=checkpoint,
+        trie=trie_path,
+        entities=entities,
+        candidates=candidates,
+        beams=beams,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        save_predictions=save_predictions,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("llava")
+@CKPT
+@click.option(
+    "--questions",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL {question_id, image, text[, answer]}.",
+)
+@click.option("--image-folder", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--answers",
+    "answers_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Answers JSONL to write (LLaVA model_vqa format).",
+)
+@click.option("--model-id", default=None, help="model_id field (default: checkpoint name).")
+@click.option("--max-new-tokens", default=128, show_default=True)
+@BATCH
+@LIMIT
+@OUT
+@QUIET
+@handle_errors
+def llava(
+    checkpoint,
+    questions,
+    image_folder,
+    answers_file,
+    model_id,
+    max_new_tokens,
+    batch_size,
+    limit,
+    output,
+    quiet,
+):
+    """Answer a LLaVA questions JSONL; accuracy where questions carry a reference answer.
+
+    \b
+      vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
+          --image-folder images/ --answers answers.jsonl -o llava.json
+    """
+    from vlmtrain.eval.tasks_llava import run_llava
+
+    _need(checkpoint=checkpoint)
+    report = run_llava(
+        checkpoint=checkpoint,
+        questions=questions,
+        image_folder=image_folder,
+        answers_file=answers_file,
+        model_id=model_id,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+def _need(**options) -> None:
+    missing = [f"--{k}" for k, v in options.items() if not v]
+    if missing:
+        raise click.UsageError(f"this task needs {' and '.join(missing)}")
