@@ -156,3 +156,27 @@ def test_long_keys_use_pax_headers(tmp_path):
     assert listing.stdout.split() == [f"{key}.jpg", f"{key}.json", f"{key}.txt"]
     assert ShardReader(tmp_path / "out").get(key)["image"] == image_bytes(7)
     assert [s["key"] for s in iter_samples(tmp_path / "out")] == [key]
+
+
+def test_hf_datasets_loads_the_shards(tmp_path):
+    """HF needs the same member types in every sample: true for single-format sets (or
+    --reencode); a mix of jpg/png/webp in one set is refused by HF's builder."""
+    datasets = pytest.importorskip("datasets")  # optional: `pip install datasets`
+    from tests.shards.conftest import image_bytes, row, write_manifest
+
+    images = tmp_path / "img"
+    images.mkdir()
+    rows = []
+    for i in range(7):
+        (images / f"{i}.jpg").write_bytes(image_bytes(i))
+        rows.append(row(f"k{i}", f"{i}.jpg", entity_id=f"Q{i}"))
+    manifest = write_manifest(tmp_path / "m.parquet", rows, ("entity_id",))
+    write_shards(manifest, images, tmp_path / "out", samples_per_shard=3, progress=False)
+    files = [str(p) for p in list_shards(tmp_path / "out")]
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert ds.num_rows == 7
+    assert [r["__key__"] for r in ds] == [f"k{i}" for i in range(7)]
+    assert ds[4]["txt"] == "caption 0 of k4" and ds[4]["json"]["entity_id"] == "Q4"
+    assert ds[4]["jpg"].size == (40, 32)  # decoded by HF as a PIL image

@@ -239,3 +239,21 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
     assert (s.written, s.skipped) == (4, 1)
     assert tree_hashes(out) == tree_hashes(tmp_path / "ref")
+
+
+def test_writer_refuses_an_image_changed_after_planning(good_set):
+    import os
+
+    from vlmdata.errors import DataError
+    from vlmdata.shards.prepare import ImageOptions, prepare_file
+    from vlmdata.shards.writer import _planned_image
+
+    manifest, images = good_set
+    rel = pq.read_table(manifest).to_pylist()[0]["path"]
+    opts = ImageOptions()
+    planned = prepare_file(images, rel, opts)
+    assert _planned_image(rel, planned, opts) == (images / rel).read_bytes()
+    st = os.stat(images / rel)
+    os.utime(images / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(DataError, match="changed during the run"):
+        _planned_image(rel, planned, opts)
