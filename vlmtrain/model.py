@@ -50,6 +50,7 @@ class VLM(nn.Module):
             {self.image_token_id}
             | {_token_id(tokenizer, t) for t in cfg.new_tokens}
             | set(range(base_rows, total))
+            | (added_token_ids(tokenizer) if cfg.new_tokens_from_tokenizer else set())
         )
         self.new_token_ids = new_ids
         self.embed_tokens = install_new_tokens(lm, new_ids, total)
@@ -263,6 +264,12 @@ def enable_checkpointing(lm: nn.Module) -> None:
     else:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     lm.enable_input_require_grads()
+
+
+def added_token_ids(tokenizer) -> set[int]:
+    """Ids of the tokens added on top of the tokenizer's vocabulary, special ones excluded."""
+    special = set(tokenizer.all_special_ids)
+    return {int(i) for i in tokenizer.get_added_vocab().values()} - special
 
 
 def _token_id(tokenizer, token: str) -> int:

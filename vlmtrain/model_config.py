@@ -37,6 +37,9 @@ class ModelConfig:
     # tokens
     image_token: str = "<image>"
     new_tokens: list[str] = field(default_factory=list)  # e.g. ["[RET]"]; rows train alone
+    # also every non-special token added to the tokenizer (identifier pieces from
+    # `vlmdata build-ids --add-tokens`): their rows train alone too
+    new_tokens_from_tokenizer: bool = False
     ret_token: str | None = None  # its hidden state is the text retrieval embedding
     retrieval_dim: int = 0  # >0 adds retrieval heads (FROMAGe: 256)
     # training

@@ -207,3 +207,14 @@ def test_model_config_rejects_unknown_keys():
         ModelConfig(train=["everything"])
     cfg = ModelConfig.from_dict({"ret_token": "[RET]"})
     assert cfg.new_tokens == ["[RET]"]
+
+
+def test_tokenizer_added_identifier_pieces_become_new_rows(build, tokenizer):
+    tokenizer.add_tokens(["<id_0>", "<id_1>"])  # as `vlmdata build-ids --add-tokens` does
+    pieces = tokenizer.convert_tokens_to_ids(["<id_0>", "<id_1>"])
+    plain = build(new_tokens=["[RET]"])
+    assert not set(pieces) & set(plain.new_token_ids)
+    model = build(new_tokens=["[RET]"], new_tokens_from_tokenizer=True, train=["new_tokens"])
+    ret = tokenizer.convert_tokens_to_ids("[RET]")
+    assert model.new_token_ids == sorted({*pieces, ret, model.image_token_id})
+    assert model.embed_tokens.new_weight.shape == (4, 64)
