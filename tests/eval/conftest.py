@@ -5,7 +5,6 @@ trained for a few seconds so decoding has something to find."""
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -109,6 +108,8 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
     from vlmtrain.recipes.grace import QUERY2ID, load_identifiers
 
     tok = load_tokenizer(tokenizer_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures start before the module-scoped thread fixture
     torch.manual_seed(0)
     cfg = ModelConfig(vision="tiny", vision_config=TINY_VISION, lm_config=dict(TINY_LM),
                       vision_feature="pooled", num_visual_tokens=1, projector="linear",
@@ -131,6 +132,20 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
         opt.step()
         losses.append(loss.item())
     model.eval()
+    torch.set_num_threads(threads)
     assert losses[-1] < losses[0] / 2, losses[::10]
-    run_cfg = SimpleNamespace(recipe=SimpleNamespace(name="grace", options={}))
-    return model, tok, run_cfg
+    from vlmtrain.config import RecipeConfig, TrainConfig
+
+    return model, tok, TrainConfig(model=cfg, recipe=RecipeConfig(name="grace"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def grace_export(grace_bundle, tmp_path_factory):
+    """The trained model written as the trainer exports it (safetensors + config + tokenizer)."""
+    from vlmtrain.checkpoint import export_names, write_export
+
+    model, tok, cfg = grace_bundle
+    names = set(export_names(model, cfg.model, "full"))
+    state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if n in names}
+    out = tmp_path_factory.mktemp("run") / "export"
+    return write_export(out, state, cfg, tok, {"step": 60})

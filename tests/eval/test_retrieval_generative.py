@@ -84,3 +84,45 @@ def test_run_reports_recall_consistent_with_ranks(grace_bundle, shards_dir, ids_
     # the model memorised its training queries: far above chance (1/6)
     assert report.value("recall@1") >= 0.5
     assert report.details["images"] == 6 and report.details["queries"] == 12
+
+
+@pytest.mark.slow
+def test_cli_on_exported_checkpoint_matches_in_memory_run(
+    grace_bundle, grace_export, shards_dir, ids_path, trie_path, tmp_path
+):
+    from click.testing import CliRunner
+
+    from cli.vlmtrain import main
+    from vlmtrain.eval.report import load_report
+
+    out = tmp_path / "grace.json"
+    args = ["eval", "retrieval-generative", "--checkpoint", str(grace_export), "--data",
+            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path), "-q",
+            "-o", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "recall@1" in res.output
+    rep = load_report(out)
+    expected = run_generative_retrieval(
+        shards_dir, checkpoint=None, trie_path=trie_path, ids_path=ids_path,
+        model_bundle=grace_bundle,
+    )  # fmt: skip
+    assert [m["value"] for m in rep["metrics"]] == pytest.approx(
+        [m["value"] for m in expected.metrics]
+    )
+    assert rep["config"]["beams"] == 10 and rep["config"]["returns"] == 10
+    first = out.read_bytes()
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert out.read_bytes() == first
+
+
+def test_trie_built_with_another_prefix_is_refused(grace_bundle, shards_dir, ids_path,
+                                                   tokenizer_dir, tmp_path):  # fmt: skip
+    from vlmdata.errors import DataError
+    from vlmdata.trie.from_files import trie_from_ids
+
+    wrong = tmp_path / "wrong.trie"
+    trie_from_ids(ids_path, tokenizer_dir, split="test", prefix="#").save(wrong)
+    with pytest.raises(DataError, match="prefix"):
+        run_generative_retrieval(shards_dir, checkpoint=None, trie_path=wrong, ids_path=ids_path,
+                                 model_bundle=grace_bundle)  # fmt: skip
