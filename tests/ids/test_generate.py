@@ -105,3 +105,28 @@ def test_prefix_allowed_tokens_fn_drives_generate_too(manifest_dir, tok_dir, tmp
     )
     for row in out[:, 1:].tolist():
         assert trie.lookup(row[: row.index(tok.eos_token_id) + 1]) is not None
+
+
+def test_batched_candidate_sets_keep_each_item_to_its_own(manifest_dir, tok_dir, tmp_path):
+    """AutoVER-style: item b's beams may only produce item b's retrieved candidates."""
+    build_ids(manifest_dir, tmp_path / "ids.parquet", scheme="numeric", tokenizer=tok_dir)
+    trie = trie_from_ids(tmp_path / "ids.parquet", tok_dir)
+    tok = load_tokenizer(tok_dir)
+    model = tiny_gpt2(len(tok), tok)
+    sets = [[3, 17, 25], [0, 11, 12, 39], [7]]
+    forest = trie.batch_subset(sets)
+    beams = 3
+    prompt = torch.tensor([[tok.bos_token_id, 9]] * len(sets))
+    proc = NeverEmpty(forest.logits_processor(prompt.shape[1]))
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        logits_processor=[proc],
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=6,
+        pad_token_id=tok.pad_token_id,
+    )
+    for i, row in enumerate(out[:, prompt.shape[1] :].tolist()):
+        seq = row[: row.index(tok.eos_token_id) + 1]
+        assert trie.lookup(seq) in sets[i // beams]

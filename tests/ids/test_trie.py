@@ -171,3 +171,31 @@ def test_prefix_allowed_tokens_fn_never_empty():
     assert fn(0, torch.tensor([9, 4, 5])) == [EOS]
     assert fn(0, torch.tensor([9, 4, 5, EOS])) == [EOS, 11]
     assert fn(0, torch.tensor([9, 6])) == [EOS, 11]
+
+
+@settings(max_examples=25, deadline=None)
+@given(sets_st, st.data())
+def test_batch_subset_masks_each_item_to_its_own_candidates(seqs, data):
+    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+    n_items = data.draw(st.integers(1, 4))
+    sets = [
+        data.draw(st.lists(st.integers(0, len(seqs) - 1), max_size=len(seqs)))
+        for _ in range(n_items)
+    ]
+    forest = trie.batch_subset(sets)
+    beams = 2
+    depth = data.draw(st.integers(0, 3))
+    rows = []
+    for b, rows_b in enumerate(sets):
+        cand = [s for s in seqs if trie.lookup(s) in set(rows_b)]
+        for _ in range(beams):
+            pool = [s[:depth] for s in cand if len(s) >= depth] or [[1] * depth]
+            rows.append((b, data.draw(st.sampled_from(pool)), cand))
+    ids = torch.tensor([r for _, r, _ in rows], dtype=torch.long).reshape(len(rows), depth)
+    out = forest.logits_processor(0)(ids, torch.zeros(len(rows), VOCAB))
+    for i, (b, prefix, cand) in enumerate(rows):
+        want = brute_children(cand, prefix) or [EOS]
+        assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
+        assert forest.children(b, prefix).tolist() == brute_children(cand, prefix)
+        for s in cand:
+            assert forest.lookup(b, s) == trie.lookup(s)

@@ -34,6 +34,7 @@ class Trie:
         self.level_starts: list[int] = header["level_starts"]
         self.level_max_fanout: list[int] = header["level_max_fanout"]
         self._root_table: np.ndarray | None = None
+        self._row_order: np.ndarray | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -149,6 +150,8 @@ class Trie:
         """Child of each node through each token, -1 where there is none (or node is -1)."""
         nodes = np.asarray(nodes, dtype=np.int64)
         toks = np.asarray(toks, dtype=np.int64)
+        if len(self.tokens) == 0:  # an empty trie (e.g. an empty candidate set)
+            return np.full(len(nodes), -1, np.int64)
         alive = nodes >= 0
         safe = np.where(alive, nodes, 0)
         lo = self.offsets[safe].astype(np.int64)
@@ -157,7 +160,7 @@ class Trie:
         # Root rows are answered by the dense table below; dead rows search nothing.
         lo = np.where(at_root | ~alive, hi, lo)
         found = _lower_bound(self.tokens, lo, hi, toks)
-        e_safe = np.minimum(found, max(len(self.tokens) - 1, 0))
+        e_safe = np.minimum(found, len(self.tokens) - 1)
         hit = alive & (found < hi) & (self.tokens[e_safe] == toks)
         out = np.where(hit, found + 1, -1)
         if at_root.any():
@@ -197,12 +200,22 @@ class Trie:
         """Parent of each (non-root) node: the owner of edge node - 1."""
         return np.searchsorted(self.offsets, np.asarray(nodes) - 1, side="right") - 1
 
-    def sequences(self, rows: Sequence[int] | np.ndarray | None = None):
-        """(flat tokens, lengths, rows) of the stored sequences, optionally only those `rows`."""
-        nodes, out_rows = self.term_nodes.astype(np.int64), self.term_rows.astype(np.int64)
-        if rows is not None:
-            keep = np.isin(out_rows, np.asarray(rows, dtype=np.int64))
-            nodes, out_rows = nodes[keep], out_rows[keep]
+    def nodes_of_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Terminal node of each identifier row (rows the trie does not hold are left out)."""
+        if len(self.term_rows) == 0:
+            return np.zeros(0, np.int64)
+        if self._row_order is None:
+            self._row_order = np.argsort(self.term_rows, kind="stable")
+        sorted_rows = self.term_rows[self._row_order]
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        i = np.searchsorted(sorted_rows, rows)
+        i_safe = np.minimum(i, len(sorted_rows) - 1)
+        ok = (i < len(sorted_rows)) & (sorted_rows[i_safe] == rows)
+        return np.sort(self.term_nodes[self._row_order[i_safe[ok]]].astype(np.int64))
+
+    def paths(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat tokens, lengths) of the root-to-node paths, walking parents level by level."""
+        nodes = np.asarray(nodes, dtype=np.int64)
         depth = np.searchsorted(self.level_starts, nodes, side="right") - 1
         width = int(depth.max()) if len(depth) else 0
         mat = np.zeros((len(nodes), width), dtype=np.int64)
@@ -211,8 +224,13 @@ class Trie:
             here = depth > d
             mat[here, d] = self.tokens[cur[here] - 1]
             cur[here] = self.parents(cur[here])
-        flat = mat[np.arange(width)[None, :] < depth[:, None]]
-        return flat, depth, out_rows
+        return mat[np.arange(width)[None, :] < depth[:, None]], depth
+
+    def sequences(self, rows: Sequence[int] | np.ndarray | None = None):
+        """(flat tokens, lengths, rows) of the stored sequences, optionally only those `rows`."""
+        nodes = self.term_nodes.astype(np.int64) if rows is None else self.nodes_of_rows(rows)
+        flat, lengths = self.paths(nodes)
+        return flat, lengths, self.rows_of(nodes)
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> Trie:
         """The trie of the sequences whose identifier rows are in `rows` (a candidate set)."""
@@ -226,6 +244,12 @@ class Trie:
             tokenizer_name=self.tokenizer_name,
             meta=self.header.get("meta"),
         )
+
+    def batch_subset(self, row_sets: Sequence[Sequence[int]]):
+        """One candidate set per batch item, decoded together (AutoVER): a `Forest`."""
+        from vlmdata.trie.forest import Forest
+
+        return Forest.build(self, row_sets)
 
     # -- decoding -------------------------------------------------------------------------------
     def prefix_allowed_tokens_fn(self, prompt_length: int, pad_id: int | None = None):

@@ -111,4 +111,4 @@ class TrieLogitsProcessor(LogitsProcessor):
             start_nodes=self._starts(len(generated)),
             device=scores.device,
         )
-        return scores.masked_fill(~mask, float("-inf"))
+        return torch.where(mask, scores, float("-inf"))
