@@ -100,19 +100,26 @@ def test_logits_mask_equals_children_or_eos(seqs, data):
         assert torch.equal(out[i, want], scores[i, want])
 
 
-def test_wide_root_uses_shared_dense_rows():
+@pytest.mark.parametrize("wide", [1024, 3])
+def test_mixed_batch_of_wide_narrow_and_off_trie_rows(monkeypatch, wide):
+    import vlmdata.trie.mask as mask
+
+    monkeypatch.setattr(mask, "WIDE", wide)  # 3: level-1 nodes take the dense-row path too
     rng = np.random.default_rng(0)
-    seqs = [[int(a), int(b), EOS] for a, b in rng.integers(1, 500, size=(3000, 2))]
+    seqs = [[int(a), int(b), EOS] for a, b in rng.integers(1, 60, size=(3000, 2))]
     trie = Trie.build(seqs, vocab_size=500, eos_id=EOS)
-    ids = torch.tensor([[1]] * 80 + [[seqs[0][0]]] * 80)  # 80 rows at the root, 80 one level down
-    scores = torch.zeros(160, 500)
+    scores = torch.randn(160, 500)
     out = trie.logits_processor(0)(torch.zeros(160, 0, dtype=torch.long), scores)
-    assert (torch.isfinite(out).sum(1) == len(trie.children([]))).all()
-    out = trie.logits_processor(0)(ids, scores)
-    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == trie.children([1]).tolist()
-    assert torch.isfinite(out[100]).nonzero().flatten().tolist() == (
-        trie.children([seqs[0][0]]).tolist()
-    )
+    root = trie.children([]).tolist()
+    assert (torch.isfinite(out).sum(1) == len(root)).all()  # all rows at the root: broadcast
+    # 150 rows at 5 level-1 nodes (with WIDE=3: five dense groups), 10 rows off the trie
+    firsts = [[s[0]] for s in seqs if s[0] <= 5][:150] + [[499]] * 10
+    assert len(firsts) == 160
+    out = trie.logits_processor(0)(torch.tensor(firsts), scores)
+    for i, p in enumerate(firsts):
+        want = trie.children(p).tolist() or [EOS]
+        assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
+        assert torch.equal(out[i, want], scores[i, want])
 
 
 @settings(max_examples=25, deadline=None)
