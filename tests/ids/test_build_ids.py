@@ -166,3 +166,29 @@ def test_bad_inputs_name_the_problem(manifest_dir, tmp_path):
         build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured")
     with pytest.raises(FileNotFoundError, match="no index.parquet or manifest.parquet"):
         build_ids(tmp_path, tmp_path / "x.parquet", scheme="numeric")
+
+
+def test_semantic_and_structured_reruns_are_byte_identical(
+    manifest_dir, pseudo_queries, embeddings, tok_dir, tmp_path
+):
+    for scheme, extra in [
+        ("semantic", {"pseudo_queries": pseudo_queries}),
+        ("structured", {"embeddings": embeddings, "k": 3, "leaf_size": 4, "seed": 5}),
+    ]:
+        a, b = tmp_path / f"{scheme}-a.parquet", tmp_path / f"{scheme}-b.parquet"
+        build_ids(manifest_dir, a, scheme=scheme, tokenizer=tok_dir, **extra)
+        build_ids(manifest_dir, b, scheme=scheme, tokenizer=tok_dir, **extra)
+        assert a.read_bytes() == b.read_bytes(), scheme
+
+
+def test_batched_tokenization_equals_the_shared_rule(tok_dir):
+    from vlmdata.ids.tokens import identifier_sequence, identifier_sequences
+
+    tok = load_tokenizer(tok_dir)
+    names = ["a red circle", "", "query 7", "3 9", "image_12"]
+    want = [identifier_sequence(tok, s, prefix="id ") for s in names]
+    for batch in (1, 2, 10):
+        got = []
+        for flat, lengths in identifier_sequences(tok, names, prefix="id ", batch_size=batch):
+            got += [x.tolist() for x in np.split(flat, np.cumsum(lengths)[:-1])]
+        assert got == want

@@ -170,7 +170,10 @@ def test_numeric_ids_and_prefixed_trie_from_shards(shards_dir, tok_dir, tmp_path
     assert trie.lookup(seq) == 10 and trie.eos_id == tok.pad_token_id
 
 
-def test_entity_trie_maps_names_to_rows(tok_dir, tmp_path):
+def test_entity_trie_maps_names_to_rows(tok_dir, tmp_path, monkeypatch):
+    import vlmdata.trie.from_files as from_files
+
+    monkeypatch.setattr(from_files, "BATCH", 2)  # streamed in batches: rows must still line up
     names = ["Eiffel Tower", "Big Ben", "Eiffel", "Big Ben", "Tower Bridge"]
     pq.write_table(
         pa.table({"entity_id": [f"Q{i}" for i in range(5)], "entity_name": names}),
