@@ -18,7 +18,7 @@ from torch import nn
 from vlmtrain.losses import CLIP_LOGIT_SCALE, causal_lm_loss
 from vlmtrain.model_config import PARTS, ModelConfig
 from vlmtrain.model_lm import build_lm, lm_hidden_size
-from vlmtrain.model_tokens import install_new_tokens
+from vlmtrain.model_tokens import NewTokenEmbedding, install_new_tokens
 from vlmtrain.projector import build_projector
 from vlmtrain.vision import POOLED, VisionTower, build_visual, pool_tokens
 
@@ -53,7 +53,7 @@ class VLM(nn.Module):
             | (added_token_ids(tokenizer) if cfg.new_tokens_from_tokenizer else set())
         )
         self.new_token_ids = new_ids
-        self.embed_tokens = install_new_tokens(lm, new_ids, total)
+        install_new_tokens(lm, new_ids, total)
         width = lm_hidden_size(lm)
         if vision.feature == POOLED:
             self.num_image_tokens = cfg.num_visual_tokens or 1
@@ -70,6 +70,11 @@ class VLM(nn.Module):
         self.set_trainable(cfg.train)
         if cfg.gradient_checkpointing:
             enable_checkpointing(lm)
+
+    @property
+    def embed_tokens(self) -> NewTokenEmbedding:
+        """The LM's input embedding (not registered twice: state_dict keys stay unique)."""
+        return self.lm.get_input_embeddings()
 
     # ---- trainable parts -------------------------------------------------------------------
 

@@ -218,3 +218,11 @@ def test_tokenizer_added_identifier_pieces_become_new_rows(build, tokenizer):
     ret = tokenizer.convert_tokens_to_ids("[RET]")
     assert model.new_token_ids == sorted({*pieces, ret, model.image_token_id})
     assert model.embed_tokens.new_weight.shape == (4, 64)
+
+
+def test_state_dict_keys_are_unique_parameters(build):
+    model = build(new_tokens=["[RET]"], retrieval_dim=8)
+    keys = list(model.state_dict())
+    assert not any(k.startswith("embed_tokens.") for k in keys)
+    assert "lm.transformer.wte.new_weight" in keys
+    assert set(dict(model.named_parameters())) <= set(keys)
