@@ -26,7 +26,7 @@ TINY_VISION = {
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16,
                    "mlp_ratio": 2.0},
 }  # fmt: skip
-TINY_LM = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128}
+TINY_LM = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 512}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,3 +149,25 @@ def grace_export(grace_bundle, tmp_path_factory):
     state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if n in names}
     out = tmp_path_factory.mktemp("run") / "export"
     return write_export(out, state, cfg, tok, {"step": 60})
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tokenizer_dir):
+    """tiny_bundle(recipe, options, **model overrides) -> (untrained model, tokenizer, cfg)."""
+    import torch
+
+    from vlmdata.tokenizer import load_tokenizer
+    from vlmtrain.config import RecipeConfig, TrainConfig
+    from vlmtrain.model import ModelConfig, build_model
+
+    def make(recipe: str, options: dict | None = None, **overrides):
+        tok = load_tokenizer(tokenizer_dir)
+        cfg = dict(vision="tiny", vision_config=TINY_VISION, lm_config=dict(TINY_LM),
+                   vision_feature="pooled", num_visual_tokens=1, projector="linear")  # fmt: skip
+        cfg.update(overrides)
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**cfg), tok).eval()
+        run = TrainConfig(model=model.cfg, recipe=RecipeConfig(recipe, dict(options or {})))
+        return model, tok, run
+
+    return make

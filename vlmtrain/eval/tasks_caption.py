@@ -59,10 +59,11 @@ def run_caption(
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
+    model_bundle=None,
     progress: bool = False,
 ) -> Report:
     """Score captions of the `split` images; exactly one of checkpoint/predictions."""
-    if (checkpoint is None) == (predictions is None):
+    if (checkpoint is None and model_bundle is None) == (predictions is None):
         raise DataError("give exactly one of --checkpoint or --predictions")
     require_java()  # fail before minutes of decoding, not after
     df = load_index(data_dir, split, columns=None)
@@ -80,7 +81,7 @@ def run_caption(
 
         preds = caption_images(
             checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         _write_predictions(save_predictions, preds, df)

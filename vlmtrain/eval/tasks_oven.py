@@ -107,10 +107,11 @@ def run_oven(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     save_predictions: str | os.PathLike | None = None,
+    model_bundle=None,
     progress: bool = False,
 ) -> Report:
     """Score OVEN predictions (percent, as the toolkit reports) from files or the model."""
-    if bool(checkpoint) == bool(predictions):
+    if bool(checkpoint or model_bundle) == bool(predictions):
         raise DataError("give exactly one of --checkpoint or --predictions")
     if references:
         refs = read_oven_references(references)
@@ -130,7 +131,7 @@ def run_oven(
         preds = recognise_entities(
             checkpoint, data_dir, [r["data_id"] for r in refs], trie=trie, entities=entities,
             candidates=candidates, beams=beams, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         _write_jsonl(save_predictions, [{"data_id": k, "pred_entity_id": preds[k]} for k in preds])

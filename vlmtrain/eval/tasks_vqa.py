@@ -62,10 +62,11 @@ def run_vqa(
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
+    model_bundle=None,
     progress: bool = False,
 ) -> Report:
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
-    if (checkpoint is None) == (predictions is None):
+    if (checkpoint is None and model_bundle is None) == (predictions is None):
         raise DataError("give exactly one of --checkpoint or --predictions")
     qs, anns = load_vqa(questions, annotations)
     if limit is not None:
@@ -87,7 +88,7 @@ def run_vqa(
         items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
         preds = answer_questions(
             checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         from vlmdata.atomic import write_json

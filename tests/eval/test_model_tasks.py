@@ -1,0 +1,185 @@
+"""Model-driven tasks on tiny untrained models: the numbers in the report must be the metrics
+of the predictions the task saved, and constrained decoding must stay inside its sets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.eval.conftest import TINY_VISION, png_bytes
+from vlmtrain.eval.tasks_embedding import retrieval_recalls, run_embedding_retrieval
+
+NO_JAVA = shutil.which("java") is None
+
+
+def test_embedding_recalls_by_hand():
+    images = np.array([[1.0, 0.0], [0.0, 1.0]])
+    texts = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # t1 describes image 0 but is nearer 1
+    rec = retrieval_recalls(texts, images, ["i0", "i0", "i1"], ["i0", "i1"], ks=(1, 2))
+    assert rec["t2i"] == {1: pytest.approx(2 / 3), 2: 1.0}
+    assert rec["i2t"] == {1: 1.0, 2: 1.0}  # each image's best caption is ranked first
+
+
+def test_clip_baseline_cli(shards_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.vlmtrain import main
+    from vlmtrain.eval.report import load_report
+
+    cfg = {"embed_dim": 16, "vision_cfg": dict(TINY_VISION["vision_cfg"]),
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                        "layers": 1}}  # fmt: skip
+    (tmp_path / "clip.json").write_text(json.dumps(cfg))
+    out = tmp_path / "clip_report.json"
+    args = ["eval", "retrieval-embedding", "--encoder", "clip", "--clip-model",
+            str(tmp_path / "clip.json"), "--data", str(shards_dir), "-q",
+            "-o", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rep = load_report(out)
+    counts = {m["metric"]: m["count"] for m in rep["metrics"]}
+    assert counts["t2i_recall@1"] == 12 and counts["i2t_recall@1"] == 6
+    values = {m["metric"]: m["value"] for m in rep["metrics"]}
+    assert values["t2i_recall@10"] == 1.0  # 6 images: every rank is <= 6
+    first = out.read_bytes()
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert out.read_bytes() == first  # seeded tiny CLIP: identical rerun
+
+
+def test_fromage_encoders(tiny_bundle, shards_dir):
+    bundle = tiny_bundle("fromage", retrieval_dim=16, ret_token="[RET]")
+    rep = run_embedding_retrieval(shards_dir, model_bundle=bundle, batch_size=5)
+    assert rep.value("t2i_recall@10") == 1.0
+    assert rep.details == {"images": 6, "texts": 12}
+    assert 0.0 <= rep.value("i2t_recall@1") <= rep.value("i2t_recall@5") <= 1.0
+
+
+@pytest.mark.skipif(NO_JAVA, reason="java not installed")
+def test_caption_report_scores_the_saved_predictions(tiny_bundle, shards_dir, tmp_path):
+    from vlmtrain.eval.captioning import caption_scores
+    from vlmtrain.eval.data import references_by_key
+    from vlmtrain.eval.tasks_caption import read_caption_predictions, run_caption
+
+    saved = tmp_path / "captions.json"
+    rep = run_caption(shards_dir, model_bundle=tiny_bundle("caption"),
+                      metrics=["BLEU-1", "CIDEr-D"], max_new_tokens=6, batch_size=4,
+                      save_predictions=saved)  # fmt: skip
+    rows = json.loads(saved.read_text())
+    assert sorted(r["image_id"] for r in rows) == ["102", "103", "104", "105", "106", "107"]
+    preds = read_caption_predictions(saved, shards_dir)
+    again = caption_scores(preds, references_by_key(shards_dir), ["BLEU-1", "CIDEr-D"])
+    assert rep.value("BLEU-1") == pytest.approx(again["BLEU-1"])
+    assert rep.value("CIDEr-D") == pytest.approx(again["CIDEr-D"])
+
+
+def test_vqa_model_answers_are_what_is_scored(tiny_bundle, shards_dir, tmp_path):
+    from vlmtrain.eval.tasks_vqa import read_vqa_predictions, run_vqa
+    from vlmtrain.eval.vqa import vqa_accuracy
+
+    qs = {
+        "questions": [
+            {"question_id": 7, "image_id": 102, "question": "what is it?"},
+            {"question_id": 8, "image_id": 105, "question": "how many?"},
+        ]
+    }
+    anns = {"annotations": [{"question_id": q, "answer_type": "other", "question_type": "what",
+                             "answers": [{"answer": "dogs"}] * 10} for q in (7, 8)]}  # fmt: skip
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    (tmp_path / "a.json").write_text(json.dumps(anns))
+    saved = tmp_path / "answers.json"
+    rep = run_vqa(questions=tmp_path / "q.json", annotations=tmp_path / "a.json",
+                  data_dir=shards_dir, model_bundle=tiny_bundle("caption"), max_new_tokens=4,
+                  save_predictions=saved)  # fmt: skip
+    preds = read_vqa_predictions(saved)
+    assert sorted(preds) == [7, 8]
+    assert rep.value("accuracy") == vqa_accuracy(preds, anns["annotations"])["overall"]
+
+
+@pytest.fixture(scope="module")
+def oven_data(tmp_path_factory, tokenizer_dir):
+    """OVEN-style shards (data_id, entity_id, question; val splits) + entities + entity trie."""
+    import polars as pl
+
+    from vlmdata.manifest import ManifestSink
+    from vlmdata.shards import write_shards
+    from vlmdata.trie.from_files import trie_from_entities
+
+    root = tmp_path_factory.mktemp("oven")
+    (root / "images").mkdir()
+    names = ["red circle", "green square", "black dogs", "white cat", "small boat"]
+    splits = ["val_entity_seen", "val_entity_unseen", "val_query_seen", "val_query_unseen"]
+    extra = ["data_id", "entity_id", "entity_name", "question"]
+    with ManifestSink(root / "work", extra_columns=extra) as sink:
+        for i in range(4):
+            (root / "images" / f"o{i}.png").write_bytes(png_bytes(i + 20))
+            sink.keep({"key": f"o{i}", "source": "oven", "split": splits[i], "path": f"o{i}.png",
+                       "texts": ["what is this?"], "data_id": f"d{i}", "entity_id": f"Q{i}",
+                       "entity_name": names[i], "question": "what is this?"})  # fmt: skip
+    write_shards(root / "work" / "manifest.parquet", root / "images", root / "out", progress=False)
+    ents = root / "entities.parquet"
+    pl.DataFrame({"entity_id": [f"Q{i}" for i in range(5)], "entity_name": names}).write_parquet(
+        ents
+    )
+    trie_from_entities(ents, tokenizer_dir).save(root / "entities.trie")
+    return root
+
+
+def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_data, tmp_path):
+    from vlmtrain.eval.tasks_oven import read_oven_predictions, run_oven
+
+    bundle = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
+    common = dict(data_dir=oven_data / "out", trie=oven_data / "entities.trie",
+                  entities=oven_data / "entities.parquet", model_bundle=bundle, beams=3,
+                  max_new_tokens=8, batch_size=2)  # fmt: skip
+    saved = tmp_path / "pred.jsonl"
+    rep = run_oven(save_predictions=saved, **common)
+    preds = read_oven_predictions([saved])
+    assert sorted(preds) == ["d0", "d1", "d2", "d3"]
+    assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # always a real entity
+    assert {m["metric"] for m in rep.metrics} >= {"final_score", "query_score", "entity_score"}
+    # with candidate sets, each prediction is one of its own candidates
+    cands = {"d0": ["Q3", "Q4"], "d1": ["Q1"], "d2": ["Q0", "Q2"], "d3": ["Q4"]}
+    (tmp_path / "cands.jsonl").write_text(
+        "".join(json.dumps({"data_id": d, "candidates": c}) + "\n" for d, c in cands.items())
+    )
+    run_oven(candidates=tmp_path / "cands.jsonl", save_predictions=saved, **common)
+    preds = read_oven_predictions([saved])
+    assert all(preds[d] in cands[d] for d in cands)
+    assert preds["d1"] == "Q1" and preds["d3"] == "Q4"  # a single candidate is forced
+
+
+def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
+    from vlmdata.errors import DataError
+    from vlmtrain.eval.tasks_llava import exact_match, run_llava
+
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        (tmp_path / "img" / f"{i}.png").write_bytes(png_bytes(i))
+    qs = [
+        {"question_id": 10 + i, "image": f"{i}.png", "text": "what colour is it?"} for i in range(3)
+    ]
+    qs[0]["answer"], qs[1]["gt_answer"] = "red", "the blue"
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    bundle = tiny_bundle("llava", {"stage": 2})
+    kwargs = dict(checkpoint=None, questions=tmp_path / "q.jsonl", image_folder=tmp_path / "img",
+                  answers_file=tmp_path / "answers.jsonl", model_id="tiny", max_new_tokens=4,
+                  model_bundle=bundle)  # fmt: skip
+    rep = run_llava(**kwargs)
+    lines = [json.loads(x) for x in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in lines] == [10, 11, 12]
+    assert all(list(r) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
+               for r in lines)  # fmt: skip
+    assert lines[0]["prompt"] == "what colour is it?" and lines[0]["model_id"] == "tiny"
+    hits = exact_match(lines[0]["text"], "red") + exact_match(lines[1]["text"], "the blue")
+    assert rep.value("answered") == 3
+    assert rep.value("accuracy") == hits / 2 and rep.metrics[1]["count"] == 2
+    first = (tmp_path / "answers.jsonl").read_bytes()
+    run_llava(**kwargs)
+    assert (tmp_path / "answers.jsonl").read_bytes() == first
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "../x.png",
+                                                  "text": "?"}) + "\n")  # fmt: skip
+    with pytest.raises(DataError, match="leaves the image folder"):
+        run_llava(**kwargs)
