@@ -65,8 +65,12 @@ class ShardReader:
         self._shards = sorted(self.index["shard"].unique().to_list())
         ids = {s: i for i, s in enumerate(self._shards)}
         self._shard_id = np.array([ids[s] for s in self.index["shard"].to_list()], dtype=np.int32)
-        cols = ["offset", "size"] + [f"{r}_{x}" for r in _ROLES for x in ("offset", "size")]
-        self._pos = {c: self.index[c].to_numpy().astype(np.int64) for c in cols}
+        # one compact row per sample: shard, sample range, then each member's (offset - start, size)
+        start = self.index["offset"].to_numpy().astype(np.int64)
+        cols = [self._shard_id.astype(np.int64), start, self.index["size"].to_numpy()]
+        for role in _ROLES:
+            cols += [self.index[f"{role}_offset"].to_numpy() - start, self.index[f"{role}_size"]]
+        self._table = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
         self._keys: list[str] = self.index["key"].to_list()
         self._formats: list[str] = self.index["format"].to_list()
         self._row_of: dict[str, int] | None = None
@@ -101,14 +105,11 @@ class ShardReader:
     def members(self, i: int) -> dict[str, bytes]:
         """The raw member bytes of row i ("image", "json", "txt") from one pread."""
         i = self._row(i)
-        start, size = int(self._pos["offset"][i]), int(self._pos["size"][i])
-        buf = os.pread(self._fd(int(self._shard_id[i])), size, start)
+        shard, start, size, io, isz, jo, jsz, to, tsz = self._table[i].tolist()
+        buf = os.pread(self._fd(shard), size, start)
         if len(buf) != size:
             raise DataError(f"sample {self._keys[i]!r}: shard shorter than the index says")
-        parts = {}
-        for role in _ROLES:
-            off = int(self._pos[f"{role}_offset"][i]) - start
-            parts[role] = buf[off : off + int(self._pos[f"{role}_size"][i])]
+        parts = {"image": buf[io : io + isz], "json": buf[jo : jo + jsz], "txt": buf[to : to + tsz]}
         if self.verify:
             self._check(i, parts)
         return parts

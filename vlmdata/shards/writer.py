@@ -312,7 +312,7 @@ def write_shards(
             if gate.admit(row, line, res)
         ]
         shards = _assign(kept, samples_per_shard, max_shard_bytes)
-        index_rows, jobs, stats = _layout_shards(shards, out, name, images_dir, opts, extras)
+        index_rows, jobs, stats = _layout_shards(shards, out, name, opts, extras)
         clean_stale(out / SHARDS_DIR, name, len(shards))
         t1 = time.perf_counter()
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
@@ -348,7 +348,10 @@ def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned
     return shards
 
 
-def _layout_shards(shards, out: Path, name: str, images_dir: Path, opts, extras):
+def _layout_shards(
+    shards: list[list[Planned]], out: Path, name: str, opts: ImageOptions, extras: list[str]
+) -> tuple[list[dict], list[ShardJob], list[dict | None]]:
+    """Index rows (from sizes alone), a job per shard, and the stats of shards already done."""
     index_rows, jobs, stats = [], [], []
     for number, samples in enumerate(shards):
         rel = f"{SHARDS_DIR}/{shard_filename(name, number)}"
@@ -442,7 +445,7 @@ def write_samples(
     clean_stale(out / SHARDS_DIR, name, len(stats))
     if manifest is not None:
         _copy_manifest(Path(manifest), out)
-    extras = _extras(manifest_schema_names(manifest, seen_rows))
+    extras = _extras(_column_names(manifest, seen_rows))
     if manifest is None:
         _write_rows_manifest(out, seen_rows, extras)
     _finish(
@@ -458,7 +461,7 @@ def write_samples(
     return summary
 
 
-def manifest_schema_names(manifest: str | os.PathLike | None, rows: list[dict]) -> list[str]:
+def _column_names(manifest: str | os.PathLike | None, rows: list[dict]) -> list[str]:
     if manifest is not None:
         return pq.read_schema(manifest).names
     return sorted({k for r in rows for k in r})
