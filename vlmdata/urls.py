@@ -5,10 +5,11 @@ Each row gets at most one reason, the first that applies in REASON_ORDER:
 1. empty_text        the caption / every text is empty or whitespace
 2. too_long          the URL (surrounding whitespace stripped) has more than 2048 characters
 3. bad_scheme        a scheme other than http / https (ftp:, data:, javascript:, file: …)
-4. malformed         no `scheme://`, no host, a bad port, forbidden characters in the host,
-                     an invalid `[IPv6]` literal, or a numeric host that is not a canonical
-                     dotted quad (`2130706433`, `0x7f.1`, `010.0.0.1`: resolvers read them as
-                     IP addresses, so they could hide a private one)
+4. malformed         no `scheme://`, no host, a bad port, characters a host cannot hold
+                     (spaces, `%`, `<>`…: browsers percent-decode hosts, so `%31%32%37.0.0.1`
+                     would be 127.0.0.1), an invalid `[IPv6]` literal, or a numeric host that
+                     is not a canonical dotted quad (`2130706433`, `0x7f.1`, `010.0.0.1`:
+                     resolvers read them as IP addresses, so they could hide a private one)
 5. private_address   `localhost` / `*.localhost`, or a literal IP that is not globally routable
                      (private, loopback, link-local, multicast, reserved, unspecified, shared;
                      IPv4-mapped IPv6 by its IPv4); skipped with allow_private
@@ -52,8 +53,7 @@ STAGE = "filter-urls"
 _SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
 _AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)"
 _HOSTPORT = r"(?s)^(?<host>\[[^\]]*\]|[^:\[\]]*)(?::(?<port>[0-9]*))?$"
-# RFC 3986 reg-name characters (unreserved, sub-delims) plus any non-ASCII (IDN) character.
-# `%` is refused too: browsers percent-decode hosts, so `%31%32%37.0.0.1` is 127.0.0.1.
+# RFC 3986 reg-name characters (unreserved, sub-delims; not `%`) plus non-ASCII (IDN) ones.
 _BAD_HOST_CHAR = r"[^A-Za-z0-9\-._~!$&'()*+,;=\x{80}-\x{10FFFF}]"
 _TLD_RE = r"(?:^|\.)(?:" + "|".join(NON_PUBLIC_TLDS) + r")$"
 _NUMERIC_HOST = r"^(?:(?:0x[0-9a-f]*|[0-9]+)\.)*(?:0x[0-9a-f]*|[0-9]+)$"
