@@ -25,6 +25,7 @@ OUT = click.option(
 SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
 BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
 LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
+DEVICE = click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 SAVE = click.option(
     "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
@@ -77,6 +78,7 @@ def eval_cmd() -> None:
 @BATCH
 @LIMIT
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def retrieval_generative(
@@ -91,6 +93,7 @@ def retrieval_generative(
     batch_size,
     limit,
     output,
+    device,
     quiet,
 ):
     """GRACE text->image Recall@1/5/10 by trie-constrained beam search.
@@ -118,6 +121,7 @@ def retrieval_generative(
         batch_size=batch_size,
         length_penalty=length_penalty,
         limit=limit,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)
@@ -140,6 +144,7 @@ def retrieval_generative(
 @BATCH
 @LIMIT
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def retrieval_embedding(
@@ -152,6 +157,7 @@ def retrieval_embedding(
     batch_size,
     limit,
     output,
+    device,
     quiet,
 ):
     """Recall@1/5/10 text->image and image->text from embeddings.
@@ -177,6 +183,7 @@ def retrieval_embedding(
         clip_pretrained=clip_pretrained,
         batch_size=batch_size,
         limit=limit,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)
@@ -203,6 +210,7 @@ def retrieval_embedding(
 @LIMIT
 @SAVE
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def caption(
@@ -217,6 +225,7 @@ def caption(
     limit,
     save_predictions,
     output,
+    device,
     quiet,
 ):
     """COCO caption metrics (pycocoevalcap: PTB tokenizer, needs Java) on the SPLIT images.
@@ -241,6 +250,7 @@ def caption(
         batch_size=batch_size,
         limit=limit,
         save_predictions=save_predictions,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)
@@ -272,6 +282,7 @@ def caption(
 @LIMIT
 @SAVE
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def vqa(
@@ -286,6 +297,7 @@ def vqa(
     limit,
     save_predictions,
     output,
+    device,
     quiet,
 ):
     """VQAv2 accuracy with the official normalisation and 10-annotator leave-one-out.
@@ -308,6 +320,7 @@ def vqa(
         batch_size=batch_size,
         limit=limit,
         save_predictions=save_predictions,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)
@@ -352,6 +365,7 @@ def vqa(
 @BATCH
 @SAVE
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def oven(
@@ -368,6 +382,7 @@ def oven(
     batch_size,
     save_predictions,
     output,
+    device,
     quiet,
 ):
     """OVEN accuracy (seen/unseen per split) and the official harmonic means.
@@ -393,6 +408,7 @@ def oven(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         save_predictions=save_predictions,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)
@@ -419,6 +435,7 @@ def oven(
 @BATCH
 @LIMIT
 @OUT
+@DEVICE
 @QUIET
 @handle_errors
 def llava(
@@ -431,6 +448,7 @@ def llava(
     batch_size,
     limit,
     output,
+    device,
     quiet,
 ):
     """Answer a LLaVA questions JSONL; accuracy where questions carry a reference answer.
@@ -451,6 +469,7 @@ def llava(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         limit=limit,
+        device=device,
         progress=not quiet,
     )
     _finish(report, output)

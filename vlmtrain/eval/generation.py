@@ -16,12 +16,19 @@ import torch
 from vlmtrain.recipes.base import pad_sequences
 
 
-def load_model(checkpoint: str | os.PathLike):
-    """(model in eval mode, tokenizer, TrainConfig) from a run or export directory."""
+def pick_device(device: str | None = None) -> str:
+    """`device`, or "cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(checkpoint: str | os.PathLike, device: str | None = None):
+    """(model in eval mode on `device`, tokenizer, TrainConfig) from a run or export directory."""
     from vlmtrain.checkpoint import load_checkpoint
 
     model, tokenizer, cfg = load_checkpoint(checkpoint)
-    model.eval()
+    model.to(pick_device(device)).eval()
     return model, tokenizer, cfg
 
 
@@ -134,13 +141,14 @@ def caption_images(
     max_new_tokens: int = 30,
     batch_size: int = 16,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> dict[str, str]:
     """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt."""
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint)
+    model, tok, cfg = model_bundle or load_model(checkpoint, device)
     recipe = recipe_of(cfg)
     ctx = RecipeContext.for_model(model)
     reader = ShardReader(data_dir)
@@ -162,6 +170,7 @@ def answer_questions(
     max_new_tokens: int = 10,
     batch_size: int = 16,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> dict[int, str]:
     """{question_id: answer} for VQA questions ({image_id, question}), greedy decoding.
@@ -172,7 +181,7 @@ def answer_questions(
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint)
+    model, tok, cfg = model_bundle or load_model(checkpoint, device)
     recipe = recipe_of(cfg)
     ctx = RecipeContext.for_model(model)
     reader = ShardReader(data_dir)
@@ -232,6 +241,7 @@ def recognise_entities(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> dict[str, str]:
     """{data_id: entity_id}: autover prompt, then the entity name decoded under the trie.
@@ -247,7 +257,7 @@ def recognise_entities(
     from vlmtrain.eval.data import iter_jsonl
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint)
+    model, tok, cfg = model_bundle or load_model(checkpoint, device)
     recipe = recipe_of(cfg, "autover")
     ctx = RecipeContext.for_model(model)
     full = trie if isinstance(trie, Trie) else Trie.load(trie)

@@ -60,6 +60,7 @@ def run_caption(
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Score captions of the `split` images; exactly one of checkpoint/predictions."""
@@ -81,7 +82,7 @@ def run_caption(
 
         preds = caption_images(
             checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         _write_predictions(save_predictions, preds, df)

@@ -87,21 +87,22 @@ def model_encoders(model):
     ret = require_ret(ctx, "fromage")
     transform = model.image_transform
     pad = model.tokenizer.pad_token_id or 0
+    dev = next(model.parameters()).device
 
     def images(samples):
         pixels = torch.stack([transform(decode_image(s["image"])) for s in samples])
-        return model.encode_images(pixels)
+        return model.encode_images(pixels.to(dev))
 
     def texts(batch):
         seqs = [SequenceBuilder(ctx).text(t).input_ids[: ctx.max_length - 1] + [ret] for t in batch]
-        ids = pad_sequences(seqs, pad)
-        mask = pad_sequences([[1] * len(s) for s in seqs], 0)
+        ids = pad_sequences(seqs, pad).to(dev)
+        mask = pad_sequences([[1] * len(s) for s in seqs], 0).to(dev)
         return model.encode_texts(ids, mask)
 
     return images, texts
 
 
-def clip_encoders(name: str, pretrained: str | None):
+def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
     """open_clip baseline; `name` is a model name or a JSON config file (a tiny CLIP for tests).
 
     Only local weights: `pretrained` must be a file, never a tag that would download.
@@ -112,8 +113,10 @@ def clip_encoders(name: str, pretrained: str | None):
     import torch
     import torch.nn.functional as F
 
+    from vlmtrain.eval.generation import pick_device
     from vlmtrain.transforms import decode_image
 
+    dev = pick_device(device)
     if pretrained is not None and not os.path.isfile(pretrained):
         raise DataError(f"--clip-pretrained must be a local checkpoint file: {pretrained}")
     if os.path.isfile(name):
@@ -128,14 +131,14 @@ def clip_encoders(name: str, pretrained: str | None):
             name, pretrained=pretrained, weights_only=True
         )
         tokenizer = open_clip.get_tokenizer(name)
-    model.eval()
+    model.to(dev).eval()
 
     def images(samples):
         pixels = torch.stack([preprocess(decode_image(s["image"])) for s in samples])
-        return F.normalize(model.encode_image(pixels), dim=-1)
+        return F.normalize(model.encode_image(pixels.to(dev)), dim=-1)
 
     def texts(batch):
-        return F.normalize(model.encode_text(tokenizer(list(batch))), dim=-1)
+        return F.normalize(model.encode_text(tokenizer(list(batch)).to(dev)), dim=-1)
 
     return images, texts
 
@@ -152,6 +155,7 @@ def run_embedding_retrieval(
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Recall@K both ways on the `split` images (limit: first N images)."""
@@ -159,10 +163,10 @@ def run_embedding_retrieval(
         if model_bundle is None:
             from vlmtrain.eval.generation import load_model
 
-            model_bundle = load_model(checkpoint)
+            model_bundle = load_model(checkpoint, device)
         enc_images, enc_texts = model_encoders(model_bundle[0])
     elif encoder == "clip":
-        enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained)
+        enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
     else:
         raise DataError(f"unknown encoder {encoder!r} (model or clip)")
     samples, texts, text_keys = load_split(data_dir, split, limit)

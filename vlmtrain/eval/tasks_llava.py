@@ -102,6 +102,7 @@ def run_llava(
     batch_size: int = 8,
     limit: int | None = None,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Write the answers JSONL (atomically) and report accuracy on the referenced questions."""
@@ -111,7 +112,7 @@ def run_llava(
     qs = read_questions(questions, image_folder, limit)
     if not qs:
         raise DataError("no questions", file=str(questions))
-    model, _tok, cfg = model_bundle or load_model(checkpoint)
+    model, _tok, cfg = model_bundle or load_model(checkpoint, device)
     model_id = model_id or (Path(str(checkpoint)).name if checkpoint else "model")
     texts = generate_answers(
         model, recipe_of(cfg), qs, max_new_tokens=max_new_tokens, batch_size=batch_size,

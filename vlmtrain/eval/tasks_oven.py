@@ -108,6 +108,7 @@ def run_oven(
     batch_size: int = 8,
     save_predictions: str | os.PathLike | None = None,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Score OVEN predictions (percent, as the toolkit reports) from files or the model."""
@@ -131,7 +132,7 @@ def run_oven(
         preds = recognise_entities(
             checkpoint, data_dir, [r["data_id"] for r in refs], trie=trie, entities=entities,
             candidates=candidates, beams=beams, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         _write_jsonl(save_predictions, [{"data_id": k, "pred_entity_id": preds[k]} for k in preds])

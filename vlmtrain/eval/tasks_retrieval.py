@@ -129,6 +129,7 @@ def run_generative_retrieval(
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Recall@K of text->image generative retrieval on the `split` images.
@@ -139,7 +140,7 @@ def run_generative_retrieval(
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext
 
-    model, _tok, cfg = model_bundle or load_model(checkpoint)
+    model, _tok, cfg = model_bundle or load_model(checkpoint, device)
     recipe = recipe_of(cfg, "grace")
     trie = Trie.load(trie_path)
     row_keys, identifiers, _ = read_id_keys(ids_path)

@@ -63,6 +63,7 @@ def run_vqa(
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
     model_bundle=None,
+    device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
@@ -88,7 +89,7 @@ def run_vqa(
         items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
         preds = answer_questions(
             checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, model_bundle=model_bundle, progress=progress,
+            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         from vlmdata.atomic import write_json
