@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,18 @@ def image_bytes(seed: int, size: tuple[int, int] = (40, 32), fmt: str = "JPEG") 
 
 
 def bomb_png(side: int = 10_000) -> bytes:
-    """A tiny file whose header declares side×side pixels (over PIL's 89M limit)."""
-    out = io.BytesIO()
-    Image.new("1", (side, side)).save(out, format="PNG")
-    return out.getvalue()
+    """A tiny PNG whose header declares side×side pixels (default: over PIL's 89M limit).
+
+    Built by hand (IHDR + a little IDAT + IEND): only the header is ever read.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    idat = zlib.compress(b"\0" * (side // 8 + 1) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def write_manifest(path: Path, rows: list[dict], extras: tuple[str, ...] = ()) -> Path:

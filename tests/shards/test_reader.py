@@ -61,21 +61,23 @@ def test_reader_copies_open_their_own_files(sharded):
 def test_dataloader_workers_with_distributed_sampler(sharded):
     import torch.utils.data as tud
 
-    out, rows, _ = sharded
+    out, rows, originals = sharded
     r = ShardReader(out, filter=pl.col("split") == "train")
-    keys = []
+    assert r[0]["key"] == "s0000"  # the parent holds an open fd before the workers fork
+    got = []
     for rank in range(2):
         sampler = tud.DistributedSampler(r, num_replicas=2, rank=rank, shuffle=False)
         loader = tud.DataLoader(
             r,
             sampler=sampler,
-            num_workers=2,
+            num_workers=2 - 2 * rank,  # rank 0 in worker processes, rank 1 inline
             batch_size=3,
-            collate_fn=lambda b: [s["key"] for s in b],
+            collate_fn=lambda b: [(s["key"], s["image"]) for s in b],
         )
-        keys += [k for batch in loader for k in batch]
+        got += [pair for batch in loader for pair in batch]
     train = [row["key"] for row in rows if row["split"] == "train"]
-    assert sorted(keys) == sorted(train)  # 12 train samples split 6/6, nothing repeated
+    assert sorted(k for k, _ in got) == sorted(train)  # 12 train samples split 6/6, no repeats
+    assert all(image == originals[k] for k, image in got)
 
 
 def test_reader_verify_detects_corruption(sharded):
