@@ -45,7 +45,7 @@ def test_beam_search_over_trie_equals_brute_force(grace_bundle, shards_dir, ids_
     model, _tok, _cfg = grace_bundle
     recipe = get_recipe("grace")
     trie = Trie.load(trie_path)
-    row_keys, identifiers, _ = read_id_keys(ids_path)
+    row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(shards_dir, "test")
     keys = sorted({q.key for q in queries})
     assert len(queries) == 12 and len(keys) == 6 and len(trie) == 6
@@ -72,7 +72,7 @@ def test_run_reports_recall_consistent_with_ranks(grace_bundle, shards_dir, ids_
     from vlmdata.trie import Trie
     from vlmtrain.recipes import get_recipe
 
-    row_keys, _ids, _ = read_id_keys(ids_path)
+    row_keys, _ids = read_id_keys(ids_path)
     queries = split_queries(shards_dir, "test")
     ranked = retrieve_generative(model, get_recipe("grace"), Trie.load(trie_path), row_keys,
                                  queries, batch_size=7, length_penalty=0.0)  # fmt: skip

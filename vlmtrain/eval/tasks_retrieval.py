@@ -38,7 +38,7 @@ def split_queries(data_dir: str | os.PathLike, split: str = "test") -> list[Quer
     return out
 
 
-def read_id_keys(ids_path: str | os.PathLike):
+def read_id_keys(ids_path: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
     """(row -> key list, key -> identifier) from ids.parquet."""
     import polars as pl
 
@@ -47,7 +47,7 @@ def read_id_keys(ids_path: str | os.PathLike):
         if col not in df.columns:
             raise DataError(f"missing column {col!r}", file=str(ids_path))
     keys = df["key"].to_list()
-    return keys, dict(zip(keys, df["identifier"].to_list(), strict=True)), df.columns
+    return keys, dict(zip(keys, df["identifier"].to_list(), strict=True))
 
 
 def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) -> None:
@@ -143,7 +143,7 @@ def run_generative_retrieval(
     model, _tok, cfg = model_bundle or load_model(checkpoint, device)
     recipe = recipe_of(cfg, "grace")
     trie = Trie.load(trie_path)
-    row_keys, identifiers, _ = read_id_keys(ids_path)
+    row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(data_dir, split)
     if limit is not None:
         queries = queries[:limit]
