@@ -50,8 +50,7 @@ MAX_URL_CHARS = 2048
 NON_PUBLIC_TLDS = ("onion", "i2p", "local", "internal")
 STAGE = "filter-urls"
 
-_SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
-_AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)"
+_SCHEME_AUTHORITY = r"^(?<_scheme>[A-Za-z][A-Za-z0-9+.\-]*):(?://(?<_auth>[^/?#]*))?"
 _HOSTPORT = r"(?s)^(?<host>\[[^\]]*\]|[^:\[\]]*)(?::(?<port>[0-9]*))?$"
 # RFC 3986 reg-name characters (unreserved, sub-delims; not `%`) plus non-ASCII (IDN) ones.
 _BAD_HOST_CHAR = r"[^A-Za-z0-9\-._~!$&'()*+,;=\x{80}-\x{10FFFF}]"
@@ -97,9 +96,9 @@ def _parse(frame: pl.DataFrame) -> pl.DataFrame:
     import polars as pl
 
     frame = frame.with_columns(
-        _scheme=pl.col("_url").str.extract(_SCHEME, 1).str.to_lowercase(),
-        _auth=pl.col("_url").str.extract(_AUTHORITY, 1),
-    )
+        pl.col("_url").str.extract_groups(_SCHEME_AUTHORITY).alias("_sa")
+    ).unnest("_sa")
+    frame = frame.with_columns(_scheme=pl.col("_scheme").str.to_lowercase())
     frame = frame.with_columns(
         pl.col("_auth").str.replace(r"^.*@", "").str.extract_groups(_HOSTPORT).alias("_hp")
     ).unnest("_hp")
