@@ -2,8 +2,8 @@
 
 InfoNCE gathers embeddings from every rank (negatives from the whole global batch, as CLIP and
 FROMAGe train). `all_gather` returns tensors without gradient, so the local slice is put back
-as the original tensor: each rank's gradient reaches its own embeddings, which is what DDP-style
-averaging then needs (OpenCLIP's `gather_with_grad=False, local_loss=False` scheme).
+as the original tensor and every rank computes the global loss (OpenCLIP's default scheme):
+each rank's gradient is then exact for its own embeddings.
 """
 
 from __future__ import annotations
@@ -32,25 +32,26 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss, n_tokens
 
 
-def gather_batch(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from all ranks (rank order); this rank's part keeps its gradient."""
+def _dist():
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world_size() -> int:
+    dist = _dist()
+    return dist.get_world_size() if dist else 1
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all ranks (rank order); this rank's part keeps its gradient."""
+    dist = _dist()
+    if dist is None or dist.get_world_size() == 1:
         return x
     parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.detach().contiguous())
     parts[dist.get_rank()] = x
     return torch.cat(parts, dim=0)
-
-
-def local_offset(batch_size: int) -> int:
-    """Index of this rank's first row in a gathered batch (equal batch sizes per rank)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0
-    return dist.get_rank() * batch_size
 
 
 def info_nce(
@@ -59,20 +60,24 @@ def info_nce(
     logit_scale: torch.Tensor | float = CLIP_LOGIT_SCALE,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between normalised rows of `a` and `b` (row i matches row i).
+    """Symmetric InfoNCE between normalised rows of `a` and `b` (row i matches row i), over the
+    GLOBAL batch: every rank computes the same loss on all ranks' rows (OpenCLIP's default).
 
-    Negatives come from all ranks. `groups` (one int per row, e.g. an entity id) marks rows that
-    are the same thing: those off-diagonal pairs are masked out instead of being pushed apart.
+    Only the local rows carry gradient, so each rank gets the exact gradient of the global loss
+    w.r.t. its own embeddings; it is scaled by the world size so that the data-parallel average
+    of parameter gradients equals the global loss's gradient. The returned value is the loss.
+    `groups` (one int per row, e.g. an entity id) marks rows that are the same thing: those
+    off-diagonal pairs are masked out instead of being pushed apart.
     """
     scale = logit_scale.exp() if torch.is_tensor(logit_scale) else math.exp(logit_scale)
     all_a, all_b = gather_batch(a), gather_batch(b)
-    labels = torch.arange(a.shape[0], device=a.device) + local_offset(a.shape[0])
-    logits_a = scale * a @ all_b.T
-    logits_b = scale * b @ all_a.T
+    logits = scale * all_a @ all_b.T
+    labels = torch.arange(len(all_a), device=a.device)
     if groups is not None:
         all_groups = gather_batch(groups)
-        same = groups[:, None] == all_groups[None, :]
-        same[torch.arange(len(labels), device=a.device), labels] = False
-        logits_a = logits_a.masked_fill(same, float("-inf"))
-        logits_b = logits_b.masked_fill(same, float("-inf"))
-    return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2
+        same = all_groups[:, None] == all_groups[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    world = world_size()
+    return loss if world == 1 else loss * world - (loss * (world - 1)).detach()
