@@ -106,3 +106,32 @@ def test_structure_check_catches_cut_files_without_decoding(fmt):
         with pytest.raises(ImageReject) as e:
             check_image(data[:cut], decode=False)
         assert e.value.reason == "truncated"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "kw"),
+    [
+        ("JPEG", "RGB", {}),
+        ("JPEG", "L", {"progressive": True}),
+        ("PNG", "RGBA", {}),
+        ("WEBP", "RGB", {}),  # VP8 (lossy)
+        ("WEBP", "RGB", {"lossless": True}),  # VP8L
+        ("WEBP", "RGBA", {}),  # VP8X (alpha)
+    ],
+)
+def test_header_size_agrees_with_pil(fmt, mode, kw):
+    from vlmdata.images import header_size
+
+    for size in ((1, 1), (37, 21), (300, 17)):
+        out = io.BytesIO()
+        Image.new(mode, size, 128 if mode == "L" else None).save(out, format=fmt, **kw)
+        data = out.getvalue()
+        assert header_size(data, sniff_format(data)) == Image.open(io.BytesIO(data)).size
+        assert check_image(data, decode=False).width == size[0]
+    assert header_size(b"\xff\xd8\xff\xe0\x00", "jpg") is None  # cut: PIL decides instead
+
+
+def test_structure_check_limits_come_from_the_header():
+    assert _reason(bomb_png(), decode=False) == "too_large"
+    assert _reason(image_bytes(2, (64, 48)), decode=False, min_side=49) == "too_small"
+    assert _reason(b"\xff\xd8\xff\xe0\x00\x10JFIF", decode=False) == "truncated"
