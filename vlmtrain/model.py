@@ -70,6 +70,8 @@ class VLM(nn.Module):
         self.set_trainable(cfg.train)
         if cfg.gradient_checkpointing:
             enable_checkpointing(lm)
+            if "vision" in cfg.train and hasattr(vision.visual, "set_grad_checkpointing"):
+                vision.visual.set_grad_checkpointing(True)  # a frozen tower runs without grad
 
     @property
     def embed_tokens(self) -> NewTokenEmbedding:
