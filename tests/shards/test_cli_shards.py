@@ -119,3 +119,20 @@ def test_help_teaches_with_examples():
     for cmd in ("shard", "inspect", "verify", "get"):
         res = run(cmd, "--help")
         assert res.exit_code == 0 and "Example" in res.output
+
+
+def test_shard_refuses_a_manifest_that_is_not_one(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "m.parquet").write_text("key,path\na,b.jpg\n")
+    res = run(
+        "shard", tmp_path / "m.parquet", "--images", tmp_path / "images", "-o", tmp_path / "o"
+    )
+    assert res.exit_code == 2 and "not a readable Parquet manifest" in res.output
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"key": ["a"]}), tmp_path / "k.parquet")
+    res = run(
+        "shard", tmp_path / "k.parquet", "--images", tmp_path / "images", "-o", tmp_path / "o"
+    )
+    assert res.exit_code == 2 and "lacks columns ['path', 'texts']" in res.output

@@ -293,7 +293,7 @@ def write_shards(
     manifest_path, images_dir, out = Path(manifest_path), Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
-    table = pq.read_table(manifest_path)
+    table = _read_manifest(manifest_path)
     rows = table.to_pylist()
     extras = _extras(table.column_names)
     opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode, decode_check)
@@ -336,6 +336,17 @@ def write_shards(
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
+
+
+def _read_manifest(path: Path) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
+    missing = [c for c in ("key", "path", "texts") if c not in table.column_names]
+    if missing:
+        raise DataError(f"manifest lacks columns {missing} (contract 1)", file=str(path))
+    return table
 
 
 def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned]]:
