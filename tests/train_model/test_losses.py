@@ -69,7 +69,8 @@ def test_info_nce_two_ranks_match_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_rank, args=(2, port, str(tmp_path), use_groups), nprocs=2)
+    args = (2, port, str(tmp_path), use_groups)
+    torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method="fork")
     loss, ga, gb = _single(_data()[2] if use_groups else None)
     for r in (0, 1):
         rows = slice(r * 4, r * 4 + 4)
