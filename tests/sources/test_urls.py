@@ -174,3 +174,16 @@ def test_private_ranges_follow_the_standard_library(ip):
     frame = pl.DataFrame({"url": [f"http://{host}/x.jpg"]})
     reason = url_reasons(frame)["reason"][0]
     assert reason == ("private_address" if expected else None)
+
+
+def test_rerun_is_byte_identical_and_schema_is_the_manifest_contract(tmp_path, denylist):
+    import pyarrow.parquet as pq
+
+    from vlmdata.manifest import manifest_schema
+
+    tsv = write_tsv(tmp_path / "Train_GCC-training.tsv", CASES)
+    filter_urls(tsv, tmp_path / "a", denylist=denylist)
+    filter_urls(tsv, tmp_path / "b", denylist=denylist)
+    for name in ("manifest.parquet", "rejects.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert pq.read_schema(tmp_path / "a" / "manifest.parquet").equals(manifest_schema())
