@@ -187,3 +187,15 @@ def test_rerun_is_byte_identical_and_schema_is_the_manifest_contract(tmp_path, d
     for name in ("manifest.parquet", "rejects.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert pq.read_schema(tmp_path / "a" / "manifest.parquet").equals(manifest_schema())
+
+
+def test_single_url_reason_for_redirect_checks():
+    from vlmdata.urls import url_reason
+
+    assert url_reason("https://example.com/a.jpg") is None
+    assert url_reason("http://2130706433/") == "malformed"
+    assert url_reason("http://[::1]:8000/x") == "private_address"
+    assert url_reason("http://[::1]:8000/x", allow_private=True) is None
+    assert url_reason("http://a.blocked.example/x", denylist=["blocked.example"]) == (
+        "denylisted_domain"
+    )
