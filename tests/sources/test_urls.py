@@ -91,11 +91,17 @@ def test_allow_private_keeps_loopback_test_servers(tmp_path, out):
 
 def test_keys_match_the_cc3m_reader(tmp_path, denylist):
     tsv = tmp_path / "Validation_GCC-1.1.0-Validation.tsv"
-    tsv.write_bytes(b"a\thttp://e.com/1\nbad\xff\thttp://e.com/2\nt\ta\tb\nc \t http://e.com/3\n")
+    tsv.write_bytes(
+        b"a\thttp://e.com/1\nbad\xff\thttp://e.com/2\nt\ta\tb\nc \t http://e.com/3\r\n"
+        b"\n\xe2\x80\xa8 sep\thttp://e.com/4\n \thttp://e.com/5\nlast\thttp://e.com/6"
+    )
     filter_urls(tsv, tmp_path / "f")
     read_source("cc3m", [tsv], tmp_path / "m")
     assert manifest_rows(tmp_path / "f") == manifest_rows(tmp_path / "m")
     assert reject_counts(tmp_path / "f") == reject_counts(tmp_path / "m")
+    assert [r["key"][-1] for r in manifest_rows(tmp_path / "f")] == ["1", "4", "6", "8"]
+    lines = [pl.read_parquet(tmp_path / d / "rejects.parquet").sort("line")["line"] for d in "fm"]
+    assert lines[0].to_list() == lines[1].to_list() == [2, 3, 5, 7]
 
 
 def test_manifest_format_keeps_extra_columns_and_path_rows(tmp_path, out):
