@@ -53,6 +53,13 @@ DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "ove
 @click.option("--allow-private", is_flag=True, help="Allow loopback/private/link-local hosts.")
 @click.option("--denylist", type=click.Path(dir_okay=False), help="Domains to skip, one a line.")
 @click.option("--user-agent-token", help="Token added to img2dataset's User-Agent.")
+@click.option(
+    "--download-shard-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="URLs per img2dataset shard (its unit of resume).",
+)
 @click.option("--name", default="data", show_default=True, help="Shard name prefix.")
 @click.option("--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size.")
@@ -60,6 +67,13 @@ DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "ove
 @click.option("--min-side", default=0, show_default=True, help="Reject smaller images (px).")
 @click.option(
     "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
+)
+@click.option(
+    "--image-check",
+    type=click.Choice(["decode", "structure"]),
+    default="decode",
+    show_default=True,
+    help="As in `vlmdata shard`: decode every image, or header + end marker only.",
 )
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
@@ -81,7 +95,7 @@ def download(dataset, inputs, out, **opts):
     OUT gets: shards/NAME-000000.tar (KEY.jpg|png|webp sniffed, KEY.json, KEY.txt),
     index.parquet, manifest.parquet, wids.json, shards/*_stats.json, and rejects.parquet with
     every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
-    http_404, http_500, timeout, connection_failed, decode_failed, download_failed ... with
+    http_404, timeout, connection_failed, private_redirect, decode_failed ... with
     img2dataset's message in `detail`), image checks (not_an_image, duplicate_image ...).
 
     \b
@@ -95,7 +109,8 @@ def download(dataset, inputs, out, **opts):
 
     A killed download, rerun with the same arguments, resumes: finished img2dataset shards are
     kept (its incremental mode) and the output ends byte-identical. Private, loopback and
-    link-local hosts are refused unless --allow-private. Exit 1 above --max-reject-ratio.
+    link-local hosts are refused unless --allow-private, as URLs (filter-urls) and as redirect
+    targets (private_redirect). Exit 1 above --max-reject-ratio.
     """
     from vlmdata.download import ShardOptions, download
     from vlmdata.download_img2dataset import FetchOptions
@@ -114,6 +129,7 @@ def download(dataset, inputs, out, **opts):
         timeout=opts["timeout"],
         distributor=opts["distributor"],
         user_agent_token=opts["user_agent_token"],
+        raw_shard_size=opts["download_shard_size"],
     )
     shard = ShardOptions(
         name=opts["name"],
@@ -122,6 +138,7 @@ def download(dataset, inputs, out, **opts):
         workers=opts["workers"],
         min_side=opts["min_side"],
         max_pixels=opts["max_pixels"],
+        decode_check=opts["image_check"] == "decode",
     )
     summary = download(
         dataset,

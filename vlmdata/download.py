@@ -59,6 +59,7 @@ class ShardOptions:
     workers: int = 1
     min_side: int = 0
     max_pixels: int = 89_478_485
+    decode_check: bool = True
 
 
 @dataclass
@@ -256,7 +257,7 @@ def _download_urls(
         with atomic_path(url_list) as tmp:
             pq.write_table(ids, tmp)
         kwargs = img2dataset_kwargs(url_list, raw, fetch)
-        run_img2dataset(kwargs, work, n_shards, progress)
+        run_img2dataset(kwargs, work, n_shards, progress, allow_private)
     done = finished_shards(raw)
     incomplete = [i for i in range(n_shards) if i not in done]
 

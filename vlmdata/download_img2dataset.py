@@ -1,7 +1,7 @@
 """Running img2dataset for `vlmdata download`: its arguments, a child process, its error strings.
 
-img2dataset runs in a child process (`python -m vlmdata.download_img2dataset CONFIG.json`), not
-in ours, because its `download()` installs a SIGINT handler that exits 0 (a Ctrl-C would look
+img2dataset runs in a child process (`python -m vlmdata.download_child CONFIG.json`), not in
+ours, because its `download()` installs a SIGINT handler that exits 0 (a Ctrl-C would look
 like success), prints to stdout, and spawns worker processes that re-import `__main__`. The
 config is JSON, so no argument is ever parsed as code or through a shell.
 """
@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmdata.download_redirects import ALLOW_PRIVATE_ENV
+from vlmdata.download_redirects import REFUSED as REFUSED_REDIRECT
 from vlmdata.errors import DataError
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
@@ -107,12 +109,17 @@ def finished_shards(raw_dir: Path) -> set[int]:
 
 
 def run_img2dataset(
-    kwargs: dict[str, Any], work_dir: Path, expected_shards: int, progress: bool = True
+    kwargs: dict[str, Any],
+    work_dir: Path,
+    expected_shards: int,
+    progress: bool = True,
+    allow_private: bool = False,
 ) -> None:
     """Run img2dataset in a child process; its output goes to WORK/img2dataset.log.
 
-    Ctrl-C or a kill of this process stops the child's whole process group, leaving finished
-    shards for the next (incremental) run.
+    Redirects to private hosts are refused in the child unless `allow_private`. Ctrl-C or a
+    kill of this process stops the child's whole process group, leaving finished shards for
+    the next (incremental) run.
     """
     from tqdm import tqdm
 
@@ -120,8 +127,9 @@ def run_img2dataset(
     config.write_text(json.dumps(kwargs, indent=2, sort_keys=True), encoding="utf-8")
     log_path = work_dir / "img2dataset.log"
     raw_dir = Path(kwargs["output_folder"])
-    cmd = [sys.executable, "-m", "vlmdata.download_img2dataset", str(config)]
+    cmd = [sys.executable, "-m", "vlmdata.download_child", str(config)]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    env[ALLOW_PRIVATE_ENV] = "1" if allow_private else "0"
     with (
         open(log_path, "ab") as log,
         tqdm(total=expected_shards, desc="downloading", unit="shard", disable=not progress) as bar,
@@ -169,11 +177,13 @@ _RESIZE_REASONS = {
 def reject_reason(status: str | None, message: str | None) -> str:
     """A reject reason from img2dataset's status and error_message (kept as the detail).
 
-    urllib's messages: "HTTP Error 404: Not Found", "timed out" / "The read operation timed
-    out", "<urlopen error [Errno 111] Connection refused>"; the resizer's: "image too small",
-    decoder exceptions.
+    Ours: "HTTP Error 302: redirect to a private address refused". urllib's: "HTTP Error 404:
+    Not Found", "timed out" / "The read operation timed out", "<urlopen error [Errno 111]
+    Connection refused>". The resizer's: "image too small", decoder exceptions.
     """
     msg = message or ""
+    if REFUSED_REDIRECT in msg:
+        return "private_redirect"
     if status == "failed_to_resize":
         return _RESIZE_REASONS.get(msg, "decode_failed")
     if m := _HTTP.search(msg):
@@ -188,21 +198,3 @@ def reject_reason(status: str | None, message: str | None) -> str:
     if "urlopen error" in low or "connection" in low:
         return "connection_failed"
     return "download_failed"
-
-
-def main(argv: list[str]) -> int:
-    """Child-process entry: `python -m vlmdata.download_img2dataset CONFIG.json`."""
-    if len(argv) != 1:
-        print("usage: python -m vlmdata.download_img2dataset CONFIG.json", file=sys.stderr)
-        return 2
-    with open(argv[0], encoding="utf-8") as f:
-        kwargs = json.load(f)
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download
-
-    download(**kwargs)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

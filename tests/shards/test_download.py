@@ -15,7 +15,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from cli.vlmdata import main
 from tests.shards.http_server import image_bytes, serve_images
 from vlmdata.download import WORK_DIR, ShardOptions, download
 from vlmdata.download_img2dataset import FetchOptions, reject_reason
@@ -176,7 +178,12 @@ def test_killed_download_resumes_byte_identical(downloaded):
     shutil.rmtree(out / "shards")
     (out / "index.parquet").unlink()
     hits_before = len(server.hits)
-    download("cc3m", [tsv], out, fetch=FETCH, shard=SHARD, allow_private=True, progress=False)
+    # the rerun goes through the CLI: its options must map to the same fetch fingerprint
+    args = ["download", "cc3m", str(tsv), "-o", str(out), "--allow-private", "--quiet"]
+    args += ["--processes", "1", "--threads", "4", "--timeout", "1"]
+    args += ["--download-shard-size", str(RAW_SHARD), "--samples-per-shard", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
     refetched = sorted(server.hits[hits_before:])
     # only raw shard 1 again: fetch-list rows 5-9 = TSV lines 6-10
     assert refetched == [
@@ -226,3 +233,45 @@ def test_reject_reason_mapping(status, message, reason):
         "Use of image disallowed by X-Robots-Tag directive": "robots_disallowed",
     }
     assert reject_reason(status, message) == (reason or expected[message])
+
+
+def test_redirect_refusal_rules():
+    from vlmdata.download_redirects import redirect_refused
+
+    refused = ["http://127.0.0.1/a", "http://localhost:8080/", "http://169.254.169.254/x"]
+    refused += ["http://[::1]/", "file:///etc/passwd", "http://10.1.2.3/", "http://a.localhost/"]
+    assert all(redirect_refused(u) for u in refused)
+    assert not any(redirect_refused(u) for u in ["https://example.com/a.jpg", "http://8.8.8.8/"])
+
+
+def test_redirect_to_loopback_refused_by_guarded_opener():
+    import urllib.error
+
+    from vlmdata.download_redirects import public_redirect_opener
+
+    with serve_images() as server:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            public_redirect_opener().open(server.url("redirect", 4), timeout=5)
+        assert server.hits == ["/redirect/4.jpg"]  # the target was never requested
+    assert reject_reason("failed_to_download", str(err.value)) == "private_redirect"
+
+
+@pytest.mark.slow
+def test_img2dataset_workers_refuse_private_redirects(tmp_path):
+    """The guard is installed in img2dataset's spawned workers, not just its main process."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmdata.download_img2dataset import img2dataset_kwargs, run_img2dataset
+    from vlmdata.download_results import read_status
+
+    with serve_images() as server:
+        urls = [server.url("redirect", 4), server.url("img", 1)]
+        url_list = tmp_path / "urls.parquet"
+        pq.write_table(pa.table({"url": urls, "vlm_key": ["r", "i"]}), url_list)
+        kwargs = img2dataset_kwargs(url_list, tmp_path / "raw", FETCH)
+        run_img2dataset(kwargs, tmp_path, 1, progress=False, allow_private=False)
+        assert sorted(server.hits) == ["/img/1.jpg", "/redirect/4.jpg"]
+    status = read_status(tmp_path / "raw", 0)
+    assert status["i"].status == "success"
+    assert reject_reason(status["r"].status, status["r"].error) == "private_redirect"
