@@ -125,3 +125,34 @@ def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):
     with pytest.raises(DataError, match=r"bad.parquet:0: tokens of identifier"):
         load_identifiers(tmp_path / "bad.parquet", tokenizer)
     assert load_identifiers(tmp_path / "bad.parquet", tokenizer, check_tokens=False) == IDS
+
+
+def test_trie_constrained_generation_yields_only_identifiers(build, tokenizer, samples):
+    from vlmdata.trie import Trie
+    from vlmtrain.recipes.base import pad_sequences
+
+    model = build().eval()
+    recipe = get_recipe("grace")
+    ctx = _ctx(model)
+    keys = list(IDS)
+    seqs = [recipe.target(ctx, IDS[k]) for k in keys]  # the same rule as build-trie
+    trie = Trie.build(seqs, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id)
+    prompts = [recipe.prompt(ctx, "query2id", s["meta"]["texts"][0]).input_ids for s in samples[:3]]
+    ids = pad_sequences(prompts, tokenizer.pad_token_id)
+    mask = pad_sequences([[1] * len(p) for p in prompts], 0)
+    out = model.generate(
+        ids,
+        mask,
+        None,
+        logits_processor=[trie.logits_processor(ids.shape[1])],
+        num_beams=4,
+        num_return_sequences=4,
+        max_new_tokens=12,
+        do_sample=False,
+    )
+    assert out.shape[0] == 12
+    for row in out.tolist():
+        seq = row[: row.index(tokenizer.eos_token_id) + 1]
+        assert trie.lookup(seq) is not None, seq  # a complete identifier, eos included
+    firsts = [tuple(r) for r in out.tolist()[:4]]
+    assert len(set(firsts)) == 4  # beams of one prompt are distinct identifiers
