@@ -139,7 +139,12 @@ def retrieval_generative(
     help="model: the checkpoint's encode_images/encode_texts (FROMAGe); clip: an "
     "open_clip model as the baseline.",
 )
-@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip name.")
+@click.option(
+    "--clip-model",
+    default="ViT-B-32",
+    show_default=True,
+    help="open_clip name, local-dir:PATH (a saved open_clip folder) or a JSON config (tiny CLIP).",
+)
 @click.option("--clip-pretrained", help="Local open_clip checkpoint file (no downloads).")
 @BATCH
 @LIMIT
@@ -168,6 +173,7 @@ def retrieval_embedding(
       vlmtrain eval retrieval-embedding --checkpoint runs/fromage --data coco/ -o r.json
       vlmtrain eval retrieval-embedding --encoder clip --clip-model ViT-B-32 \\
           --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/
+      vlmtrain eval retrieval-embedding --encoder clip --clip-model local-dir:clip/ --data out/
     """
     from vlmtrain.eval.tasks_embedding import run_embedding_retrieval
 

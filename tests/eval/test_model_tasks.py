@@ -183,3 +183,10 @@ def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
                                                   "text": "?"}) + "\n")  # fmt: skip
     with pytest.raises(DataError, match="leaves the image folder"):
         run_llava(**kwargs)
+
+
+def test_named_clip_without_weights_is_refused(shards_dir):
+    from vlmdata.errors import DataError
+
+    with pytest.raises(DataError, match="no weights"):
+        run_embedding_retrieval(shards_dir, encoder="clip", clip_model="ViT-B-32")

@@ -127,6 +127,11 @@ def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     else:
+        if pretrained is None and not name.startswith("local-dir:"):
+            raise DataError(
+                f"CLIP baseline {name!r} has no weights: give --clip-pretrained (a local "
+                "checkpoint file) or --clip-model local-dir:PATH; random weights measure nothing"
+            )
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, weights_only=True
         )
