@@ -47,7 +47,7 @@ def build_csr(
     flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray, vocab_size: int
 ) -> CSRArrays:
     """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` names sequence i."""
-    flat = np.asarray(flat, dtype=np.int64)
+    flat = np.asarray(flat)
     lengths = np.asarray(lengths, dtype=np.int64)
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) != len(lengths):
@@ -55,32 +55,35 @@ def build_csr(
     if flat.size and (flat.min() < 0 or flat.max() >= vocab_size):
         bad = flat[(flat < 0) | (flat >= vocab_size)][0]
         raise ValueError(f"token {int(bad)} outside the vocabulary [0, {vocab_size})")
-    starts = np.cumsum(lengths) - lengths
+    # Longest first: the sequences still going at depth d are the first live[d], a slice, and
+    # those ending at depth d are the slice live[d]:live[d - 1].
+    order = np.argsort(-lengths, kind="stable")
+    starts = (np.cumsum(lengths) - lengths)[order]
+    lengths, rows = lengths[order], rows[order]
+    live = np.searchsorted(-lengths, -np.arange(int(lengths[0]) + 1 if len(lengths) else 1))
+    live = np.append(live, 0)  # live[d] = number of sequences longer than d
     node = np.zeros(len(lengths), dtype=np.int64)  # current node of each sequence
-    ends = [(np.flatnonzero(lengths == 0), 0)]  # (sequence indices, depth) ending at the root
-    active = np.flatnonzero(lengths > 0)
+    ends_nodes, ends_rows = [node[live[0] :]], [rows[live[0] :]]  # empty sequences: the root
     parents, toks, level_starts, next_id = [], [], [0, 1], 1
-    depth = 0
-    while active.size:
-        key = node[active] * vocab_size + flat[starts[active] + depth]
+    for depth in range(len(live) - 2):
+        k = int(live[depth])
+        key = node[:k] * vocab_size + flat[starts[:k] + depth]
         uniq, inv = np.unique(key, return_inverse=True)
         parents.append(uniq // vocab_size)
         toks.append(uniq % vocab_size)
-        node[active] = next_id + inv.reshape(-1)
+        node[:k] = next_id + inv.reshape(-1)
         next_id += len(uniq)
         level_starts.append(next_id)
-        depth += 1
-        done = lengths[active] == depth
-        ends.append((active[done], depth))
-        active = active[~done]
+        done = slice(int(live[depth + 1]), k)
+        ends_nodes.append(node[done])
+        ends_rows.append(rows[done])
     n_nodes = next_id
     parent = np.concatenate(parents) if parents else np.zeros(0, np.int64)
     counts = np.bincount(parent, minlength=n_nodes)
     offsets = np.zeros(n_nodes + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     fanout = [int(counts[a:b].max()) if b > a else 0 for a, b in itertools.pairwise(level_starts)]
-    term_seq = np.concatenate([idx for idx, _ in ends])
-    term_nodes, term_rows, n_dup = _terminals(node[term_seq], rows[term_seq])
+    term_nodes, term_rows, n_dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
     return CSRArrays(
         offsets=offsets.astype(np.int32 if offsets[-1] < 2**31 else np.int64),
         tokens=(np.concatenate(toks) if toks else np.zeros(0)).astype(token_dtype(vocab_size)),
@@ -95,7 +98,7 @@ def build_csr(
 
 def _terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sort (node, row) by node; where several sequences end at one node keep the lowest row."""
-    order = np.lexsort((rows, nodes))
+    order = np.argsort(nodes * (int(rows.max(initial=0)) + 1) + rows)  # by node, then row
     nodes, rows = nodes[order], rows[order]
     first = np.ones(len(nodes), dtype=bool)
     first[1:] = nodes[1:] != nodes[:-1]
