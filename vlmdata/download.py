@@ -211,15 +211,25 @@ def _write_rejects(path: Path, rejects: list[tuple[dict, str, str]], file: str) 
             w.add(reason, stage=STAGE, file=file, key=row.get("key"), detail=detail, record=row)
 
 
-def _fingerprint(rows: pa.Table, fetch: FetchOptions, shard: ShardOptions) -> str:
-    """Same URL list and options -> same fingerprint; otherwise old downloads are discarded."""
+def _fetch_fingerprint(rows: pa.Table, fetch: FetchOptions) -> str:
+    """What img2dataset's raw output depends on: the (key, url) list and the fetch options.
+    A change means its positional shards no longer match, so old raw output is discarded."""
     h = hashlib.sha256()
     for key, url in zip(
         rows.column("key").to_pylist(), rows.column("url").to_pylist(), strict=True
     ):
         h.update(f"{key}\t{url}\n".encode())
-    opts = {"fetch": fetch.fingerprint_fields(), "shard": asdict(shard)}
-    h.update(json.dumps(opts, sort_keys=True).encode())
+    h.update(json.dumps(fetch.fingerprint_fields(), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _output_fingerprint(fetch_fp: str, inputs: list[Path], shard: ShardOptions) -> str:
+    """What OUT depends on besides the raw images: every row's metadata (captions...), the
+    earlier stages' rejects and the shard options. Same value -> an up-to-date rerun."""
+    h = hashlib.sha256(fetch_fp.encode())
+    for path in inputs:
+        h.update(path.read_bytes() if path.exists() else b"-")
+    h.update(json.dumps(asdict(shard), sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -241,37 +251,25 @@ def _download_urls(
 ) -> DownloadSummary:
     rows, url_rejects = _fetch_list(src, work, allow_private, denylist)
     raw = work / "raw"
-    fingerprint = _fingerprint(rows, fetch, shard)
+    earlier = [src / "rejects.parquet", url_rejects, work / "no_url.parquet"]
+    fetch_fp = _fetch_fingerprint(rows, fetch)
+    output_fp = _output_fingerprint(fetch_fp, [src / "manifest.parquet", *earlier], shard)
     state = _load_state(work)
-    if state.get("fingerprint") == fingerprint and state.get("complete") and not raw.exists():
-        if (out / "index.parquet").exists():
-            return _existing_summary(out, rows.num_rows)
-    if state.get("fingerprint") != fingerprint and raw.exists():
+    done_before = state.get("output") == output_fp and state.get("complete")
+    if done_before and not raw.exists() and (out / "index.parquet").exists():
+        return _existing_summary(out, rows.num_rows)
+    if state.get("fetch") != fetch_fp and raw.exists():
         shutil.rmtree(raw)  # a different URL list or options: positional shards no longer match
-    write_json(work / "state.json", {"fingerprint": fingerprint, "complete": False})
+    state = {"fetch": fetch_fp, "output": output_fp}
+    write_json(work / "state.json", {**state, "complete": False})
 
     n_shards = math.ceil(rows.num_rows / fetch.raw_shard_size)
-    if n_shards and not set(range(n_shards)) <= finished_shards(raw):
-        url_list = work / "urls.parquet"
-        ids = rows.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
-        with atomic_path(url_list) as tmp:
-            pq.write_table(ids, tmp)
-        kwargs = img2dataset_kwargs(url_list, raw, fetch)
-        run_img2dataset(kwargs, work, n_shards, progress, allow_private)
-    done = finished_shards(raw)
+    done = _fetch(rows, work, raw, fetch, n_shards, allow_private, progress)
     incomplete = [i for i in range(n_shards) if i not in done]
 
     prior = work / "prior_rejects.parquet"
     _download_rejects(rows, raw, fetch.raw_shard_size, done, work / "fetch_rejects.parquet", src)
-    _concat_rejects(
-        prior,
-        [
-            src / "rejects.parquet",
-            url_rejects,
-            work / "no_url.parquet",
-            work / "fetch_rejects.parquet",
-        ],
-    )
+    _concat_rejects(prior, [*earlier, work / "fetch_rejects.parquet"])
     from vlmdata.shards import write_samples
 
     summary = write_samples(
@@ -283,7 +281,7 @@ def _download_urls(
         **asdict(shard),
     )
     if not incomplete:
-        write_json(work / "state.json", {"fingerprint": fingerprint, "complete": True})
+        write_json(work / "state.json", {**state, "complete": True})
         if not keep_raw and raw.exists():
             shutil.rmtree(raw)
     return DownloadSummary(
@@ -294,6 +292,18 @@ def _download_urls(
         urls=rows.num_rows,
         incomplete=incomplete,
     )
+
+
+def _fetch(rows, work, raw, fetch, n_shards, allow_private, progress) -> set[int]:
+    """Run img2dataset unless every raw shard is finished; the finished shard ids."""
+    if n_shards and not set(range(n_shards)) <= finished_shards(raw):
+        url_list = work / "urls.parquet"
+        ids = rows.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
+        with atomic_path(url_list) as tmp:
+            pq.write_table(ids, tmp)
+        kwargs = img2dataset_kwargs(url_list, raw, fetch)
+        run_img2dataset(kwargs, work, n_shards, progress, allow_private)
+    return finished_shards(raw)
 
 
 def _shard_rows(rows: pa.Table, size: int, shard_id: int) -> list[dict]:
@@ -321,14 +331,16 @@ def _download_rejects(
 def _fetched_items(
     rows: pa.Table, raw: Path, fetch: FetchOptions, done: set[int]
 ) -> Iterator[tuple[dict, bytes]]:
-    """(manifest row, image bytes) for each success, in manifest order, one raw shard in memory."""
+    """(manifest row, image bytes) for each success, in manifest order, one raw shard in memory.
+
+    Failures are already in the fetch rejects (written before write_samples starts)."""
     size = fetch.raw_shard_size
     for shard_id in sorted(done):
         results = read_shard(raw, shard_id, fetch.raw_format, fetch.encode_format)
         for row in _shard_rows(rows, size, shard_id):
             got = results.get(row["key"])
-            if got is not None and got.status == "success" and got.image is not None:
-                yield row, got.image
+            if got is not None and got.status == "success":
+                yield row, got.image or b""  # no bytes: the writer rejects it as empty_file
 
 
 def _concat_rejects(target: Path, parts: list[Path]) -> None:

@@ -96,3 +96,29 @@ def test_dataset_without_urls_needs_images(tmp_path):
     )
     assert result.exit_code == 2
     assert "no image URLs; pass --images DIR" in result.output
+
+
+def test_coco_urls_filtered_and_missing_urls_rejected(tmp_path):
+    """COCO rows fetch through coco_url: a row without one is `missing_url` (stage download),
+    loopback URLs are refused by filter-urls, and nothing reaches img2dataset."""
+    images = [
+        {"id": 1, "file_name": "COCO_val2014_1.jpg", "coco_url": "http://127.0.0.1:9/1.jpg"},
+        {"id": 2, "file_name": "COCO_val2014_2.jpg"},
+        {"id": 3, "file_name": "COCO_val2014_3.jpg", "coco_url": "http://[::1]/3.jpg"},
+    ]
+    notes = [{"image_id": i, "caption": f"a picture {i}"} for i in (1, 2, 3)]
+    path = tmp_path / "captions_val2014.json"
+    path.write_text(json.dumps({"images": images, "annotations": notes}), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["download", "coco", str(path), "-o", str(out), "--max-reject-ratio", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(out / "rejects.parquet")
+    got = sorted(zip(rejects["key"], rejects["reason"], rejects["stage"], strict=True))
+    assert [g[1:] for g in got] == [
+        ("private_address", "filter-urls"),
+        ("missing_url", "download"),
+        ("private_address", "filter-urls"),
+    ]
+    assert pl.read_parquet(out / "manifest.parquet").height == 3
+    assert not (out / ".download" / "raw").exists()
