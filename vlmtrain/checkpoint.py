@@ -170,6 +170,32 @@ def read_position(ckpt_dir: Path, tag: str) -> dict[str, Any] | None:
     return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
 
 
+def save_rng(ckpt_dir: Path, tag: str, rank: int) -> None:
+    """This rank's torch RNG state (dropout masks), so a resumed step draws the same ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    with atomic_path(Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors") as tmp:
+        save_file(state, str(tmp))
+
+
+def load_rng(ckpt_dir: Path, tag: str, rank: int) -> bool:
+    """Restore what `save_rng` wrote; False when the checkpoint has none for this rank."""
+    import torch
+
+    f = Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors"
+    if not f.exists():
+        return False
+    state = read_weights(f)
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    return True
+
+
 def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, protect: Iterable[str]) -> None:
     """Remove all but the newest `keep` step folders (rank 0, after every rank saved)."""
     if keep <= 0:

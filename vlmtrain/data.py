@@ -191,6 +191,9 @@ class TrainData:
         ds = self.dataset(start, stop)
         workers = self.cfg.data.num_workers
         kwargs: dict[str, Any] = dict(batch_size=None, num_workers=workers, collate_fn=_keep)
+        # its own generator: creating the iterator must not draw from the global torch RNG
+        # (that would shift the dropout masks of a resumed run against an uninterrupted one)
+        kwargs["generator"] = torch.Generator().manual_seed(self.seed)
         if workers:
             kwargs["persistent_workers"] = False
             kwargs["prefetch_factor"] = 2

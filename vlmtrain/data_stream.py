@@ -40,7 +40,7 @@ def shard_sequence(
     if resampled:
         while True:
             yield shards[int(rng.integers(len(shards)))]
-    order = np.random.default_rng([seed, epoch, stream, 2]).permutation(len(shards))
+    order = np.random.default_rng([seed, epoch, 2]).permutation(len(shards))  # same for all streams
     total_slots = world * slots
     mine = [shards[int(i)] for i in order[rank * slots + slot :: total_slots]]
     if not mine:
@@ -73,7 +73,7 @@ class StreamingBatches(IterableDataset):
         self.slots = max(1, data.cfg.data.num_workers)
 
     def _samples(self, epoch: int, slot: int, k: int) -> Iterator[dict[str, Any]]:
-        from vlmdata.shards import iter_tar_samples, list_shards
+        from vlmdata.shards import list_shards
 
         d, cfg = self.data, self.data.cfg.data
         shards = list_shards(d.root)
@@ -82,13 +82,7 @@ class StreamingBatches(IterableDataset):
         seq = shard_sequence(
             shards, d.seed, epoch, d.rank, d.world, slot, self.slots, k, cfg.resampled
         )
-        stream = d.streams[k]
-        samples = (
-            s
-            for path in seq
-            for s in iter_tar_samples(path)
-            if meta_matches(s.get("meta") or {}, stream.filter)
-        )
+        samples = _matching(seq, d.streams[k].filter, patience=2 * len(shards) + 8)
         rng = random.Random(f"{d.seed}:{epoch}:{d.rank}:{slot}:{k}:shuffle")
         return shuffled(samples, max(1, cfg.shuffle_buffer), rng)
 
@@ -150,6 +144,26 @@ class StreamingBatches(IterableDataset):
                     skipped=take_skipped(d.contexts),
                 )
             epoch, first = epoch + 1, 0
+
+
+def _matching(shard_seq: Iterator, filter: dict | None, patience: int) -> Iterator[dict]:
+    """Samples of the shard sequence that pass `filter`; an error after `patience` shards in a
+    row without one (a slot whose shards hold none would otherwise spin forever)."""
+    from vlmdata.shards import iter_tar_samples
+
+    dry = 0
+    for path in shard_seq:
+        found = False
+        for sample in iter_tar_samples(path):
+            if meta_matches(sample.get("meta") or {}, filter):
+                found = True
+                yield sample
+        dry = 0 if found else dry + 1
+        if dry >= patience:
+            raise DataError(
+                f"streaming: {dry} shards in a row hold no sample matching {filter} "
+                "(without resampling, each worker reads only its share of the shards)"
+            )
 
 
 def _take(it: Iterator, n: int) -> list:

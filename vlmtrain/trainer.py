@@ -119,6 +119,20 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def lift_scalars(model) -> dict[str, tuple[int, ...]]:
+    """Hold 0-d parameters (a learned temperature) as shape (1,); returns their true shapes.
+
+    DeepSpeed broadcasts parameters as bytes (`p.data.view(torch.uint8)`), which fails for 0-d
+    tensors. Arithmetic broadcasting makes (1,) behave the same in the losses.
+    """
+    shapes = {}
+    for name, p in model.named_parameters():
+        if p.ndim == 0:
+            shapes[name] = tuple(p.shape)
+            p.data = p.data.reshape(1)
+    return shapes
+
+
 def build_engine(cfg: TrainConfig, model, total_steps: int, world: int, micro: int):
     """`deepspeed.initialize` with AdamW + warm-up/cosine; returns the engine."""
     import deepspeed
@@ -138,6 +152,24 @@ def build_engine(cfg: TrainConfig, model, total_steps: int, world: int, micro: i
         config=ds_cfg,
     )
     return engine
+
+
+def initialize(cfg: TrainConfig, model, total_steps: int, world: int, micro: int):
+    """(engine, true shapes of the 0-d parameters held as (1,) while training, for the export).
+
+    They stay (1,) for the whole run: DeepSpeed's gradient clipping also breaks on 0-d grads.
+    """
+    shapes = lift_scalars(model)
+    return build_engine(cfg, model, total_steps, world, micro), shapes
+
+
+def _device_memory() -> dict[str, float]:
+    """Peak accelerator memory of this rank in GiB (CUDA only; nothing on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"max_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 # ---- the loop -------------------------------------------------------------------------------
@@ -234,7 +266,7 @@ class Run:
             self.data.batches_per_epoch, cfg.schedule.epochs, ga
         )
         micro = sum(s.per_step for s in self.data.streams)
-        self.engine = build_engine(cfg, self.model, self.total, world, micro)
+        self.engine, self.lifted = initialize(cfg, self.model, self.total, world, micro)
         self.step, self.next_batch = 0, 0
 
     # -- checkpoints --
@@ -243,13 +275,17 @@ class Run:
         """Every rank saves its partition (rank 0 alone would hang ZeRO-3)."""
         import torch.distributed as dist
 
-        from vlmtrain.checkpoint import checkpoint_tag, prune_checkpoints, write_position
+        from vlmtrain.checkpoint import checkpoint_tag, prune_checkpoints, save_rng, write_position
 
         tag = checkpoint_tag(self.step)
         pos = self.data.position(self.next_batch)
         self.engine.save_checkpoint(
-            str(self.ckpt_dir), tag=tag, client_state={"data": pos, "step": self.step}
+            str(self.ckpt_dir),
+            tag=tag,
+            client_state={"data": pos, "step": self.step},
+            exclude_frozen_parameters=True,  # rebuilt by build_parts; a 7B frozen LM stays out
         )
+        save_rng(self.ckpt_dir, tag, self.rank)
         dist.barrier()
         if self.rank == 0:
             write_position(self.ckpt_dir, tag, pos)
@@ -258,16 +294,20 @@ class Run:
 
     def resume(self) -> bool:
         """Load the latest checkpoint (weights, optimizer, LR, data position); False if none."""
-        from vlmtrain.checkpoint import latest_tag
+        from vlmtrain.checkpoint import latest_tag, load_rng
 
         tag = latest_tag(self.ckpt_dir)
         if tag is None:
             return False
-        path, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+        # frozen parameters are not in the checkpoint (see save), hence not strict
+        path, client = self.engine.load_checkpoint(
+            str(self.ckpt_dir), tag=tag, load_module_strict=False
+        )
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
         self.next_batch = self.data.check_position(client["data"])
         self.step = int(client["step"])
+        load_rng(self.ckpt_dir, tag, self.rank)
         return True
 
     def export(self) -> Path | None:
@@ -279,6 +319,9 @@ class Run:
         module = self.engine.module
         names = export_names(module, self.cfg.model, self.cfg.export)
         state = gathered_state(module, names, self.rank)
+        for name, shape in self.lifted.items():
+            if name in state:
+                state[name] = state[name].reshape(shape)
         path = None
         if self.rank == 0:
             info = {"step": self.step, "mode": self.cfg.export, "recipe": self.cfg.recipe.name}
@@ -306,6 +349,7 @@ class Run:
         }
         if w.skipped:
             record["skipped"] = dict(w.skipped)
+        record.update(_device_memory())
         if self.step % max(1, self.cfg.schedule.log_every) == 0 or self.step == self.total:
             logger.log(self.step, record)
         return record
