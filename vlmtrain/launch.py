@@ -67,6 +67,8 @@ def plan_launch(
     if write:
         resolved.parent.mkdir(parents=True, exist_ok=True)
         save_config(cfg, resolved)
+    if resume and not hostfile and not num_nodes:
+        num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
     argv = [sys.executable, "-m", "deepspeed.launcher.runner"]
     if hostfile:
         argv += ["--hostfile", str(hostfile)]
@@ -81,6 +83,29 @@ def plan_launch(
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
     return LaunchPlan(argv=argv, env=accelerator_env(), config_path=resolved)
+
+
+def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:
+    """Ranks for a single-node resume: the latest checkpoint's world size by default.
+
+    ZeRO partitions and the data position are per rank, so a resume with another world size
+    would fail inside every rank after the models load; refuse it here instead.
+    """
+    from vlmdata.errors import DataError
+    from vlmtrain.checkpoint import latest_tag, read_position
+
+    tag = latest_tag(ckpt_dir)
+    pos = read_position(ckpt_dir, tag) if tag else None
+    if not pos or "world" not in pos:
+        return num_gpus
+    world = int(pos["world"])
+    if num_gpus is not None and num_gpus != world:
+        raise DataError(
+            f"checkpoint {tag} was written by {world} ranks; resume with --num-gpus {world} "
+            "(ZeRO partitions and data positions cannot be re-split)",
+            file=str(ckpt_dir / tag),
+        )
+    return world
 
 
 def run_launch(plan: LaunchPlan) -> int:

@@ -50,6 +50,12 @@ class ModelConfig:
         unknown = [p for p in self.train if p not in PARTS]
         if unknown:
             raise ValueError(f"model.train: unknown part(s) {unknown}; choose from {list(PARTS)}")
+        n = self.num_visual_tokens
+        if self.vision_feature != "pooled" and n is not None and round(n**0.5) ** 2 != n:
+            raise ValueError(
+                f"model.num_visual_tokens: {n} patch tokens cannot come from pooling a square "
+                f"patch grid; use a square (4, 16, 64, ...) or vision_feature: pooled"
+            )
         if self.ret_token and self.ret_token not in self.new_tokens:
             self.new_tokens = [*self.new_tokens, self.ret_token]
 

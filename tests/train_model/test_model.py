@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -207,6 +209,21 @@ def test_model_config_rejects_unknown_keys():
         ModelConfig(train=["everything"])
     cfg = ModelConfig.from_dict({"ret_token": "[RET]"})
     assert cfg.new_tokens == ["[RET]"]
+    with pytest.raises(ValueError, match="32 patch tokens cannot come from pooling"):
+        ModelConfig(vision_feature=-2, num_visual_tokens=32)
+    assert ModelConfig(vision_feature="pooled", num_visual_tokens=10).num_visual_tokens == 10
+    assert ModelConfig(vision_feature=-2, num_visual_tokens=64).num_visual_tokens == 64
+
+
+def test_every_example_config_loads():
+    """The shipped configs parse and pass the model checks (a typo fails here, not on a cluster)."""
+    from vlmtrain.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    paths = sorted([*root.glob("examples/configs/*.yaml"), *root.glob("benchmarks/configs/*.yaml")])
+    assert len(paths) >= 14
+    for path in paths:
+        assert load_config(path).recipe.name, path
 
 
 def test_tokenizer_added_identifier_pieces_become_new_rows(build, tokenizer):
