@@ -19,9 +19,14 @@ from cli.common import handle_errors
     type=click.Path(file_okay=False),
     help="Also train a small BPE tokenizer on the train captions and save it to this folder.",
 )
+@click.option(
+    "--clip",
+    type=click.Path(file_okay=False),
+    help="Also save a tiny seeded random open_clip model (open_clip local-dir) to this folder.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def demo(out, n_images, seed, size, n_test, n_val, tokenizer, quiet):
+def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
     """Generate a demo data set in the real Karpathy JSON format (like dataset_flickr30k.json).
 
     Images are coloured shapes (circle, square, triangle, star, diamond, cross) of eight colours,
@@ -33,7 +38,8 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, quiet):
     \b
     Examples:
       vlmdata demo demo-data/                       # 3000 images: 2800 train, 100 val, 100 test
-      vlmdata demo demo-data/ --tokenizer demo-data/tokenizer   # + a BPE for tiny LMs
+      vlmdata demo demo-data/ --tokenizer demo-data/tok --clip demo-data/clip
+                                      # + a BPE for tiny LMs and a tiny random open_clip
       vlmdata demo small/ --images 300 --test 50 --val 0 --size 96
       vlmdata manifest karpathy demo-data/dataset_demo.json --images demo-data/images -o work/
       bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
@@ -49,8 +55,46 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, quiet):
 
         tok = train_demo_tokenizer(out, tokenizer)
         click.echo(f"wrote tokenizer ({len(tok)} tokens) to {tokenizer}")
+    if clip:
+        from vlmdata.demo_clip import save_demo_clip
+
+        save_demo_clip(clip, seed=seed, image_size=size)
+        click.echo(f"wrote tiny open_clip model to {clip} (vlmdata embed --model {clip})")
+
+
+@click.command("demo-report")
+@click.argument("shards", type=click.Path(exists=True, file_okay=False))
+@click.argument("reports", nargs=-1, required=True, metavar="LABEL=REPORT.json...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the table here.")
+@handle_errors
+def demo_report(shards, reports, output):
+    """Text→image Recall@1/5/10 of `vlmtrain eval` reports next to chance (K / test images).
+
+    SHARDS is the shard folder the reports were scored on (named in the table's caption).
+
+    \b
+    Example (the last step of examples/demo.sh):
+      vlmdata demo-report demo-out/shards "GRACE=demo-out/reports/grace.json" \
+          "FROMAGe=demo-out/reports/fromage.json" -o demo-out/results.md
+    """
+    from vlmdata.atomic import atomic_open
+    from vlmdata.demo_report import recall_table
+    from vlmdata.errors import DataError
+
+    labelled = []
+    for item in reports:
+        label, sep, path = item.rpartition("=")
+        if not sep or not label:
+            raise DataError(f"expected LABEL=REPORT.json, got {item!r}")
+        labelled.append((label, path))
+    table = recall_table(labelled)
+    click.echo(f"\nScored on {shards}:\n\n{table}")
+    if output:
+        with atomic_open(output, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
 
 
 COMMANDS = [
     demo,
+    demo_report,
 ]

@@ -118,8 +118,12 @@ def embed(out, output, model, batch_size, device):
       vlmdata embed shards/ --model ViT-B-32:ViT-B-32-openai.safetensors -o emb.npy
       vlmdata embed shards/ --model ./my-clip/ --device cuda --batch-size 256 -o emb.npy
     """
+    from pathlib import Path
+
     from vlmdata.embed import embed_images
 
+    if ":" not in model and not Path(model).is_dir():
+        click.echo(f"note: {model} has no checkpoint here: random weights", err=True)
     n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 

@@ -49,6 +49,8 @@ def _rank(rank: int, world: int, port: int, out: str, use_groups: bool) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    if dist.is_initialized():  # forked from a pytest process that ran a one-rank trainer
+        dist.destroy_process_group()
     dist.init_process_group("gloo", rank=rank, world_size=world)
     a, b, groups = _data()
     rows = slice(rank * 4, rank * 4 + 4)
