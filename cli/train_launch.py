@@ -29,9 +29,25 @@ from cli.common import handle_errors
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in output_dir.")
 @click.option("--stop-after", type=int, default=None, hidden=True)
 @click.option("--dry-run", is_flag=True, help="Print the launcher command and exit.")
+@click.option(
+    "--launcher-log",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="DeepSpeed launcher's log level (info shows its per-node commands and rank mapping).",
+)
 @handle_errors
 def launch(
-    config, overrides, num_gpus, num_nodes, hostfile, master_port, resume, stop_after, dry_run
+    config,
+    overrides,
+    num_gpus,
+    num_nodes,
+    hostfile,
+    master_port,
+    resume,
+    stop_after,
+    dry_run,
+    launcher_log,
 ):
     """Train with DeepSpeed: CONFIG (YAML) plus KEY=VALUE overrides, typed by the config field.
 
@@ -60,6 +76,7 @@ def launch(
         master_port=master_port,
         resume=resume,
         stop_after=stop_after,
+        launcher_log=launcher_log,
         write=not dry_run,
     )
     if dry_run:

@@ -42,10 +42,10 @@ def load_rows(labelled: list[tuple[str, str | os.PathLike]]) -> tuple[list, int]
             raise DataError("no recall@K metrics in this report", file=str(path))
         details = report.get("details") or {}
         if "images" not in details:
-            raise DataError("report has no details.images (how many images were ranked)",
-                            file=str(path))  # fmt: skip
+            msg = "report has no details.images (how many images were ranked)"
+            raise DataError(msg, file=str(path))
         sizes.add(int(details["images"]))
-        queries = max((m["count"] for m in report["metrics"] if _RECALL.match(m["metric"])))
+        queries = max(m["count"] for m in report["metrics"] if _RECALL.match(m["metric"]))
         rows.append((label, recalls, int(queries)))
     if len(sizes) != 1:
         raise DataError(f"reports ranked different numbers of images: {sorted(sizes)}")
@@ -55,7 +55,10 @@ def load_rows(labelled: list[tuple[str, str | os.PathLike]]) -> tuple[list, int]
 def format_table(rows: list, n_images: int, ks: tuple[int, ...] = KS) -> str:
     """A markdown table: one row per model, then chance, then each model's ratio to chance."""
     head = ["text→image retrieval", *[f"R@{k}" for k in ks], "queries"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(ks) + 1)) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(ks) + 1)) + "|",
+    ]
     for label, rec, queries in rows:
         cells = [f"{rec[k]:.3f}" if k in rec else "-" for k in ks]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {queries} |")

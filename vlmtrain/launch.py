@@ -58,6 +58,7 @@ def plan_launch(
     master_port: int | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    launcher_log: str = "warning",
     write: bool = True,
 ) -> LaunchPlan:
     """The launcher command for CONFIG + overrides; writes OUTPUT/config.yaml unless `write`
@@ -76,7 +77,7 @@ def plan_launch(
         argv += ["--num_nodes", str(num_nodes)]
     if num_gpus:
         argv += ["--num_gpus", str(num_gpus)]
-    argv += ["--master_port", str(master_port or _free_port())]
+    argv += ["--master_port", str(master_port or _free_port()), "--log_level", launcher_log]
     argv += ["--module", ENTRY_MODULE, "--config", str(resolved)]
     if resume:
         argv.append("--resume")

@@ -33,7 +33,8 @@ def test_dry_run_prints_the_exact_command(tmp_path):
     assert res.exit_code == 0, res.output
     want = (
         f"DS_ACCELERATOR=cpu {sys.executable} -m deepspeed.launcher.runner --num_gpus 2 "
-        f"--master_port 29999 --module vlmtrain.train_entry --config {out}/config.yaml\n"
+        "--master_port 29999 --log_level warning "
+        f"--module vlmtrain.train_entry --config {out}/config.yaml\n"
     )
     assert res.output == want
     assert not out.exists()  # a dry run writes nothing
@@ -64,6 +65,8 @@ def test_multi_node_resume_command(tmp_path):
         "8",
         "--master_port",
         "29400",
+        "--log_level",
+        "warning",
         "--module",
         "vlmtrain.train_entry",
         "--config",
@@ -103,7 +106,7 @@ def test_resume_takes_the_checkpoints_world_size(tmp_path):
     base = ["launch", str(CONFIGS / "grace_tiny.yaml"), f"output_dir={out}", "--resume"]
     res = CliRunner().invoke(main, [*base, "--master-port", "29999", "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert " --num_gpus 2 --master_port 29999 " in res.output
+    assert " --num_gpus 2 --master_port 29999 --log_level warning " in res.output
     res = CliRunner().invoke(main, [*base, "--num-gpus", "1", "--dry-run"])
     assert res.exit_code == 2
     assert "step0000003 was written by 2 ranks; resume with --num-gpus 2" in res.output
