@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from vlmdata.atomic import temp_path_for
+from vlmdata.parquet_rows import RowsWriter
 from vlmdata.rejects import RejectWriter, check_reject_ratio, format_summary
 
 CORE_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -53,39 +52,13 @@ def manifest_schema(extra_columns: Sequence[str] = ()) -> pa.Schema:
     return pa.schema(CORE_FIELDS + extra)
 
 
-class ManifestWriter:
+class ManifestWriter(RowsWriter):
     """Streams manifest rows to Parquet in bounded memory; atomic rename on `close()`."""
 
     def __init__(
         self, path: str | os.PathLike, extra_columns: Sequence[str] = (), batch_rows: int = 65536
     ) -> None:
-        self.path = Path(path)
-        self.schema = manifest_schema(extra_columns)
-        self._tmp = temp_path_for(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema)
-        self._rows: list[dict] = []
-        self._batch_rows = batch_rows
-        self.count = 0
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._rows.append(row)
-        self.count += 1
-        if len(self._rows) >= self._batch_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
-            self._rows = []
-
-    def close(self) -> None:
-        self._flush()
-        self._writer.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+        super().__init__(path, manifest_schema(extra_columns), batch_rows)
 
 
 def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:

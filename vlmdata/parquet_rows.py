@@ -1,4 +1,7 @@
-"""A streaming, atomic Parquet writer for a reader's side outputs (entities, text-only rows)."""
+"""A streaming, atomic Parquet writer: rows (dicts) in bounded memory, a complete file or none.
+
+Used by the manifest (contract 1) and by readers' side outputs (entities, text-only rows).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from vlmdata.atomic import temp_path_for
 
 
 class RowsWriter:
-    """Rows (dicts) to Parquet in bounded memory; the file appears complete on clean exit only."""
+    """Rows to Parquet `batch_rows` at a time; the file appears (renamed) on `close()` only."""
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, batch_rows: int = 8192):
         self.path = Path(path)
@@ -35,14 +38,19 @@ class RowsWriter:
             self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
             self._rows = []
 
+    def close(self) -> None:
+        """Write what is buffered and rename the file into place."""
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file: nothing appears at `path`."""
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
     def __enter__(self) -> RowsWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._flush()
-            self._writer.close()
-            os.replace(self._tmp, self.path)
-        else:
-            self._writer.close()
-            self._tmp.unlink(missing_ok=True)
+        self.close() if exc_type is None else self.abort()
