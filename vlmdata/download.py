@@ -8,7 +8,7 @@ Local data sets (karpathy/flickr30k, coco folders, oven, llava; `--images DIR`):
 Repack, not index-in-place: img2dataset's tars carry positional keys, its own JSON, the
 extension it was told rather than the true format, no dedup, and members in thread-completion
 order (not reproducible), so they are rewritten through `write_samples` in manifest order.
-benchmarks/RESULTS-download.md has the figures. Work files live in OUT/.download/: the URL
+benchmarks/RESULTS.md (download section) has the figures. Work files live in OUT/.download/: the URL
 list, the raw img2dataset output (deleted when complete unless keep_raw), state and log.
 """
 
