@@ -11,12 +11,7 @@ import click
 
 EXIT_OK = 0
 EXIT_REJECTS = 1  # ran, but too much input was rejected (or verify found mismatches)
-EXIT_USAGE = 2  # bad input / not built
-
-
-def not_built(name: str) -> None:
-    click.echo(f"{name}: not built yet", err=True)
-    sys.exit(EXIT_USAGE)
+EXIT_USAGE = 2  # bad input
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -163,7 +163,8 @@ def test_long_keys_use_pax_headers(tmp_path):
 def test_hf_datasets_loads_the_shards(tmp_path):
     """HF needs the same member types in every sample: true for single-format sets (or
     --reencode); a mix of jpg/png/webp in one set is refused by HF's builder."""
-    datasets = pytest.importorskip("datasets")  # optional: `pip install datasets`
+    import datasets  # in the [dev] extra
+
     from tests.shards.conftest import image_bytes, row, write_manifest
 
     images = tmp_path / "img"

@@ -49,8 +49,6 @@ def _rank(rank: int, world: int, port: int, out: str, use_groups: bool) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    if dist.is_initialized():  # forked from a pytest process that ran a one-rank trainer
-        dist.destroy_process_group()
     dist.init_process_group("gloo", rank=rank, world_size=world)
     a, b, groups = _data()
     rows = slice(rank * 4, rank * 4 + 4)
@@ -72,7 +70,10 @@ def test_info_nce_two_ranks_match_one_process(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = (2, port, str(tmp_path), use_groups)
-    torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method="fork")
+    # fork is fast, but a fork of a process whose torch.distributed is up (a one-rank trainer
+    # test leaves it up for DeepSpeed) inherits that group and cannot start its own
+    method = "spawn" if torch.distributed.is_initialized() else "fork"
+    torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method=method)
     loss, ga, gb = _single(_data()[2] if use_groups else None)
     for r in (0, 1):
         rows = slice(r * 4, r * 4 + 4)
