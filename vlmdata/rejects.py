@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from vlmdata.atomic import temp_path_for
+from vlmdata.parquet_rows import RowsWriter
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -36,15 +34,11 @@ def record_json(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=repr)
 
 
-class RejectWriter:
+class RejectWriter(RowsWriter):
     """Streams reject rows to Parquet in bounded memory; renamed into place on `close()`."""
 
     def __init__(self, path: str | os.PathLike, batch_rows: int = 8192) -> None:
-        self.path = Path(path)
-        self._tmp = temp_path_for(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, REJECT_SCHEMA)
-        self._rows: list[dict] = []
-        self._batch_rows = batch_rows
+        super().__init__(path, REJECT_SCHEMA, batch_rows)
         self.counts: Counter[str] = Counter()
 
     def add(
@@ -59,7 +53,7 @@ class RejectWriter:
         record: Any = None,
     ) -> None:
         self.counts[reason] += 1
-        self._rows.append(
+        self.write(
             {
                 "stage": stage,
                 "reason": reason,
@@ -70,8 +64,6 @@ class RejectWriter:
                 "record": None if record is None else record_json(record),
             }
         )
-        if len(self._rows) >= self._batch_rows:
-            self._flush()
 
     def add_table(self, table: pa.Table) -> None:
         """Append rows already in REJECT_SCHEMA (vectorised stages such as filter-urls)."""
@@ -81,32 +73,9 @@ class RejectWriter:
             self.counts[reason] += n
         self._writer.write_table(table)
 
-    def _flush(self) -> None:
-        if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=REJECT_SCHEMA))
-            self._rows = []
-
-    def close(self) -> None:
-        self._flush()
-        self._writer.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
-
     @property
     def total(self) -> int:
         return sum(self.counts.values())
-
-    def __enter__(self) -> RejectWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class RejectRatioExceeded(Exception):
