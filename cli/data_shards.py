@@ -1,12 +1,36 @@
 """`vlmdata download`, `shard`, `inspect`, `verify`, `get`: the shards stage."""
 
 import sys
+from collections.abc import Callable
 
 import click
 
 from cli.common import handle_errors
 
 DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "oven", "llava"]
+
+
+def shard_layout_options(fn: Callable) -> Callable:
+    """The shard layout and image-limit options `download` and `shard` share."""
+    options = [
+        click.option("--name", default="data", show_default=True, help="Shard name prefix."),
+        click.option(
+            "--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1)
+        ),
+        click.option(
+            "--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size."
+        ),
+        click.option("--workers", default=1, show_default=True, type=click.IntRange(1)),
+        click.option(
+            "--min-side", default=0, show_default=True, help="Reject smaller images (px)."
+        ),
+        click.option(
+            "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @click.command("download")
@@ -60,14 +84,7 @@ DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "ove
     type=click.IntRange(1),
     help="URLs per img2dataset shard (its unit of resume).",
 )
-@click.option("--name", default="data", show_default=True, help="Shard name prefix.")
-@click.option("--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--min-side", default=0, show_default=True, help="Reject smaller images (px).")
-@click.option(
-    "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
-)
+@shard_layout_options
 @click.option(
     "--image-check",
     type=click.Choice(["decode", "structure"]),
@@ -163,14 +180,7 @@ def download(dataset, inputs, out, **opts):
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Image folder.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--name", default="data", show_default=True, help="Shard name prefix.")
-@click.option("--samples-per-shard", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--max-shard-bytes", type=click.IntRange(1), help="Also cut shards at this size.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--min-side", default=0, show_default=True, help="Reject smaller images (px).")
-@click.option(
-    "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
-)
+@shard_layout_options
 @click.option(
     "--resize",
     type=click.Choice(["keep_ratio", "center_crop", "border"]),
