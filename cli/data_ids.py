@@ -122,7 +122,7 @@ def embed(out, output, model, batch_size, device):
 
     from vlmdata.embed import embed_images
 
-    if ":" not in model and not Path(model).is_dir():
+    if ":" not in model and not Path(model).exists():  # a bare architecture name
         click.echo(f"note: {model} has no checkpoint here: random weights", err=True)
     n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")

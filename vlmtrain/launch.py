@@ -65,11 +65,11 @@ def plan_launch(
     is False (dry run)."""
     cfg = load_config(config, list(overrides))
     resolved = (Path(cfg.output_dir) / "config.yaml").absolute()
+    if resume and not hostfile and not num_nodes:  # checked first: a refusal writes nothing
+        num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
     if write:
         resolved.parent.mkdir(parents=True, exist_ok=True)
         save_config(cfg, resolved)
-    if resume and not hostfile and not num_nodes:
-        num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
     argv = [sys.executable, "-m", "deepspeed.launcher.runner"]
     if hostfile:
         argv += ["--hostfile", str(hostfile)]
