@@ -31,16 +31,16 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.shards.http_server import serve_images  # noqa: E402
-from vlmdata.atomic import write_json  # noqa: E402
-from vlmdata.download_img2dataset import (  # noqa: E402
+from vlmdata.core.atomic import write_json  # noqa: E402
+from vlmdata.download.img2dataset_run import (  # noqa: E402
     KEY_COLUMN,
     FetchOptions,
     img2dataset_kwargs,
     run_img2dataset,
 )
-from vlmdata.download_results import read_shard  # noqa: E402
-from vlmdata.images import check_image  # noqa: E402
+from vlmdata.download.results import read_shard  # noqa: E402
 from vlmdata.shards import write_samples  # noqa: E402
+from vlmdata.shards.images import check_image  # noqa: E402
 from vlmdata.shards.tarfmt import iter_members  # noqa: E402
 
 RAW_SHARD = 100

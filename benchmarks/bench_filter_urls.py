@@ -4,7 +4,7 @@
 
 Generates a Google-format CC3M TSV (caption<TAB>url, no header) with realistic URLs plus a
 share of every reject reason, then times, end to end (read TSV -> write manifest.parquet +
-rejects.parquet), `vlmdata.urls.filter_urls` and the peer: a loop over lines using
+rejects.parquet), `vlmdata.filter.urls.filter_urls` and the peer: a loop over lines using
 `urllib.parse.urlsplit` + `ipaddress`, applying the same rules in the same order. Prints wall and
 CPU seconds of both (CPU time = the work done, which wall time hides on a shared machine), the
 ratios (peer / ours), and whether the two agree on every row's reason and kept key.
@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.rejects import REJECT_SCHEMA, record_json
-from vlmdata.urls import filter_urls
+from vlmdata.core.rejects import REJECT_SCHEMA, record_json
+from vlmdata.filter.urls import filter_urls
 
 WORDS = "a the dog cat man woman child red blue green car street beach sunset city old new".split()
 HOSTS = [

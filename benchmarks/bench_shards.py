@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from vlmdata.manifest import manifest_schema
+from vlmdata.core.manifest import manifest_schema
 
 
 def make_images(root: Path, n: int, seed: int = 0) -> Path:

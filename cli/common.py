@@ -19,8 +19,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vlmdata.errors import DataError
-        from vlmdata.rejects import RejectRatioExceeded
+        from vlmdata.core.errors import DataError
+        from vlmdata.core.rejects import RejectRatioExceeded
 
         try:
             return fn(*args, **kwargs)

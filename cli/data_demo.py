@@ -44,19 +44,19 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
       vlmdata manifest karpathy demo-data/dataset_demo.json --images demo-data/images -o work/
       bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
     """
-    from vlmdata.demo import generate_demo
+    from vlmdata.demo.dataset import generate_demo
 
     summary = generate_demo(
         out, images=n_images, seed=seed, size=size, test=n_test, val=n_val, progress=not quiet
     )
     click.echo(f"wrote {summary}")
     if tokenizer:
-        from vlmdata.demo import train_demo_tokenizer
+        from vlmdata.demo.dataset import train_demo_tokenizer
 
         tok = train_demo_tokenizer(out, tokenizer)
         click.echo(f"wrote tokenizer ({len(tok)} tokens) to {tokenizer}")
     if clip:
-        from vlmdata.demo_clip import save_demo_clip
+        from vlmdata.demo.clip import save_demo_clip
 
         save_demo_clip(clip, seed=seed, image_size=size)
         click.echo(f"wrote tiny open_clip model to {clip} (vlmdata embed --model {clip})")
@@ -77,9 +77,9 @@ def demo_report(shards, reports, output):
       vlmdata demo-report demo-out/shards "GRACE=demo-out/reports/grace.json" \
           "FROMAGe=demo-out/reports/fromage.json" -o demo-out/results.md
     """
-    from vlmdata.atomic import atomic_open
-    from vlmdata.demo_report import recall_table
-    from vlmdata.errors import DataError
+    from vlmdata.core.atomic import atomic_open
+    from vlmdata.core.errors import DataError
+    from vlmdata.demo.report import recall_table
 
     labelled = []
     for item in reports:

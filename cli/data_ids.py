@@ -81,7 +81,7 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
       vlmdata build-trie --ids ids.parquet --tokenizer tok/ --split test -o ids.trie
       vlmdata build-trie --entities oven/entities.parquet --tokenizer tok/ -o entities.trie
     """
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.trie.from_files import trie_from_entities, trie_from_ids
 
     if (ids_path is None) == (entities is None):
@@ -120,7 +120,7 @@ def embed(out, output, model, batch_size, device):
     """
     from pathlib import Path
 
-    from vlmdata.embed import embed_images
+    from vlmdata.ids.embed import embed_images
 
     if ":" not in model and not Path(model).exists():  # a bare architecture name
         click.echo(f"note: {model} has no checkpoint here: random weights", err=True)

@@ -129,9 +129,9 @@ def download(dataset, inputs, out, **opts):
     link-local hosts are refused unless --allow-private, as URLs (filter-urls) and as redirect
     targets (private_redirect). Exit 1 above --max-reject-ratio.
     """
-    from vlmdata.download import ShardOptions, download
-    from vlmdata.download_img2dataset import FetchOptions
-    from vlmdata.rejects import check_reject_ratio
+    from vlmdata.core.rejects import check_reject_ratio
+    from vlmdata.download.img2dataset_run import FetchOptions
+    from vlmdata.download.pipeline import ShardOptions, download
 
     resize_mode = opts["resize_mode"]
     if resize_mode is None and opts["image_size"] is not None:
@@ -240,7 +240,7 @@ def shard(
     Same inputs give byte-identical output. A killed run, rerun with the same arguments,
     keeps the shards it finished and ends identical to an uninterrupted run.
     """
-    from vlmdata.rejects import check_reject_ratio
+    from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.shards import write_shards
 
     summary = write_shards(
@@ -329,7 +329,7 @@ def get(out, key, dest):
     import json
     from pathlib import Path
 
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader
 
     reader = ShardReader(out)
@@ -344,7 +344,7 @@ def get(out, key, dest):
         info = {"image_ext": s["image_ext"], "image_bytes": len(s["image"])}
         click.echo(json.dumps({**s["meta"], **info}, indent=2, ensure_ascii=False))
         return
-    from vlmdata.atomic import atomic_open
+    from vlmdata.core.atomic import atomic_open
 
     parts = reader.members(row)
     ext = reader.index["format"][row]

@@ -83,7 +83,7 @@ def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject
       vlmdata filter-urls work/oven-kb/manifest.parquet -o work/oven-kb-clean
       vlmdata filter-urls test.tsv --format cc3m --split train --allow-private -o t/
     """
-    from vlmdata.urls import filter_urls as run
+    from vlmdata.filter.urls import filter_urls as run
 
     result = run(
         input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private, split=split

@@ -107,7 +107,7 @@ def retrieval_generative(
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data flickr30k/ \\
           --trie test.trie --ids ids.parquet -o grace.json
     """
-    from vlmtrain.eval.tasks_retrieval import run_generative_retrieval
+    from vlmtrain.eval.tasks.retrieval import run_generative_retrieval
 
     _need(checkpoint=checkpoint, data=data_dir)
     report = run_generative_retrieval(
@@ -175,7 +175,7 @@ def retrieval_embedding(
           --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/
       vlmtrain eval retrieval-embedding --encoder clip --clip-model local-dir:clip/ --data out/
     """
-    from vlmtrain.eval.tasks_embedding import run_embedding_retrieval
+    from vlmtrain.eval.tasks.embedding import run_embedding_retrieval
 
     _need(data=data_dir)
     if encoder == "model":
@@ -242,7 +242,7 @@ def caption(
       vlmtrain eval caption --checkpoint runs/caption --data coco/ --beams 3 -o cap.json
       vlmtrain eval caption --predictions results.json --data coco/ --metrics CIDEr-D
     """
-    from vlmtrain.eval.tasks_caption import run_caption
+    from vlmtrain.eval.tasks.caption import run_caption
 
     _need(data=data_dir)
     report = run_caption(
@@ -313,7 +313,7 @@ def vqa(
       vlmtrain eval vqa --checkpoint runs/caption --data coco_val/ --questions q.json \\
           --annotations a.json -o vqa.json
     """
-    from vlmtrain.eval.tasks_vqa import run_vqa
+    from vlmtrain.eval.tasks.vqa import run_vqa
 
     report = run_vqa(
         questions=questions,
@@ -399,7 +399,7 @@ def oven(
       vlmtrain eval oven --checkpoint runs/autover --data oven/ --trie entities.trie \\
           --entities entities.parquet -o oven.json
     """
-    from vlmtrain.eval.tasks_oven import run_oven
+    from vlmtrain.eval.tasks.oven import run_oven
 
     report = run_oven(
         references=references,
@@ -463,7 +463,7 @@ def llava(
       vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
           --image-folder images/ --answers answers.jsonl -o llava.json
     """
-    from vlmtrain.eval.tasks_llava import run_llava
+    from vlmtrain.eval.tasks.llava import run_llava
 
     _need(checkpoint=checkpoint)
     report = run_llava(

@@ -1,4 +1,4 @@
-"""`vlmtrain launch`: click parsing only; the work is in vlmtrain.launch."""
+"""`vlmtrain launch`: click parsing only; the work is in vlmtrain.train.launch."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def launch(
       vlmtrain launch runs/grace/config.yaml --resume        # continue the same stream
       vlmtrain launch cfg.yaml --num-nodes 2 --hostfile hosts.txt --dry-run
     """
-    from vlmtrain.launch import plan_launch, run_launch
+    from vlmtrain.train.launch import plan_launch, run_launch
 
     plan = plan_launch(
         config,

@@ -8,8 +8,8 @@ import sys
 import polars as pl
 import pytest
 
-from vlmdata.manifest import ManifestSink, make_key
-from vlmdata.rejects import RejectRatioExceeded
+from vlmdata.core.manifest import ManifestSink, make_key
+from vlmdata.core.rejects import RejectRatioExceeded
 
 
 @pytest.mark.parametrize("cli", ["vlmdata", "vlmtrain"])
@@ -65,7 +65,7 @@ def test_aborted_sink_leaves_no_files(tmp_path):
 
 
 def test_trained_tokenizer_round_trips(tmp_path):
-    from vlmdata.tokenizer import load_tokenizer, train_tokenizer
+    from vlmdata.core.tokenizer import load_tokenizer, train_tokenizer
 
     texts = ["a red circle on a blue background", "a green square"] * 50
     train_tokenizer(texts, tmp_path / "tok", vocab_size=300, extra_special_tokens=["[RET]"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmdata.demo import generate_demo
+from vlmdata.demo.dataset import generate_demo
 
 
 @pytest.fixture(scope="session")

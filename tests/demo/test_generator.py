@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.vlmdata import main
-from vlmdata.demo import generate_demo
-from vlmdata.demo_captions import POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, tokenize
-from vlmdata.demo_draw import PALETTE, POSITIONS
+from vlmdata.demo.captions import POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, tokenize
+from vlmdata.demo.dataset import generate_demo
+from vlmdata.demo.draw import PALETTE, POSITIONS
 
 
 def _load(out):
@@ -156,8 +156,8 @@ def test_other_sizes_render(tmp_path, size):
 
 
 def test_tokenizer_trained_on_train_captions(demo_small, tmp_path):
-    from vlmdata.demo import train_demo_tokenizer
-    from vlmdata.tokenizer import load_tokenizer
+    from vlmdata.core.tokenizer import load_tokenizer
+    from vlmdata.demo.dataset import train_demo_tokenizer
 
     train_demo_tokenizer(demo_small, tmp_path / "tok")
     tok = load_tokenizer(tmp_path / "tok")

@@ -1,4 +1,4 @@
-"""The demo's closing table (vlmdata.demo_report / `vlmdata demo-report`) and its tiny CLIP."""
+"""The demo's closing table (vlmdata.demo.report / `vlmdata demo-report`) and its tiny CLIP."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.vlmdata import main
-from vlmdata.demo_report import recall_table
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
+from vlmdata.demo.report import recall_table
 
 
 def _report(path, metrics, images=50):
@@ -64,7 +64,7 @@ def test_demo_clip_is_seeded_and_loads_as_local_dir(tmp_path):
     import open_clip
     import torch
 
-    from vlmdata.demo_clip import save_demo_clip
+    from vlmdata.demo.clip import save_demo_clip
 
     a = save_demo_clip(tmp_path / "a", seed=1, image_size=32)
     b = save_demo_clip(tmp_path / "b", seed=1, image_size=32)

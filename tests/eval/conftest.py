@@ -50,7 +50,7 @@ def png_bytes(i: int) -> bytes:
 @pytest.fixture(scope="session")
 def shards_dir(tmp_path_factory):
     """Real shards (vlmdata.shards.write_shards) of 8 images, 2 train + 6 test."""
-    from vlmdata.manifest import ManifestSink
+    from vlmdata.core.manifest import ManifestSink
     from vlmdata.shards import write_shards
 
     root = tmp_path_factory.mktemp("eval_data")
@@ -68,7 +68,7 @@ def shards_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
-    from vlmdata.tokenizer import train_tokenizer
+    from vlmdata.core.tokenizer import train_tokenizer
 
     texts = [c for pair in CAPTIONS for c in pair] * 5 + ["caption: id image: 0 1 2 3 4 5 6 7 8 9"]
     out = tmp_path_factory.mktemp("tok")
@@ -101,9 +101,9 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
     """(model, tokenizer, cfg): a tiny GRACE model trained on query->id for every caption."""
     import torch
 
+    from vlmdata.core.tokenizer import load_tokenizer
     from vlmdata.shards import ShardReader
-    from vlmdata.tokenizer import load_tokenizer
-    from vlmtrain.model import ModelConfig, build_model
+    from vlmtrain.model.vlm import ModelConfig, build_model
     from vlmtrain.recipes import RecipeContext, get_recipe
     from vlmtrain.recipes.grace import QUERY2ID, load_identifiers
 
@@ -134,7 +134,7 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
     model.eval()
     torch.set_num_threads(threads)
     assert losses[-1] < losses[0] / 2, losses[::10]
-    from vlmtrain.config import RecipeConfig, TrainConfig
+    from vlmtrain.train.config import RecipeConfig, TrainConfig
 
     return model, tok, TrainConfig(model=cfg, recipe=RecipeConfig(name="grace"), seed=0)
 
@@ -142,7 +142,7 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
 @pytest.fixture(scope="session")
 def grace_export(grace_bundle, tmp_path_factory):
     """The trained model written as the trainer exports it (safetensors + config + tokenizer)."""
-    from vlmtrain.checkpoint import export_names, write_export
+    from vlmtrain.train.checkpoint import export_names, write_export
 
     model, tok, cfg = grace_bundle
     names = set(export_names(model, cfg.model, "full"))
@@ -156,9 +156,9 @@ def tiny_bundle(tokenizer_dir):
     """tiny_bundle(recipe, options, **model overrides) -> (untrained model, tokenizer, cfg)."""
     import torch
 
-    from vlmdata.tokenizer import load_tokenizer
-    from vlmtrain.config import RecipeConfig, TrainConfig
-    from vlmtrain.model import ModelConfig, build_model
+    from vlmdata.core.tokenizer import load_tokenizer
+    from vlmtrain.model.vlm import ModelConfig, build_model
+    from vlmtrain.train.config import RecipeConfig, TrainConfig
 
     def make(recipe: str, options: dict | None = None, **overrides):
         tok = load_tokenizer(tokenizer_dir)

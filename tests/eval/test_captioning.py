@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from vlmdata.errors import DataError
-from vlmtrain.eval.captioning import caption_scores, ptb_tokenize
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.metrics.captioning import caption_scores, ptb_tokenize
 
 NO_JAVA = shutil.which("java") is None
 

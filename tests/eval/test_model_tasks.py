@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.eval.conftest import TINY_VISION, png_bytes
-from vlmtrain.eval.tasks_embedding import retrieval_recalls, run_embedding_retrieval
+from vlmtrain.eval.tasks.embedding import retrieval_recalls, run_embedding_retrieval
 
 NO_JAVA = shutil.which("java") is None
 
@@ -59,9 +59,9 @@ def test_fromage_encoders(tiny_bundle, shards_dir):
 
 @pytest.mark.skipif(NO_JAVA, reason="java not installed")
 def test_caption_report_scores_the_saved_predictions(tiny_bundle, shards_dir, tmp_path):
-    from vlmtrain.eval.captioning import caption_scores
     from vlmtrain.eval.data import references_by_key
-    from vlmtrain.eval.tasks_caption import read_caption_predictions, run_caption
+    from vlmtrain.eval.metrics.captioning import caption_scores
+    from vlmtrain.eval.tasks.caption import read_caption_predictions, run_caption
 
     saved = tmp_path / "captions.json"
     rep = run_caption(shards_dir, model_bundle=tiny_bundle("caption"),
@@ -76,8 +76,8 @@ def test_caption_report_scores_the_saved_predictions(tiny_bundle, shards_dir, tm
 
 
 def test_vqa_model_answers_are_what_is_scored(tiny_bundle, shards_dir, tmp_path):
-    from vlmtrain.eval.tasks_vqa import read_vqa_predictions, run_vqa
-    from vlmtrain.eval.vqa import vqa_accuracy
+    from vlmtrain.eval.metrics.vqa import vqa_accuracy
+    from vlmtrain.eval.tasks.vqa import read_vqa_predictions, run_vqa
 
     qs = {
         "questions": [
@@ -103,7 +103,7 @@ def oven_data(tmp_path_factory, tokenizer_dir):
     """OVEN-style shards (data_id, entity_id, question; val splits) + entities + entity trie."""
     import polars as pl
 
-    from vlmdata.manifest import ManifestSink
+    from vlmdata.core.manifest import ManifestSink
     from vlmdata.shards import write_shards
     from vlmdata.trie.from_files import trie_from_entities
 
@@ -128,7 +128,7 @@ def oven_data(tmp_path_factory, tokenizer_dir):
 
 
 def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_data, tmp_path):
-    from vlmtrain.eval.tasks_oven import read_oven_predictions, run_oven
+    from vlmtrain.eval.tasks.oven import read_oven_predictions, run_oven
 
     bundle = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
     common = dict(data_dir=oven_data / "out", trie=oven_data / "entities.trie",
@@ -152,8 +152,8 @@ def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_
 
 
 def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
-    from vlmdata.errors import DataError
-    from vlmtrain.eval.tasks_llava import exact_match, run_llava
+    from vlmdata.core.errors import DataError
+    from vlmtrain.eval.tasks.llava import exact_match, run_llava
 
     (tmp_path / "img").mkdir()
     for i in range(3):
@@ -186,7 +186,7 @@ def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
 
 
 def test_named_clip_without_weights_is_refused(shards_dir):
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
 
     with pytest.raises(DataError, match="no weights"):
         run_embedding_retrieval(shards_dir, encoder="clip", clip_model="ViT-B-32")

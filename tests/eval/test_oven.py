@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vlmdata.errors import DataError
-from vlmtrain.eval.oven import harmonic_mean, oven_scores, split_accuracy
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy
 
 
 def _refs(split, n, prefix):

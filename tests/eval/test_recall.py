@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlmtrain.eval.recall import (
+from vlmtrain.eval.metrics.recall import (
     positive_ranks,
     ranked_list_ranks,
     recall_at_k,

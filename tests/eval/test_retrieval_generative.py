@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmtrain.eval.recall import recall_at_k_ranked
-from vlmtrain.eval.tasks_retrieval import (
+from vlmtrain.eval.metrics.recall import recall_at_k_ranked
+from vlmtrain.eval.tasks.retrieval import (
     read_id_keys,
     retrieve_generative,
     run_generative_retrieval,
@@ -118,7 +118,7 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
 
 def test_trie_built_with_another_prefix_is_refused(grace_bundle, shards_dir, ids_path,
                                                    tokenizer_dir, tmp_path):  # fmt: skip
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.trie.from_files import trie_from_ids
 
     wrong = tmp_path / "wrong.trie"

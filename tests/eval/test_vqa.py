@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from vlmtrain.eval.vqa import normalize_answer, process_punctuation, question_accuracy, vqa_accuracy
+from vlmtrain.eval.metrics.vqa import (
+    normalize_answer,
+    process_punctuation,
+    question_accuracy,
+    vqa_accuracy,
+)
 
 
 @pytest.mark.parametrize(

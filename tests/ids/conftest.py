@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vlmdata.manifest import ManifestSink
+from vlmdata.core.manifest import ManifestSink
 
 N_IMAGES = 40
 N_TEST = 10
@@ -57,7 +57,7 @@ def pseudo_queries(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tok_dir(tmp_path_factory):
     """A byte-level BPE trained offline on the captions, queries and digits."""
-    from vlmdata.tokenizer import train_tokenizer
+    from vlmdata.core.tokenizer import train_tokenizer
 
     texts = [c for i in range(N_IMAGES) for c in captions(i)]
     texts += [f"query {i} picture {i} image_{i} 0_1-1_2" for i in range(N_IMAGES)]

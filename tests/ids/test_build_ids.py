@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.ids.conftest import N_IMAGES, N_TEST, captions
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
+from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import build_ids, read_ids
 from vlmdata.ids.structured import structured_ids
-from vlmdata.tokenizer import load_tokenizer
 
 
 def test_numeric_and_string_follow_manifest_order(manifest_dir, tmp_path):

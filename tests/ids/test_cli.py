@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.vlmdata import main
+from vlmdata.core.manifest import ManifestSink
+from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import read_ids
 from vlmdata.ids.tokens import identifier_sequence
-from vlmdata.manifest import ManifestSink
-from vlmdata.tokenizer import load_tokenizer
 from vlmdata.trie import Trie
 
 TINY_CLIP = {

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tests.ids.conftest import N_IMAGES, N_TEST, tiny_gpt2
+from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import build_ids, read_ids
 from vlmdata.ids.tokens import identifier_sequence
-from vlmdata.tokenizer import load_tokenizer
 from vlmdata.trie import Trie
 from vlmdata.trie.from_files import trie_from_ids
 

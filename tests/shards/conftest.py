@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from vlmdata.manifest import manifest_schema
+from vlmdata.core.manifest import manifest_schema
 
 
 def image_bytes(seed: int, size: tuple[int, int] = (40, 32), fmt: str = "JPEG") -> bytes:

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.shards.http_server import image_bytes, serve_images
-from vlmdata.download import WORK_DIR, ShardOptions, download
-from vlmdata.download_img2dataset import FetchOptions, reject_reason
+from vlmdata.download.img2dataset_run import FetchOptions, reject_reason
+from vlmdata.download.pipeline import WORK_DIR, ShardOptions, download
 from vlmdata.shards import ShardReader
 
 RAW_SHARD = 5  # img2dataset rows per raw shard: the 20 fetched URLs make 4 raw shards
@@ -236,7 +236,7 @@ def test_reject_reason_mapping(status, message, reason):
 
 
 def test_redirect_refusal_rules():
-    from vlmdata.download_redirects import redirect_refused
+    from vlmdata.download.redirects import redirect_refused
 
     refused = ["http://127.0.0.1/a", "http://localhost:8080/", "http://169.254.169.254/x"]
     refused += ["http://[::1]/", "file:///etc/passwd", "http://10.1.2.3/", "http://a.localhost/"]
@@ -247,7 +247,7 @@ def test_redirect_refusal_rules():
 def test_redirect_to_loopback_refused_by_guarded_opener():
     import urllib.error
 
-    from vlmdata.download_redirects import public_redirect_opener
+    from vlmdata.download.redirects import public_redirect_opener
 
     with serve_images() as server:
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -262,8 +262,8 @@ def test_img2dataset_workers_refuse_private_redirects(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vlmdata.download_img2dataset import img2dataset_kwargs, run_img2dataset
-    from vlmdata.download_results import read_status
+    from vlmdata.download.img2dataset_run import img2dataset_kwargs, run_img2dataset
+    from vlmdata.download.results import read_status
 
     with serve_images() as server:
         urls = [server.url("redirect", 4), server.url("img", 1)]

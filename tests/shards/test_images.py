@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.shards.conftest import bomb_png, image_bytes
-from vlmdata.images import (
+from vlmdata.shards.images import (
     ImageReject,
     check_image,
     resize_image,
@@ -120,7 +120,7 @@ def test_structure_check_catches_cut_files_without_decoding(fmt):
     ],
 )
 def test_header_size_agrees_with_pil(fmt, mode, kw):
-    from vlmdata.images import header_size
+    from vlmdata.shards.images import header_size
 
     for size in ((1, 1), (37, 21), (300, 17)):
         out = io.BytesIO()

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.shards import ShardReader, iter_samples, list_shards, write_shards
 
 

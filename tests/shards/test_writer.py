@@ -244,7 +244,7 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
 def test_writer_refuses_an_image_changed_after_planning(good_set):
     import os
 
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.shards.prepare import ImageOptions, prepare_file
     from vlmdata.shards.writer import _planned_image
 

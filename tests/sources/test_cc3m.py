@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from tests.sources.conftest import manifest_rows, reject_counts
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.sources import read_source
 
 GOOGLE_LINES = [

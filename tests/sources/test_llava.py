@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sources.conftest import manifest_rows, reject_counts, write_json_bytes
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.sources import jsonstream, read_source
 
 

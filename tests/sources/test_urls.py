@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from tests.sources.conftest import manifest_rows, reject_counts
+from vlmdata.filter.urls import filter_urls, ip_is_private, load_denylist, url_reasons
 from vlmdata.sources import read_source
-from vlmdata.urls import filter_urls, ip_is_private, load_denylist, url_reasons
 
 # (caption, url, expected reason or None)
 CASES = [
@@ -185,7 +185,7 @@ def test_private_ranges_follow_the_standard_library(ip):
 def test_rerun_is_byte_identical_and_schema_is_the_manifest_contract(tmp_path, denylist):
     import pyarrow.parquet as pq
 
-    from vlmdata.manifest import manifest_schema
+    from vlmdata.core.manifest import manifest_schema
 
     tsv = write_tsv(tmp_path / "Train_GCC-training.tsv", CASES)
     filter_urls(tsv, tmp_path / "a", denylist=denylist)
@@ -196,7 +196,7 @@ def test_rerun_is_byte_identical_and_schema_is_the_manifest_contract(tmp_path, d
 
 
 def test_single_url_reason_for_redirect_checks():
-    from vlmdata.urls import url_reason
+    from vlmdata.filter.urls import url_reason
 
     assert url_reason("https://example.com/a.jpg") is None
     assert url_reason("http://2130706433/") == "malformed"

@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmdata.urls import url_reasons
+from vlmdata.filter.urls import url_reasons
 
 DENY = {"blocked.example", "ads.other.net"}
 _BAD_HOST = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=\x80-\U0010ffff]")

@@ -4,10 +4,11 @@ by `vlmdata.shards.write_shards` into UNEVEN shards, an ids.parquet and a traine
 from __future__ import annotations
 
 import io
-import socket
 from pathlib import Path
 
 import pytest
+
+from vlmdata.core.net import free_port  # noqa: F401  (re-exported for the tests)
 
 SHAPES = ["circle", "square", "star", "triangle", "boat", "dog", "cat", "house"]
 COLOURS = {
@@ -66,9 +67,9 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vlmdata.manifest import ManifestSink
+    from vlmdata.core.manifest import ManifestSink
+    from vlmdata.core.tokenizer import train_tokenizer
     from vlmdata.shards import write_shards
-    from vlmdata.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("loopdata")
     images = root / "images"
@@ -100,12 +101,6 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
     ] * 5
     train_tokenizer(texts, root / "tokenizer", vocab_size=320)
     return {"shards": root / "shards", "ids": root / "ids.parquet", "tokenizer": root / "tokenizer"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def data_overrides(dataset: dict[str, Path], out: Path) -> list[str]:

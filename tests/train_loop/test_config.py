@@ -7,8 +7,8 @@ import math
 import pytest
 
 from tests.train_loop.conftest import CONFIGS
-from vlmdata.errors import DataError
-from vlmtrain.config import (
+from vlmdata.core.errors import DataError
+from vlmtrain.train.config import (
     DataConfig,
     StreamConfig,
     TrainConfig,
@@ -108,7 +108,7 @@ def test_streams_from_the_recipe_mix():
 
 
 def test_deepspeed_dict():
-    from vlmtrain.trainer import deepspeed_config
+    from vlmtrain.train.trainer import deepspeed_config
 
     cfg = load_config(
         GRACE,
@@ -135,7 +135,7 @@ def test_deepspeed_dict():
 
 
 def test_warmup_cosine():
-    from vlmtrain.trainer import WarmupCosine
+    from vlmtrain.train.trainer import WarmupCosine
 
     f = WarmupCosine(warmup=2, total=6, min_ratio=0.1)
     got = [f(s) for s in range(7)]

@@ -8,19 +8,19 @@ import polars as pl
 import pytest
 
 from tests.train_loop.conftest import CONFIGS, N_TRAIN, data_overrides
-from vlmdata.errors import DataError
-from vlmtrain.config import load_config
-from vlmtrain.data import TrainData
-from vlmtrain.data_plan import StepPlan, streaming_batches
+from vlmdata.core.errors import DataError
+from vlmtrain.data.plan import StepPlan, streaming_batches
+from vlmtrain.data.train_data import TrainData
 from vlmtrain.recipes import RecipeContext, get_recipe
 from vlmtrain.recipes.grace import load_identifiers
+from vlmtrain.train.config import load_config
 
 
 @pytest.fixture(scope="module")
 def grace_ctx(dataset):
-    from vlmdata.tokenizer import load_tokenizer
-    from vlmtrain.model import ModelConfig, add_model_tokens
-    from vlmtrain.transforms import build_image_transform
+    from vlmdata.core.tokenizer import load_tokenizer
+    from vlmtrain.data.transforms import build_image_transform
+    from vlmtrain.model.vlm import ModelConfig, add_model_tokens
 
     tok = load_tokenizer(dataset["tokenizer"])
     add_model_tokens(tok, ModelConfig())

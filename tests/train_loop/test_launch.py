@@ -34,14 +34,14 @@ def test_dry_run_prints_the_exact_command(tmp_path):
     want = (
         f"DS_ACCELERATOR=cpu {sys.executable} -m deepspeed.launcher.runner --num_gpus 2 "
         "--master_port 29999 --log_level warning "
-        f"--module vlmtrain.train_entry --config {out}/config.yaml\n"
+        f"--module vlmtrain.train.entry --config {out}/config.yaml\n"
     )
     assert res.output == want
     assert not out.exists()  # a dry run writes nothing
 
 
 def test_multi_node_resume_command(tmp_path):
-    from vlmtrain.launch import plan_launch
+    from vlmtrain.train.launch import plan_launch
 
     hosts = tmp_path / "hosts"
     hosts.write_text("worker-0 slots=8\nworker-1 slots=8\n")
@@ -68,14 +68,14 @@ def test_multi_node_resume_command(tmp_path):
         "--log_level",
         "warning",
         "--module",
-        "vlmtrain.train_entry",
+        "vlmtrain.train.entry",
         "--config",
         str(tmp_path / "r" / "config.yaml"),
         "--resume",
     ]
     assert plan.env == {"DS_ACCELERATOR": "cpu"}  # no CUDA on this machine
     # the resolved config was saved and is what the ranks will read
-    from vlmtrain.config import load_config
+    from vlmtrain.train.config import load_config
 
     saved = load_config(plan.config_path)
     assert saved.deepspeed.zero_stage == 3 and saved.output_dir == str(tmp_path / "r")
@@ -96,7 +96,7 @@ def test_missing_config_is_a_clear_error(tmp_path):
 
 def test_resume_takes_the_checkpoints_world_size(tmp_path):
     """A 2-rank checkpoint resumes on 2 ranks by default; another count is refused up front."""
-    from vlmtrain.checkpoint import write_position
+    from vlmtrain.train.checkpoint import write_position
 
     out = tmp_path / "r"
     ckpt = out / "checkpoints"

@@ -30,8 +30,8 @@ def one_rank(monkeypatch):
 
 
 def run_in_process(config: str, dataset, out: Path, *extra: str, resume=False, stop_after=None):
-    from vlmtrain.config import load_config
-    from vlmtrain.trainer import Run, setup_distributed
+    from vlmtrain.train.config import load_config
+    from vlmtrain.train.trainer import Run, setup_distributed
 
     cfg = load_config(CONFIGS / config, data_overrides(dataset, out) + QUIET + list(extra))
     rank, world = setup_distributed()
@@ -61,7 +61,7 @@ def assert_export_rebuilds(run, out: Path) -> None:
     """load_checkpoint(run dir) gives back exactly the trained parameters."""
     import torch
 
-    from vlmtrain.checkpoint import load_checkpoint
+    from vlmtrain.train.checkpoint import load_checkpoint
 
     model, tok, cfg = load_checkpoint(out)
     trained = dict(run.engine.module.named_parameters())
@@ -89,7 +89,7 @@ def test_tiny_recipe_trains_and_exports(config, dataset, tmp_path, one_rank):
 
 def test_fromage_export_is_trainable_parts_when_parts_are_pretrained(dataset, tmp_path, one_rank):
     """With a pretrained LM and tower (simulated by naming paths), auto export skips them."""
-    from vlmtrain.checkpoint import export_names
+    from vlmtrain.train.checkpoint import export_names
 
     run, _ = run_in_process("fromage_tiny.yaml", dataset, tmp_path / "r", "schedule.max_steps=1")
     cfg = run.cfg.model
@@ -103,14 +103,14 @@ def test_fromage_export_is_trainable_parts_when_parts_are_pretrained(dataset, tm
 def test_llava_two_stages(dataset, tmp_path, one_rank):
     import torch
 
-    from vlmtrain.checkpoint import read_weights
+    from vlmtrain.train.checkpoint import read_weights
 
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
     run_in_process("llava_stage1_tiny.yaml", dataset, s1, "schedule.max_steps=6")
     assert_falls(losses(s1), 0.99)  # projector alone under a frozen random LM: a slow start
     stage1 = read_weights(s1 / "export" / "model.safetensors")
-    from vlmtrain.config import load_config
-    from vlmtrain.trainer import Run
+    from vlmtrain.train.config import load_config
+    from vlmtrain.train.trainer import Run
 
     cfg = load_config(
         CONFIGS / "llava_stage2_tiny.yaml",

@@ -50,7 +50,7 @@ def png_bytes(colour, size=(40, 28)) -> bytes:
 
 
 def make_samples(n: int = 6) -> list[dict]:
-    """Shard-style Samples (see apis.md) built directly as dicts."""
+    """Shard-style Samples (docs/DESIGN.md, contract 3) built directly as dicts."""
     out = []
     for i in range(n):
         caption = CAPTIONS[i % len(CAPTIONS)]
@@ -76,7 +76,7 @@ def make_samples(n: int = 6) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
-    from vlmdata.tokenizer import train_tokenizer
+    from vlmdata.core.tokenizer import train_tokenizer
 
     texts = (
         CAPTIONS * 10
@@ -94,7 +94,7 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture()
 def tokenizer(tokenizer_dir):
-    from vlmdata.tokenizer import load_tokenizer
+    from vlmdata.core.tokenizer import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
 
@@ -105,7 +105,7 @@ def samples():
 
 
 def tiny_config(**overrides):
-    from vlmtrain.model import ModelConfig
+    from vlmtrain.model.vlm import ModelConfig
 
     base = dict(
         vision="tiny",
@@ -124,7 +124,7 @@ def build(tokenizer):
     """build(**config overrides) -> a tiny VLM (seeded, so runs are reproducible)."""
     import torch
 
-    from vlmtrain.model import build_model
+    from vlmtrain.model.vlm import build_model
 
     def _build(**overrides):
         torch.manual_seed(0)

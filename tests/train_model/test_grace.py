@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequence
 from vlmtrain.recipes import RecipeContext, get_recipe
 

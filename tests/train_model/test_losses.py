@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmtrain.losses import causal_lm_loss, info_nce
+from vlmtrain.recipes.losses import causal_lm_loss, info_nce
 
 SCALE = 1.5  # a log scale, as the learned logit_scale
 

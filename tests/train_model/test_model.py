@@ -12,7 +12,7 @@ from tests.train_model.conftest import png_bytes
 
 
 def _pixels(model, colours):
-    from vlmtrain.transforms import decode_image
+    from vlmtrain.data.transforms import decode_image
 
     return torch.stack([model.image_transform(decode_image(png_bytes(c))) for c in colours])
 
@@ -75,7 +75,7 @@ def test_new_token_rows_train_alone(build, tokenizer):
 
 def test_untied_llama_has_separate_new_output_rows(tokenizer):
     from tests.train_model.conftest import tiny_config
-    from vlmtrain.model import build_model
+    from vlmtrain.model.vlm import build_model
 
     lm = {
         "model_type": "llama",
@@ -183,7 +183,7 @@ def test_gradient_checkpointing_with_frozen_lm_reaches_new_rows(build, tokenizer
 
 
 def test_image_transform_pad_vs_crop(build):
-    from vlmtrain.transforms import build_image_transform
+    from vlmtrain.data.transforms import build_image_transform
 
     wide = Image.new("RGB", (64, 16), (255, 0, 0))
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -201,7 +201,7 @@ def test_image_transform_pad_vs_crop(build):
 
 
 def test_model_config_rejects_unknown_keys():
-    from vlmtrain.model import ModelConfig
+    from vlmtrain.model.vlm import ModelConfig
 
     with pytest.raises(ValueError, match="unknown key"):
         ModelConfig.from_dict({"vison": "ViT-B-32"})
@@ -217,7 +217,7 @@ def test_model_config_rejects_unknown_keys():
 
 def test_every_example_config_loads():
     """The shipped configs parse and pass the model checks (a typo fails here, not on a cluster)."""
-    from vlmtrain.config import load_config
+    from vlmtrain.train.config import load_config
 
     root = Path(__file__).resolve().parents[2]
     paths = sorted([*root.glob("examples/configs/*.yaml"), *root.glob("benchmarks/configs/*.yaml")])

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmtrain.recipes import RecipeContext, get_recipe
 from vlmtrain.recipes.llava_template import SYSTEM
 

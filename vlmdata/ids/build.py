@@ -1,4 +1,4 @@
-"""`build_ids`: the identifier map (contract 4), `ids.parquet`.
+"""`build_ids`: the identifier map (docs/DESIGN.md, contract 4), `ids.parquet`.
 
 Columns: key, split, identifier, tokens (list<int32>, null without a tokenizer) and, for the
 semantic scheme, identifiers (list<str>: all texts of the image). Row order = index order. The
@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.atomic import atomic_path
-from vlmdata.errors import DataError
+from vlmdata.core.atomic import atomic_path
+from vlmdata.core.errors import DataError
 from vlmdata.ids import schemes, semantic, structured
 from vlmdata.ids.source import read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
@@ -117,7 +117,7 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | No
         if add_tokens is not None:
             raise DataError("--add-tokens needs --tokenizer (the tokenizer to extend)")
         return "", None
-    from vlmdata.tokenizer import load_tokenizer
+    from vlmdata.core.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     name = str(tokenizer)

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 
 def load_pseudo_queries(path: str | os.PathLike) -> dict[str, list[str]]:

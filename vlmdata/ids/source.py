@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 COLUMNS = ("key", "split", "texts", "image_id")
 

@@ -1,4 +1,5 @@
-"""Indexed WebDataset shards (contract 3): writers, the index, random-access and streaming readers.
+"""Indexed WebDataset shards (docs/DESIGN.md, contract 3): writers, the index, random-access
+and streaming readers.
 
 from vlmdata.shards import write_shards, ShardReader, iter_samples
 write_shards("work/manifest.parquet", "images/", "out/")

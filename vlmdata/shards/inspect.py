@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 
 def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:

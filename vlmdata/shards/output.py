@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.atomic import atomic_path, temp_path_for, write_json
-from vlmdata.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.atomic import atomic_path, temp_path_for, write_json
+from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.shards.tarfmt import archive_end
 
 SHARDS_DIR = "shards"

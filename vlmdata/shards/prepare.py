@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vlmdata.images import (
+from vlmdata.shards.images import (
     DEFAULT_MAX_PIXELS,
     ImageInfo,
     ImageReject,

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from vlmdata.errors import DataError
-from vlmdata.images import FORMATS
+from vlmdata.core.errors import DataError
+from vlmdata.shards.images import FORMATS
 from vlmdata.shards.samples import sha256
 from vlmdata.shards.tarfmt import iter_members
 

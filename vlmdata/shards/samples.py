@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from vlmdata.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.shards.tarfmt import header_size, member_header, padding
 
 META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)

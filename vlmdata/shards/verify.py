@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.shards.samples import member_names
 from vlmdata.shards.tarfmt import BLOCK, parse_header
 

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.errors import DataError
-from vlmdata.images import DEFAULT_MAX_PIXELS, ImageReject
-from vlmdata.manifest import KEY_RE, OPTIONAL_COLUMNS, manifest_schema
-from vlmdata.rejects import RejectWriter, format_summary
+from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import KEY_RE, OPTIONAL_COLUMNS, manifest_schema
+from vlmdata.core.rejects import RejectWriter, Tally
+from vlmdata.shards.images import DEFAULT_MAX_PIXELS, ImageReject
 from vlmdata.shards.output import (
     SHARDS_DIR,
     ShardFile,
@@ -52,24 +51,18 @@ CHUNK = 64  # rows per planning task
 
 
 @dataclass
-class ShardSummary:
+class ShardSummary(Tally):
     """What a run produced: kept samples, rejects by reason, shards written / reused."""
 
-    kept: int = 0
-    rejects: Counter = field(default_factory=Counter)
     shards: int = 0
     written: int = 0
     skipped: int = 0
     bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # "plan" and "write" phases
 
-    @property
-    def rejected(self) -> int:
-        return sum(self.rejects.values())
-
     def format(self) -> str:
         return (
-            format_summary(self.kept, self.rejects, "samples")
+            self.table("samples")
             + f"\nshards    {self.shards:>10,}  ({self.written} written, {self.skipped} reused, "
             f"{self.bytes / 1e6:,.1f} MB)"
             + "".join(f"\n{k:<9} {v:>10.2f} s" for k, v in self.seconds.items())
@@ -286,7 +279,7 @@ def write_shards(
     decode_check: bool = True,
     progress: bool = True,
 ) -> ShardSummary:
-    """Shard a manifest's local images into OUT (see apis.md: shards/, index, wids, rejects).
+    """Shard a manifest's local images into OUT (layout: docs/DESIGN.md, contract 3).
 
     Rerunning after a kill skips shards that are already complete and ends byte-identical.
     """
@@ -382,7 +375,7 @@ def _copy_manifest(manifest_path: Path, out: Path) -> None:
     target = out / "manifest.parquet"
     if target.exists() and target.resolve() == manifest_path.resolve():
         return
-    from vlmdata.atomic import atomic_path
+    from vlmdata.core.atomic import atomic_path
 
     with atomic_path(target) as tmp:
         shutil.copyfile(manifest_path, tmp)
@@ -467,7 +460,13 @@ def write_samples(
         _params(name, samples_per_shard, max_shard_bytes, opts),
         stats,
     )
-    summary = ShardSummary(stream.kept, rejects.counts, len(stats), len(stats), 0)
+    summary = ShardSummary(
+        kept=stream.kept,
+        rejects=rejects.counts,
+        shards=len(stats),
+        written=len(stats),
+        skipped=0,
+    )
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
 
@@ -479,7 +478,7 @@ def _column_names(manifest: str | os.PathLike | None, rows: list[dict]) -> list[
 
 
 def _write_rows_manifest(out: Path, rows: list[dict], extras: list[str]) -> None:
-    from vlmdata.atomic import atomic_path
+    from vlmdata.core.atomic import atomic_path
 
     schema = manifest_schema(extras)
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)

@@ -5,7 +5,7 @@
     print(result.summary()); result.check(0.5)
 
 One module per published format; each exposes `read(inputs, sink, **options)` writing to a
-`vlmdata.manifest.ManifestSink`, which validates every row and counts rejects.
+`vlmdata.core.manifest.ManifestSink`, which validates every row and counts rejects.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmdata.errors import DataError
-from vlmdata.manifest import ManifestSink
-from vlmdata.rejects import check_reject_ratio, format_summary
+from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import ManifestSink
+from vlmdata.core.rejects import Tally, check_reject_ratio
 
 # Reasons for rows dropped on purpose (an option asked for it): listed in rejects.parquet and
 # the summary, but not counted against --max-reject-ratio.
@@ -27,16 +27,14 @@ SKIP_REASONS = frozenset({"skipped_restval"})
 
 
 @dataclass
-class SourceResult:
+class SourceResult(Tally):
     """What a reader did: kept rows, reject counts by reason, and other outputs it wrote."""
 
-    out_dir: Path
-    kept: int
-    rejects: Counter[str]
+    out_dir: Path | None = None
     extra: dict[str, int] = field(default_factory=dict)  # e.g. text_only, entities
 
     def summary(self) -> str:
-        lines = [format_summary(self.kept, self.rejects)]
+        lines = [self.table()]
         lines += [f"{name:<9} {n:>10,}" for name, n in self.extra.items()]
         return "\n".join(lines)
 
@@ -102,4 +100,6 @@ def read_source(
         raise DataError(f"source {name!r} does not take {opts}")
     with ManifestSink(out_dir, source.extra_columns, stage=f"manifest:{name}") as sink:
         extra = read(paths, sink, **options) or {}
-    return SourceResult(Path(out_dir), sink.kept, Counter(sink.rejects.counts), extra)
+    return SourceResult(
+        kept=sink.kept, rejects=Counter(sink.rejects.counts), out_dir=Path(out_dir), extra=extra
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlmdata.manifest import ManifestSink, make_key
+from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.sources.fields import (
     RowError,
     optional,

@@ -11,7 +11,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 
 class RowError(Exception):

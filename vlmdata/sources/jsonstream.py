@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 _WS = " \t\n\r"
 _SCALAR_END = re.compile(r"[,\]}\s]")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlmdata.errors import DataError
-from vlmdata.manifest import ManifestSink, make_key
+from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.sources.fields import (
     RowError,
     optional,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlmdata.manifest import ManifestSink, make_key
-from vlmdata.parquet_rows import RowsWriter
+from vlmdata.core.manifest import ManifestSink, make_key
+from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.sources.fields import RowError, check_utf8, optional, printable, require, safe_relpath
 from vlmdata.sources.jsonstream import iter_json_list
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlmdata.manifest import ManifestSink, make_key
+from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.sources.fields import RowError, nonempty_text, optional, require, safe_relpath
 from vlmdata.sources.lines import iter_jsonl
 

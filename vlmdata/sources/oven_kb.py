@@ -14,8 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlmdata.manifest import ManifestSink, make_key
-from vlmdata.parquet_rows import RowsWriter
+from vlmdata.core.manifest import ManifestSink, make_key
+from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.sources.fields import RowError, nonempty_text, optional, require
 from vlmdata.sources.lines import iter_jsonl
 

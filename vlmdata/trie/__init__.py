@@ -1,4 +1,5 @@
-"""Prefix tries over identifier token sequences (contract 5), for constrained decoding.
+"""Prefix tries over identifier token sequences (docs/DESIGN.md, contract 5), for constrained
+decoding.
 
 `from vlmdata.trie import Trie` imports numpy only; the transformers `LogitsProcessor` lives in
 `vlmdata.trie.mask` and is imported when `Trie.logits_processor()` is first called.

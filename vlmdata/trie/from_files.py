@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequences
 from vlmdata.trie.core import Trie
 
@@ -54,8 +54,8 @@ def trie_from_ids(
     Semantic maps contribute every text of an image (column `identifiers`), all leading to the
     image's row; a text shared by several images leads to the first (collisions are counted).
     """
+    from vlmdata.core.tokenizer import load_tokenizer
     from vlmdata.ids.build import read_ids
-    from vlmdata.tokenizer import load_tokenizer
 
     table, meta = read_ids(ids_path)
     tok = load_tokenizer(tokenizer)
@@ -91,7 +91,7 @@ def trie_from_entities(
     column: str = "entity_name",
 ) -> Trie:
     """Trie over entity names (AutoVER); lookup gives the entities.parquet row. Streamed."""
-    from vlmdata.tokenizer import load_tokenizer
+    from vlmdata.core.tokenizer import load_tokenizer
 
     path = Path(entities_path)
     if not path.exists():

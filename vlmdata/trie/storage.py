@@ -1,4 +1,5 @@
-"""The trie file (contract 5): a small JSON header, then 64-byte aligned raw numpy arrays.
+"""The trie file (docs/DESIGN.md, contract 5): a small JSON header, then 64-byte aligned raw
+numpy arrays.
 
 Layout: 8-byte magic `VLMTRIE1`, little-endian uint64 header length, the UTF-8 JSON header
 (sorted keys, so reruns are byte-identical), then each array at the offset the header gives.
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmdata.atomic import atomic_open
+from vlmdata.core.atomic import atomic_open
 
 MAGIC = b"VLMTRIE1"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 
 def index_path(data_dir: str | os.PathLike) -> Path:
@@ -55,18 +55,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg}", file=str(path), line=n) from e
-            if not isinstance(rec, dict):
-                raise DataError("expected a JSON object", file=str(path), line=n)
-            yield n, rec
+    """(line number, record) for each non-blank line of a JSONL file; the first bad line is an
+    error (eval inputs are all-or-nothing, unlike source readers, which reject per row)."""
+    from vlmdata.sources.lines import iter_jsonl as iter_jsonl_rows
+
+    for n, rec, error in iter_jsonl_rows(path):
+        if error is not None:
+            raise DataError(f"{error.reason}: {error.detail}", file=str(path), line=n)
+        yield n, rec
 
 
 def read_records(path: str | os.PathLike) -> list[tuple[int, dict]]:

@@ -25,7 +25,7 @@ def pick_device(device: str | None = None) -> str:
 
 def load_model(checkpoint: str | os.PathLike, device: str | None = None):
     """(model in eval mode on `device`, tokenizer, TrainConfig) from a run or export directory."""
-    from vlmtrain.checkpoint import load_checkpoint
+    from vlmtrain.train.checkpoint import load_checkpoint
 
     model, tokenizer, cfg = load_checkpoint(checkpoint)
     model.to(pick_device(device)).eval()
@@ -177,7 +177,7 @@ def answer_questions(
 
     The image is the index row whose `image_id` equals the question's (COCO ids).
     """
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
@@ -251,7 +251,7 @@ def recognise_entities(
     """
     import polars as pl
 
-    from vlmdata.errors import DataError
+    from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader
     from vlmdata.trie import Trie
     from vlmtrain.eval.data import iter_jsonl

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmdata.atomic import write_json
+from vlmdata.core.atomic import write_json
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "task", "metrics", "config", "checkpoint", "data")

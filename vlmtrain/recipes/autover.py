@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from vlmdata.ids.tokens import identifier_sequence
-from vlmtrain.losses import causal_lm_loss, info_nce
-from vlmtrain.model import token_positions
+from vlmtrain.model.vlm import token_positions
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import MAX_LOGIT_SCALE, require_ret
+from vlmtrain.recipes.losses import causal_lm_loss, info_nce
 
 ENTITY = "entity"
 

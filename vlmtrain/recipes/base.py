@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from vlmdata.errors import DataError
-from vlmtrain.losses import IGNORE_INDEX, causal_lm_loss
+from vlmdata.core.errors import DataError
+from vlmdata.shards.reader import Sample  # the shard sample (docs/DESIGN.md, contract 3)
+from vlmtrain.recipes.losses import IGNORE_INDEX, causal_lm_loss
 
-Sample = dict[str, Any]
 Example = dict[str, Any]
 
 
@@ -59,7 +59,7 @@ class RecipeContext:
         return self.rng if self.rng is not None else random.Random(str(sample["key"]))
 
     def pixel_values(self, sample: Sample) -> torch.Tensor:
-        from vlmtrain.transforms import decode_image
+        from vlmtrain.data.transforms import decode_image
 
         if self.image_transform is None:
             raise ValueError("this recipe needs images: RecipeContext.image_transform is None")

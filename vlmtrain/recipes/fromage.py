@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from vlmtrain.losses import info_nce
 from vlmtrain.recipes.base import (
     Example,
     Recipe,
@@ -25,6 +24,7 @@ from vlmtrain.recipes.base import (
     lm_loss,
     sample_texts,
 )
+from vlmtrain.recipes.losses import info_nce
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequence
 from vlmtrain.recipes.base import (
     Example,

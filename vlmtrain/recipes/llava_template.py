@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vlmdata.errors import DataError
+from vlmdata.core.errors import DataError
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

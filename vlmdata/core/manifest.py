@@ -1,0 +1,152 @@
+"""Contract 1: `manifest.parquet`, one row per image, written by every source reader.
+
+Core columns: `key` (unique, `[A-Za-z0-9_-]`, no dots, as WebDataset splits keys at the first
+dot), `source`, `split`, `url`, `path` (relative to the image folder), `texts: list<str>`.
+Optional columns a source may add are declared in OPTIONAL_COLUMNS; all are strings (JSON text
+for structured values such as LLaVA `conversations`), so manifests from different sources concat.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from vlmdata.core.parquet_rows import RowsWriter
+from vlmdata.core.rejects import RejectWriter, check_reject_ratio, format_summary
+
+CORE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("split", pa.string()),
+    ("url", pa.string()),
+    ("path", pa.string()),
+    ("texts", pa.list_(pa.string())),
+]
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "data_id",
+    "entity_id",
+    "entity_name",
+    "question",
+    "conversations",
+)
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def make_key(*parts: object) -> str:
+    """A WebDataset-safe key from parts: invalid characters (dots included) become `_`."""
+    return "_".join(_BAD_KEY_CHARS.sub("_", str(p)) for p in parts)
+
+
+def manifest_schema(extra_columns: Sequence[str] = ()) -> pa.Schema:
+    unknown = [c for c in extra_columns if c not in OPTIONAL_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown manifest columns {unknown}; known: {OPTIONAL_COLUMNS}")
+    extra = [(c, pa.string()) for c in OPTIONAL_COLUMNS if c in extra_columns]
+    return pa.schema(CORE_FIELDS + extra)
+
+
+class ManifestWriter(RowsWriter):
+    """Streams manifest rows to Parquet in bounded memory; atomic rename on `close()`."""
+
+    def __init__(
+        self, path: str | os.PathLike, extra_columns: Sequence[str] = (), batch_rows: int = 65536
+    ) -> None:
+        super().__init__(path, manifest_schema(extra_columns), batch_rows)
+
+
+def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) if the row breaks the manifest contract, else None."""
+    key = row.get("key")
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        return "bad_key", f"key {key!r} is not [A-Za-z0-9_-]+"
+    if not row.get("url") and not row.get("path"):
+        return "missing_field", "neither url nor path"
+    texts = row.get("texts")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return "wrong_type", "texts must be a list of strings"
+    return None
+
+
+class ManifestSink:
+    """What a source reader writes to: kept rows to the manifest, dropped rows to rejects.
+
+    Checks the contract on every row (key format, unique keys, url or path, texts) so a reader
+    cannot write a manifest that a later stage chokes on.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike, extra_columns: Sequence[str] = (), stage: str = "source"
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self.manifest = ManifestWriter(self.out_dir / "manifest.parquet", extra_columns)
+        self.rejects = RejectWriter(self.out_dir / "rejects.parquet")
+        self._keys: set[str] = set()
+
+    def keep(self, row: dict[str, Any], *, file: str | None = None, line: int | None = None):
+        problem = validate_row(row)
+        if problem is None and row["key"] in self._keys:
+            problem = ("duplicate_key", f"key {row['key']!r} seen before")
+        if problem is not None:
+            self.reject(problem[0], file=file, line=line, detail=problem[1], record=row)
+            return
+        self._keys.add(row["key"])
+        self.manifest.write(row)
+
+    def reject(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        detail: str = "",
+        record: Any = None,
+        key: str | None = None,
+    ) -> None:
+        if key is None and isinstance(record, dict) and isinstance(record.get("key"), str):
+            key = record["key"]
+        self.rejects.add(
+            reason, stage=self.stage, file=file, line=line, key=key, detail=detail, record=record
+        )
+
+    def close(self) -> None:
+        self.manifest.close()
+        self.rejects.close()
+
+    def abort(self) -> None:
+        self.manifest.abort()
+        self.rejects.abort()
+
+    def __enter__(self) -> ManifestSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def kept(self) -> int:
+        return self.manifest.count
+
+    def summary(self) -> str:
+        return format_summary(self.kept, self.rejects.counts)
+
+    def check(self, max_reject_ratio: float) -> None:
+        check_reject_ratio(self.kept, self.rejects.total, max_reject_ratio)
+
+
+def read_manifest(path: str | os.PathLike, columns: Iterable[str] | None = None):
+    """The manifest as a polars DataFrame (polars imported lazily: the CLI must start fast)."""
+    import polars as pl
+
+    return pl.read_parquet(path, columns=list(columns) if columns else None)

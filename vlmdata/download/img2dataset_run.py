@@ -1,0 +1,200 @@
+"""Running img2dataset for `vlmdata download`: its arguments, a child process, its error strings.
+
+img2dataset runs in a child process (`python -m vlmdata.download.child CONFIG.json`), not in
+ours, because its `download()` installs a SIGINT handler that exits 0 (a Ctrl-C would look
+like success), prints to stdout, and spawns worker processes that re-import `__main__`. The
+config is JSON, so no argument is ever parsed as code or through a shell.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmdata.core.errors import DataError
+from vlmdata.download.redirects import ALLOW_PRIVATE_ENV
+from vlmdata.download.redirects import REFUSED as REFUSED_REDIRECT
+
+DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+RAW_FORMATS = ("parquet", "webdataset")
+KEY_COLUMN = "vlm_key"  # img2dataset reserves "key" for its positional keys
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """img2dataset options passed on. resize_mode None keeps the server's bytes untouched."""
+
+    image_size: int = 256
+    resize_mode: str | None = None
+    encode_format: str = "jpg"
+    processes: int = 1
+    threads: int = 64
+    retries: int = 0
+    timeout: int = 10
+    distributor: str = "multiprocessing"
+    raw_format: str = "parquet"
+    raw_shard_size: int = 1000
+    user_agent_token: str | None = None
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The options that change what img2dataset writes (not how fast it writes it)."""
+        d = asdict(self)
+        for k in ("processes", "threads", "retries", "timeout", "distributor"):
+            d.pop(k)
+        return d
+
+
+def check_options(opts: FetchOptions) -> None:
+    """Refuse what img2dataset would fail on late or, for ray, silently skip."""
+    if opts.distributor not in DISTRIBUTORS:
+        raise DataError(f"unknown --distributor {opts.distributor!r}; use {DISTRIBUTORS}")
+    if opts.distributor != "multiprocessing" and importlib.util.find_spec(opts.distributor) is None:
+        # img2dataset's ray distributor is a no-op when ray is missing: it would "succeed".
+        raise DataError(
+            f"--distributor {opts.distributor} needs the {opts.distributor} package, which is "
+            f"not installed (pip install {opts.distributor}); or use --distributor multiprocessing"
+        )
+    if opts.resize_mode is not None and opts.resize_mode not in RESIZE_MODES:
+        raise DataError(f"unknown --resize-mode {opts.resize_mode!r}; use {RESIZE_MODES}")
+    if opts.raw_format not in RAW_FORMATS:
+        raise DataError(f"unknown raw format {opts.raw_format!r}; use {RAW_FORMATS}")
+    for name in ("processes", "threads", "raw_shard_size", "timeout"):
+        if getattr(opts, name) < 1:
+            raise DataError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def img2dataset_kwargs(url_list: Path, raw_dir: Path, opts: FetchOptions) -> dict[str, Any]:
+    """Keyword arguments for `img2dataset.download`."""
+    keep_bytes = opts.resize_mode is None
+    return {
+        "url_list": str(url_list),
+        "input_format": "parquet",
+        "url_col": "url",
+        "save_additional_columns": [KEY_COLUMN],
+        "output_folder": str(raw_dir),
+        "output_format": opts.raw_format,
+        "image_size": opts.image_size,
+        "resize_mode": opts.resize_mode or "no",
+        "encode_format": opts.encode_format,
+        "disable_all_reencoding": keep_bytes,
+        "processes_count": opts.processes,
+        "thread_count": opts.threads,
+        "retries": opts.retries,
+        "timeout": opts.timeout,
+        "distributor": opts.distributor,
+        "number_sample_per_shard": opts.raw_shard_size,
+        "incremental_mode": "incremental",  # its "overwrite" deletes its own _tmp: we clear
+        "compute_hash": None,  # our writer hashes the bytes it keeps
+        "extract_exif": False,
+        "enable_wandb": False,
+        "user_agent_token": opts.user_agent_token,
+    }
+
+
+def finished_shards(raw_dir: Path) -> set[int]:
+    """img2dataset shard ids whose `_stats.json` exists (its own resume rule)."""
+    if not raw_dir.is_dir():
+        return set()
+    return {int(p.name.split("_")[0]) for p in raw_dir.glob("*_stats.json")}
+
+
+def run_img2dataset(
+    kwargs: dict[str, Any],
+    work_dir: Path,
+    expected_shards: int,
+    progress: bool = True,
+    allow_private: bool = False,
+) -> None:
+    """Run img2dataset in a child process; its output goes to WORK/img2dataset.log.
+
+    Redirects to private hosts are refused in the child unless `allow_private`. Ctrl-C or a
+    kill of this process stops the child's whole process group, leaving finished shards for
+    the next (incremental) run.
+    """
+    from tqdm import tqdm
+
+    config = work_dir / "img2dataset.json"
+    config.write_text(json.dumps(kwargs, indent=2, sort_keys=True), encoding="utf-8")
+    log_path = work_dir / "img2dataset.log"
+    raw_dir = Path(kwargs["output_folder"])
+    cmd = [sys.executable, "-m", "vlmdata.download.child", str(config)]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    env[ALLOW_PRIVATE_ENV] = "1" if allow_private else "0"
+    with (
+        open(log_path, "ab") as log,
+        tqdm(total=expected_shards, desc="downloading", unit="shard", disable=not progress) as bar,
+    ):
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                bar.update(len(finished_shards(raw_dir)) - bar.n)
+        except BaseException:
+            _stop(proc)
+            raise
+        bar.update(len(finished_shards(raw_dir)) - bar.n)
+    if proc.returncode != 0:
+        raise DataError(
+            f"img2dataset failed (exit {proc.returncode}); its log ends:\n{_tail(log_path)}",
+            file=str(log_path),
+        )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_HTTP = re.compile(r"HTTP Error (\d{3})")
+_RESIZE_REASONS = {
+    "image too small": "too_small",
+    "image area too large": "too_large",
+    "aspect ratio too large": "bad_aspect_ratio",
+}
+
+
+def reject_reason(status: str | None, message: str | None) -> str:
+    """A reject reason from img2dataset's status and error_message (kept as the detail).
+
+    Ours: "HTTP Error 302: redirect to a private address refused". urllib's: "HTTP Error 404:
+    Not Found", "timed out" / "The read operation timed out", "<urlopen error [Errno 111]
+    Connection refused>". The resizer's: "image too small", decoder exceptions.
+    """
+    msg = message or ""
+    if REFUSED_REDIRECT in msg:
+        return "private_redirect"
+    if status == "failed_to_resize":
+        return _RESIZE_REASONS.get(msg, "decode_failed")
+    if m := _HTTP.search(msg):
+        return f"http_{m.group(1)}"
+    low = msg.lower()
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    if "x-robots-tag" in low:
+        return "robots_disallowed"
+    if msg == "hash mismatch":
+        return "hash_mismatch"
+    if "urlopen error" in low or "connection" in low:
+        return "connection_failed"
+    return "download_failed"

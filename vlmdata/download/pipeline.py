@@ -1,0 +1,361 @@
+"""`vlmdata download`: a data set's published files in, the same OUT as `vlmdata shard` out.
+
+URL data sets (cc3m; coco through `coco_url`; oven-kb through `wikipedia_image_url`):
+  source reader -> filter-urls -> img2dataset (child process) -> write_samples (repack)
+Local data sets (karpathy/flickr30k, coco folders, oven, llava; `--images DIR`):
+  source reader -> write_shards
+
+Repack, not index-in-place: img2dataset's tars carry positional keys, its own JSON, the
+extension it was told rather than the true format, no dedup, and members in thread-completion
+order (not reproducible), so they are rewritten through `write_samples` in manifest order.
+benchmarks/RESULTS.md (download section) has the figures. Work files live in OUT/.download/: the URL
+list, the raw img2dataset output (deleted when complete unless keep_raw), state and log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vlmdata.core.atomic import atomic_path, write_json
+from vlmdata.core.errors import DataError
+from vlmdata.core.rejects import REJECT_SCHEMA, RejectWriter, Tally, format_summary
+from vlmdata.download.img2dataset_run import (
+    KEY_COLUMN,
+    FetchOptions,
+    check_options,
+    finished_shards,
+    img2dataset_kwargs,
+    reject_reason,
+    run_img2dataset,
+)
+from vlmdata.download.results import read_shard, read_status
+
+WORK_DIR = ".download"
+STAGE = "download"
+ALIASES = {"flickr30k": "karpathy", "flickr8k": "karpathy"}
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """Passed to write_samples / write_shards unchanged (see `vlmdata shard --help`)."""
+
+    name: str = "data"
+    samples_per_shard: int = 1000
+    max_shard_bytes: int | None = None
+    workers: int = 1
+    min_side: int = 0
+    max_pixels: int = 89_478_485
+    decode_check: bool = True
+
+
+@dataclass
+class DownloadSummary(Tally):
+    """Kept samples, rejects by reason (all stages), shards, and what the download did."""
+
+    shards: int = 0
+    bytes: int = 0
+    urls: int = 0  # URLs handed to img2dataset
+    incomplete: list[int] = field(default_factory=list)  # img2dataset shards still unfinished
+    up_to_date: bool = False
+
+    def format(self) -> str:
+        lines = [format_summary(self.kept, self.rejects, "samples")]
+        lines.append(f"shards    {self.shards:>10,}  ({self.bytes / 1e6:,.1f} MB)")
+        if self.urls:
+            lines.append(f"urls      {self.urls:>10,}  fetched through img2dataset")
+        if self.up_to_date:
+            lines.append("up to date: nothing fetched (same inputs and options as the last run)")
+        if self.incomplete:
+            lines.append(
+                f"incomplete {len(self.incomplete):>9,}  img2dataset shards did not finish: "
+                "their URLs are in rejects as download_failed; rerun to retry them"
+            )
+        return "\n".join(lines)
+
+
+def source_name(dataset: str) -> str:
+    from vlmdata.sources import SOURCES
+
+    name = ALIASES.get(dataset, dataset)
+    if name not in SOURCES:
+        known = ", ".join([*SOURCES, *ALIASES])
+        raise DataError(f"unknown data set {dataset!r}; known: {known}")
+    return name
+
+
+def _read_source(name: str, inputs: Sequence[str | os.PathLike], work: Path, **options):
+    """The source reader into WORK/source; options it does not take are left out."""
+    from vlmdata.sources import SOURCES, read_source
+
+    accepted = inspect.signature(SOURCES[name].reader()).parameters
+    options = {k: v for k, v in options.items() if v is not None and k in accepted}
+    return read_source(name, inputs, work / "source", **options)
+
+
+def download(
+    dataset: str,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    split: str | None = None,
+    restval: str | None = None,
+    fetch: FetchOptions | None = None,
+    shard: ShardOptions | None = None,
+    allow_private: bool = False,
+    denylist: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    keep_raw: bool = False,
+    progress: bool = True,
+) -> DownloadSummary:
+    """Build OUT (shards/, index.parquet, rejects.parquet, manifest.parquet, wids.json).
+
+    With `images`, the data set's images are read from that folder; otherwise its URLs are
+    fetched. A rerun with the same arguments resumes (img2dataset's incremental mode) and ends
+    with the same bytes; `overwrite` throws away earlier downloads first.
+    """
+    name = source_name(dataset)
+    fetch, shard = fetch or FetchOptions(), shard or ShardOptions()
+    out = Path(out_dir)
+    work = out / WORK_DIR
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    src_opts = {"split": split, "restval": restval}
+    if images is not None:
+        return _shard_local(name, inputs, out, work, Path(images), shard, progress, src_opts)
+    check_options(fetch)
+    source = _read_source(name, inputs, work, **src_opts)
+    return _download_urls(
+        source.out_dir, out, work, fetch, shard, allow_private, denylist, keep_raw, progress
+    )
+
+
+def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> DownloadSummary:
+    from vlmdata.shards import write_shards
+
+    source = _read_source(name, inputs, work, images=str(images), **src_opts)
+    summary = write_shards(
+        source.out_dir / "manifest.parquet", images, out, progress=progress, **asdict(shard)
+    )
+    _prepend_rejects(out / "rejects.parquet", [source.out_dir / "rejects.parquet"])
+    shutil.rmtree(work)  # the manifest was copied to OUT; nothing here is needed to resume
+    rejects = Counter(summary.rejects) + Counter(source.rejects)
+    return DownloadSummary(
+        kept=summary.kept, rejects=rejects, shards=summary.shards, bytes=summary.bytes
+    )
+
+
+def _prepend_rejects(target: Path, earlier: list[Path]) -> None:
+    """Put earlier stages' rejects in front of `target`'s (one contract-2 file per OUT)."""
+    tables = [pq.read_table(p) for p in earlier if p.exists()] + [pq.read_table(target)]
+    table = pa.concat_tables([t.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA) for t in tables])
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[pa.Table, Path]:
+    """Run filter-urls over the source manifest; rows without a URL go to WORK/no_url.parquet.
+
+    Returns the rows to fetch (manifest columns, manifest order) and the filter's rejects.
+    """
+    from vlmdata.filter.urls import filter_urls
+
+    manifest = pq.read_table(src / "manifest.parquet")
+    if manifest.num_rows and manifest.column("url").null_count == manifest.num_rows:
+        raise DataError(
+            "this data set has no image URLs; pass --images DIR to shard local images",
+            file=str(src / "manifest.parquet"),
+        )
+    filter_urls(
+        src / "manifest.parquet",
+        work / "urls",
+        fmt="manifest",
+        allow_private=allow_private,
+        denylist=denylist,
+    )
+    kept = pq.read_table(work / "urls" / "manifest.parquet")
+    has_url = pc.is_valid(kept.column("url"))
+    _write_rejects(
+        work / "no_url.parquet",
+        [
+            (row, "missing_url", "manifest row has no url")
+            for row in kept.filter(pc.invert(has_url)).to_pylist()
+        ],
+        str(src / "manifest.parquet"),
+    )
+    return kept.filter(has_url), work / "urls" / "rejects.parquet"
+
+
+def _write_rejects(path: Path, rejects: list[tuple[dict, str, str]], file: str) -> None:
+    with RejectWriter(path) as w:
+        for row, reason, detail in rejects:
+            w.add(reason, stage=STAGE, file=file, key=row.get("key"), detail=detail, record=row)
+
+
+def _fetch_fingerprint(rows: pa.Table, fetch: FetchOptions) -> str:
+    """What img2dataset's raw output depends on: the (key, url) list and the fetch options.
+    A change means its positional shards no longer match, so old raw output is discarded."""
+    h = hashlib.sha256()
+    for key, url in zip(
+        rows.column("key").to_pylist(), rows.column("url").to_pylist(), strict=True
+    ):
+        h.update(f"{key}\t{url}\n".encode())
+    h.update(json.dumps(fetch.fingerprint_fields(), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _output_fingerprint(fetch_fp: str, inputs: list[Path], shard: ShardOptions) -> str:
+    """What OUT depends on besides the raw images: every row's metadata (captions...), the
+    earlier stages' rejects and the shard options. Same value -> an up-to-date rerun."""
+    h = hashlib.sha256(fetch_fp.encode())
+    for path in inputs:
+        h.update(path.read_bytes() if path.exists() else b"-")
+    h.update(json.dumps(asdict(shard), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _load_state(work: Path) -> dict[str, Any]:
+    path = work / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _download_urls(
+    src: Path,
+    out: Path,
+    work: Path,
+    fetch: FetchOptions,
+    shard: ShardOptions,
+    allow_private: bool,
+    denylist,
+    keep_raw: bool,
+    progress: bool,
+) -> DownloadSummary:
+    rows, url_rejects = _fetch_list(src, work, allow_private, denylist)
+    raw = work / "raw"
+    earlier = [src / "rejects.parquet", url_rejects, work / "no_url.parquet"]
+    fetch_fp = _fetch_fingerprint(rows, fetch)
+    output_fp = _output_fingerprint(fetch_fp, [src / "manifest.parquet", *earlier], shard)
+    state = _load_state(work)
+    done_before = state.get("output") == output_fp and state.get("complete")
+    if done_before and not raw.exists() and (out / "index.parquet").exists():
+        return _existing_summary(out, rows.num_rows)
+    if state.get("fetch") != fetch_fp and raw.exists():
+        shutil.rmtree(raw)  # a different URL list or options: positional shards no longer match
+    state = {"fetch": fetch_fp, "output": output_fp}
+    write_json(work / "state.json", {**state, "complete": False})
+
+    n_shards = math.ceil(rows.num_rows / fetch.raw_shard_size)
+    done = _fetch(rows, work, raw, fetch, n_shards, allow_private, progress)
+    incomplete = [i for i in range(n_shards) if i not in done]
+
+    prior = work / "prior_rejects.parquet"
+    _download_rejects(rows, raw, fetch.raw_shard_size, done, work / "fetch_rejects.parquet", src)
+    _concat_rejects(prior, [*earlier, work / "fetch_rejects.parquet"])
+    from vlmdata.shards import write_samples
+
+    summary = write_samples(
+        _fetched_items(rows, raw, fetch, done),
+        out,
+        manifest=src / "manifest.parquet",
+        prior_rejects=prior,
+        progress=progress,
+        **asdict(shard),
+    )
+    if not incomplete:
+        write_json(work / "state.json", {**state, "complete": True})
+        if not keep_raw and raw.exists():
+            shutil.rmtree(raw)
+    return DownloadSummary(
+        kept=summary.kept,
+        rejects=Counter(summary.rejects),
+        shards=summary.shards,
+        bytes=summary.bytes,
+        urls=rows.num_rows,
+        incomplete=incomplete,
+    )
+
+
+def _fetch(rows, work, raw, fetch, n_shards, allow_private, progress) -> set[int]:
+    """Run img2dataset unless every raw shard is finished; the finished shard ids."""
+    if n_shards and not set(range(n_shards)) <= finished_shards(raw):
+        url_list = work / "urls.parquet"
+        ids = rows.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
+        with atomic_path(url_list) as tmp:
+            pq.write_table(ids, tmp)
+        kwargs = img2dataset_kwargs(url_list, raw, fetch)
+        run_img2dataset(kwargs, work, n_shards, progress, allow_private)
+    return finished_shards(raw)
+
+
+def _shard_rows(rows: pa.Table, size: int, shard_id: int) -> list[dict]:
+    return rows.slice(shard_id * size, size).to_pylist()
+
+
+def _download_rejects(
+    rows: pa.Table, raw: Path, size: int, done: set[int], path: Path, src: Path
+) -> None:
+    """Every URL that did not give image bytes, in manifest order, with img2dataset's message."""
+    found: list[tuple[dict, str, str]] = []
+    for shard_id in range(math.ceil(rows.num_rows / size)):
+        status = read_status(raw, shard_id) if shard_id in done else None
+        for row in _shard_rows(rows, size, shard_id):
+            got = status.get(row["key"]) if status is not None else None
+            if status is None:
+                found.append((row, "download_failed", f"img2dataset shard {shard_id} unfinished"))
+            elif got is None:
+                found.append((row, "download_failed", "no result from img2dataset"))
+            elif got.status != "success":
+                found.append((row, reject_reason(got.status, got.error), got.error or got.status))
+    _write_rejects(path, found, str(src / "manifest.parquet"))
+
+
+def _fetched_items(
+    rows: pa.Table, raw: Path, fetch: FetchOptions, done: set[int]
+) -> Iterator[tuple[dict, bytes]]:
+    """(manifest row, image bytes) for each success, in manifest order, one raw shard in memory.
+
+    Failures are already in the fetch rejects (written before write_samples starts)."""
+    size = fetch.raw_shard_size
+    for shard_id in sorted(done):
+        results = read_shard(raw, shard_id, fetch.raw_format, fetch.encode_format)
+        for row in _shard_rows(rows, size, shard_id):
+            got = results.get(row["key"])
+            if got is not None and got.status == "success":
+                yield row, got.image or b""  # no bytes: the writer rejects it as empty_file
+
+
+def _concat_rejects(target: Path, parts: list[Path]) -> None:
+    with RejectWriter(target) as w:
+        for p in parts:
+            if p.exists():
+                w.add_table(pq.read_table(p))
+
+
+def _existing_summary(out: Path, urls: int) -> DownloadSummary:
+    """The figures of a finished OUT, read back from its files (for an up-to-date rerun)."""
+    index = pq.read_table(out / "index.parquet", columns=["shard"])
+    reasons = pq.read_table(out / "rejects.parquet", columns=["reason"]).column("reason")
+    wids = json.loads((out / "wids.json").read_text(encoding="utf-8"))["shardlist"]
+    return DownloadSummary(
+        kept=index.num_rows,
+        rejects=Counter(reasons.to_pylist()),
+        shards=len(wids),
+        bytes=sum(s["filesize"] for s in wids),
+        urls=urls,
+        up_to_date=True,
+    )

@@ -1,0 +1,76 @@
+"""`embed_images`: open_clip image embeddings of a shards directory, in index order.
+
+Feeds GRACE's structured identifiers (hierarchical k-means) and retrieval baselines. Models come
+only from local files: an open_clip architecture name (random weights), "NAME:CHECKPOINT" (a
+local weights file), or a directory holding open_clip_config.json and its weights
+(open_clip's "local-dir:" form). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vlmdata.core.atomic import atomic_open
+from vlmdata.core.errors import DataError
+
+
+def load_clip(model: str, device: str = "cpu"):
+    """(open_clip model in eval mode, its eval image transform) from a local source."""
+    import open_clip
+
+    kwargs = {"pretrained_image": False, "pretrained_text": False, "device": device}
+    if Path(model).is_dir():
+        name, pretrained = f"local-dir:{model}", None
+    elif ":" in model and Path(model.split(":", 1)[1]).is_file():
+        name, pretrained = model.split(":", 1)
+    else:
+        name, pretrained = model, None
+    if name not in open_clip.list_models() and not name.startswith("local-dir:"):
+        raise DataError(f"unknown open_clip model {name!r} (and not a local directory)")
+    clip, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=pretrained, **kwargs
+    )
+    clip.eval()
+    return clip, preprocess
+
+
+def embed_images(
+    out: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> tuple[int, int]:
+    """Write (n_images, dim) float32 L2-normalised embeddings; returns (n, dim)."""
+    import torch
+    from PIL import Image
+
+    from vlmdata.shards import ShardReader
+
+    if not (Path(out) / "index.parquet").exists():
+        raise DataError("embed reads images from shards: no index.parquet here", file=str(out))
+    clip, preprocess = load_clip(model, device)
+    reader = ShardReader(out)
+    chunks: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(reader), batch_size):
+            pixels = []
+            for i in range(start, min(start + batch_size, len(reader))):
+                sample = reader[i]
+                try:
+                    img = Image.open(io.BytesIO(sample["image"])).convert("RGB")
+                except OSError as e:
+                    raise DataError(f"row {i} (key {sample['key']!r}): {e}", file=str(out)) from e
+                pixels.append(preprocess(img))
+            feats = clip.encode_image(torch.stack(pixels).to(device), normalize=True)
+            chunks.append(feats.float().cpu().numpy())
+    reader.close()
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    with atomic_open(output, "wb") as f:
+        np.save(f, emb.astype(np.float32), allow_pickle=False)
+    return int(emb.shape[0]), int(emb.shape[1]) if emb.ndim == 2 else 0

@@ -1,0 +1,175 @@
+"""Training batches from vlmdata shards: per-rank, equal in count, mixed per step, resumable.
+
+`TrainData(cfg, recipe, ctx, rank, world)` yields `StepBatch`es, each the recipe's collated
+micro-batch made of exactly `per_step` examples of every stream (kind). Batch `b` of a rank is a
+pure function of (seed, b, rank, world) on the indexed path, and of (seed, epoch, b, rank, world,
+workers) on the streaming path, so the data position saved with a checkpoint is one number,
+`next_batch`, and `--resume` continues the very same sample stream.
+
+Examples the recipe cannot make (returns None; it counts why in `ctx.skipped`) are replaced by a
+deterministic draw from the same stream, so batch sizes stay equal on every rank (InfoNCE
+gathers across ranks and needs equal shapes) and the skips are reported per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vlmdata.core.errors import DataError
+from vlmtrain.data.batches import (
+    MAX_REDRAWS,
+    StepBatch,
+    StreamSource,
+    example_rng,
+    row_filter,
+    stream_contexts,
+    take_skipped,
+)
+from vlmtrain.data.plan import StepPlan, streaming_batches
+from vlmtrain.data.stream import StreamingBatches
+from vlmtrain.train.config import TrainConfig, resolve_streams
+
+
+class IndexedBatches(Dataset):
+    """Map-style: item `b` is this rank's collated batch `b` (see data_plan.StepPlan)."""
+
+    def __init__(self, readers: list, plan: StepPlan, recipe, contexts: list, seed: int) -> None:
+        self.readers, self.plan, self.recipe = readers, plan, recipe
+        self.contexts, self.seed = contexts, seed
+
+    def __len__(self) -> int:  # endless in principle; the sampler bounds it
+        return 2**62
+
+    def _example(self, k: int, row: int, pos: int) -> dict[str, Any]:
+        ctx, reader = self.contexts[k], self.readers[k]
+        for attempt in range(MAX_REDRAWS):
+            if attempt:  # deterministic replacement from the same stream
+                row = example_rng(self.seed, k, pos, attempt).randrange(len(reader))
+            ctx.rng = example_rng(self.seed, k, pos, attempt)
+            example = self.recipe.example(reader[row], ctx)
+            if example is not None:
+                return example
+        raise DataError(
+            f"stream {k} ({ctx.kind}): the recipe made no example in {MAX_REDRAWS} draws "
+            f"(skipped: {dict(ctx.skipped)}); check data.filter / ids / max_length"
+        )
+
+    def __getitem__(self, b: int) -> StepBatch:
+        take_skipped(self.contexts)
+        examples = [self._example(k, row, pos) for k, row, pos in self.plan.batch_rows(b)]
+        return StepBatch(
+            index=int(b),
+            batch=self.recipe.collate(examples),
+            keys=[e["key"] for e in examples],
+            skipped=take_skipped(self.contexts),
+        )
+
+
+def _keep(item: StepBatch) -> StepBatch:
+    return item  # DataLoader collate_fn: batches are already collated (module level: picklable)
+
+
+class TrainData:
+    """This rank's batches for a training run (indexed or streaming, see the module doc)."""
+
+    def __init__(self, cfg: TrainConfig, recipe, ctx, rank: int, world: int) -> None:
+        self.cfg, self.recipe = cfg, recipe
+        self.rank, self.world, self.seed = rank, world, cfg.seed
+        self.streams = resolve_streams(cfg.data, dict(recipe.mix))
+        self.contexts = stream_contexts(ctx, self.streams)
+        self.root = Path(cfg.data.shards)
+        if not (self.root / "index.parquet").exists():
+            raise DataError("no index.parquet: not a `vlmdata shard` output", file=str(self.root))
+        self.sizes = self._stream_sizes()
+        if cfg.data.mode == "indexed":
+            self._readers = self._open_readers()
+            self.plan = StepPlan(
+                self.sizes, [s.per_step for s in self.streams], world, rank, cfg.seed
+            )
+            self.batches_per_epoch = self.plan.batches_per_epoch()
+        else:
+            workers = max(1, cfg.data.num_workers)
+            self.batches_per_epoch = streaming_batches(
+                self.sizes[0], self.streams[0].per_step, world, workers
+            )
+
+    def _stream_sizes(self) -> list[int]:
+        import polars as pl
+
+        index = pl.read_parquet(self.root / "index.parquet")
+        sizes = []
+        for s in self.streams:
+            expr = row_filter(s.filter)
+            try:
+                n = index.height if expr is None else index.filter(expr).height
+            except pl.exceptions.PolarsError as e:
+                raise DataError(f"data filter {s.filter}: {e}", file=str(self.root)) from e
+            if n == 0:
+                raise DataError(
+                    f"stream {s.kind!r}: filter {s.filter} selects no sample", file=str(self.root)
+                )
+            sizes.append(n)
+        return sizes
+
+    def _open_readers(self) -> list:
+        from vlmdata.shards import ShardReader
+
+        return [ShardReader(self.root, filter=row_filter(s.filter)) for s in self.streams]
+
+    def dataset(self, start: int, stop: int):
+        """The torch dataset behind `batches` (exposed for tests and custom loops)."""
+        if self.cfg.data.mode == "indexed":
+            return IndexedBatches(self._readers, self.plan, self.recipe, self.contexts, self.seed)
+        source = StreamSource(
+            root=self.root,
+            data_cfg=self.cfg.data,
+            seed=self.seed,
+            rank=self.rank,
+            world=self.world,
+            streams=self.streams,
+            contexts=self.contexts,
+            recipe=self.recipe,
+            batches_per_epoch=self.batches_per_epoch,
+        )
+        return StreamingBatches(source, start, stop)
+
+    def batches(self, start: int, stop: int) -> Iterator[StepBatch]:
+        """Batches `start` .. `stop - 1` of this rank, in order."""
+        ds = self.dataset(start, stop)
+        workers = self.cfg.data.num_workers
+        kwargs: dict[str, Any] = dict(batch_size=None, num_workers=workers, collate_fn=_keep)
+        # its own generator: creating the iterator must not draw from the global torch RNG
+        # (that would shift the dropout masks of a resumed run against an uninterrupted one)
+        kwargs["generator"] = torch.Generator().manual_seed(self.seed)
+        if workers:
+            kwargs["persistent_workers"] = False
+            kwargs["prefetch_factor"] = 2
+        if self.cfg.data.mode == "indexed":
+            kwargs["sampler"] = range(start, stop)
+        yield from DataLoader(ds, **kwargs)
+
+    def position(self, next_batch: int) -> dict[str, Any]:
+        """What a checkpoint stores to continue this exact stream."""
+        return {
+            "next_batch": int(next_batch),
+            "seed": self.seed,
+            "world": self.world,
+            "mode": self.cfg.data.mode,
+            "num_workers": self.cfg.data.num_workers if self.cfg.data.mode == "streaming" else 0,
+            "streams": [[s.kind, s.per_step] for s in self.streams],
+            "sizes": list(self.sizes),
+        }
+
+    def check_position(self, state: dict[str, Any]) -> int:
+        """The batch to resume at; refuses a state made with another plan (it would differ)."""
+        mine = self.position(int(state.get("next_batch", 0)))
+        diff = [k for k in mine if k != "next_batch" and state.get(k) != mine[k]]
+        if diff:
+            detail = ", ".join(f"{k}: {state.get(k)} -> {mine[k]}" for k in diff)
+            raise DataError(f"cannot resume the same sample stream: {detail}")
+        return mine["next_batch"]

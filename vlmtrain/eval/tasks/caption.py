@@ -1,0 +1,113 @@
+"""`vlmtrain eval caption`: COCO caption metrics on a test split, from a model or a file.
+
+References are the test images' texts in OUT/index.parquet (COCO Karpathy test: 5,000 images,
+about five captions each). Predictions come from decoding the caption recipe's prompt
+(greedy, or beam search with --beams) or from a COCO results file
+([{"image_id": ..., "caption": ...}], image_id matched to the index's `image_id` column, or
+"key" matched to the sample key).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.data import load_index, read_records
+from vlmtrain.eval.metrics.captioning import ALL_METRICS, caption_scores, require_java
+from vlmtrain.eval.report import Report
+
+
+def read_caption_predictions(
+    path: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test"
+) -> dict[str, str]:
+    """{sample key: caption} from a COCO results JSON/JSONL (image_id or key per record)."""
+    df = load_index(data_dir, split)
+    by_image_id: dict[str, str] = {}
+    if "image_id" in df.columns:
+        by_image_id = {
+            str(i): k for i, k in zip(df["image_id"], df["key"], strict=True) if i is not None
+        }
+    keys = set(df["key"])
+    out: dict[str, str] = {}
+    for line, rec in read_records(path):
+        if "caption" not in rec or not ("key" in rec or "image_id" in rec):
+            raise DataError("record needs caption and key or image_id", file=str(path), line=line)
+        if "key" in rec:
+            key = rec["key"] if rec["key"] in keys else None
+        else:
+            key = by_image_id.get(str(rec["image_id"]))
+        if key is None:
+            ident = rec.get("key", rec.get("image_id"))
+            raise DataError(f"{ident!r} is not a {split} image of {data_dir}", file=str(path),
+                            line=line)  # fmt: skip
+        if key in out:
+            raise DataError(f"second prediction for {key!r}", file=str(path), line=line)
+        out[key] = str(rec["caption"])
+    return out
+
+
+def run_caption(
+    data_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    predictions: str | os.PathLike | None = None,
+    split: str = "test",
+    metrics: Sequence[str] = ALL_METRICS,
+    beams: int = 1,
+    max_new_tokens: int = 30,
+    batch_size: int = 16,
+    limit: int | None = None,
+    save_predictions: str | os.PathLike | None = None,
+    model_bundle=None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Score captions of the `split` images; exactly one of checkpoint/predictions."""
+    if (checkpoint is None and model_bundle is None) == (predictions is None):
+        raise DataError("give exactly one of --checkpoint or --predictions")
+    require_java()  # fail before minutes of decoding, not after
+    df = load_index(data_dir, split, columns=None)
+    if limit is not None:
+        df = df.head(limit)
+    refs = {
+        k: list(t or []) for k, t in zip(df["key"].to_list(), df["texts"].to_list(), strict=True)
+    }
+    if predictions is not None:
+        preds = read_caption_predictions(predictions, data_dir, split)
+        if limit is not None:
+            preds = {k: v for k, v in preds.items() if k in refs}
+    else:
+        from vlmtrain.eval.generation import caption_images
+
+        preds = caption_images(
+            checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
+        )  # fmt: skip
+    if save_predictions is not None:
+        _write_predictions(save_predictions, preds, df)
+    scores = caption_scores(preds, refs, metrics)
+    report = Report(
+        task="caption",
+        config={"split": split, "beams": beams, "max_new_tokens": max_new_tokens,
+                "limit": limit, "predictions": str(predictions) if predictions else None},
+        checkpoint=str(checkpoint) if checkpoint else None,
+        data=str(data_dir),
+    )  # fmt: skip
+    for name in metrics:
+        report.add(name, scores[name], len(preds))
+    return report
+
+
+def _write_predictions(path: str | os.PathLike, preds: dict[str, str], df) -> None:
+    """COCO results format, with the original image_id when the index has one."""
+    from vlmdata.core.atomic import write_json
+
+    ids = dict(zip(df["key"], df["image_id"], strict=True)) if "image_id" in df.columns else {}
+    rows = []
+    for key in sorted(preds):
+        rec = {"key": key, "caption": preds[key]}
+        if ids.get(key) is not None:
+            rec["image_id"] = ids[key]
+        rows.append(rec)
+    write_json(path, rows)

@@ -1,0 +1,193 @@
+"""`vlmtrain eval retrieval-embedding`: Recall@K from embeddings, text->image and image->text.
+
+Encoders: the checkpoint's own (`VLM.encode_images` / `encode_texts`, FROMAGe's projected CLIP
+embedding and projected [RET] hidden state, the text formatted as the fromage recipe trains it:
+"<s> CAPTION [RET]"), or an open_clip model as the CLIP baseline. Each text is a query for
+its own image; image->text is a hit when ANY of the image's texts is in the top K.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
+from vlmtrain.eval.report import Report
+
+
+def relevance(text_keys: Sequence[str], image_keys: Sequence[str]) -> np.ndarray:
+    """(T, N) bool: text t describes image n."""
+    return (
+        np.asarray(text_keys, dtype=object)[:, None] == np.asarray(image_keys, dtype=object)[None]
+    )
+
+
+def retrieval_recalls(
+    text_emb: np.ndarray,
+    image_emb: np.ndarray,
+    text_keys: Sequence[str],
+    image_keys: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, dict[int, float]]:
+    """{'t2i': {K: recall}, 'i2t': {K: recall}} from L2-normalised embeddings (cosine scores)."""
+    scores = np.asarray(text_emb, np.float64) @ np.asarray(image_emb, np.float64).T
+    pos = relevance(text_keys, image_keys)
+    return {"t2i": recall_at_k(scores, pos, ks), "i2t": recall_at_k(scores.T, pos.T, ks)}
+
+
+def load_split(data_dir: str | os.PathLike, split: str, limit: int | None):
+    """(image samples, texts, text keys) of a split: images in index order, texts image-major."""
+    import polars as pl
+
+    from vlmdata.shards import ShardReader
+    from vlmtrain.recipes.base import sample_texts
+
+    reader = ShardReader(data_dir, filter=pl.col("split") == split)
+    if len(reader) == 0:
+        raise DataError(f"no {split} images in {data_dir}")
+    n = len(reader) if limit is None else min(limit, len(reader))
+    samples = [reader[i] for i in range(n)]
+    texts, text_keys = [], []
+    for s in samples:
+        for t in sample_texts(s):
+            texts.append(t)
+            text_keys.append(s["key"])
+    if not texts:
+        raise DataError(f"the {split} images of {data_dir} have no texts")
+    return samples, texts, text_keys
+
+
+def _batched(fn, items, batch_size: int, progress: bool, desc: str) -> np.ndarray:
+    import torch
+
+    out = []
+    steps = range(0, len(items), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=desc, unit="batch")
+    with torch.no_grad():
+        for i in steps:
+            out.append(fn(items[i : i + batch_size]).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def model_encoders(model):
+    """(images -> emb, texts -> emb) from a VLM with retrieval heads (FROMAGe)."""
+    import torch
+
+    from vlmtrain.data.transforms import decode_image
+    from vlmtrain.recipes.base import RecipeContext, SequenceBuilder, pad_sequences
+    from vlmtrain.recipes.fromage import require_ret
+
+    ctx = RecipeContext.for_model(model)
+    ret = require_ret(ctx, "fromage")
+    transform = model.image_transform
+    pad = model.tokenizer.pad_token_id or 0
+    dev = next(model.parameters()).device
+
+    def images(samples):
+        pixels = torch.stack([transform(decode_image(s["image"])) for s in samples])
+        return model.encode_images(pixels.to(dev))
+
+    def texts(batch):
+        seqs = [SequenceBuilder(ctx).text(t).input_ids[: ctx.max_length - 1] + [ret] for t in batch]
+        ids = pad_sequences(seqs, pad).to(dev)
+        mask = pad_sequences([[1] * len(s) for s in seqs], 0).to(dev)
+        return model.encode_texts(ids, mask)
+
+    return images, texts
+
+
+def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
+    """open_clip baseline; `name` is a model name or a JSON config file (a tiny CLIP for tests).
+
+    Only local weights: `pretrained` must be a file, never a tag that would download.
+    """
+    import json
+
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    from vlmtrain.data.transforms import decode_image
+    from vlmtrain.eval.generation import pick_device
+
+    dev = pick_device(device)
+    if pretrained is not None and not os.path.isfile(pretrained):
+        raise DataError(f"--clip-pretrained must be a local checkpoint file: {pretrained}")
+    if os.path.isfile(name):
+        with open(name, encoding="utf-8") as f:
+            cfg = json.load(f)
+        torch.manual_seed(int(cfg.pop("seed", 0)))
+        model = open_clip.CLIP(**cfg)
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+        tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
+    else:
+        if pretrained is None and not name.startswith("local-dir:"):
+            raise DataError(
+                f"CLIP baseline {name!r} has no weights: give --clip-pretrained (a local "
+                "checkpoint file) or --clip-model local-dir:PATH; random weights measure nothing"
+            )
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, weights_only=True
+        )
+        tokenizer = open_clip.get_tokenizer(name)
+    model.to(dev).eval()
+
+    def images(samples):
+        pixels = torch.stack([preprocess(decode_image(s["image"])) for s in samples])
+        return F.normalize(model.encode_image(pixels.to(dev)), dim=-1)
+
+    def texts(batch):
+        return F.normalize(model.encode_text(tokenizer(list(batch)).to(dev)), dim=-1)
+
+    return images, texts
+
+
+def run_embedding_retrieval(
+    data_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    split: str = "test",
+    encoder: str = "model",
+    clip_model: str = "ViT-B-32",
+    clip_pretrained: str | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    model_bundle=None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Recall@K both ways on the `split` images (limit: first N images)."""
+    if encoder == "model":
+        if model_bundle is None:
+            from vlmtrain.eval.generation import load_model
+
+            model_bundle = load_model(checkpoint, device)
+        enc_images, enc_texts = model_encoders(model_bundle[0])
+    elif encoder == "clip":
+        enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
+    else:
+        raise DataError(f"unknown encoder {encoder!r} (model or clip)")
+    samples, texts, text_keys = load_split(data_dir, split, limit)
+    img = _batched(enc_images, samples, batch_size, progress, "images")
+    txt = _batched(enc_texts, texts, batch_size, progress, "texts")
+    rec = retrieval_recalls(txt, img, text_keys, [s["key"] for s in samples], ks)
+    report = Report(
+        task="retrieval-embedding",
+        config={"split": split, "encoder": encoder, "limit": limit,
+                "clip_model": clip_model if encoder == "clip" else None},
+        checkpoint=str(checkpoint) if checkpoint else None,
+        data=str(data_dir),
+    )  # fmt: skip
+    for k in ks:
+        report.add(f"t2i_recall@{k}", rec["t2i"][k], len(texts))
+    for k in ks:
+        report.add(f"i2t_recall@{k}", rec["i2t"][k], len(samples))
+    report.details = {"images": len(samples), "texts": len(texts)}
+    return report

@@ -1,0 +1,178 @@
+"""`vlmtrain eval retrieval-generative`: GRACE text->image retrieval by constrained decoding.
+
+Every text of every test image is a query (Flickr30k: 1k images -> 5k queries). The query goes
+into the grace recipe's own query->id prompt (`GraceRecipe.prompt`, the one it trained on),
+beam search runs over the test-set trie (10 beams, 10 returned), each returned sequence maps
+back through `trie.lookup` -> ids.parquet row -> image key, and Recall@K asks whether the
+query's own image is among the first K distinct images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.data import load_index
+from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
+from vlmtrain.eval.report import Report
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    key: str  # the image the query describes
+
+
+def split_queries(data_dir: str | os.PathLike, split: str = "test") -> list[Query]:
+    """Every text of every `split` image, in index order (image-major)."""
+    df = load_index(data_dir, split, columns=["key", "split", "texts"])
+    out = [
+        Query(t, k)
+        for k, ts in zip(df["key"].to_list(), df["texts"].to_list(), strict=True)
+        for t in ts or []
+    ]
+    if not out:
+        raise DataError(f"the {split} images of {data_dir} have no texts to use as queries")
+    return out
+
+
+def read_id_keys(ids_path: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+    """(row -> key list, key -> identifier) from ids.parquet."""
+    import polars as pl
+
+    df = pl.read_parquet(ids_path, columns=None)
+    for col in ("key", "identifier"):
+        if col not in df.columns:
+            raise DataError(f"missing column {col!r}", file=str(ids_path))
+    keys = df["key"].to_list()
+    return keys, dict(zip(keys, df["identifier"].to_list(), strict=True))
+
+
+def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) -> None:
+    """Every query target must be a trie path leading to its own row, else decoding cannot
+    reach it (trie built with another tokenizer, prefix or split)."""
+    built = (trie.header.get("meta") or {}).get("prefix")
+    if built is not None and built != recipe.id_prefix:
+        raise DataError(
+            f"the trie was built with --prefix {built!r} but the recipe's id_prefix is "
+            f"{recipe.id_prefix!r}: its paths are not the sequences the model was trained on"
+        )
+    row_of = {k: i for i, k in enumerate(row_keys)}
+    for key in keys:
+        if key not in identifiers:
+            raise DataError(f"test image {key!r} has no identifier in ids.parquet")
+        target = recipe.target(ctx, identifiers[key])
+        row = trie.lookup(target)
+        if row != row_of[key]:
+            raise DataError(
+                f"the trie does not hold {key!r}'s identifier {identifiers[key]!r} as the recipe "
+                f"tokenizes it ({target}); lookup gave row {row}. Rebuild it with `vlmdata "
+                f"build-trie --split test --prefix {recipe.id_prefix!r}` and the model's tokenizer"
+            )
+
+
+def retrieve_generative(
+    model,
+    recipe,
+    trie,
+    row_keys: Sequence[str],
+    queries: Sequence[Query],
+    *,
+    beams: int = 10,
+    returns: int = 10,
+    batch_size: int = 16,
+    length_penalty: float = 1.0,
+    progress: bool = False,
+) -> list[list[str | None]]:
+    """Per query, the ranked image keys of the returned beams (None: a beam off the trie)."""
+    from vlmtrain.eval.generation import generate_tokens
+    from vlmtrain.recipes.base import RecipeContext
+    from vlmtrain.recipes.grace import QUERY2ID
+
+    if returns > beams:
+        raise ValueError(f"cannot return {returns} sequences from {beams} beams")
+    ctx = RecipeContext.for_model(model)
+    prompts = [recipe.prompt(ctx, QUERY2ID, q.text).input_ids for q in queries]
+    pad = model.tokenizer.pad_token_id
+    outs = generate_tokens(
+        model,
+        prompts,
+        batch_size=batch_size,
+        num_return_sequences=returns,
+        processor_for=lambda width, _idx: trie.logits_processor(width, pad_id=pad),
+        progress=progress,
+        num_beams=beams,
+        do_sample=False,
+        max_new_tokens=max(1, len(trie.level_starts) - 1),
+        length_penalty=length_penalty,
+    )
+    ranked = []
+    for seqs in outs:
+        rows = [trie.lookup(s) for s in seqs]
+        ranked.append([None if r is None else row_keys[r] for r in rows])
+    return ranked
+
+
+def run_generative_retrieval(
+    data_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike,
+    trie_path: str | os.PathLike,
+    ids_path: str | os.PathLike,
+    split: str = "test",
+    beams: int = 10,
+    returns: int = 10,
+    batch_size: int = 16,
+    length_penalty: float = 1.0,
+    limit: int | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    model_bundle=None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Recall@K of text->image generative retrieval on the `split` images.
+
+    `model_bundle` = (model, tokenizer, cfg) skips loading `checkpoint` (tests, notebooks).
+    """
+    from vlmdata.trie import Trie
+    from vlmtrain.eval.generation import load_model, recipe_of
+    from vlmtrain.recipes.base import RecipeContext
+
+    model, _tok, cfg = model_bundle or load_model(checkpoint, device)
+    recipe = recipe_of(cfg, "grace")
+    trie = Trie.load(trie_path)
+    row_keys, identifiers = read_id_keys(ids_path)
+    queries = split_queries(data_dir, split)
+    if limit is not None:
+        queries = queries[:limit]
+    image_keys = sorted({q.key for q in queries})
+    check_trie_matches_recipe(
+        trie, recipe, RecipeContext.for_model(model), row_keys, identifiers, image_keys
+    )
+    ranked = retrieve_generative(
+        model, recipe, trie, row_keys, queries, beams=beams, returns=returns,
+        batch_size=batch_size, length_penalty=length_penalty, progress=progress,
+    )  # fmt: skip
+    ranks = ranked_list_ranks(ranked, [q.key for q in queries])
+    recall = recall_from_ranks(ranks, ks)
+    report = Report(
+        task="retrieval-generative",
+        config={"split": split, "beams": beams, "returns": returns, "batch_size": batch_size,
+                "length_penalty": length_penalty, "limit": limit, "trie": str(trie_path),
+                "ids": str(ids_path)},
+        checkpoint=str(checkpoint) if checkpoint else None,
+        data=str(data_dir),
+    )  # fmt: skip
+    for k in ks:
+        report.add(f"recall@{k}", recall[k], len(queries))
+    n_beams = sum(len(r) for r in ranked)
+    report.details = {
+        "queries": len(queries),
+        "images": len(image_keys),
+        "trie_sequences": len(trie),
+        "off_trie_beams": sum(1 for r in ranked for x in r if x is None),
+        "returned_beams": n_beams,
+    }
+    return report

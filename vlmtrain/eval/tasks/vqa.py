@@ -1,0 +1,118 @@
+"""`vlmtrain eval vqa`: VQAv2 accuracy on the official questions/annotations JSON.
+
+Like the official `loadRes`, the predictions must answer exactly the annotated questions (a
+partial results file would score a different benchmark). Predictions come from a results JSON
+([{"question_id", "answer"}]) or from the model: the question is put into --prompt and decoded
+with the image found by its COCO `image_id` in OUT/index.parquet.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vlmdata.core.errors import DataError
+from vlmtrain.eval.data import read_json, read_records
+from vlmtrain.eval.metrics.vqa import vqa_accuracy
+from vlmtrain.eval.report import Report
+
+DEFAULT_PROMPT = "Question: {question} Answer:"
+
+
+def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike):
+    """(questions by id, annotation records) from the official VQAv2 JSON files."""
+    q = read_json(questions)
+    a = read_json(annotations)
+    if not isinstance(q, dict) or "questions" not in q:
+        raise DataError("expected {'questions': [...]}", file=str(questions))
+    if not isinstance(a, dict) or "annotations" not in a:
+        raise DataError("expected {'annotations': [...]}", file=str(annotations))
+    qs = {rec["question_id"]: rec for rec in q["questions"]}
+    anns = a["annotations"]
+    for i, ann in enumerate(anns, start=1):
+        if "question_id" not in ann or not ann.get("answers"):
+            raise DataError("annotation lacks question_id or answers", file=str(annotations),
+                            line=i)  # fmt: skip
+        if ann["question_id"] not in qs:
+            raise DataError(f"question_id {ann['question_id']} has no question",
+                            file=str(annotations), line=i)  # fmt: skip
+    return qs, anns
+
+
+def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for line, rec in read_records(path):
+        if "question_id" not in rec or "answer" not in rec:
+            raise DataError("record needs question_id and answer", file=str(path), line=line)
+        if rec["question_id"] in out:
+            raise DataError(f"second answer to question {rec['question_id']}", file=str(path),
+                            line=line)  # fmt: skip
+        out[rec["question_id"]] = str(rec["answer"])
+    return out
+
+
+def run_vqa(
+    *,
+    questions: str | os.PathLike,
+    annotations: str | os.PathLike,
+    predictions: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    max_new_tokens: int = 10,
+    batch_size: int = 16,
+    limit: int | None = None,
+    save_predictions: str | os.PathLike | None = None,
+    model_bundle=None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
+    if (checkpoint is None and model_bundle is None) == (predictions is None):
+        raise DataError("give exactly one of --checkpoint or --predictions")
+    qs, anns = load_vqa(questions, annotations)
+    if limit is not None:
+        anns = anns[:limit]
+    wanted = {a["question_id"] for a in anns}
+    if predictions is not None:
+        preds = read_vqa_predictions(predictions)
+        extra = sorted(set(preds) - set(qs))
+        if extra:
+            raise DataError(f"{len(extra)} answers to unknown questions (e.g. {extra[:3]})",
+                            file=str(predictions))  # fmt: skip
+        if limit is not None:
+            preds = {k: v for k, v in preds.items() if k in wanted}
+    else:
+        if data_dir is None:
+            raise DataError("--data (the shards holding the VQA images) is needed with a model")
+        from vlmtrain.eval.generation import answer_questions
+
+        items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
+        preds = answer_questions(
+            checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
+        )  # fmt: skip
+    if save_predictions is not None:
+        from vlmdata.core.atomic import write_json
+
+        write_json(
+            save_predictions, [{"question_id": k, "answer": preds[k]} for k in sorted(preds)]
+        )
+    missing = sorted(wanted - set(preds))
+    if missing:
+        raise DataError(f"{len(missing)} annotated questions have no answer (e.g. {missing[:3]})")
+    res = vqa_accuracy(preds, anns)
+    report = Report(
+        task="vqa",
+        config={"prompt": prompt if checkpoint else None, "limit": limit,
+                "predictions": str(predictions) if predictions else None,
+                "questions": str(questions), "annotations": str(annotations)},
+        checkpoint=str(checkpoint) if checkpoint else None,
+        data=str(data_dir) if data_dir else None,
+    )  # fmt: skip
+    report.add("accuracy", res["overall"], res["count"])
+    for ans_type, (acc, n) in res["per_answer_type"].items():
+        report.add(f"accuracy/{ans_type}", acc, n)
+    report.details["per_question_type"] = {
+        k: {"accuracy": v, "count": n} for k, (v, n) in res["per_question_type"].items()
+    }
+    return report

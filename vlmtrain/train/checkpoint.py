@@ -1,0 +1,206 @@
+"""Checkpoints (resume) and exports (what eval and the next stage load).
+
+Two things with different jobs:
+- `OUTPUT/checkpoints/stepNNNNNNN/`: DeepSpeed's own sharded checkpoint (every rank writes its
+  partition; optimizer and scheduler state included) plus the data position in `client_state`
+  and, readable without torch, `data_position.json`. Only `--resume` of the same run reads it,
+  so DeepSpeed's format is used as is.
+- `OUTPUT/export/`: `model.safetensors` (no pickle), the resolved `config.yaml`, a copy of the
+  tokenizer (with the tokens the model added) and `export.json`. `load_checkpoint` rebuilds the
+  model from the config and loads these weights.
+
+What an export holds (`export` in the config): "trainable" = parameters trained in this stage;
+"full" = everything; "auto" (default) = everything EXCEPT frozen parts that the config rebuilds
+from pretrained files (a vision tower with `vision_pretrained`, an LM from a local `lm` path).
+So a tiny model built from configs with random init exports all its (few) weights and eval
+rebuilds it exactly, while FROMAGe exports its projections and new token rows only (~11 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vlmdata.core.atomic import atomic_path, write_json
+from vlmdata.core.errors import DataError
+
+EXPORT_DIR = "export"
+CHECKPOINT_DIR = "checkpoints"
+WEIGHTS = "model.safetensors"
+GATHER_CHUNK = 64  # parameters gathered at once under ZeRO-3 (bounds peak memory)
+
+
+def checkpoint_tag(step: int) -> str:
+    return f"step{step:07d}"
+
+
+def rebuildable(model_cfg, name: str) -> bool:
+    """True when parameter `name` is rebuilt from a pretrained file by `build_model` alone."""
+    if "new_weight" in name:  # added token rows: always trained or random
+        return False
+    train = set(model_cfg.train)
+    if name.startswith("vision."):
+        return bool(model_cfg.vision_pretrained) and "vision" not in train
+    if name.startswith("lm."):
+        return bool(model_cfg.lm) and "lm" not in train
+    return False
+
+
+def export_names(model, model_cfg, mode: str = "auto") -> list[str]:
+    """Names of the parameters an export of `mode` holds (see module doc)."""
+    names = []
+    for name, p in model.named_parameters():
+        if mode == "full" or (mode == "trainable" and p.requires_grad):
+            names.append(name)
+        elif mode == "auto" and (p.requires_grad or not rebuildable(model_cfg, name)):
+            names.append(name)
+    return names
+
+
+def gathered_state(model, names: list[str], rank: int) -> dict[str, Any]:
+    """Full (un-partitioned) copies of `names` on rank 0; every rank must call this (ZeRO-3)."""
+    import deepspeed
+
+    params = dict(model.named_parameters())
+    state: dict[str, Any] = {}
+    for i in range(0, len(names), GATHER_CHUNK):
+        chunk = names[i : i + GATHER_CHUNK]
+        with deepspeed.zero.GatheredParameters([params[n] for n in chunk], modifier_rank=None):
+            if rank == 0:
+                for n in chunk:
+                    state[n] = params[n].detach().to("cpu").clone().contiguous()
+    return state
+
+
+def write_export(
+    out_dir: str | os.PathLike,
+    state: dict[str, Any],
+    cfg,
+    tokenizer,
+    info: dict[str, Any],
+) -> Path:
+    """Write an export folder (rank 0 only): weights, config, tokenizer copy, export.json."""
+    from safetensors.torch import save_file
+
+    from vlmtrain.train.config import save_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    save_config(cfg, out / "config.yaml")
+    tok_dir = out / "tokenizer"
+    staging = out / ".tokenizer.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_pretrained(str(staging))
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    os.replace(staging, tok_dir)
+    n = sum(int(t.numel()) for t in state.values())
+    write_json(out / "export.json", {**info, "tensors": len(state), "parameters": n})
+    return out
+
+
+def find_export(path: str | os.PathLike) -> Path:
+    """An export folder: `path` itself, or a run directory's `export/`."""
+    path = Path(path)
+    for cand in (path, path / EXPORT_DIR):
+        if (cand / WEIGHTS).exists() and (cand / "config.yaml").exists():
+            return cand
+    raise FileNotFoundError(f"no export (model.safetensors + config.yaml) in {path} or its export/")
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load_weights_into(model, model_cfg, state: dict[str, Any], source: str) -> None:
+    """Copy exported weights into a freshly built model; a missing non-rebuildable one fails."""
+    names = {n for n, _ in model.named_parameters()}
+    missing = sorted(n for n in names - set(state) if not rebuildable(model_cfg, n))
+    if missing:
+        raise DataError(
+            f"export lacks {len(missing)} parameter(s) that cannot be rebuilt, e.g. {missing[:3]}",
+            file=source,
+        )
+    try:
+        model.load_trainable_state_dict(state)
+    except (KeyError, RuntimeError) as e:
+        raise DataError(f"export does not fit this model: {e}", file=source) from e
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """(model in eval mode on CPU, tokenizer, TrainConfig) from a run directory or an export."""
+    import torch
+
+    from vlmdata.core.tokenizer import load_tokenizer
+    from vlmtrain.model.vlm import build_model
+    from vlmtrain.train.config import load_config
+
+    export = find_export(path)
+    cfg = load_config(export / "config.yaml")
+    tokenizer = load_tokenizer(export / "tokenizer")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, tokenizer)
+    load_weights_into(model, cfg.model, read_weights(export / WEIGHTS), str(export))
+    model.eval()
+    return model, tokenizer, cfg
+
+
+# ---- resume state ------------------------------------------------------------------------------
+
+
+def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
+    """DeepSpeed's `latest` tag of a checkpoint folder, or None when there is none yet."""
+    f = Path(ckpt_dir) / "latest"
+    return f.read_text(encoding="utf-8").strip() if f.exists() else None
+
+
+def write_position(ckpt_dir: Path, tag: str, state: dict[str, Any]) -> None:
+    write_json(Path(ckpt_dir) / tag / "data_position.json", state)
+
+
+def read_position(ckpt_dir: Path, tag: str) -> dict[str, Any] | None:
+    f = Path(ckpt_dir) / tag / "data_position.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
+
+
+def save_rng(ckpt_dir: Path, tag: str, rank: int) -> None:
+    """This rank's torch RNG state (dropout masks), so a resumed step draws the same ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    with atomic_path(Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors") as tmp:
+        save_file(state, str(tmp))
+
+
+def load_rng(ckpt_dir: Path, tag: str, rank: int) -> bool:
+    """Restore what `save_rng` wrote; False when the checkpoint has none for this rank."""
+    import torch
+
+    f = Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors"
+    if not f.exists():
+        return False
+    state = read_weights(f)
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    return True
+
+
+def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, protect: Iterable[str]) -> None:
+    """Remove all but the newest `keep` step folders (rank 0, after every rank saved)."""
+    if keep <= 0:
+        return
+    tags = sorted(p.name for p in Path(ckpt_dir).glob("step*") if p.is_dir())
+    for tag in tags[:-keep]:
+        if tag not in set(protect):
+            shutil.rmtree(Path(ckpt_dir) / tag, ignore_errors=True)

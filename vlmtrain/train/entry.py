@@ -1,0 +1,51 @@
+"""Per-rank entry point: `python -m vlmtrain.train.entry --config RESOLVED.yaml [--resume]`.
+
+The DeepSpeed launcher starts one of these per rank (`vlmtrain launch` builds that command) and
+sets RANK / WORLD_SIZE / MASTER_* for it; run alone it trains as a world of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vlmtrain.train.entry", description=__doc__)
+    p.add_argument("--config", required=True, help="resolved YAML config (output_dir/config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="stop after N optimizer steps (as a kill)"
+    )
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # launcher
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
+    from vlmdata.core.errors import DataError
+    from vlmtrain.train.config import load_config
+    from vlmtrain.train.trainer import train
+
+    try:
+        summary = train(load_config(args.config), resume=args.resume, stop_after=args.stop_after)
+    except (DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    if os.environ.get("RANK", "0") == "0":
+        last = summary["last"]
+        loss = f", loss {last['loss']:.4f}" if last else ""
+        print(f"done: {summary['steps']}/{summary['total']} steps{loss}", flush=True)
+        if summary["export"]:
+            print(f"export: {summary['export']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
