@@ -237,6 +237,10 @@ def caption(
     """COCO caption metrics (pycocoevalcap: PTB tokenizer, needs Java) on the SPLIT images.
 
     References are the images' texts in the index (COCO Karpathy test: 5k images x 5).
+    Line breaks inside a caption (\\r, \\v, \\f, U+2028, U+2029) become spaces before PTB
+    tokenisation: pycocoevalcap's wrapper joins captions with newlines and splits the Java
+    output by line, so such a caption would shift every later caption onto the wrong image.
+    That is the only place where the scores differ from pycocoevalcap's.
 
     \b
       vlmtrain eval caption --checkpoint runs/caption --data coco/ --beams 3 -o cap.json
@@ -283,6 +287,14 @@ def caption(
     help='Results JSON [{"question_id", "answer"}] instead of a model.',
 )
 @click.option("--prompt", default="Question: {question} Answer:", show_default=True)
+@click.option(
+    "--vqa-script",
+    type=click.Choice(["2021", "2016"]),
+    default="2021",
+    show_default=True,
+    help="Version of the official vqaEval.py to reproduce: 2021 (a013f00, current) or 2016 "
+    "(458a8b2); published VQAv2 numbers come from both.",
+)
 @click.option("--max-new-tokens", default=10, show_default=True)
 @BATCH
 @LIMIT
@@ -298,6 +310,7 @@ def vqa(
     annotations,
     predictions,
     prompt,
+    vqa_script,
     max_new_tokens,
     batch_size,
     limit,
@@ -307,6 +320,11 @@ def vqa(
     quiet,
 ):
     """VQAv2 accuracy with the official normalisation and 10-annotator leave-one-out.
+
+    The two versions of the official script differ: 2021 (default) strips the human answers
+    and normalises both sides only when the humans disagree; 2016 always normalises the
+    answer and compares unanimous human answers raw. The report's config names the version.
+    Answers must cover exactly the annotated questions.
 
     \b
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
@@ -322,6 +340,7 @@ def vqa(
         checkpoint=checkpoint,
         data_dir=data_dir,
         prompt=prompt,
+        script=vqa_script,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         limit=limit,

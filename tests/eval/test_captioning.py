@@ -88,3 +88,24 @@ def test_identity_scores_perfect_with_full_pipeline():
     assert res["METEOR"] == pytest.approx(1.0, abs=1e-6)
     assert res["ROUGE-L"] == pytest.approx(1.0)
     assert res["CIDEr-D"] > 0
+
+
+@pytest.mark.skipif(NO_JAVA, reason="java not installed")
+@pytest.mark.parametrize("brk", ["\r", "\r\n", "\x0b", "\x0c", "\u2028", "\u2029"])
+def test_caption_with_a_line_break_stays_on_its_own_image(brk):
+    # pycocoevalcap alone gives b: ['on a mat'] here: its output lines shift by one per break
+    out = ptb_tokenize({"a": [f"a dog{brk}on a mat"], "b": ["a cat"], "c": ["x y"]})
+    assert out == {"a": ["a dog on a mat"], "b": ["a cat"], "c": ["x y"]}
+
+
+@pytest.mark.skipif(NO_JAVA, reason="java not installed")
+def test_caption_with_carriage_return_is_scored_on_its_own_image():
+    refs = {"a": ["a dog on a mat"], "b": ["a cat on a sofa"], "c": ["two birds in a tree"]}
+    preds = {"a": "a dog\ron a mat", "b": "a cat on a sofa", "c": "two birds in a tree"}
+    clean = {k: v.replace("\r", " ") for k, v in preds.items()}
+    # every prediction equals its reference once tokenised: BLEU-1 1.0 (a misaligned corpus
+    # would pair "on a mat" with image b and score far lower)
+    assert caption_scores(preds, refs, ["BLEU-1", "CIDEr-D"]) == caption_scores(
+        clean, refs, ["BLEU-1", "CIDEr-D"]
+    )
+    assert caption_scores(preds, refs, ["BLEU-1"])["BLEU-1"] == pytest.approx(1.0, abs=1e-6)

@@ -42,21 +42,46 @@ def test_vqa_report_and_byte_identical_rerun(tmp_path):
     assert res.exit_code == 0, res.output
     assert "accuracy/number" in res.output
     rep = load_report(out)
-    assert rep["task"] == "vqa"
+    assert rep["task"] == "vqa" and rep["config"]["vqa_script"] == "2021"
+    # 2021: unanimous "yes" humans meet the merely stripped "Yes" (0); "two" vs disagreeing
+    # humans: both sides normalised, "2" twice -> 0.6
     assert rep["metrics"] == [
-        {"metric": "accuracy", "value": pytest.approx(0.8), "count": 2},  # (1 + 0.6) / 2
+        {"metric": "accuracy", "value": pytest.approx(0.3), "count": 2},
         {"metric": "accuracy/number", "value": pytest.approx(0.6), "count": 1},
-        {"metric": "accuracy/yes/no", "value": 1.0, "count": 1},
+        {"metric": "accuracy/yes/no", "value": 0.0, "count": 1},
     ]
     first = out.read_bytes()
     assert _run(["vqa", *args, "-o", str(out)]).exit_code == 0
     assert out.read_bytes() == first
 
 
+def test_vqa_2016_script_on_the_same_files(tmp_path):
+    args = _vqa_files(tmp_path, [{"question_id": 1, "answer": "Yes"},
+                                 {"question_id": 2, "answer": "two"}])  # fmt: skip
+    out = tmp_path / "vqa2016.json"
+    assert _run(["vqa", *args, "--vqa-script", "2016", "-o", str(out)]).exit_code == 0
+    rep = load_report(out)
+    assert rep["config"]["vqa_script"] == "2016"
+    assert "458a8b2" in rep["config"]["vqa_script_source"]
+    # 2016: the answer is always normalised ("Yes" -> "yes", "two" -> "2"): (1 + 0.6) / 2
+    assert rep["metrics"][0] == {"metric": "accuracy", "value": pytest.approx(0.8), "count": 2}
+
+
 def test_vqa_missing_answer_is_a_clear_error(tmp_path):
     res = _run(["vqa", *_vqa_files(tmp_path, [{"question_id": 1, "answer": "yes"}])])
     assert res.exit_code == 2
     assert "1 annotated questions have no answer" in res.output
+
+
+def test_vqa_answer_to_an_unannotated_question_is_refused(tmp_path):
+    answers = [{"question_id": q, "answer": "yes"} for q in (1, 2, 3)]
+    args = _vqa_files(tmp_path, answers)
+    # question 3 exists in the questions file but has no annotation
+    qs = [{"question_id": q, "image_id": 1, "question": "?"} for q in (1, 2, 3)]
+    (tmp_path / "q.json").write_text(json.dumps({"questions": qs}))
+    res = _run(["vqa", *args])
+    assert res.exit_code == 2
+    assert "1 answers to questions without annotation (e.g. question_id [3])" in res.output
 
 
 def test_oven_report_from_jsonl(tmp_path):

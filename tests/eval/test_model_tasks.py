@@ -86,7 +86,8 @@ def test_vqa_model_answers_are_what_is_scored(tiny_bundle, shards_dir, tmp_path)
         ]
     }
     anns = {"annotations": [{"question_id": q, "answer_type": "other", "question_type": "what",
-                             "answers": [{"answer": "dogs"}] * 10} for q in (7, 8)]}  # fmt: skip
+                             "answers": [{"answer": "dogs", "answer_id": i} for i in range(1, 11)]}
+                            for q in (7, 8)]}  # fmt: skip
     (tmp_path / "q.json").write_text(json.dumps(qs))
     (tmp_path / "a.json").write_text(json.dumps(anns))
     saved = tmp_path / "answers.json"

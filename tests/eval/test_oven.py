@@ -44,3 +44,14 @@ def test_unseen_side_must_exist():
     q = _refs("val_query_seen", 1, "a")
     with pytest.raises(DataError, match="unseen"):
         oven_scores(q, q, {"a0": "Q0"}, {"a0": "Q0"})
+
+
+def test_prediction_for_an_unknown_data_id_is_refused():
+    from vlmtrain.eval.tasks.oven import score_oven
+
+    refs = _refs("val_query_seen", 2, "qs") + _refs("val_query_unseen", 1, "qu")
+    preds = {"qs0": "Q0", "qs1": "Q1", "qu0": "Q0"}
+    res, _rows = score_oven(refs, preds)
+    assert res["query_score"] == 100.0
+    with pytest.raises(DataError, match=r"1 predictions have a data_id that no reference.*zz9"):
+        score_oven(refs, {**preds, "zz9": "Q0"})

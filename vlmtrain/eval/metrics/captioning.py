@@ -8,6 +8,7 @@ from the evaluated references, so scores are only comparable on the same test se
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 
@@ -15,6 +16,10 @@ from vlmdata.core.errors import DataError
 
 ALL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 JAVA_METRICS = frozenset({"METEOR"})  # besides tokenization, which always needs Java
+# Characters Stanford's PTBTokenizer (-preserveLines) ends a line at, besides "\n" (which the
+# pycocoevalcap wrapper already turns into a space). Found by feeding each candidate through
+# the tokenizer: "\x85" and "\x1c"-"\x1e" do not break lines, these do.
+LINE_BREAKS = re.compile("[\r\x0b\x0c\u2028\u2029]")
 
 
 def require_java() -> str:
@@ -31,13 +36,16 @@ def require_java() -> str:
 def ptb_tokenize(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Lower-cased PTB tokens without punctuation, per image; empty captions stay empty.
 
-    The Java tokenizer works line by line and the wrapper zips its output back to the input,
-    so an empty last line can go missing; such images get "" back rather than vanishing.
+    The Java tokenizer works line by line and the wrapper zips its output back to the input:
+    a caption holding a line break other than "\\n" would push every later caption onto the
+    wrong image, so those characters become spaces first (the one place where the result
+    differs from pycocoevalcap, which misaligns there). An empty last line can go missing;
+    such images get "" back rather than vanishing.
     """
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     require_java()
-    wrapped = {k: [{"caption": c} for c in v] for k, v in captions.items()}
+    wrapped = {k: [{"caption": LINE_BREAKS.sub(" ", c)} for c in v] for k, v in captions.items()}
     out = PTBTokenizer().tokenize(wrapped)
     result: dict[str, list[str]] = {}
     for key, caps in captions.items():

@@ -1,13 +1,22 @@
 """VQAv2 accuracy exactly as the official evaluation (GT-Vision-Lab/VQA, vqaEval.py) computes it.
 
-Reproduced on purpose, quirks included, so numbers compare with published ones:
-- the predicted answer always gets punctuation AND digit/article/contraction normalisation;
-  the ten human answers get punctuation normalisation only, and only when they disagree;
-- the period-stripping regex has a typo'd lookbehind (`(?!<=\\d)`) and is applied with
-  `count=re.UNICODE` (= 32), so at most 32 periods are removed;
-- accuracy per question = mean over the 10 leave-one-out subsets of min(#matches / 3, 1).
-Per answer-type (and question-type) averages use the per-question average, as the evaluation
-server does (the GitHub script's breakdown used the last subset's value, a known bug).
+Two versions of the official script are in use and published numbers come from both, so both are
+reproduced, quirks included (`--vqa-script`):
+
+- "2021" (commit a013f00, "Fixed processing answers bug", the default): the human answers and
+  the prediction get newlines/tabs turned into spaces and are stripped; only when the humans
+  disagree are humans AND prediction fully normalised (punctuation, then digits, articles and
+  contractions). Unanimous humans are compared with the merely stripped prediction.
+- "2016" (commit 458a8b2): the prediction is always fully normalised; the human answers are
+  compared raw (not even stripped) for unanimity, and get punctuation normalisation only, and
+  only when they disagree.
+
+Shared by both: the period-stripping regex has a typo'd lookbehind (`(?!<=\\d)`) and is applied
+with `count=re.UNICODE` (= 32), so at most 32 periods are removed; accuracy per question = mean
+over the leave-one-out subsets of min(#matches / 3, 1), where "the others" are the answer records
+that differ from the left-out one (dict comparison: with the published annotations, whose
+answer_ids are distinct, that is every other position). Per answer-type (and question-type)
+averages are means of the per-question accuracies, as in both scripts.
 """
 
 from __future__ import annotations
@@ -16,6 +25,12 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+VQA_SCRIPTS = {
+    "2021": "GT-Vision-Lab/VQA vqaEval.py @ a013f00 (2021, current)",
+    "2016": "GT-Vision-Lab/VQA vqaEval.py @ 458a8b2 (2016)",
+}
+DEFAULT_SCRIPT = "2021"
+
 # Number words and articles (processDigitArticle).
 NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -23,7 +38,8 @@ NUMBER_WORDS = {
 }  # fmt: skip
 ARTICLES = frozenset({"a", "an", "the"})
 
-# Contractions missing their apostrophes -> canonical form (the official table, ASCII quotes).
+# Contractions missing their apostrophes -> canonical form (the official table, ASCII quotes,
+# its "somebody'd" -> "somebodyd" slip included; identical in both versions).
 _CONTRACTIONS = """
 aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
 couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
@@ -77,48 +93,101 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
+    """Newlines and tabs to spaces, then strip (the first step of both scripts)."""
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
 def normalize_answer(text: str) -> str:
-    """The normalisation applied to a predicted answer."""
-    return process_digit_article(process_punctuation(_clean(text)))
+    """Full normalisation: clean, punctuation, digits/articles/contractions."""
+    return process_digit_article(process_punctuation(clean(text)))
 
 
-def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Mean over leave-one-out subsets of min(#humans agreeing with the prediction / 3, 1)."""
+def check_script(script: str) -> str:
+    if script not in VQA_SCRIPTS:
+        raise ValueError(f"unknown VQA script {script!r}; choose from {sorted(VQA_SCRIPTS)}")
+    return script
+
+
+def question_accuracy(
+    prediction: str, human_answers: Sequence[str], script: str = DEFAULT_SCRIPT
+) -> float:
+    """One question's accuracy under the `script` version ("2021" or "2016").
+
+    The leave-one-out drops one position at a time: what the scripts' dict comparison does for
+    answer records with distinct answer_ids (`vqa_accuracy` checks that they are).
+    """
+    check_script(script)
     if not human_answers:
         raise ValueError("a question needs at least one human answer")
-    pred = normalize_answer(prediction)
-    gts = [_clean(a) for a in human_answers]
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+    if script == "2021":
+        pred = clean(prediction)
+        gts = [clean(a) for a in human_answers]
+        if len(set(gts)) > 1:
+            gts = [normalize_answer(a) for a in gts]
+            pred = normalize_answer(pred)
+    else:
+        pred = normalize_answer(prediction)
+        gts = list(human_answers)
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+    return leave_one_out(pred, gts)
+
+
+def leave_one_out(pred: str, gts: Sequence[str]) -> float:
+    """Mean over each left-out position of min(#other answers equal to `pred` / 3, 1)."""
+    hits = sum(1 for a in gts if a == pred)
     total = 0.0
-    for i in range(len(gts)):
-        matches = sum(1 for j, a in enumerate(gts) if j != i and a == pred)
+    for a in gts:
+        matches = hits - (1 if a == pred else 0)
         total += min(1.0, matches / 3.0)
     return total / len(gts)
 
 
+def _answer_strings(ann: Mapping) -> list[str]:
+    """The answer strings of one annotation, after checking its records are told apart by
+    something besides the answer (answer_id): the scripts leave a record out by dict
+    comparison, so two records equal in every field would drop out of each other's subsets."""
+    records = ann["answers"]
+    keys = [tuple(sorted((k, repr(v)) for k, v in r.items() if k != "answer")) for r in records]
+    if len(records) > 1 and len(set(keys)) != len(keys):
+        raise ValueError(
+            f"question_id {ann['question_id']}: answer records must carry distinct answer_id "
+            "values (as the published annotations do)"
+        )
+    return [r["answer"] for r in records]
+
+
 def vqa_accuracy(
-    predictions: Mapping[int, str], annotations: Iterable[Mapping]
+    predictions: Mapping[int, str],
+    annotations: Iterable[Mapping],
+    script: str = DEFAULT_SCRIPT,
 ) -> dict[str, object]:
     """Score predictions {question_id: answer} against VQAv2 annotation records.
 
-    Annotation records are the official `annotations` entries (question_id, answers[{answer}],
-    answer_type, question_type). Every annotated question must have a prediction: a missing
-    one would silently raise the score, so it is an error (KeyError naming the id).
+    Annotation records are the official `annotations` entries (question_id, answers[{answer,
+    answer_id, ...}], answer_type, question_type). Like the official `loadRes`, the answered
+    questions must be exactly the annotated ones: a missing answer or an answer to a question
+    without annotation is a ValueError naming the ids.
     Returns fractions in [0, 1] (the official script prints 100x, rounded to 2 places).
     """
+    check_script(script)
+    annotations = list(annotations)
+    annotated = {ann["question_id"] for ann in annotations}
+    missing = sorted(annotated - set(predictions), key=str)
+    extra = sorted(set(predictions) - annotated, key=str)
+    if missing or extra:
+        raise ValueError(
+            f"answers and annotations disagree: {len(missing)} annotated questions without an "
+            f"answer (e.g. question_id {missing[:3]}), {len(extra)} answers to questions without "
+            f"annotation (e.g. question_id {extra[:3]})"
+        )
     per_q: dict[int, float] = {}
     by_answer_type: dict[str, list[float]] = defaultdict(list)
     by_question_type: dict[str, list[float]] = defaultdict(list)
     for ann in annotations:
         qid = ann["question_id"]
-        if qid not in predictions:
-            raise KeyError(f"no prediction for question_id {qid}")
-        acc = question_accuracy(predictions[qid], [a["answer"] for a in ann["answers"]])
+        acc = question_accuracy(predictions[qid], _answer_strings(ann), script)
         per_q[qid] = acc
         by_answer_type[ann.get("answer_type", "unknown")].append(acc)
         by_question_type[ann.get("question_type", "unknown")].append(acc)
@@ -126,6 +195,7 @@ def vqa_accuracy(
     return {
         "overall": mean,
         "count": len(per_q),
+        "script": script,
         "per_answer_type": {
             k: (sum(v) / len(v), len(v)) for k, v in sorted(by_answer_type.items())
         },

@@ -64,7 +64,16 @@ def read_oven_predictions(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
 def score_oven(
     refs: list[dict], preds: dict[str, str]
 ) -> tuple[dict, list[tuple[str, float, int]]]:
-    """Official scores plus (metric, value, count) rows; one family alone gets its own mean."""
+    """Official scores plus (metric, value, count) rows; one family alone gets its own mean.
+
+    A prediction whose data_id no reference holds is refused, as the official toolkit does
+    (it looks each prediction's reference up): it means the wrong reference files.
+    """
+    known = {r["data_id"] for r in refs}
+    extra = sorted(d for d in preds if d not in known)
+    if extra:
+        raise DataError(f"{len(extra)} predictions have a data_id that no reference holds "
+                        f"(e.g. {extra[:3]})")  # fmt: skip
     query = [r for r in refs if "_query_" in r["data_split"]]
     entity = [r for r in refs if "_entity_" in r["data_split"]]
     other = len(refs) - len(query) - len(entity)

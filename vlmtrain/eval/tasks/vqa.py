@@ -1,9 +1,11 @@
 """`vlmtrain eval vqa`: VQAv2 accuracy on the official questions/annotations JSON.
 
 Like the official `loadRes`, the predictions must answer exactly the annotated questions (a
-partial results file would score a different benchmark). Predictions come from a results JSON
+partial results file would score a different benchmark, and an answer to a question without
+annotation means the wrong files). Predictions come from a results JSON
 ([{"question_id", "answer"}]) or from the model: the question is put into --prompt and decoded
-with the image found by its COCO `image_id` in OUT/index.parquet.
+with the image found by its COCO `image_id` in OUT/index.parquet. `script` picks the version of
+the official vqaEval.py ("2021", the current one, or "2016"); the report names it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json, read_records
-from vlmtrain.eval.metrics.vqa import vqa_accuracy
+from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT, VQA_SCRIPTS, vqa_accuracy
 from vlmtrain.eval.report import Report
 
 DEFAULT_PROMPT = "Question: {question} Answer:"
@@ -28,6 +30,7 @@ def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike):
         raise DataError("expected {'annotations': [...]}", file=str(annotations))
     qs = {rec["question_id"]: rec for rec in q["questions"]}
     anns = a["annotations"]
+    seen = set()
     for i, ann in enumerate(anns, start=1):
         if "question_id" not in ann or not ann.get("answers"):
             raise DataError("annotation lacks question_id or answers", file=str(annotations),
@@ -35,7 +38,26 @@ def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike):
         if ann["question_id"] not in qs:
             raise DataError(f"question_id {ann['question_id']} has no question",
                             file=str(annotations), line=i)  # fmt: skip
+        if ann["question_id"] in seen:
+            raise DataError(f"question_id {ann['question_id']} is annotated twice",
+                            file=str(annotations), line=i)  # fmt: skip
+        seen.add(ann["question_id"])
+        _check_answer_records(ann, str(annotations), i)
     return qs, anns
+
+
+def _check_answer_records(ann: dict, path: str, line: int) -> None:
+    """The official scripts leave one answer record out by dict comparison, so records must be
+    told apart by more than their answer (the published ones carry answer_id 1..10)."""
+    recs = ann["answers"]
+    if not all(isinstance(r, dict) and isinstance(r.get("answer"), str) for r in recs):
+        raise DataError(f"question_id {ann['question_id']}: answers must be records with an "
+                        "'answer' string", file=path, line=line)  # fmt: skip
+    ids = [tuple(sorted((k, repr(v)) for k, v in r.items() if k != "answer")) for r in recs]
+    if len(recs) > 1 and len(set(ids)) != len(ids):
+        raise DataError(f"question_id {ann['question_id']}: answer records need distinct "
+                        "answer_id values (as the published annotations have)", file=path,
+                        line=line)  # fmt: skip
 
 
 def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
@@ -62,6 +84,7 @@ def run_vqa(
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
+    script: str = DEFAULT_SCRIPT,
     model_bundle=None,
     device: str | None = None,
     progress: bool = False,
@@ -69,15 +92,19 @@ def run_vqa(
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
     if (checkpoint is None and model_bundle is None) == (predictions is None):
         raise DataError("give exactly one of --checkpoint or --predictions")
+    if script not in VQA_SCRIPTS:
+        raise DataError(f"unknown --vqa-script {script!r}; choose from {sorted(VQA_SCRIPTS)}")
     qs, anns = load_vqa(questions, annotations)
+    annotated = {a["question_id"] for a in anns}
     if limit is not None:
         anns = anns[:limit]
     wanted = {a["question_id"] for a in anns}
     if predictions is not None:
         preds = read_vqa_predictions(predictions)
-        extra = sorted(set(preds) - set(qs))
+        extra = sorted(set(preds) - annotated, key=str)
         if extra:
-            raise DataError(f"{len(extra)} answers to unknown questions (e.g. {extra[:3]})",
+            raise DataError(f"{len(extra)} answers to questions without annotation (e.g. "
+                            f"question_id {extra[:3]}); the official loader refuses them too",
                             file=str(predictions))  # fmt: skip
         if limit is not None:
             preds = {k: v for k, v in preds.items() if k in wanted}
@@ -97,15 +124,16 @@ def run_vqa(
         write_json(
             save_predictions, [{"question_id": k, "answer": preds[k]} for k in sorted(preds)]
         )
-    missing = sorted(wanted - set(preds))
+    missing = sorted(wanted - set(preds), key=str)
     if missing:
         raise DataError(f"{len(missing)} annotated questions have no answer (e.g. {missing[:3]})")
-    res = vqa_accuracy(preds, anns)
+    res = vqa_accuracy(preds, anns, script)
     report = Report(
         task="vqa",
         config={"prompt": prompt if checkpoint else None, "limit": limit,
                 "predictions": str(predictions) if predictions else None,
-                "questions": str(questions), "annotations": str(annotations)},
+                "questions": str(questions), "annotations": str(annotations),
+                "vqa_script": script, "vqa_script_source": VQA_SCRIPTS[script]},
         checkpoint=str(checkpoint) if checkpoint else None,
         data=str(data_dir) if data_dir else None,
     )  # fmt: skip
