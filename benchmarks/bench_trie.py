@@ -123,6 +123,7 @@ def run_ours(case: str, path: str) -> dict:
     import torch
 
     from vlmdata.trie import Trie
+    from vlmdata.trie.mask import TrieLogitsProcessor
 
     flat, lengths, vocab = make(case)
     seqs = as_lists(flat, lengths)
@@ -151,7 +152,7 @@ def run_ours(case: str, path: str) -> dict:
     res["allowed_sets"] = digest.hexdigest()
     res["rss_mb"] = rss_mb() - before  # mapped pages touched by every query above
     scores = torch.randn(BATCH * BEAMS, vocab)
-    proc = trie.logits_processor(0)
+    proc = TrieLogitsProcessor(trie, 0)
     for d, pref in prefixes.items():
         ids = torch.from_numpy(pref)
         res[f"proc_ms_{d}"] = timed(lambda i=ids: proc(i, scores), 10)

@@ -39,6 +39,7 @@ def run_case(case: str, with_dict: bool) -> None:
     import torch
 
     from vlmdata.trie import Trie
+    from vlmdata.trie.mask import TrieLogitsProcessor
 
     flat, lengths, vocab = make(case)
     seqs = as_lists(flat, lengths)
@@ -46,7 +47,7 @@ def run_case(case: str, with_dict: bool) -> None:
     scores = torch.randn(BATCH * BEAMS, vocab, device="cuda")
     full = torch.ones_like(scores, dtype=torch.bool)
     floor = cuda_ms(lambda: torch.where(full, scores, float("-inf")), 20)
-    proc = trie.logits_processor(0)
+    proc = TrieLogitsProcessor(trie, 0)
     print(f"\n## {case} on {torch.cuda.get_device_name()} (floor {floor:.3f} ms)\n")
     print("| prefix depth | CSR trie processor (ms) | dict trie + transformers (ms) | ratio |")
     print("|---:|---:|---:|---:|")

@@ -27,6 +27,7 @@ TINY_VISION = {
                    "mlp_ratio": 2.0},
 }  # fmt: skip
 TINY_LM = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 512}
+ENDOFCHUNK = "<|endofchunk|>"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +73,8 @@ def tokenizer_dir(tmp_path_factory):
 
     texts = [c for pair in CAPTIONS for c in pair] * 5 + ["caption: id image: 0 1 2 3 4 5 6 7 8 9"]
     out = tmp_path_factory.mktemp("tok")
-    train_tokenizer(texts, out, vocab_size=300)
+    # GRACE ends its identifiers with <|endofchunk|>: the tokenizer has it, for that case
+    train_tokenizer(texts, out, vocab_size=300, extra_special_tokens=[ENDOFCHUNK])
     return out
 
 
@@ -98,7 +100,7 @@ def trie_path(ids_path, tokenizer_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def grace_bundle(shards_dir, tokenizer_dir, ids_path):
-    """(model, tokenizer, cfg): a tiny GRACE model trained on query->id for every caption."""
+    """A ModelBundle: a tiny GRACE model trained on query->id for every caption."""
     import torch
 
     from vlmdata.core.tokenizer import load_tokenizer
@@ -116,9 +118,8 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
                       train=["lm"])  # fmt: skip
     model = build_model(cfg, tok)
     recipe = get_recipe("grace")
-    ctx = RecipeContext.for_model(
-        model, identifiers=load_identifiers(ids_path, tok, recipe.id_prefix)
-    )
+    # the stored tokens are checked against this tokenizer (a mismatch is an error)
+    ctx = RecipeContext.for_model(model, identifiers=load_identifiers(ids_path, tok))
     reader = ShardReader(shards_dir)
     examples = [recipe.make(s, ctx, QUERY2ID, text_index=j) for s in reader for j in range(2)]
     batch = recipe.collate(examples)
@@ -134,9 +135,12 @@ def grace_bundle(shards_dir, tokenizer_dir, ids_path):
     model.eval()
     torch.set_num_threads(threads)
     assert losses[-1] < losses[0] / 2, losses[::10]
+    from vlmtrain.eval.generation import ModelBundle
     from vlmtrain.train.config import RecipeConfig, TrainConfig
 
-    return model, tok, TrainConfig(model=cfg, recipe=RecipeConfig(name="grace"), seed=0)
+    return ModelBundle(
+        model, tok, TrainConfig(model=cfg, recipe=RecipeConfig(name="grace"), seed=0)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +148,7 @@ def grace_export(grace_bundle, tmp_path_factory):
     """The trained model written as the trainer exports it (safetensors + config + tokenizer)."""
     from vlmtrain.train.checkpoint import export_names, write_export
 
-    model, tok, cfg = grace_bundle
+    model, tok, cfg = grace_bundle.model, grace_bundle.tokenizer, grace_bundle.cfg
     names = set(export_names(model, cfg.model, "full"))
     state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if n in names}
     out = tmp_path_factory.mktemp("run") / "export"
@@ -153,10 +157,11 @@ def grace_export(grace_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tokenizer_dir):
-    """tiny_bundle(recipe, options, **model overrides) -> (untrained model, tokenizer, cfg)."""
+    """tiny_bundle(recipe, options, **model overrides) -> ModelBundle of an untrained model."""
     import torch
 
     from vlmdata.core.tokenizer import load_tokenizer
+    from vlmtrain.eval.generation import ModelBundle
     from vlmtrain.model.vlm import ModelConfig, build_model
     from vlmtrain.train.config import RecipeConfig, TrainConfig
 
@@ -168,6 +173,6 @@ def tiny_bundle(tokenizer_dir):
         torch.manual_seed(0)
         model = build_model(ModelConfig(**cfg), tok).eval()
         run = TrainConfig(model=model.cfg, recipe=RecipeConfig(recipe, dict(options or {})))
-        return model, tok, run
+        return ModelBundle(model, tok, run)
 
     return make

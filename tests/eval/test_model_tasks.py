@@ -121,14 +121,16 @@ def oven_data(tmp_path_factory, tokenizer_dir):
                        "entity_name": names[i], "question": "what is this?"})  # fmt: skip
     write_shards(root / "work" / "manifest.parquet", root / "images", root / "out", progress=False)
     ents = root / "entities.parquet"
-    pl.DataFrame({"entity_id": [f"Q{i}" for i in range(5)], "entity_name": names}).write_parquet(
-        ents
-    )
+    # Q5 shares its name with Q3 (two entities, one name: the trie keeps both rows)
+    pl.DataFrame(
+        {"entity_id": [f"Q{i}" for i in range(6)], "entity_name": [*names, "white cat"]}
+    ).write_parquet(ents)
     trie_from_entities(ents, tokenizer_dir).save(root / "entities.trie")
     return root
 
 
 def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_data, tmp_path):
+    from vlmdata.core.errors import DataError
     from vlmtrain.eval.tasks.oven import read_oven_predictions, run_oven
 
     bundle = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
@@ -139,17 +141,21 @@ def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_
     rep = run_oven(save_predictions=saved, **common)
     preds = read_oven_predictions([saved])
     assert sorted(preds) == ["d0", "d1", "d2", "d3"]
-    assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # always a real entity
+    assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # a real entity (Q5: as Q3)
     assert {m["metric"] for m in rep.metrics} >= {"final_score", "query_score", "entity_score"}
-    # with candidate sets, each prediction is one of its own candidates
-    cands = {"d0": ["Q3", "Q4"], "d1": ["Q1"], "d2": ["Q0", "Q2"], "d3": ["Q4"]}
+    # with candidate sets (decoded two at a time in one forest), each prediction is one of its
+    # own candidates; d3's only candidate is the second "white cat", d2 has none (whole trie)
+    cands = {"d0": ["Q3", "Q4"], "d1": ["Q1"], "d2": [], "d3": ["Q5"]}
     (tmp_path / "cands.jsonl").write_text(
         "".join(json.dumps({"data_id": d, "candidates": c}) + "\n" for d, c in cands.items())
     )
     run_oven(candidates=tmp_path / "cands.jsonl", save_predictions=saved, **common)
     preds = read_oven_predictions([saved])
-    assert all(preds[d] in cands[d] for d in cands)
-    assert preds["d1"] == "Q1" and preds["d3"] == "Q4"  # a single candidate is forced
+    assert preds["d0"] in cands["d0"] and preds["d2"] in {f"Q{i}" for i in range(5)}
+    assert preds["d1"] == "Q1" and preds["d3"] == "Q5"  # a single candidate is forced
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"data_id": "d0", "candidates": ["Q9"]}))
+    with pytest.raises(DataError, match=r"candidates \['Q9'\] are not in the entities file"):
+        run_oven(candidates=tmp_path / "bad.jsonl", **common)
 
 
 def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):

@@ -10,7 +10,9 @@ from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import build_ids, read_ids
 from vlmdata.ids.tokens import identifier_sequence
 from vlmdata.trie import Trie
+from vlmdata.trie.forest import batch_subset
 from vlmdata.trie.from_files import trie_from_ids
+from vlmdata.trie.mask import TrieLogitsProcessor
 
 PREFIX = "id "
 
@@ -62,7 +64,7 @@ def test_beam_search_returns_only_test_identifiers(
             seq = identifier_sequence(tok, text, prefix=PREFIX)
             assert trie.lookup(seq) is not None
     prompt = torch.tensor([[tok.bos_token_id, 5, 9]] * 3)
-    proc = NeverEmpty(trie.logits_processor(prompt.shape[1]))
+    proc = NeverEmpty(TrieLogitsProcessor(trie, prompt.shape[1]))
     beams = 5
     out = model.generate(
         prompt,
@@ -114,7 +116,7 @@ def test_batched_candidate_sets_keep_each_item_to_its_own(manifest_dir, tok_dir,
     tok = load_tokenizer(tok_dir)
     model = tiny_gpt2(len(tok), tok)
     sets = [[3, 17, 25], [0, 11, 12, 39], [7]]
-    forest = trie.batch_subset(sets)
+    forest = batch_subset(trie, sets)
     beams = 3
     prompt = torch.tensor([[tok.bos_token_id, 9]] * len(sets))
     proc = NeverEmpty(forest.logits_processor(prompt.shape[1]))

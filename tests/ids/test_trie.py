@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vlmdata.trie import Trie
+from vlmdata.trie.forest import batch_subset
+from vlmdata.trie.mask import TrieLogitsProcessor
 
 EOS = 0
 VOCAB = 12
@@ -93,7 +95,7 @@ def test_logits_mask_equals_children_or_eos(seqs, data):
     rows = rows + on[: len(rows)]
     ids = torch.tensor([[7, 7] + r for r in rows], dtype=torch.long).reshape(len(rows), -1)
     scores = torch.randn(len(rows), VOCAB + 2)
-    out = trie.logits_processor(prompt)(ids, scores)
+    out = TrieLogitsProcessor(trie, prompt)(ids, scores)
     for i, r in enumerate(rows):
         want = brute_children(seqs, r) or [EOS]
         assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
@@ -109,13 +111,13 @@ def test_mixed_batch_of_wide_narrow_and_off_trie_rows(monkeypatch, wide):
     seqs = [[int(a), int(b), EOS] for a, b in rng.integers(1, 60, size=(3000, 2))]
     trie = Trie.build(seqs, vocab_size=500, eos_id=EOS)
     scores = torch.randn(160, 500)
-    out = trie.logits_processor(0)(torch.zeros(160, 0, dtype=torch.long), scores)
+    out = TrieLogitsProcessor(trie, 0)(torch.zeros(160, 0, dtype=torch.long), scores)
     root = trie.children([]).tolist()
     assert (torch.isfinite(out).sum(1) == len(root)).all()  # all rows at the root: broadcast
     # 150 rows at 5 level-1 nodes (with WIDE=3: five dense groups), 10 rows off the trie
     firsts = [[s[0]] for s in seqs if s[0] <= 5][:150] + [[499]] * 10
     assert len(firsts) == 160
-    out = trie.logits_processor(0)(torch.tensor(firsts), scores)
+    out = TrieLogitsProcessor(trie, 0)(torch.tensor(firsts), scores)
     for i, p in enumerate(firsts):
         want = trie.children(p).tolist() or [EOS]
         assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
@@ -146,18 +148,52 @@ def test_save_load_round_trip_is_memory_mapped(tmp_path_factory, seqs):
     assert path2.read_bytes() == path.read_bytes()
 
 
-@settings(max_examples=30, deadline=None)
-@given(sets_st, st.data())
-def test_subset_is_the_trie_of_the_candidates(seqs, data):
-    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
-    rows = data.draw(st.lists(st.integers(0, len(seqs) - 1), max_size=len(seqs)))
-    sub = trie.subset(rows)
-    # a duplicate's row is not stored: the subset holds sequences whose lookup row is chosen
-    cand = [s for s in seqs if trie.lookup(s) in set(rows)]
-    for prefix in all_prefixes(seqs):
-        assert sub.children(list(prefix)).tolist() == brute_children(cand, list(prefix))
-    for s in cand:
-        assert sub.lookup(s) == trie.lookup(s)
+# rows drawn from a small range: several sequences per row (semantic ids, one per text) and
+# equal sequences under different rows (two entities with one name) are both common
+rowed_st = st.lists(st.tuples(seq_st, st.integers(0, 6)), min_size=1, max_size=25)
+
+ARRAYS = ("offsets", "tokens", "term_nodes", "term_rows", "dup_nodes", "dup_rows")
+
+
+def assert_same_trie(a: Trie, b: Trie) -> None:
+    """Node numbering is canonical (level order, children by token), so equal tries have
+    equal arrays, duplicates included."""
+    for name in ARRAYS:
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+    for key in ("n_sequences", "n_duplicates", "level_starts"):
+        assert a.header[key] == b.header[key], key
+
+
+@settings(max_examples=60, deadline=None)
+@given(rowed_st, st.data())
+def test_subset_equals_the_trie_built_from_the_subsets_sequences(pairs, data):
+    seqs, rows = [s for s, _ in pairs], [r for _, r in pairs]
+    trie = Trie.build(seqs, rows, vocab_size=VOCAB, eos_id=EOS)
+    chosen = set(data.draw(st.lists(st.integers(0, 7), max_size=8)))
+    keep = [(s, r) for s, r in pairs if r in chosen]
+    want = Trie.build([s for s, _ in keep], [r for _, r in keep], vocab_size=VOCAB, eos_id=EOS)
+    assert_same_trie(trie.subset(sorted(chosen)), want)
+    # and the whole trie rebuilds from its own sequences, duplicates included
+    assert_same_trie(Trie.from_flat(*trie.sequences(), vocab_size=VOCAB, eos_id=EOS), trie)
+
+
+def test_subset_keeps_every_text_of_a_row_and_duplicated_sequences():
+    multi = Trie.build([[1, 2, 0], [3, 0], [4, 5, 0]], [0, 0, 0], vocab_size=10, eos_id=0)
+    sub = multi.subset([0])
+    assert len(sub) == 3
+    assert [sub.lookup(s) for s in ([1, 2, 0], [3, 0], [4, 5, 0])] == [0, 0, 0]
+    twins = Trie.build([[5, 0], [5, 0]], vocab_size=10, eos_id=0)  # two entities, one name
+    assert twins.lookup([5, 0]) == 0
+    assert len(twins.subset([1])) == 1 and twins.subset([1]).lookup([5, 0]) == 1
+    assert twins.subset([0, 1]).lookup([5, 0]) == 0  # the lowest row, as a fresh build
+    assert len(twins.subset([7])) == 0  # a row the trie does not hold
+
+
+def test_subset_survives_save_and_load(tmp_path):
+    trie = Trie.build([[5, 0], [5, 0], [6, 0]], [3, 4, 4], vocab_size=10, eos_id=0)
+    trie.save(tmp_path / "t.trie")
+    back = Trie.load(tmp_path / "t.trie")
+    assert back.subset([4]).lookup([5, 0]) == 4 and back.subset([4]).lookup([6, 0]) == 4
 
 
 def test_sequences_round_trip_and_tokens_outside_vocab_rejected():
@@ -181,20 +217,18 @@ def test_prefix_allowed_tokens_fn_never_empty():
 
 
 @settings(max_examples=25, deadline=None)
-@given(sets_st, st.data())
-def test_batch_subset_masks_each_item_to_its_own_candidates(seqs, data):
-    trie = Trie.build(seqs, vocab_size=VOCAB, eos_id=EOS)
+@given(rowed_st, st.data())
+def test_batch_subset_masks_each_item_to_its_own_candidates(pairs, data):
+    seqs, rows_of = [s for s, _ in pairs], [r for _, r in pairs]
+    trie = Trie.build(seqs, rows_of, vocab_size=VOCAB, eos_id=EOS)
     n_items = data.draw(st.integers(1, 4))
-    sets = [
-        data.draw(st.lists(st.integers(0, len(seqs) - 1), max_size=len(seqs)))
-        for _ in range(n_items)
-    ]
-    forest = trie.batch_subset(sets)
+    sets = [data.draw(st.lists(st.integers(0, 7), max_size=6)) for _ in range(n_items)]
+    forest = batch_subset(trie, sets)
     beams = 2
     depth = data.draw(st.integers(0, 3))
     rows = []
     for b, rows_b in enumerate(sets):
-        cand = [s for s in seqs if trie.lookup(s) in set(rows_b)]
+        cand = [s for s, r in pairs if r in set(rows_b)]  # every sequence of the item's rows
         for _ in range(beams):
             pool = [s[:depth] for s in cand if len(s) >= depth] or [[1] * depth]
             rows.append((b, data.draw(st.sampled_from(pool)), cand))
@@ -204,5 +238,22 @@ def test_batch_subset_masks_each_item_to_its_own_candidates(seqs, data):
         want = brute_children(cand, prefix) or [EOS]
         assert torch.isfinite(out[i]).nonzero().flatten().tolist() == want
         assert forest.children(b, prefix).tolist() == brute_children(cand, prefix)
+        sub = trie.subset(sets[b])
         for s in cand:
-            assert forest.lookup(b, s) == trie.lookup(s)
+            assert forest.lookup(b, s) == sub.lookup(s) is not None
+
+
+def test_core_imports_neither_decoding_module():
+    """The layering: mask and forest build on core, never the other way (no import cycle)."""
+    import ast
+    import inspect
+
+    import vlmdata.trie.core as core
+
+    tree = ast.parse(inspect.getsource(core))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("vlmdata.trie.")} - {
+        "vlmdata.trie.build",
+        "vlmdata.trie.storage",
+    }

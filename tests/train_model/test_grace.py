@@ -129,6 +129,7 @@ def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):
 
 def test_trie_constrained_generation_yields_only_identifiers(build, tokenizer, samples):
     from vlmdata.trie import Trie
+    from vlmdata.trie.mask import TrieLogitsProcessor
     from vlmtrain.recipes.base import pad_sequences
 
     model = build().eval()
@@ -144,7 +145,7 @@ def test_trie_constrained_generation_yields_only_identifiers(build, tokenizer, s
         ids,
         mask,
         None,
-        logits_processor=[trie.logits_processor(ids.shape[1])],
+        logits_processor=[TrieLogitsProcessor(trie, ids.shape[1])],
         num_beams=4,
         num_return_sequences=4,
         max_new_tokens=12,

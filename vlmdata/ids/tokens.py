@@ -8,15 +8,27 @@ the prompt/identifier boundary would otherwise make the two disagree.
 from __future__ import annotations
 
 
-def identifier_sequence(
-    tokenizer, identifier: str, prefix: str = "", eos: bool = True
-) -> list[int]:
-    """Token ids of `prefix + identifier` without special tokens, plus the eos id if asked."""
-    ids = list(tokenizer(prefix + identifier, add_special_tokens=False)["input_ids"])
-    if eos:
+def eos_token_id(tokenizer, eos_token: str | None = None) -> int:
+    """The id identifiers end with: `eos_token` (one token of the vocabulary, e.g. GRACE's
+    `<|endofchunk|>`) or, by default, the tokenizer's eos. ValueError if there is none."""
+    if eos_token is None:
         if tokenizer.eos_token_id is None:
             raise ValueError("tokenizer has no eos token; pass eos=False or add one")
-        ids.append(int(tokenizer.eos_token_id))
+        return int(tokenizer.eos_token_id)
+    ids = tokenizer.convert_tokens_to_ids([eos_token])
+    if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"eos token {eos_token!r} is not a token of the tokenizer")
+    return int(ids[0])
+
+
+def identifier_sequence(
+    tokenizer, identifier: str, prefix: str = "", eos: bool = True, eos_token: str | None = None
+) -> list[int]:
+    """Token ids of `prefix + identifier` without special tokens, then the eos id if asked
+    (`eos_token`'s, default the tokenizer's: the trie must be built with the same one)."""
+    ids = list(tokenizer(prefix + identifier, add_special_tokens=False)["input_ids"])
+    if eos:
+        ids.append(eos_token_id(tokenizer, eos_token))
     return ids
 
 

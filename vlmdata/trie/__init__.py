@@ -1,8 +1,10 @@
 """Prefix tries over identifier token sequences (docs/DESIGN.md, contract 5), for constrained
 decoding.
 
-`from vlmdata.trie import Trie` imports numpy only; the transformers `LogitsProcessor` lives in
-`vlmdata.trie.mask` and is imported when `Trie.logits_processor()` is first called.
+`from vlmdata.trie import Trie` imports numpy only. Decoding builds on it, one way (`core`
+imports neither): `vlmdata.trie.mask.TrieLogitsProcessor(trie, prompt_length, pad_id=...)` is
+the transformers `LogitsProcessor`, and `vlmdata.trie.forest.batch_subset(trie, row_sets)` gives
+each batch item its own candidate set (AutoVER).
 """
 
 from vlmdata.trie.core import Trie

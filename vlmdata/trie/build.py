@@ -24,10 +24,12 @@ class CSRArrays:
     tokens: np.ndarray  # (n_edges,) token of edge e, which leads to node e + 1
     term_nodes: np.ndarray  # (n_terminals,) sorted nodes where a sequence ends
     term_rows: np.ndarray  # (n_terminals,) identifier row (e.g. ids.parquet row) of that sequence
+    dup_nodes: np.ndarray  # (n_duplicates,) terminal node of each sequence equal to another one
+    dup_rows: np.ndarray  # (n_duplicates,) its row (kept so a row subset can find it)
     level_starts: list[int]  # first node of each depth, plus n_nodes at the end
     level_max_fanout: list[int]  # widest node of each depth (bounds the binary search)
     n_sequences: int
-    n_duplicates: int  # sequences equal to an earlier one (the earliest row is kept)
+    n_duplicates: int  # sequences ending at an already used node (lookup gives the lowest row)
 
 
 def flatten(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,29 +85,36 @@ def build_csr(
     offsets = np.zeros(n_nodes + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     fanout = [int(counts[a:b].max()) if b > a else 0 for a, b in itertools.pairwise(level_starts)]
-    term_nodes, term_rows, n_dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
+    term, dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
     return CSRArrays(
         offsets=offsets.astype(np.int32 if offsets[-1] < 2**31 else np.int64),
         tokens=(np.concatenate(toks) if toks else np.zeros(0)).astype(token_dtype(vocab_size)),
-        term_nodes=term_nodes,
-        term_rows=term_rows,
+        term_nodes=term[0],
+        term_rows=term[1],
+        dup_nodes=dup[0],
+        dup_rows=dup[1],
         level_starts=level_starts,
         level_max_fanout=fanout,
         n_sequences=len(lengths),
-        n_duplicates=n_dup,
+        n_duplicates=len(dup[0]),
     )
 
 
-def _terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Sort (node, row) by node; where several sequences end at one node keep the lowest row."""
-    order = np.argsort(nodes * (int(rows.max(initial=0)) + 1) + rows)  # by node, then row
+def _terminals(
+    nodes: np.ndarray, rows: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((node, row) of the lowest row ending at each node, (node, row) of every other one).
+
+    Both sorted by node, then row. The second pair is what `Trie.subset` needs to keep a row
+    whose sequence equals another row's (two entities with one name).
+    """
+    order = np.lexsort((rows, nodes))  # by node, then row
     nodes, rows = nodes[order], rows[order]
     first = np.ones(len(nodes), dtype=bool)
     first[1:] = nodes[1:] != nodes[:-1]
     idx_dtype = np.int32 if (len(nodes) == 0 or nodes.max() < 2**31) else np.int64
     row_dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31) else np.int64
     return (
-        nodes[first].astype(idx_dtype),
-        rows[first].astype(row_dtype),
-        int((~first).sum()),
+        (nodes[first].astype(idx_dtype), rows[first].astype(row_dtype)),
+        (nodes[~first].astype(idx_dtype), rows[~first].astype(row_dtype)),
     )

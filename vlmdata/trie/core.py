@@ -27,6 +27,10 @@ class Trie:
         self.tokens = arrays["tokens"]
         self.term_nodes = arrays["term_nodes"]
         self.term_rows = arrays["term_rows"]
+        # Tries saved before duplicates were kept have no dup arrays (see `_require_dups`).
+        self._dups_stored = "dup_nodes" in arrays
+        self.dup_nodes = arrays.get("dup_nodes", np.zeros(0, np.int32))
+        self.dup_rows = arrays.get("dup_rows", np.zeros(0, np.int32))
         self.header = header
         self.vocab_size: int = int(header["vocab_size"])
         self.eos_id: int | None = header.get("eos_id")
@@ -34,7 +38,7 @@ class Trie:
         self.level_starts: list[int] = header["level_starts"]
         self.level_max_fanout: list[int] = header["level_max_fanout"]
         self._root_table: np.ndarray | None = None
-        self._row_order: np.ndarray | None = None
+        self._by_row: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -78,14 +82,8 @@ class Trie:
         return cls(_arrays(csr), _header(csr, vocab_size, eos_id, tokenizer_name, meta))
 
     def save(self, path: str | os.PathLike) -> None:
-        arrays = {
-            "offsets": self.offsets,
-            "tokens": self.tokens,
-            "term_nodes": self.term_nodes,
-            "term_rows": self.term_rows,
-        }
         header = {k: v for k, v in self.header.items() if k not in ("arrays", "format", "version")}
-        save_arrays(path, header, arrays)
+        save_arrays(path, header, self._array_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trie:
@@ -104,7 +102,17 @@ class Trie:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.offsets, self.tokens, self.term_nodes, self.term_rows))
+        return sum(a.nbytes for a in self._array_dict().values())
+
+    def _array_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "offsets": self.offsets,
+            "tokens": self.tokens,
+            "term_nodes": self.term_nodes,
+            "term_rows": self.term_rows,
+            "dup_nodes": self.dup_nodes,
+            "dup_rows": self.dup_rows,
+        }
 
     # -- single queries -------------------------------------------------------------------------
     def node(self, prefix: Sequence[int]) -> int:
@@ -200,18 +208,37 @@ class Trie:
         """Parent of each (non-root) node: the owner of edge node - 1."""
         return np.searchsorted(self.offsets, np.asarray(nodes) - 1, side="right") - 1
 
-    def nodes_of_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Terminal node of each identifier row (rows the trie does not hold are left out)."""
-        if len(self.term_rows) == 0:
-            return np.zeros(0, np.int64)
-        if self._row_order is None:
-            self._row_order = np.argsort(self.term_rows, kind="stable")
-        sorted_rows = self.term_rows[self._row_order]
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        i = np.searchsorted(sorted_rows, rows)
-        i_safe = np.minimum(i, len(sorted_rows) - 1)
-        ok = (i < len(sorted_rows)) & (sorted_rows[i_safe] == rows)
-        return np.sort(self.term_nodes[self._row_order[i_safe[ok]]].astype(np.int64))
+    def pairs_of_rows(self, rows: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(terminal node, row) of every sequence whose row is in `rows`, sorted by row then node.
+
+        Every one: a row with several sequences (semantic ids: one per text) gives several
+        pairs, and a row whose sequence equals another row's (two entities with one name) is
+        found too. Rows the trie does not hold are left out.
+        """
+        self._require_dups()
+        by_row, nodes = self._pairs_by_row()
+        want = np.unique(np.asarray(rows, dtype=np.int64))
+        lo = np.searchsorted(by_row, want, side="left")
+        n = np.searchsorted(by_row, want, side="right") - lo
+        idx = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        return nodes[idx], by_row[idx]
+
+    def _pairs_by_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, nodes) of all stored (node, row) pairs, sorted by row then node (cached)."""
+        if self._by_row is None:
+            nodes = np.concatenate([self.term_nodes, self.dup_nodes]).astype(np.int64)
+            rows = np.concatenate([self.term_rows, self.dup_rows]).astype(np.int64)
+            order = np.lexsort((nodes, rows))
+            self._by_row = (rows[order], nodes[order])
+        return self._by_row
+
+    def _require_dups(self) -> None:
+        if self.header.get("n_duplicates", 0) and not self._dups_stored:
+            raise ValueError(
+                f"this trie file predates stored duplicates ({self.header['n_duplicates']} rows "
+                "share a sequence with another row): rebuild it with `vlmdata build-trie` so a "
+                "subset can keep them"
+            )
 
     def paths(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(flat tokens, lengths) of the root-to-node paths, walking parents level by level."""
@@ -227,13 +254,21 @@ class Trie:
         return mat[np.arange(width)[None, :] < depth[:, None]], depth
 
     def sequences(self, rows: Sequence[int] | np.ndarray | None = None):
-        """(flat tokens, lengths, rows) of the stored sequences, optionally only those `rows`."""
-        nodes = self.term_nodes.astype(np.int64) if rows is None else self.nodes_of_rows(rows)
+        """(flat tokens, lengths, rows) of every stored sequence, or of those of `rows`.
+
+        Duplicates included, so `Trie.from_flat(*trie.sequences())` rebuilds the same trie.
+        """
+        if rows is None:
+            self._require_dups()
+            out_rows, nodes = self._pairs_by_row()
+        else:
+            nodes, out_rows = self.pairs_of_rows(rows)
         flat, lengths = self.paths(nodes)
-        return flat, lengths, self.rows_of(nodes)
+        return flat, lengths, out_rows
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> Trie:
-        """The trie of the sequences whose identifier rows are in `rows` (a candidate set)."""
+        """The trie of every sequence whose identifier row is in `rows` (a candidate set):
+        equal to `Trie.build` over those sequences and rows."""
         flat, lengths, out_rows = self.sequences(rows)
         return Trie.from_flat(
             flat,
@@ -244,12 +279,6 @@ class Trie:
             tokenizer_name=self.tokenizer_name,
             meta=self.header.get("meta"),
         )
-
-    def batch_subset(self, row_sets: Sequence[Sequence[int]]):
-        """One candidate set per batch item, decoded together (AutoVER): a `Forest`."""
-        from vlmdata.trie.forest import Forest
-
-        return Forest.build(self, row_sets)
 
     # -- decoding -------------------------------------------------------------------------------
     def prefix_allowed_tokens_fn(self, prompt_length: int, pad_id: int | None = None):
@@ -265,18 +294,6 @@ class Trie:
             return allowed or fallback
 
         return fn
-
-    def logits_processor(
-        self,
-        prompt_length: int,
-        *,
-        pad_id: int | None = None,
-        start_nodes: np.ndarray | None = None,
-    ):
-        """A `transformers.LogitsProcessor` masking a whole batch × beams to the trie at once."""
-        from vlmdata.trie.mask import TrieLogitsProcessor
-
-        return TrieLogitsProcessor(self, prompt_length, pad_id=pad_id, start_nodes=start_nodes)
 
     def __repr__(self) -> str:
         return (
@@ -308,6 +325,8 @@ def _arrays(csr: CSRArrays) -> dict[str, np.ndarray]:
         "tokens": csr.tokens,
         "term_nodes": csr.term_nodes,
         "term_rows": csr.term_rows,
+        "dup_nodes": csr.dup_nodes,
+        "dup_rows": csr.dup_rows,
     }
 
 

@@ -3,7 +3,10 @@
 Each batch item may only generate one of its own top-k retrieved entities. Rather than one trie
 and one processor per item, the candidate sets become one trie whose root has a private marker
 token per item (vocab_size + b, never a real token): item b's rows start at the marker's node,
-so the same vectorised walk and mask serve the whole batch × beams at once.
+so the same vectorised walk and mask serve the whole batch × beams at once. An item whose set
+is empty (or holds no row of the trie) can only emit eos.
+
+Layering: this module and `mask` build on `core`; `core` imports neither.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Forest:
 
     @classmethod
     def build(cls, base: Trie, row_sets: Sequence[Sequence[int]]) -> Forest:
+        """Item b's rows start at marker vocab_size + b; lookups give `base`'s rows."""
         flats, lens, rows = [], [], []
         for b, wanted in enumerate(row_sets):
             flat, lengths, out_rows = base.sequences(wanted)
@@ -53,6 +57,14 @@ class Forest:
 
     def logits_processor(self, prompt_length: int, *, pad_id: int | None = None):
         """Masks item b's beams (rows b·beams … b·beams + beams - 1) to item b's candidates."""
-        return self.trie.logits_processor(
-            prompt_length, pad_id=pad_id, start_nodes=self.start_nodes
+        from vlmdata.trie.mask import TrieLogitsProcessor
+
+        return TrieLogitsProcessor(
+            self.trie, prompt_length, pad_id=pad_id, start_nodes=self.start_nodes
         )
+
+
+def batch_subset(base: Trie, row_sets: Sequence[Sequence[int]]) -> Forest:
+    """One candidate set per batch item, decoded together (AutoVER): every sequence of each
+    item's rows, as `base.subset(rows)` would keep them."""
+    return Forest.build(base, row_sets)

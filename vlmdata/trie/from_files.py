@@ -16,21 +16,18 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.ids.tokens import identifier_sequences
+from vlmdata.ids.tokens import eos_token_id, identifier_sequences
 from vlmdata.trie.core import Trie
 
 BATCH = 65536
 
 
 def _eos_id(tok, eos_token: str | None) -> int:
-    if eos_token is None:
-        if tok.eos_token_id is None:
-            raise DataError("the tokenizer has no eos token; pass --eos TOKEN")
-        return int(tok.eos_token_id)
-    ids = tok.convert_tokens_to_ids([eos_token])
-    if not ids or ids[0] is None or ids[0] == tok.unk_token_id:
-        raise DataError(f"--eos {eos_token!r} is not a token of the tokenizer")
-    return int(ids[0])
+    """The shared rule (`vlmdata.ids.tokens.eos_token_id`), its failure as a DataError."""
+    try:
+        return eos_token_id(tok, eos_token)
+    except ValueError as e:
+        raise DataError(f"{e} (--eos TOKEN)") from e
 
 
 def _encode(tok, names: list[str], prefix: str, eos_id: int, flats: list, lens: list) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from vlmdata.trie.core import Trie
+from vlmdata.trie.core import Trie  # one way: core never imports this module
 
 WIDE = 1024  # nodes with more children than this get a dense row instead of scattered pairs
 MAX_WIDE_GROUPS = 16  # beyond this many distinct wide nodes in a batch, scatter everything
@@ -117,7 +117,7 @@ class TrieLogitsProcessor(LogitsProcessor):
 
     `prompt_length`: number of input_ids columns before generation starts (the padded prompt
     width for decoder-only models, 1 for encoder-decoders). `start_nodes`: per batch item start
-    node (a candidate-set forest, see `Trie.batch_subset`), repeated over each item's beams.
+    node (a candidate-set forest, see `vlmdata.trie.forest`), repeated over each item's beams.
     """
 
     def __init__(

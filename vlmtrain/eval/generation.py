@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from vlmtrain.recipes.base import pad_sequences
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model with what decoding needs next to it (tests and notebooks pass their own
+    to the tasks' `model_bundle=` instead of a checkpoint)."""
+
+    model: Any  # vlmtrain.model.vlm.VLM, in eval mode
+    tokenizer: Any  # its tokenizer (model.tokenizer)
+    cfg: Any  # the TrainConfig it was trained with (recipe name and options)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -23,13 +34,13 @@ def pick_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(checkpoint: str | os.PathLike, device: str | None = None):
-    """(model in eval mode on `device`, tokenizer, TrainConfig) from a run or export directory."""
+def load_model(checkpoint: str | os.PathLike, device: str | None = None) -> ModelBundle:
+    """The model (eval mode, on `device`), tokenizer and TrainConfig of a run or export dir."""
     from vlmtrain.train.checkpoint import load_checkpoint
 
     model, tokenizer, cfg = load_checkpoint(checkpoint)
     model.to(pick_device(device)).eval()
-    return model, tokenizer, cfg
+    return ModelBundle(model, tokenizer, cfg)
 
 
 def recipe_of(cfg, name: str | None = None):
@@ -69,6 +80,7 @@ def generate_tokens(
     batch_size: int = 16,
     num_return_sequences: int = 1,
     processor_for: Callable[[int, list[int]], Any] | None = None,
+    eos_id: int | None = None,
     progress: bool = False,
     **generate_kwargs: Any,
 ) -> list[list[list[int]]]:
@@ -76,10 +88,13 @@ def generate_tokens(
 
     `processor_for(prompt_length, batch_indices)` returns a LogitsProcessor for one batch (a
     trie mask needs the padded prompt width). Images go with prompts holding `<image>` slots.
+    `eos_id` (default: the tokenizer's) both stops generation and cuts its output: decoding
+    under a trie passes the trie's own eos, which may be another token (GRACE's
+    `<|endofchunk|>`).
     """
     from transformers import LogitsProcessorList
 
-    eos = model.tokenizer.eos_token_id
+    eos = model.tokenizer.eos_token_id if eos_id is None else int(eos_id)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos
     device = next(model.parameters()).device
     results: list[list[list[int]]] = [[] for _ in prompts]
@@ -95,8 +110,9 @@ def generate_tokens(
         if processor_for is not None:
             kwargs["logits_processor"] = LogitsProcessorList([processor_for(ids.shape[1], idx)])
         out = model.generate(
-            ids, mask, pixel_values=pixels, num_return_sequences=num_return_sequences, **kwargs
-        )
+            ids, mask, pixel_values=pixels, num_return_sequences=num_return_sequences,
+            eos_token_id=eos, **kwargs,
+        )  # fmt: skip
         out = out.view(len(idx), num_return_sequences, -1).cpu().tolist()
         for j, i in enumerate(idx):
             results[i] = [cut_at_eos(seq, eos) for seq in out[j]]
@@ -148,7 +164,7 @@ def caption_images(
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint, device)
+    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
     recipe = recipe_of(cfg)
     ctx = RecipeContext.for_model(model)
     reader = ShardReader(data_dir)
@@ -181,7 +197,7 @@ def answer_questions(
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint, device)
+    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
     recipe = recipe_of(cfg)
     ctx = RecipeContext.for_model(model)
     reader = ShardReader(data_dir)
@@ -229,6 +245,10 @@ def llava_prompt(recipe, ctx, question: str) -> list[int]:
     return seq.input_ids
 
 
+def _unpack(bundle: ModelBundle) -> tuple[Any, Any, Any]:
+    return bundle.model, bundle.tokenizer, bundle.cfg
+
+
 def recognise_entities(
     checkpoint,
     data_dir,
@@ -240,64 +260,130 @@ def recognise_entities(
     beams: int = 5,
     max_new_tokens: int = 32,
     batch_size: int = 8,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> dict[str, str]:
     """{data_id: entity_id}: autover prompt, then the entity name decoded under the trie.
 
-    With `candidates` (JSONL {data_id, candidates: [entity_id]}) each example decodes in the
-    sub-trie of its own candidates (AutoVER's retrieval-augmented constraint), one at a time.
+    With `candidates` (JSONL {data_id, candidates: [entity_id]}) each example decodes among its
+    own candidates (AutoVER's retrieval-augmented constraint): a batch's candidate sets become
+    one forest (`vlmdata.trie.forest`), so examples still decode `batch_size` at a time.
+    Examples without candidates (no line, or an empty list) decode over the whole trie.
+    Generation stops at the trie's eos.
     """
-    import polars as pl
-
     from vlmdata.core.errors import DataError
-    from vlmdata.shards import ShardReader
     from vlmdata.trie import Trie
-    from vlmtrain.eval.data import iter_jsonl
+    from vlmdata.trie.mask import TrieLogitsProcessor
     from vlmtrain.recipes.base import RecipeContext
 
-    model, tok, cfg = model_bundle or load_model(checkpoint, device)
+    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
     recipe = recipe_of(cfg, "autover")
     ctx = RecipeContext.for_model(model)
     full = trie if isinstance(trie, Trie) else Trie.load(trie)
-    ent = pl.read_parquet(entities, columns=["entity_id"])["entity_id"].to_list()
-    row_of_entity = {e: i for i, e in enumerate(ent)}
+    eos = trie_eos(full)
+    ent = _entity_ids(entities)
+    samples = _oven_samples(data_dir, data_ids)
+    prompts = [recipe.prompt(ctx, s["meta"].get("question") or "").input_ids for s in samples]
+    pixels = _pixels(ctx, samples)
+    pad = tok.pad_token_id
+    kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens, eos_id=eos)
+    cands = None if candidates is None else read_candidates(candidates, ent)
+    boxed = [i for i, d in enumerate(data_ids) if cands is not None and cands.get(d)]
+    free = sorted(set(range(len(data_ids))) - set(boxed))
+    rows: dict[int, int | None] = {}
+    if free:
+        outs = generate_tokens(
+            model, [prompts[i] for i in free], images=[pixels[i] for i in free],
+            batch_size=batch_size, progress=progress,
+            processor_for=lambda width, _idx: TrieLogitsProcessor(full, width, pad_id=pad),
+            **kwargs,
+        )  # fmt: skip
+        rows.update({i: full.lookup(o[0]) for i, o in zip(free, outs, strict=True)})
+    if boxed:
+        sets = [cands[data_ids[i]] for i in boxed]
+        rows.update(_decode_in_candidates(
+            model, full, boxed, sets, [prompts[i] for i in boxed], [pixels[i] for i in boxed],
+            pad=pad, batch_size=batch_size, progress=progress, **kwargs,
+        ))  # fmt: skip
+    if any(r is not None and not 0 <= r < len(ent) for r in rows.values()):
+        raise DataError("the trie holds rows beyond the entities file: built from another one?")
+    return {d: (ent[rows[i]] if rows[i] is not None else "") for i, d in enumerate(data_ids)}
+
+
+def _decode_in_candidates(model, full, items, sets, prompts, pixels, *, pad, batch_size,
+                          progress, **kwargs) -> dict[int, int | None]:  # fmt: skip
+    """{item: looked-up row} decoding each item among its own rows, a forest per batch."""
+    from vlmdata.trie.forest import batch_subset
+
+    forests: dict[int, tuple] = {}
+
+    def processor(width: int, idx: list[int]):
+        forest = batch_subset(full, [sets[i] for i in idx])
+        for j, i in enumerate(idx):
+            forests[i] = (forest, j)
+        return forest.logits_processor(width, pad_id=pad)
+
+    outs = generate_tokens(
+        model, prompts, images=pixels, batch_size=batch_size, progress=progress,
+        processor_for=processor, **kwargs,
+    )  # fmt: skip
+    out = {}
+    for k, (item, o) in enumerate(zip(items, outs, strict=True)):
+        forest, j = forests[k]
+        out[item] = forest.lookup(j, o[0])
+    return out
+
+
+def trie_eos(trie) -> int:
+    """The trie's eos id: decoding under the trie stops and cuts there (one eos everywhere)."""
+    from vlmdata.core.errors import DataError
+
+    if trie.eos_id is None:
+        raise DataError("the trie has no eos id: rebuild it with `vlmdata build-trie`")
+    return int(trie.eos_id)
+
+
+def _entity_ids(entities) -> list[str]:
+    import polars as pl
+
+    return pl.read_parquet(entities, columns=["entity_id"])["entity_id"].to_list()
+
+
+def _oven_samples(data_dir, data_ids: Sequence[str]) -> list[dict]:
+    from vlmdata.core.errors import DataError
+    from vlmdata.shards import ShardReader
+
     reader = ShardReader(data_dir)
     if "data_id" not in reader.index.columns:
         raise DataError(f"{data_dir}: index has no data_id column (not OVEN shards?)")
     key_of = dict(
         zip(reader.index["data_id"].to_list(), reader.index["key"].to_list(), strict=True)
     )
-    samples = []
-    for d in data_ids:
-        if d not in key_of:
-            raise DataError(f"data_id {d} is not in {data_dir}")
-        samples.append(reader.get(key_of[d]))
-    prompts = [recipe.prompt(ctx, s["meta"].get("question") or "").input_ids for s in samples]
-    pixels = _pixels(ctx, samples)
-    pad = tok.pad_token_id
-    kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens)
-    if candidates is None:
-        outs = generate_tokens(
-            model, prompts, images=pixels, batch_size=batch_size, progress=progress,
-            processor_for=lambda width, _idx: full.logits_processor(width, pad_id=pad), **kwargs,
-        )  # fmt: skip
-        tries = [full] * len(prompts)
-    else:
-        cands = {rec["data_id"]: rec.get("candidates") or [] for _, rec in iter_jsonl(candidates)}
-        outs, tries = [], []
-        for d, p, px in zip(data_ids, prompts, pixels, strict=True):
-            rows = [row_of_entity[e] for e in cands.get(d, []) if e in row_of_entity]
-            sub = full.subset(rows) if rows else full
-            outs += generate_tokens(
-                model, [p], images=[px], batch_size=1,
-                processor_for=lambda width, _idx, t=sub: t.logits_processor(width, pad_id=pad),
-                **kwargs,
-            )  # fmt: skip
-            tries.append(sub)
-    preds = {}
-    for d, o, t in zip(data_ids, outs, tries, strict=True):
-        row = t.lookup(o[0])
-        preds[d] = ent[row] if row is not None else ""
-    return preds
+    missing = [d for d in data_ids if d not in key_of]
+    if missing:
+        raise DataError(f"{len(missing)} data_ids are not in {data_dir} (e.g. {missing[:3]})")
+    return [reader.get(key_of[d]) for d in data_ids]
+
+
+def read_candidates(path, entity_ids: Sequence[str]) -> dict[str, list[int]]:
+    """{data_id: entity rows} from JSONL {data_id, candidates: [entity_id]}; an entity id the
+    entities file lacks is an error (its name could never be decoded)."""
+    from vlmdata.core.errors import DataError
+    from vlmtrain.eval.data import iter_jsonl
+
+    row_of = {e: i for i, e in enumerate(entity_ids)}
+    out: dict[str, list[int]] = {}
+    for line, rec in iter_jsonl(path):
+        if "data_id" not in rec or not isinstance(rec.get("candidates"), list):
+            raise DataError("record needs data_id and a candidates list", file=str(path),
+                            line=line)  # fmt: skip
+        unknown = [e for e in rec["candidates"] if e not in row_of]
+        if unknown:
+            raise DataError(f"candidates {unknown[:3]} are not in the entities file",
+                            file=str(path), line=line)  # fmt: skip
+        if rec["data_id"] in out:
+            raise DataError(f"second candidate list for {rec['data_id']}", file=str(path),
+                            line=line)  # fmt: skip
+        out[rec["data_id"]] = [row_of[e] for e in rec["candidates"]]
+    return out

@@ -46,10 +46,12 @@ class AutoverRecipe(Recipe):
         entity_prompt: str = "entity: ",
         contrastive: bool = False,
         contrastive_weight: float = 1.0,
+        eos_token: str | None = None,
     ):
         self.question_prompt, self.answer_prompt = question_prompt, answer_prompt
         self.id_prefix, self.entity_prompt = id_prefix, entity_prompt
         self.contrastive, self.contrastive_weight = contrastive, contrastive_weight
+        self.eos_token = eos_token  # None: the tokenizer's eos (the trie's --eos must match)
 
     def prompt(self, ctx: RecipeContext, question: str, with_ret: bool = True) -> SequenceBuilder:
         """The unsupervised prompt; with `<ret>` appended, the trie constrains what follows."""
@@ -58,7 +60,9 @@ class AutoverRecipe(Recipe):
         return seq.tokens([require_ret(ctx, self.name)], False) if with_ret else seq
 
     def target(self, ctx: RecipeContext, entity_name: str) -> list[int]:
-        return identifier_sequence(ctx.tokenizer, entity_name, prefix=self.id_prefix, eos=True)
+        return identifier_sequence(
+            ctx.tokenizer, entity_name, prefix=self.id_prefix, eos=True, eos_token=self.eos_token
+        )
 
     def make(self, sample: Sample, ctx: RecipeContext, kind: str, **_) -> Example | None:
         ret = require_ret(ctx, self.name)

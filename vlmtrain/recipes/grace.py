@@ -6,8 +6,9 @@ Two example kinds per sample:
 Only the identifier tokens (and eos) are supervised. ID-TOKENS come from
 `vlmdata.ids.tokens.identifier_sequence(tokenizer, identifier, prefix=id_prefix, eos=True)`,
 tokenized apart from the prompt: exactly the paths of a trie built with the same prefix
-(default "", as `vlmdata build-trie --prefix`), so constrained beam search can reach every
-identifier the model was trained on.
+(default "", as `vlmdata build-trie --prefix`) and eos (option `eos_token`, default the
+tokenizer's; GRACE ends identifiers with `<|endofchunk|>`: `build-trie --eos` the same), so
+constrained beam search can reach every identifier the model was trained on.
 GRACE mixes 16 image2id and 48 query2id examples per step: `mix`, applied by the data loader.
 """
 
@@ -41,8 +42,10 @@ class GraceRecipe(Recipe):
         query_prompt: str = "caption: ",
         id_prompt: str = " id:",
         mix: Mapping[str, int] | None = None,
+        eos_token: str | None = None,
     ):
         self.id_prefix, self.image_prompt = id_prefix, image_prompt
+        self.eos_token = eos_token  # None: the tokenizer's eos; GRACE's own: "<|endofchunk|>"
         self.query_prompt, self.id_prompt = query_prompt, id_prompt
         self.mix = dict(mix or {IMAGE2ID: 16, QUERY2ID: 48})
         unknown = set(self.mix) - set(self.kinds)
@@ -59,7 +62,9 @@ class GraceRecipe(Recipe):
         raise ValueError(f"grace: unknown example kind {kind!r}")
 
     def target(self, ctx: RecipeContext, identifier: str) -> list[int]:
-        return identifier_sequence(ctx.tokenizer, identifier, prefix=self.id_prefix, eos=True)
+        return identifier_sequence(
+            ctx.tokenizer, identifier, prefix=self.id_prefix, eos=True, eos_token=self.eos_token
+        )
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index, read_records
 from vlmtrain.eval.metrics.captioning import ALL_METRICS, caption_scores, require_java
 from vlmtrain.eval.report import Report
+
+if TYPE_CHECKING:
+    from vlmtrain.eval.generation import ModelBundle
 
 
 def read_caption_predictions(
@@ -59,7 +63,7 @@ def run_caption(
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:

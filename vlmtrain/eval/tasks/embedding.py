@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
 from vlmtrain.eval.report import Report
+
+if TYPE_CHECKING:
+    from vlmtrain.eval.generation import ModelBundle
 
 
 def relevance(text_keys: Sequence[str], image_keys: Sequence[str]) -> np.ndarray:
@@ -159,7 +163,7 @@ def run_embedding_retrieval(
     batch_size: int = 32,
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
@@ -169,7 +173,7 @@ def run_embedding_retrieval(
             from vlmtrain.eval.generation import load_model
 
             model_bundle = load_model(checkpoint, device)
-        enc_images, enc_texts = model_encoders(model_bundle[0])
+        enc_images, enc_texts = model_encoders(model_bundle.model)
     elif encoder == "clip":
         enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
     else:

@@ -14,11 +14,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import iter_jsonl, require
 from vlmtrain.eval.metrics.vqa import normalize_answer
 from vlmtrain.eval.report import Report
+
+if TYPE_CHECKING:
+    from vlmtrain.eval.generation import ModelBundle
 
 REFERENCE_FIELDS = ("answer", "gt_answer", "label")
 
@@ -101,7 +105,7 @@ def run_llava(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     limit: int | None = None,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
@@ -112,11 +116,11 @@ def run_llava(
     qs = read_questions(questions, image_folder, limit)
     if not qs:
         raise DataError("no questions", file=str(questions))
-    model, _tok, cfg = model_bundle or load_model(checkpoint, device)
+    bundle = model_bundle or load_model(checkpoint, device)
     model_id = model_id or (Path(str(checkpoint)).name if checkpoint else "model")
     texts = generate_answers(
-        model, recipe_of(cfg), qs, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        progress=progress,
+        bundle.model, recipe_of(bundle.cfg), qs, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, progress=progress,
     )  # fmt: skip
     with atomic_open(answers_file, "w", encoding="utf-8") as f:
         for q, text in zip(qs, texts, strict=True):

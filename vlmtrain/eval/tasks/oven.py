@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index, read_records
 from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy
 from vlmtrain.eval.report import Report
+
+if TYPE_CHECKING:
+    from vlmtrain.eval.generation import ModelBundle
 
 
 def read_oven_references(paths: Sequence[str | os.PathLike]) -> list[dict]:
@@ -116,7 +120,7 @@ def run_oven(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     save_predictions: str | os.PathLike | None = None,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index
+from vlmtrain.eval.generation import ModelBundle, trie_eos
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
 from vlmtrain.eval.report import Report
 
@@ -52,13 +53,14 @@ def read_id_keys(ids_path: str | os.PathLike) -> tuple[list[str], dict[str, str]
 
 def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) -> None:
     """Every query target must be a trie path leading to its own row, else decoding cannot
-    reach it (trie built with another tokenizer, prefix or split)."""
+    reach it (trie built with another tokenizer, prefix, eos or split)."""
     built = (trie.header.get("meta") or {}).get("prefix")
     if built is not None and built != recipe.id_prefix:
         raise DataError(
             f"the trie was built with --prefix {built!r} but the recipe's id_prefix is "
             f"{recipe.id_prefix!r}: its paths are not the sequences the model was trained on"
         )
+    _check_eos(trie, recipe, ctx, identifiers[keys[0]] if keys else None)
     row_of = {k: i for i, k in enumerate(row_keys)}
     for key in keys:
         if key not in identifiers:
@@ -71,6 +73,22 @@ def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) ->
                 f"tokenizes it ({target}); lookup gave row {row}. Rebuild it with `vlmdata "
                 f"build-trie --split test --prefix {recipe.id_prefix!r}` and the model's tokenizer"
             )
+
+
+def _check_eos(trie, recipe, ctx, identifier: str | None) -> None:
+    """The recipe's targets must end with the trie's eos (the token decoding stops at)."""
+    if identifier is None:
+        return
+    eos = trie_eos(trie)
+    ends = recipe.target(ctx, identifier)[-1]
+    if ends != eos:
+        name = ctx.tokenizer.convert_ids_to_tokens
+        raise DataError(
+            f"the trie ends identifiers with {name(eos)!r} (id {eos}) but the recipe's targets "
+            f"end with {name(ends)!r} (id {ends}): build the trie with the eos the model was "
+            "trained with (`vlmdata build-trie --eos`), or train with the recipe option "
+            "eos_token set to the trie's"
+        )
 
 
 def retrieve_generative(
@@ -87,6 +105,7 @@ def retrieve_generative(
     progress: bool = False,
 ) -> list[list[str | None]]:
     """Per query, the ranked image keys of the returned beams (None: a beam off the trie)."""
+    from vlmdata.trie.mask import TrieLogitsProcessor
     from vlmtrain.eval.generation import generate_tokens
     from vlmtrain.recipes.base import RecipeContext
     from vlmtrain.recipes.grace import QUERY2ID
@@ -101,7 +120,8 @@ def retrieve_generative(
         prompts,
         batch_size=batch_size,
         num_return_sequences=returns,
-        processor_for=lambda width, _idx: trie.logits_processor(width, pad_id=pad),
+        processor_for=lambda width, _idx: TrieLogitsProcessor(trie, width, pad_id=pad),
+        eos_id=trie_eos(trie),
         progress=progress,
         num_beams=beams,
         do_sample=False,
@@ -128,20 +148,21 @@ def run_generative_retrieval(
     length_penalty: float = 1.0,
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
     """Recall@K of text->image generative retrieval on the `split` images.
 
-    `model_bundle` = (model, tokenizer, cfg) skips loading `checkpoint` (tests, notebooks).
+    `model_bundle` (a `ModelBundle`) skips loading `checkpoint` (tests, notebooks). Decoding
+    stops at the trie's eos, whatever token that is.
     """
     from vlmdata.trie import Trie
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext
 
-    model, _tok, cfg = model_bundle or load_model(checkpoint, device)
-    recipe = recipe_of(cfg, "grace")
+    bundle = model_bundle or load_model(checkpoint, device)
+    model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
     trie = Trie.load(trie_path)
     row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(data_dir, split)

@@ -11,11 +11,15 @@ the official vqaEval.py ("2021", the current one, or "2016"); the report names i
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json, read_records
 from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT, VQA_SCRIPTS, vqa_accuracy
 from vlmtrain.eval.report import Report
+
+if TYPE_CHECKING:
+    from vlmtrain.eval.generation import ModelBundle
 
 DEFAULT_PROMPT = "Question: {question} Answer:"
 
@@ -85,7 +89,7 @@ def run_vqa(
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
     script: str = DEFAULT_SCRIPT,
-    model_bundle=None,
+    model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
