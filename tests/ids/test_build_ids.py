@@ -89,17 +89,24 @@ def test_structured_ids_shape_and_uniqueness():
     ids = structured_ids(emb, k=4, leaf_size=7, seed=1)
     assert len(set(ids)) == 200
     assert ids == structured_ids(emb, k=4, leaf_size=7, seed=1)
-    leaf_counts: dict[str, int] = {}
     for ident in ids:
         pieces = ident.split("-")
         assert [int(p.split("_")[0]) for p in pieces] == list(range(len(pieces)))
         assert all(re.fullmatch(r"\d+_\d+", p) for p in pieces)
         assert all(int(p.split("_")[1]) < 4 for p in pieces[:-1])
-        assert int(pieces[-1].split("_")[1]) < 7
-        leaf = "-".join(pieces[:-1])
-        leaf_counts[leaf] = leaf_counts.get(leaf, 0) + 1
-    assert max(leaf_counts.values()) <= 7
-    assert min(len(i.split("-")) for i in ids) >= 3  # 200 > 4 * 7: at least two cluster levels
+        assert int(pieces[-1].split("_")[1]) < 7  # a position (< leaf) or a cluster (< k)
+    assert min(len(i.split("-")) for i in ids) >= 2  # 200 > 7: clustered at least once
+
+
+def test_structured_single_image_cluster_ends_with_its_cluster_as_in_grace():
+    # 4 points near the origin and one far away, k=2, leaf 2: the far one is a cluster of one
+    # (GRACE: "0_c", no index piece); the four are clustered again (pairs -> positions)
+    emb = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1], [100, 100]], dtype=np.float32)
+    ids = structured_ids(emb, k=2, leaf_size=2, seed=0)
+    assert re.fullmatch(r"0_\d", ids[4])
+    assert all(re.fullmatch(r"0_\d-1_\d-2_[01]", i) for i in ids[:4]), ids
+    assert len(set(ids)) == 5
+    assert structured_ids(emb[:1], k=2, leaf_size=2) == ["0_0"]  # a lone image at the root
 
 
 def test_structured_survives_identical_embeddings():
@@ -166,6 +173,27 @@ def test_bad_inputs_name_the_problem(manifest_dir, tmp_path):
         build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured")
     with pytest.raises(FileNotFoundError, match="no index.parquet or manifest.parquet"):
         build_ids(tmp_path, tmp_path / "x.parquet", scheme="numeric")
+
+
+@pytest.mark.parametrize(
+    "k, leaf, match",
+    [(1, 30, "k must be at least 2"), (0, 30, "k must be at least 2"),
+     (30, 0, "leaf size must be at least 1")],
+)  # fmt: skip
+def test_structured_parameters_are_checked(manifest_dir, embeddings, tmp_path, k, leaf, match):
+    with pytest.raises(DataError, match=match):
+        build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured",
+                  embeddings=embeddings, k=k, leaf_size=leaf)  # fmt: skip
+
+
+def test_nan_embeddings_name_the_row(manifest_dir, tmp_path):
+    emb = np.ones((40, 3), np.float32)
+    emb[7, 1] = np.nan
+    emb[9, 0] = np.inf
+    np.save(tmp_path / "nan.npy", emb)
+    with pytest.raises(DataError, match=r"nan.npy: 2 rows hold NaN or infinity \(first: row 7"):
+        build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured",
+                  embeddings=tmp_path / "nan.npy")  # fmt: skip
 
 
 def test_semantic_and_structured_reruns_are_byte_identical(

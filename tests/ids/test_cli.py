@@ -218,3 +218,23 @@ def test_cli_errors_are_one_line_with_exit_2(manifest_dir, tok_dir, tmp_path):
     assert r.exit_code == 2 and "no rows with split 'val'" in r.output
     r = run("embed", manifest_dir, "--model", "ViT-B-32", "-o", tmp_path / "e.npy")
     assert r.exit_code == 2 and "no index.parquet" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k", "1"], "k must be at least 2"),
+        (["--k", "0"], "k must be at least 2"),
+        (["--leaf-size", "0"], "leaf size must be at least 1"),
+        (["--nan"], "1 rows hold NaN or infinity (first: row 3"),
+    ],
+)
+def test_build_ids_structured_bad_parameters_exit_2(manifest_dir, tmp_path, args, message):
+    emb = np.ones((40, 4), np.float32)
+    if args == ["--nan"]:
+        emb[3, 2], args = np.nan, []
+    np.save(tmp_path / "e.npy", emb)
+    r = run("build-ids", manifest_dir, "--scheme", "structured", "--embeddings",
+            tmp_path / "e.npy", *args, "-o", tmp_path / "x.parquet")  # fmt: skip
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert r.output.startswith("error: ")

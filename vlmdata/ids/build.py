@@ -98,6 +98,10 @@ def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list[list[str]], d
 
 
 def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) -> list[str]:
+    try:
+        structured.check_params(k, leaf_size)
+    except ValueError as e:
+        raise DataError(f"--k / --leaf-size: {e}") from e
     if embeddings is None:
         raise DataError("the structured scheme needs --embeddings (see `vlmdata embed`)")
     try:
@@ -106,6 +110,12 @@ def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) ->
         raise DataError(f"cannot read embeddings: {e}", file=str(embeddings)) from e
     if emb.ndim != 2 or len(emb) != n:
         raise DataError(f"embeddings shape {emb.shape}, expected ({n}, dim)", file=str(embeddings))
+    if not np.issubdtype(emb.dtype, np.number):
+        raise DataError(f"embeddings of dtype {emb.dtype}, expected numbers", file=str(embeddings))
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if bad.size:
+        raise DataError(f"{bad.size} rows hold NaN or infinity (first: row {bad[0]}, the index's "
+                        "row of the same number)", file=str(embeddings))  # fmt: skip
     return structured.structured_ids(
         emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed
     )

@@ -2,7 +2,11 @@
 
 Images are clustered into k groups, each group with more than `leaf_size` images is clustered
 again, and so on; an identifier lists the cluster taken at each level and ends with the image's
-index inside its final cluster: pieces "{level}_{n}" joined by "-", e.g. "0_3-1_17-2_5". Similar
+index inside its final cluster: pieces "{level}_{n}" joined by "-", e.g. "0_3-1_17-2_5". As in
+GRACE's `structured_id.py` (`classify_recursion` returns for a group of one), an image alone in
+its cluster gets no index piece: its identifier ends with that cluster ("0_3-1_17"). One
+difference: GRACE always clusters the top level; here a whole set of at most `leaf_size` images
+is one leaf ("0_0" … "0_{n-1}"), so a single image still gets a non-empty identifier. Similar
 images share prefixes, so a decoder can learn the hierarchy. Uses scikit-learn's MiniBatchKMeans
 seeded, so the same embeddings and seed give the same identifiers.
 """
@@ -21,13 +25,18 @@ def structured_ids(
     embeddings: np.ndarray, k: int = 30, leaf_size: int = 30, seed: int = 0
 ) -> list[str]:
     """One identifier per embedding row (see module docstring); unique by construction."""
-    if k < 2 or leaf_size < 1:
-        raise ValueError(f"need k >= 2 and leaf_size >= 1 (got k={k}, leaf_size={leaf_size})")
+    check_params(k, leaf_size)
     emb = np.asarray(embeddings, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1)) if emb.ndim == 2 else np.zeros(0)
+    if bad.size:
+        raise ValueError(f"{bad.size} embedding rows hold NaN or infinity (first: row {bad[0]})")
     ids: list[str] = [""] * len(emb)
     todo: list[tuple[np.ndarray, int, str]] = [(np.arange(len(emb)), 0, "")]
     while todo:
         idx, level, prefix = todo.pop()
+        if len(idx) == 1 and level > 0:  # GRACE: a cluster of one image ends the identifier
+            ids[idx[0]] = prefix[:-1]
+            continue
         if len(idx) <= leaf_size:
             for j, i in enumerate(idx):
                 ids[i] = f"{prefix}{level}_{j}"
@@ -36,6 +45,15 @@ def structured_ids(
         for c in np.unique(labels):
             todo.append((idx[labels == c], level + 1, f"{prefix}{level}_{c}-"))
     return ids
+
+
+def check_params(k: int, leaf_size: int) -> None:
+    """ValueError unless k >= 2 (one cluster never splits a group: the recursion would not end)
+    and leaf_size >= 1."""
+    if k < 2:
+        raise ValueError(f"k must be at least 2 (got {k}): one cluster never splits a group")
+    if leaf_size < 1:
+        raise ValueError(f"leaf size must be at least 1 (got {leaf_size})")
 
 
 def _cluster(x: np.ndarray, k: int, seed: int) -> np.ndarray:
