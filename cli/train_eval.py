@@ -51,6 +51,8 @@ def eval_cmd() -> None:
           --trie test.trie --ids ids.parquet -o grace.json
       vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
+      vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
+          --predictions answers.json
     """
 
 
@@ -341,6 +343,96 @@ def vqa(
         data_dir=data_dir,
         prompt=prompt,
         script=vqa_script,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        save_predictions=save_predictions,
+        device=device,
+        progress=not quiet,
+    )
+    _finish(report, output)
+
+
+@eval_cmd.command("text-vqa")
+@CKPT
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Choice(["textvqa", "stvqa", "docvqa"]),
+    help="Which published annotation format --annotations is in.",
+)
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TextVQA_0.5.1_val.json, ST-VQA train_task_3.json, DocVQA val_v1.0.json ...",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(exists=True, dir_okay=False),
+    help='Submission JSON [{"question_id" (DocVQA: "questionId"), "answer"}] instead of a model.',
+)
+@click.option(
+    "--image-folder",
+    type=click.Path(exists=True, file_okay=False),
+    help="With --checkpoint: the data set's images (TextVQA: {image_id}.jpg; ST-VQA: "
+    "file_path; DocVQA: image).",
+)
+@click.option(
+    "--metrics",
+    default=None,
+    help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
+    "accuracy,containment; ST-VQA and DocVQA anls,containment.",
+)
+@click.option("--prompt", default="Question: {question} Answer:", show_default=True)
+@click.option("--max-new-tokens", default=16, show_default=True)
+@BATCH
+@LIMIT
+@SAVE
+@OUT
+@DEVICE
+@QUIET
+@handle_errors
+def text_vqa(
+    checkpoint,
+    dataset,
+    annotations,
+    predictions,
+    image_folder,
+    metrics,
+    prompt,
+    max_new_tokens,
+    batch_size,
+    limit,
+    save_predictions,
+    output,
+    device,
+    quiet,
+):
+    """Text-rich VQA (LLaVAR's row): TextVQA accuracy, ANLS, containment accuracy.
+
+    accuracy: TextVQA's official VQA accuracy over its ten answers (the EvalAI answer
+    processor on both sides). anls: ST-VQA / DocVQA's average normalised Levenshtein
+    similarity, threshold 0.5, best ground truth, mean over questions (as the RRC script).
+    containment: the ground truth occurs, normalised, in the generated answer (LLaVAR, for
+    sentence-long answers). Answers must cover exactly the annotated questions.
+
+    \b
+      vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
+          --predictions answers.json -o textvqa.json
+      vlmtrain eval text-vqa --dataset docvqa --annotations val_v1.0.json \\
+          --checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json
+    """
+    from vlmtrain.eval.tasks.textvqa import run_text_vqa
+
+    report = run_text_vqa(
+        dataset=dataset,
+        annotations=annotations,
+        predictions=predictions,
+        checkpoint=checkpoint,
+        image_folder=image_folder,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+        prompt=prompt,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         limit=limit,

@@ -27,19 +27,24 @@ if TYPE_CHECKING:
 REFERENCE_FIELDS = ("answer", "gt_answer", "label")
 
 
+def resolve_image(image_folder: str | os.PathLike, rel: str, path, line: int) -> Path:
+    """`image_folder/rel`, refused (DataError naming file and record) if it leaves the folder
+    or is not a file."""
+    root = Path(image_folder).resolve()
+    image = (root / rel).resolve()
+    if root not in image.parents:
+        raise DataError(f"image path {rel!r} leaves the image folder", file=str(path), line=line)
+    if not image.is_file():
+        raise DataError(f"image {rel!r} not found in {root}", file=str(path), line=line)
+    return image
+
+
 def read_questions(path: str | os.PathLike, image_folder: str | os.PathLike, limit=None):
     """Question records, each checked for fields and for an image inside `image_folder`."""
-    root = Path(image_folder).resolve()
     out = []
     for line, rec in iter_jsonl(path):
         require(rec, ("question_id", "image", "text"), path, line)
-        image = (root / rec["image"]).resolve()
-        if root not in image.parents:
-            raise DataError(f"image path {rec['image']!r} leaves the image folder", file=str(path),
-                            line=line)  # fmt: skip
-        if not image.is_file():
-            raise DataError(f"image {rec['image']!r} not found in {root}", file=str(path),
-                            line=line)  # fmt: skip
+        image = resolve_image(image_folder, rec["image"], path, line)
         out.append({**rec, "_image_path": image})
         if limit is not None and len(out) >= limit:
             break
