@@ -30,6 +30,13 @@ from cli.common import handle_errors
 @click.option("--stop-after", type=int, default=None, hidden=True)
 @click.option("--dry-run", is_flag=True, help="Print the launcher command and exit.")
 @click.option(
+    "--peak-tflops",
+    type=float,
+    default=None,
+    help="One device's peak TFLOP/s for the MFU in metrics.jsonl (default: the GPU's "
+    "bf16/fp32 figure from a table; sets log.peak_tflops).",
+)
+@click.option(
     "--launcher-log",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -47,6 +54,7 @@ def launch(
     resume,
     stop_after,
     dry_run,
+    peak_tflops,
     launcher_log,
 ):
     """Train with DeepSpeed: CONFIG (YAML) plus KEY=VALUE overrides, typed by the config field.
@@ -67,6 +75,8 @@ def launch(
     """
     from vlmtrain.train.launch import plan_launch, run_launch
 
+    if peak_tflops is not None:
+        overrides = [*overrides, f"log.peak_tflops={peak_tflops}"]
     plan = plan_launch(
         config,
         list(overrides),

@@ -100,6 +100,7 @@ class LogConfig:
     wandb_project: str = "vlm"
     progress: bool = True  # tqdm bar on rank 0
     batch_keys: bool = False  # every rank logs its batches' sample keys (batches-rankN.jsonl)
+    peak_tflops: float | None = None  # one device's peak for MFU (default: vlmtrain.train.flops)
 
 
 @dataclass

@@ -177,15 +177,19 @@ class Window:
     micro: int = 0
     samples: int = 0
     tokens: int = 0
+    slots: int = 0  # token positions, padding included (pad_fraction = 1 - tokens / slots)
+    flops: float = 0.0  # model FLOPs (vlmtrain.train.flops)
     metrics: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
 
-    def add(self, loss: float, metrics: dict[str, float], sb) -> None:
+    def add(self, loss: float, metrics: dict[str, float], sb, flops: float = 0.0) -> None:
         self.loss += loss
         self.micro += 1
         self.samples += len(sb.keys)
         mask = sb.batch.get("attention_mask")
         self.tokens += int(mask.sum()) if mask is not None else 0
+        self.slots += int(mask.numel()) if mask is not None else 0
+        self.flops += flops
         self.metrics.update({k: float(v) for k, v in metrics.items() if k != "loss"})
         self.skipped.update(sb.skipped)
 
@@ -260,8 +264,19 @@ class Run:
             self.data.batches_per_epoch, cfg.schedule.epochs, ga
         )
         micro = sum(s.per_step for s in self.data.streams)
+        self.flop_model, self.peak = self._efficiency()
         self.engine, self.lifted = initialize(cfg, self.model, self.total, world, micro)
         self.step, self.next_batch = 0, 0
+
+    def _efficiency(self):
+        """(FLOP model, peak TFLOP/s of a device or None), announced on rank 0."""
+        from vlmtrain.train.flops import FlopModel, device_peak
+
+        flop_model = FlopModel.from_model(self.model)
+        peak, source = device_peak(self.cfg.deepspeed.precision, self.cfg.log.peak_tflops)
+        if self.rank == 0:
+            print(f"{flop_model.describe()}; peak {peak or '?'} TFLOP/s ({source})", flush=True)
+        return flop_model, peak
 
     # -- checkpoints --
 
@@ -337,7 +352,10 @@ class Run:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p)
 
     def _log_step(self, logger, w: Window, elapsed: float) -> dict[str, Any]:
-        loss_sum, micro, samples, tokens = _all_reduce([w.loss, w.micro, w.samples, w.tokens])
+        from vlmtrain.train.flops import throughput
+
+        sums = _all_reduce([w.loss, w.micro, w.samples, w.tokens, w.slots, w.flops])
+        loss_sum, micro, samples, tokens, slots, flops = sums
         record = {
             "loss": loss_sum / max(1, micro),
             "lr": float(self.engine.get_lr()[0]),
@@ -345,6 +363,8 @@ class Run:
             "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
             **{k: v / max(1, w.micro) for k, v in w.metrics.items()},
+            **throughput(flops, elapsed, self.world, self.peak),
+            "pad_fraction": 1.0 - tokens / slots if slots else 0.0,
         }
         if w.skipped:
             record["skipped"] = dict(w.skipped)
@@ -358,6 +378,7 @@ class Run:
         from tqdm import tqdm
 
         from vlmtrain.data.batches import to_device
+        from vlmtrain.train.flops import speed
 
         cfg, ga = self.cfg, self.cfg.deepspeed.grad_accum
         logger, keys_log = self._loggers()
@@ -376,7 +397,7 @@ class Run:
             loss, metrics = self.recipe.loss(self.engine, batch)
             self.engine.backward(loss)
             self.engine.step()
-            w.add(float(loss.detach()), metrics, sb)
+            w.add(float(loss.detach()), metrics, sb, self.flop_model.batch_flops(sb.batch))
             if keys_log is not None:
                 keys_log.write({"batch": sb.index, "step": self.step, "keys": sb.keys})
             self.next_batch = sb.index + 1
@@ -385,7 +406,7 @@ class Run:
             self.step += 1
             last = self._log_step(logger, w, time.perf_counter() - t0)
             bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", **speed(last))
             w, t0 = Window(), time.perf_counter()
             every = cfg.schedule.save_every
             if (every and self.step % every == 0) or self.step == self.total:
@@ -393,6 +414,8 @@ class Run:
             if stop_after is not None and self.step >= stop_after:
                 break
         bar.close()
+        if self.rank == 0 and last:
+            print("last step: " + " ".join(f"{k} {v}" for k, v in speed(last).items()), flush=True)
         export = self.export() if self.step >= self.total else None
         logger.close()
         if keys_log is not None:
