@@ -155,3 +155,14 @@ def test_segment_lengths_per_row_and_example():
     assert segment_lengths(pos, mask).tolist() == [3, 2, 4, 1]
     with pytest.raises(ValueError, match="before the first"):
         segment_lengths(torch.tensor([[1, 0]]), torch.tensor([[1, 1]]))
+
+
+def test_pooled_prefix_projector_counts_once_per_image(build):
+    """ClipCap/FROMAGe shape: one pooled embedding -> 3 prefix tokens by one linear map."""
+    from vlmtrain.train.flops import FlopModel
+
+    model = build(vision_feature="pooled", num_visual_tokens=3, projector="linear")
+    fm = FlopModel.from_model(model)
+    assert fm.image_projector == 2 * TINY_VISION["embed_dim"] * 3 * D
+    assert fm.image_vision == tower_forward_flops()
+    assert (fm.mult_lm, fm.mult_projector) == (2, 3)  # model.train defaults to ["projector"]
