@@ -34,6 +34,10 @@ class ModelConfig:
     lm_config: dict[str, Any] | None = None  # tiny LM: {"model_type": "gpt2", "n_layer": 2, ...}
     tokenizer: str | None = None  # local tokenizer dir/file (default: the lm directory)
     dtype: str = "float32"  # weights as built: float32 | bfloat16 | float16
+    # the LM's attention kernel: sdpa (torch's fused kernels) | eager | flash_attention_2 | ...
+    attn_implementation: str = "sdpa"
+    # torch.compile the LM for training: false, true (inductor) or a backend name ("eager", ...)
+    compile: bool | str = False
     # tokens
     image_token: str = "<image>"
     new_tokens: list[str] = field(default_factory=list)  # e.g. ["[RET]"]; rows train alone

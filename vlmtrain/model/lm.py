@@ -16,7 +16,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_lm(
-    path: str | None, config: dict[str, Any] | None, tokenizer, dtype: str = "float32"
+    path: str | None,
+    config: dict[str, Any] | None,
+    tokenizer,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
 ) -> nn.Module:
     """An `AutoModelForCausalLM` from `path` (local) or `config` (dict with `model_type`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -24,7 +28,10 @@ def build_lm(
     torch_dtype = DTYPES[dtype]
     if path:
         return AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, dtype=torch_dtype
+            str(path),
+            local_files_only=True,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
         )
     if not config or "model_type" not in config:
         raise ValueError("model needs `lm` (a local path) or `lm_config` with a model_type")
@@ -36,7 +43,7 @@ def build_lm(
         if value is not None:
             kwargs.setdefault(name, value)
     lm_cfg = AutoConfig.for_model(model_type, **kwargs)
-    lm = AutoModelForCausalLM.from_config(lm_cfg)
+    lm = AutoModelForCausalLM.from_config(lm_cfg, attn_implementation=attn_implementation)
     return lm.to(torch_dtype)
 
 

@@ -167,14 +167,25 @@ class VLM(nn.Module):
         labels: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        position_ids: torch.Tensor | None = None,
     ):
-        """HF-style output (loss when labels are given, logits, hidden_states if asked)."""
+        """HF-style output (loss when labels are given, logits, hidden_states if asked).
+
+        With `position_ids` the rows are packed (vlmtrain.data.packing): attention stays within
+        each example, whose positions restart at 0.
+        """
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         embeds = self.embed(input_ids, pixel_values)
+        if position_ids is not None:
+            from vlmtrain.data.packing import block_causal_mask
+
+            impl = self.lm.config._attn_implementation
+            attention_mask = block_causal_mask(position_ids, impl, embeds.dtype)
         out = self.lm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             output_hidden_states=output_hidden_states,
             use_cache=False,
         )
@@ -306,7 +317,7 @@ def build_model(cfg: ModelConfig, tokenizer) -> VLM:
     add_model_tokens(tokenizer, cfg)
     visual, preprocess = build_visual(cfg.vision, cfg.vision_pretrained, cfg.vision_config)
     vision = VisionTower(visual, preprocess, cfg.vision_feature)
-    lm = build_lm(cfg.lm, cfg.lm_config, tokenizer, cfg.dtype)
+    lm = build_lm(cfg.lm, cfg.lm_config, tokenizer, cfg.dtype, cfg.attn_implementation)
     model = VLM(cfg, vision, lm, tokenizer)
     if cfg.dtype != "float32":
         model.to(lm.dtype)

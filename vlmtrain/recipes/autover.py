@@ -52,6 +52,7 @@ class AutoverRecipe(Recipe):
         self.id_prefix, self.entity_prompt = id_prefix, entity_prompt
         self.contrastive, self.contrastive_weight = contrastive, contrastive_weight
         self.eos_token = eos_token  # None: the tokenizer's eos (the trie's --eos must match)
+        self.packable = not contrastive  # the contrastive term reads each row's <ret> state
 
     def prompt(self, ctx: RecipeContext, question: str, with_ret: bool = True) -> SequenceBuilder:
         """The unsupervised prompt; with `<ret>` appended, the trie constrains what follows."""
@@ -93,6 +94,7 @@ class AutoverRecipe(Recipe):
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             output_hidden_states=self.contrastive,
+            position_ids=batch.get("position_ids"),  # packed rows (never with contrastive)
         )
         lm, n_tokens = causal_lm_loss(out.logits, batch["labels"])
         metrics = {"lm_loss": float(lm.detach()), "tokens": float(n_tokens)}

@@ -155,6 +155,8 @@ class Recipe:
     name = "base"
     kinds: tuple[str, ...] = ("default",)
     mix: dict[str, int] = {"default": 1}  # per-step mixing weights the data loader applies
+    packable = True  # the loss reads nothing per row: examples may share rows (data.packing)
+    pack_length: int | None = None  # set by the trainer: collate packs rows of this many tokens
 
     def example(self, sample: Sample, ctx: RecipeContext) -> Example | None:
         """One example of kind `ctx.kind` (or a kind drawn by the `mix` weights)."""
@@ -174,6 +176,10 @@ class Recipe:
         raise NotImplementedError
 
     def collate(self, items: list[Example]) -> dict[str, Any]:
+        if self.pack_length:
+            from vlmtrain.data.packing import pack_examples
+
+            return pack_examples(items, self.pack_length)
         return collate_examples(items)
 
     def loss(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -214,6 +220,7 @@ def lm_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         pixel_values=batch.get("pixel_values"),
+        position_ids=batch.get("position_ids"),  # packed rows
     )
     loss, n_tokens = causal_lm_loss(out.logits, batch["labels"])
     return loss, {"loss": float(loss.detach()), "tokens": float(n_tokens)}

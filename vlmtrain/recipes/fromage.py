@@ -48,6 +48,7 @@ class FromageRecipe(Recipe):
     name = "fromage"
     kinds = ("caption",)
     mix = {"caption": 1}
+    packable = False  # retrieval reads each row's [RET] hidden state
 
     def __init__(self, caption_weight: float = 1.0, retrieval_weight: float = 1.0):
         self.caption_weight, self.retrieval_weight = caption_weight, retrieval_weight

@@ -53,6 +53,10 @@ class DataConfig:
     filter: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
     streams: list[StreamConfig] = field(default_factory=list)
     max_length: int = 512  # tokens per example (recipes truncate or skip, counted)
+    # several examples per row, attention kept within each (vlmtrain.data.packing): "auto" packs
+    # where the recipe's loss allows (all but FROMAGe and contrastive AutoVER), true insists
+    packing: bool | str = "auto"
+    pack_length: int | None = None  # tokens per packed row (default: max_length)
     num_workers: int = 0  # DataLoader worker processes per rank
     shuffle_buffer: int = 256  # streaming: samples held for shuffling
     resampled: bool = True  # streaming: draw shards with replacement (OpenCLIP)
@@ -282,6 +286,10 @@ def validate(cfg: TrainConfig) -> None:
         raise DataError(f"data.mode must be one of {MODES}, got {cfg.data.mode!r}")
     if cfg.data.batch_size < 1 or any(s.per_step < 1 for s in cfg.data.streams):
         raise DataError("data.batch_size and every data.streams[].per_step must be >= 1")
+    if cfg.data.packing not in (True, False, "auto"):
+        raise DataError(f"data.packing must be true, false or auto, got {cfg.data.packing!r}")
+    if cfg.data.pack_length is not None and cfg.data.pack_length < 1:
+        raise DataError("data.pack_length must be >= 1")
     if cfg.export not in EXPORTS:
         raise DataError(f"export must be one of {EXPORTS}, got {cfg.export!r}")
 

@@ -258,23 +258,27 @@ class Run:
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.model, self.tokenizer, self.recipe, ctx = build_parts(cfg)
+        self.flop_model, self.peak = self._efficiency()  # also sets the recipe's packing
         self.data = TrainData(cfg, self.recipe, ctx, rank, world)
         ga = cfg.deepspeed.grad_accum
         self.total = cfg.schedule.max_steps or total_steps(
             self.data.batches_per_epoch, cfg.schedule.epochs, ga
         )
         micro = sum(s.per_step for s in self.data.streams)
-        self.flop_model, self.peak = self._efficiency()
         self.engine, self.lifted = initialize(cfg, self.model, self.total, world, micro)
         self.step, self.next_batch = 0, 0
 
     def _efficiency(self):
-        """(FLOP model, peak TFLOP/s of a device or None), announced on rank 0."""
+        """(FLOP model, peak TFLOP/s of a device or None); packing set; announced on rank 0."""
+        from vlmtrain.data.packing import configure_packing
         from vlmtrain.train.flops import FlopModel, device_peak
 
+        d = self.cfg.data
+        packing = configure_packing(self.recipe, d.packing, d.pack_length or d.max_length)
         flop_model = FlopModel.from_model(self.model)
         peak, source = device_peak(self.cfg.deepspeed.precision, self.cfg.log.peak_tflops)
         if self.rank == 0:
+            print(packing, flush=True)
             print(f"{flop_model.describe()}; peak {peak or '?'} TFLOP/s ({source})", flush=True)
         return flop_model, peak
 
