@@ -10,6 +10,43 @@ from cli.common import handle_errors
 DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "oven", "llava"]
 
 
+STORAGE_HELP = (
+    "JSON object of fsspec storage options for an OUT URL, e.g. "
+    '\'{"endpoint_url": "http://127.0.0.1:9000"}\' (credentials usually come from the '
+    "environment: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."
+)
+
+
+def storage_option(fn: Callable) -> Callable:
+    """`--storage-options JSON`, parsed into a dict (fsspec's storage_options)."""
+
+    def parse(ctx, param, value):
+        from vlmdata.core.storage import parse_storage_options
+
+        try:
+            return parse_storage_options(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return click.option("--storage-options", callback=parse, help=STORAGE_HELP)(fn)
+
+
+def shard_options(opts: dict, **image):
+    """The one ShardOptions object from the flags `shard_layout_options` declared."""
+    from vlmdata.shards.options import ShardOptions
+
+    return ShardOptions(
+        name=opts["name"],
+        samples_per_shard=opts["samples_per_shard"],
+        max_shard_bytes=opts["max_shard_bytes"],
+        workers=opts["workers"],
+        min_side=opts["min_side"],
+        max_pixels=opts["max_pixels"],
+        decode_check=opts["image_check"] == "decode",
+        **image,
+    )
+
+
 def shard_layout_options(fn: Callable) -> Callable:
     """The shard layout and image-limit options `download` and `shard` share."""
     options = [
@@ -27,6 +64,15 @@ def shard_layout_options(fn: Callable) -> Callable:
         click.option(
             "--max-pixels", default=89_478_485, show_default=True, help="Decompression-bomb limit."
         ),
+        click.option(
+            "--image-check",
+            type=click.Choice(["decode", "structure"]),
+            default="decode",
+            show_default=True,
+            help="decode: decode every image (catches corrupt data); structure: header + end "
+            "marker only (~20x faster; catches cut-off files).",
+        ),
+        storage_option,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -36,9 +82,15 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.command("download")
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
 @click.option(
     "--images", type=click.Path(file_okay=False), help="Local image folder (no download)."
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False),
+    help="Work files (raw downloads, state) for resuming; default OUT/.download, or a "
+    "folder in ~/.cache/vlmdata for an OUT URL.",
 )
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
 @click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
@@ -86,13 +138,6 @@ def shard_layout_options(fn: Callable) -> Callable:
 )
 @shard_layout_options
 @click.option(
-    "--image-check",
-    type=click.Choice(["decode", "structure"]),
-    default="decode",
-    show_default=True,
-    help="As in `vlmdata shard`: decode every image, or header + end marker only.",
-)
-@click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -131,7 +176,7 @@ def download(dataset, inputs, out, **opts):
     """
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.download.img2dataset_run import FetchOptions
-    from vlmdata.download.pipeline import ShardOptions, download
+    from vlmdata.download.pipeline import download
 
     resize_mode = opts["resize_mode"]
     if resize_mode is None and opts["image_size"] is not None:
@@ -148,24 +193,17 @@ def download(dataset, inputs, out, **opts):
         user_agent_token=opts["user_agent_token"],
         raw_shard_size=opts["download_shard_size"],
     )
-    shard = ShardOptions(
-        name=opts["name"],
-        samples_per_shard=opts["samples_per_shard"],
-        max_shard_bytes=opts["max_shard_bytes"],
-        workers=opts["workers"],
-        min_side=opts["min_side"],
-        max_pixels=opts["max_pixels"],
-        decode_check=opts["image_check"] == "decode",
-    )
     summary = download(
         dataset,
         inputs,
         out,
+        work_dir=opts["work_dir"],
+        storage_options=opts["storage_options"],
         images=opts["images"],
         split=opts["split"],
         restval=opts["restval"],
         fetch=fetch,
-        shard=shard,
+        shard=shard_options(opts),
         allow_private=opts["allow_private"],
         denylist=opts["denylist"],
         overwrite=not opts["incremental"],
@@ -179,45 +217,29 @@ def download(dataset, inputs, out, **opts):
 @click.command("shard")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Image folder.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
 @shard_layout_options
 @click.option(
     "--resize",
     type=click.Choice(["keep_ratio", "center_crop", "border"]),
     help="Resize images (off by default: original bytes are kept).",
 )
-@click.option("--image-size", default=256, show_default=True, help="Target side for --resize.")
-@click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
 @click.option(
-    "--image-check",
-    type=click.Choice(["decode", "structure"]),
-    default="decode",
+    "--resize-side",
+    "--image-size",
+    "resize_side",
+    default=256,
     show_default=True,
-    help="decode: decode every image (catches corrupt data); structure: header + end marker "
-    "only (~20x faster; catches cut-off files).",
+    type=click.IntRange(1),
+    help="Target side for --resize (--image-size is the old name).",
 )
+@click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
-def shard(
-    manifest,
-    images,
-    out,
-    name,
-    samples_per_shard,
-    max_shard_bytes,
-    workers,
-    min_side,
-    max_pixels,
-    resize,
-    image_size,
-    reencode,
-    image_check,
-    max_reject_ratio,
-    quiet,
-):
+def shard(manifest, images, out, resize, resize_side, reencode, **opts):
     """Pack a manifest's local images into indexed WebDataset shards in OUT.
 
     \b
@@ -235,7 +257,8 @@ def shard(
       vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
       vlmdata shard cc3m/manifest.parquet --images imgs/ -o out/ --workers 4 \\
           --max-shard-bytes 500000000 --min-side 64
-      vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --image-size 224
+      vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --resize-side 224
+      vlmdata shard m.parquet --images imgs/ -o s3://bucket/prefix  # AWS_* in the environment
 
     Same inputs give byte-identical output. A killed run, rerun with the same arguments,
     keeps the shards it finished and ends identical to an uninterrupted run.
@@ -243,51 +266,47 @@ def shard(
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.shards import write_shards
 
+    options = shard_options(opts, resize=resize, resize_side=resize_side, reencode=reencode)
     summary = write_shards(
         manifest,
         images,
         out,
-        name=name,
-        samples_per_shard=samples_per_shard,
-        max_shard_bytes=max_shard_bytes,
-        workers=workers,
-        min_side=min_side,
-        max_pixels=max_pixels,
-        resize=resize,
-        image_size=image_size,
-        reencode=reencode,
-        decode_check=image_check == "decode",
-        progress=not quiet,
+        options,
+        storage_options=opts["storage_options"],
+        progress=not opts["quiet"],
     )
     click.echo(summary.format())
-    check_reject_ratio(summary.kept, summary.rejected, max_reject_ratio, what="images")
+    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="images")
 
 
 @click.command("inspect")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@storage_option
 @handle_errors
-def inspect(out, as_json):
+def inspect(out, as_json, storage_options):
     """Summarise a shard folder: samples per split and source, sizes, captions, rejects.
 
     \b
     Examples:
       vlmdata inspect shards/
       vlmdata inspect shards/ --json | jq .rejects
+      AWS_ENDPOINT_URL=http://127.0.0.1:9000 vlmdata inspect s3://bucket/f30k
     """
     import json
 
     from vlmdata.shards.inspect import format_report, summarize
 
-    s = summarize(out)
+    s = summarize(out, storage_options)
     click.echo(json.dumps(s, indent=2) if as_json else format_report(s))
 
 
 @click.command("verify")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@storage_option
 @handle_errors
-def verify(out, quiet):
+def verify(out, quiet, storage_options):
     """Re-read every sample in OUT against index.parquet and wids.json.
 
     Checks each member's tar header and sha256 and each shard's size and md5. Prints one line
@@ -296,11 +315,12 @@ def verify(out, quiet):
     \b
     Example:
       vlmdata verify shards/
+      vlmdata verify s3://bucket/f30k    # one GET per shard
     """
     from cli.common import EXIT_REJECTS
     from vlmdata.shards.verify import verify_shards
 
-    report = verify_shards(out, progress=not quiet)
+    report = verify_shards(out, progress=not quiet, storage_options=storage_options)
     for m in report.mismatches:
         click.echo(str(m))
     keys = {m.key for m in report.mismatches if m.key}
@@ -314,17 +334,19 @@ def verify(out, quiet):
 
 
 @click.command("get")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out")
 @click.argument("key")
 @click.option("-o", "--dest", type=click.Path(file_okay=False), help="Write the members here.")
+@storage_option
 @handle_errors
-def get(out, key, dest):
+def get(out, key, dest, storage_options):
     """Fetch one sample by key with a single random-access read.
 
     \b
     Examples:
       vlmdata get shards/ flickr30k_1000092795            # prints KEY.json + image facts
       vlmdata get shards/ flickr30k_1000092795 -o /tmp/s  # writes KEY.jpg KEY.json KEY.txt
+      vlmdata get s3://bucket/f30k flickr30k_1000092795   # one ranged GET
     """
     import json
     from pathlib import Path
@@ -332,13 +354,12 @@ def get(out, key, dest):
     from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader
 
-    reader = ShardReader(out)
+    reader = ShardReader(out, storage_options=storage_options)
     try:
         row = reader.row_of(key)
     except KeyError:
-        raise DataError(
-            f"key {key!r} not in the index", file=str(Path(out) / "index.parquet")
-        ) from None
+        index = reader.location.join("index.parquet")
+        raise DataError(f"key {key!r} not in the index", file=index) from None
     if dest is None:
         s = reader[row]
         info = {"image_ext": s["image_ext"], "image_bytes": len(s["image"])}

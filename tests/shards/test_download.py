@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from cli.vlmdata import main
 from tests.shards.http_server import image_bytes, serve_images
 from vlmdata.download.img2dataset_run import FetchOptions, reject_reason
-from vlmdata.download.pipeline import WORK_DIR, ShardOptions, download
+from vlmdata.download.pipeline import WORK_DIR, download
 from vlmdata.shards import ShardReader
+from vlmdata.shards.options import ShardOptions
 
 RAW_SHARD = 5  # img2dataset rows per raw shard: the 20 fetched URLs make 4 raw shards
 

@@ -156,7 +156,7 @@ def test_resize_writes_resized_images_and_sizes(good_set, tmp_path):
         images,
         tmp_path / "out",
         resize="center_crop",
-        image_size=16,
+        resize_side=16,
         reencode="png",
         progress=False,
     )
@@ -167,6 +167,7 @@ def test_resize_writes_resized_images_and_sizes(good_set, tmp_path):
         pq.read_metadata(tmp_path / "out" / "index.parquet").metadata[b"vlmdata.shards"]
     )
     assert meta["resize"] == "center_crop" and meta["reencode"] == "png"
+    assert meta["resize_side"] == 16
 
 
 def test_write_samples_matches_write_shards(tmp_path):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import atomic_path, write_json
 from vlmdata.core.errors import DataError
-from vlmdata.core.rejects import REJECT_SCHEMA, RejectWriter, Tally, format_summary
+from vlmdata.core.rejects import RejectWriter, Tally, format_summary
+from vlmdata.core.storage import Location
 from vlmdata.download.img2dataset_run import (
     KEY_COLUMN,
     FetchOptions,
@@ -43,23 +45,11 @@ from vlmdata.download.img2dataset_run import (
     run_img2dataset,
 )
 from vlmdata.download.results import read_shard, read_status
+from vlmdata.shards.options import ShardOptions
 
 WORK_DIR = ".download"
 STAGE = "download"
 ALIASES = {"flickr30k": "karpathy", "flickr8k": "karpathy"}
-
-
-@dataclass(frozen=True)
-class ShardOptions:
-    """Passed to write_samples / write_shards unchanged (see `vlmdata shard --help`)."""
-
-    name: str = "data"
-    samples_per_shard: int = 1000
-    max_shard_bytes: int | None = None
-    workers: int = 1
-    min_side: int = 0
-    max_pixels: int = 89_478_485
-    decode_check: bool = True
 
 
 @dataclass
@@ -111,6 +101,8 @@ def download(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
+    work_dir: str | os.PathLike | None = None,
+    storage_options: dict[str, Any] | None = None,
     images: str | os.PathLike | None = None,
     split: str | None = None,
     restval: str | None = None,
@@ -127,11 +119,15 @@ def download(
     With `images`, the data set's images are read from that folder; otherwise its URLs are
     fetched. A rerun with the same arguments resumes (img2dataset's incremental mode) and ends
     with the same bytes; `overwrite` throws away earlier downloads first.
+
+    OUT may be an fsspec URL (`s3://bucket/prefix`, `storage_options` or the environment for
+    credentials); the work files (source rows, img2dataset's raw output, state) then stay on
+    this machine, in `work_dir` (default: default_work_dir(OUT)), so a rerun resumes there.
     """
     name = source_name(dataset)
     fetch, shard = fetch or FetchOptions(), shard or ShardOptions()
-    out = Path(out_dir)
-    work = out / WORK_DIR
+    out = Location(out_dir, storage_options)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     if overwrite and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -145,27 +141,36 @@ def download(
     )
 
 
+def default_work_dir(out: Location) -> Path:
+    """OUT/.download for a local OUT; for a URL, a folder under the user's cache named after
+    it (XDG_CACHE_HOME, else ~/.cache), so a rerun with the same OUT finds it again."""
+    if out.is_local:
+        return out.local(WORK_DIR)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(out.url.encode()).hexdigest()[:16]
+    return cache / "vlmdata" / "download" / digest
+
+
 def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> DownloadSummary:
     from vlmdata.shards import write_shards
 
     source = _read_source(name, inputs, work, images=str(images), **src_opts)
+    source_rejects = source.out_dir / "rejects.parquet"
     summary = write_shards(
-        source.out_dir / "manifest.parquet", images, out, progress=progress, **asdict(shard)
+        source.out_dir / "manifest.parquet",
+        images,
+        out,
+        shard,
+        prior_rejects=source_rejects if source_rejects.exists() else None,
+        progress=progress,
     )
-    _prepend_rejects(out / "rejects.parquet", [source.out_dir / "rejects.parquet"])
     shutil.rmtree(work)  # the manifest was copied to OUT; nothing here is needed to resume
-    rejects = Counter(summary.rejects) + Counter(source.rejects)
     return DownloadSummary(
-        kept=summary.kept, rejects=rejects, shards=summary.shards, bytes=summary.bytes
+        kept=summary.kept,
+        rejects=Counter(summary.rejects),
+        shards=summary.shards,
+        bytes=summary.bytes,
     )
-
-
-def _prepend_rejects(target: Path, earlier: list[Path]) -> None:
-    """Put earlier stages' rejects in front of `target`'s (one contract-2 file per OUT)."""
-    tables = [pq.read_table(p) for p in earlier if p.exists()] + [pq.read_table(target)]
-    table = pa.concat_tables([t.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA) for t in tables])
-    with atomic_path(target) as tmp:
-        pq.write_table(table, tmp)
 
 
 def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[pa.Table, Path]:
@@ -225,7 +230,7 @@ def _output_fingerprint(fetch_fp: str, inputs: list[Path], shard: ShardOptions) 
     h = hashlib.sha256(fetch_fp.encode())
     for path in inputs:
         h.update(path.read_bytes() if path.exists() else b"-")
-    h.update(json.dumps(asdict(shard), sort_keys=True).encode())
+    h.update(json.dumps(shard.params(), sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -236,7 +241,7 @@ def _load_state(work: Path) -> dict[str, Any]:
 
 def _download_urls(
     src: Path,
-    out: Path,
+    out: Location,
     work: Path,
     fetch: FetchOptions,
     shard: ShardOptions,
@@ -252,7 +257,7 @@ def _download_urls(
     output_fp = _output_fingerprint(fetch_fp, [src / "manifest.parquet", *earlier], shard)
     state = _load_state(work)
     done_before = state.get("output") == output_fp and state.get("complete")
-    if done_before and not raw.exists() and (out / "index.parquet").exists():
+    if done_before and not raw.exists() and out.exists("index.parquet"):
         return _existing_summary(out, rows.num_rows)
     if state.get("fetch") != fetch_fp and raw.exists():
         shutil.rmtree(raw)  # a different URL list or options: positional shards no longer match
@@ -271,10 +276,10 @@ def _download_urls(
     summary = write_samples(
         _fetched_items(rows, raw, fetch, done),
         out,
+        shard,
         manifest=src / "manifest.parquet",
         prior_rejects=prior,
         progress=progress,
-        **asdict(shard),
     )
     if not incomplete:
         write_json(work / "state.json", {**state, "complete": True})
@@ -346,11 +351,12 @@ def _concat_rejects(target: Path, parts: list[Path]) -> None:
                 w.add_table(pq.read_table(p))
 
 
-def _existing_summary(out: Path, urls: int) -> DownloadSummary:
+def _existing_summary(out: Location, urls: int) -> DownloadSummary:
     """The figures of a finished OUT, read back from its files (for an up-to-date rerun)."""
-    index = pq.read_table(out / "index.parquet", columns=["shard"])
-    reasons = pq.read_table(out / "rejects.parquet", columns=["reason"]).column("reason")
-    wids = json.loads((out / "wids.json").read_text(encoding="utf-8"))["shardlist"]
+    index = pq.read_table(io.BytesIO(out.read_bytes("index.parquet")), columns=["shard"])
+    rejects = pq.read_table(io.BytesIO(out.read_bytes("rejects.parquet")), columns=["reason"])
+    reasons = rejects.column("reason")
+    wids = json.loads(out.read_text("wids.json"))["shardlist"]
     return DownloadSummary(
         kept=index.num_rows,
         rejects=Counter(reasons.to_pylist()),

@@ -6,11 +6,13 @@ write_shards("work/manifest.parquet", "images/", "out/")
 r = ShardReader("out/", filter=pl.col("split") == "test"); r[0]["image"]
 """
 
+from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.reader import Sample, ShardReader, iter_samples, iter_tar_samples, list_shards
 from vlmdata.shards.writer import ShardSummary, write_samples, write_shards
 
 __all__ = [
     "Sample",
+    "ShardOptions",
     "ShardReader",
     "ShardSummary",
     "iter_samples",

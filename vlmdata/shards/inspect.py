@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from vlmdata.core.errors import DataError
+from vlmdata.core.storage import Location
+from vlmdata.shards.reader import read_index
 
 
-def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """The figures `inspect` prints, as plain data (tests and scripts use this)."""
-    root = Path(out_dir)
-    if not (root / "index.parquet").exists():
-        raise DataError("no index.parquet: not a shard folder", file=str(root))
-    index = pl.read_parquet(root / "index.parquet")
+def summarize(
+    out_dir: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The figures `inspect` prints, as plain data (tests and scripts use this).
+    OUT may be an fsspec URL (`s3://bucket/prefix`)."""
+    root = Location(out_dir, storage_options)
+    index = read_index(root)
     words = index.select(
         pl.col("texts").explode().str.split(" ").list.len().alias("n")
     ).drop_nulls()["n"]
     shard_bytes = 0
-    if (root / "wids.json").exists():
-        shardlist = json.loads((root / "wids.json").read_text("utf-8"))["shardlist"]
+    if root.exists("wids.json"):
+        shardlist = json.loads(root.read_text("wids.json"))["shardlist"]
         shard_bytes = sum(s["filesize"] for s in shardlist)
     groups = (
         index.group_by("split", "source")
@@ -31,8 +33,8 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
         .sort("split", "source")
     )
     rejects = pl.DataFrame({"stage": [], "reason": [], "count": []})
-    if (root / "rejects.parquet").exists():
-        rej = pl.read_parquet(root / "rejects.parquet")
+    if root.exists("rejects.parquet"):
+        rej = pl.read_parquet(io.BytesIO(root.read_bytes("rejects.parquet")))
         rejects = rej.group_by("stage", "reason").agg(pl.len().alias("count"))
         rejects = rejects.sort(["count", "reason"], descending=[True, False])
     return {

@@ -1,7 +1,9 @@
 """Files around the tars: per-shard `_stats.json`, `index.parquet`, `wids.json`.
 
 A shard is finished when its tar is in place AND its `_stats.json` records the tar's size and md5
-and the digest of what the plan put in it; only then does a rerun skip it.
+and the digest of what the plan put in it; only then does a rerun skip it. OUT is a
+`Location` (a local folder or an fsspec URL, see core/storage.py); index.parquet is written
+last, so a reader that goes by the index only meets shards that are complete.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.core.atomic import atomic_path, temp_path_for, write_json
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.storage import Location
 from vlmdata.shards.tarfmt import archive_end
 
 SHARDS_DIR = "shards"
@@ -29,8 +31,13 @@ def shard_filename(name: str, number: int) -> str:
     return f"{name}-{number:06d}.tar"
 
 
-def stats_path(tar_path: Path) -> Path:
-    return tar_path.with_name(tar_path.name[: -len(".tar")] + "_stats.json")
+def shard_rel(name: str, number: int) -> str:
+    """A shard's name relative to OUT (what the index and wids.json record)."""
+    return f"{SHARDS_DIR}/{shard_filename(name, number)}"
+
+
+def stats_rel(tar_rel: str) -> str:
+    return tar_rel[: -len(".tar")] + "_stats.json"
 
 
 def file_md5(path: Path, chunk: int = 1 << 22) -> str:
@@ -41,33 +48,45 @@ def file_md5(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def read_stats(tar_path: Path) -> dict[str, Any] | None:
+def read_stats(out: Location, tar_rel: str) -> dict[str, Any] | None:
     try:
-        return json.loads(stats_path(tar_path).read_text(encoding="utf-8"))
+        return json.loads(out.read_text(stats_rel(tar_rel)))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def shard_is_finished(tar_path: Path, plan_digest: str) -> dict[str, Any] | None:
-    """The recorded stats if this shard was completed by an earlier run with the same plan."""
-    stats = read_stats(tar_path)
+def shard_is_finished(out: Location, tar_rel: str, plan_digest: str) -> dict[str, Any] | None:
+    """The recorded stats if this shard was completed by an earlier run with the same plan.
+
+    `_stats.json` is the commit marker: it is removed before a shard is (re)written and written
+    after the tar is in place. Local tars are also re-hashed (md5); objects in a store are
+    checked by size only, since re-reading them would cost the whole download again.
+    """
+    stats = read_stats(out, tar_rel)
     if stats is None or stats.get("plan_digest") != plan_digest:
         return None
     try:
-        if tar_path.stat().st_size != stats.get("filesize"):
+        if out.size(tar_rel) != stats.get("filesize"):
             return None
     except FileNotFoundError:
         return None
-    return stats if file_md5(tar_path) == stats.get("md5sum") else None
+    if not out.is_local:
+        return stats
+    return stats if file_md5(out.local(tar_rel)) == stats.get("md5sum") else None
 
 
 class ShardFile:
-    """One tar being written under a temporary name; `close()` pads, renames and records stats."""
+    """One tar being written to a temporary file; `close()` pads, publishes and records stats.
 
-    def __init__(self, path: Path, plan_digest: str = "") -> None:
-        self.path = path
+    The tar is written locally (beside its target, or in a staging file for object stores)
+    and published whole by `Location.commit`, so no reader ever sees a partial shard.
+    """
+
+    def __init__(self, out: Location, rel: str, plan_digest: str = "") -> None:
+        self.out, self.rel = out, rel
         self.plan_digest = plan_digest
-        self._tmp = temp_path_for(path)
+        out.remove(stats_rel(rel))  # no stale commit marker while this shard is rewritten
+        self._tmp = out.temp_for(rel)
         self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._md5 = hashlib.md5(usedforsecurity=False)
         # md5 runs beside the writes (hashlib releases the GIL); one thread keeps the order
@@ -75,6 +94,10 @@ class ShardFile:
         self.size = 0
         self.count = 0
         self._start = time.time()
+
+    @property
+    def name(self) -> str:
+        return self.rel.rsplit("/", 1)[-1]
 
     def write(self, data: bytes) -> None:
         self._hasher.submit(self._md5.update, data)
@@ -89,9 +112,10 @@ class ShardFile:
         self.write(archive_end(self.size))
         self._hasher.shutdown(wait=True)
         self._f.flush()
-        os.fsync(self._f.fileno())
+        if self.out.is_local:
+            os.fsync(self._f.fileno())
         self._f.close()
-        os.replace(self._tmp, self.path)
+        self.out.commit(self._tmp, self.rel)
         end = time.time()
         stats = {
             "count": self.count,
@@ -106,7 +130,7 @@ class ShardFile:
             "md5sum": self._md5.hexdigest(),
             "plan_digest": self.plan_digest,
         }
-        write_json(stats_path(self.path), stats)
+        self.out.write_json(stats_rel(self.rel), stats)
         return stats
 
     def abort(self) -> None:
@@ -115,18 +139,16 @@ class ShardFile:
         self._tmp.unlink(missing_ok=True)
 
 
-def clean_stale(shard_dir: Path, name: str, n_shards: int) -> None:
+def clean_stale(out: Location, name: str, n_shards: int) -> None:
     """Remove temp files of killed runs and shards beyond this plan's count (older runs)."""
-    if not shard_dir.is_dir():
-        return
-    for p in shard_dir.iterdir():
-        stem = p.name
+    for stem in out.listdir(SHARDS_DIR):
+        rel = f"{SHARDS_DIR}/{stem}"
         if stem.startswith(f".{name}-") and ".tmp-" in stem:
-            p.unlink()
+            out.remove(rel)
         elif stem.startswith(f"{name}-") and stem.endswith((".tar", "_stats.json")):
             number = stem[len(name) + 1 :].split(".")[0].split("_")[0]
             if number.isdigit() and int(number) >= n_shards:
-                p.unlink()
+                out.remove(rel)
 
 
 def index_schema(extras: list[str]) -> pa.Schema:
@@ -157,21 +179,21 @@ def index_schema(extras: list[str]) -> pa.Schema:
 
 
 def write_index(
-    out_dir: Path, rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]
+    out: Location, rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]
 ) -> None:
     """index.parquet, one row per sample in shard order; parameters in the file metadata."""
     schema = index_schema(extras).with_metadata(
         {"vlmdata.shards": json.dumps(params, sort_keys=True)}
     )
     table = pa.Table.from_pylist(rows, schema=schema)
-    with atomic_path(out_dir / "index.parquet") as tmp:
+    with out.staged("index.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def write_wids(out_dir: Path, name: str, shard_stats: list[tuple[str, dict[str, Any]]]) -> None:
+def write_wids(out: Location, name: str, shard_stats: list[tuple[str, dict[str, Any]]]) -> None:
     """wids.json (wids-shard-index-v1): shard URLs relative to OUT, as wids resolves them."""
-    write_json(
-        out_dir / "wids.json",
+    out.write_json(
+        "wids.json",
         {
             "__kind__": WIDS_KIND,
             "wids_version": 1,

@@ -12,30 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vlmdata.shards.images import (
-    DEFAULT_MAX_PIXELS,
     ImageInfo,
     ImageReject,
     check_image,
     resize_image,
     resolve_image_path,
 )
+from vlmdata.shards.options import ImageOptions
 from vlmdata.shards.samples import sha256
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """What the image checks and optional resize do; identical in every worker."""
-
-    min_side: int = 0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    resize: str | None = None  # None | "keep_ratio" | "center_crop" | "border"
-    image_size: int = 256
-    reencode: str | None = None  # None | "jpg" | "png" | "webp"
-    decode: bool = True  # full decode check; False: container completeness only
-
-    @property
-    def transforms(self) -> bool:
-        return self.resize is not None or self.reencode is not None
 
 
 @dataclass(frozen=True)
@@ -56,7 +40,7 @@ def prepare_bytes(data: bytes, opts: ImageOptions) -> tuple[bytes, Prepared]:
     source_hash = sha256(data)
     out = data
     if opts.transforms:
-        out = resize_image(data, mode=opts.resize, size=opts.image_size, reencode=opts.reencode)
+        out = resize_image(data, mode=opts.resize, size=opts.resize_side, reencode=opts.reencode)
         info = check_image(out, max_pixels=opts.max_pixels, decode=False)  # we made it
     out_hash = source_hash if out is data else sha256(out)
     return out, Prepared(info, len(out), out_hash, source_hash)

@@ -7,6 +7,7 @@ or unpickled copy opens its own), never shared.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.storage import Location, is_url
 from vlmdata.shards.images import FORMATS
 from vlmdata.shards.samples import sha256
 from vlmdata.shards.tarfmt import iter_members
@@ -25,14 +27,31 @@ Sample = dict[str, Any]  # key, image (bytes), image_ext, meta (dict), txt (str)
 _ROLES = ("image", "json", "txt")
 
 
-def list_shards(out_dir: str | os.PathLike) -> list[Path]:
-    """The shard files in order (wids.json's order when present, else sorted names)."""
-    root = Path(out_dir)
-    wids = root / "wids.json"
-    if wids.exists():
-        shardlist = json.loads(wids.read_text(encoding="utf-8"))["shardlist"]
-        return [root / s["url"] for s in shardlist]
-    return sorted((root / "shards").glob("*.tar"))
+def list_shards(
+    out_dir: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> list[Path] | list[str]:
+    """The shard files in order (wids.json's order when present, else sorted names): paths
+    for a local OUT, URLs for one in object storage."""
+    root = Location(out_dir, storage_options)
+    if root.exists("wids.json"):
+        rels = [s["url"] for s in json.loads(root.read_text("wids.json"))["shardlist"]]
+    else:
+        rels = [f"shards/{n}" for n in root.listdir("shards") if n.endswith(".tar")]
+    return [root.local(r) for r in rels] if root.is_local else [root.join(r) for r in rels]
+
+
+def shard_streams(
+    out_dir: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """{"url", "stream"} for each shard in order, opened through fsspec (no shell commands):
+    the input webdataset's tar iterators take, for shards in object storage.
+
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+        samples = group_by_keys(tar_file_expander(shard_streams("s3://bucket/out")))
+    """
+    for url in list_shards(out_dir, storage_options):
+        with open_shard(url, storage_options) as stream:
+            yield {"url": str(url), "stream": stream}
 
 
 def _make_sample(key: str, image: bytes, ext: str, js: bytes, txt: bytes) -> Sample:
@@ -49,17 +68,22 @@ class ShardReader:
     """Random access to samples through OUT/index.parquet.
 
     `filter` is a polars expression over index columns, e.g. `pl.col("split") == "test"`;
-    `verify=True` checks each member's sha256 against the index on every read.
+    `verify=True` checks each member's sha256 against the index on every read. OUT may be an
+    fsspec URL (`s3://bucket/prefix`, credentials in the environment or `storage_options`):
+    each sample is then one ranged GET instead of one pread.
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, filter: pl.Expr | None = None, *, verify: bool = False
+        self,
+        out_dir: str | os.PathLike,
+        filter: pl.Expr | None = None,
+        *,
+        verify: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self.root = Path(out_dir)
-        path = self.root / "index.parquet"
-        if not path.exists():
-            raise DataError("no index.parquet here: not a shard folder", file=str(self.root))
-        index = pl.read_parquet(path)
+        self.location = Location(out_dir, storage_options)
+        self.root = self.location.local() if self.location.is_local else self.location.url
+        index = read_index(self.location)
         self.index: pl.DataFrame = index.filter(filter) if filter is not None else index
         self.verify = verify
         self._shards = sorted(self.index["shard"].unique().to_list())
@@ -85,7 +109,7 @@ class ShardReader:
             self._fds, self._pid = {}, os.getpid()
         fd = self._fds.get(shard_id)
         if fd is None:
-            fd = os.open(self.root / self._shards[shard_id], os.O_RDONLY)
+            fd = os.open(self.location.local(self._shards[shard_id]), os.O_RDONLY)
             self._fds[shard_id] = fd
         return fd
 
@@ -103,10 +127,13 @@ class ShardReader:
         return int(i) % n
 
     def members(self, i: int) -> dict[str, bytes]:
-        """The raw member bytes of row i ("image", "json", "txt") from one pread."""
+        """The raw member bytes of row i ("image", "json", "txt") from one read."""
         i = self._row(i)
         shard, start, size, io, isz, jo, jsz, to, tsz = self._table[i].tolist()
-        buf = os.pread(self._fd(shard), size, start)
+        if self.location.is_local:
+            buf = os.pread(self._fd(shard), size, start)
+        else:
+            buf = self.location.read_range(self._shards[shard], start, size)
         if len(buf) != size:
             raise DataError(f"sample {self._keys[i]!r}: shard shorter than the index says")
         parts = {"image": buf[io : io + isz], "json": buf[jo : jo + jsz], "txt": buf[to : to + tsz]}
@@ -163,9 +190,30 @@ def _key_ext(name: str) -> tuple[str, str]:
     return prefix + key, ext
 
 
-def iter_tar_samples(path: str | os.PathLike) -> Iterator[Sample]:
-    """Samples of one tar, read sequentially (members grouped by key, WebDataset-style)."""
-    with open(path, "rb", buffering=1 << 20) as f:
+def read_index(location: Location) -> pl.DataFrame:
+    """OUT/index.parquet (one GET on object stores); DataError when OUT has none."""
+    try:
+        data = location.read_bytes("index.parquet")
+    except FileNotFoundError:
+        raise DataError("no index.parquet here: not a shard folder", file=str(location)) from None
+    return pl.read_parquet(io.BytesIO(data))
+
+
+def open_shard(path: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+    """A sequential reader of one tar: a local path or an fsspec URL (streamed in blocks)."""
+    text = os.fspath(path)
+    if not is_url(text):
+        return open(text, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller closes it
+    parent, _, name = text.rpartition("/")
+    return Location(parent, storage_options).open_read(name)
+
+
+def iter_tar_samples(
+    path: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> Iterator[Sample]:
+    """Samples of one tar, read sequentially (members grouped by key, WebDataset-style).
+    `path` may be an fsspec URL (`s3://bucket/prefix/shards/data-000000.tar`)."""
+    with open_shard(path, storage_options) as f:
         key, parts = None, {}
         for member, data in iter_members(f):
             k, ext = _key_ext(member.name)
@@ -186,14 +234,16 @@ def _group(key: str, parts: dict[str, bytes]) -> Sample:
 
 
 def iter_samples(
-    out_dir: str | os.PathLike, shards: Iterable[str | os.PathLike | int] | None = None
+    out_dir: str | os.PathLike,
+    shards: Iterable[str | os.PathLike | int] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Iterator[Sample]:
     """Stream every sample (or those of the given shards: paths or positions in list_shards)."""
-    all_shards = list_shards(out_dir)
+    all_shards = list_shards(out_dir, storage_options)
     chosen = (
         all_shards
         if shards is None
-        else [all_shards[s] if isinstance(s, int) else Path(s) for s in shards]
+        else [all_shards[s] if isinstance(s, int) else s for s in shards]
     )
     for path in chosen:
-        yield from iter_tar_samples(path)
+        yield from iter_tar_samples(path, storage_options)

@@ -7,16 +7,19 @@ size, and the data's sha256 equals the index. Every problem is reported, not jus
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from vlmdata.core.errors import DataError
+from vlmdata.core.storage import Location
+from vlmdata.shards.reader import read_index
 from vlmdata.shards.samples import member_names
 from vlmdata.shards.tarfmt import BLOCK, parse_header
 
@@ -58,14 +61,29 @@ def _check_member(buf, name: str, off: int, size: int, digest: str) -> str | Non
     return None
 
 
-def _verify_shard(root: Path, shard: str, rows: pl.DataFrame, listed: dict) -> list[Mismatch]:
-    path = root / shard
-    if not path.is_file():
+@contextlib.contextmanager
+def _shard_bytes(root: Location, shard: str) -> Iterator[Any]:
+    """The whole shard as a buffer: a memory map locally, one GET from an object store."""
+    if not root.is_local:
+        yield memoryview(root.read_bytes(shard))
+        return
+    with open(root.local(shard), "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            yield buf
+
+
+def _verify_shard(root: Location, shard: str, rows: pl.DataFrame, listed: dict) -> list[Mismatch]:
+    try:
+        size = root.size(shard)
+    except FileNotFoundError:
         return [Mismatch(shard, None, "shard file missing")]
     out = []
-    if listed and listed.get("filesize") != path.stat().st_size:
-        out.append(Mismatch(shard, None, f"size {path.stat().st_size} != wids.json filesize"))
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    if listed and listed.get("filesize") != size:
+        out.append(Mismatch(shard, None, f"size {size} != wids.json filesize"))
+    with _shard_bytes(root, shard) as buf:
         if listed and hashlib.md5(buf, usedforsecurity=False).hexdigest() != listed.get("md5sum"):
             out.append(Mismatch(shard, None, "md5 differs from wids.json"))
         for r in rows.iter_rows(named=True):
@@ -79,18 +97,20 @@ def _verify_shard(root: Path, shard: str, rows: pl.DataFrame, listed: dict) -> l
     return out
 
 
-def verify_shards(out_dir: str | os.PathLike, progress: bool = False) -> VerifyReport:
-    """Check every shard and sample in OUT against index.parquet and wids.json."""
+def verify_shards(
+    out_dir: str | os.PathLike,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> VerifyReport:
+    """Check every shard and sample in OUT against index.parquet and wids.json.
+    OUT may be an fsspec URL; each shard is then read with one GET."""
     from tqdm import tqdm
 
-    root = Path(out_dir)
-    if not (root / "index.parquet").exists():
-        raise DataError("no index.parquet: not a shard folder", file=str(root))
-    index = pl.read_parquet(root / "index.parquet")
-    wids = root / "wids.json"
+    root = Location(out_dir, storage_options)
+    index = read_index(root)
     listed = {}
-    if wids.exists():
-        listed = {s["url"]: s for s in json.loads(wids.read_text("utf-8"))["shardlist"]}
+    if root.exists("wids.json"):
+        listed = {s["url"]: s for s in json.loads(root.read_text("wids.json"))["shardlist"]}
     report = VerifyReport()
     shards = index["shard"].unique(maintain_order=True).to_list()
     for shard in listed:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,18 @@ import pyarrow.parquet as pq
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import KEY_RE, OPTIONAL_COLUMNS, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
-from vlmdata.shards.images import DEFAULT_MAX_PIXELS, ImageReject
+from vlmdata.core.storage import Location
+from vlmdata.shards.images import ImageReject
+from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import (
-    SHARDS_DIR,
     ShardFile,
     clean_stale,
-    shard_filename,
     shard_is_finished,
+    shard_rel,
     write_index,
     write_wids,
 )
 from vlmdata.shards.prepare import (
-    ImageOptions,
     Prepared,
     prepare_bytes,
     prepare_chunk,
@@ -136,7 +135,8 @@ def _shard_digest(samples: list[Planned]) -> str:
 class ShardJob:
     """Everything a worker needs to write one planned shard (small, sent to a process)."""
 
-    path: str
+    out: Location
+    rel: str  # the shard's name relative to OUT
     digest: str
     opts: ImageOptions
     entries: list[tuple[str, str, Prepared, bytes, bytes]]  # key, manifest path, plan, json, txt
@@ -163,7 +163,7 @@ def _planned_image(rel: str, p: Prepared, opts: ImageOptions) -> bytes:
 
 def write_planned_shard(job: ShardJob) -> dict[str, Any]:
     """Write one shard from its plan."""
-    shard = ShardFile(Path(job.path), job.digest)
+    shard = ShardFile(job.out, job.rel, job.digest)
     try:
         for key, rel, p, js, txt in job.entries:
             data = _planned_image(rel, p, job.opts)
@@ -247,54 +247,55 @@ def _extras(columns: Iterable[str]) -> list[str]:
     return [c for c in OPTIONAL_COLUMNS if c in set(columns)]
 
 
-def _params(name: str, spp: int, cap: int | None, opts: ImageOptions) -> dict[str, Any]:
-    return {
-        "name": name,
-        "samples_per_shard": spp,
-        "max_shard_bytes": cap,
-        "min_side": opts.min_side,
-        "max_pixels": opts.max_pixels,
-        "resize": opts.resize,
-        "image_size": opts.image_size if opts.resize else None,
-        "reencode": opts.reencode,
-        "decode_check": opts.decode,
-        "checksum": "sha256",
-    }
+def resolve_options(options: ShardOptions | None, overrides: dict[str, Any]) -> ShardOptions:
+    """`options` (default ShardOptions()) with keyword overrides of its fields."""
+    try:
+        return replace(options or ShardOptions(), **overrides)
+    except TypeError as e:
+        known = ", ".join(ShardOptions.field_names())
+        raise TypeError(f"{e}; ShardOptions fields are: {known}") from None
+
+
+def _open_rejects(out: Location) -> tuple[RejectWriter, Path]:
+    """A RejectWriter on a local temp file that `out.commit` publishes as rejects.parquet."""
+    tmp = out.temp_for("rejects.parquet")
+    return RejectWriter(tmp), tmp
 
 
 def write_shards(
     manifest_path: str | os.PathLike,
     images_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | Location,
+    options: ShardOptions | None = None,
     *,
-    name: str = "data",
-    samples_per_shard: int = 1000,
-    max_shard_bytes: int | None = None,
-    workers: int = 1,
-    min_side: int = 0,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    resize: str | None = None,
-    image_size: int = 256,
-    reencode: str | None = None,
-    decode_check: bool = True,
+    prior_rejects: str | os.PathLike | None = None,
+    storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    **overrides: Any,
 ) -> ShardSummary:
     """Shard a manifest's local images into OUT (layout: docs/DESIGN.md, contract 3).
 
+    OUT is a folder or an fsspec URL (`s3://bucket/prefix`, with `storage_options`).
+    `overrides` are ShardOptions fields (`write_shards(m, i, o, samples_per_shard=100)`);
+    `prior_rejects` (contract 2, e.g. the source reader's) go first in OUT/rejects.parquet.
     Rerunning after a kill skips shards that are already complete and ends byte-identical.
     """
-    manifest_path, images_dir, out = Path(manifest_path), Path(images_dir), Path(out_dir)
+    opt = resolve_options(options, overrides)
+    manifest_path, images_dir = Path(manifest_path), Path(images_dir)
+    out = _location(out_dir, storage_options)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
     table = _read_manifest(manifest_path)
     rows = table.to_pylist()
     extras = _extras(table.column_names)
-    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode, decode_check)
-    out.mkdir(parents=True, exist_ok=True)
+    opts = opt.image
+    out.makedirs()
     summary = ShardSummary()
-    rejects = RejectWriter(out / "rejects.parquet")
+    rejects, rejects_tmp = _open_rejects(out)
+    if prior_rejects is not None:
+        rejects.add_table(pq.read_table(prior_rejects))
     gate = _Gate(rejects, str(manifest_path), "shard")
-    pool = _executor(workers)
+    pool = _executor(opt.workers)
     t0 = time.perf_counter()
     try:
         kept = [
@@ -304,9 +305,9 @@ def write_shards(
             )
             if gate.admit(row, line, res)
         ]
-        shards = _assign(kept, samples_per_shard, max_shard_bytes)
-        index_rows, jobs, stats = _layout_shards(shards, out, name, opts, extras)
-        clean_stale(out / SHARDS_DIR, name, len(shards))
+        shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
+        index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras)
+        clean_stale(out, opt.name, len(shards))
         t1 = time.perf_counter()
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
         with _bar(progress, len(todo), "writing shards", "shard") as bar:
@@ -317,18 +318,25 @@ def write_shards(
         rejects.close()
     except BaseException:
         rejects.abort()
+        rejects_tmp.unlink(missing_ok=True)
         raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    out.commit(rejects_tmp, "rejects.parquet")
     _copy_manifest(manifest_path, out)
-    params = _params(name, samples_per_shard, max_shard_bytes, opts)
-    _finish(out, name, index_rows, extras, params, stats)
+    _finish(out, opt.name, index_rows, extras, opt.params(), stats)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.kept, summary.rejects = len(kept), rejects.counts
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
+
+
+def _location(out_dir: str | os.PathLike | Location, storage_options) -> Location:
+    if isinstance(out_dir, Location):
+        return out_dir
+    return Location(out_dir, storage_options)
 
 
 def _read_manifest(path: Path) -> pa.Table:
@@ -353,12 +361,12 @@ def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned
 
 
 def _layout_shards(
-    shards: list[list[Planned]], out: Path, name: str, opts: ImageOptions, extras: list[str]
+    shards: list[list[Planned]], out: Location, name: str, opts: ImageOptions, extras: list[str]
 ) -> tuple[list[dict], list[ShardJob], list[dict | None]]:
     """Index rows (from sizes alone), a job per shard, and the stats of shards already done."""
     index_rows, jobs, stats = [], [], []
     for number, samples in enumerate(shards):
-        rel = f"{SHARDS_DIR}/{shard_filename(name, number)}"
+        rel = shard_rel(name, number)
         pos = 0
         for p in samples:
             row, size = _index_row(p, rel, pos, extras)
@@ -366,46 +374,37 @@ def _layout_shards(
             pos += size
         digest = _shard_digest(samples)
         entries = [(p.row["key"], p.row["path"], p.prepared, p.json, p.txt) for p in samples]
-        jobs.append(ShardJob(str(out / rel), digest, opts, entries))
-        stats.append(shard_is_finished(out / rel, digest))
+        jobs.append(ShardJob(out, rel, digest, opts, entries))
+        stats.append(shard_is_finished(out, rel, digest))
     return index_rows, jobs, stats
 
 
-def _copy_manifest(manifest_path: Path, out: Path) -> None:
-    target = out / "manifest.parquet"
-    if target.exists() and target.resolve() == manifest_path.resolve():
-        return
-    from vlmdata.core.atomic import atomic_path
-
-    with atomic_path(target) as tmp:
-        shutil.copyfile(manifest_path, tmp)
+def _copy_manifest(manifest_path: Path, out: Location) -> None:
+    if out.is_local:
+        target = out.local("manifest.parquet")
+        if target.exists() and target.resolve() == manifest_path.resolve():
+            return
+    out.put_file(manifest_path, "manifest.parquet")
 
 
-def _finish(out: Path, name: str, index_rows, extras, params, stats) -> None:
-    n = len(stats)
-    rels = [f"{SHARDS_DIR}/{shard_filename(name, i)}" for i in range(n)]
-    write_index(out, index_rows, extras, params)
+def _finish(out: Location, name: str, index_rows, extras, params, stats) -> None:
+    """wids.json, then index.parquet last: readers go by the index."""
+    rels = [shard_rel(name, i) for i in range(len(stats))]
     write_wids(out, name, list(zip(rels, stats, strict=True)))
+    write_index(out, index_rows, extras, params)
 
 
 def write_samples(
     items: Iterable[tuple[dict[str, Any], bytes]],
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | Location,
+    options: ShardOptions | None = None,
     *,
     manifest: str | os.PathLike | None = None,
     prior_rejects: str | os.PathLike | None = None,
-    name: str = "data",
-    samples_per_shard: int = 1000,
-    max_shard_bytes: int | None = None,
-    workers: int = 1,
-    min_side: int = 0,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    resize: str | None = None,
-    image_size: int = 256,
-    reencode: str | None = None,
-    decode_check: bool = True,
+    storage_options: dict[str, Any] | None = None,
     progress: bool = True,
     stage: str = "shard",
+    **overrides: Any,
 ) -> ShardSummary:
     """The same output as `write_shards`, fed with (manifest row, image bytes) pairs in order.
 
@@ -414,17 +413,18 @@ def write_samples(
     OUT/rejects.parquet and counted. Streaming: shards are written one after another, so a
     rerun rewrites them (with identical bytes) instead of skipping them.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    opts = ImageOptions(min_side, max_pixels, resize, image_size, reencode, decode_check)
-    rejects = RejectWriter(out / "rejects.parquet")
+    opt = resolve_options(options, overrides)
+    out = _location(out_dir, storage_options)
+    out.makedirs()
+    opts = opt.image
+    rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
     gate = _Gate(rejects, "", stage)
-    clean_stale(out / SHARDS_DIR, name, 1 << 40)
-    stream = _Stream(out, name, samples_per_shard, max_shard_bytes)
+    clean_stale(out, opt.name, 1 << 40)
+    stream = _Stream(out, opt.name, opt.samples_per_shard, opt.max_shard_bytes)
     seen_rows: list[dict] = []
-    pool = _executor(workers)
+    pool = _executor(opt.workers)
     try:
         with _bar(progress, None, "sharding") as bar:
             for line, (row, result) in enumerate(_prepare_stream(items, opts, pool), 1):
@@ -442,24 +442,19 @@ def write_samples(
     except BaseException:
         stream.abort()
         rejects.abort()
+        rejects_tmp.unlink(missing_ok=True)
         raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    clean_stale(out / SHARDS_DIR, name, len(stats))
+    clean_stale(out, opt.name, len(stats))
+    out.commit(rejects_tmp, "rejects.parquet")
     if manifest is not None:
         _copy_manifest(Path(manifest), out)
     extras = _extras(_column_names(manifest, seen_rows))
     if manifest is None:
         _write_rows_manifest(out, seen_rows, extras)
-    _finish(
-        out,
-        name,
-        stream.index_rows,
-        extras,
-        _params(name, samples_per_shard, max_shard_bytes, opts),
-        stats,
-    )
+    _finish(out, opt.name, stream.index_rows, extras, opt.params(), stats)
     summary = ShardSummary(
         kept=stream.kept,
         rejects=rejects.counts,
@@ -477,12 +472,10 @@ def _column_names(manifest: str | os.PathLike | None, rows: list[dict]) -> list[
     return sorted({k for r in rows for k in r})
 
 
-def _write_rows_manifest(out: Path, rows: list[dict], extras: list[str]) -> None:
-    from vlmdata.core.atomic import atomic_path
-
+def _write_rows_manifest(out: Location, rows: list[dict], extras: list[str]) -> None:
     schema = manifest_schema(extras)
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-    with atomic_path(out / "manifest.parquet") as tmp:
+    with out.staged("manifest.parquet") as tmp:
         pq.write_table(table, tmp)
 
 
@@ -505,7 +498,7 @@ def _prepare_stream(items, opts: ImageOptions, pool: Executor | None):
 class _Stream:
     """Sequential shard writing for write_samples: index rows are laid out as bytes go out."""
 
-    def __init__(self, out: Path, name: str, spp: int, cap: int | None) -> None:
+    def __init__(self, out: Location, name: str, spp: int, cap: int | None) -> None:
         self.out, self.name = out, name
         self.cutter = _Cutter(spp, cap)
         self.shard: ShardFile | None = None
@@ -519,10 +512,8 @@ class _Stream:
         size = layout(p.row["key"], fmt, p.sizes, 0).size
         if self.cutter.starts_new(size):
             self._close_shard()
-            path = self.out / SHARDS_DIR / shard_filename(self.name, len(self.stats))
-            self.shard = ShardFile(path)
-        rel = f"{SHARDS_DIR}/{self.shard.path.name}"
-        row, _ = _index_row(p, rel, self.shard.size, list(OPTIONAL_COLUMNS))
+            self.shard = ShardFile(self.out, shard_rel(self.name, len(self.stats)))
+        row, _ = _index_row(p, self.shard.rel, self.shard.size, list(OPTIONAL_COLUMNS))
         self.index_rows.append(row)
         self.samples.append(p)
         self.shard.add_sample(

@@ -14,7 +14,6 @@ gathers across ranks and needs equal shapes) and the skips are reported per batc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,8 +81,12 @@ class TrainData:
         self.rank, self.world, self.seed = rank, world, cfg.seed
         self.streams = resolve_streams(cfg.data, dict(recipe.mix))
         self.contexts = stream_contexts(ctx, self.streams)
-        self.root = Path(cfg.data.shards)
-        if not (self.root / "index.parquet").exists():
+        from vlmdata.core.storage import Location
+
+        # a folder or an fsspec URL (s3://bucket/prefix: credentials from the environment)
+        self.location = Location(cfg.data.shards)
+        self.root = self.location.local() if self.location.is_local else self.location.url
+        if not self.location.exists("index.parquet"):
             raise DataError("no index.parquet: not a `vlmdata shard` output", file=str(self.root))
         self.sizes = self._stream_sizes()
         if cfg.data.mode == "indexed":
@@ -101,7 +104,9 @@ class TrainData:
     def _stream_sizes(self) -> list[int]:
         import polars as pl
 
-        index = pl.read_parquet(self.root / "index.parquet")
+        from vlmdata.shards.reader import read_index
+
+        index = read_index(self.location)
         sizes = []
         for s in self.streams:
             expr = row_filter(s.filter)
