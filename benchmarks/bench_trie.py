@@ -3,9 +3,13 @@
 Cases: BPE-like identifiers (vocab 50,257, Zipf-distributed tokens, 1–7 tokens + eos, root
 fan-out in the tens of thousands) at 10k and 1M, and 1M fixed-length structured identifiers
 (5 pieces "{level}_{n}" as added tokens, "-" between, eos). For each: build time, resident
-memory, load time, the mask step for batch 64 × 10 beams at prefix lengths 0, 1, 2, 4, and the
-allowed sets compared on 100k random prefixes. Each side runs in its own process, so resident
-memory (RSS growth) is not muddled by the other side.
+memory, load time, the whole LogitsProcessor call for batch 64 × 10 beams at prefix lengths 0,
+1, 2, 4 (for the peer: transformers' `PrefixConstrainedLogitsProcessor` over the dict trie), a
+whole constrained beam search (`generate`, 64 prompts × 10 beams, a tiny random GPT-2 over the
+full vocabulary, identical outputs required), and the allowed sets compared on 100k random
+prefixes (a correctness check, not timed: a bare node lookup is not comparable with the peer's
+Python lists). Each side runs in its own process, so resident memory (RSS growth) is not
+muddled by the other side.
 
     .venv/bin/python benchmarks/bench_trie.py                 # all cases (dict 1M ~ minutes)
     .venv/bin/python benchmarks/bench_trie.py --cases bpe10k  # quick
@@ -119,6 +123,41 @@ def check_prefixes(seqs: list[list[int]], vocab: int) -> list[list[int]]:
     return out
 
 
+def tiny_lm(vocab: int):
+    """A seeded 1-layer GPT-2 over the whole vocabulary: the decoding around the processor."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=vocab, n_layer=1, n_embd=32, n_head=2, n_positions=64,
+                     bos_token_id=EOS, eos_token_id=EOS)  # fmt: skip
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def timed_generate(vocab: int, max_new: int, make_processor) -> tuple[float, str]:
+    """Median ms of a constrained beam search over 64 prompts × 10 beams, and a digest of its
+    output (both sides must produce the same sequences)."""
+    import torch
+
+    model = tiny_lm(vocab)
+    prompts = torch.randint(0, 1000, (BATCH, 4), generator=torch.Generator().manual_seed(1))
+    out = {}
+
+    def run():
+        with torch.no_grad():
+            out["ids"] = model.generate(
+                prompts, attention_mask=torch.ones_like(prompts), num_beams=BEAMS,
+                max_new_tokens=max_new, do_sample=False, pad_token_id=EOS, eos_token_id=EOS,
+                logits_processor=[make_processor(prompts.shape[1])],
+            )  # fmt: skip
+
+    ms = timed(run, 2)
+    digest = Digest()
+    for row in out["ids"][:, prompts.shape[1] :].tolist():
+        digest.add(row)
+    return ms, digest.hexdigest()
+
+
 def run_ours(case: str, path: str) -> dict:
     import torch
 
@@ -144,8 +183,6 @@ def run_ours(case: str, path: str) -> dict:
     before = rss_mb()
     trie = Trie.load(path)
     prefixes = {d: beam_prefixes(seqs, d, d) for d in DEPTHS}
-    for d, pref in prefixes.items():
-        res[f"state_ms_{d}"] = timed(lambda p=pref: trie.fanout(trie.walk(p)), 20)
     digest = Digest()
     for p in check_prefixes(seqs, vocab):
         digest.add(trie.children(p).tolist())
@@ -158,6 +195,9 @@ def run_ours(case: str, path: str) -> dict:
         res[f"proc_ms_{d}"] = timed(lambda i=ids: proc(i, scores), 10)
     full = torch.ones(BATCH * BEAMS, vocab, dtype=torch.bool)
     res["floor_ms"] = timed(lambda: torch.where(full, scores, float("-inf")), 10)
+    res["gen_ms"], res["gen_out"] = timed_generate(
+        vocab, int(lengths.max()), lambda width: TrieLogitsProcessor(trie, width, pad_id=EOS)
+    )
     return res
 
 
@@ -183,9 +223,15 @@ def run_dict(case: str) -> dict:
         ids = torch.from_numpy(pref)
         fn = prefix_allowed_tokens_fn(trie, 0)
         reps = 2 if d == 0 else 10
-        res[f"state_ms_{d}"] = timed(lambda i=ids, f=fn: [f(0, row) for row in i], reps)
         proc = PrefixConstrainedLogitsProcessor(fn, BEAMS)
         res[f"proc_ms_{d}"] = timed(lambda i=ids, p=proc: p(i, scores), reps)
+
+    def peer(width: int):
+        fn = prefix_allowed_tokens_fn(trie, width)
+        # finished rows get eos, as the CSR processor gives them (GENRE's [] would raise)
+        return PrefixConstrainedLogitsProcessor(lambda b, s: fn(b, s) or [EOS], BEAMS)
+
+    res["gen_ms"], res["gen_out"] = timed_generate(vocab, max(map(len, seqs)), peer)
     digest = Digest()
     for p in check_prefixes(seqs, vocab):
         digest.add(sorted(trie.get(p)))
@@ -221,8 +267,10 @@ def spawn(side: str, case: str, path: str) -> dict:
 
 def report(case: str, ours: dict, base: dict) -> None:
     same = "yes" if ours["allowed_sets"] == base["allowed_sets"] else "NO"
+    same_gen = "yes" if ours["gen_out"] == base["gen_out"] else "NO"
     print(f"\n## {case}: {ours['nodes']:,} nodes, root fan-out {ours['root_fanout']:,}")
-    print(f"allowed sets identical on {N_CHECK:,} prefixes: {same}\n")
+    print(f"allowed sets identical on {N_CHECK:,} prefixes: {same}")
+    print(f"constrained generate outputs identical: {same_gen}\n")
     print("| measure | CSR trie | dict trie | dict / CSR |")
     print("|---|---:|---:|---:|")
     rows = [
@@ -239,12 +287,12 @@ def report(case: str, ours: dict, base: dict) -> None:
         f"| load (ms, mmap) | {ours['load_ms']:.3f} | rebuild: {base['build_s'] * 1000:.0f} | – |"
     )
     for d in DEPTHS:
-        a, b = ours[f"state_ms_{d}"], base[f"state_ms_{d}"]
-        print(f"| allowed sets, 640 beams, prefix {d} (ms) | {a:.3f} | {b:.1f} | {b / a:.0f}x |")
-    for d in DEPTHS:
         a, b = ours[f"proc_ms_{d}"], base[f"proc_ms_{d}"]
         print(f"| LogitsProcessor call, prefix {d} (ms) | {a:.2f} | {b:.1f} | {b / a:.0f}x |")
     print(f"| floor: one torch.where over 640 × V scores (ms) | {ours['floor_ms']:.2f} | – | – |")
+    a, b = ours["gen_ms"], base["gen_ms"]
+    print(f"| constrained generate, 64 × 10 beams, tiny GPT-2 (ms) | {a:.0f} | {b:.0f} | "
+          f"{b / a:.1f}x |")  # fmt: skip
 
 
 def main() -> None:
