@@ -475,7 +475,8 @@ def text_vqa(
 @click.option(
     "--candidates",
     type=click.Path(exists=True),
-    help="JSONL {data_id, candidates: [entity_id...]}: decode within each sub-trie.",
+    help="JSONL {data_id, candidates: [entity_id...]}: each example decodes among its own "
+    "candidates (every entity of theirs, a batch at a time); none listed: the whole trie.",
 )
 @click.option("--beams", default=5, show_default=True)
 @click.option("--max-new-tokens", default=32, show_default=True)

@@ -232,3 +232,8 @@ def test_model_answers_are_what_is_scored(tiny_bundle, tmp_path):
     with pytest.raises(DataError, match="0054c91397f2fe05.jpg' not found"):
         run_text_vqa(dataset="textvqa", annotations=ann, image_folder=images,
                      model_bundle=tiny_bundle("caption"))  # fmt: skip
+
+
+def test_python3_ports_treat_unicode_digits_as_digits():
+    assert evalai_normalize("٣.٥") == "٣.٥"
+    assert contains_answer("it is ٣.٥", ["٣.٥"])

@@ -142,3 +142,11 @@ def test_answer_records_without_distinct_ids_are_refused():
     bad = [{"question_id": 9, "answers": [{"answer": "yes"}] * 10}]
     with pytest.raises(ValueError, match="distinct answer_id"):
         vqa_accuracy({9: "yes"}, bad)
+
+
+def test_digits_are_ascii_as_in_the_python2_scripts():
+    # Python 2's `\d` without re.UNICODE is [0-9]: a period before an Arabic-Indic digit goes
+    assert process_punctuation("٣.٥") == "٣٥"
+    assert process_punctuation("3.5") == "3.5"
+    # the Python 3 ports (EvalAI processor, MultimodalOCR) keep it
+    assert process_punctuation("٣.٥", unicode_digits=True) == "٣.٥"

@@ -36,10 +36,11 @@ def evalai_normalize(text: str) -> str:
     """The EvalAI answer processor (MMF `EvalAIAnswerProcessor.__call__`).
 
     Its comma rule differs from vqaEval.py's (`(?<=\\d)(\\,)+(?=\\d)`), but commas are gone
-    before it runs, so neither rule can ever fire and `process_punctuation` serves for both.
+    before it runs, so neither rule can ever fire and `process_punctuation` serves for both
+    (with Python 3's Unicode `\\d`, as MMF runs it).
     """
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    return process_digit_article(process_punctuation(clean(text)))
+    return process_digit_article(process_punctuation(clean(text), unicode_digits=True))
 
 
 def textvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
@@ -78,9 +79,10 @@ def anls(prediction: str, answers: Sequence[str], threshold: float = ANLS_THRESH
 
 def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
     """Containment: some normalised ground truth occurs, word-bounded, in the normalised answer."""
-    pred = normalize_answer(prediction)
+    pred = normalize_answer(prediction, unicode_digits=True)
     for answer in answers:
-        if re.search(r"\b" + re.escape(normalize_answer(answer)) + r"\b", pred):
+        gt = normalize_answer(answer, unicode_digits=True)
+        if re.search(r"\b" + re.escape(gt) + r"\b", pred):
             return True
     return False
 

@@ -12,11 +12,14 @@ reproduced, quirks included (`--vqa-script`):
   only when they disagree.
 
 Shared by both: the period-stripping regex has a typo'd lookbehind (`(?!<=\\d)`) and is applied
-with `count=re.UNICODE` (= 32), so at most 32 periods are removed; accuracy per question = mean
-over the leave-one-out subsets of min(#matches / 3, 1), where "the others" are the answer records
-that differ from the left-out one (dict comparison: with the published annotations, whose
-answer_ids are distinct, that is every other position). Per answer-type (and question-type)
-averages are means of the per-question accuracies, as in both scripts.
+with `count=re.UNICODE` (= 32), so at most 32 periods are removed; both scripts run on Python 2,
+where `\\d` in a pattern compiled without re.UNICODE is [0-9] only (re.ASCII here; the Python 3
+ports of these rules, MMF's EvalAI processor and MultimodalOCR's, match any Unicode digit).
+Accuracy per question = mean over the leave-one-out subsets of min(#matches / 3, 1), where "the
+others" are the answer records that differ from the left-out one (dict comparison: with the
+published annotations, whose answer_ids are distinct, that is every other position). Per
+answer-type (and question-type) averages are means of the per-question accuracies, as in both
+scripts.
 """
 
 from __future__ import annotations
@@ -68,22 +71,29 @@ CONTRACTIONS = dict(pair.split("=", 1) for pair in _CONTRACTIONS.split())
 
 PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@",
          "`", ",", "?", "!"]  # fmt: skip
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)
+_PERIOD_STRIP_PY3 = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP_PY3 = re.compile(r"(\d)(,)(\d)")
 
 
-def process_punctuation(text: str) -> str:
+def process_punctuation(text: str, unicode_digits: bool = False) -> str:
     """Drop or space out punctuation; a mark touching a space (or any 1,000-style number) is
-    dropped, otherwise replaced by a space; then periods not followed by a digit go."""
+    dropped, otherwise replaced by a space; then periods not followed by a digit go.
+
+    `unicode_digits`: digits as Python 3 ports see them (any Unicode digit) instead of the
+    official Python 2 script's [0-9]."""
+    period = _PERIOD_STRIP_PY3 if unicode_digits else _PERIOD_STRIP
+    comma = _COMMA_STRIP_PY3 if unicode_digits else _COMMA_STRIP
     out = text
-    number_comma = _COMMA_STRIP.search(text) is not None
+    number_comma = comma.search(text) is not None
     for p in PUNCT:
         if (p + " " in text or " " + p in text) or number_comma:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
     # the official script passes re.UNICODE (== 32) as the positional `count`
-    return _PERIOD_STRIP.sub("", out, count=int(re.UNICODE))
+    return period.sub("", out, count=int(re.UNICODE))
 
 
 def process_digit_article(text: str) -> str:
@@ -98,9 +108,9 @@ def clean(text: str) -> str:
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
-def normalize_answer(text: str) -> str:
+def normalize_answer(text: str, unicode_digits: bool = False) -> str:
     """Full normalisation: clean, punctuation, digits/articles/contractions."""
-    return process_digit_article(process_punctuation(clean(text)))
+    return process_digit_article(process_punctuation(clean(text), unicode_digits))
 
 
 def check_script(script: str) -> str:
