@@ -118,6 +118,8 @@ def shard_layout_options(fn: Callable) -> Callable:
     default="multiprocessing",
     show_default=True,
     type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    help="Engine of the fetch (img2dataset's) and of the repack (image checks, then one task "
+    "per output shard); the output is the same on every engine.",
 )
 @click.option(
     "--incremental/--overwrite",
@@ -203,7 +205,7 @@ def download(dataset, inputs, out, **opts):
         split=opts["split"],
         restval=opts["restval"],
         fetch=fetch,
-        shard=shard_options(opts),
+        shard=shard_options(opts, distributor=opts["distributor"]),
         allow_private=opts["allow_private"],
         denylist=opts["denylist"],
         overwrite=not opts["incremental"],
@@ -235,11 +237,20 @@ def download(dataset, inputs, out, **opts):
 )
 @click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
 @click.option(
+    "--distributor",
+    default="multiprocessing",
+    show_default=True,
+    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    help="Where the image checks and the one-task-per-shard writes run: --workers local "
+    "processes, the active Spark session (else local[--workers]) or Ray (RAY_ADDRESS, else "
+    "local with --workers CPUs). The output is the same on every engine.",
+)
+@click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
-def shard(manifest, images, out, resize, resize_side, reencode, **opts):
+def shard(manifest, images, out, resize, resize_side, reencode, distributor, **opts):
     """Pack a manifest's local images into indexed WebDataset shards in OUT.
 
     \b
@@ -266,7 +277,9 @@ def shard(manifest, images, out, resize, resize_side, reencode, **opts):
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.shards import write_shards
 
-    options = shard_options(opts, resize=resize, resize_side=resize_side, reencode=reencode)
+    options = shard_options(
+        opts, resize=resize, resize_side=resize_side, reencode=reencode, distributor=distributor
+    )
     summary = write_shards(
         manifest,
         images,

@@ -246,15 +246,17 @@ def test_writer_refuses_an_image_changed_after_planning(good_set):
     import os
 
     from vlmdata.core.errors import DataError
-    from vlmdata.shards.prepare import ImageOptions, prepare_file
-    from vlmdata.shards.writer import _planned_image
+    from vlmdata.shards.image_sources import FolderImages
+    from vlmdata.shards.options import ImageOptions
+    from vlmdata.shards.prepare import prepare_file
 
     manifest, images = good_set
     rel = pq.read_table(manifest).to_pylist()[0]["path"]
     opts = ImageOptions()
     planned = prepare_file(images, rel, opts)
-    assert _planned_image(rel, planned, opts) == (images / rel).read_bytes()
+    source = FolderImages(str(images))
+    assert source.read("k", rel, planned, opts) == (images / rel).read_bytes()
     st = os.stat(images / rel)
     os.utime(images / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with pytest.raises(DataError, match="changed during the run"):
-        _planned_image(rel, planned, opts)
+        source.read("k", rel, planned, opts)

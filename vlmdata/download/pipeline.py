@@ -1,13 +1,14 @@
 """`vlmdata download`: a data set's published files in, the same OUT as `vlmdata shard` out.
 
 URL data sets (cc3m; coco through `coco_url`; oven-kb through `wikipedia_image_url`):
-  source reader -> filter-urls -> img2dataset (child process) -> write_samples (repack)
+  source reader -> filter-urls -> img2dataset (child process) -> repack (download/repack.py)
 Local data sets (karpathy/flickr30k, coco folders, oven, llava; `--images DIR`):
   source reader -> write_shards
 
 Repack, not index-in-place: img2dataset's tars carry positional keys, its own JSON, the
 extension it was told rather than the true format, no dedup, and members in thread-completion
-order (not reproducible), so they are rewritten through `write_samples` in manifest order.
+order (not reproducible), so they are rewritten in manifest order: planned like `vlmdata shard`
+(check + hash, then one task per output shard, on img2dataset's distributor as well).
 benchmarks/RESULTS.md (download section) has the figures. Work files live in OUT/.download/: the URL
 list, the raw img2dataset output (deleted when complete unless keep_raw), state and log.
 """
@@ -22,7 +23,7 @@ import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from vlmdata.download.img2dataset_run import (
     reject_reason,
     run_img2dataset,
 )
-from vlmdata.download.results import read_shard, read_status
+from vlmdata.download.results import read_status
 from vlmdata.shards.options import ShardOptions
 
 WORK_DIR = ".download"
@@ -271,10 +272,14 @@ def _download_urls(
     prior = work / "prior_rejects.parquet"
     _download_rejects(rows, raw, fetch.raw_shard_size, done, work / "fetch_rejects.parquet", src)
     _concat_rejects(prior, [*earlier, work / "fetch_rejects.parquet"])
-    from vlmdata.shards import write_samples
+    from vlmdata.download.repack import RawImages, fetched_rows
+    from vlmdata.shards.writer import write_planned
 
-    summary = write_samples(
-        _fetched_items(rows, raw, fetch, done),
+    kept, refs = fetched_rows(rows, raw, fetch.raw_shard_size, done)
+    summary = write_planned(
+        kept,
+        refs,
+        RawImages(str(raw), fetch.raw_format, fetch.encode_format),
         out,
         shard,
         manifest=src / "manifest.parquet",
@@ -327,21 +332,6 @@ def _download_rejects(
             elif got.status != "success":
                 found.append((row, reject_reason(got.status, got.error), got.error or got.status))
     _write_rejects(path, found, str(src / "manifest.parquet"))
-
-
-def _fetched_items(
-    rows: pa.Table, raw: Path, fetch: FetchOptions, done: set[int]
-) -> Iterator[tuple[dict, bytes]]:
-    """(manifest row, image bytes) for each success, in manifest order, one raw shard in memory.
-
-    Failures are already in the fetch rejects (written before write_samples starts)."""
-    size = fetch.raw_shard_size
-    for shard_id in sorted(done):
-        results = read_shard(raw, shard_id, fetch.raw_format, fetch.encode_format)
-        for row in _shard_rows(rows, size, shard_id):
-            got = results.get(row["key"])
-            if got is not None and got.status == "success":
-                yield row, got.image or b""  # no bytes: the writer rejects it as empty_file
 
 
 def _concat_rejects(target: Path, parts: list[Path]) -> None:

@@ -27,6 +27,8 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import KEY_RE, OPTIONAL_COLUMNS, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
+from vlmdata.shards.distribute import Engine
+from vlmdata.shards.image_sources import PlanResult, folder_source, plan_task
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import (
@@ -40,13 +42,9 @@ from vlmdata.shards.output import (
 from vlmdata.shards.prepare import (
     Prepared,
     prepare_bytes,
-    prepare_chunk,
-    read_stamped,
 )
 from vlmdata.shards.samples import json_bytes, layout, sample_bytes, sha256, txt_bytes
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
-
-CHUNK = 64  # rows per planning task
 
 
 @dataclass
@@ -76,6 +74,7 @@ class Planned:
     prepared: Prepared
     json: bytes
     txt: bytes
+    ref: Any = None  # where the source finds the image (see image_sources.py)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -133,40 +132,22 @@ def _shard_digest(samples: list[Planned]) -> str:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Everything a worker needs to write one planned shard (small, sent to a process)."""
+    """Everything a task needs to write one planned shard (small: sent to workers/engines)."""
 
     out: Location
     rel: str  # the shard's name relative to OUT
     digest: str
     opts: ImageOptions
-    entries: list[tuple[str, str, Prepared, bytes, bytes]]  # key, manifest path, plan, json, txt
-
-
-def _planned_image(rel: str, p: Prepared, opts: ImageOptions) -> bytes:
-    """The image bytes the plan measured, re-read from its file; DataError if it changed.
-
-    Unchanged (size, mtime_ns) is trusted without re-hashing the original; transformed images
-    are re-made (deterministic) and compared by hash.
-    """
-    try:
-        data, stamp = read_stamped(p.file)
-    except OSError as e:
-        raise DataError(f"{rel}: unreadable during the run ({e})") from None
-    if stamp != p.file_stamp:
-        raise DataError(f"{rel}: image changed during the run (size or mtime differs from plan)")
-    if opts.transforms:
-        data = prepare_bytes(data, opts)[0]
-        if sha256(data) != p.sha256:
-            raise DataError(f"{rel}: resized image differs from the plan")
-    return data
+    source: Any  # FolderImages, RawImages: `read(key, ref, prepared, opts) -> bytes`
+    entries: list[tuple[str, Any, Prepared, bytes, bytes]]  # key, ref, plan, json, txt
 
 
 def write_planned_shard(job: ShardJob) -> dict[str, Any]:
-    """Write one shard from its plan."""
+    """Write one shard from its plan (one engine task per output shard)."""
     shard = ShardFile(job.out, job.rel, job.digest)
     try:
-        for key, rel, p, js, txt in job.entries:
-            data = _planned_image(rel, p, job.opts)
+        for key, ref, p, js, txt in job.entries:
+            data = job.source.read(key, ref, p, job.opts)
             parts = {"image": data, "json": js, "txt": txt}
             shard.add_sample(sample_bytes(key, p.info.format, parts))
         return shard.close()
@@ -187,19 +168,12 @@ def _bar(progress: bool, total: int | None, desc: str, unit: str = "img"):
     return tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
 
 
-def _plan_images(
-    rows: list[dict], images_dir: Path, opts: ImageOptions, pool: Executor | None, progress: bool
-) -> Iterator[Prepared | tuple[str, str]]:
-    rels = [r.get("path") for r in rows]
-    chunks = [rels[i : i + CHUNK] for i in range(0, len(rels), CHUNK)]
-    with _bar(progress, len(rels), "checking images") as bar:
-        if pool is None:
-            results = (prepare_chunk(str(images_dir), c, opts) for c in chunks)
-        else:
-            results = pool.map(
-                prepare_chunk, [str(images_dir)] * len(chunks), chunks, [opts] * len(chunks)
-            )
-        for chunk in results:
+def _plan(
+    source, refs: list[Any], opts: ImageOptions, engine: Engine, progress: bool
+) -> Iterator[PlanResult]:
+    """Every row's plan result, in row order (the planning tasks run on the engine)."""
+    with _bar(progress, len(refs), "checking images") as bar:
+        for chunk in engine.map(plan_task, source.plan_tasks(refs, opts)):
             bar.update(len(chunk))
             yield from chunk
 
@@ -282,36 +256,67 @@ def write_shards(
     """
     opt = resolve_options(options, overrides)
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
-    out = _location(out_dir, storage_options)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
-    table = _read_manifest(manifest_path)
-    rows = table.to_pylist()
-    extras = _extras(table.column_names)
+    rows = _read_manifest(manifest_path).to_pylist()
+    return write_planned(
+        rows,
+        [r.get("path") for r in rows],
+        folder_source(images_dir),
+        _location(out_dir, storage_options),
+        opt,
+        manifest=manifest_path,
+        prior_rejects=prior_rejects,
+        reject_file=str(manifest_path),
+        progress=progress,
+    )
+
+
+def write_planned(
+    rows: list[dict[str, Any]],
+    refs: list[Any],
+    source: Any,
+    out: Location,
+    opt: ShardOptions,
+    *,
+    manifest: Path,
+    prior_rejects: str | os.PathLike | None = None,
+    reject_file: str = "",
+    stage: str = "shard",
+    progress: bool = True,
+) -> ShardSummary:
+    """Plan (check + hash every image, in tasks), then write one task per output shard.
+
+    `rows` are manifest rows in output order, `refs[i]` where `source` finds row i's image;
+    `manifest` is copied to OUT. Duplicates are decided on the driver from the plan's hashes,
+    in row order, so they are exact whatever engine ran the tasks; shards already finished by
+    an earlier run with the same plan are skipped.
+    """
+    extras = _extras(pq.read_schema(manifest).names)
     opts = opt.image
     out.makedirs()
     summary = ShardSummary()
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
-    gate = _Gate(rejects, str(manifest_path), "shard")
-    pool = _executor(opt.workers)
+    gate = _Gate(rejects, reject_file, stage)
+    engine = Engine(opt.distributor, opt.workers)
     t0 = time.perf_counter()
     try:
         kept = [
-            Planned(row, res, json_bytes(row), txt_bytes(row))
-            for line, (row, res) in enumerate(
-                zip(rows, _plan_images(rows, images_dir, opts, pool, progress), strict=True), 1
+            Planned(row, res, json_bytes(row), txt_bytes(row), ref)
+            for line, (row, ref, res) in enumerate(
+                zip(rows, refs, _plan(source, refs, opts, engine, progress), strict=True), 1
             )
             if gate.admit(row, line, res)
         ]
         shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
-        index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras)
+        index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
         clean_stale(out, opt.name, len(shards))
         t1 = time.perf_counter()
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
         with _bar(progress, len(todo), "writing shards", "shard") as bar:
-            results = (pool.map if pool else map)(write_planned_shard, [jobs[i] for i in todo])
+            results = engine.map(write_planned_shard, [jobs[i] for i in todo])
             for i, st in zip(todo, results, strict=True):
                 stats[i] = st
                 bar.update(1)
@@ -321,10 +326,9 @@ def write_shards(
         rejects_tmp.unlink(missing_ok=True)
         raise
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        engine.close()
     out.commit(rejects_tmp, "rejects.parquet")
-    _copy_manifest(manifest_path, out)
+    _copy_manifest(manifest, out)
     _finish(out, opt.name, index_rows, extras, opt.params(), stats)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.kept, summary.rejects = len(kept), rejects.counts
@@ -361,7 +365,12 @@ def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned
 
 
 def _layout_shards(
-    shards: list[list[Planned]], out: Location, name: str, opts: ImageOptions, extras: list[str]
+    shards: list[list[Planned]],
+    out: Location,
+    name: str,
+    opts: ImageOptions,
+    extras: list[str],
+    source: Any,
 ) -> tuple[list[dict], list[ShardJob], list[dict | None]]:
     """Index rows (from sizes alone), a job per shard, and the stats of shards already done."""
     index_rows, jobs, stats = [], [], []
@@ -373,8 +382,8 @@ def _layout_shards(
             index_rows.append(row)
             pos += size
         digest = _shard_digest(samples)
-        entries = [(p.row["key"], p.row["path"], p.prepared, p.json, p.txt) for p in samples]
-        jobs.append(ShardJob(out, rel, digest, opts, entries))
+        entries = [(p.row["key"], p.ref, p.prepared, p.json, p.txt) for p in samples]
+        jobs.append(ShardJob(out, rel, digest, opts, source, entries))
         stats.append(shard_is_finished(out, rel, digest))
     return index_rows, jobs, stats
 
