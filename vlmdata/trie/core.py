@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vlmdata.core.errors import DataError
 from vlmdata.trie.build import CSRArrays, build_csr, flatten
 from vlmdata.trie.storage import load_arrays, save_arrays
 
@@ -234,7 +235,7 @@ class Trie:
 
     def _require_dups(self) -> None:
         if self.header.get("n_duplicates", 0) and not self._dups_stored:
-            raise ValueError(
+            raise DataError(
                 f"this trie file predates stored duplicates ({self.header['n_duplicates']} rows "
                 "share a sequence with another row): rebuild it with `vlmdata build-trie` so a "
                 "subset can keep them"
