@@ -358,14 +358,22 @@ def vqa(
 @click.option(
     "--dataset",
     required=True,
-    type=click.Choice(["textvqa", "stvqa", "docvqa"]),
+    type=click.Choice(["textvqa", "stvqa", "docvqa", "ocrvqa"]),
     help="Which published annotation format --annotations is in.",
 )
 @click.option(
     "--annotations",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="TextVQA_0.5.1_val.json, ST-VQA train_task_3.json, DocVQA val_v1.0.json ...",
+    help="TextVQA_0.5.1_val.json, ST-VQA train_task_3.json, DocVQA val_v1.0.json, OCR-VQA "
+    "dataset.json ...",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="OCR-VQA only: the split of dataset.json to score (question ids: IMAGEID_INDEX).",
 )
 @click.option(
     "--predictions",
@@ -376,13 +384,13 @@ def vqa(
     "--image-folder",
     type=click.Path(exists=True, file_okay=False),
     help="With --checkpoint: the data set's images (TextVQA: {image_id}.jpg; ST-VQA: "
-    "file_path; DocVQA: image).",
+    "file_path; DocVQA: image; OCR-VQA: {image_id} + imageURL's extension).",
 )
 @click.option(
     "--metrics",
     default=None,
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
-    "accuracy,containment; ST-VQA and DocVQA anls,containment.",
+    "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )
 @click.option("--prompt", default="Question: {question} Answer:", show_default=True)
 @click.option("--max-new-tokens", default=16, show_default=True)
@@ -397,6 +405,7 @@ def text_vqa(
     checkpoint,
     dataset,
     annotations,
+    split,
     predictions,
     image_folder,
     metrics,
@@ -409,7 +418,8 @@ def text_vqa(
     device,
     quiet,
 ):
-    """Text-rich VQA (LLaVAR's row): TextVQA accuracy, ANLS, containment accuracy.
+    """Text-rich VQA (LLaVAR's row: ST-VQA, OCR-VQA, TextVQA, DocVQA): accuracy, ANLS,
+    containment.
 
     accuracy: TextVQA's official VQA accuracy over its ten answers (the EvalAI answer
     processor on both sides). anls: ST-VQA / DocVQA's average normalised Levenshtein
@@ -431,6 +441,7 @@ def text_vqa(
         predictions=predictions,
         checkpoint=checkpoint,
         image_folder=image_folder,
+        split=split,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         prompt=prompt,
         max_new_tokens=max_new_tokens,

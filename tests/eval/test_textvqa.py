@@ -8,7 +8,9 @@ Fixture shapes: TextVQA_0.5.1_val.json (textvqa.org: {"dataset_type", "dataset_n
 [{"dataset", "file_name", "file_path", "question_id", "question", "answers", "question_tokens",
 "set_name"}]}); DocVQA val_v1.0.json (rrc.cvc.uab.es, challenge 17: {"dataset_name",
 "dataset_split", "dataset_version", "data": [{"questionId", "question", "question_types",
-"image", "docId", "ucsf_document_id", "ucsf_document_page_no", "answers", "data_split"}]}).
+"image", "docId", "ucsf_document_id", "ucsf_document_page_no", "answers", "data_split"}]});
+OCR-VQA dataset.json (ocr-vqa.github.io: {image_id: {"imageURL", "questions", "answers",
+"title", "authorName", "genre", "genreID", "split" (1 train, 2 val, 3 test)}}).
 """
 
 from __future__ import annotations
@@ -237,3 +239,32 @@ def test_model_answers_are_what_is_scored(tiny_bundle, tmp_path):
 def test_python3_ports_treat_unicode_digits_as_digits():
     assert evalai_normalize("٣.٥") == "٣.٥"
     assert contains_answer("it is ٣.٥", ["٣.٥"])
+
+
+def test_ocrvqa_dataset_json_test_split_containment(tmp_path):
+    from vlmtrain.eval.tasks.textvqa import load_questions, run_text_vqa
+
+    def book(split, answers):
+        return {"imageURL": "http://ecx.images-amazon.com/images/I/51ZJpFUXi8L.jpg",
+                "questions": ["Who wrote this book?", "Is this a comedy book?"],
+                "answers": answers, "title": "Moo, Baa, La La La!",
+                "authorName": "Sandra Boynton", "genre": "Children's Books", "genreID": 4,
+                "split": split}  # fmt: skip
+
+    ann = tmp_path / "dataset.json"
+    ann.write_text(json.dumps({"0671449028": book(3, ["Sandra Boynton", "No"]),
+                               "0735329181": book(1, ["Someone Else", "Yes"])}))  # fmt: skip
+    qs = load_questions(ann, "ocrvqa")
+    assert [(q.qid, q.answers, q.image) for q in qs] == [
+        ("0671449028_0", ["Sandra Boynton"], "0671449028.jpg"),
+        ("0671449028_1", ["No"], "0671449028.jpg"),
+    ]
+    sub = tmp_path / "ocrvqa_answers.json"
+    answers = [{"question_id": "0671449028_0", "answer": "By Sandra Boynton."},
+               {"question_id": "0671449028_1", "answer": "Yes, it is."}]  # fmt: skip
+    sub.write_text(json.dumps(answers))
+    rep = run_text_vqa(dataset="ocrvqa", annotations=ann, predictions=sub)
+    assert rep.metrics == [{"metric": "containment", "value": 0.5, "count": 2}]
+    assert len(load_questions(ann, "ocrvqa", "train")) == 2
+    with pytest.raises(DataError, match="no val questions"):
+        load_questions(ann, "ocrvqa", "val")

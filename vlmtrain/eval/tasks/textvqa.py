@@ -1,12 +1,16 @@
-"""`vlmtrain eval text-vqa`: TextVQA, ST-VQA and DocVQA from their published annotation JSON.
+"""`vlmtrain eval text-vqa`: TextVQA, ST-VQA, DocVQA and OCR-VQA from their published JSON.
 
-Annotation files (each `{"data": [...]}`, as published):
+Annotation files (the first three `{"data": [...]}`, as published):
 - TextVQA (TextVQA_0.5.1_val.json): {question_id, question, image_id, answers: [10 strings]};
   the image is IMAGE_FOLDER/{image_id}.jpg.
 - ST-VQA (train_task_3.json and the like): {question_id, question, answers, file_path}; the
   image is IMAGE_FOLDER/{file_path}.
 - DocVQA (val_v1.0.json): {questionId, question, answers, image}; the image is
   IMAGE_FOLDER/{image}.
+- OCR-VQA (dataset.json): {image_id: {imageURL, questions: [...], answers: [...], split: 1|2|3,
+  ...}}, one answer per question; question ids are "{image_id}_{index}" (the data set has
+  none), the image is IMAGE_FOLDER/{image_id}{extension of imageURL} (as its loadDataset.py
+  saves it); `split` picks train (1), val (2) or test (3).
 Predictions are each challenge's submission file, a JSON list (or JSONL) of {question_id,
 answer} ({questionId, answer} for DocVQA), or come from a checkpoint: the question goes into
 --prompt and is answered greedily, as `vlmtrain eval vqa` and `llava` do. Like the official
@@ -32,7 +36,9 @@ DATASETS = {
     "textvqa": ("question_id", "image_id", ("accuracy", "containment")),
     "stvqa": ("question_id", "file_path", ("anls", "containment")),
     "docvqa": ("questionId", "image", ("anls", "containment")),
+    "ocrvqa": ("question_id", "imageURL", ("containment",)),
 }
+OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
 DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
@@ -45,12 +51,17 @@ class TextQuestion:
     line: int  # record number in the annotation file (for messages)
 
 
-def load_questions(path: str | os.PathLike, dataset: str) -> list[TextQuestion]:
-    """The annotated questions of a published annotation file, each checked for its fields."""
+def load_questions(
+    path: str | os.PathLike, dataset: str, split: str = "test"
+) -> list[TextQuestion]:
+    """The annotated questions of a published annotation file, each checked for its fields
+    (`split`: OCR-VQA's, the others are one split a file)."""
     if dataset not in DATASETS:
         raise DataError(f"unknown text-VQA data set {dataset!r}; choose from {sorted(DATASETS)}")
     id_field, image_field, _ = DATASETS[dataset]
     obj = read_json(path)
+    if dataset == "ocrvqa":
+        return _load_ocrvqa(obj, path, split)
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise DataError('expected {"data": [...]} (the published annotation file)', file=str(path))
     out, seen = [], set()
@@ -76,6 +87,30 @@ def load_questions(path: str | os.PathLike, dataset: str) -> list[TextQuestion]:
         out.append(TextQuestion(rec[id_field], str(rec["question"]), list(answers), image, i))
     if not out:
         raise DataError("no questions", file=str(path))
+    return out
+
+
+def _load_ocrvqa(obj, path, split: str) -> list[TextQuestion]:
+    """OCR-VQA's dataset.json: per image parallel questions/answers lists and a split code."""
+    if split not in OCRVQA_SPLITS:
+        raise DataError(f"unknown OCR-VQA split {split!r}; choose from {sorted(OCRVQA_SPLITS)}")
+    if not isinstance(obj, dict):
+        raise DataError("expected {image_id: {questions, answers, ...}} (dataset.json)",
+                        file=str(path))  # fmt: skip
+    out = []
+    for i, (image_id, rec) in enumerate(obj.items(), start=1):
+        where = {"file": str(path), "line": i}
+        qs, ans = rec.get("questions"), rec.get("answers")
+        if not isinstance(qs, list) or not isinstance(ans, list) or len(qs) != len(ans):
+            raise DataError(f"image {image_id}: questions and answers must be lists of one "
+                            "length", **where)  # fmt: skip
+        if rec.get("split") != OCRVQA_SPLITS[split]:
+            continue
+        ext = os.path.splitext(str(rec.get("imageURL", "")))[1] or ".jpg"
+        for j, (q, a) in enumerate(zip(qs, ans, strict=True)):
+            out.append(TextQuestion(f"{image_id}_{j}", str(q), [str(a)], f"{image_id}{ext}", i))
+    if not out:
+        raise DataError(f"no {split} questions", file=str(path))
     return out
 
 
@@ -136,6 +171,7 @@ def run_text_vqa(
     checkpoint: str | os.PathLike | None = None,
     image_folder: str | os.PathLike | None = None,
     metrics: tuple[str, ...] | None = None,
+    split: str = "test",
     prompt: str = DEFAULT_PROMPT,
     max_new_tokens: int = 16,
     batch_size: int = 16,
@@ -148,7 +184,7 @@ def run_text_vqa(
     """TextVQA accuracy / ANLS / containment of an answers file or a checkpoint's answers."""
     if (checkpoint is None and model_bundle is None) == (predictions is None):
         raise DataError("give exactly one of --checkpoint or --predictions")
-    questions = load_questions(annotations, dataset)
+    questions = load_questions(annotations, dataset, split)
     metrics = tuple(metrics or DATASETS[dataset][2])
     if "accuracy" in metrics and dataset != "textvqa":
         raise DataError("accuracy is TextVQA's ten-answer metric: use anls or containment")
@@ -174,6 +210,7 @@ def run_text_vqa(
     report = Report(
         task="text-vqa",
         config={"dataset": dataset, "annotations": str(annotations), "metrics": list(metrics),
+                "split": split if dataset == "ocrvqa" else None,
                 "anls_threshold": ANLS_THRESHOLD, "limit": limit,
                 "predictions": str(predictions) if predictions else None,
                 "prompt": None if predictions else prompt},
