@@ -146,7 +146,7 @@ def check_coverage(preds: dict, questions: list[TextQuestion], source: str) -> N
 def model_answers(questions, annotations, image_folder, prompt, *, checkpoint, model_bundle,
                   device, max_new_tokens, batch_size, progress) -> dict:  # fmt: skip
     """{qid: answer} decoded greedily from each image and the question put into `prompt`
-    (the llava stage-2 recipe puts it into its chat template instead)."""
+    (for the llava stage-2 recipe, that text inside its chat template)."""
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.eval.tasks.llava import generate_answers, resolve_image
 
