@@ -98,7 +98,7 @@ class GraceRecipe(Recipe):
         return batch
 
 
-def load_identifiers(path, tokenizer=None, check_tokens: bool = True) -> dict[str, str]:
+def load_identifiers(path, tokenizer=None, *, check_tokens: bool = True) -> dict[str, str]:
     """key -> identifier from ids.parquet.
 
     When the file stores `tokens` (identifier alone, no prefix, no eos: `vlmdata build-ids
