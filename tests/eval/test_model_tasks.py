@@ -197,3 +197,27 @@ def test_named_clip_without_weights_is_refused(shards_dir):
 
     with pytest.raises(DataError, match="no weights"):
         run_embedding_retrieval(shards_dir, encoder="clip", clip_model="ViT-B-32")
+
+
+def test_oven_entity_trie_with_another_eos(tiny_bundle, oven_data, tokenizer_dir, tmp_path):
+    """Entity names ending in <|endofchunk|>: decoding stops there and maps back to entities;
+    a recipe whose targets end otherwise is refused before decoding."""
+    from tests.eval.conftest import ENDOFCHUNK
+    from vlmdata.core.errors import DataError
+    from vlmdata.trie.from_files import trie_from_entities
+    from vlmtrain.eval.tasks.oven import read_oven_predictions, run_oven
+
+    ents = oven_data / "entities.parquet"
+    trie_from_entities(ents, tokenizer_dir, eos_token=ENDOFCHUNK).save(tmp_path / "eoc.trie")
+    common = dict(data_dir=oven_data / "out", trie=tmp_path / "eoc.trie", entities=ents,
+                  beams=3, max_new_tokens=8, batch_size=2)  # fmt: skip
+    plain = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
+    with pytest.raises(DataError, match=r"ends identifiers with '<\|endofchunk\|>'"):
+        run_oven(model_bundle=plain, **common)
+    eoc = tiny_bundle("autover", {"eos_token": ENDOFCHUNK}, new_tokens=["<ret>"],
+                      ret_token="<ret>")  # fmt: skip
+    saved = tmp_path / "pred.jsonl"
+    run_oven(model_bundle=eoc, save_predictions=saved, **common)
+    preds = read_oven_predictions([saved])
+    assert sorted(preds) == ["d0", "d1", "d2", "d3"]
+    assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # every lookup found an entity

@@ -281,6 +281,7 @@ def recognise_entities(
     recipe = recipe_of(cfg, "autover")
     ctx = RecipeContext.for_model(model)
     full = trie if isinstance(trie, Trie) else Trie.load(trie)
+    check_recipe_eos(full, recipe, ctx)
     eos = trie_eos(full)
     ent = _entity_ids(entities)
     samples = _oven_samples(data_dir, data_ids)
@@ -342,6 +343,22 @@ def trie_eos(trie) -> int:
     if trie.eos_id is None:
         raise DataError("the trie has no eos id: rebuild it with `vlmdata build-trie`")
     return int(trie.eos_id)
+
+
+def check_recipe_eos(trie, recipe, ctx) -> None:
+    """The recipe's targets must end with the trie's eos (the token decoding stops at), else
+    a DataError saying how to make them agree."""
+    from vlmdata.core.errors import DataError
+
+    eos, ends = trie_eos(trie), recipe.target(ctx, "x")[-1]
+    if ends != eos:
+        name = ctx.tokenizer.convert_ids_to_tokens
+        raise DataError(
+            f"the trie ends identifiers with {name(eos)!r} (id {eos}) but the recipe's targets "
+            f"end with {name(ends)!r} (id {ends}): build the trie with the eos the model was "
+            "trained with (`vlmdata build-trie --eos`), or train with the recipe option "
+            "eos_token set to the trie's"
+        )
 
 
 def _entity_ids(entities) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index
-from vlmtrain.eval.generation import ModelBundle, trie_eos
+from vlmtrain.eval.generation import ModelBundle, check_recipe_eos, trie_eos
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
 from vlmtrain.eval.report import Report
 
@@ -60,7 +60,7 @@ def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) ->
             f"the trie was built with --prefix {built!r} but the recipe's id_prefix is "
             f"{recipe.id_prefix!r}: its paths are not the sequences the model was trained on"
         )
-    _check_eos(trie, recipe, ctx, identifiers[keys[0]] if keys else None)
+    check_recipe_eos(trie, recipe, ctx)
     row_of = {k: i for i, k in enumerate(row_keys)}
     for key in keys:
         if key not in identifiers:
@@ -73,22 +73,6 @@ def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) ->
                 f"tokenizes it ({target}); lookup gave row {row}. Rebuild it with `vlmdata "
                 f"build-trie --split test --prefix {recipe.id_prefix!r}` and the model's tokenizer"
             )
-
-
-def _check_eos(trie, recipe, ctx, identifier: str | None) -> None:
-    """The recipe's targets must end with the trie's eos (the token decoding stops at)."""
-    if identifier is None:
-        return
-    eos = trie_eos(trie)
-    ends = recipe.target(ctx, identifier)[-1]
-    if ends != eos:
-        name = ctx.tokenizer.convert_ids_to_tokens
-        raise DataError(
-            f"the trie ends identifiers with {name(eos)!r} (id {eos}) but the recipe's targets "
-            f"end with {name(ends)!r} (id {ends}): build the trie with the eos the model was "
-            "trained with (`vlmdata build-trie --eos`), or train with the recipe option "
-            "eos_token set to the trie's"
-        )
 
 
 def retrieve_generative(
