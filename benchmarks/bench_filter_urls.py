@@ -4,8 +4,9 @@
 
 Generates a Google-format CC3M TSV (caption<TAB>url, no header) with realistic URLs plus a
 share of every reject reason, then times, end to end (read TSV -> write manifest.parquet +
-rejects.parquet), `vlmdata.filter.urls.filter_urls` and the peer: a loop over lines using
-`urllib.parse.urlsplit` + `ipaddress`, applying the same rules in the same order. Prints wall and
+rejects.parquet), `vlmdata.filter.urls.filter_urls` and the peer: a loop over lines applying
+the same rules in the same order with the standard library (the tests' oracle,
+tests/sources/url_oracle.py). Prints wall and
 CPU seconds of both (CPU time = the work done, which wall time hides on a shared machine), the
 ratios (peer / ours), and whether the two agree on every row's reason and kept key.
 Not a test: figures vary with the machine; the ratio is measured in the same run.
@@ -14,22 +15,23 @@ Not a test: figures vary with the machine; the ratio is measured in the same run
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import re
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.core.rejects import REJECT_SCHEMA, record_json
-from vlmdata.filter.urls import filter_urls
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the oracle lives in tests/
+
+from tests.sources.url_oracle import reference_reason  # noqa: E402
+from vlmdata.core.rejects import REJECT_SCHEMA, record_json  # noqa: E402
+from vlmdata.filter.urls import filter_urls  # noqa: E402
 
 WORDS = "a the dog cat man woman child red blue green car street beach sunset city old new".split()
 HOSTS = [
@@ -89,51 +91,13 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
-_BAD_HOST = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=\x80-\U0010ffff]")
-_NUMERIC = re.compile(r"^(?:(?:0x[0-9a-f]*|[0-9]+)\.)*(?:0x[0-9a-f]*|[0-9]+)$")
-
-
 def peer_reason(caption: str, url: str, seen: set[str], deny: set[str]) -> str | None:
-    """The same rules, one row at a time, with the standard library."""
+    """The same rules, one row at a time: the oracle the tests compare filter-urls against
+    (tests/sources/url_oracle.py, written from the rules' definitions with the standard
+    library, sharing no regex with vlmdata/filter/urls.py)."""
     if not caption.strip():
         return "empty_text"
-    if len(url) > 2048:
-        return "too_long"
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):", url)
-    if scheme and scheme.group(1).lower() not in ("http", "https"):
-        return "bad_scheme"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "malformed"
-    if not parts.scheme or not parts.netloc:
-        return "malformed"
-    host = (parts.hostname or "").removesuffix(".")
-    bracketed = "[" in parts.netloc
-    if not host or port is None and re.search(r":[0-9]{6,}$", parts.netloc):
-        return "malformed"
-    if not bracketed and (_BAD_HOST.search(host) or ".." in host or host.startswith(".")):
-        return "malformed"
-    if bracketed or _NUMERIC.match(host):
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return "malformed"
-        ip = getattr(ip, "ipv4_mapped", None) or ip
-        if not ip.is_global or ip.is_multicast or ip.is_reserved:
-            return "private_address"
-    if host == "localhost" or host.endswith(".localhost"):
-        return "private_address"
-    if host.rsplit(".", 1)[-1] in ("onion", "i2p", "local", "internal"):
-        return "non_public_tld"
-    labels = host.split(".")
-    if any(".".join(labels[k:]) in deny for k in range(len(labels))):
-        return "denylisted_domain"
-    if url in seen:
-        return "duplicate_url"
-    seen.add(url)
-    return None
+    return reference_reason(url, seen, deny)
 
 
 def peer(tsv: Path, out: Path, deny: set[str]) -> Counter[str]:
@@ -220,7 +184,7 @@ def main() -> None:
         c = {k: min(v) for k, v in cpu.items()}
         print(f"load average before timing: {load:.1f} on {os.cpu_count()} CPUs")
         print("                        wall s    CPU s   rows/s (wall)")
-        for key, name in (("ours", "filter-urls (polars)"), ("peer", "peer (urllib loop)")):
+        for key, name in (("ours", "filter-urls (polars)"), ("peer", "peer (stdlib loop)")):
             print(f"{name:<22} {w[key]:7.2f}  {c[key]:7.2f}  {args.rows / w[key]:14,.0f}")
         ratio_wall, ratio_cpu = w["peer"] / w["ours"], c["peer"] / c["ours"]
         print(f"ratio peer/ours: wall {ratio_wall:.1f}x, CPU {ratio_cpu:.1f}x")

@@ -44,6 +44,34 @@ CASES = [
     # first applicable reason wins: too long AND private -> too_long; ftp AND onion -> bad_scheme
     ("long private", "http://127.0.0.1/" + "b" * 2040, "too_long"),
     ("ftp onion", "ftp://abc.onion/x", "bad_scheme"),
+    # numeric forms resolvers read as 127.0.0.1 / 0.0.0.0 / 169.254.169.254 (issue 14)
+    ("short ip", "http://127.1/a.jpg", "malformed"),
+    ("hex ip", "http://0x7f000001/a.jpg", "malformed"),
+    ("octal ip", "http://0177.0.0.1/a.jpg", "malformed"),
+    ("zero", "http://0/a.jpg", "malformed"),
+    ("metadata decimal", "http://2852039166/latest/meta-data/", "malformed"),
+    ("numeric last label", "http://example.1/a.jpg", "malformed"),
+    ("backslash userinfo", "http://127.0.0.1\\@example.com/a.jpg", "malformed"),
+    ("full-width", "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/a.jpg", "private_address"),
+    ("full-width dots", "http://\uff11\uff12\uff17\uff0e0\u30020\uff0e1/", "private_address"),
+    ("single label", "http://metadata/computeMetadata/v1/", "private_address"),
+    ("localdomain", "http://localhost.localdomain/a.jpg", "private_address"),
+    # the two URLs the GenerativeImage2Text README tells users to delete from the CC3M TSV
+    (
+        "this was the official uniform .",
+        "http://dstormer6em3i4km.onion.link/wp-content/uploads/2015/03/US-Forest-Ranger-Nazi-819x1024.jpg",
+        "tor_gateway",
+    ),
+    (
+        "i hate to tell you this dear , but whoever told you that was lying to make you feel "
+        "better .",
+        "http://dstormer6em3i4km.onion.link/wp-content/uploads/2014/05/pretty-for-a-dark-skinned-girl.jpg",
+        "tor_gateway",
+    ),
+    ("gateway to", "https://abc.onion.to/x.jpg", "tor_gateway"),
+    ("tor2web", "http://abc.tor2web.org/x.jpg", "tor_gateway"),
+    ("onion in a name", "http://onions.example.com/x.jpg", None),
+    ("idn kept", "http://b\u00fccher.example/a.jpg", None),
 ]
 
 

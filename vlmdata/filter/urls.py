@@ -7,15 +7,27 @@ Each row gets at most one reason, the first that applies in REASON_ORDER:
 3. bad_scheme        a scheme other than http / https (ftp:, data:, javascript:, file: …)
 4. malformed         no `scheme://`, no host, a bad port, characters a host cannot hold
                      (spaces, `%`, `<>`…: browsers percent-decode hosts, so `%31%32%37.0.0.1`
-                     would be 127.0.0.1), an invalid `[IPv6]` literal, or a numeric host that
-                     is not a canonical dotted quad (`2130706433`, `0x7f.1`, `010.0.0.1`:
-                     resolvers read them as IP addresses, so they could hide a private one)
-5. private_address   `localhost` / `*.localhost`, or a literal IP that is not globally routable
-                     (private, loopback, link-local, multicast, reserved, unspecified, shared;
-                     IPv4-mapped IPv6 by its IPv4); skipped with allow_private
+                     would be 127.0.0.1), a `\\` in the authority (`http://127.0.0.1\\@x.com/`:
+                     browsers end the host at the backslash, urllib at the `@`), an invalid
+                     `[IPv6]` literal, or a host ending in a number that is not a canonical
+                     dotted quad (`2130706433`, `127.1`, `0x7f000001`, `0177.0.0.1`, `0`: resolvers
+                     read them as IP addresses, so they could hide a private one)
+5. private_address   `localhost`, `*.localhost`, `localhost.localdomain`, a single-label host
+                     (`http://metadata/`: an intranet name), or a literal IP that is not
+                     globally routable (private, loopback, link-local, multicast, reserved,
+                     unspecified, shared; IPv4-mapped IPv6 by its IPv4); skipped with
+                     allow_private
 6. non_public_tld    .onion .i2p .local .internal
-7. denylisted_domain the host equals a denylisted domain or is a subdomain of one
-8. duplicate_url     the same URL string as an earlier row that passed 1-7 (the first is kept)
+7. tor_gateway       a Tor-to-web gateway host: an `onion` label before the last one
+                     (`*.onion.link`, `.onion.to`, `.onion.ws`, `.onion.city`, `.onion.cab`,
+                     `.onion.ly`, `.onion.sh` ...) or a `tor2web` label (`*.tor2web.org`)
+8. denylisted_domain the host equals a denylisted domain or is a subdomain of one
+9. duplicate_url     the same URL string as an earlier row that passed 1-8 (the first is kept)
+
+Hosts are compared after the normalisation a resolver applies (Unicode NFKC, so full-width
+`１２７．０．０．１` is 127.0.0.1; ideographic full stops as dots; lower case; no trailing dot).
+`url_reason` applies the same rules to one URL: download workers check every redirect target
+with it.
 
 String work runs in polars expressions over the whole column; only the rare hosts that look
 like IP literals (a handful per million in CC3M) go through Python's `ipaddress`, once per
@@ -44,6 +56,7 @@ REASON_ORDER = (
     "malformed",
     "private_address",
     "non_public_tld",
+    "tor_gateway",
     "denylisted_domain",
     "duplicate_url",
 )
@@ -56,7 +69,11 @@ _HOSTPORT = r"(?s)^(?<host>\[[^\]]*\]|[^:\[\]]*)(?::(?<port>[0-9]*))?$"
 # RFC 3986 reg-name characters (unreserved, sub-delims; not `%`) plus non-ASCII (IDN) ones.
 _BAD_HOST_CHAR = r"[^A-Za-z0-9\-._~!$&'()*+,;=\x{80}-\x{10FFFF}]"
 _TLD_RE = r"(?:^|\.)(?:" + "|".join(NON_PUBLIC_TLDS) + r")$"
-_NUMERIC_HOST = r"^(?:(?:0x[0-9a-f]*|[0-9]+)\.)*(?:0x[0-9a-f]*|[0-9]+)$"
+# WHATWG's "ends in a number": such a host is parsed as IPv4 (inet_aton forms included).
+_ENDS_IN_NUMBER = r"(?:^|\.)(?:0x[0-9a-f]*|[0-9]+)$"
+_LOCAL_NAMES = ("localhost.localdomain", "localhost6.localdomain6")
+_TOR_GATEWAY = r"(?:^|\.)onion\.[^.]|(?:^|\.)tor2web(?:\.|$)"
+_IDEOGRAPHIC_DOTS = "[\u3002\uff0e\uff61]"  # IDNA maps them to "." (NFKC leaves U+3002)
 
 
 def ip_is_private(text: str) -> bool | None:
@@ -108,11 +125,16 @@ def _parse(frame: pl.DataFrame) -> pl.DataFrame:
         _v6=raw.str.starts_with("[").fill_null(False),
         _host=raw.str.strip_prefix("[")
         .str.strip_suffix("]")
+        .str.normalize("NFKC")
+        .str.replace_all(_IDEOGRAPHIC_DOTS, ".")
         .str.to_lowercase()
         .str.strip_suffix("."),
         _port=pl.col("port"),
+        _backslash=pl.col("_auth").str.contains("\\", literal=True),
     ).drop("host", "port", "_auth")
-    return frame.with_columns(_ip_like=pl.col("_v6") | pl.col("_host").str.contains(_NUMERIC_HOST))
+    return frame.with_columns(
+        _ip_like=pl.col("_v6") | pl.col("_host").str.contains(_ENDS_IN_NUMBER)
+    )
 
 
 def _ip_verdicts(hosts: pl.Series) -> dict[str, bool | None]:
@@ -154,8 +176,14 @@ def url_reasons(
         | (~v6 & (host.str.contains("..", literal=True) | host.str.starts_with(".")))
         | (ip_like & ip_private.is_null())
         | (v6 & ~host.str.contains(":", literal=True))  # [1.2.3.4] is not IPv6
+        | pl.col("_backslash")
     )
-    private = (host == "localhost") | host.str.ends_with(".localhost") | (ip_like & ip_private)
+    private = (
+        (~ip_like & ~host.str.contains(".", literal=True))  # localhost, metadata, intranet
+        | host.str.ends_with(".localhost")
+        | host.is_in(_LOCAL_NAMES)
+        | (ip_like & ip_private)
+    )
     has_url = u.is_not_null()
     steps = [
         ("empty_text", ~pl.col("_text_ok")),
@@ -164,6 +192,7 @@ def url_reasons(
         ("malformed", has_url & malformed),
         ("private_address", pl.lit(False) if allow_private else has_url & private),
         ("non_public_tld", has_url & host.str.contains(_TLD_RE)),
+        ("tor_gateway", has_url & host.str.contains(_TOR_GATEWAY)),
         ("denylisted_domain", has_url & _denied(host, denylist)),
     ]
     reason = pl.lit(None, dtype=pl.String)
@@ -209,9 +238,10 @@ _DETAILS = {
     "empty_text": "empty caption / texts",
     "too_long": f"URL longer than {MAX_URL_CHARS} characters",
     "bad_scheme": "scheme is not http or https",
-    "malformed": "no scheme://, bad host or bad port",
-    "private_address": "host is localhost or a non-global IP",
+    "malformed": "no scheme://, bad host, numeric host that is not a dotted quad, or bad port",
+    "private_address": "host is localhost, a single-label name or a non-global IP",
     "non_public_tld": f"host in {', '.join('.' + t for t in NON_PUBLIC_TLDS)}",
+    "tor_gateway": "host is a Tor-to-web gateway (*.onion.link, *.tor2web.org ...)",
     "denylisted_domain": "host is on the denylist",
     "duplicate_url": "same URL as an earlier kept row",
 }
