@@ -9,6 +9,11 @@ Routes (N is any integer; every response is a pure function of the path, so reru
   /slow/N.jpg              an image, but only after `slow_seconds` (beyond the client timeout)
   /corrupt/N.jpg           200 with bytes that are not an image
   /truncated/N.jpg         200 with the first half of /img/N.jpg
+  /hop-FORM/N.jpg          302 to http://HOST:PORT/img/N.jpg, HOST being 127.0.0.1 written as
+                           HOP_FORMS[FORM] (2130706433, 127.1, 0x7f000001, 0177.0.0.1, 0 ...)
+  /big/N.jpg               200 with BIG_BYTES bytes and no Content-Length (read to the close)
+  /drip/N.jpg              /img/N.jpg sent DRIP_BYTES at a time every `drip_seconds`: each read
+                           is well under any socket timeout, the whole response is not
 
 The server runs in a daemon thread on 127.0.0.1, port 0 (the OS picks a free port).
 """
@@ -27,7 +32,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from PIL import Image
 
-_ROUTE = re.compile(r"^/(img|dup|redirect|missing|error|slow|corrupt|truncated)/(\d+)\.(jpg|png)$")
+_ROUTE = re.compile(
+    r"^/(img|dup|redirect|missing|error|slow|corrupt|truncated|big|drip|hop-[a-z0-9]+)/"
+    r"(\d+)\.(jpg|png)$"
+)
+# 127.0.0.1 as resolvers also read it (inet_aton forms, 0.0.0.0, Unicode, percent-encoding)
+HOP_FORMS = {
+    "decimal": "2130706433",
+    "short": "127.1",
+    "hex": "0x7f000001",
+    "octal": "0177.0.0.1",
+    "zero": "0",
+    # urllib percent-decodes hosts and IDNA-maps full-width digits: both reach 127.0.0.1
+    "fullwidth": "%EF%BC%91%EF%BC%92%EF%BC%97.%EF%BC%90.%EF%BC%90.%EF%BC%91",
+    "percent": "%31%32%37.0.0.1",
+    "dotted": "127.0.0.1",
+    "localdomain": "localhost.localdomain",
+}
+BIG_BYTES = 3_000_000
+DRIP_BYTES = 64
 
 
 @lru_cache(maxsize=4096)
@@ -76,9 +99,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(image_bytes(n, fmt, size), fmt)
         elif route == "corrupt":
             self._send(corrupt_bytes(n), fmt)
-        else:  # truncated
+        elif route == "truncated":
             data = image_bytes(n, fmt, size)
             self._send(data[: len(data) // 2], fmt)
+        elif route.startswith("hop-"):
+            host = HOP_FORMS[route[4:]]
+            self.send_response(302)
+            self.send_header(
+                "Location", f"http://{host}:{self.server.server_address[1]}/img/{n}.{fmt}"
+            )
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._stream(route, image_bytes(n, fmt, size))
+
+    def _stream(self, route: str, data: bytes) -> None:
+        """`big`: many bytes, no length; `drip`: a real image, slowly."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            if route == "drip":
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if route == "big":
+                for _ in range(BIG_BYTES // 65536 + 1):
+                    self.wfile.write(b"\0" * 65536)
+                return
+            for i in range(0, len(data), DRIP_BYTES):
+                self.wfile.write(data[i : i + DRIP_BYTES])
+                self.wfile.flush()
+                time.sleep(self.server.drip_seconds)
 
     def _send(self, data: bytes, fmt: str) -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -99,6 +149,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, slow_seconds: float, image_size: tuple[int, int]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.slow_seconds = slow_seconds
+        self.drip_seconds = 0.25
         self.image_size = image_size
         self.hits: list[str] = []
 

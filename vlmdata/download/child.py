@@ -1,9 +1,13 @@
 """The img2dataset child process: `python -m vlmdata.download.child CONFIG.json`.
 
-Module-level code here runs in img2dataset's process and again in every worker it spawns
-(multiprocessing's spawn start method re-imports the main module as `__mp_main__`), which is
-the one place to install the private-redirect guard for all of them. Kept apart from
-`download_img2dataset` so that importing the library never changes urllib's global opener.
+CONFIG.json holds `img2dataset` (its keyword arguments), `policy` (a FetchPolicy: what its
+workers may fetch) and `parent_pid`. Before img2dataset starts, the child
+- makes every Downloader img2dataset builds a GuardedDownloader (guard.py), which installs the
+  fetch guard in whichever worker process runs it, under any distributor;
+- watches its parent: when the `vlmdata download` that started it is gone (even by kill -9),
+  it kills its own process group, which holds img2dataset's workers, so nothing outlives the
+  command and a rerun never races an orphan over OUT/.download/raw.
+Kept apart from img2dataset_run so that importing the library never changes urllib's state.
 """
 
 from __future__ import annotations
@@ -12,11 +16,7 @@ import json
 import os
 import sys
 
-from vlmdata.download.redirects import ALLOW_PRIVATE_ENV, install
-
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network
-if os.environ.get(ALLOW_PRIVATE_ENV) != "1":
-    install()
 
 
 def main(argv: list[str]) -> int:
@@ -24,10 +24,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m vlmdata.download.child CONFIG.json", file=sys.stderr)
         return 2
     with open(argv[0], encoding="utf-8") as f:
-        kwargs = json.load(f)
+        config = json.load(f)
+    from vlmdata.core.lifetime import kill_group_with_parent
+    from vlmdata.download.guard import FetchPolicy, guard_img2dataset
+
+    kill_group_with_parent(int(config["parent_pid"]))
+    policy = config["policy"]
+    guard_img2dataset(FetchPolicy(**{**policy, "denylist": tuple(policy["denylist"])}))
     from img2dataset import download
 
-    download(**kwargs)
+    download(**config["img2dataset"])
     return 0
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.errors import DataError
-from vlmdata.download.redirects import ALLOW_PRIVATE_ENV
-from vlmdata.download.redirects import REFUSED as REFUSED_REDIRECT
+from vlmdata.download.guard import REFUSED as REFUSED_REDIRECT
+from vlmdata.download.guard import TOO_LARGE, TOO_SLOW, FetchPolicy
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
@@ -45,6 +45,8 @@ class FetchOptions:
     raw_format: str = "parquet"
     raw_shard_size: int = 1000
     user_agent_token: str | None = None
+    max_image_bytes: int = 50_000_000  # per response: more is refused (response_too_large)
+    deadline: float = 60.0  # seconds per whole response (download_deadline)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The options that change what img2dataset writes (not how fast it writes it)."""
@@ -68,9 +70,18 @@ def check_options(opts: FetchOptions) -> None:
         raise DataError(f"unknown --resize-mode {opts.resize_mode!r}; use {RESIZE_MODES}")
     if opts.raw_format not in RAW_FORMATS:
         raise DataError(f"unknown raw format {opts.raw_format!r}; use {RAW_FORMATS}")
-    for name in ("processes", "threads", "raw_shard_size", "timeout"):
+    for name in ("processes", "threads", "raw_shard_size", "timeout", "max_image_bytes"):
         if getattr(opts, name) < 1:
             raise DataError(f"--{name.replace('_', '-')} must be at least 1")
+    if not opts.deadline > 0:
+        raise DataError("--deadline must be more than 0 seconds")
+
+
+def fetch_policy(
+    opts: FetchOptions, allow_private: bool = False, denylist: list[str] | tuple[str, ...] = ()
+) -> FetchPolicy:
+    """What img2dataset's workers may fetch: filter-urls' rules for redirects, the caps."""
+    return FetchPolicy(allow_private, tuple(denylist), opts.max_image_bytes, opts.deadline)
 
 
 def img2dataset_kwargs(url_list: Path, raw_dir: Path, opts: FetchOptions) -> dict[str, Any]:
@@ -113,23 +124,27 @@ def run_img2dataset(
     work_dir: Path,
     expected_shards: int,
     progress: bool = True,
-    allow_private: bool = False,
+    policy: FetchPolicy | None = None,
 ) -> None:
     """Run img2dataset in a child process; its output goes to WORK/img2dataset.log.
 
-    Redirects to private hosts are refused in the child unless `allow_private`. Ctrl-C or a
-    kill of this process stops the child's whole process group, leaving finished shards for
-    the next (incremental) run.
+    Its workers fetch under `policy` (default: FetchPolicy(), private redirects refused). Ctrl-C
+    or an exception here stops the child's whole process group; a kill -9 of this process is
+    noticed by the child, which then kills that group itself. Finished shards stay for the next
+    (incremental) run.
     """
     from tqdm import tqdm
 
+    policy = policy or FetchPolicy()
     config = work_dir / "img2dataset.json"
-    config.write_text(json.dumps(kwargs, indent=2, sort_keys=True), encoding="utf-8")
+    body = {"img2dataset": kwargs, "policy": asdict(policy), "parent_pid": os.getpid()}
+    config.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
     log_path = work_dir / "img2dataset.log"
     raw_dir = Path(kwargs["output_folder"])
     cmd = [sys.executable, "-m", "vlmdata.download.child", str(config)]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    env[ALLOW_PRIVATE_ENV] = "1" if allow_private else "0"
+    for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):  # executors run our interpreter
+        env.setdefault(name, sys.executable)
     with (
         open(log_path, "ab") as log,
         tqdm(total=expected_shards, desc="downloading", unit="shard", disable=not progress) as bar,
@@ -177,13 +192,18 @@ _RESIZE_REASONS = {
 def reject_reason(status: str | None, message: str | None) -> str:
     """A reject reason from img2dataset's status and error_message (kept as the detail).
 
-    Ours: "HTTP Error 302: redirect to a private address refused". urllib's: "HTTP Error 404:
+    Ours (guard.py): "HTTP Error 302: redirect refused (private_address)", "response larger
+    than 50,000,000 bytes", "response not complete within 60 s". urllib's: "HTTP Error 404:
     Not Found", "timed out" / "The read operation timed out", "<urlopen error [Errno 111]
     Connection refused>". The resizer's: "image too small", decoder exceptions.
     """
     msg = message or ""
     if REFUSED_REDIRECT in msg:
-        return "private_redirect"
+        return "redirect_refused"
+    if msg.startswith(TOO_LARGE):
+        return "response_too_large"
+    if msg.startswith(TOO_SLOW):
+        return "download_deadline"
     if status == "failed_to_resize":
         return _RESIZE_REASONS.get(msg, "decode_failed")
     if m := _HTTP.search(msg):

@@ -34,12 +34,14 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import atomic_path, write_json
 from vlmdata.core.errors import DataError
+from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.rejects import RejectWriter, Tally, format_summary
 from vlmdata.core.storage import Location
 from vlmdata.download.img2dataset_run import (
     KEY_COLUMN,
     FetchOptions,
     check_options,
+    fetch_policy,
     finished_shards,
     img2dataset_kwargs,
     reject_reason,
@@ -97,6 +99,7 @@ def _read_source(name: str, inputs: Sequence[str | os.PathLike], work: Path, **o
     return read_source(name, inputs, work / "source", **options)
 
 
+@holds_out_lock
 def download(
     dataset: str,
     inputs: Sequence[str | os.PathLike],
@@ -266,7 +269,10 @@ def _download_urls(
     write_json(work / "state.json", {**state, "complete": False})
 
     n_shards = math.ceil(rows.num_rows / fetch.raw_shard_size)
-    done = _fetch(rows, work, raw, fetch, n_shards, allow_private, progress)
+    from vlmdata.filter.urls import load_denylist
+
+    policy = fetch_policy(fetch, allow_private, load_denylist(denylist) if denylist else [])
+    done = _fetch(rows, work, raw, fetch, n_shards, policy, progress)
     incomplete = [i for i in range(n_shards) if i not in done]
 
     prior = work / "prior_rejects.parquet"
@@ -300,7 +306,7 @@ def _download_urls(
     )
 
 
-def _fetch(rows, work, raw, fetch, n_shards, allow_private, progress) -> set[int]:
+def _fetch(rows, work, raw, fetch, n_shards, policy, progress) -> set[int]:
     """Run img2dataset unless every raw shard is finished; the finished shard ids."""
     if n_shards and not set(range(n_shards)) <= finished_shards(raw):
         url_list = work / "urls.parquet"
@@ -308,7 +314,7 @@ def _fetch(rows, work, raw, fetch, n_shards, allow_private, progress) -> set[int
         with atomic_path(url_list) as tmp:
             pq.write_table(ids, tmp)
         kwargs = img2dataset_kwargs(url_list, raw, fetch)
-        run_img2dataset(kwargs, work, n_shards, progress, allow_private)
+        run_img2dataset(kwargs, work, n_shards, progress, policy)
     return finished_shards(raw)
 
 
