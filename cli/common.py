@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +13,15 @@ import click
 
 EXIT_OK = 0
 EXIT_REJECTS = 1  # ran, but too much input was rejected (or verify found mismatches)
-EXIT_USAGE = 2  # bad input
+EXIT_USAGE = 2  # could not run: bad input or options, OUT in use, disk full
+EXIT_CRASH = 3  # a bug: an unexpected exception (its traceback is printed)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map library exceptions to one-line messages and exit codes instead of tracebacks."""
+    """Map library exceptions to one-line messages and exit codes instead of tracebacks;
+    anything unexpected is a crash (exit 3), never confused with "too many rejects" (exit 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -24,11 +30,34 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except RejectRatioExceeded as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_REJECTS)
         except (DataError, FileNotFoundError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_USAGE)
+        except OSError as e:
+            if not _disk_full(e):
+                _crash()
+            click.echo(f"error: {e.strerror} ({e.filename or 'writing output'})", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception:
+            _crash()
 
     return wrapper
+
+
+def _disk_full(e: OSError) -> bool:
+    """ENOSPC / EDQUOT, also as pyarrow reports it (errno in the message only)."""
+    return e.errno in _DISK_FULL or "No space left on device" in str(e)
+
+
+def _crash() -> None:
+    traceback.print_exc()
+    click.echo("error: crashed (a bug; the traceback is above)", err=True)
+    sys.exit(EXIT_CRASH)

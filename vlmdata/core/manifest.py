@@ -35,8 +35,35 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "question",
     "conversations",
 )
-KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+KEY_RE = re.compile(r"[A-Za-z0-9_-]+\Z")  # \Z: `$` would also match before a final "\n"
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def key_problem(key: object) -> str | None:
+    """Why `key` cannot name a sample (None: it can). THE key rule: manifests, shards and
+    `vlmdata get` (which turns keys into file names) all ask this one function."""
+    if not isinstance(key, str) or KEY_RE.match(key) is None:
+        return f"key {key!r} is not [A-Za-z0-9_-]+"
+    return None
+
+
+def texts_problem(texts: object) -> tuple[str, str] | None:
+    """(reason, detail) when `texts` cannot caption a sample: null, empty, a null or blank
+    element (empty_text), or not a list of strings (wrong_type)."""
+    if texts is None:
+        return "empty_text", "texts is null"
+    if not isinstance(texts, list | tuple):
+        return "wrong_type", f"texts is a {type(texts).__name__}, not a list of strings"
+    if not texts:
+        return "empty_text", "texts is an empty list"
+    for i, text in enumerate(texts):
+        if text is None:
+            return "empty_text", f"texts[{i}] is null"
+        if not isinstance(text, str):
+            return "wrong_type", f"texts[{i}] is a {type(text).__name__}, not a string"
+        if not text.strip():
+            return "empty_text", f"texts[{i}] is blank"
+    return None
 
 
 def make_key(*parts: object) -> str:
@@ -63,9 +90,9 @@ class ManifestWriter(RowsWriter):
 
 def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, detail) if the row breaks the manifest contract, else None."""
-    key = row.get("key")
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        return "bad_key", f"key {key!r} is not [A-Za-z0-9_-]+"
+    problem = key_problem(row.get("key"))
+    if problem is not None:
+        return "bad_key", problem
     if not row.get("url") and not row.get("path"):
         return "missing_field", "neither url nor path"
     texts = row.get("texts")

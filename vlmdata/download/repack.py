@@ -20,7 +20,7 @@ from vlmdata.download.results import Fetched, read_shard, read_status
 from vlmdata.shards.image_sources import PlanResult, check_planned
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions
-from vlmdata.shards.prepare import Prepared, prepare_bytes
+from vlmdata.shards.prepare import ImageProblem, Prepared, prepare_bytes
 
 RawRef = tuple[int, str]  # (raw shard number, manifest key)
 
@@ -59,7 +59,7 @@ class RawImages:
             try:
                 out.append(prepare_bytes(self._bytes(ref), opts)[1])
             except ImageReject as e:
-                out.append((e.reason, e.detail))
+                out.append(ImageProblem.of(e))
         return out
 
     def read(self, key: str, ref: RawRef, p: Prepared, opts: ImageOptions) -> bytes:

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.lifetime import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -56,7 +57,12 @@ class Engine:
             return map(fn, items)
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=ctx,
+                initializer=die_with_parent,  # a kill -9 of this process takes the pool along
+                initargs=(os.getpid(),),
+            )
         return self._pool.map(fn, items)
 
     def _spark_map(self, fn, items: list) -> list:

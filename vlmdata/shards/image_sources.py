@@ -16,12 +16,18 @@ from typing import Any
 
 from vlmdata.core.errors import DataError
 from vlmdata.shards.options import ImageOptions
-from vlmdata.shards.prepare import Prepared, prepare_bytes, prepare_chunk, read_stamped
+from vlmdata.shards.prepare import (
+    ImageProblem,
+    Prepared,
+    prepare_bytes,
+    prepare_chunk,
+    read_stamped,
+)
 from vlmdata.shards.samples import sha256
 
 CHUNK = 64  # rows per planning task for a folder
 
-PlanResult = Prepared | tuple[str, str]  # the image's facts, or (reject reason, detail)
+PlanResult = Prepared | ImageProblem  # the image's facts, or why it is rejected
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ the same bytes. `write_samples` uses it once per streamed image.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +36,26 @@ class Prepared:
     file_stamp: tuple[int, int] | None = None  # (size, mtime_ns) without hashing it again
 
 
+@dataclass(frozen=True)
+class ImageProblem:
+    """Why an image is rejected (an ImageReject made small enough to send between processes)."""
+
+    reason: str
+    detail: str
+
+    @classmethod
+    def of(cls, e: ImageReject) -> ImageProblem:
+        return cls(e.reason, e.detail)
+
+
+@dataclass(frozen=True)
+class PreparedBytes:
+    """A streamed image that passed: the bytes that go into the shard, and their facts."""
+
+    data: bytes
+    prepared: Prepared
+
+
 def prepare_bytes(data: bytes, opts: ImageOptions) -> tuple[bytes, Prepared]:
     """Check, then optionally resize/re-encode. Raises ImageReject."""
     info = check_image(data, min_side=opts.min_side, max_pixels=opts.max_pixels, decode=opts.decode)
@@ -49,41 +71,65 @@ def prepare_bytes(data: bytes, opts: ImageOptions) -> tuple[bytes, Prepared]:
 def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes, tuple[int, int]]:
     """Read the file a manifest path names: (resolved path, bytes, (size, mtime_ns)).
 
-    ImageReject for paths leaving the folder and for missing files.
+    ImageReject for a path that is not a string, leaves the folder, is missing, is not a
+    regular file (a FIFO would block for ever, a device never end) or cannot be opened
+    (a symlink loop, a name too long): one bad row never stops the run.
     """
     if not rel:
         raise ImageReject("missing_file", "row has no path (URL data sets: use `vlmdata download`)")
+    if not isinstance(rel, str):
+        raise ImageReject("bad_path", f"path {rel!r} is a {type(rel).__name__}, not a string")
+    if "\0" in rel:
+        raise ImageReject("bad_path", f"path {rel!r} holds a NUL character")
     path = resolve_image_path(images_dir, rel)
     try:
         data, stamp = read_stamped(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ImageReject("missing_file", f"{rel} not found in {images_dir}") from None
+    except NotARegularFile as e:
+        raise ImageReject(
+            "not_a_file", f"{rel} is {e} in {images_dir}, not a regular file"
+        ) from None
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "OSError")
+        raise ImageReject("unreadable_file", f"{rel}: {name} {e.strerror or e}") from None
     return path, data, stamp
 
 
+class NotARegularFile(OSError):
+    """Opened something that is not a regular file (its kind is the message)."""
+
+
 def read_stamped(path: str | Path) -> tuple[bytes, tuple[int, int]]:
-    """A file's bytes and the (size, mtime_ns) of the very file read."""
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
+    """A file's bytes and the (size, mtime_ns) of the very file read.
+
+    Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(_file_kind(st.st_mode))
         return f.read(), (st.st_size, st.st_mtime_ns)
 
 
-def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepared | ImageReject:
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISSOCK: "a socket"}
+    kinds[stat.S_ISBLK] = "a block device"
+    return next((name for test, name in kinds.items() if test(mode)), "not a file")
+
+
+def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepared | ImageProblem:
     """Planning pass for one manifest row: facts about the final bytes, or the reject."""
     try:
         path, data, stamp = read_image_file(images_dir, rel)
         prepared = prepare_bytes(data, opts)[1]
     except ImageReject as e:
-        return e
+        return ImageProblem.of(e)
     return replace(prepared, file=str(path), file_stamp=stamp)
 
 
 def prepare_chunk(
     images_dir: str, rels: list[str | None], opts: ImageOptions
-) -> list[Prepared | tuple[str, str]]:
-    """A worker's share of the planning pass (rejects as plain tuples: cheap to send back)."""
-    out: list[Prepared | tuple[str, str]] = []
-    for rel in rels:
-        r = prepare_file(Path(images_dir), rel, opts)
-        out.append((r.reason, r.detail) if isinstance(r, ImageReject) else r)
-    return out
+) -> list[Prepared | ImageProblem]:
+    """A worker's share of the planning pass."""
+    return [prepare_file(Path(images_dir), rel, opts) for rel in rels]

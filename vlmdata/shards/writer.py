@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.core.manifest import KEY_RE, OPTIONAL_COLUMNS, manifest_schema
+from vlmdata.core.lifetime import die_with_parent, holds_out_lock
+from vlmdata.core.manifest import OPTIONAL_COLUMNS, key_problem, manifest_schema, texts_problem
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
@@ -40,7 +41,9 @@ from vlmdata.shards.output import (
     write_wids,
 )
 from vlmdata.shards.prepare import (
+    ImageProblem,
     Prepared,
+    PreparedBytes,
     prepare_bytes,
 )
 from vlmdata.shards.samples import json_bytes, layout, sample_bytes, sha256, txt_bytes
@@ -159,7 +162,12 @@ def write_planned_shard(job: ShardJob) -> dict[str, Any]:
 def _executor(workers: int) -> Executor | None:
     if workers <= 1:
         return None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,  # a kill -9 of this process takes the workers with it
+        initargs=(os.getpid(),),
+    )
 
 
 def _bar(progress: bool, total: int | None, desc: str, unit: str = "img"):
@@ -192,18 +200,20 @@ class _Gate:
             reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
         )
 
-    def key_problem(self, row: dict) -> tuple[str, str] | None:
+    def row_problem(self, row: dict) -> tuple[str, str] | None:
+        """The manifest row's own problem (key, texts), checked before its image's."""
         key = row.get("key")
-        if not isinstance(key, str) or not KEY_RE.match(key):
-            return "bad_key", f"key {key!r} is not [A-Za-z0-9_-]+"
+        problem = key_problem(key)
+        if problem is not None:
+            return "bad_key", problem
         if key in self.keys:
             return "duplicate_key", f"key {key!r} seen before"
-        return None
+        return texts_problem(row.get("texts"))
 
-    def admit(self, row: dict, line: int, result: Prepared | tuple[str, str]) -> bool:
-        problem = self.key_problem(row)
-        if problem is None and not isinstance(result, Prepared):
-            problem = result
+    def admit(self, row: dict, line: int, result: Prepared | ImageProblem) -> bool:
+        problem = self.row_problem(row)
+        if problem is None and isinstance(result, ImageProblem):
+            problem = result.reason, result.detail
         if problem is None and result.source_sha256 in self.hashes:
             problem = (
                 "duplicate_image",
@@ -236,6 +246,7 @@ def _open_rejects(out: Location) -> tuple[RejectWriter, Path]:
     return RejectWriter(tmp), tmp
 
 
+@holds_out_lock
 def write_shards(
     manifest_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -351,7 +362,33 @@ def _read_manifest(path: Path) -> pa.Table:
     missing = [c for c in ("key", "path", "texts") if c not in table.column_names]
     if missing:
         raise DataError(f"manifest lacks columns {missing} (contract 1)", file=str(path))
+    wrong = [
+        f"{name} is {table.schema.field(name).type}, not {want}"
+        for name, want, ok in _COLUMN_TYPES
+        if name in table.column_names and not ok(table.schema.field(name).type)
+    ]
+    if wrong:
+        raise DataError(f"manifest column types: {'; '.join(wrong)} (contract 1)", file=str(path))
     return table
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _is_text_list(t: pa.DataType) -> bool:
+    is_list = pa.types.is_list(t) or pa.types.is_large_list(t)
+    return pa.types.is_null(t) or (is_list and _is_text(t.value_type))
+
+
+# Checked before any work: a wrong type is one error, not a reject per row (a `texts` column of
+# plain strings would otherwise be read as lists of characters).
+_COLUMN_TYPES = [
+    ("key", "string", _is_text),
+    ("path", "string", _is_text),
+    ("texts", "list<string>", _is_text_list),
+    *[(c, "string", _is_text) for c in ("source", "split", "url", *OPTIONAL_COLUMNS)],
+]
 
 
 def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned]]:
@@ -403,6 +440,7 @@ def _finish(out: Location, name: str, index_rows, extras, params, stats) -> None
     write_index(out, index_rows, extras, params)
 
 
+@holds_out_lock
 def write_samples(
     items: Iterable[tuple[dict[str, Any], bytes]],
     out_dir: str | os.PathLike | Location,
@@ -440,10 +478,10 @@ def write_samples(
                 bar.update(1)
                 if manifest is None:
                     seen_rows.append(row)
-                if isinstance(result[0], bytes):  # (final bytes, Prepared), else (reason, detail)
-                    data, prepared = result
-                    if gate.admit(row, line, prepared):
-                        stream.add(Planned(row, prepared, json_bytes(row), txt_bytes(row)), data)
+                if isinstance(result, PreparedBytes):
+                    if gate.admit(row, line, result.prepared):
+                        planned = Planned(row, result.prepared, json_bytes(row), txt_bytes(row))
+                        stream.add(planned, result.data)
                 else:
                     gate.admit(row, line, result)
         stats = stream.close()
@@ -488,12 +526,14 @@ def _write_rows_manifest(out: Location, rows: list[dict], extras: list[str]) -> 
         pq.write_table(table, tmp)
 
 
-def _prepare_one(item: tuple[dict, bytes], opts: ImageOptions):
+def _prepare_one(
+    item: tuple[dict, bytes], opts: ImageOptions
+) -> tuple[dict, PreparedBytes | ImageProblem]:
     row, data = item
     try:
-        return row, prepare_bytes(data, opts)
+        return row, PreparedBytes(*prepare_bytes(data, opts))
     except ImageReject as e:
-        return row, (e.reason, e.detail)
+        return row, ImageProblem.of(e)
 
 
 def _prepare_stream(items, opts: ImageOptions, pool: Executor | None):
