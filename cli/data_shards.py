@@ -112,7 +112,23 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--threads", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--retries", default=0, show_default=True, type=click.IntRange(0))
-@click.option("--timeout", default=10, show_default=True, type=click.IntRange(1), help="Seconds.")
+@click.option(
+    "--timeout", default=10, show_default=True, type=click.IntRange(1), help="Seconds per read."
+)
+@click.option(
+    "--max-image-bytes",
+    default=50_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Refuse a response larger than this (response_too_large).",
+)
+@click.option(
+    "--deadline",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds for a whole response, redirects included (download_deadline).",
+)
 @click.option(
     "--distributor",
     default="multiprocessing",
@@ -159,7 +175,8 @@ def download(dataset, inputs, out, **opts):
     OUT gets: shards/NAME-000000.tar (KEY.jpg|png|webp sniffed, KEY.json, KEY.txt),
     index.parquet, manifest.parquet, wids.json, shards/*_stats.json, and rejects.parquet with
     every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
-    http_404, timeout, connection_failed, private_redirect, decode_failed ... with
+    http_404, timeout, connection_failed, redirect_refused, response_too_large,
+    download_deadline, decode_failed ... with
     img2dataset's message in `detail`), image checks (not_an_image, duplicate_image ...).
 
     \b
@@ -172,9 +189,18 @@ def download(dataset, inputs, out, **opts):
       vlmdata download flickr30k dataset_flickr30k.json --images flickr30k-images/ -o f30k/
 
     A killed download, rerun with the same arguments, resumes: finished img2dataset shards are
-    kept (its incremental mode) and the output ends byte-identical. Private, loopback and
-    link-local hosts are refused unless --allow-private, as URLs (filter-urls) and as redirect
-    targets (private_redirect). Exit 1 above --max-reject-ratio.
+    kept (its incremental mode) and the output ends byte-identical; img2dataset's processes
+    end with this command, even on kill -9. URLs (filter-urls) and every redirect target, in
+    every worker of every distributor, pass one rule: private, loopback, link-local and
+    single-label hosts (unless --allow-private), numeric IP forms such as 2130706433,
+    .onion/.internal and Tor gateways are refused (redirect_refused).
+
+    \b
+    Exit codes:
+      0  done
+      1  done, but more than --max-reject-ratio of the images were rejected
+      2  could not run: bad input or options (file, row, reason), OUT in use, disk full
+      3  crashed (a bug: the traceback is printed)
     """
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.download.img2dataset_run import FetchOptions
@@ -194,6 +220,8 @@ def download(dataset, inputs, out, **opts):
         distributor=opts["distributor"],
         user_agent_token=opts["user_agent_token"],
         raw_shard_size=opts["download_shard_size"],
+        max_image_bytes=opts["max_image_bytes"],
+        deadline=opts["deadline"],
     )
     summary = download(
         dataset,
@@ -272,7 +300,17 @@ def shard(manifest, images, out, resize, resize_side, reencode, distributor, **o
       vlmdata shard m.parquet --images imgs/ -o s3://bucket/prefix  # AWS_* in the environment
 
     Same inputs give byte-identical output. A killed run, rerun with the same arguments,
-    keeps the shards it finished and ends identical to an uninterrupted run.
+    keeps the shards it finished and ends identical to an uninterrupted run; worker processes
+    end with the command, even on kill -9. One run at a time per OUT (a second is refused).
+    A bad row (unreadable, looping or over-long path, FIFO, null or empty texts, bad key) is
+    a reject with its reason; a manifest of the wrong schema is one error before any work.
+
+    \b
+    Exit codes:
+      0  done
+      1  done, but more than --max-reject-ratio of the images were rejected
+      2  could not run: bad input or options (file, row, reason), OUT in use, disk full
+      3  crashed: a bug (the traceback is printed)
     """
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.shards import write_shards
@@ -355,6 +393,9 @@ def verify(out, quiet, storage_options):
 def get(out, key, dest, storage_options):
     """Fetch one sample by key with a single random-access read.
 
+    With -o, files are written only inside that folder: the key and image format read from
+    index.parquet must pass the key rule and be jpg/png/webp (a crafted index is refused).
+
     \b
     Examples:
       vlmdata get shards/ flickr30k_1000092795            # prints KEY.json + image facts
@@ -378,14 +419,9 @@ def get(out, key, dest, storage_options):
         info = {"image_ext": s["image_ext"], "image_bytes": len(s["image"])}
         click.echo(json.dumps({**s["meta"], **info}, indent=2, ensure_ascii=False))
         return
-    from vlmdata.core.atomic import atomic_open
+    from vlmdata.shards.get import write_members
 
-    parts = reader.members(row)
-    ext = reader.index["format"][row]
-    for suffix, data in ((ext, parts["image"]), ("json", parts["json"]), ("txt", parts["txt"])):
-        path = Path(dest) / f"{key}.{suffix}"
-        with atomic_open(path, "wb") as f:
-            f.write(data)
+    for path in write_members(reader, row, dest):
         click.echo(str(path))
 
 

@@ -1,7 +1,8 @@
 """Atomic writes: a file appears under its final name complete, or not at all.
 
 A killed run leaves only `*.tmp-*` files behind, which a rerun ignores and overwrites, so reruns
-end with the same output as an uninterrupted run.
+end with the same output as an uninterrupted run. A failed write (a full disk) removes its temp
+file before the error goes up. Files get the usual mode (0666 less the umask), like `open()`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared folder must be readable
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it back at once: there is no getter before 3.13)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

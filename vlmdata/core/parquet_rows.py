@@ -40,15 +40,23 @@ class RowsWriter:
             self._rows = []
 
     def close(self) -> None:
-        """Write what is buffered and rename the file into place."""
-        self._flush()
-        self._writer.close()
-        os.replace(self._tmp, self.path)
+        """Write what is buffered and rename the file into place (on failure: no file)."""
+        try:
+            self._flush()
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        """Drop the partial file: nothing appears at `path`."""
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop the partial file: nothing appears at `path`, even if closing fails (disk full)."""
+        try:
+            self._writer.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RowsWriter:
         return self

@@ -90,8 +90,9 @@ def check_image(
         im = _open_header(data, fmt, max_pixels)
         size = im.size
     w, h = size
-    if w * h > max_pixels:
-        raise ImageReject("too_large", f"{w}x{h} = {w * h:,} pixels > {max_pixels:,}")
+    for fw, fh in jpeg_frames(data) if fmt == "jpg" else [size]:
+        if fw * fh > max_pixels:
+            raise ImageReject("too_large", f"{fw}x{fh} = {fw * fh:,} pixels > {max_pixels:,}")
     if min(w, h) < min_side:
         raise ImageReject("too_small", f"{w}x{h}: shorter side < --min-side {min_side}")
     if not decode:
@@ -138,21 +139,49 @@ def _le(data: bytes, pos: int, n: int) -> int:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2  # after SOI
-    while pos + 4 <= len(data):
+    frames = jpeg_frames(data)
+    return frames[0] if frames else None
+
+
+def jpeg_frames(data: bytes) -> list[tuple[int, int]]:
+    """(width, height) of EVERY SOF marker in the file, scan data skipped marker by marker.
+
+    A second SOF (in the header or after a scan) may claim 60000×60000 while the first is
+    small; the pixel limit applies to all of them. Stops at EOI or at bytes it cannot follow.
+    """
+    frames, pos, n = [], 2, len(data)  # after SOI
+    while pos + 4 <= n:
         if data[pos] != 0xFF:
-            return None
+            return frames
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in _JPEG_SOF:
-            return _be(data, pos + 7, 2), _be(data, pos + 5, 2)
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # no length field
+        if marker == 0xD9:  # EOI
+            return frames
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # no length field
             pos += 2
             continue
-        pos += 2 + _be(data, pos + 2, 2)
-    return None
+        if pos + 9 > n:  # a segment header cut off: nothing more to read
+            return frames
+        length = _be(data, pos + 2, 2)
+        if marker in _JPEG_SOF:
+            frames.append((_be(data, pos + 7, 2), _be(data, pos + 5, 2)))
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            pos = _next_marker(data, pos)
+    return frames
+
+
+def _next_marker(data: bytes, pos: int) -> int:
+    """Position of the next marker after scan data (skipping stuffed 0xFF00 and RSTn)."""
+    while (i := data.find(b"\xff", pos)) >= 0 and i + 1 < len(data):
+        nxt = data[i + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+            pos = i + 1 if nxt == 0xFF else i + 2
+            continue
+        return i
+    return len(data)
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,6 @@ class ShardFile:
         self._hasher = ThreadPoolExecutor(1)
         self.size = 0
         self.count = 0
-        self._start = time.time()
 
     @property
     def name(self) -> str:
@@ -109,22 +107,23 @@ class ShardFile:
         self.count += 1
 
     def close(self) -> dict[str, Any]:
-        self.write(archive_end(self.size))
-        self._hasher.shutdown(wait=True)
-        self._f.flush()
-        if self.out.is_local:
-            os.fsync(self._f.fileno())
-        self._f.close()
-        self.out.commit(self._tmp, self.rel)
-        end = time.time()
+        try:
+            self.write(archive_end(self.size))
+            self._hasher.shutdown(wait=True)
+            self._f.flush()
+            if self.out.is_local:
+                os.fsync(self._f.fileno())
+            self._f.close()
+            self.out.commit(self._tmp, self.rel)
+        except BaseException:
+            self.abort()
+            raise
+        # img2dataset's fields without its timings: a rerun writes the same bytes
         stats = {
             "count": self.count,
             "successes": self.count,
             "failed_to_download": 0,
             "failed_to_resize": 0,
-            "duration": round(end - self._start, 3),
-            "start_time": round(self._start, 3),
-            "end_time": round(end, 3),
             "status_dict": {"success": self.count},
             "filesize": self.size,
             "md5sum": self._md5.hexdigest(),
@@ -134,9 +133,14 @@ class ShardFile:
         return stats
 
     def abort(self) -> None:
+        """Drop the temp file, even when closing it fails again (a full disk)."""
         self._hasher.shutdown(wait=True, cancel_futures=True)
-        self._f.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def clean_stale(out: Location, name: str, n_shards: int) -> None:

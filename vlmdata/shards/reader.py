@@ -196,7 +196,11 @@ def read_index(location: Location) -> pl.DataFrame:
         data = location.read_bytes("index.parquet")
     except FileNotFoundError:
         raise DataError("no index.parquet here: not a shard folder", file=str(location)) from None
-    return pl.read_parquet(io.BytesIO(data))
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except Exception as e:  # polars raises several types for bytes that are not Parquet
+        where = location.join("index.parquet")
+        raise DataError(f"not a readable Parquet index ({type(e).__name__})", file=where) from None
 
 
 def open_shard(path: str | os.PathLike, storage_options: dict[str, Any] | None = None):

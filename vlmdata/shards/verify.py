@@ -2,7 +2,11 @@
 
 Checks, per shard: the file exists and matches wids.json's size and md5; per sample and member:
 the tar header before the data is a valid header (checksum) naming `KEY.ext` with the indexed
-size, and the data's sha256 equals the index. Every problem is reported, not just the first.
+size, and the data's sha256 equals the index; and the index's metadata columns (split, source,
+texts, url, path ...) equal the sample's own KEY.json, so a sample moved from test to train by
+editing index.parquet is caught. Every problem is reported, not just the first. A folder that
+is not a shard folder (no, unreadable or incomplete index.parquet, bad wids.json) is one
+DataError.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ from typing import Any
 
 import polars as pl
 
+from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards.reader import read_index
-from vlmdata.shards.samples import member_names
+from vlmdata.shards.samples import META_FIELDS, member_names
 from vlmdata.shards.tarfmt import BLOCK, parse_header
 
 _ROLES = ("image", "json", "txt")
+_REQUIRED = (
+    "key",
+    "shard",
+    "format",
+    *[f"{role}_{what}" for role in _ROLES for what in ("offset", "size", "sha256")],
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,20 @@ def _shard_bytes(root: Location, shard: str) -> Iterator[Any]:
             yield buf
 
 
+def _meta_problems(buf, r: dict) -> list[str]:
+    """Index columns that disagree with the sample's KEY.json (the row as it was sharded)."""
+    off, size = r["json_offset"], r["json_size"]
+    try:
+        meta = json.loads(bytes(buf[off : off + size]))
+    except ValueError:
+        return [f"{r['key']}.json is not JSON"]
+    return [
+        f"index {col} {r[col]!r} != {meta.get(col)!r} in {r['key']}.json"
+        for col in META_FIELDS
+        if col in r and r[col] != meta.get(col)
+    ]
+
+
 def _verify_shard(root: Location, shard: str, rows: pl.DataFrame, listed: dict) -> list[Mismatch]:
     try:
         size = root.size(shard)
@@ -83,18 +108,43 @@ def _verify_shard(root: Location, shard: str, rows: pl.DataFrame, listed: dict) 
     out = []
     if listed and listed.get("filesize") != size:
         out.append(Mismatch(shard, None, f"size {size} != wids.json filesize"))
+    if size == 0:
+        return [*out, Mismatch(shard, None, "shard file is empty (0 bytes)")]
     with _shard_bytes(root, shard) as buf:
         if listed and hashlib.md5(buf, usedforsecurity=False).hexdigest() != listed.get("md5sum"):
             out.append(Mismatch(shard, None, "md5 differs from wids.json"))
         for r in rows.iter_rows(named=True):
             names = member_names(r["key"], r["format"])
-            for role in _ROLES:
-                problem = _check_member(
+            problems = [
+                _check_member(
                     buf, names[role], r[f"{role}_offset"], r[f"{role}_size"], r[f"{role}_sha256"]
                 )
-                if problem:
-                    out.append(Mismatch(shard, r["key"], problem))
+                for role in _ROLES
+            ]
+            problems = [p for p in problems if p]
+            if not problems:
+                problems = _meta_problems(buf, r)
+            out += [Mismatch(shard, r["key"], p) for p in problems]
     return out
+
+
+def _read_index(root: Location) -> pl.DataFrame:
+    index = read_index(root)
+    missing = [c for c in _REQUIRED if c not in index.columns]
+    if missing:
+        raise DataError(f"index lacks columns {missing}", file=str(root.join("index.parquet")))
+    return index
+
+
+def _read_wids(root: Location) -> dict[str, dict]:
+    if not root.exists("wids.json"):
+        return {}
+    try:
+        return {s["url"]: s for s in json.loads(root.read_text("wids.json"))["shardlist"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f"not a wids shard list ({type(e).__name__}: {e})", file=str(root.join("wids.json"))
+        ) from None
 
 
 def verify_shards(
@@ -107,10 +157,8 @@ def verify_shards(
     from tqdm import tqdm
 
     root = Location(out_dir, storage_options)
-    index = read_index(root)
-    listed = {}
-    if root.exists("wids.json"):
-        listed = {s["url"]: s for s in json.loads(root.read_text("wids.json"))["shardlist"]}
+    index = _read_index(root)
+    listed = _read_wids(root)
     report = VerifyReport()
     shards = index["shard"].unique(maintain_order=True).to_list()
     for shard in listed:
@@ -120,10 +168,12 @@ def verify_shards(
         rows = index.filter(pl.col("shard") == shard)
         if shard not in listed and listed:
             report.mismatches.append(Mismatch(shard, None, "not in wids.json"))
-        elif listed and listed[shard]["nsamples"] != len(rows):
+        elif listed and listed[shard].get("nsamples") != len(rows):
             report.mismatches.append(
                 Mismatch(
-                    shard, None, f"wids.json nsamples {listed[shard]['nsamples']} != {len(rows)}"
+                    shard,
+                    None,
+                    f"wids.json nsamples {listed[shard].get('nsamples')} != {len(rows)}",
                 )
             )
         report.mismatches += _verify_shard(root, shard, rows, listed.get(shard, {}))

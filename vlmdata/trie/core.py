@@ -33,8 +33,8 @@ class Trie:
         self.dup_nodes = arrays.get("dup_nodes", np.zeros(0, np.int32))
         self.dup_rows = arrays.get("dup_rows", np.zeros(0, np.int32))
         self.header = header
-        self.vocab_size: int = int(header["vocab_size"])
-        self.eos_id: int | None = header.get("eos_id")
+        self.vocab_size: int = _checked_vocab_size(header.get("vocab_size"))
+        self.eos_id: int | None = _checked_eos_id(header.get("eos_id"), self.vocab_size)
         self.tokenizer_name: str = header.get("tokenizer", "")
         self.level_starts: list[int] = header["level_starts"]
         self.level_max_fanout: list[int] = header["level_max_fanout"]
@@ -147,11 +147,13 @@ class Trie:
 
     # -- batched queries ------------------------------------------------------------------------
     def root_table(self) -> np.ndarray:
-        """Dense token → child-node table for the root (built lazily, vocab_size int32)."""
+        """Dense token → child-node table for the root (built lazily, int32). It ends at the
+        largest root token, not at vocab_size: its size follows the file, not the header."""
         if self._root_table is None:
-            table = np.full(self.vocab_size, -1, dtype=np.int32)
             lo, hi = int(self.offsets[0]), int(self.offsets[1])
-            table[self.tokens[lo:hi].astype(np.int64)] = np.arange(lo + 1, hi + 1)
+            root_tokens = self.tokens[lo:hi].astype(np.int64)
+            table = np.full(int(root_tokens.max()) + 1 if hi > lo else 0, -1, dtype=np.int32)
+            table[root_tokens] = np.arange(lo + 1, hi + 1)
             self._root_table = table
         return self._root_table
 
@@ -173,9 +175,10 @@ class Trie:
         hit = alive & (found < hi) & (self.tokens[e_safe] == toks)
         out = np.where(hit, found + 1, -1)
         if at_root.any():
-            in_vocab = (toks >= 0) & (toks < self.vocab_size)
-            rt = self.root_table()[np.where(in_vocab, toks, 0)]
-            out = np.where(at_root, np.where(in_vocab, rt, -1), out)
+            table = self.root_table()
+            in_table = (toks >= 0) & (toks < len(table))
+            rt = table[np.where(in_table, toks, 0)] if len(table) else np.full(len(toks), -1)
+            out = np.where(at_root, np.where(in_table, rt, -1), out)
         return out
 
     def walk(self, prefixes: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
@@ -301,6 +304,26 @@ class Trie:
             f"Trie({len(self)} sequences, {self.n_nodes} nodes, vocab {self.vocab_size}, "
             f"eos {self.eos_id}, tokenizer {self.tokenizer_name!r})"
         )
+
+
+MAX_VOCAB = 1 << 31  # tokens are stored as int32 at most
+
+
+def _checked_vocab_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_VOCAB:
+        raise ValueError(f"trie vocab_size {value!r} is not an integer in [1, 2^31]")
+    return value
+
+
+def _checked_eos_id(value: Any, vocab_size: int) -> int | None:
+    """None, or a real token: -1 would index the last logit and silently allow it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"trie eos_id {value!r} is not an integer")
+    if not 0 <= int(value) < vocab_size:
+        raise ValueError(f"trie eos_id {int(value)} is outside the vocabulary [0, {vocab_size})")
+    return int(value)
 
 
 def _lower_bound(keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -51,27 +51,66 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
             f.write(b"\0" * _pad(data.nbytes))
 
 
+_DTYPES = {"<u2", "<i4", "<i8", "<u4", "<u8", "|u1", "|i1", "<i2"}
+
+
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Memory-map a trie file: (header, read-only array views)."""
+    """Memory-map a trie file: (header, read-only array views).
+
+    The header is data: every length, offset, shape and dtype in it is checked against the file
+    before anything is read or mapped (a header claiming 2^62 bytes is a ValueError, not an
+    allocation)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"trie not found: {path}")
+    size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(len(MAGIC))
         if magic != MAGIC:
             raise ValueError(f"{path}: not a vlm trie file (magic {magic!r})")
         n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n).decode("utf-8"))
-    if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: trie format version {header.get('version')} not supported")
+        if n > size - len(MAGIC) - 8:
+            raise ValueError(f"{path}: header length {n:,} is past the end of the file ({size:,})")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: header is not JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("version") != FORMAT_VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise ValueError(f"{path}: trie format version {version} not supported")
     start = len(MAGIC) + 8 + n
     start += _pad(start)
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    specs = _array_specs(path, header.get("arrays"), size - start)
+    mm = np.memmap(path, dtype=np.uint8, mode="r") if size else None
     arrays = {}
-    for name, spec in header["arrays"].items():
-        dtype = np.dtype(spec["dtype"])
-        count = int(np.prod(spec["shape"], dtype=np.int64))
-        arrays[name] = np.frombuffer(
-            mm, dtype=dtype, count=count, offset=start + spec["offset"]
-        ).reshape(spec["shape"])
+    for name, (dtype, shape, offset, count) in specs.items():
+        arrays[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=start + offset).reshape(
+            shape
+        )
     return header, arrays
+
+
+def _array_specs(path: Path, table: Any, room: int) -> dict[str, tuple]:
+    """(dtype, shape, offset, count) per array, each checked to lie within `room` bytes."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: header has no array table")
+    specs = {}
+    for name, spec in table.items():
+        try:
+            dtype = np.dtype(spec["dtype"])
+            shape = [int(d) for d in spec["shape"]]
+            offset = int(spec["offset"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: array {name!r}: bad spec ({e})") from None
+        if dtype.str not in _DTYPES or min(shape, default=0) < 0 or offset < 0:
+            raise ValueError(f"{path}: array {name!r}: bad dtype, shape or offset {spec}")
+        count = 1
+        for d in shape:  # Python ints: a product past 2^63 cannot wrap around
+            count *= d
+        if offset + count * dtype.itemsize > room:
+            raise ValueError(
+                f"{path}: array {name!r} claims {count * dtype.itemsize:,} bytes at offset "
+                f"{offset:,}, past the end of the file"
+            )
+        specs[name] = (dtype, shape, offset, count)
+    return specs
