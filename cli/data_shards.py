@@ -403,7 +403,6 @@ def get(out, key, dest, storage_options):
       vlmdata get s3://bucket/f30k flickr30k_1000092795   # one ranged GET
     """
     import json
-    from pathlib import Path
 
     from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader

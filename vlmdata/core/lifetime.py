@@ -6,9 +6,10 @@ ctypes; a polling thread elsewhere), and `kill_group_with_parent` (for a child t
 own process group, such as the img2dataset runner) kills the whole group, grandchildren
 included, once its parent is gone.
 
-`out_lock` takes an advisory `flock` on OUT/.vlmdata.lock for the length of a run, so a second
-run into the same OUT is refused at once instead of both rewriting the same files. The kernel
-drops the lock when its holder dies, so a rerun right after a kill is never blocked.
+`out_lock` takes an advisory `flock` on the OUT folder itself (no lock file appears among the
+outputs) for the length of a run, so a second run into the same OUT is refused at once instead
+of both rewriting the same files. The kernel drops the lock when its holder dies, so a rerun
+right after a kill is never blocked.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import Any, TypeVar
 
 from vlmdata.core.errors import DataError
 
-LOCK_NAME = ".vlmdata.lock"
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.2
 T = TypeVar("T")
@@ -105,8 +105,8 @@ def out_lock(out_dir: Any) -> Iterator[None]:
 
 
 def lock_path(out_dir: Any) -> Path:
-    """OUT/.vlmdata.lock for a local OUT; for a URL, a file named after it in the user's cache
-    (the lock guards runs on this machine: object stores have no locks)."""
+    """What is locked: a local OUT folder itself; for a URL, a file named after it in the
+    user's cache (the lock guards runs on this machine: object stores have no locks)."""
     import hashlib
 
     from vlmdata.core.storage import Location
@@ -114,24 +114,26 @@ def lock_path(out_dir: Any) -> Path:
     out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
     if out.is_local:
         Path(out.url).mkdir(parents=True, exist_ok=True)
-        return Path(os.path.realpath(out.url)) / LOCK_NAME
+        return Path(os.path.realpath(out.url))
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlmdata" / "locks"
     cache.mkdir(parents=True, exist_ok=True)
     return cache / (hashlib.sha256(out.url.encode()).hexdigest()[:16] + ".lock")
 
 
 def _acquire(path: Path) -> int:
+    flags = os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT
+    fd = os.open(path, flags, 0o666)
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock (documented)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise DataError(
-            "another vlmdata run is writing into this folder; wait for it to end or use another -o",
+            "another vlmdata run is writing into this folder; wait for it to end or use "
+            "another -o",
             file=str(path),
         ) from None
     return fd
