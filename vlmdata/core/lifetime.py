@@ -132,8 +132,7 @@ def _acquire(path: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise DataError(
-            "another vlmdata run is writing into this folder; wait for it to end or use "
-            "another -o",
+            "another vlmdata run is writing into this folder; wait for it to end or use another -o",
             file=str(path),
         ) from None
     return fd
