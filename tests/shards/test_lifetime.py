@@ -109,7 +109,8 @@ def test_shard_workers_die_with_a_killed_shard_and_a_rerun_resumes(tmp_path):
 
 def test_img2dataset_dies_with_a_killed_download_and_a_rerun_resumes(tmp_path):
     with serve_images(slow_seconds=60) as server:
-        urls = [server.url("slow", i) for i in range(4)] + [server.url("img", 10 + i) for i in range(8)]
+        slow = [server.url("slow", i) for i in range(4)]  # different bytes from img 10-17
+        urls = slow + [server.url("img", 10 + i) for i in range(8)]
         tsv = tmp_path / "Validation_GCC-1.1.0-Validation.tsv"
         tsv.write_text("".join(f"caption {i}\t{u}\n" for i, u in enumerate(urls)))
         out = tmp_path / "out"
