@@ -31,12 +31,23 @@ def test_metrics_carry_mfu_and_padding_of_the_batches_trained_on(dataset, tmp_pa
     out = tmp_path / "run"
     peak = 0.001  # TFLOP/s: a CPU's MFU needs a stated peak
     run, _ = run_in_process(
-        "grace_tiny.yaml", dataset, out, "schedule.max_steps=2", f"log.peak_tflops={peak}"
+        "grace_tiny.yaml",
+        dataset,
+        out,
+        "schedule.max_steps=2",
+        f"log.peak_tflops={peak}",
+        "deepspeed.zero_stage=auto",
     )
+    # the defaults a run gets: stage 0 over one rank, fused AdamW, packed rows, SDPA
+    assert run.zero_stage == 0 and run.engine.zero_optimization_stage() == 0
+    assert run.engine.basic_optimizer.defaults["fused"] is True
+    assert run.recipe.pack_length == run.cfg.data.max_length
+    assert run.model.lm.config._attn_implementation == "sdpa"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for step, row in zip(range(2), rows, strict=True):
         sb = next(iter(run.data.batches(step, step + 1)))  # the same batch, rebuilt
+        assert "position_ids" in sb.batch  # packed
         mask = sb.batch["attention_mask"]
         flops = run.flop_model.batch_flops(sb.batch)
         samples, tokens, slots = len(sb.keys), int(mask.sum()), mask.numel()

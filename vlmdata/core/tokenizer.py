@@ -60,3 +60,17 @@ def train_tokenizer(
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its eos.
+
+    The one home of this rule (training collate, generation, evaluation). A model's tokenizer
+    always has a pad token: `vlmtrain.model.vlm.add_model_tokens` sets pad = eos when missing.
+    """
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token")
+    return int(pad)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from vlmdata.core.tokenizer import pad_id
 from vlmtrain.recipes.base import pad_sequences
 
 
@@ -95,7 +96,7 @@ def generate_tokens(
     from transformers import LogitsProcessorList
 
     eos = model.tokenizer.eos_token_id if eos_id is None else int(eos_id)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos
+    pad = pad_id(model.tokenizer)
     device = next(model.parameters()).device
     results: list[list[list[int]]] = [[] for _ in prompts]
     batches = length_sorted_batches([len(p) for p in prompts], batch_size)
@@ -287,7 +288,7 @@ def recognise_entities(
     samples = _oven_samples(data_dir, data_ids)
     prompts = [recipe.prompt(ctx, s["meta"].get("question") or "").input_ids for s in samples]
     pixels = _pixels(ctx, samples)
-    pad = tok.pad_token_id
+    pad = pad_id(tok)
     kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens, eos_id=eos)
     cands = None if candidates is None else read_candidates(candidates, ent)
     boxed = [i for i, d in enumerate(data_ids) if cands is not None and cands.get(d)]

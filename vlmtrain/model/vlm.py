@@ -245,8 +245,9 @@ class VLM(nn.Module):
         return self.heads
 
     def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+        from vlmdata.core.tokenizer import pad_id
+
+        return pad_id(self.tokenizer)
 
 
 def token_positions(

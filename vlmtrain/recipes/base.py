@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.tokenizer import pad_id
 from vlmdata.shards.reader import Sample  # the shard sample (docs/DESIGN.md, contract 3)
 from vlmtrain.recipes.losses import IGNORE_INDEX, causal_lm_loss
 
@@ -105,11 +106,6 @@ class SequenceBuilder:
         if dropped_images or all(label == IGNORE_INDEX for label in labels[1:]):
             return None
         return ids, labels
-
-
-def pad_id_of(tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    return int(pad if pad is not None else tokenizer.eos_token_id)
 
 
 def sample_texts(sample: Sample) -> list[str]:
@@ -209,7 +205,7 @@ class Recipe:
             "input_ids": ids,
             "labels": labels,
             "pixel_values": pixel_values,
-            "pad_id": pad_id_of(ctx.tokenizer),
+            "pad_id": pad_id(ctx.tokenizer),
             **extra,
         }
 

@@ -90,7 +90,7 @@ class ScheduleConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    zero_stage: int = 0  # 0-3
+    zero_stage: int | str = "auto"  # 0-3, or auto: by world size and memory (train/perf.py)
     precision: str = "fp32"  # fp32 | bf16 | fp16
     grad_accum: int = 1
     offload_optimizer: bool = False  # ZeRO-2/3: optimizer states in CPU memory
@@ -276,8 +276,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConf
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside a rank."""
     ds = cfg.deepspeed
-    if ds.zero_stage not in (0, 1, 2, 3):
-        raise DataError(f"deepspeed.zero_stage must be 0-3, got {ds.zero_stage}")
+    if ds.zero_stage not in (0, 1, 2, 3, "auto"):
+        raise DataError(f"deepspeed.zero_stage must be 0-3 or auto, got {ds.zero_stage!r}")
     if ds.precision not in PRECISIONS:
         raise DataError(f"deepspeed.precision must be one of {PRECISIONS}, got {ds.precision!r}")
     if ds.grad_accum < 1:

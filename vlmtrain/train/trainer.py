@@ -132,12 +132,14 @@ def build_engine(cfg: TrainConfig, model, total_steps: int, world: int, micro: i
     import deepspeed
     import torch
 
+    from vlmtrain.train.perf import adamw_factory
+
     schedule = WarmupCosine(cfg.schedule.warmup_steps, total_steps, cfg.schedule.min_lr_ratio)
     ds_cfg = deepspeed_config(cfg, world, micro)
     groups = param_groups(model, cfg.optim.weight_decay)
     optimizer = None
-    if "optimizer" not in ds_cfg:
-        optimizer = torch.optim.AdamW(groups, **_adamw_args(cfg))
+    if "optimizer" not in ds_cfg:  # built on the device (fused AdamW where supported)
+        optimizer = adamw_factory(_adamw_args(cfg))
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=groups,
@@ -253,6 +255,7 @@ class Run:
     def __init__(self, cfg: TrainConfig, rank: int, world: int) -> None:
         from vlmtrain.data.plan import total_steps
         from vlmtrain.data.train_data import TrainData
+        from vlmtrain.train.perf import with_stage
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.out = Path(cfg.output_dir)
@@ -265,7 +268,10 @@ class Run:
             self.data.batches_per_epoch, cfg.schedule.epochs, ga
         )
         micro = sum(s.per_step for s in self.data.streams)
-        self.engine, self.lifted = initialize(cfg, self.model, self.total, world, micro)
+        self.zero_stage = self._parallelism()
+        self.engine, self.lifted = initialize(
+            with_stage(cfg, self.zero_stage), self.model, self.total, world, micro
+        )
         self.step, self.next_batch = 0, 0
 
     def _efficiency(self):
@@ -281,6 +287,18 @@ class Run:
             print(packing, flush=True)
             print(f"{flop_model.describe()}; peak {peak or '?'} TFLOP/s ({source})", flush=True)
         return flop_model, peak
+
+    def _parallelism(self) -> int:
+        """The ZeRO stage for this world (logged), and torch.compile of the LM if asked."""
+        from vlmtrain.train.perf import choose_stage_for, compile_lm
+
+        stage, why = choose_stage_for(self.cfg, self.model, self.world)
+        backend = compile_lm(self.model, self.cfg.model.compile)
+        if self.rank == 0:
+            print(f"deepspeed: {why}", flush=True)
+            if backend:
+                print(f"torch.compile of the LM: backend {backend}", flush=True)
+        return stage
 
     # -- checkpoints --
 

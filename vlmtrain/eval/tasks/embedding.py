@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
 from vlmtrain.eval.report import Report
 
@@ -90,7 +91,7 @@ def model_encoders(model):
     ctx = RecipeContext.for_model(model)
     ret = require_ret(ctx, "fromage")
     transform = model.image_transform
-    pad = model.tokenizer.pad_token_id or 0
+    pad = pad_id(model.tokenizer)
     dev = next(model.parameters()).device
 
     def images(samples):

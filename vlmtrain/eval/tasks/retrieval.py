@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.generation import ModelBundle, check_recipe_eos, trie_eos
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
@@ -98,7 +99,7 @@ def retrieve_generative(
         raise ValueError(f"cannot return {returns} sequences from {beams} beams")
     ctx = RecipeContext.for_model(model)
     prompts = [recipe.prompt(ctx, QUERY2ID, q.text).input_ids for q in queries]
-    pad = model.tokenizer.pad_token_id
+    pad = pad_id(model.tokenizer)
     outs = generate_tokens(
         model,
         prompts,
