@@ -6,7 +6,7 @@
 #   bash benchmarks/run_all.sh            # all (about 15-25 minutes on 2 cores)
 #   bash benchmarks/run_all.sh trie       # the ones whose name contains "trie"
 #
-# GPU figures come from benchmarks/gpu_train_step.sh (needs CUDA).
+# GPU figures come from benchmarks/gpu_train_step.sh and gpu_mfu.sh (need CUDA).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -27,3 +27,7 @@ bench bench_filter_urls
 bench bench_shards --n 3000 --repeats 3
 bench bench_trie
 bench bench_download --n 500 --repeats 5 --fetch-repeats 2
+if [[ -z $only || train_hf == *$only* ]]; then  # the trainer against the HF Trainer (CPU smoke)
+  printf '\n===== cpu_train_hf.sh\n'
+  bash "$ROOT/benchmarks/cpu_train_hf.sh" 2>&1 | tee "$OUT/train_hf.txt"
+fi
