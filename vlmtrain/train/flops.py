@@ -12,8 +12,8 @@ not counted; they are the overheads MFU exposes).
   `*attention_mask` in the batch: FROMAGe's [RET] texts, AutoVER's entity names). Packed rows count
   per example (s = one example's length), never the row's length.
 - Vision tower and projector, per image: their forward FLOPs, measured once on a blank image with
-  torch's FlopCounterMode (fake tensors, so free; SDPA through its math kernel, so the attention
-  matmuls are counted on every device), times their multiplier.
+  torch's FlopCounterMode (on the meta device, so free; SDPA through its math kernel, so the
+  attention matmuls are counted on every device), times their multiplier.
 - Multiplier m: 3 (forward + input grads + weight grads) for a part whose weights train, 2 for a
   frozen part that gradients pass through (a trainable part lies upstream: the projector before a
   frozen LM), 1 for forward only (a frozen tower).
@@ -117,31 +117,44 @@ def multipliers(parts: list[str]) -> dict[str, int]:
     return {"vision": vision, "projector": projector, "lm": lm}
 
 
+class _ImageFeatures(torch.nn.Module):
+    """`vlm.image_features` as a forward (for torch.func.functional_call)."""
+
+    def __init__(self, vlm) -> None:
+        super().__init__()
+        self.vlm = vlm
+
+    def forward(self, pixels: torch.Tensor, tower_only: bool) -> torch.Tensor:
+        return self.vlm.vision(pixels) if tower_only else self.vlm.image_features(pixels)
+
+
 def image_forward_flops(model) -> tuple[float, float]:
-    """(vision tower, projector) forward FLOPs for one image, counted on a fake blank image."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    """(vision tower, projector) forward FLOPs for one image, counted on the meta device: the
+    tower and projector run with meta stand-ins for their weights (no memory, no compute; fake
+    tensors would start autograd's device threads, which breaks a later fork)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     h, w = model.vision.image_size
     dtype = next(model.vision.parameters()).dtype
+    wrapper = _ImageFeatures(model)
+    parts = ("vlm.vision.", "vlm.projector.")
+    tensors = dict(wrapper.named_parameters()) | dict(wrapper.named_buffers())
+    meta = {
+        n: torch.empty_like(t, device="meta") for n, t in tensors.items() if n.startswith(parts)
+    }
+    image = torch.zeros(1, 3, h, w, dtype=dtype, device="meta")
+    counts = []
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel is invisible to the counter
     try:
-        with (
-            sdpa_kernel(SDPBackend.MATH),
-            torch.no_grad(),
-            FakeTensorMode(allow_non_fake_inputs=True) as fake,
-        ):
-            image = fake.from_tensor(torch.zeros(1, 3, h, w, dtype=dtype))
-            with FlopCounterMode(display=False) as tower:
-                model.vision(image)
-            with FlopCounterMode(display=False) as both:
-                model.image_features(image)
+        for tower_only in (True, False):
+            with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), FlopCounterMode(display=False) as c:
+                torch.func.functional_call(wrapper, meta, (image, tower_only))
+            counts.append(float(c.get_total_flops()))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    vision = float(tower.get_total_flops())
-    return vision, float(both.get_total_flops()) - vision
+    return counts[0], counts[1] - counts[0]
 
 
 @dataclass(frozen=True)
