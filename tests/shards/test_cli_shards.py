@@ -80,7 +80,7 @@ def test_verify_passes_then_names_the_flipped_key(cli_out):
     assert bad.exit_code == 1
     lines = [line for line in bad.output.splitlines() if line.startswith("shards/")]
     assert lines == [
-        f"{r['shard']}\t-\tmd5 differs from wids.json",
+        f"{r['shard']}\t-\txxh3_128 differs from wids.json",
         f"{r['shard']}\ts0007\ts0007.json: sha256 mismatch",
     ]
     assert "2 mismatches in 1 samples" in bad.output

@@ -132,4 +132,5 @@ def prepare_chunk(
     images_dir: str, rels: list[str | None], opts: ImageOptions
 ) -> list[Prepared | ImageProblem]:
     """A worker's share of the planning pass."""
-    return [prepare_file(Path(images_dir), rel, opts) for rel in rels]
+    folder = Path(images_dir)
+    return [prepare_file(folder, rel, opts) for rel in rels]

@@ -62,11 +62,20 @@ def layout(key: str, image_ext: str, sizes: dict[str, int], start: int) -> Layou
     return Layout(start, pos - start, members)
 
 
-def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
-    """The sample's tar bytes (headers, data, padding), matching `layout`; one copy."""
+_ZEROS = bytes(512)
+
+
+def sample_pieces(key: str, image_ext: str, parts: dict[str, bytes]) -> list[bytes]:
+    """The sample's tar bytes as pieces (headers, data, padding) for one writev, matching
+    `layout`: the image bytes are not copied."""
     names = member_names(key, image_ext)
     pieces = []
     for role in MEMBER_COLUMNS:
         data = parts[role]
-        pieces += [member_header(names[role], len(data)), data, b"\0" * padding(len(data))]
-    return b"".join(pieces)
+        pieces += [member_header(names[role], len(data)), data, _ZEROS[: padding(len(data))]]
+    return pieces
+
+
+def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
+    """The sample's tar bytes (headers, data, padding), matching `layout`; one copy."""
+    return b"".join(sample_pieces(key, image_ext, parts))

@@ -1,6 +1,7 @@
 """`vlmdata verify`: re-read every sample against the index and the shard list.
 
-Checks, per shard: the file exists and matches wids.json's size and md5; per sample and member:
+Checks, per shard: the file exists and matches wids.json's size and checksum (xxh3_128, or
+md5sum in folders written before); per sample and member:
 the tar header before the data is a valid header (checksum) naming `KEY.ext` with the indexed
 size, and the data's sha256 equals the index; and the index's metadata columns (split, source,
 texts, url, path ...) equal the sample's own KEY.json, so a sample moved from test to train by
@@ -24,6 +25,7 @@ import polars as pl
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
+from vlmdata.shards.output import new_hasher, shard_checksum
 from vlmdata.shards.reader import read_index
 from vlmdata.shards.samples import META_FIELDS, member_names
 from vlmdata.shards.tarfmt import BLOCK, parse_header
@@ -100,6 +102,12 @@ def _meta_problems(buf, r: dict) -> list[str]:
     ]
 
 
+def _digest(buf, field: str) -> str:
+    h = new_hasher(field)
+    h.update(buf)
+    return h.hexdigest()
+
+
 def _verify_shard(root: Location, shard: str, rows: pl.DataFrame, listed: dict) -> list[Mismatch]:
     try:
         size = root.size(shard)
@@ -111,8 +119,9 @@ def _verify_shard(root: Location, shard: str, rows: pl.DataFrame, listed: dict) 
     if size == 0:
         return [*out, Mismatch(shard, None, "shard file is empty (0 bytes)")]
     with _shard_bytes(root, shard) as buf:
-        if listed and hashlib.md5(buf, usedforsecurity=False).hexdigest() != listed.get("md5sum"):
-            out.append(Mismatch(shard, None, "md5 differs from wids.json"))
+        checksum = shard_checksum(listed) if listed else None
+        if checksum is not None and _digest(buf, checksum[0]) != checksum[1]:
+            out.append(Mismatch(shard, None, f"{checksum[0]} differs from wids.json"))
         for r in rows.iter_rows(named=True):
             names = member_names(r["key"], r["format"])
             problems = [

@@ -3,7 +3,7 @@
 write_shards works in two passes so that it can write shards in parallel and resume:
 1. plan: check every image (in worker processes), drop rejects and duplicates in manifest order,
    cut the kept samples into shards by count/bytes, and compute the whole index from sizes;
-2. write: each shard that is not already finished (same plan digest, size and md5 as its
+2. write: each shard that is not already finished (same plan digest, size and checksum as its
    `_stats.json`) is written by a worker under a temp name and renamed.
 Same inputs → same plan → byte-identical tars, index.parquet and wids.json, killed or not.
 """
@@ -46,7 +46,7 @@ from vlmdata.shards.prepare import (
     PreparedBytes,
     prepare_bytes,
 )
-from vlmdata.shards.samples import json_bytes, layout, sample_bytes, sha256, txt_bytes
+from vlmdata.shards.samples import json_bytes, layout, sample_pieces, sha256, txt_bytes
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
 
 
@@ -152,7 +152,7 @@ def write_planned_shard(job: ShardJob) -> dict[str, Any]:
         for key, ref, p, js, txt in job.entries:
             data = job.source.read(key, ref, p, job.opts)
             parts = {"image": data, "json": js, "txt": txt}
-            shard.add_sample(sample_bytes(key, p.info.format, parts))
+            shard.add_sample(sample_pieces(key, p.info.format, parts))
         return shard.close()
     except BaseException:
         shard.abort()
@@ -566,7 +566,7 @@ class _Stream:
         self.index_rows.append(row)
         self.samples.append(p)
         self.shard.add_sample(
-            sample_bytes(p.row["key"], fmt, {"image": data, "json": p.json, "txt": p.txt})
+            sample_pieces(p.row["key"], fmt, {"image": data, "json": p.json, "txt": p.txt})
         )
         self.kept += 1
 
