@@ -98,7 +98,7 @@ def bench_write(root: Path, images: Path, repeats: int, mb: float) -> dict[str, 
         for k, v in s.seconds.items():
             phases[k] = min(phases.get(k, 1e9), v)
 
-    def gnu_tar_md5():  # the same hashing work our writer does for wids.json's md5sum
+    def gnu_tar_md5():  # what a whole-shard md5 (wids_index's md5sum) would add to tar
         gnu_tar()
         subprocess.run(["md5sum", str(root / "gnu.tar")], check=True, capture_output=True)
 
@@ -141,6 +141,33 @@ def bench_random(root: Path, n_access: int, seed: int = 1) -> dict[str, tuple[fl
     return out
 
 
+def bench_s3_random(root: Path, n_access: int, seed: int = 1) -> dict[str, tuple[float, float]]:
+    """p50/p99 of one sample read from moto's S3 server on loopback vs the local folder."""
+    from tests.s3_server import moto_s3
+    from vlmdata.core.storage import Location
+    from vlmdata.shards import ShardReader
+
+    local = ShardReader(root / "ours")
+    order = np.random.default_rng(seed).permutation(len(local))[:n_access]
+    with moto_s3() as s3:
+        remote_loc = Location(s3.url("bench"), s3.options)
+        for p in sorted((root / "ours").rglob("*")):
+            if p.is_file():
+                remote_loc.put_file(p, p.relative_to(root / "ours").as_posix())
+        remote = ShardReader(s3.url("bench"), storage_options=s3.options)
+        out = {}
+        for name, reader in (("local", local), ("s3_moto", remote)):
+            reader[0]  # warm: open the shard / the HTTP connection pool
+            lat = []
+            for i in order:
+                t = time.perf_counter()
+                reader[int(i)]
+                lat.append(time.perf_counter() - t)
+            out[name] = (float(np.percentile(lat, 50)) * 1e6, float(np.percentile(lat, 99)) * 1e6)
+        assert remote[5] == local[5]
+    return out
+
+
 def bench_sequential(root: Path, repeats: int) -> dict[str, float]:
     import webdataset as wds
 
@@ -176,6 +203,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--access", type=int, default=3000, help="random accesses timed")
     ap.add_argument("--work", type=Path, help="work folder (default: a temp dir, removed)")
+    ap.add_argument(
+        "--s3-access", type=int, default=500, help="random reads timed against moto (0: skip)"
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-shards-", dir=args.work))
     try:
@@ -198,6 +228,11 @@ def main() -> None:
             f"  ratio wids / vlmdata p50 {r['wids'][0] / r['vlmdata'][0]:.2f}x, "
             f"p99 {r['wids'][1] / r['vlmdata'][1]:.2f}x (higher = we are faster)"
         )
+        if args.s3_access:
+            r3 = bench_s3_random(root, args.s3_access)
+            print("\nrandom access latency against S3 (moto on loopback) vs local, µs (p50, p99)")
+            for k, (p50, p99) in r3.items():
+                print(f"  {k:<10} {p50:8.1f} {p99:8.1f}")
         s = bench_sequential(root, args.repeats)
         print("\nsequential read, samples/s")
         for k, v in s.items():
