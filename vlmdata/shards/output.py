@@ -1,7 +1,7 @@
 """Files around the tars: per-shard `_stats.json`, `index.parquet`, `wids.json`.
 
-A shard is finished when its tar is in place AND its `_stats.json` records the tar's size and checksum
-and the digest of what the plan put in it; only then does a rerun skip it. OUT is a
+A shard is finished when its tar is in place AND its `_stats.json` records the tar's size and
+checksum and the digest of what the plan put in it; only then does a rerun skip it. OUT is a
 `Location` (a local folder or an fsspec URL, see core/storage.py); index.parquet is written
 last, so a reader that goes by the index only meets shards that are complete.
 """
