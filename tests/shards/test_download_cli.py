@@ -122,3 +122,12 @@ def test_coco_urls_filtered_and_missing_urls_rejected(tmp_path):
     ]
     assert pl.read_parquet(out / "manifest.parquet").height == 3
     assert not (out / ".download" / "raw").exists()
+
+
+def test_an_option_the_data_set_does_not_take_is_refused(tmp_path):
+    """karpathy reads its splits from the JSON: --split is an error, not silently dropped."""
+    path, images = karpathy_set(tmp_path)
+    args = ["download", "flickr30k", str(path), "--images", str(images), "-o", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, [*args, "--split", "val", "--quiet"])
+    assert result.exit_code == 2
+    assert "source 'karpathy' does not take --split" in result.output

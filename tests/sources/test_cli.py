@@ -74,3 +74,14 @@ def test_filter_urls_cli(tmp_path, out):
     result = run("filter-urls", out / "manifest.parquet", "-o", tmp_path / "o2", "--split", "x")
     assert result.exit_code == 2
     assert run("filter-urls", tmp_path / "nope.tsv", "-o", out).exit_code == 2
+
+
+def test_declared_source_options_match_each_reader():
+    """`Source.options` (what read_source and download pass on) is each reader's signature."""
+    import inspect
+
+    from vlmdata.sources import SOURCES
+
+    for name, source in SOURCES.items():
+        params = set(inspect.signature(source.reader()).parameters) - {"inputs", "sink"}
+        assert set(source.options) == params, name

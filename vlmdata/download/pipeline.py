@@ -16,7 +16,6 @@ list, the raw img2dataset output (deleted when complete unless keep_raw), state 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -90,12 +89,23 @@ def source_name(dataset: str) -> str:
     return name
 
 
-def _read_source(name: str, inputs: Sequence[str | os.PathLike], work: Path, **options):
-    """The source reader into WORK/source; options it does not take are left out."""
+def _read_source(
+    name: str,
+    inputs: Sequence[str | os.PathLike],
+    work: Path,
+    *,
+    split: str | None = None,
+    restval: str | None = None,
+    images: str | None = None,
+):
+    """The source reader into WORK/source. `images` (download's local image folder) goes to
+    the readers that use it themselves (oven); a --split or --restval the data set does not
+    take is refused by read_source, not dropped."""
     from vlmdata.sources import SOURCES, read_source
 
-    accepted = inspect.signature(SOURCES[name].reader()).parameters
-    options = {k: v for k, v in options.items() if v is not None and k in accepted}
+    options: dict[str, str | None] = {"split": split, "restval": restval}
+    if "images" in SOURCES[name].options:
+        options["images"] = images
     return read_source(name, inputs, work / "source", **options)
 
 

@@ -10,7 +10,6 @@ One module per published format; each exposes `read(inputs, sink, **options)` wr
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ class Source:
     module: str  # imported on use, so listing sources stays cheap
     extra_columns: tuple[str, ...]
     help: str
+    options: tuple[str, ...] = ()  # the reader's keyword options (images, split, restval)
 
     def reader(self) -> Callable[..., dict[str, int] | None]:
         import importlib
@@ -61,17 +61,36 @@ class Source:
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source("cc3m", "cc3m", (), "Google CC3M TSV (caption<TAB>url) or FROMAGe TSV"),
-        Source("karpathy", "karpathy", ("image_id",), "Karpathy dataset_{flickr8k,30k,coco}.json"),
-        Source("coco", "coco", ("image_id",), "COCO captions_{train,val}2014.json"),
+        Source("cc3m", "cc3m", (), "Google CC3M TSV (caption<TAB>url) or FROMAGe TSV", ("split",)),
+        Source(
+            "karpathy",
+            "karpathy",
+            ("image_id",),
+            "Karpathy dataset_{flickr8k,30k,coco}.json",
+            ("restval",),
+        ),
+        Source("coco", "coco", ("image_id",), "COCO captions_{train,val}2014.json", ("split",)),
         Source(
             "oven",
             "oven",
             ("image_id", "data_id", "entity_id", "entity_name", "question"),
             "OVEN oven_{entity,query}_{train,val,test}.jsonl",
+            ("images", "split"),
         ),
-        Source("oven-kb", "oven_kb", ("entity_id", "entity_name"), "OVEN Wiki6M_ver_1_0.jsonl"),
-        Source("llava", "llava", ("data_id", "conversations"), "LLaVA / LLaVAR instruction JSON"),
+        Source(
+            "oven-kb",
+            "oven_kb",
+            ("entity_id", "entity_name"),
+            "OVEN Wiki6M_ver_1_0.jsonl",
+            ("split",),
+        ),
+        Source(
+            "llava",
+            "llava",
+            ("data_id", "conversations"),
+            "LLaVA / LLaVAR instruction JSON",
+            ("split",),
+        ),
     )
 }
 
@@ -93,8 +112,7 @@ def read_source(
             raise FileNotFoundError(f"{p}: no such file")
     read = source.reader()
     options = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(read).parameters
-    unknown = sorted(k for k in options if k not in accepted)
+    unknown = sorted(k for k in options if k not in source.options)
     if unknown:
         opts = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise DataError(f"source {name!r} does not take {opts}")
