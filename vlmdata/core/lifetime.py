@@ -70,7 +70,9 @@ def kill_group_with_parent(parent_pid: int) -> None:
     is no longer its parent. Grandchildren in the group go too, whatever they are doing."""
 
     def kill_group() -> None:
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        if os.getpgrp() == os.getpid():  # only a group this process leads (never the caller's)
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os._exit(1)
 
     if os.getppid() != parent_pid:
         kill_group()
