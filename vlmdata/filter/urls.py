@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ _TLD_RE = r"(?:^|\.)(?:" + "|".join(NON_PUBLIC_TLDS) + r")$"
 _ENDS_IN_NUMBER = r"(?:^|\.)(?:0x[0-9a-f]*|[0-9]+)$"
 _LOCAL_NAMES = ("localhost.localdomain", "localhost6.localdomain6")
 _TOR_GATEWAY = r"(?:^|\.)onion\.[^.]|(?:^|\.)tor2web(?:\.|$)"
-_IDEOGRAPHIC_DOTS = "[\u3002\uff0e\uff61]"  # IDNA maps them to "." (NFKC leaves U+3002)
+_IDEOGRAPHIC_DOTS = str.maketrans("\u3002\uff0e\uff61", "...")  # IDNA: "."; NFKC keeps U+3002
 
 
 def ip_is_private(text: str) -> bool | None:
@@ -123,18 +124,23 @@ def _parse(frame: pl.DataFrame) -> pl.DataFrame:
     raw = pl.col("host")
     frame = frame.with_columns(
         _v6=raw.str.starts_with("[").fill_null(False),
-        _host=raw.str.strip_prefix("[")
-        .str.strip_suffix("]")
-        .str.normalize("NFKC")
-        .str.replace_all(_IDEOGRAPHIC_DOTS, ".")
-        .str.to_lowercase()
-        .str.strip_suffix("."),
+        _host=raw.str.strip_prefix("[").str.strip_suffix("]"),
         _port=pl.col("port"),
         _backslash=pl.col("_auth").str.contains("\\", literal=True),
     ).drop("host", "port", "_auth")
+    unicode_hosts = frame.filter(pl.col("_host").str.contains(r"[^\x00-\x7f]"))["_host"]
+    mapping = {h: unicode_host(h) for h in unicode_hosts.unique().to_list()}
+    host = pl.col("_host").replace(mapping) if mapping else pl.col("_host")
+    frame = frame.with_columns(_host=host.str.to_lowercase().str.strip_suffix("."))
     return frame.with_columns(
         _ip_like=pl.col("_v6") | pl.col("_host").str.contains(_ENDS_IN_NUMBER)
     )
+
+
+def unicode_host(host: str) -> str:
+    """A non-ASCII host as a resolver reads it: NFKC (full-width digits and dots become ASCII),
+    ideographic full stops as dots. Done per distinct host: they are rare."""
+    return unicodedata.normalize("NFKC", host).translate(_IDEOGRAPHIC_DOTS)
 
 
 def _ip_verdicts(hosts: pl.Series) -> dict[str, bool | None]:
