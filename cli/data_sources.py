@@ -72,10 +72,15 @@ def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject
 
     \b
     Reasons, checked in this order (one per row):
-      empty_text, too_long (>2048), bad_scheme (not http/https), malformed,
-      private_address (localhost, private/loopback/link-local/multicast/reserved IPs),
-      non_public_tld (.onion .i2p .local .internal), denylisted_domain (suffix match),
-      duplicate_url (the first occurrence is kept)
+      empty_text, too_long (>2048), bad_scheme (not http/https),
+      malformed (also numeric hosts other than a dotted quad: 2130706433, 127.1, 0x7f000001,
+        0177.0.0.1; a backslash before the path),
+      private_address (localhost, localhost.localdomain, single-label names such as
+        "metadata", private/loopback/link-local/multicast/reserved IPs, full-width digits),
+      non_public_tld (.onion .i2p .local .internal),
+      tor_gateway (*.onion.link, *.onion.to, *.tor2web.org ...),
+      denylisted_domain (suffix match), duplicate_url (the first occurrence is kept)
+    The same rule checks every redirect target inside `vlmdata download`.
 
     \b
     Examples:
