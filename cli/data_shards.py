@@ -274,22 +274,41 @@ def download(dataset, inputs, out, **opts):
     "local with --workers CPUs). The output is the same on every engine.",
 )
 @click.option(
+    "--duplicate-images",
+    type=click.Choice(["share", "reject"]),
+    help="A byte-identical image under another image id: another record of the stored image "
+    "(share), or a duplicate_image reject. Default per source: share for llava, vqav2, oven, "
+    "oven-kb, cc3m; reject for retrieval sets (flickr8k/30k, coco, demo) and unknown sources.",
+)
+@click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
-def shard(manifest, images, out, resize, resize_side, reencode, distributor, **opts):
-    """Pack a manifest's local images into indexed WebDataset shards in OUT.
+def shard(
+    manifest, images, out, resize, resize_side, reencode, distributor, duplicate_images, **opts
+):
+    """Pack a manifest's records and their local images into indexed WebDataset shards in OUT.
+
+    Each manifest row is a record; records naming the same image (image_key, or the same
+    bytes where the source shares images) share one stored sample: every image is written once.
 
     \b
     Writes:
       OUT/shards/NAME-000000.tar ...  KEY.jpg|png|webp (format sniffed from the bytes),
-                                      KEY.json (manifest row), KEY.txt (first text)
+                                      KEY.json (first record's fields; `records`: every record
+                                      on the image when there are others), KEY.txt (first text)
       OUT/shards/NAME-000000_stats.json, OUT/wids.json (wids-shard-index-v1)
-      OUT/index.parquet   byte offset/size/sha256 of every member, width, height, metadata
+      OUT/index.parquet   one row per image: byte offset/size/sha256 of every member, width,
+                          height, n_records, the first record's metadata
+      OUT/records.parquet one row per record: key, image_key, split, texts, question, ...
       OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
-                          too_large, too_small, duplicate_image, bad_key, duplicate_key
+                          too_large, too_small, duplicate_image, bad_key, duplicate_key,
+                          image_key_conflict
       OUT/manifest.parquet (a copy of MANIFEST)
+
+    A path that is missing is also looked for with its other JPEG spellings (.jpg/.JPEG) and,
+    when its folder does not exist, at the top of --images (a flat folder such as coco_images/).
 
     \b
     Examples:
@@ -316,7 +335,12 @@ def shard(manifest, images, out, resize, resize_side, reencode, distributor, **o
     from vlmdata.shards import write_shards
 
     options = shard_options(
-        opts, resize=resize, resize_side=resize_side, reencode=reencode, distributor=distributor
+        opts,
+        resize=resize,
+        resize_side=resize_side,
+        reencode=reencode,
+        distributor=distributor,
+        duplicate_images=duplicate_images,
     )
     summary = write_shards(
         manifest,
@@ -327,7 +351,7 @@ def shard(manifest, images, out, resize, resize_side, reencode, distributor, **o
         progress=not opts["quiet"],
     )
     click.echo(summary.format())
-    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="images")
+    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="records")
 
 
 @click.command("inspect")

@@ -45,16 +45,36 @@ def test_make_key_is_webdataset_safe():
 def test_manifest_sink_rejects_contract_violations(tmp_path):
     with ManifestSink(tmp_path) as sink:
         sink.keep({"key": "a", "source": "s", "split": "train", "path": "a.jpg", "texts": ["x"]})
-        sink.keep({"key": "a", "source": "s", "split": "train", "path": "b.jpg", "texts": ["y"]})
         sink.keep({"key": "b.c", "source": "s", "split": "train", "path": "c.jpg", "texts": []})
+        sink.keep({"key": "a\n", "source": "s", "split": "train", "path": "e.jpg", "texts": []})
         sink.keep({"key": "d", "source": "s", "split": "train", "texts": ["z"]}, file="f", line=4)
     kept = pl.read_parquet(tmp_path / "manifest.parquet")
     rej = pl.read_parquet(tmp_path / "rejects.parquet")
     assert kept["key"].to_list() == ["a"]
-    assert sorted(rej["reason"].to_list()) == ["bad_key", "duplicate_key", "missing_field"]
+    assert sorted(rej["reason"].to_list()) == ["bad_key", "bad_key", "missing_field"]
     assert rej.filter(pl.col("reason") == "missing_field")["line"].to_list() == [4]
     with pytest.raises(RejectRatioExceeded):
         sink.check(0.5)
+
+
+def test_repeated_keys_get_the_first_free_suffix(tmp_path):
+    """A record is the unit: a repeated id is another record, kept under `key_N` (input order);
+    a later genuine `a_1` does not collide with the suffixed one."""
+    with ManifestSink(tmp_path) as sink:
+        for key, path in [("a", "1.jpg"), ("a", "2.jpg"), ("a", "3.jpg"), ("a_1", "4.jpg")]:
+            sink.keep({"key": key, "source": "s", "split": "t", "path": path, "texts": ["x"]})
+    kept = pl.read_parquet(tmp_path / "manifest.parquet")
+    assert kept.select("key", "path").rows() == [
+        ("a", "1.jpg"),
+        ("a_1", "2.jpg"),
+        ("a_2", "3.jpg"),
+        ("a_1_1", "4.jpg"),
+    ]
+    assert sink.renamed == 3
+    assert (
+        not (tmp_path / "rejects.parquet").exists()
+        or pl.read_parquet(tmp_path / "rejects.parquet").is_empty()
+    )
 
 
 def test_aborted_sink_leaves_no_files(tmp_path):

@@ -31,7 +31,7 @@ def test_shard_summary_and_reject_ratio_exit(cli_out, tmp_path):
     res = run("shard", manifest, "--images", images, "-o", tmp_path / "o2", "--quiet")
     # without --min-side the tiny image is kept: 14 of 27 rejected = 51.9% > 0.5
     assert res.exit_code == 1
-    assert "14 of 27 images rejected" in res.output
+    assert "14 of 27 records rejected" in res.output
     first = run(
         "shard",
         manifest,
@@ -47,7 +47,8 @@ def test_shard_summary_and_reject_ratio_exit(cli_out, tmp_path):
         0.6,
         "--quiet",
     )
-    assert "kept              12 samples" in first.output
+    assert "kept              12 records" in first.output
+    assert "images            12" in first.output
     assert "shards             3  (0 written, 3 reused" in first.output
 
 
@@ -55,15 +56,16 @@ def test_inspect_reports_counts(cli_out):
     out, keys, _, _ = cli_out
     res = run("inspect", out)
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("samples 12 in 3 shards")
+    assert res.output.startswith("records 12 on 12 images in 3 shards")
     assert "shard  duplicate_image      2" in res.output
     figures = json.loads(run("inspect", out, "--json").output)
     assert {r["reason"]: r["count"] for r in figures["rejects"]} == BAD_COUNTS
-    assert [(g["split"], g["samples"]) for g in figures["by_split_source"]] == [
-        ("test", 6),
-        ("train", 6),
+    assert [(g["split"], g["records"], g["images"]) for g in figures["by_split_source"]] == [
+        ("test", 6, 6),
+        ("train", 6, 6),
     ]
-    assert figures["caption_words"]["p50"] == 4 and figures["texts_per_sample"]["max"] == 2
+    assert figures["caption_words"]["p50"] == 4 and figures["texts_per_record"]["max"] == 2
+    assert figures["records_per_image"]["max"] == 1
 
 
 def test_verify_passes_then_names_the_flipped_key(cli_out):

@@ -149,13 +149,13 @@ def test_unmade_examples_are_redrawn_and_counted(dataset, tmp_path, grace_ctx):
         1
         for b in range(4)
         for k, row, _ in d.plan.batch_rows(b)
-        if d._readers[k].index["key"][row] not in half
+        if d._readers[k].records["key"][row] not in half
     )
     assert skipped >= planned_missing > 0
 
 
 def test_filter_selecting_nothing_is_an_error(dataset, tmp_path, grace_ctx):
-    with pytest.raises(DataError, match="selects no sample"):
+    with pytest.raises(DataError, match="selects no record"):
         make_data(dataset, tmp_path, grace_ctx, 0, 1, "data.filter={split: val}")
 
 

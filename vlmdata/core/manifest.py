@@ -1,9 +1,14 @@
-"""Contract 1: `manifest.parquet`, one row per image, written by every source reader.
+"""Contract 1: `manifest.parquet`, one row per RECORD, written by every source reader.
 
-Core columns: `key` (unique, `[A-Za-z0-9_-]`, no dots, as WebDataset splits keys at the first
-dot), `source`, `split`, `url`, `path` (relative to the image folder), `texts: list<str>`.
-Optional columns a source may add are declared in OPTIONAL_COLUMNS; all are strings (JSON text
-for structured values such as LLaVA `conversations`), so manifests from different sources concat.
+A record is the unit of training and evaluation (a caption set, a conversation, a question);
+several records may name the same image (docs/DESIGN.md, "Records"). Core columns: `key`
+(unique, `[A-Za-z0-9_-]`, no dots, as WebDataset splits keys at the first dot), `source`,
+`split`, `url`, `path` (relative to the image folder), `texts: list<str>`. Optional columns a
+source may add are declared in OPTIONAL_COLUMNS; all are strings (JSON text for structured
+values such as LLaVA `conversations` or VQA `answers`), so manifests from different sources
+concat. `image_key` names the stored image a record shares with others (null: the record's own
+key). A source id that repeats gets a deterministic suffix (`_1`, `_2`, ...) on its key; the
+original id stays in the source's id column (`data_id`, `image_id`).
 """
 
 from __future__ import annotations
@@ -33,9 +38,17 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "entity_id",
     "entity_name",
     "question",
+    "answers",
     "conversations",
+    "image_key",
 )
 KEY_RE = re.compile(r"[A-Za-z0-9_-]+\Z")  # \Z: `$` would also match before a final "\n"
+# Sources whose records are questions / conversations ABOUT an image: a second image id with
+# the same bytes becomes another record of the stored image. Where the image itself is what is
+# retrieved or contrasted (Flickr30k, COCO Karpathy, the demo: Recall@K would have two right
+# answers; CC3M: a FROMAGe in-batch false negative; the OVEN KB's entity images) and for unknown
+# sources, it is a `duplicate_image` reject.
+SHARED_IMAGE_SOURCES = frozenset({"llava", "vqav2", "oven"})
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -71,6 +84,15 @@ def make_key(*parts: object) -> str:
     return "_".join(_BAD_KEY_CHARS.sub("_", str(p)) for p in parts)
 
 
+def duplicate_image_rule(source: Any, override: str | None = None) -> str:
+    """ "share" or "reject": what a byte-identical second image of `source` becomes."""
+    if override is not None:
+        if override not in ("share", "reject"):
+            raise ValueError(f"duplicate image rule must be share or reject, not {override!r}")
+        return override
+    return "share" if source in SHARED_IMAGE_SOURCES else "reject"
+
+
 def manifest_schema(extra_columns: Sequence[str] = ()) -> pa.Schema:
     unknown = [c for c in extra_columns if c not in OPTIONAL_COLUMNS]
     if unknown:
@@ -93,6 +115,8 @@ def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:
     problem = key_problem(row.get("key"))
     if problem is not None:
         return "bad_key", problem
+    if row.get("image_key") is not None and (problem := key_problem(row["image_key"])):
+        return "bad_key", f"image_key: {problem}"
     if not row.get("url") and not row.get("path"):
         return "missing_field", "neither url nor path"
     texts = row.get("texts")
@@ -104,8 +128,9 @@ def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:
 class ManifestSink:
     """What a source reader writes to: kept rows to the manifest, dropped rows to rejects.
 
-    Checks the contract on every row (key format, unique keys, url or path, texts) so a reader
-    cannot write a manifest that a later stage chokes on.
+    Checks the contract on every row (key format, url or path, texts) so a reader cannot write
+    a manifest that a later stage chokes on, and makes keys unique: a key seen before gets the
+    first free suffix `_1`, `_2`, ... (deterministic: input order), counted in `renamed`.
     """
 
     def __init__(
@@ -117,16 +142,27 @@ class ManifestSink:
         self.manifest = ManifestWriter(self.out_dir / "manifest.parquet", extra_columns)
         self.rejects = RejectWriter(self.out_dir / "rejects.parquet")
         self._keys: set[str] = set()
+        self._next_suffix: dict[str, int] = {}
+        self.renamed = 0
 
     def keep(self, row: dict[str, Any], *, file: str | None = None, line: int | None = None):
         problem = validate_row(row)
-        if problem is None and row["key"] in self._keys:
-            problem = ("duplicate_key", f"key {row['key']!r} seen before")
         if problem is not None:
             self.reject(problem[0], file=file, line=line, detail=problem[1], record=row)
             return
+        if row["key"] in self._keys:
+            row = {**row, "key": self._suffixed(row["key"])}
+            self.renamed += 1
         self._keys.add(row["key"])
         self.manifest.write(row)
+
+    def _suffixed(self, key: str) -> str:
+        """The first `key_N` (N = 1, 2, ...) not taken yet."""
+        n = self._next_suffix.get(key, 1)
+        while f"{key}_{n}" in self._keys:
+            n += 1
+        self._next_suffix[key] = n + 1
+        return f"{key}_{n}"
 
     def reject(
         self,

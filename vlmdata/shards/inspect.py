@@ -1,4 +1,9 @@
-"""`vlmdata inspect`: what is in a shard folder, as small plain-text tables."""
+"""`vlmdata inspect`: what is in a shard folder, as small plain-text tables.
+
+Counts both units: records (records.parquet, what training and evaluation iterate) and images
+(index.parquet, one stored sample each); per split and source, the images are those the
+group's records use, so an image shared across splits counts in each.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import polars as pl
 
 from vlmdata.core.storage import Location
 from vlmdata.shards.reader import read_index
+from vlmdata.shards.records import load_records
 
 
 def summarize(
@@ -20,25 +26,35 @@ def summarize(
     OUT may be an fsspec URL (`s3://bucket/prefix`)."""
     root = Location(out_dir, storage_options)
     index = read_index(root)
-    words = index.select(
+    records = load_records(root, columns=["key", "image_key", "split", "source", "texts"])
+    words = records.select(
         pl.col("texts").explode().str.split(" ").list.len().alias("n")
     ).drop_nulls()["n"]
     shard_bytes = 0
     if root.exists("wids.json"):
         shardlist = json.loads(root.read_text("wids.json"))["shardlist"]
         shard_bytes = sum(s["filesize"] for s in shardlist)
+    sizes = index.select(pl.col("key").alias("image_key"), "image_size")
     groups = (
-        index.group_by("split", "source")
-        .agg(pl.len().alias("samples"), pl.col("image_size").sum().alias("image_bytes"))
+        records.join(sizes, on="image_key", how="left")
+        .group_by("split", "source")
+        .agg(
+            pl.len().alias("records"),
+            pl.col("image_key").n_unique().alias("images"),
+            pl.col("image_size").filter(pl.col("image_key").is_first_distinct()).sum()
+            .alias("image_bytes"),
+        )
         .sort("split", "source")
-    )
+    )  # fmt: skip
     rejects = pl.DataFrame({"stage": [], "reason": [], "count": []})
     if root.exists("rejects.parquet"):
         rej = pl.read_parquet(io.BytesIO(root.read_bytes("rejects.parquet")))
         rejects = rej.group_by("stage", "reason").agg(pl.len().alias("count"))
         rejects = rejects.sort(["count", "reason"], descending=[True, False])
     return {
-        "samples": len(index),
+        "samples": len(index),  # image samples in the tars
+        "images": len(index),
+        "records": records.height,
         "shards": index["shard"].n_unique(),
         "shard_bytes": shard_bytes,
         "image_bytes": int(index["image_size"].sum() or 0),
@@ -47,7 +63,8 @@ def summarize(
         "width": _quantiles(index["width"]),
         "height": _quantiles(index["height"]),
         "caption_words": _quantiles(words),
-        "texts_per_sample": _quantiles(index["texts"].list.len()),
+        "texts_per_record": _quantiles(records["texts"].list.len()),
+        "records_per_image": _quantiles(records.group_by("image_key").len()["len"]),
         "rejects": rejects.rows(named=True),
     }
 
@@ -81,18 +98,18 @@ def _fmt(v: Any) -> str:
 
 def format_report(s: dict[str, Any]) -> str:
     parts = [
-        f"samples {s['samples']:,} in {s['shards']:,} shards, "
+        f"records {s['records']:,} on {s['images']:,} images in {s['shards']:,} shards, "
         f"{s['shard_bytes'] / 1e6:,.1f} MB of tars ({s['image_bytes'] / 1e6:,.1f} MB images)",
         _table(
-            ["split", "source", "samples", "image MB"],
+            ["split", "source", "records", "images", "image MB"],
             [
-                [g["split"], g["source"], g["samples"], g["image_bytes"] / 1e6]
+                [g["split"], g["source"], g["records"], g["images"], g["image_bytes"] / 1e6]
                 for g in s["by_split_source"]
             ],
         ),
-        _table(["format", "samples"], [[k, v] for k, v in s["formats"].items()]),
+        _table(["format", "images"], [[k, v] for k, v in s["formats"].items()]),
     ]
-    stats = ("width", "height", "caption_words", "texts_per_sample")
+    stats = ("width", "height", "caption_words", "texts_per_record", "records_per_image")
     cols = ["min", "p5", "p50", "p95", "max"]
     parts.append(_table(["", *cols], [[n, *[s[n].get(c) for c in cols]] for n in stats if s[n]]))
     rej = [[r["stage"], r["reason"], r["count"]] for r in s["rejects"]]

@@ -58,6 +58,9 @@ class ShardOptions:
     decode_check: bool = True
     workers: int = 1
     distributor: str = "multiprocessing"
+    # a second image id with the same bytes: "share" (another record of the stored image) or
+    # "reject" (duplicate_image); None: per source (core/manifest.py SHARED_IMAGE_SOURCES)
+    duplicate_images: str | None = None
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
@@ -68,6 +71,8 @@ class ShardOptions:
             raise ValueError(f"resize {self.resize!r}: use one of {RESIZE_MODES}")
         if self.reencode is not None and self.reencode not in REENCODE_FORMATS:
             raise ValueError(f"reencode {self.reencode!r}: use one of {REENCODE_FORMATS}")
+        if self.duplicate_images not in (None, "share", "reject"):
+            raise ValueError(f"duplicate_images {self.duplicate_images!r}: use share or reject")
         if self.distributor not in DISTRIBUTORS:
             raise ValueError(f"distributor {self.distributor!r}: use one of {DISTRIBUTORS}")
 

@@ -212,6 +212,7 @@ def index_schema(extras: list[str]) -> pa.Schema:
         ("format", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("n_records", pa.int32()),  # records on this image (records.parquet, KEY.json)
         ("source", pa.string()),
         ("split", pa.string()),
         ("texts", pa.list_(pa.string())),

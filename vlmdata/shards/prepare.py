@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,8 +69,34 @@ def prepare_bytes(data: bytes, opts: ImageOptions) -> tuple[bytes, Prepared]:
     return out, Prepared(info, len(out), out_hash, source_hash)
 
 
+_JPEG_SUFFIXES = (".jpg", ".JPEG", ".jpeg", ".JPG")
+
+
+def candidate_paths(images_dir: Path, rel: str) -> Iterator[str]:
+    """Where the file a manifest path names may be, in the order tried.
+
+    1. `rel` itself; then its other JPEG spellings (OVEN ships both `.jpg` and `.JPEG`, and a
+       manifest written without the image folder cannot know which; AutoVER tries both);
+    2. when `rel`'s folder does not exist at all, the same name at the top of the folder
+       (GRACE keeps Karpathy COCO flat in `coco_images/`, while the Karpathy JSON names
+       `val2014/COCO_val2014_...jpg`). An existing folder is never second-guessed.
+    """
+
+    def spellings(path: str) -> list[str]:
+        stem, dot, ext = path.rpartition(".")
+        if not dot or f".{ext}" not in _JPEG_SUFFIXES:
+            return [path]
+        return [path] + [stem + s for s in _JPEG_SUFFIXES if s != f".{ext}"]
+
+    yield from spellings(rel)  # lazily: the folder is only looked at after a miss
+    folder, _, name = rel.rpartition("/")
+    if folder and name and not (images_dir / folder).is_dir():
+        yield from spellings(name)
+
+
 def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes, tuple[int, int]]:
-    """Read the file a manifest path names: (resolved path, bytes, (size, mtime_ns)).
+    """Read the file a manifest path names (see `candidate_paths`): (resolved path, bytes,
+    (size, mtime_ns)).
 
     ImageReject for a path that is not a string, leaves the folder, is missing, is not a
     regular file (a FIFO would block for ever, a device never end) or cannot be opened
@@ -81,19 +108,22 @@ def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes, tup
         raise ImageReject("bad_path", f"path {rel!r} is a {type(rel).__name__}, not a string")
     if "\0" in rel:
         raise ImageReject("bad_path", f"path {rel!r} holds a NUL character")
-    path = resolve_image_path(images_dir, rel)
-    try:
-        data, stamp = read_stamped(path)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ImageReject("missing_file", f"{rel} not found in {images_dir}") from None
-    except NotARegularFile as e:
-        raise ImageReject(
-            "not_a_file", f"{rel} is {e} in {images_dir}, not a regular file"
-        ) from None
-    except OSError as e:
-        name = errno.errorcode.get(e.errno or 0, "OSError")
-        raise ImageReject("unreadable_file", f"{rel}: {name} {e.strerror or e}") from None
-    return path, data, stamp
+    resolve_image_path(images_dir, rel)  # path_escape is judged on the path as written
+    for candidate in candidate_paths(images_dir, rel):
+        path = resolve_image_path(images_dir, candidate)
+        try:
+            data, stamp = read_stamped(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+        except NotARegularFile as e:
+            raise ImageReject(
+                "not_a_file", f"{rel} is {e} in {images_dir}, not a regular file"
+            ) from None
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, "OSError")
+            raise ImageReject("unreadable_file", f"{rel}: {name} {e.strerror or e}") from None
+        return path, data, stamp
+    raise ImageReject("missing_file", f"{rel} not found in {images_dir}")
 
 
 class NotARegularFile(OSError):

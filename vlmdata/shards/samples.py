@@ -1,6 +1,9 @@
 """One sample's tar members and where each lands in the shard.
 
-A sample is `KEY.<jpg|png|webp>`, `KEY.json`, `KEY.txt`, in that order. Because headers are
+A sample is one stored image: `KEY.<jpg|png|webp>`, `KEY.json`, `KEY.txt`, in that order.
+KEY.json holds the fields of the image's first record (so a sample that is its own single record
+reads as it always did) and, when the image carries other records, `records`: every record on
+it, in manifest order, each with its own `key` (docs/DESIGN.md, "Records"). Because headers are
 fixed-size, offsets follow from the member sizes alone: the index is computed from the plan,
 before (or without) writing any bytes.
 """
@@ -20,12 +23,23 @@ MEMBER_COLUMNS = ("image", "json", "txt")
 
 
 def meta_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The KEY.json content: the manifest row's non-null fields."""
+    """The KEY.json content of a one-record sample: the manifest row's non-null fields."""
     return {k: row[k] for k in META_FIELDS if row.get(k) is not None}
 
 
-def json_bytes(row: dict[str, Any]) -> bytes:
+def sample_meta(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> dict:
+    """KEY.json of an image sample: `row` (its first record, key = the image key) plus
+    `records` when the image holds any record other than itself."""
     meta = meta_of(row)
+    if records and (len(records) > 1 or records[0]["key"] != row["key"]):
+        meta["records"] = [
+            {k: v for k, v in meta_of(r).items() if k != "image_key"} for r in records
+        ]
+    return meta
+
+
+def json_bytes(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> bytes:
+    meta = sample_meta(row, records)
     return json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -1,8 +1,10 @@
 """`write_shards` (manifest + image folder → shards) and `write_samples` (streamed pairs → shards).
 
+Manifest rows are records; a sample is one stored image with every record on it (group.py).
 write_shards works in two passes so that it can write shards in parallel and resume:
-1. plan: check every image (in worker processes), drop rejects and duplicates in manifest order,
-   cut the kept samples into shards by count/bytes, and compute the whole index from sizes;
+1. plan: check every distinct image once (in worker processes), place the records on images in
+   manifest order (rejects and duplicates by the rules in group.py), cut the image samples into
+   shards by count/bytes, and compute the whole index from sizes;
 2. write: each shard that is not already finished (same plan digest, size and checksum as its
    `_stats.json`) is written by a worker under a temp name and renamed.
 Same inputs → same plan → byte-identical tars, index.parquet and wids.json, killed or not.
@@ -25,10 +27,11 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import die_with_parent, holds_out_lock
-from vlmdata.core.manifest import OPTIONAL_COLUMNS, key_problem, manifest_schema, texts_problem
+from vlmdata.core.manifest import OPTIONAL_COLUMNS, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
+from vlmdata.shards.group import Gate, Planned, image_key_of
 from vlmdata.shards.image_sources import PlanResult, folder_source, plan_task
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions, ShardOptions
@@ -46,14 +49,17 @@ from vlmdata.shards.prepare import (
     PreparedBytes,
     prepare_bytes,
 )
-from vlmdata.shards.samples import json_bytes, layout, sample_pieces, sha256, txt_bytes
+from vlmdata.shards.records import write_records
+from vlmdata.shards.samples import layout, sample_pieces, sha256
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
 
 
 @dataclass
 class ShardSummary(Tally):
-    """What a run produced: kept samples, rejects by reason, shards written / reused."""
+    """What a run produced: kept records, rejects by reason, image samples, shards written /
+    reused."""
 
+    images: int = 0
     shards: int = 0
     written: int = 0
     skipped: int = 0
@@ -62,26 +68,12 @@ class ShardSummary(Tally):
 
     def format(self) -> str:
         return (
-            self.table("samples")
+            self.table("records")
+            + f"\nimages    {self.images:>10,}"
             + f"\nshards    {self.shards:>10,}  ({self.written} written, {self.skipped} reused, "
             f"{self.bytes / 1e6:,.1f} MB)"
             + "".join(f"\n{k:<9} {v:>10.2f} s" for k, v in self.seconds.items())
         )
-
-
-@dataclass
-class Planned:
-    """A kept sample with everything the index needs; bytes are read again when writing."""
-
-    row: dict[str, Any]
-    prepared: Prepared
-    json: bytes
-    txt: bytes
-    ref: Any = None  # where the source finds the image (see image_sources.py)
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
 
 
 def _archive_size(samples_bytes: int) -> int:
@@ -120,6 +112,7 @@ def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tup
     for role, (off, size) in lay.members.items():
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
+    row["n_records"] = max(1, len(p.records))
     for col in ("source", "split", "texts", "url", "path", *extras):
         row[col] = p.row.get(col)
     return row, lay.size
@@ -184,47 +177,6 @@ def _plan(
         for chunk in engine.map(plan_task, source.plan_tasks(refs, opts)):
             bar.update(len(chunk))
             yield from chunk
-
-
-class _Gate:
-    """Key and duplicate-image checks, in input order; counts rejects as it writes them."""
-
-    def __init__(self, rejects: RejectWriter, file: str, stage: str) -> None:
-        self.rejects, self.file, self.stage = rejects, file, stage
-        self.keys: set[str] = set()
-        self.hashes: dict[str, str] = {}
-
-    def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
-        key = row.get("key") if isinstance(row.get("key"), str) else None
-        self.rejects.add(
-            reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
-        )
-
-    def row_problem(self, row: dict) -> tuple[str, str] | None:
-        """The manifest row's own problem (key, texts), checked before its image's."""
-        key = row.get("key")
-        problem = key_problem(key)
-        if problem is not None:
-            return "bad_key", problem
-        if key in self.keys:
-            return "duplicate_key", f"key {key!r} seen before"
-        return texts_problem(row.get("texts"))
-
-    def admit(self, row: dict, line: int, result: Prepared | ImageProblem) -> bool:
-        problem = self.row_problem(row)
-        if problem is None and isinstance(result, ImageProblem):
-            problem = result.reason, result.detail
-        if problem is None and result.source_sha256 in self.hashes:
-            problem = (
-                "duplicate_image",
-                f"same bytes as key {self.hashes[result.source_sha256]!r}",
-            )
-        if problem is not None:
-            self.reject(row, line, *problem)
-            return False
-        self.keys.add(row["key"])
-        self.hashes[result.source_sha256] = row["key"]
-        return True
 
 
 def _extras(columns: Iterable[str]) -> list[str]:
@@ -296,12 +248,12 @@ def write_planned(
     stage: str = "shard",
     progress: bool = True,
 ) -> ShardSummary:
-    """Plan (check + hash every image, in tasks), then write one task per output shard.
+    """Plan (check + hash every distinct image once, in tasks), then write one task per shard.
 
-    `rows` are manifest rows in output order, `refs[i]` where `source` finds row i's image;
-    `manifest` is copied to OUT. Duplicates are decided on the driver from the plan's hashes,
-    in row order, so they are exact whatever engine ran the tasks; shards already finished by
-    an earlier run with the same plan are skipped.
+    `rows` are manifest rows (records) in output order, `refs[i]` where `source` finds row i's
+    image; `manifest` is copied to OUT. Records are placed on images on the driver from the
+    plan's hashes, in row order (group.py), so they are exact whatever engine ran the tasks;
+    shards already finished by an earlier run with the same plan are skipped.
     """
     extras = _extras(pq.read_schema(manifest).names)
     opts = opt.image
@@ -310,17 +262,21 @@ def write_planned(
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
-    gate = _Gate(rejects, reject_file, stage)
+    gate = Gate(rejects, reject_file, stage, opt.duplicate_images)
     engine = Engine(opt.distributor, opt.workers)
     t0 = time.perf_counter()
     try:
-        kept = [
-            Planned(row, res, json_bytes(row), txt_bytes(row), ref)
-            for line, (row, ref, res) in enumerate(
-                zip(rows, refs, _plan(source, refs, opts, engine, progress), strict=True), 1
-            )
-            if gate.admit(row, line, res)
-        ]
+        firsts: dict[Any, int] = {}  # image key -> its first row: each image is checked once
+        for i, row in enumerate(rows):
+            firsts.setdefault(image_key_of(row), i)
+        checked = _plan(source, [refs[i] for i in firsts.values()], opts, engine, progress)
+        planned = dict(zip(firsts, checked, strict=True))
+        for line, row in enumerate(rows, 1):
+            ik = image_key_of(row)
+            sample = gate.admit(row, line, planned[ik])
+            if sample is not None:
+                sample.ref = refs[firsts[ik]]
+        kept = [p.seal() for p in gate.samples]
         shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
         index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
         clean_stale(out, opt.name, len(shards))
@@ -340,9 +296,9 @@ def write_planned(
         engine.close()
     out.commit(rejects_tmp, "rejects.parquet")
     _copy_manifest(manifest, out)
-    _finish(out, opt.name, index_rows, extras, opt.params(), stats)
+    _finish(out, opt.name, index_rows, extras, opt.params(), stats, gate.records)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
-    summary.kept, summary.rejects = len(kept), rejects.counts
+    summary.kept, summary.images, summary.rejects = len(gate.records), len(kept), rejects.counts
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
@@ -433,10 +389,11 @@ def _copy_manifest(manifest_path: Path, out: Location) -> None:
     out.put_file(manifest_path, "manifest.parquet")
 
 
-def _finish(out: Location, name: str, index_rows, extras, params, stats) -> None:
-    """wids.json, then index.parquet last: readers go by the index."""
+def _finish(out: Location, name: str, index_rows, extras, params, stats, records) -> None:
+    """wids.json and records.parquet, then index.parquet last: readers go by the index."""
     rels = [shard_rel(name, i) for i in range(len(stats))]
     write_wids(out, name, list(zip(rels, stats, strict=True)))
+    write_records(out, records, extras)
     write_index(out, index_rows, extras, params)
 
 
@@ -458,16 +415,23 @@ def write_samples(
     For download: `manifest` is copied to OUT/manifest.parquet (else the rows fed are written
     there); `prior_rejects` (a contract-2 parquet, e.g. failed URLs) is put first in
     OUT/rejects.parquet and counted. Streaming: shards are written one after another, so a
-    rerun rewrites them (with identical bytes) instead of skipping them.
+    rerun rewrites them (with identical bytes) instead of skipping them, and a written sample
+    cannot take more records: every row's image is stored on its own (`image_key` is not
+    grouped) and byte-identical images are `duplicate_image` rejects ("share" is refused).
     """
     opt = resolve_options(options, overrides)
+    if opt.duplicate_images == "share":
+        raise DataError(
+            "--duplicate-images share needs the planned writer (local images): "
+            "streamed writing cannot add records to a sample already written"
+        )
     out = _location(out_dir, storage_options)
     out.makedirs()
     opts = opt.image
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
-    gate = _Gate(rejects, "", stage)
+    gate = Gate(rejects, "", stage, opt.duplicate_images, grouped=False)
     clean_stale(out, opt.name, 1 << 40)
     stream = _Stream(out, opt.name, opt.samples_per_shard, opt.max_shard_bytes)
     seen_rows: list[dict] = []
@@ -479,9 +443,9 @@ def write_samples(
                 if manifest is None:
                     seen_rows.append(row)
                 if isinstance(result, PreparedBytes):
-                    if gate.admit(row, line, result.prepared):
-                        planned = Planned(row, result.prepared, json_bytes(row), txt_bytes(row))
-                        stream.add(planned, result.data)
+                    sample = gate.admit(row, line, result.prepared)
+                    if sample is not None:
+                        stream.add(sample.seal(), result.data)
                 else:
                     gate.admit(row, line, result)
         stats = stream.close()
@@ -501,9 +465,10 @@ def write_samples(
     extras = _extras(_column_names(manifest, seen_rows))
     if manifest is None:
         _write_rows_manifest(out, seen_rows, extras)
-    _finish(out, opt.name, stream.index_rows, extras, opt.params(), stats)
+    _finish(out, opt.name, stream.index_rows, extras, opt.params(), stats, gate.records)
     summary = ShardSummary(
-        kept=stream.kept,
+        kept=len(gate.records),
+        images=stream.kept,
         rejects=rejects.counts,
         shards=len(stats),
         written=len(stats),

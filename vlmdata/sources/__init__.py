@@ -30,7 +30,8 @@ class SourceResult(Tally):
     """What a reader did: kept rows, reject counts by reason, and other outputs it wrote."""
 
     out_dir: Path | None = None
-    extra: dict[str, int] = field(default_factory=dict)  # e.g. text_only, entities
+    # e.g. text_only, entities, header (a skipped header line), renamed (repeated ids suffixed)
+    extra: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [self.table()]
@@ -73,7 +74,7 @@ SOURCES: dict[str, Source] = {
         Source(
             "oven",
             "oven",
-            ("image_id", "data_id", "entity_id", "entity_name", "question"),
+            ("image_id", "data_id", "entity_id", "entity_name", "question", "image_key"),
             "OVEN oven_{entity,query}_{train,val,test}.jsonl",
             ("images", "split"),
         ),
@@ -87,8 +88,15 @@ SOURCES: dict[str, Source] = {
         Source(
             "llava",
             "llava",
-            ("data_id", "conversations"),
+            ("data_id", "conversations", "image_key"),
             "LLaVA / LLaVAR instruction JSON",
+            ("split",),
+        ),
+        Source(
+            "vqav2",
+            "vqav2",
+            ("image_id", "data_id", "question", "answers", "image_key"),
+            "VQAv2 v2_OpenEnded_mscoco_*_questions.json + v2_mscoco_*_annotations.json",
             ("split",),
         ),
     )
@@ -118,6 +126,8 @@ def read_source(
         raise DataError(f"source {name!r} does not take {opts}")
     with ManifestSink(out_dir, source.extra_columns, stage=f"manifest:{name}") as sink:
         extra = read(paths, sink, **options) or {}
+    if sink.renamed:
+        extra = {**extra, "renamed": sink.renamed}
     return SourceResult(
         kept=sink.kept, rejects=Counter(sink.rejects.counts), out_dir=Path(out_dir), extra=extra
     )

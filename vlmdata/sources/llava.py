@@ -1,8 +1,12 @@
 """LLaVA / LLaVAR instruction data: a JSON list of `{id, image?, conversations}`.
 
 `conversations` = [{from: human|gpt, value}], `<image>` in the first human turn when the record
-has an image. Manifest row: key from `id`, path = image (relative to the image folder),
-texts = the gpt turns, conversations = the original list as JSON text, data_id = id.
+has an image. Manifest row (a record): key from `id`, path = image (relative to the image
+folder), texts = the gpt turns, conversations = the original list as JSON text, data_id = id,
+image_key from the image path, so every record naming one file shares one stored image.
+`id` repeats in the published files (LLaVA-Instruct-150K: ~158k records over 118k COCO
+images, `id` = the image id; the 665k mix: LLaVA, VQAv2, OK-VQA, A-OKVQA, RefCOCO records on
+the same coco/train2017 files): the manifest suffixes repeated keys (`_1`, `_2`, ...).
 Records without `image` are legitimate text-only instruction data, but the manifest contract
 needs an image, so they go to OUT/text_only.parquet (same columns, no path) and are counted as
 `text_only` in the summary. The file (~1 GB for the 665k mix) is streamed element by element
@@ -19,7 +23,15 @@ import pyarrow as pa
 
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.core.parquet_rows import RowsWriter
-from vlmdata.sources.fields import RowError, check_utf8, optional, printable, require, safe_relpath
+from vlmdata.sources.fields import (
+    RowError,
+    check_utf8,
+    optional,
+    path_stem,
+    printable,
+    require,
+    safe_relpath,
+)
 from vlmdata.sources.jsonstream import iter_json_list
 
 ROLES = ("human", "gpt")
@@ -62,15 +74,17 @@ def record_row(record: dict[str, Any], split: str) -> dict[str, Any]:
     texts = [t["value"].strip() for t in turns if t["from"] == "gpt" and t["value"].strip()]
     if not texts:
         raise RowError("empty_text", "no non-empty gpt turn")
+    path = safe_relpath(image, "image") if image is not None else None
     return {
         "key": make_key("llava", raw_id),
         "source": "llava",
         "split": split,
         "url": None,
-        "path": safe_relpath(image, "image") if image is not None else None,
+        "path": path,
         "texts": texts,
         "data_id": str(raw_id),
         "conversations": json.dumps(turns, ensure_ascii=False),
+        "image_key": make_key(path_stem(path)) if path is not None else None,
     }
 
 

@@ -1,13 +1,17 @@
 """OVEN queries: `oven_{entity,query}_{train,val,test}.jsonl`.
 
 Each line `{data_id, image_id, question, entity_id, entity_text, data_split}` (test files lack
-the entity fields; val splits are `*_seen` / `*_unseen`) -> one manifest row per record, key
-from `data_id`, texts = [question], split = data_split, path `{image_id[5:7]}/{image_id}.jpg`
-(the published layout; `.JPEG` when that file exists under --images).
+the entity fields, and may lack `data_split`; val splits are `*_seen` / `*_unseen`) -> one
+manifest row per record, key from `data_id`, texts = [question], split = `--split`, else
+data_split, else `{entity,query}_{train,val,test}` from the file name; path
+`{image_id[5:7]}/{image_id}.jpg` (the published layout; `.JPEG` when only that file exists under
+--images; without --images `vlmdata shard` tries both). image_key = image_id: entity and query
+records on one image share one stored image.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +32,25 @@ def image_path(image_id: str, images: Path | None) -> str:
     return path
 
 
-def record_row(record: dict[str, Any], images: Path | None, split: str | None) -> dict:
+_FILE_SPLIT = re.compile(r"(entity|query)_(train|val|test)")
+
+
+def split_of_file(path: Path) -> str | None:
+    """`oven_query_test.jsonl` -> `query_test` (val has no single split: seen / unseen)."""
+    m = _FILE_SPLIT.search(path.name)
+    return f"{m.group(1)}_{m.group(2)}" if m and m.group(2) != "val" else None
+
+
+def record_row(
+    record: dict[str, Any], images: Path | None, split: str | None, fallback: str | None = None
+) -> dict:
+    """`split` (--split) wins, then the record's data_split, then `fallback` (the file name's)."""
     data_id = require(record, "data_id")
     image_id = require(record, "image_id")
     question = nonempty_text(require(record, "question"), "question")
-    split = split or require(record, "data_split")
+    split = split or optional(record, "data_split") or fallback
+    if not split:
+        raise RowError("missing_field", "no data_split, and none in the file name: pass --split")
     return {
         "key": make_key(data_id),
         "source": "oven",
@@ -45,6 +63,7 @@ def record_row(record: dict[str, Any], images: Path | None, split: str | None) -
         "entity_id": optional(record, "entity_id"),
         "entity_name": optional(record, "entity_text"),
         "question": question,
+        "image_key": make_key(image_id),
     }
 
 
@@ -54,11 +73,12 @@ def read(
     """`images`: the OVEN image root (only used to pick `.jpg` or `.JPEG`)."""
     root = Path(images) if images else None
     for path in inputs:
+        fallback = split_of_file(path)
         for line, record, error in iter_jsonl(path):
             try:
                 if error is not None:
                     raise error
-                row = record_row(record, root, split)
+                row = record_row(record, root, split, fallback)
             except RowError as e:
                 original = getattr(e, "record", record)
                 sink.reject(e.reason, file=str(path), line=line, detail=e.detail, record=original)

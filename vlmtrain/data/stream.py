@@ -147,17 +147,18 @@ class StreamingBatches(IterableDataset):
 
 
 def _matching(shard_seq: Iterator, filter: dict | None, patience: int) -> Iterator[dict]:
-    """Samples of the shard sequence that pass `filter`; an error after `patience` shards in a
+    """Records of the shard sequence that pass `filter`; an error after `patience` shards in a
     row without one (a slot whose shards hold none would otherwise spin forever)."""
-    from vlmdata.shards import iter_tar_samples
+    from vlmdata.shards import iter_tar_samples, records_of_sample
 
     dry = 0
     for path in shard_seq:
         found = False
-        for sample in iter_tar_samples(path):
-            if meta_matches(sample.get("meta") or {}, filter):
-                found = True
-                yield sample
+        for image in iter_tar_samples(path):
+            for sample in records_of_sample(image):  # one per record on the image
+                if meta_matches(sample.get("meta") or {}, filter):
+                    found = True
+                    yield sample
         dry = 0 if found else dry + 1
         if dry >= patience:
             raise DataError(

@@ -1,5 +1,9 @@
 """Training batches from vlmdata shards: per-rank, equal in count, mixed per step, resumable.
 
+The unit is the RECORD (records.parquet: a caption set, a conversation, a question), not the
+stored image: an epoch of a stream visits each of its records once, and records sharing an
+image each read it (one `pread` through the index). `data.filter` selects record columns.
+
 `TrainData(cfg, recipe, ctx, rank, world)` yields `StepBatch`es, each the recipe's collated
 micro-batch made of exactly `per_step` examples of every stream (kind). Batch `b` of a rank is a
 pure function of (seed, b, rank, world) on the indexed path, and of (seed, epoch, b, rank, world,
@@ -31,7 +35,7 @@ from vlmtrain.data.batches import (
 )
 from vlmtrain.data.plan import StepPlan, streaming_batches
 from vlmtrain.data.stream import StreamingBatches
-from vlmtrain.train.config import TrainConfig, resolve_streams
+from vlmtrain.train.config import StreamConfig, TrainConfig, resolve_streams
 
 
 class IndexedBatches(Dataset):
@@ -102,29 +106,14 @@ class TrainData:
             )
 
     def _stream_sizes(self) -> list[int]:
-        import polars as pl
+        from vlmdata.shards import load_records
 
-        from vlmdata.shards.reader import read_index
-
-        index = read_index(self.location)
-        sizes = []
-        for s in self.streams:
-            expr = row_filter(s.filter)
-            try:
-                n = index.height if expr is None else index.filter(expr).height
-            except pl.exceptions.PolarsError as e:
-                raise DataError(f"data filter {s.filter}: {e}", file=str(self.root)) from e
-            if n == 0:
-                raise DataError(
-                    f"stream {s.kind!r}: filter {s.filter} selects no sample", file=str(self.root)
-                )
-            sizes.append(n)
-        return sizes
+        return stream_sizes(load_records(self.location), self.streams, where=str(self.root))
 
     def _open_readers(self) -> list:
-        from vlmdata.shards import ShardReader
+        from vlmdata.shards import RecordReader
 
-        return [ShardReader(self.root, filter=row_filter(s.filter)) for s in self.streams]
+        return [RecordReader(self.location, filter=row_filter(s.filter)) for s in self.streams]
 
     def dataset(self, start: int, stop: int):
         """The torch dataset behind `batches` (exposed for tests and custom loops)."""
@@ -178,3 +167,28 @@ class TrainData:
             detail = ", ".join(f"{k}: {state.get(k)} -> {mine[k]}" for k in diff)
             raise DataError(f"cannot resume the same sample stream: {detail}")
         return mine["next_batch"]
+
+
+def stream_sizes(records, streams: list[StreamConfig], where: str = "") -> list[int]:
+    """Records each stream's filter selects (a polars frame of record columns); DataError
+    naming the stream when a filter is invalid or selects nothing (a run would train on
+    nothing, or hang). The launcher's pre-flight and the shipped-config test use it too."""
+    import polars as pl
+
+    sizes = []
+    for s in streams:
+        expr = row_filter(s.filter)
+        try:
+            n = records.height if expr is None else records.filter(expr).height
+        except pl.exceptions.PolarsError as e:
+            raise DataError(f"data filter {s.filter}: {e}", file=where or None) from e
+        if n == 0:
+            values = ""
+            if "split" in records.columns:
+                values = f" (splits here: {sorted(records['split'].unique().drop_nulls())})"
+            raise DataError(
+                f"stream {s.kind!r}: filter {s.filter} selects no record{values}",
+                file=where or None,
+            )
+        sizes.append(n)
+    return sizes

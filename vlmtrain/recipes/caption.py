@@ -4,6 +4,11 @@
 With model.vision_feature "pooled", projector "mlp2x_gelu" and num_visual_tokens 10 this is
 ClipCap's MLP mapping of the CLIP embedding to a 10-token prefix; with patch features it is a
 GIT/LLaVA-style captioner. `prompt()` is the decoding prompt for evaluation (CIDEr, BLEU).
+
+VQA fine-tuning on the same recipe: a record with a `question` (VQAv2 records, one per question,
+several per image) is prompted with `question_prompt` and supervised on its answer (`texts`:
+VQAv2's multiple_choice_answer), the prompt `vlmtrain eval vqa` decodes with:
+  <s> <image>*n "Question: Q Answer:" | ANSWER </s>
 """
 
 from __future__ import annotations
@@ -17,13 +22,17 @@ class CaptionRecipe(Recipe):
     kinds = ("caption",)
     mix = {"caption": 1}
 
-    def __init__(self, prompt: str = ""):
-        self.prompt_text = prompt
+    def __init__(self, prompt: str = "", question_prompt: str = "Question: {question} Answer:"):
+        if "{question}" not in question_prompt:
+            raise ValueError("caption recipe: question_prompt needs a {question} field")
+        self.prompt_text, self.question_prompt = prompt, question_prompt
 
-    def prompt(self, ctx: RecipeContext) -> SequenceBuilder:
-        """The unsupervised part: bos, image placeholders, optional prompt text."""
+    def prompt(self, ctx: RecipeContext, question: str | None = None) -> SequenceBuilder:
+        """The unsupervised part: bos, image placeholders, the prompt text (the question's
+        prompt for a VQA record)."""
         seq = SequenceBuilder(ctx).image()
-        return seq.text(self.prompt_text) if self.prompt_text else seq
+        text = self.question_prompt.format(question=question) if question else self.prompt_text
+        return seq.text(text) if text else seq
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None
@@ -31,5 +40,6 @@ class CaptionRecipe(Recipe):
         caption = pick_text(sample, ctx, text_index)
         if caption is None:
             return None
-        seq = self.prompt(ctx).text(caption, train=True).eos(train=True)
+        question = (sample.get("meta") or {}).get("question")
+        seq = self.prompt(ctx, question).text(caption, train=True).eos(train=True)
         return self.finish(seq, sample, ctx, kind, ctx.pixel_values(sample), truncate=True)

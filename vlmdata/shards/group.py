@@ -1,0 +1,144 @@
+"""Records onto images: which stored image each manifest record lands on, or why it cannot.
+
+A manifest row is a record; its image is named by `image_key` (null: the record's own key).
+Records are placed in manifest order, each by the first rule that applies:
+
+1. its key is malformed (`bad_key`) or taken (`duplicate_key`), its texts are unusable
+   (`empty_text`, `wrong_type`), or its image_key is malformed;
+2. its image_key already names a stored image: it joins it (`image_key_conflict` when it names
+   another file or URL for that image key);
+3. its image failed a check: that reason (every record of a bad image is counted);
+4. its bytes equal a stored image under another image key: it joins that image where the
+   source shares images (`SHARED_IMAGE_SOURCES`, or `--duplicate-images share`), else it is a
+   `duplicate_image` reject (retrieval sets: one picture under two ids = two right answers);
+5. otherwise it opens a new image sample, keyed by its image_key.
+
+So every distinct image's bytes are written once, and no record is lost for sharing one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
+from vlmdata.core.rejects import RejectWriter
+from vlmdata.shards.prepare import ImageProblem, Prepared
+from vlmdata.shards.samples import json_bytes, txt_bytes
+
+
+@dataclass
+class Planned:
+    """An image sample: its own fields (its first record's, key = the image key), the checked
+    image, and every record on it. `seal()` fixes the KEY.json / KEY.txt bytes once all its
+    records are known; image bytes are read again when writing."""
+
+    row: dict[str, Any]
+    prepared: Prepared
+    records: list[dict[str, Any]] = field(default_factory=list)
+    json: bytes = b""
+    txt: bytes = b""
+    ref: Any = None  # where the image source finds the image (see image_sources.py)
+
+    @property
+    def key(self) -> str:
+        return self.row["key"]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
+
+    def seal(self) -> Planned:
+        self.json = json_bytes(self.row, self.records)
+        self.txt = txt_bytes(self.row)
+        return self
+
+
+def image_key_of(row: dict[str, Any], grouped: bool = True) -> Any:
+    """The key of the image sample a record's image is stored under."""
+    ik = row.get("image_key") if grouped else None
+    return ik if ik is not None else row.get("key")
+
+
+class Gate:
+    """Places records in input order (rules in the module doc); writes and counts rejects.
+
+    `grouped=False` (streamed writing, where a written sample cannot take more records) stores
+    every record's image on its own and rejects byte-identical images as `duplicate_image`.
+    """
+
+    def __init__(
+        self,
+        rejects: RejectWriter,
+        file: str,
+        stage: str,
+        duplicate_images: str | None = None,
+        grouped: bool = True,
+    ) -> None:
+        self.rejects, self.file, self.stage = rejects, file, stage
+        self.rule, self.grouped = duplicate_images, grouped
+        duplicate_image_rule(None, duplicate_images)  # a bad value fails before any work
+        self.keys: set[str] = set()
+        self.images: dict[str, Planned] = {}
+        self.by_hash: dict[str, str] = {}  # source sha256 -> image key
+        self.samples: list[Planned] = []  # in the order they were opened
+        self.records: list[dict[str, Any]] = []  # placed records, `image_key` filled in
+
+    def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
+        key = row.get("key") if isinstance(row.get("key"), str) else None
+        self.rejects.add(
+            reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
+        )
+
+    def _problem(self, row: dict, ik: Any) -> tuple[str, str] | None:
+        """The record's own problem (key, texts, image key), checked before its image's."""
+        key = row.get("key")
+        if (problem := key_problem(key)) is not None:
+            return "bad_key", problem
+        if key in self.keys:
+            return "duplicate_key", f"key {key!r} seen before"
+        if ik != key and (problem := key_problem(ik)) is not None:
+            return "bad_key", f"image_key: {problem}"
+        return texts_problem(row.get("texts"))
+
+    def _shared(self, row: dict, result: Prepared) -> tuple[Planned | None, tuple | None]:
+        """(the stored image with the same bytes to join, or the duplicate_image reject)."""
+        other = self.by_hash.get(result.source_sha256)
+        if other is None:
+            return None, None
+        if self.grouped and duplicate_image_rule(row.get("source"), self.rule) == "share":
+            return self.images[other], None
+        return None, ("duplicate_image", f"same bytes as key {other!r}")
+
+    def admit(self, row: dict, line: int, result: Prepared | ImageProblem) -> Planned | None:
+        """Place one record; the NEW sample it opened, else None (joined one, or rejected)."""
+        ik = image_key_of(row, self.grouped)
+        problem = self._problem(row, ik)
+        sample = self.images.get(ik) if problem is None else None
+        if sample is not None and _source_of(sample.row) != _source_of(row):
+            problem = ("image_key_conflict", f"image_key {ik!r} is already "
+                       f"{_source_of(sample.row)!r}, not {_source_of(row)!r}")  # fmt: skip
+        if problem is None and sample is None:
+            if isinstance(result, Prepared):
+                sample, problem = self._shared(row, result)
+            else:
+                problem = result.reason, result.detail
+        if problem is not None:
+            self.reject(row, line, *problem)
+            return None
+        self.keys.add(row["key"])
+        opened = sample is None
+        if sample is None:
+            sample = Planned({**row, "key": ik}, result)
+            self.images[ik] = sample
+            self.by_hash[result.source_sha256] = ik
+            self.samples.append(sample)
+        record = {**row, "image_key": sample.key}
+        sample.records.append(record)
+        self.records.append(record)
+        return sample if opened else None
+
+
+def _source_of(row: dict) -> str | None:
+    """The file or URL a record's image comes from."""
+    return row.get("path") or row.get("url")

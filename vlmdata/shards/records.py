@@ -1,0 +1,157 @@
+"""Records: the unit of training and evaluation, many per stored image (see docs/DESIGN.md).
+
+A shard folder holds each distinct image once, as a WebDataset sample `IMAGE_KEY.*`, and
+`records.parquet`: one row per record (manifest order) with its own unique `key`, the
+`image_key` of the sample holding its image, and the record's columns (split, texts, question,
+answers, conversations, entity_id ...). The sample's KEY.json lists the same records under
+`records`, so a peer reading only the tars sees them too.
+
+`RecordReader` is map-style over records (one `pread` of the image per record through the
+index); `records_of_sample` expands a streamed tar sample into its records.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
+from vlmdata.core.storage import Location
+from vlmdata.shards.reader import Sample, ShardReader, read_index
+
+RECORDS_FILE = "records.parquet"
+RECORD_META = tuple(n for n, _ in CORE_FIELDS) + tuple(OPTIONAL_COLUMNS)
+
+
+def records_schema(extras: list[str]) -> pa.Schema:
+    """key, image_key, the manifest's core columns, then its optional ones (image_key once)."""
+    fields = [("key", pa.string()), ("image_key", pa.string())]
+    fields += [(n, t) for n, t in CORE_FIELDS if n != "key"]
+    fields += [(c, pa.string()) for c in OPTIONAL_COLUMNS if c in extras and c != "image_key"]
+    return pa.schema(fields)
+
+
+def write_records(out: Location, rows: list[dict[str, Any]], extras: list[str]) -> None:
+    """OUT/records.parquet, whole or not at all; `rows` are manifest rows with their final
+    image_key."""
+    schema = records_schema(extras)
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+    with out.staged(RECORDS_FILE) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _location(out_dir, storage_options: dict[str, Any] | None) -> Location:
+    return out_dir if isinstance(out_dir, Location) else Location(out_dir, storage_options)
+
+
+def load_records(
+    out_dir: str | os.PathLike | Location,
+    columns: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """The records table (OUT may be an fsspec URL); for a shard folder written before records
+    existed, the index rows (each image its own single record, image_key = key)."""
+    root = _location(out_dir, storage_options)
+    if root.exists(RECORDS_FILE):
+        return pl.read_parquet(io.BytesIO(root.read_bytes(RECORDS_FILE)), columns=columns)
+    df = read_index(root)
+    df = df.with_columns(image_key=pl.col("key"))
+    keep = [c for c in df.columns if c in (*RECORD_META, "image_key")]
+    df = df.select(keep)
+    return df.select(columns) if columns else df
+
+
+def record_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """A record's non-null fields: what a recipe reads as `sample["meta"]`."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def records_of_sample(sample: Sample) -> Iterator[Sample]:
+    """The records of one streamed tar sample, each as a Sample carrying the image bytes.
+    A KEY.json without `records` (older shards) is one record: the sample itself."""
+    meta = sample.get("meta") or {}
+    listed = meta.get("records")
+    if not listed:
+        yield sample
+        return
+    for rec in listed:
+        texts = rec.get("texts") or []
+        yield {
+            "key": rec["key"],
+            "image": sample["image"],
+            "image_ext": sample["image_ext"],
+            "meta": {**rec, "image_key": sample["key"]},
+            "txt": texts[0] if texts else "",
+        }
+
+
+class RecordReader:
+    """Random access to records: `reader[i]` is record i as a Sample (key = record key, image =
+    its image's bytes from one `pread`, meta = its fields). `filter` is a polars expression over
+    record columns, e.g. `pl.col("split") == "entity_train"`. Map-style, like ShardReader.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike | Location,
+        filter: pl.Expr | None = None,
+        *,
+        verify: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        location = _location(out_dir, storage_options)
+        self.root = location.local() if location.is_local else location.url
+        records = load_records(location)
+        try:
+            self.records = records.filter(filter) if filter is not None else records
+        except pl.exceptions.PolarsError as e:
+            raise DataError(f"record filter: {e}", file=str(self.root)) from e
+        self.images = ShardReader(location.url, verify=verify, storage_options=location.options)
+        try:
+            self._image_row = [self.images.row_of(k) for k in self.records["image_key"]]
+        except KeyError as e:
+            raise DataError(f"a record points at image {e}, which is not in the index",
+                            file=str(self.root)) from None  # fmt: skip
+        self._row_of: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return self.records.height
+
+    def __getitem__(self, i: int) -> Sample:
+        n = self.records.height
+        if not -n <= i < n:
+            raise IndexError(f"record {i} out of range ({n} records)")
+        i = int(i) % n
+        row = self.records.row(i, named=True)
+        image = self.images[self._image_row[i]]
+        texts = row.get("texts") or []
+        return {
+            "key": row["key"],
+            "image": image["image"],
+            "image_ext": image["image_ext"],
+            "meta": record_meta(row),
+            "txt": texts[0] if texts else "",
+        }
+
+    def row_of(self, key: str) -> int:
+        """The row (position in this reader) of a record key; KeyError when absent."""
+        if self._row_of is None:
+            self._row_of = {k: i for i, k in enumerate(self.records["key"])}
+        return self._row_of[key]
+
+    def get(self, key: str) -> Sample:
+        return self[self.row_of(key)]
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def close(self) -> None:
+        self.images.close()
