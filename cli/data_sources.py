@@ -6,7 +6,7 @@ import click
 
 from cli.common import handle_errors
 
-SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava"]
+SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava", "vqav2"]
 
 
 @click.command("manifest")
@@ -29,9 +29,17 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
                 or FROMAGe's cc3m_{train,val}.tsv (header caption<TAB>image)
       karpathy  dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json
       coco      captions_train2014.json, captions_val2014.json
-      oven      oven_{entity,query}_{train,val,test}.jsonl
+      oven      oven_{entity,query}_{train,val,test}.jsonl (test files without data_split:
+                the split from --split, else from the file name)
       oven-kb   Wiki6M_ver_1_0.jsonl (also writes OUT/entities.parquet)
-      llava     llava_v1_5_mix665k.json, LLaVAR json (text-only records: OUT/text_only.parquet)
+      llava     llava_v1_5_mix665k.json, llava_instruct_150k.json, LLaVAR json
+                (text-only records: OUT/text_only.parquet)
+      vqav2     v2_OpenEnded_mscoco_{train,val}2014_questions.json together with
+                v2_mscoco_{train,val}2014_annotations.json (test: questions only)
+
+    One row per record (a caption set, a conversation, a question). Records may share an
+    image (llava, vqav2, oven: image_key); a repeated source id gets a `_N` suffix on its key,
+    the original stays in data_id / image_id.
 
     \b
     Examples:
@@ -40,6 +48,8 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
       vlmdata manifest cc3m Train_GCC-training.tsv Validation_GCC-1.1.0-Validation.tsv -o cc3m/
       vlmdata manifest oven oven_entity_train.jsonl --images oven_images/ -o oven/
       vlmdata manifest llava llava_v1_5_mix665k.json -o llava/
+      vlmdata manifest vqav2 v2_OpenEnded_mscoco_train2014_questions.json \\
+          v2_mscoco_train2014_annotations.json -o vqa/
 
     Unreadable rows go to rejects.parquet with file, line (JSON: list index) and reason; the
     summary counts them. Exit 1 when rejects pass --max-reject-ratio, 2 on unusable input.

@@ -273,15 +273,16 @@ def caption(
 @DATA
 @click.option(
     "--questions",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Official v2_OpenEnded_mscoco_*_questions.json.",
+    help="Official v2_OpenEnded_mscoco_*_questions.json (default: the records in --data).",
 )
 @click.option(
     "--annotations",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Official v2_mscoco_*_annotations.json.",
+    help="Official v2_mscoco_*_annotations.json (with --questions).",
+)
+@click.option(
+    "--split", default="val", show_default=True, help="Records' split, without --questions."
 )
 @click.option(
     "--predictions",
@@ -310,6 +311,7 @@ def vqa(
     data_dir,
     questions,
     annotations,
+    split,
     predictions,
     prompt,
     vqa_script,
@@ -332,12 +334,17 @@ def vqa(
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
       vlmtrain eval vqa --checkpoint runs/caption --data coco_val/ --questions q.json \\
           --annotations a.json -o vqa.json
+      vlmtrain eval vqa --checkpoint runs/caption --data vqav2_val/ --split val -o vqa.json
+
+    Without --questions/--annotations the questions and the ten answers of each come from the
+    records of `vlmdata manifest vqav2` shards in --data (answer types are then "unknown").
     """
     from vlmtrain.eval.tasks.vqa import run_vqa
 
     report = run_vqa(
         questions=questions,
         annotations=annotations,
+        split=split,
         predictions=predictions,
         checkpoint=checkpoint,
         data_dir=data_dir,

@@ -166,3 +166,36 @@ def test_one_epoch_of_batches_visits_every_record_once(built, tokenizer_dir, tmp
     assert batch.skipped == {}
     assert batch.batch["pixel_values"].shape[0] == case.records
     assert bool((batch.batch["labels"] != -100).any(dim=1).all())  # every record supervised
+    if name == "vqav2":  # VQA fine-tuning: the question is in the prompt, the answer supervised
+        text = data.contexts[0].tokenizer.decode(batch.batch["input_ids"][0])
+        assert "Question: Is" in text and "Answer:" in text
+
+
+def test_vqa_is_scored_on_the_records(built, tmp_path):
+    """`vlmtrain eval vqa --data` without the JSON pair: questions and the ten answers come from
+    the records. Expected values from the VQA definition (min(1, matches/3) averaged over the
+    ten leave-one-out subsets): every question has 8 x "yes" and 2 x "no", so "yes" scores 1.0
+    and "no" scores (2 x 1/3 + 8 x 2/3) / 10 = 0.6."""
+    from vlmtrain.eval.tasks.vqa import run_vqa
+
+    name, case, result, summary, out = built
+    if name != "vqav2":
+        pytest.skip("VQAv2 records only")
+    qids = pl.read_parquet(out / "records.parquet")["data_id"].cast(pl.Int64).to_list()
+    for answer, want in [("yes", 1.0), ("no", 0.6)]:
+        preds = tmp_path / f"{answer}.json"
+        preds.write_text(json.dumps([{"question_id": q, "answer": answer} for q in qids]))
+        report = run_vqa(predictions=preds, data_dir=out, split="train")
+        assert report.value("accuracy") == pytest.approx(want)
+        assert report.metrics[0]["count"] == case.records
+
+
+def test_oven_references_are_the_records(built):
+    from vlmtrain.eval.tasks.oven import references_from_index
+
+    name, case, result, summary, out = built
+    if name != "oven":
+        pytest.skip("OVEN records only")
+    refs = references_from_index(out, "entity")
+    assert len(refs) == 6 and {r["data_split"] for r in refs} == {"entity_train"}
+    assert len(references_from_index(out, "query")) == 3

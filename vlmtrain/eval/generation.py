@@ -192,23 +192,23 @@ def answer_questions(
 ) -> dict[int, str]:
     """{question_id: answer} for VQA questions ({image_id, question}), greedy decoding.
 
-    The image is the index row whose `image_id` equals the question's (COCO ids).
+    The image is the one a record with the question's `image_id` (COCO ids) points at: VQAv2
+    shards hold one record per question, several per image, and each image once.
     """
     from vlmdata.core.errors import DataError
-    from vlmdata.shards import ShardReader
+    from vlmdata.shards import ShardReader, load_records
     from vlmtrain.recipes.base import RecipeContext
 
     model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
     recipe = recipe_of(cfg)
     ctx = RecipeContext.for_model(model)
     reader = ShardReader(data_dir)
-    if "image_id" not in reader.index.columns:
-        raise DataError(f"{data_dir}: index has no image_id column to find VQA images by")
+    records = load_records(data_dir)
+    if "image_id" not in records.columns:
+        raise DataError(f"{data_dir}: records have no image_id column to find VQA images by")
     key_of = {
         str(i): k
-        for i, k in zip(
-            reader.index["image_id"].to_list(), reader.index["key"].to_list(), strict=True
-        )
+        for i, k in zip(records["image_id"], records["image_key"], strict=True)
         if i is not None
     }
     samples, prompts = [], []
@@ -370,14 +370,12 @@ def _entity_ids(entities) -> list[str]:
 
 def _oven_samples(data_dir, data_ids: Sequence[str]) -> list[dict]:
     from vlmdata.core.errors import DataError
-    from vlmdata.shards import ShardReader
+    from vlmdata.shards import RecordReader
 
-    reader = ShardReader(data_dir)
-    if "data_id" not in reader.index.columns:
-        raise DataError(f"{data_dir}: index has no data_id column (not OVEN shards?)")
-    key_of = dict(
-        zip(reader.index["data_id"].to_list(), reader.index["key"].to_list(), strict=True)
-    )
+    reader = RecordReader(data_dir)  # OVEN records share images: one record per data_id
+    if "data_id" not in reader.records.columns:
+        raise DataError(f"{data_dir}: records have no data_id column (not OVEN shards?)")
+    key_of = dict(zip(reader.records["data_id"], reader.records["key"], strict=True))
     missing = [d for d in data_ids if d not in key_of]
     if missing:
         raise DataError(f"{len(missing)} data_ids are not in {data_dir} (e.g. {missing[:3]})")

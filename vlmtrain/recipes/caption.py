@@ -5,9 +5,10 @@ With model.vision_feature "pooled", projector "mlp2x_gelu" and num_visual_tokens
 ClipCap's MLP mapping of the CLIP embedding to a 10-token prefix; with patch features it is a
 GIT/LLaVA-style captioner. `prompt()` is the decoding prompt for evaluation (CIDEr, BLEU).
 
-VQA fine-tuning on the same recipe: a record with a `question` (VQAv2 records, one per question,
-several per image) is prompted with `question_prompt` and supervised on its answer (`texts`:
-VQAv2's multiple_choice_answer), the prompt `vlmtrain eval vqa` decodes with:
+VQA fine-tuning on the same recipe (option `question_prompt`, e.g. "Question: {question}
+Answer:", the prompt `vlmtrain eval vqa` decodes with): a record with a `question` (VQAv2
+records, one per question, several per image) is prompted with it and supervised on its answer
+(`texts`: VQAv2's multiple_choice_answer):
   <s> <image>*n "Question: Q Answer:" | ANSWER </s>
 """
 
@@ -22,8 +23,8 @@ class CaptionRecipe(Recipe):
     kinds = ("caption",)
     mix = {"caption": 1}
 
-    def __init__(self, prompt: str = "", question_prompt: str = "Question: {question} Answer:"):
-        if "{question}" not in question_prompt:
+    def __init__(self, prompt: str = "", question_prompt: str = ""):
+        if question_prompt and "{question}" not in question_prompt:
             raise ValueError("caption recipe: question_prompt needs a {question} field")
         self.prompt_text, self.question_prompt = prompt, question_prompt
 
@@ -31,7 +32,10 @@ class CaptionRecipe(Recipe):
         """The unsupervised part: bos, image placeholders, the prompt text (the question's
         prompt for a VQA record)."""
         seq = SequenceBuilder(ctx).image()
-        text = self.question_prompt.format(question=question) if question else self.prompt_text
+        if question and self.question_prompt:
+            text = self.question_prompt.format(question=question)
+        else:
+            text = self.prompt_text
         return seq.text(text) if text else seq
 
     def make(

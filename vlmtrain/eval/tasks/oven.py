@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
-from vlmtrain.eval.data import load_index, read_records
+from vlmtrain.eval.data import index_path, read_records
 from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy
 from vlmtrain.eval.report import Report
 
@@ -34,13 +34,17 @@ def read_oven_references(paths: Sequence[str | os.PathLike]) -> list[dict]:
 
 
 def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val") -> list[dict]:
-    """OVEN references from OUT/index.parquet rows whose split starts with `split_prefix`."""
+    """OVEN references from the shards' records (records.parquet: one per OVEN example, several
+    per image) whose split starts with `split_prefix`."""
     import polars as pl
 
-    df = load_index(data_dir, split=None)
+    from vlmdata.shards import load_records
+
+    index_path(data_dir)  # a clear error when DATA is not a shard folder
+    df = load_records(data_dir)
     need = {"data_id", "entity_id", "split"}
     if not need <= set(df.columns):
-        raise DataError(f"index lacks {sorted(need - set(df.columns))} (not OVEN shards?)",
+        raise DataError(f"records lack {sorted(need - set(df.columns))} (not OVEN shards?)",
                         file=str(data_dir))  # fmt: skip
     df = df.filter(
         pl.col("split").str.starts_with(split_prefix) & pl.col("entity_id").is_not_null()

@@ -4,8 +4,11 @@ Like the official `loadRes`, the predictions must answer exactly the annotated q
 partial results file would score a different benchmark, and an answer to a question without
 annotation means the wrong files). Predictions come from a results JSON
 ([{"question_id", "answer"}]) or from the model: the question is put into --prompt and decoded
-with the image found by its COCO `image_id` in OUT/index.parquet. `script` picks the version of
-the official vqaEval.py ("2021", the current one, or "2016"); the report names it.
+with the image found by its COCO `image_id` in the shards' records. `script` picks the version
+of the official vqaEval.py ("2021", the current one, or "2016"); the report names it.
+Questions and answers come from the official JSON pair, or, without it, from the records of
+`vlmdata manifest vqav2` shards (one record per question: data_id = question_id, question,
+answers = the ten human answers, answer_id 1..10; answer and question types are "unknown").
 """
 
 from __future__ import annotations
@@ -64,6 +67,33 @@ def _check_answer_records(ann: dict, path: str, line: int) -> None:
                         line=line)  # fmt: skip
 
 
+def vqa_from_records(data_dir: str | os.PathLike, split: str):
+    """(questions by id, annotation records) from VQAv2 shards' records of one split."""
+    import json
+
+    import polars as pl
+
+    from vlmdata.shards import load_records
+
+    df = load_records(data_dir)
+    need = {"data_id", "image_id", "question", "answers", "split"}
+    if not need <= set(df.columns):
+        raise DataError(f"records lack {sorted(need - set(df.columns))} (not VQAv2 shards?)",
+                        file=str(data_dir))  # fmt: skip
+    df = df.filter((pl.col("split") == split) & pl.col("answers").is_not_null())
+    if df.height == 0:
+        raise DataError(f"no answered records with split == {split!r}", file=str(data_dir))
+    qs, anns = {}, []
+    for r in df.select("data_id", "image_id", "question", "answers").iter_rows(named=True):
+        qid = int(r["data_id"])
+        qs[qid] = {"question_id": qid, "image_id": int(r["image_id"]), "question": r["question"]}
+        answers = [
+            {"answer": a, "answer_id": j + 1} for j, a in enumerate(json.loads(r["answers"]))
+        ]
+        anns.append({"question_id": qid, "answers": answers})
+    return qs, anns
+
+
 def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
     out: dict[int, str] = {}
     for line, rec in read_records(path):
@@ -78,8 +108,9 @@ def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
 
 def run_vqa(
     *,
-    questions: str | os.PathLike,
-    annotations: str | os.PathLike,
+    questions: str | os.PathLike | None = None,
+    annotations: str | os.PathLike | None = None,
+    split: str = "val",
     predictions: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -98,7 +129,14 @@ def run_vqa(
         raise DataError("give exactly one of --checkpoint or --predictions")
     if script not in VQA_SCRIPTS:
         raise DataError(f"unknown --vqa-script {script!r}; choose from {sorted(VQA_SCRIPTS)}")
-    qs, anns = load_vqa(questions, annotations)
+    if (questions is None) != (annotations is None):
+        raise DataError("give --questions and --annotations together (or neither: records)")
+    if questions is not None:
+        qs, anns = load_vqa(questions, annotations)
+    elif data_dir is not None:
+        qs, anns = vqa_from_records(data_dir, split)
+    else:
+        raise DataError("give --questions and --annotations, or --data (VQAv2 shards)")
     annotated = {a["question_id"] for a in anns}
     if limit is not None:
         anns = anns[:limit]
@@ -136,7 +174,9 @@ def run_vqa(
         task="vqa",
         config={"prompt": prompt if checkpoint else None, "limit": limit,
                 "predictions": str(predictions) if predictions else None,
-                "questions": str(questions), "annotations": str(annotations),
+                "questions": str(questions) if questions else None,
+                "annotations": str(annotations) if annotations else None,
+                "split": None if questions else split,
                 "vqa_script": script, "vqa_script_source": VQA_SCRIPTS[script]},
         checkpoint=str(checkpoint) if checkpoint else None,
         data=str(data_dir) if data_dir else None,
