@@ -82,3 +82,63 @@ def test_fromage_tsv_paths_and_quoting(tmp_path, out):
         ("cc3m_val_sub_0000002", "sub/0000002.jpg", ['he said "hi" to me'], None),
     ]
     assert reject_counts(out) == {"unsafe_path": 2, "missing_field": 1, "empty_text": 1}
+
+
+def test_header_row_is_skipped_and_counted_on_both_paths(tmp_path):
+    """img2dataset's CC3M guide adds a `caption<TAB>url` header to Google's headerless TSV.
+    `manifest cc3m` and `filter-urls` both skip it, count it, and give the data rows the keys
+    the headerless file gives (the header is not a data row)."""
+    from vlmdata.filter.urls import filter_urls
+
+    body = b"\n".join(GOOGLE_LINES) + b"\n"
+    plain = tmp_path / "plain" / "Train_GCC-training.tsv"
+    headed = tmp_path / "headed" / "Train_GCC-training.tsv"
+    plain.parent.mkdir()
+    headed.parent.mkdir()
+    plain.write_bytes(body)
+    headed.write_bytes(b"caption\turl\n" + body)
+    res_plain = read_source("cc3m", [plain], tmp_path / "m0")
+    res = read_source("cc3m", [headed], tmp_path / "m1")
+    assert res.extra == {"header": 1} and "header" in res.summary()
+    assert res.kept == res_plain.kept == 4 and res.rejects == res_plain.rejects
+    keys = [r["key"] for r in manifest_rows(tmp_path / "m1")]
+    assert keys == [r["key"] for r in manifest_rows(tmp_path / "m0")]
+    lines = pl.read_parquet(tmp_path / "m1" / "rejects.parquet")["line"].to_list()
+    assert lines == [x + 1 for x in pl.read_parquet(tmp_path / "m0" / "rejects.parquet")["line"]]
+    filtered = filter_urls(headed, tmp_path / "f1", split=None, allow_private=True)
+    assert filtered.header == 1 and "header" in filtered.summary()
+    unheaded = filter_urls(plain, tmp_path / "f0", split=None, allow_private=True)
+    assert filtered.rejects == unheaded.rejects  # the header is not a row with a bad URL
+    kept = pl.read_parquet(tmp_path / "f1" / "manifest.parquet")["key"].to_list()
+    assert kept == keys
+
+
+@pytest.mark.parametrize("split", ["val 2", "train"])
+def test_manifest_and_filter_urls_build_the_same_rows(tmp_path, split):
+    """One CC3M row builder: same keys, captions and URLs from `manifest cc3m` (block by
+    block) and `filter-urls` (whole file), whatever --split says (`val 2` -> `cc3m_val_2_*`)."""
+    from vlmdata.filter.urls import filter_urls
+    from vlmdata.sources.cc3m import iter_google_frames
+
+    tsv = tmp_path / "Train_GCC-training.tsv"
+    good = [f"caption {i}\thttp://example.com/{i}.jpg".encode() for i in range(40)]
+    tsv.write_bytes(b"\n".join(good[:20] + GOOGLE_LINES + good[20:]) + b"\n")
+    read_source("cc3m", [tsv], tmp_path / "m", split=split)
+    filter_urls(tsv, tmp_path / "f", split=split, allow_private=True)
+    cols = ["key", "split", "url", "texts"]
+    manifest = pl.read_parquet(tmp_path / "m" / "manifest.parquet").select(cols)
+    filtered = pl.read_parquet(tmp_path / "f" / "manifest.parquet").select(cols)
+    both = manifest.join(filtered, on="key", how="inner", suffix="_f")
+    assert both.height == filtered.height >= 40  # every row filter-urls keeps, manifest keeps
+    for col in ("split", "url", "texts"):
+        assert both[col].to_list() == both[f"{col}_f"].to_list()
+    prefix = "cc3m_val_2_" if split == "val 2" else "cc3m_train_"
+    assert manifest["key"][0] == prefix + "00000001" and manifest.height == 44
+    blocks = list(iter_google_frames(tsv, split, block_bytes=64))  # many tiny blocks
+    assert len(blocks) > 5
+    assert (
+        pl.concat([b.rows for b in blocks])["key"].to_list()
+        == (
+            pl.concat([b.rows for b in iter_google_frames(tsv, split, block_bytes=None)])["key"]
+        ).to_list()
+    )

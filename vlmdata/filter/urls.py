@@ -255,10 +255,12 @@ _DETAILS = {
 
 @dataclass
 class FilterResult(Tally):
-    """What filter-urls kept and rejected."""
+    """What filter-urls kept and rejected (and a skipped CC3M header line, counted)."""
+
+    header: int = 0
 
     def summary(self) -> str:
-        return self.table()
+        return self.table() + (f"\nheader    {self.header:>10,}" if self.header else "")
 
 
 def _detail(reason: pl.Expr, host: pl.Expr) -> pl.Expr:
@@ -268,24 +270,18 @@ def _detail(reason: pl.Expr, host: pl.Expr) -> pl.Expr:
     return pl.when(host.is_not_null()).then(pl.format("{} (host {})", text, host)).otherwise(text)
 
 
-def _filter_cc3m(path: Path, split: str | None, **rules) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(kept rows in manifest columns, rejects in REJECT_SCHEMA columns) of a Google TSV."""
+def _filter_cc3m(path: Path, split: str | None, **rules) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(kept rows in manifest columns, rejects in REJECT_SCHEMA columns, header lines skipped)
+    of a Google TSV; rows and keys from the one CC3M builder (`manifest cc3m` uses it too)."""
     import polars as pl
 
     from vlmdata.sources.cc3m import google_frame
 
-    rows, bad_lines, split = google_frame(path, split)
-    rows = rows.with_columns(pl.col("caption").str.strip_chars(), pl.col("url").str.strip_chars())
+    tsv = google_frame(path, split)
+    rows, bad_lines = tsv.rows, tsv.rejects
     verdict = url_reasons(rows, text_ok=pl.col("caption") != "", **rules)
     rows = pl.concat([rows, verdict], how="horizontal")
-    kept = rows.filter(pl.col("reason").is_null()).select(
-        "key",
-        source=pl.lit("cc3m"),
-        split=pl.lit(split),
-        url="url",
-        path=pl.lit(None, dtype=pl.String),
-        texts=pl.concat_list("caption"),
-    )
+    kept = tsv.manifest_columns(rows.filter(pl.col("reason").is_null()))
     url_rejects = rows.filter(pl.col("reason").is_not_null()).select(
         "line",
         "key",
@@ -296,7 +292,7 @@ def _filter_cc3m(path: Path, split: str | None, **rules) -> tuple[pl.DataFrame, 
     rejects = pl.concat(
         [url_rejects, bad_lines.with_columns(key=pl.lit(None, pl.String))], how="diagonal"
     )
-    return kept, rejects.sort("line")
+    return kept, rejects.sort("line"), tsv.header
 
 
 def _filter_manifest(path: Path, **rules) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -361,8 +357,9 @@ def filter_urls(
         "denylist": load_denylist(denylist) if denylist else [],
         "allow_private": allow_private,
     }
+    header = 0
     if fmt == "cc3m":
-        kept, rejects = _filter_cc3m(path, split, **rules)
+        kept, rejects, header = _filter_cc3m(path, split, **rules)
     elif fmt == "manifest":
         if split:
             raise DataError("--split applies to cc3m input; a manifest has its own splits")
@@ -376,4 +373,4 @@ def filter_urls(
     with RejectWriter(out / "rejects.parquet") as writer:
         writer.add_table(rejects.to_arrow())
         counts = Counter(writer.counts)
-    return FilterResult(kept=kept.height, rejects=Counter(counts))
+    return FilterResult(kept=kept.height, rejects=Counter(counts), header=header)

@@ -1,15 +1,23 @@
 """Conceptual Captions 3M: Google's TSVs and FROMAGe's local TSV.
 
-Google (`Train_GCC-training.tsv`, `Validation_GCC-1.1.0-Validation.tsv`): no header,
-`caption<TAB>url`; key `cc3m_{split}_{line:08d}` (the line is the row's only stable identity,
-and `filter-urls --format cc3m` builds the same keys). FROMAGe (`cc3m_train.tsv`): header
+Google (`Train_GCC-training.tsv`, `Validation_GCC-1.1.0-Validation.tsv`): `caption<TAB>url`, no
+header as published, though img2dataset's CC3M guide has users add `caption<TAB>url` as a first
+line: it is recognised, skipped and counted (`header` in the summary). Key
+`cc3m_{split}_{row:08d}`, row = the 1-based data row (the header is not a row), so a file gives
+the same keys with or without the header. ONE builder, `google_frame`, makes the rows (key,
+line, caption and url stripped) for `manifest cc3m` (block by block, bounded memory) and
+`filter-urls --format cc3m` (whole file), and `manifest_columns` their manifest columns, so both
+commands give the same keys for the same file and --split. FROMAGe (`cc3m_train.tsv`): header
 `caption<TAB>image`, image = a file under the image folder; key from the image name.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import ManifestSink, make_key
@@ -20,13 +28,34 @@ from vlmdata.sources.fields import (
     safe_relpath,
     split_from_name,
 )
-from vlmdata.sources.lines import decode, iter_lines, lines_column, readable, split_tsv
+from vlmdata.sources.lines import (
+    decode,
+    iter_lines,
+    line_blocks,
+    lines_column,
+    readable,
+    split_tsv,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
 
 FROMAGE_HEADER = "caption\timage"
+GOOGLE_HEADERS = ("caption\turl",)  # img2dataset's CC3M guide: sed -i '1s/^/caption\turl\n/'
 
 
-def google_key(split: str, line: int) -> str:
-    return make_key("cc3m", split, f"{line:08d}")
+def key_prefix(split: str) -> str:
+    """`cc3m_{split}` made key-safe (`--split "val 2"` -> `cc3m_val_2`)."""
+    return make_key("cc3m", split)
+
+
+def google_key(split: str, row: int) -> str:
+    """The key of data row `row` (1-based, header excluded)."""
+    return f"{key_prefix(split)}_{row:08d}"
+
+
+def is_google_header(text: str | None) -> bool:
+    return (text or "").strip().lower() in GOOGLE_HEADERS
 
 
 def _unquote(field: str) -> str:
@@ -34,21 +63,6 @@ def _unquote(field: str) -> str:
     if len(field) >= 2 and field[0] == field[-1] == '"':
         return field[1:-1].replace('""', '"')
     return field
-
-
-def _google_row(fields: list[str], split: str, line: int) -> dict:
-    caption, url = fields
-    url = url.strip()
-    if not url:
-        raise RowError("missing_field", "empty url")
-    return {
-        "key": google_key(split, line),
-        "source": "cc3m",
-        "split": split,
-        "url": url,
-        "path": None,
-        "texts": [nonempty_text(caption, "caption")],
-    }
 
 
 def _fromage_row(fields: list[str], split: str) -> dict:
@@ -66,59 +80,152 @@ def _fromage_row(fields: list[str], split: str) -> dict:
     }
 
 
-def read_file(path: Path, sink: ManifestSink, split: str | None = None) -> None:
-    split = split_from_name(path.name, split)
-    fromage = None
+def _first_line(path: Path) -> str:
+    for _, raw in iter_lines(path):
+        return raw.decode("utf-8", "replace")
+    return ""
+
+
+def _read_fromage(path: Path, sink: ManifestSink, split: str) -> None:
     for line, raw in iter_lines(path):
+        if line == 1:
+            continue  # the header
         try:
-            text = decode(raw)
-            if fromage is None:  # the first line tells the flavour
-                fromage = text.rstrip() == FROMAGE_HEADER
-                if fromage:
-                    continue
-            fields = split_tsv(text, 2)
-            row = _fromage_row(fields, split) if fromage else _google_row(fields, split, line)
+            row = _fromage_row(split_tsv(decode(raw), 2), split)
         except RowError as e:
             sink.reject(e.reason, file=str(path), line=line, detail=e.detail, record=readable(raw))
             continue
         sink.keep(row, file=str(path), line=line)
 
 
-def read(inputs: list[Path], sink: ManifestSink, split: str | None = None) -> None:
+def _read_google(path: Path, sink: ManifestSink, split: str | None) -> int:
+    """Google TSV rows into the sink in line order, block by block; returns the header count."""
+    header = 0
+    for tsv in iter_google_frames(path, split):
+        header += tsv.header
+        bad = {r["line"]: r for r in tsv.rejects.iter_rows(named=True)}
+        rows = {r["line"]: r for r in tsv.rows.iter_rows(named=True)}
+        for line in sorted(bad.keys() | rows.keys()):
+            if line in bad:
+                r = bad[line]
+                record = json.loads(r["record"])
+                sink.reject(r["reason"], file=str(path), line=line, detail=r["detail"],
+                            record=record)  # fmt: skip
+                continue
+            r = rows[line]
+            record = {"caption": r["caption"], "url": r["url"]}
+            if not r["caption"]:
+                sink.reject("empty_text", file=str(path), line=line, detail="caption is empty",
+                            record=record, key=r["key"])  # fmt: skip
+            elif not r["url"]:
+                sink.reject("missing_field", file=str(path), line=line, detail="empty url",
+                            record=record, key=r["key"])  # fmt: skip
+            else:
+                row = {"key": r["key"], "source": "cc3m", "split": tsv.split, "url": r["url"],
+                       "path": None, "texts": [r["caption"]]}  # fmt: skip
+                sink.keep(row, file=str(path), line=line)
+    return header
+
+
+def read_file(path: Path, sink: ManifestSink, split: str | None = None) -> int:
+    """One Google or FROMAGe TSV (the first line tells which); returns the header count."""
+    if _first_line(path).rstrip() == FROMAGE_HEADER:
+        _read_fromage(path, sink, split_from_name(path.name, split))
+        return 0
+    return _read_google(path, sink, split)
+
+
+def read(inputs: list[Path], sink: ManifestSink, split: str | None = None) -> dict[str, int]:
     """Each input is a Google or FROMAGe TSV; the split comes from its name unless given."""
-    for path in inputs:
-        read_file(path, sink, split)
+    header = sum(read_file(path, sink, split) for path in inputs)
+    return {"header": header} if header else {}
 
 
 def _json(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def google_frame(path: Path, split: str | None = None):
-    """The whole Google TSV as polars frames, vectorised (3.3M rows in seconds): `rows`
-    (key, line, caption, url; captions not yet checked) and `rejects` (line, reason, detail,
-    record) for lines that are not valid UTF-8 or do not have exactly two fields. Keys and line
-    numbers equal `read()`'s, so `filter-urls` output joins with `manifest cc3m` output."""
+@dataclass
+class GoogleTSV:
+    """Google TSV rows as polars frames: `rows` (key, line, caption, url; both stripped, not
+    yet checked), `rejects` (line, reason, detail, record as JSON text) for lines that are not
+    valid UTF-8 or do not have exactly two fields, and `header` (1 when the header line was
+    skipped)."""
+
+    rows: pl.DataFrame
+    rejects: pl.DataFrame
+    split: str
+    header: int = 0
+
+    def manifest_columns(self, rows: pl.DataFrame | None = None) -> pl.DataFrame:
+        """`rows` (default: all) in manifest columns: key, source, split, url, path, texts."""
+        import polars as pl
+
+        rows = self.rows if rows is None else rows
+        return rows.select(
+            "key",
+            source=pl.lit("cc3m"),
+            split=pl.lit(self.split),
+            url="url",
+            path=pl.lit(None, dtype=pl.String),
+            texts=pl.concat_list("caption"),
+        )
+
+
+def google_frame(path: Path, split: str | None = None) -> GoogleTSV:
+    """The whole Google TSV, vectorised (3.3M rows in seconds); see `GoogleTSV`."""
     import polars as pl
 
+    parts = list(iter_google_frames(path, split, block_bytes=None))
+    return GoogleTSV(
+        pl.concat([p.rows for p in parts]),
+        pl.concat([p.rejects for p in parts]),
+        parts[0].split,
+        sum(p.header for p in parts),
+    )
+
+
+def iter_google_frames(
+    path: Path, split: str | None = None, block_bytes: int | None = 1 << 26
+) -> Iterator[GoogleTSV]:
+    """The Google TSV in blocks of whole lines (one block when `block_bytes` is None)."""
     split = split_from_name(path.name, split)
-    text, bad = lines_column(path)
-    if len(text) and (text[0] or "").rstrip() == FROMAGE_HEADER:
-        raise DataError("a FROMAGe TSV (caption, image) has no URLs to filter", file=str(path))
-    frame = pl.DataFrame([text]).with_row_index("line", 1)
+    blocks = [(0, path.read_bytes())] if block_bytes is None else line_blocks(path, block_bytes)
+    header: int | None = None  # known after the first block
+    for first, data in blocks:
+        tsv = _google_block(path, data, first, split, header)
+        header = tsv.header if header is None else header
+        yield tsv if first == 0 else GoogleTSV(tsv.rows, tsv.rejects, split, 0)
+    if header is None:  # an empty file
+        yield _google_block(path, b"", 0, split, None)
+
+
+def _google_block(path: Path, data: bytes, first: int, split: str, header: int | None):
+    """Rows of one block; `header` None: this block starts the file and may hold the header."""
+    import polars as pl
+
+    text, bad = lines_column(data)
+    if header is None:
+        header = 0
+        if len(text) and (text[0] or "").rstrip() == FROMAGE_HEADER:
+            raise DataError("a FROMAGe TSV (caption, image) has no URLs to filter", file=str(path))
+        if len(text) and is_google_header(text[0]):
+            header = 1
+    frame = pl.DataFrame([text]).with_row_index("line", first + 1)
     frame = frame.with_columns(
         pl.col("line").cast(pl.Int64),
         pl.col("text").str.count_matches("\t", literal=True).add(1).alias("n_fields"),
     )
+    if header:
+        frame = frame.filter(pl.col("line") > 1)
     n_fields = pl.col("n_fields")
     halves = pl.col("text").str.splitn("\t", 2)
+    row_number = (pl.col("line") - header).cast(pl.String)  # the header is not a data row
     rows = frame.filter(n_fields == 2).select(
-        pl.format("cc3m_{}_{}", pl.lit(split), pl.col("line").cast(pl.String).str.zfill(8)).alias(
-            "key"
-        ),
+        pl.concat_str(pl.lit(key_prefix(split) + "_"), row_number.str.zfill(8)).alias("key"),
         "line",
-        halves.struct.field("field_0").alias("caption"),
-        halves.struct.field("field_1").alias("url"),
+        halves.struct.field("field_0").str.strip_chars().alias("caption"),
+        halves.struct.field("field_1").str.strip_chars().alias("url"),
     )
     wrong = frame.filter(pl.col("text").is_not_null() & (n_fields != 2)).select(
         "line",
@@ -128,11 +235,11 @@ def google_frame(path: Path, split: str | None = None):
     )
     bad_utf8 = pl.DataFrame(
         {
-            "line": [i + 1 for i in bad],
+            "line": [first + i + 1 for i in bad],
             "reason": ["bad_utf8"] * len(bad),
             "detail": ["invalid UTF-8"] * len(bad),
             "record": [_json(readable(raw)) for raw in bad.values()],
         },
         schema={"line": pl.Int64, "reason": pl.String, "detail": pl.String, "record": pl.String},
     )
-    return rows, pl.concat([wrong, bad_utf8]).sort("line"), split
+    return GoogleTSV(rows, pl.concat([wrong, bad_utf8]).sort("line"), split, header)

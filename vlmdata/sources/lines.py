@@ -67,9 +67,26 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | 
             yield number, None, e
 
 
-def lines_column(path: str | os.PathLike, chunk_bytes: int = 1 << 26):
-    """The whole file as a polars String Series, one element per line (no `\\n` / `\\r\\n`),
-    null where a line is not valid UTF-8, plus {0-based index: raw bytes} of those lines.
+def line_blocks(path: str | os.PathLike, block_bytes: int = 1 << 26) -> Iterator[tuple[int, bytes]]:
+    """The file in blocks of whole lines (about `block_bytes` each, bounded memory), each with
+    the 0-based index of its first line; `lines_column(block)` numbers lines as `iter_lines`."""
+    with open(path, "rb") as f:
+        carry, first = b"", 0
+        while chunk := f.read(block_bytes):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            block, carry = data[:cut], data[cut:]
+            if block:
+                yield first, block
+                first += block.count(b"\n")
+        if carry:
+            yield first, carry
+
+
+def lines_column(source: str | os.PathLike | bytes, chunk_bytes: int = 1 << 26):
+    """The whole file (or a block of whole lines) as a polars String Series, one element per
+    line (no `\\n` / `\\r\\n`), null where a line is not valid UTF-8, plus {0-based index: raw
+    bytes} of those lines.
 
     Vectorised: numpy finds the newlines, Arrow wraps the file's bytes without copying and
     validates UTF-8 in C++; only when that fails are lines decoded one by one to find the bad
@@ -79,7 +96,7 @@ def lines_column(path: str | os.PathLike, chunk_bytes: int = 1 << 26):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    data = Path(path).read_bytes()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     buf = np.frombuffer(data, np.uint8)
     ends = [
         np.flatnonzero(buf[i : i + chunk_bytes] == 10) + i + 1
