@@ -41,7 +41,8 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
       vlmdata demo demo-data/ --tokenizer demo-data/tok --clip demo-data/clip
                                       # + a BPE for tiny LMs and a tiny random open_clip
       vlmdata demo small/ --images 300 --test 50 --val 0 --size 96
-      vlmdata manifest karpathy demo-data/dataset_demo.json --images demo-data/images -o work/
+      vlmdata manifest karpathy demo-data/dataset_demo.json -o work/
+      vlmdata shard work/manifest.parquet --images demo-data/images -o shards/
       bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
     """
     from vlmdata.demo.dataset import generate_demo

@@ -422,9 +422,9 @@ def get(out, key, dest, storage_options):
 
     \b
     Examples:
-      vlmdata get shards/ flickr30k_1000092795            # prints KEY.json + image facts
-      vlmdata get shards/ flickr30k_1000092795 -o /tmp/s  # writes KEY.jpg KEY.json KEY.txt
-      vlmdata get s3://bucket/f30k flickr30k_1000092795   # one ranged GET
+      vlmdata get shards/ flickr30k_0            # prints KEY.json + image facts
+      vlmdata get shards/ flickr30k_0 -o /tmp/s  # writes KEY.jpg KEY.json KEY.txt
+      vlmdata get s3://bucket/f30k flickr30k_0   # one ranged GET
     """
     import json
 

@@ -85,3 +85,59 @@ def test_declared_source_options_match_each_reader():
     for name, source in SOURCES.items():
         params = set(inspect.signature(source.reader()).parameters) - {"inputs", "sink"}
         assert set(source.options) == params, name
+
+
+def _examples(text: str, command: str) -> list[list[str]]:
+    """`vlmdata COMMAND ...` example lines of a help text or README (continuations joined)."""
+    import shlex
+
+    joined = text.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        line = line.strip().removeprefix("$ ").split("#")[0]
+        if line.startswith(f"vlmdata {command} "):
+            out.append(shlex.split(line)[2:])
+    return out
+
+
+def test_documented_manifest_examples_use_options_their_source_takes():
+    """README's tour and the --help examples once ran `manifest llava ... --images` and
+    `manifest karpathy ... --images`, which read_source refuses."""
+    from pathlib import Path
+
+    from vlmdata.sources import SOURCES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    helps = "".join(run(cmd, "--help").output for cmd in ("manifest", "demo", "shard"))
+    examples = _examples(readme, "manifest") + _examples(helps, "manifest")
+    assert len(examples) >= 10
+    for args in examples:
+        source = args[0]
+        accepted = SOURCES[source].options
+        options = [a[2:].replace("-", "_") for a in args if a.startswith("--")]
+        for option in options:
+            if option != "max_reject_ratio":
+                assert option in accepted, f"manifest {source} does not take --{option}"
+
+
+def test_readme_tour_commands_write_to_different_folders():
+    """`manifest cc3m` and `filter-urls` once shared `-o cc3m/`: the second overwrote the
+    first's manifest.parquet and rejects.parquet."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    outs = []
+    for command in ("manifest", "filter-urls"):
+        for args in _examples(readme, command):
+            outs.append(args[args.index("-o") + 1].rstrip("/"))
+    assert len(outs) == len(set(outs)) >= 7
+
+
+def test_get_help_names_a_key_the_karpathy_reader_makes(tmp_path):
+    images = [{"filename": "1000092795.jpg", "split": "test", "imgid": 0,
+               "sentences": [{"raw": "two men"}]}]  # fmt: skip
+    path = tmp_path / "dataset_flickr30k.json"
+    path.write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
+    run("manifest", "karpathy", path, "-o", tmp_path / "m")
+    key = manifest_rows(tmp_path / "m")[0]["key"]
+    assert f"vlmdata get shards/ {key} " in run("get", "--help").output
