@@ -277,8 +277,9 @@ def download(dataset, inputs, out, **opts):
     "--duplicate-images",
     type=click.Choice(["share", "reject"]),
     help="A byte-identical image under another image id: another record of the stored image "
-    "(share), or a duplicate_image reject. Default per source: share for llava, vqav2, oven, "
-    "oven-kb, cc3m; reject for retrieval sets (flickr8k/30k, coco, demo) and unknown sources.",
+    "(share), or a duplicate_image reject. Default per source: share for llava, vqav2, oven; "
+    "reject where the image is the retrieval or contrastive target (flickr8k/30k, coco, demo, "
+    "cc3m, oven-kb) and for unknown sources.",
 )
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
