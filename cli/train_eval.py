@@ -552,13 +552,16 @@ def oven(
 
 @eval_cmd.command("llava")
 @CKPT
+@DATA
 @click.option(
     "--questions",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="JSONL {question_id, image, text[, answer]}.",
+    help="JSONL {question_id, image, text[, answer]} (default: the LLaVA records in --data).",
 )
-@click.option("--image-folder", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--image-folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--split", default="test", show_default=True, help="Records' split, without --questions."
+)
 @click.option(
     "--answers",
     "answers_file",
@@ -576,8 +579,10 @@ def oven(
 @handle_errors
 def llava(
     checkpoint,
+    data_dir,
     questions,
     image_folder,
+    split,
     answers_file,
     model_id,
     max_new_tokens,
@@ -592,6 +597,10 @@ def llava(
     \b
       vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
           --image-folder images/ --answers answers.jsonl -o llava.json
+      vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
+          --data llava-shards/ --answers answers.jsonl      # images from the shards
+      vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split test \\
+          --answers answers.jsonl                           # the shards' records as questions
     """
     from vlmtrain.eval.tasks.llava import run_llava
 
@@ -600,6 +609,8 @@ def llava(
         checkpoint=checkpoint,
         questions=questions,
         image_folder=image_folder,
+        data_dir=data_dir,
+        split=split,
         answers_file=answers_file,
         model_id=model_id,
         max_new_tokens=max_new_tokens,

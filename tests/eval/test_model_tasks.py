@@ -221,3 +221,41 @@ def test_oven_entity_trie_with_another_eos(tiny_bundle, oven_data, tokenizer_dir
     preds = read_oven_predictions([saved])
     assert sorted(preds) == ["d0", "d1", "d2", "d3"]
     assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # every lookup found an entity
+
+
+def test_llava_reads_images_and_questions_from_record_shards(tiny_bundle, tmp_path):
+    """--data instead of --image-folder: the same answers file, byte for byte; without
+    --questions, the shards' LLaVA records of a split are the questions (two records share
+    one stored image)."""
+    from vlmdata.core.manifest import ManifestSink
+    from vlmdata.shards import write_shards
+    from vlmtrain.eval.tasks.llava import run_llava
+
+    (tmp_path / "img").mkdir()
+    for i in range(2):
+        (tmp_path / "img" / f"{i}.png").write_bytes(png_bytes(i))
+    qs = [{"question_id": 10 + i, "image": f"{i}.png", "text": "what colour is it?"}
+          for i in range(2)]  # fmt: skip
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    chat = [{"from": "human", "value": "<image>\nwhat colour is it?"},
+            {"from": "gpt", "value": "red"}]  # fmt: skip
+    with ManifestSink(tmp_path / "m", ("data_id", "conversations", "image_key")) as sink:
+        for key, path in [("a", "0.png"), ("b", "0.png"), ("c", "1.png")]:
+            sink.keep({"key": key, "source": "llava", "split": "test", "path": path,
+                       "texts": ["red"], "conversations": json.dumps(chat),
+                       "image_key": f"img_{path[0]}"})  # fmt: skip
+    write_shards(tmp_path / "m" / "manifest.parquet", tmp_path / "img", tmp_path / "s",
+                 progress=False)  # fmt: skip
+    bundle = tiny_bundle("llava", {"stage": 2})
+    common = dict(checkpoint=None, model_id="tiny", max_new_tokens=4, model_bundle=bundle)
+    run_llava(questions=tmp_path / "q.jsonl", image_folder=tmp_path / "img",
+              answers_file=tmp_path / "folder.jsonl", **common)  # fmt: skip
+    run_llava(questions=tmp_path / "q.jsonl", image_folder=None, data_dir=tmp_path / "s",
+              answers_file=tmp_path / "shards.jsonl", **common)  # fmt: skip
+    assert (tmp_path / "shards.jsonl").read_bytes() == (tmp_path / "folder.jsonl").read_bytes()
+    rep = run_llava(questions=None, image_folder=None, data_dir=tmp_path / "s", split="test",
+                    answers_file=tmp_path / "records.jsonl", **common)  # fmt: skip
+    lines = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in lines] == ["a", "b", "c"]
+    assert lines[0]["prompt"] == "what colour is it?"
+    assert rep.value("answered") == 3 and rep.metrics[1]["count"] == 3

@@ -1,11 +1,14 @@
 """`vlmtrain eval llava`: answers in LLaVA's `model_vqa` JSONL format, accuracy where known.
 
 Input: LLaVA's questions JSONL ({question_id, image, text[, category]}), images under
---image-folder. Output, one line per question as `llava/eval/model_vqa.py` writes it:
-{question_id, prompt, text, answer_id, model_id, metadata}. `answer_id` is a hash of the
-question, model and answer instead of a random shortuuid, so reruns are byte-identical.
-Questions that carry a reference (`answer`, `gt_answer` or `label`) are scored by exact match
-after VQA answer normalisation; the rest (open-ended, GPT-judged benchmarks) are only answered.
+--image-folder or in shards (--data: the image whose record `path` is the question's `image`,
+one read through the index); or, without a questions file, the shards' LLaVA records of one
+split (question = the first human turn, reference = the first answer). Output, one line per
+question as `llava/eval/model_vqa.py` writes it: {question_id, prompt, text, answer_id,
+model_id, metadata}. `answer_id` is a hash of the question, model and answer instead of a
+random shortuuid, so reruns are byte-identical. Questions that carry a reference (`answer`,
+`gt_answer` or `label`) are scored by exact match after VQA answer normalisation; the rest
+(open-ended, GPT-judged benchmarks) are only answered.
 """
 
 from __future__ import annotations
@@ -39,15 +42,53 @@ def resolve_image(image_folder: str | os.PathLike, rel: str, path, line: int) ->
     return image
 
 
-def read_questions(path: str | os.PathLike, image_folder: str | os.PathLike, limit=None):
-    """Question records, each checked for fields and for an image inside `image_folder`."""
+def read_questions(
+    path: str | os.PathLike, image_folder: str | os.PathLike | None, limit=None, data_dir=None
+):
+    """Question records, each checked for fields and for its image: inside `image_folder`, or
+    (with `data_dir`) a shard image whose record `path` equals the question's `image`."""
+    keys = _image_keys_by_path(data_dir) if data_dir is not None else None
     out = []
     for line, rec in iter_jsonl(path):
         require(rec, ("question_id", "image", "text"), path, line)
-        image = resolve_image(image_folder, rec["image"], path, line)
-        out.append({**rec, "_image_path": image})
+        if keys is not None:
+            if rec["image"] not in keys:
+                raise DataError(f"image {rec['image']!r} is no record's path in {data_dir}",
+                                file=str(path), line=line)  # fmt: skip
+            out.append({**rec, "_image_key": keys[rec["image"]]})
+        else:
+            out.append({**rec, "_image_path": resolve_image(image_folder, rec["image"], path,
+                                                            line)})  # fmt: skip
         if limit is not None and len(out) >= limit:
             break
+    return out
+
+
+def _image_keys_by_path(data_dir) -> dict[str, str]:
+    from vlmdata.shards import load_records
+
+    records = load_records(data_dir, columns=["path", "image_key"]).drop_nulls("path")
+    return dict(zip(records["path"], records["image_key"], strict=True))
+
+
+def questions_from_records(data_dir, split: str, limit=None) -> list[dict]:
+    """LLaVA records of one split as questions: the first human turn (without `<image>`),
+    the first answer as the reference, the record key as question_id."""
+    import polars as pl
+
+    from vlmdata.shards import load_records
+    from vlmtrain.recipes.llava_template import parse_conversation
+
+    df = load_records(data_dir)
+    if "conversations" not in df.columns:
+        raise DataError("records have no conversations (not LLaVA shards?)", file=str(data_dir))
+    df = df.filter((pl.col("split") == split) & pl.col("conversations").is_not_null())
+    out = []
+    for r in df.head(limit).iter_rows(named=True) if limit else df.iter_rows(named=True):
+        pairs = parse_conversation(r["conversations"], r["key"])
+        question = pairs[0][1].replace("<image>", "").strip()
+        out.append({"question_id": r["key"], "image": r["path"], "text": question,
+                    "answer": pairs[1][1], "_image_key": r["image_key"]})  # fmt: skip
     return out
 
 
@@ -79,20 +120,31 @@ def exact_match(prediction: str, reference: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(reference)
 
 
-def generate_answers(model, recipe, questions, *, max_new_tokens, batch_size, progress):
+def generate_answers(
+    model, recipe, questions, *, max_new_tokens, batch_size, progress, data_dir=None
+):
     """Greedy answers with the recipe's chat prompt (llava stage 2) or image + question."""
     from vlmtrain.data.transforms import decode_image
     from vlmtrain.eval.generation import decode_text, generate_tokens, image_prompt, llava_prompt
     from vlmtrain.recipes.base import RecipeContext
 
     ctx = RecipeContext.for_model(model)
+    reader = None
+    if data_dir is not None:
+        from vlmdata.shards import ShardReader
+
+        reader = ShardReader(data_dir)
     prompts, pixels = [], []
     for q in questions:
         if recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
             prompts.append(llava_prompt(recipe, ctx, q["text"]))
         else:
             prompts.append(image_prompt(recipe, ctx, q["text"]))
-        pixels.append(model.image_transform(decode_image(q["_image_path"].read_bytes())))
+        if "_image_key" in q:
+            data = reader.get(q["_image_key"])["image"]
+        else:
+            data = q["_image_path"].read_bytes()
+        pixels.append(model.image_transform(decode_image(data)))
     outs = generate_tokens(
         model, prompts, images=pixels, batch_size=batch_size, progress=progress, num_beams=1,
         do_sample=False, max_new_tokens=max_new_tokens,
@@ -103,9 +155,11 @@ def generate_answers(model, recipe, questions, *, max_new_tokens, batch_size, pr
 def run_llava(
     *,
     checkpoint: str | os.PathLike | None,
-    questions: str | os.PathLike,
-    image_folder: str | os.PathLike,
+    questions: str | os.PathLike | None,
+    image_folder: str | os.PathLike | None,
     answers_file: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
     model_id: str | None = None,
     max_new_tokens: int = 128,
     batch_size: int = 8,
@@ -118,14 +172,21 @@ def run_llava(
     from vlmdata.core.atomic import atomic_open
     from vlmtrain.eval.generation import load_model, recipe_of
 
-    qs = read_questions(questions, image_folder, limit)
+    if questions is None and data_dir is None:
+        raise DataError("give --questions (with --image-folder or --data), or --data")
+    if questions is not None and image_folder is None and data_dir is None:
+        raise DataError("--questions needs --image-folder or --data for the images")
+    if questions is not None:
+        qs = read_questions(questions, image_folder, limit, data_dir=data_dir)
+    else:
+        qs = questions_from_records(data_dir, split, limit)
     if not qs:
-        raise DataError("no questions", file=str(questions))
+        raise DataError("no questions", file=str(questions or data_dir))
     bundle = model_bundle or load_model(checkpoint, device)
     model_id = model_id or (Path(str(checkpoint)).name if checkpoint else "model")
     texts = generate_answers(
         bundle.model, recipe_of(bundle.cfg), qs, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, progress=progress, data_dir=data_dir,
     )  # fmt: skip
     with atomic_open(answers_file, "w", encoding="utf-8") as f:
         for q, text in zip(qs, texts, strict=True):
@@ -133,10 +194,11 @@ def run_llava(
     scored = [(t, reference_of(q)) for q, t in zip(qs, texts, strict=True) if reference_of(q)]
     report = Report(
         task="llava",
-        config={"questions": str(questions), "answers": str(answers_file), "model_id": model_id,
-                "max_new_tokens": max_new_tokens, "limit": limit},
+        config={"questions": str(questions) if questions else None,
+                "split": None if questions else split, "answers": str(answers_file),
+                "model_id": model_id, "max_new_tokens": max_new_tokens, "limit": limit},
         checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(image_folder),
+        data=str(data_dir or image_folder),
     )  # fmt: skip
     report.add("answered", len(qs), len(qs))
     if scored:
