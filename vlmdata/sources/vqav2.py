@@ -6,8 +6,9 @@ questions: `{"info", "task_type", "data_type", "data_subtype", "license", "quest
 image_id, question_type, answer_type, multiple_choice_answer, answers: [{answer,
 answer_confidence, answer_id}] x 10}]}`. One manifest row per QUESTION (a record): key
 `vqav2_{question_id}`, data_id = question_id, image_id, question, texts =
-[multiple_choice_answer] ([question] without an annotation, e.g. test2015), answers = the ten human answers as JSON text, path =
-`{subtype}/COCO_{subtype}_{image_id:012d}.jpg` (COCO's layout) and image_key from that path,
+[multiple_choice_answer] ([question] without an annotation, e.g. test2015), answers = the ten
+human answers as JSON text, path = `{subtype}/COCO_{subtype}_{image_id:012d}.jpg` (COCO's
+layout) and image_key from that path,
 so the ~5 questions of an image share one stored image. Annotations are joined by question_id
 (held in memory: ~443k small entries for train2014); files are streamed.
 """
