@@ -199,3 +199,17 @@ def test_oven_references_are_the_records(built):
     refs = references_from_index(out, "entity")
     assert len(refs) == 6 and {r["data_split"] for r in refs} == {"entity_train"}
     assert len(references_from_index(out, "query")) == 3
+
+
+def test_hf_datasets_reads_every_record(built, tmp_path):
+    """HF `datasets.load_dataset("webdataset")` infers one schema over samples with and
+    without `records`; every record is there."""
+    datasets = pytest.importorskip("datasets")
+    name, case, result, summary, out = built
+    files = [str(p) for p in list_shards(out)]
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert ds.num_rows == len(case.image_files)
+    keys = [r["key"] for row in ds for r in (row["json"].get("records") or [row["json"]])]
+    assert sorted(keys) == sorted(pl.read_parquet(out / "records.parquet")["key"])
