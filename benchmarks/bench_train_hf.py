@@ -166,25 +166,31 @@ def run_hf(args) -> dict:
             return loss
 
     class Clock(TrainerCallback):
-        t0 = 0.0
+        """Step end to step end, as our loop times a step: the Trainer fetches a step's batches
+        before `on_step_begin`, so begin-to-end would leave the data loading out."""
 
-        def on_step_begin(self, a, state, control, **kw):
+        last = 0.0
+
+        def _now(self) -> float:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            self.t0 = time.perf_counter()
+            return time.perf_counter()
+
+        def on_train_begin(self, a, state, control, **kw):
+            self.last = self._now()
 
         def on_step_end(self, a, state, control, **kw):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            now = self._now()
             rows.append(
                 {
                     "step": state.global_step,
-                    "seconds": time.perf_counter() - self.t0,
+                    "seconds": now - self.last,
                     "samples": micro * ga * world,
                     **counts,
                 }
             )
             counts.update(flops=0.0, tokens=0, slots=0)
+            self.last = now
 
     targs = TrainingArguments(
         output_dir=str(cfg.output_dir),
