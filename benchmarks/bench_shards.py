@@ -9,6 +9,7 @@ Not a test: prints figures and ratios (ours / peer) measured in the same run. Be
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import shutil
@@ -228,7 +229,9 @@ def main() -> None:
             f"  ratio wids / vlmdata p50 {r['wids'][0] / r['vlmdata'][0]:.2f}x, "
             f"p99 {r['wids'][1] / r['vlmdata'][1]:.2f}x (higher = we are faster)"
         )
-        if args.s3_access:
+        if args.s3_access and importlib.util.find_spec("moto") is None:
+            print("\nS3 random access: skipped (moto is not installed: pip install -e '.[dev]')")
+        elif args.s3_access:
             r3 = bench_s3_random(root, args.s3_access)
             print("\nrandom access latency against S3 (moto on loopback) vs local, µs (p50, p99)")
             for k, (p50, p99) in r3.items():
