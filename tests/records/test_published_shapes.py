@@ -146,7 +146,8 @@ def recipe_context(cfg, tokenizer_dir):
     )
 
 
-def test_one_epoch_of_batches_visits_every_record_once(built, tokenizer_dir, tmp_path):
+@pytest.mark.parametrize("mode", ["indexed", "streaming"])
+def test_one_epoch_of_batches_visits_every_record_once(built, tokenizer_dir, tmp_path, mode):
     from vlmtrain.data.train_data import TrainData
     from vlmtrain.recipes import get_recipe
     from vlmtrain.train.config import load_config
@@ -155,7 +156,8 @@ def test_one_epoch_of_batches_visits_every_record_once(built, tokenizer_dir, tmp
     config, extra = RECIPES[name]
     overrides = [f"data.shards={out}", f"model.tokenizer={tokenizer_dir}",
                  f"output_dir={tmp_path / 'run'}", f"data.batch_size={case.records}",
-                 "data.max_length=256", *extra]  # fmt: skip
+                 "data.max_length=256", f"data.mode={mode}", "data.num_workers=0",
+                 "data.shuffle_buffer=1", "data.resampled=false", *extra]  # fmt: skip
     cfg = load_config(CONFIGS / config, overrides)
     recipe = get_recipe(cfg.recipe.name, **dict(cfg.recipe.options))
     data = TrainData(cfg, recipe, recipe_context(cfg, tokenizer_dir), rank=0, world=1)
