@@ -103,28 +103,37 @@ def _read_google(path: Path, sink: ManifestSink, split: str | None) -> int:
     header = 0
     for tsv in iter_google_frames(path, split):
         header += tsv.header
-        bad = {r["line"]: r for r in tsv.rejects.iter_rows(named=True)}
-        rows = {r["line"]: r for r in tsv.rows.iter_rows(named=True)}
-        for line in sorted(bad.keys() | rows.keys()):
-            if line in bad:
-                r = bad[line]
-                record = json.loads(r["record"])
-                sink.reject(r["reason"], file=str(path), line=line, detail=r["detail"],
-                            record=record)  # fmt: skip
-                continue
-            r = rows[line]
-            record = {"caption": r["caption"], "url": r["url"]}
-            if not r["caption"]:
-                sink.reject("empty_text", file=str(path), line=line, detail="caption is empty",
-                            record=record, key=r["key"])  # fmt: skip
-            elif not r["url"]:
-                sink.reject("missing_field", file=str(path), line=line, detail="empty url",
-                            record=record, key=r["key"])  # fmt: skip
-            else:
-                row = {"key": r["key"], "source": "cc3m", "split": tsv.split, "url": r["url"],
-                       "path": None, "texts": [r["caption"]]}  # fmt: skip
-                sink.keep(row, file=str(path), line=line)
+        bad = tsv.rejects.iter_rows(named=True)  # both in line order: merged as they stream
+        pending = next(bad, None)
+        for r in tsv.rows.iter_rows(named=True):
+            while pending is not None and pending["line"] < r["line"]:
+                _reject_line(sink, path, pending)
+                pending = next(bad, None)
+            _keep_row(sink, path, tsv.split, r)
+        while pending is not None:
+            _reject_line(sink, path, pending)
+            pending = next(bad, None)
     return header
+
+
+def _reject_line(sink: ManifestSink, path: Path, r: dict) -> None:
+    sink.reject(r["reason"], file=str(path), line=r["line"], detail=r["detail"],
+                record=json.loads(r["record"]))  # fmt: skip
+
+
+def _keep_row(sink: ManifestSink, path: Path, split: str, r: dict) -> None:
+    """The one manifest row of a Google TSV row, or its reject (empty caption or url)."""
+    record = {"caption": r["caption"], "url": r["url"]}
+    if not r["caption"]:
+        sink.reject("empty_text", file=str(path), line=r["line"], detail="caption is empty",
+                    record=record, key=r["key"])  # fmt: skip
+    elif not r["url"]:
+        sink.reject("missing_field", file=str(path), line=r["line"], detail="empty url",
+                    record=record, key=r["key"])  # fmt: skip
+    else:
+        row = {"key": r["key"], "source": "cc3m", "split": split, "url": r["url"],
+               "path": None, "texts": [r["caption"]]}  # fmt: skip
+        sink.keep(row, file=str(path), line=r["line"])
 
 
 def read_file(path: Path, sink: ManifestSink, split: str | None = None) -> int:
