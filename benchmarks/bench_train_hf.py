@@ -48,6 +48,8 @@ def load_precision(args) -> str:
 def steady(rows: list[dict], warmup: int) -> dict:
     """samples/s, tokens/s, TFLOP/s, MFU over the steps after `warmup` (sums, not medians)."""
     rows = [r for r in rows if r["step"] > warmup]
+    if not rows:
+        raise SystemExit(f"no step after --warmup {warmup}: raise --steps")
     seconds = sum(r["seconds"] for r in rows)
     out = {
         "steps": len(rows),

@@ -6,11 +6,14 @@
 #      SDPA, no activation checkpointing) against the Hugging Face Trainer given the same
 #      config, model, micro-batches (padded) and DeepSpeed config: samples/s, MFU, peak memory;
 #   2. ours as RESULTS.md measured it before (ZeRO-3, checkpointing, padded batches);
-#   3. the DataLoader alone against step 1's demand.
+#   3. the DataLoader alone against step 1's demand;
+#   4. if time is left (started before 7 minutes): ours at 256 examples a step (64 + 192).
 # Prints JSON per step and a side-by-side table (paste into benchmarks/RESULTS.md).
 #
 #   bash benchmarks/gpu_mfu.sh [WORKDIR]     (needs CUDA; `python3` on PATH or PYTHON=...)
 # The HF side needs `accelerate`; without network, WHEELS=DIR installs it from a wheel folder.
+# Plumbing check on a CPU: CFG=examples/configs/grace_tiny.yaml IMAGES=200 STEPS=8 bash ... (the
+# figures then mean nothing).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=${1:-/tmp/vlm-mfu}
@@ -21,33 +24,40 @@ SECONDS=0
 if ! "$PY" -c 'import accelerate' 2>/dev/null && [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --find-links "$WHEELS" accelerate
 fi
-"$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__, torch.cuda.get_device_name())'
+"$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")'
 if [ ! -f "$W/ids.parquet" ]; then
-  vlmdata demo "$W/data" --images 1200 --test 100 --val 0 --tokenizer "$W/tok" --quiet
+  vlmdata demo "$W/data" --images "${IMAGES:-1200}" --test 100 --val 0 --tokenizer "$W/tok" --quiet
   vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/manifest"
   vlmdata shard "$W/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
   vlmdata build-ids "$W/shards" --scheme numeric --seed 0 --tokenizer "$W/tok" -o "$W/ids.parquet"
 fi
 echo "== data ready after ${SECONDS}s"
-CFG="$ROOT/benchmarks/configs/grace_1b_vitl14_random.yaml"
+CFG=${CFG:-$ROOT/benchmarks/configs/grace_1b_vitl14_random.yaml}
+STEPS=${STEPS:-30}
 DATA=("model.tokenizer=$W/tok" "data.shards=$W/shards" "data.ids=$W/ids.parquet")
 NEW=(deepspeed.zero_stage=auto model.gradient_checkpointing=false data.packing=auto)
 OLD=(deepspeed.zero_stage=3 model.gradient_checkpointing=true data.packing=false)
 
-echo "== 1/3 ours (new defaults) vs HF Trainer, same config and batches"
+echo "== 1/4 ours (new defaults) vs HF Trainer, same config and batches"
 if "$PY" -c 'import accelerate' 2>/dev/null; then
   timeout 330 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
-    --steps 30 --warmup 5 --work "$W/peer" || echo "step 1 failed or timed out (rc $?)"
+    --steps "$STEPS" --warmup 5 --work "$W/peer" || echo "step 1 failed or timed out (rc $?)"
 else
   echo "accelerate is missing: HF side skipped (set WHEELS=DIR); ours alone:"
   timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
-    --steps 30 --warmup 5 --work "$W/peer" --only ours && cat "$W/peer/ours.json"
+    --steps "$STEPS" --warmup 5 --work "$W/peer" --only ours && cat "$W/peer/ours.json"
 fi
-echo "== [${SECONDS}s] 2/3 ours as measured before (ZeRO-3, checkpointing, padded)"
+echo "== [${SECONDS}s] 2/4 ours as measured before (ZeRO-3, checkpointing, padded)"
 timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${OLD[@]}" \
-  --steps 30 --warmup 5 --work "$W/old" --only ours && cat "$W/old/ours.json" \
+  --steps "$STEPS" --warmup 5 --work "$W/old" --only ours && cat "$W/old/ours.json" \
   || echo "step 2 failed or timed out"
-echo "== [${SECONDS}s] 3/3 the DataLoader alone against step 1's demand"
+echo "== [${SECONDS}s] 3/4 the DataLoader alone against step 1's demand"
 timeout 90 "$PY" "$ROOT/benchmarks/bench_loader.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
   --batches 60 --skip 5 --metrics "$W/peer/ours/metrics.jsonl" || echo "step 3 failed"
+if [ "$SECONDS" -lt 420 ]; then
+  echo "== [${SECONDS}s] 4/4 ours at 256 examples a step (64 image->id + 192 query->id)"
+  timeout $((590 - SECONDS)) "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" \
+    "${NEW[@]}" data.batch_size=256 --steps $((STEPS * 2 / 3)) --warmup 5 --work "$W/b256" --only ours \
+    && cat "$W/b256/ours.json" || echo "step 4 failed or timed out"
+fi
 echo "== all done after ${SECONDS}s"
