@@ -116,7 +116,8 @@ def _expected(url_kinds: dict[str, str]) -> dict[str, str]:
 
 def _run_guarded(tmp_path, distributor: str) -> None:
     """img2dataset under `distributor`, no --allow-private: statuses and server hits."""
-    fetch = FetchOptions(processes=1, threads=4, timeout=3, distributor=distributor)
+    # two processes: img2dataset's spark session is then local[2]
+    fetch = FetchOptions(processes=2, threads=4, timeout=3, distributor=distributor)
     policy = FetchPolicy(max_bytes=1_000_000, deadline=1.5)
     with serve_images() as server:
         kinds = {f"hop_{form}": f"hop-{form}" for form in HOP_FORMS}

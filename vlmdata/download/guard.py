@@ -129,8 +129,9 @@ def install(policy: FetchPolicy) -> None:
     global _installed
     if _installed == policy:
         return
-    import img2dataset.downloader as downloader
+    import importlib
 
+    downloader = importlib.import_module("img2dataset.downloader")
     downloader.download_image = functools.partial(fetch_image, policy=policy)
     urllib.request.install_opener(guarded_opener(policy))
     _installed = policy
