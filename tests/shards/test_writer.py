@@ -207,12 +207,12 @@ def test_write_samples_without_manifest_writes_the_rows_it_saw(tmp_path):
 KILL_SCRIPT = """
 import sys, time
 import vlmdata.shards.writer as w
-slow = w.write_planned_shard
-def write_then_pause(job):
-    stats = slow(job)
+from vlmdata.shards.output import ShardFile
+real = ShardFile.publish
+def publish_then_pause(self, stats):
+    real(self, stats)
     time.sleep(30)  # the test kills the process while it sits here
-    return stats
-w.write_planned_shard = write_then_pause
+ShardFile.publish = publish_then_pause
 w.write_shards(sys.argv[1], sys.argv[2], sys.argv[3], samples_per_shard=5, progress=False)
 """
 

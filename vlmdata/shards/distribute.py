@@ -45,6 +45,11 @@ class Engine:
         self._pool: ProcessPoolExecutor | None = None
         self._started: Any = None
 
+    @property
+    def in_process(self) -> bool:
+        """Tasks run in this process, one after another."""
+        return self.distributor == "multiprocessing" and self.workers <= 1
+
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         items = list(items)
         if not items:

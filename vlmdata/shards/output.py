@@ -142,18 +142,20 @@ class ShardFile:
         self.count += 1
 
     def close(self) -> dict[str, Any]:
+        """Finish and publish now; the stats (also written as the commit marker)."""
+        stats = self.finish()
+        self.publish(stats)
+        return stats
+
+    def finish(self) -> dict[str, Any]:
+        """Write the end of the archive; the stats it will be published with (no fsync yet)."""
         try:
             self.write(archive_end(self.size))
-            if self.out.is_local:
-                os.fsync(self._fd)
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-            self.out.commit(self._tmp, self.rel)
         except BaseException:
             self.abort()
             raise
         # img2dataset's fields without its timings: a rerun writes the same bytes
-        stats = {
+        return {
             "count": self.count,
             "successes": self.count,
             "failed_to_download": 0,
@@ -163,8 +165,20 @@ class ShardFile:
             self._field: self._hash.hexdigest(),
             "plan_digest": self.plan_digest,
         }
+
+    def publish(self, stats: dict[str, Any]) -> None:
+        """fsync, rename (or upload) into place, then the `_stats.json` commit marker. Safe on
+        another thread: the one-process writer publishes a shard while it writes the next."""
+        try:
+            if self.out.is_local:
+                os.fsync(self._fd)
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+            self.out.commit(self._tmp, self.rel)
+        except BaseException:
+            self.abort()
+            raise
         self.out.write_json(stats_rel(self.rel), stats)
-        return stats
 
     def abort(self) -> None:
         """Drop the temp file, even when closing it fails again (a full disk)."""

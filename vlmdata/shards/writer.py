@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -140,16 +140,37 @@ class ShardJob:
 
 def write_planned_shard(job: ShardJob) -> dict[str, Any]:
     """Write one shard from its plan (one engine task per output shard)."""
+    shard, stats = _fill_shard(job)
+    shard.publish(stats)
+    return stats
+
+
+def _fill_shard(job: ShardJob) -> tuple[ShardFile, dict[str, Any]]:
+    """Write the shard's bytes to its temp file; published by the caller."""
     shard = ShardFile(job.out, job.rel, job.digest)
     try:
         for key, ref, p, js, txt in job.entries:
             data = job.source.read(key, ref, p, job.opts)
             parts = {"image": data, "json": js, "txt": txt}
             shard.add_sample(sample_pieces(key, p.info.format, parts))
-        return shard.close()
+        return shard, shard.finish()
     except BaseException:
         shard.abort()
         raise
+
+
+def _write_in_process(jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
+    """One process writes the shards in turn while a thread publishes (fsync, rename, stats)
+    the one before: the disk flush overlaps the next shard's writes. Every shard is
+    published before this returns; a kill leaves the unpublished ones to the rerun."""
+    with ThreadPoolExecutor(1) as publisher:  # on an error, exiting waits for the pending
+        pending: list[Future] = []
+        for job in jobs:
+            shard, stats = _fill_shard(job)
+            pending.append(publisher.submit(shard.publish, stats))
+            yield stats
+        for f in pending:
+            f.result()  # the first failed publish propagates
 
 
 def _executor(workers: int) -> Executor | None:
@@ -283,7 +304,11 @@ def write_planned(
         t1 = time.perf_counter()
         todo = [i for i, job in enumerate(jobs) if stats[i] is None]
         with _bar(progress, len(todo), "writing shards", "shard") as bar:
-            results = engine.map(write_planned_shard, [jobs[i] for i in todo])
+            todo_jobs = [jobs[i] for i in todo]
+            if engine.in_process:
+                results = _write_in_process(todo_jobs)
+            else:
+                results = engine.map(write_planned_shard, todo_jobs)
             for i, st in zip(todo, results, strict=True):
                 stats[i] = st
                 bar.update(1)
