@@ -1,4 +1,5 @@
-"""Losses: next-token loss on labelled positions; InfoNCE across 2 gloo ranks == 1 process."""
+"""Losses: next-token loss on labelled positions; InfoNCE across 2 gloo ranks == 1 process
+(embedding gradients and the learned temperature's gradient)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def _data():
 def _single(groups):
     a, b, _ = _data()
     a.requires_grad_(), b.requires_grad_()
-    loss = info_nce(F.normalize(a, dim=-1), F.normalize(b, dim=-1), SCALE, groups)
+    scale = torch.tensor(SCALE, requires_grad=True)  # a learned temperature
+    loss = info_nce(F.normalize(a, dim=-1), F.normalize(b, dim=-1), scale, groups)
     loss.backward()
-    return float(loss.detach()), a.grad.numpy(), b.grad.numpy()
+    return float(loss.detach()), a.grad.numpy(), b.grad.numpy(), float(scale.grad)
 
 
 def _rank(rank: int, world: int, port: int, out: str, use_groups: bool) -> None:
@@ -53,13 +55,14 @@ def _rank(rank: int, world: int, port: int, out: str, use_groups: bool) -> None:
     a, b, groups = _data()
     rows = slice(rank * 4, rank * 4 + 4)
     a, b = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
+    scale = torch.tensor(SCALE, requires_grad=True)
     loss = info_nce(
-        F.normalize(a, dim=-1), F.normalize(b, dim=-1), SCALE, groups[rows] if use_groups else None
+        F.normalize(a, dim=-1), F.normalize(b, dim=-1), scale, groups[rows] if use_groups else None
     )
     loss.backward()
     np.save(f"{out}/a{rank}.npy", a.grad.numpy())
     np.save(f"{out}/b{rank}.npy", b.grad.numpy())
-    np.save(f"{out}/loss{rank}.npy", np.array([float(loss)]))
+    np.save(f"{out}/loss{rank}.npy", np.array([float(loss), float(scale.grad)]))
     dist.destroy_process_group()
 
 
@@ -74,10 +77,14 @@ def test_info_nce_two_ranks_match_one_process(tmp_path):
     # test leaves it up for DeepSpeed) inherits that group and cannot start its own
     method = "spawn" if torch.distributed.is_initialized() else "fork"
     torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method=method)
-    loss, ga, gb = _single(_data()[2] if use_groups else None)
+    loss, ga, gb, gscale = _single(_data()[2] if use_groups else None)
     for r in (0, 1):
         rows = slice(r * 4, r * 4 + 4)
-        assert np.allclose(np.load(tmp_path / f"loss{r}.npy")[0], loss, atol=1e-6)
+        rank_loss, rank_gscale = np.load(tmp_path / f"loss{r}.npy")
+        assert np.allclose(rank_loss, loss, atol=1e-6)
+        # the temperature scales every pair on every rank: each rank already holds the global
+        # gradient, so it must equal the one process's (the data-parallel mean keeps it)
+        assert gscale != 0 and np.allclose(rank_gscale, gscale, atol=1e-6)
         # each rank: 2 x the global gradient of its rows; the data-parallel mean halves it
         assert np.allclose(np.load(tmp_path / f"a{r}.npy"), 2 * ga[rows], atol=1e-6)
         assert np.allclose(np.load(tmp_path / f"b{r}.npy"), 2 * gb[rows], atol=1e-6)

@@ -20,7 +20,7 @@ from vlmtrain.model.lm import build_lm, lm_hidden_size
 from vlmtrain.model.projector import build_projector
 from vlmtrain.model.tokens import NewTokenEmbedding, install_new_tokens
 from vlmtrain.model.vision import POOLED, VisionTower, build_visual, pool_tokens
-from vlmtrain.recipes.losses import CLIP_LOGIT_SCALE, causal_lm_loss
+from vlmtrain.recipes.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
 
 __all__ = ["ModelConfig", "VLM", "build_model"]
 
@@ -33,6 +33,14 @@ class RetrievalHeads(nn.Module):
         self.text_proj = nn.Linear(text_dim, dim)
         self.image_proj = nn.Linear(image_dim, dim)
         self.logit_scale = nn.Parameter(torch.tensor(CLIP_LOGIT_SCALE))
+
+    def forward(self) -> torch.Tensor:
+        """The learned log temperature, clamped as CLIP does (at most log 100).
+
+        Read through this forward, never as `heads.logit_scale`: ZeRO-3 gathers a module's own
+        parameters only inside its forward, and a read elsewhere sees a size-0 partition.
+        """
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
 
 
 class VLM(nn.Module):

@@ -10,7 +10,6 @@ the two retrieval maps and the temperature); model.ret_token must be "[RET]" (or
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,9 +23,9 @@ from vlmtrain.recipes.base import (
     lm_loss,
     sample_texts,
 )
-from vlmtrain.recipes.losses import info_nce
+from vlmtrain.recipes.losses import MAX_LOGIT_SCALE, info_nce
 
-MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
+__all__ = ["MAX_LOGIT_SCALE", "FromageRecipe", "pick_text", "require_ret"]
 
 
 def require_ret(ctx: RecipeContext, recipe: str) -> int:
@@ -49,6 +48,7 @@ class FromageRecipe(Recipe):
     kinds = ("caption",)
     mix = {"caption": 1}
     packable = False  # retrieval reads each row's [RET] hidden state
+    columns = (("texts",),)
 
     def __init__(self, caption_weight: float = 1.0, retrieval_weight: float = 1.0):
         self.caption_weight, self.retrieval_weight = caption_weight, retrieval_weight
@@ -70,8 +70,7 @@ class FromageRecipe(Recipe):
         cap_loss, metrics = lm_loss(model, batch)
         images = model.encode_images(batch["pixel_values"])
         texts = model.encode_texts(batch["ret_input_ids"], batch["ret_attention_mask"])
-        scale = model.heads.logit_scale.clamp(max=MAX_LOGIT_SCALE)
-        ret_loss = info_nce(texts, images, scale)
+        ret_loss = info_nce(texts, images, model.heads())  # heads(): ZeRO-3-safe temperature
         loss = self.caption_weight * cap_loss + self.retrieval_weight * ret_loss
         with torch.no_grad():
             hits = (texts @ images.T).argmax(1) == torch.arange(len(texts), device=texts.device)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature, as a log scale
+MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -65,10 +66,16 @@ def info_nce(
 
     Only the local rows carry gradient, so each rank gets the exact gradient of the global loss
     w.r.t. its own embeddings; it is scaled by the world size so that the data-parallel average
-    of parameter gradients equals the global loss's gradient. The returned value is the loss.
+    of parameter gradients equals the global loss's gradient. A learned `logit_scale` multiplies
+    every pair on every rank, so its gradient is already the global one: it is left unscaled
+    (the average of W equal gradients is that gradient). The returned value is the loss.
     `groups` (one int per row, e.g. an entity id) marks rows that are the same thing: those
     off-diagonal pairs are masked out instead of being pushed apart.
     """
+    world = world_size()
+    if torch.is_tensor(logit_scale) and world > 1:
+        # value unchanged, gradient / world: undoes the x world below for the temperature alone
+        logit_scale = logit_scale / world + (logit_scale * (1 - 1 / world)).detach()
     scale = logit_scale.exp() if torch.is_tensor(logit_scale) else math.exp(logit_scale)
     all_a, all_b = gather_batch(a), gather_batch(b)
     logits = scale * all_a @ all_b.T
@@ -79,5 +86,4 @@ def info_nce(
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    world = world_size()
     return loss if world == 1 else loss * world - (loss * (world - 1)).detach()
