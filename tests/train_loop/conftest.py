@@ -4,11 +4,12 @@ by `vlmdata.shards.write_shards` into UNEVEN shards, an ids.parquet and a traine
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
 
-from vlmdata.core.net import free_port  # noqa: F401  (re-exported for the tests)
+from vlmdata.core.net import free_port
 
 SHAPES = ["circle", "square", "star", "triangle", "boat", "dog", "cat", "house"]
 COLOURS = {
@@ -111,3 +112,13 @@ def data_overrides(dataset: dict[str, Path], out: Path) -> list[str]:
         f"model.tokenizer={dataset['tokenizer']}",
         f"output_dir={out}",
     ]
+
+
+@pytest.fixture()
+def one_rank(monkeypatch):
+    """This pytest process as a world of one (torch.distributed stays up for later tests)."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MASTER_PORT", os.environ.get("VLM_TEST_PORT", str(free_port())))
+    os.environ.setdefault("VLM_TEST_PORT", os.environ["MASTER_PORT"])

@@ -1,32 +1,22 @@
 """Training runs: every tiny recipe learns (in-process, one rank), export -> load_checkpoint
 rebuilds the trained model exactly, stop + resume == uninterrupted, and two CPU ranks with
-ZeRO-3 through `vlmtrain launch` (then resumed from a checkpoint)."""
+ZeRO-3 through `vlmtrain launch`, SIGKILLed while saving, resumed to the same end."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.train_loop.conftest import CONFIGS, data_overrides, free_port
+from tests.train_loop.conftest import CONFIGS, data_overrides
 
 pytestmark = pytest.mark.slow
 QUIET = ["log.progress=false", "log.batch_keys=true"]
-
-
-@pytest.fixture()
-def one_rank(monkeypatch):
-    """This pytest process as a world of one (torch.distributed stays up for later tests)."""
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MASTER_PORT", os.environ.get("VLM_TEST_PORT", str(free_port())))
-    os.environ.setdefault("VLM_TEST_PORT", os.environ["MASTER_PORT"])
 
 
 def run_in_process(config: str, dataset, out: Path, *extra: str, resume=False, stop_after=None):
@@ -87,6 +77,17 @@ def test_tiny_recipe_trains_and_exports(config, dataset, tmp_path, one_rank):
     assert_export_rebuilds(run, out)
     info = json.loads((out / "export" / "export.json").read_text())
     assert info["step"] == 6 and info["mode"] == "auto"
+    # the logged lr is the one each step's update used: step s (from 0) warms up linearly,
+    # lr x (s + 1) / warmup_steps, then follows a cosine from lr towards lr x min_lr_ratio
+    cfg = run.cfg
+    lr, warm, total = cfg.optim.lr, cfg.schedule.warmup_steps, 6
+    want = [lr * (s + 1) / warm if s < warm else 0.0 for s in range(total)]
+    for s in range(warm, total):
+        cos = 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
+        want[s] = lr * (cfg.schedule.min_lr_ratio + (1 - cfg.schedule.min_lr_ratio) * cos)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["lr"] for line in lines]
+    assert logged == pytest.approx(want, rel=1e-9), (logged, want)
 
 
 def test_fromage_export_is_trainable_parts_when_parts_are_pretrained(dataset, tmp_path, one_rank):
@@ -140,44 +141,67 @@ def test_stop_and_resume_equals_uninterrupted(dataset, tmp_path, one_rank):
     assert losses(cut) == pytest.approx(losses(full), rel=1e-5)
 
 
-def _launch(args: list[str]) -> subprocess.CompletedProcess:
+def _launch(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.pop("DS_ACCELERATOR", None)  # `vlmtrain launch` decides (no CUDA -> cpu)
+    env.update(env_extra)
     cmd = [str(Path(sys.executable).parent / "vlmtrain"), "launch", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
 
 
-def test_two_cpu_ranks_zero3_through_launch_then_resume(dataset, tmp_path):
-    out = tmp_path / "z3"
-    over = (
-        data_overrides(dataset, out)
-        + QUIET
-        + [
-            "deepspeed.zero_stage=3",
-            "schedule.max_steps=6",
-            "schedule.save_every=3",
-        ]
-    )
+def _export(out: Path) -> dict:
+    from vlmtrain.train.checkpoint import read_weights
+
+    return read_weights(out / "export" / "model.safetensors")
+
+
+@pytest.mark.timeout(1800)  # four 2-rank launches: about 2 minutes on an idle 2-core machine
+def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_path):
+    """2 ranks, ZeRO-3 through `vlmtrain launch`; runs SIGKILLed in the middle of step 6's save
+    (where DeepSpeed's own `latest` used to appear, and between the model and optimizer files)
+    resume with plain `--resume` from step 3 and end with the same batches, losses and export."""
+    import torch
+
+    from vlmtrain.train.resume import KILL_ENV, incomplete_reason, latest_tag
+
+    extra = QUIET + ["deepspeed.zero_stage=3", "schedule.max_steps=6", "schedule.save_every=3"]
     grace = str(CONFIGS / "grace_tiny.yaml")
-    res = _launch([grace, "--num-gpus", "2", *over])
+    out = tmp_path / "z3"
+    res = _launch([grace, "--num-gpus", "2", *data_overrides(dataset, out), *extra])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert_falls(losses(out))
     step6 = out / "checkpoints" / "step0000006"
-    parts = sorted(p.name for p in step6.glob("*optim_states.pt"))
-    assert len(parts) == 2  # each rank saved its ZeRO-3 partition
+    assert len(sorted(step6.glob("*optim_states.pt"))) == 2  # each rank saved its partition
     assert json.loads((step6 / "data_position.json").read_text())["next_batch"] == 6
     keys = [batch_keys(out, r) for r in range(2)]
     assert sorted(keys[0]) == sorted(keys[1]) == list(range(6))  # equal batches per rank
-    # a kill after step 3's checkpoint: drop step 6, resume, and get the same stream and losses
-    resumed = tmp_path / "resumed"
-    shutil.copytree(out, resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step0000006")
-    shutil.rmtree(resumed / "export")
-    (resumed / "checkpoints" / "latest").write_text("step0000003")
-    res = _launch([str(resumed / "config.yaml"), "--resume", f"output_dir={resumed}"])
+
+    cut = tmp_path / "cut"
+    ckpt6 = cut / "checkpoints" / "step0000006"
+    res = _launch(
+        [grace, "--num-gpus", "2", *data_overrides(dataset, cut), *extra],
+        **{KILL_ENV: "deepspeed_saved@6"},
+    )
+    assert res.returncode != 0 and not (cut / "export").exists()
+    # ZeRO-3: every rank writes its model states and optimizer partition
+    assert len(list(ckpt6.glob("*_model_states.pt"))) == len(list(ckpt6.glob("*optim_states.pt")))
+    assert len(list(ckpt6.glob("*optim_states.pt"))) == 2  # DeepSpeed's part was all written
+    assert incomplete_reason(cut / "checkpoints", "step0000006") is not None
+    assert latest_tag(cut / "checkpoints") == "step0000003"
+    # plain --resume (world size from the checkpoint), killed again: model file, no optimizer
+    resume = [str(cut / "config.yaml"), "--resume"]
+    res = _launch(resume, **{KILL_ENV: "model_states@6"})
+    assert res.returncode != 0 and "resuming from step 3 (batch 3)" in res.stdout
+    assert list(ckpt6.glob("*_model_states.pt"))  # a rank killed itself right after its model
+    assert len(list(ckpt6.glob("*optim_states.pt"))) < 2  # file, before its optimizer file
+    res = _launch(resume)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resuming from step 3 (batch 3)" in res.stdout
     for r in range(2):
-        assert batch_keys(resumed, r) == keys[r]
-    assert losses(resumed) == pytest.approx(losses(out), rel=1e-4)
-    assert (resumed / "export" / "model.safetensors").exists()
+        assert batch_keys(cut, r) == keys[r]
+    assert losses(cut) == pytest.approx(losses(out), rel=1e-5)
+    want, got = _export(out), _export(cut)
+    assert set(got) == set(want)
+    for name, value in want.items():
+        assert torch.allclose(got[name], value, rtol=1e-5, atol=1e-7), name
+    assert incomplete_reason(cut / "checkpoints", "step0000006") is None

@@ -4,7 +4,8 @@ Two things with different jobs:
 - `OUTPUT/checkpoints/stepNNNNNNN/`: DeepSpeed's own sharded checkpoint (every rank writes its
   partition; optimizer and scheduler state included) plus the data position in `client_state`
   and, readable without torch, `data_position.json`. Only `--resume` of the same run reads it,
-  so DeepSpeed's format is used as is.
+  so DeepSpeed's format is used as is; when one counts as complete and how it is read without
+  pickle is in vlmtrain.train.resume.
 - `OUTPUT/export/`: `model.safetensors` (no pickle), the resolved `config.yaml`, a copy of the
   tokenizer (with the tokens the model added) and `export.json`. `load_checkpoint` rebuilds the
   model from the config and loads these weights.
@@ -18,10 +19,8 @@ rebuilds it exactly, while FROMAGe exports its projections and new token rows on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,6 @@ EXPORT_DIR = "export"
 CHECKPOINT_DIR = "checkpoints"
 WEIGHTS = "model.safetensors"
 GATHER_CHUNK = 64  # parameters gathered at once under ZeRO-3 (bounds peak memory)
-
-
-def checkpoint_tag(step: int) -> str:
-    return f"step{step:07d}"
 
 
 def rebuildable(model_cfg, name: str) -> bool:
@@ -150,57 +145,3 @@ def load_checkpoint(path: str | os.PathLike):
     load_weights_into(model, cfg.model, read_weights(export / WEIGHTS), str(export))
     model.eval()
     return model, tokenizer, cfg
-
-
-# ---- resume state ------------------------------------------------------------------------------
-
-
-def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
-    """DeepSpeed's `latest` tag of a checkpoint folder, or None when there is none yet."""
-    f = Path(ckpt_dir) / "latest"
-    return f.read_text(encoding="utf-8").strip() if f.exists() else None
-
-
-def write_position(ckpt_dir: Path, tag: str, state: dict[str, Any]) -> None:
-    write_json(Path(ckpt_dir) / tag / "data_position.json", state)
-
-
-def read_position(ckpt_dir: Path, tag: str) -> dict[str, Any] | None:
-    f = Path(ckpt_dir) / tag / "data_position.json"
-    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
-
-
-def save_rng(ckpt_dir: Path, tag: str, rank: int) -> None:
-    """This rank's torch RNG state (dropout masks), so a resumed step draws the same ones."""
-    import torch
-    from safetensors.torch import save_file
-
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    with atomic_path(Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors") as tmp:
-        save_file(state, str(tmp))
-
-
-def load_rng(ckpt_dir: Path, tag: str, rank: int) -> bool:
-    """Restore what `save_rng` wrote; False when the checkpoint has none for this rank."""
-    import torch
-
-    f = Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors"
-    if not f.exists():
-        return False
-    state = read_weights(f)
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-    return True
-
-
-def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int, protect: Iterable[str]) -> None:
-    """Remove all but the newest `keep` step folders (rank 0, after every rank saved)."""
-    if keep <= 0:
-        return
-    tags = sorted(p.name for p in Path(ckpt_dir).glob("step*") if p.is_dir())
-    for tag in tags[:-keep]:
-        if tag not in set(protect):
-            shutil.rmtree(Path(ckpt_dir) / tag, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from vlmdata.core.net import free_port
 from vlmtrain.train.config import TrainConfig, save_config
+from vlmtrain.train.resume import install_safe_checkpoint_engine
 
 # ---- distributed set-up ------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class Window:
 
     loss: float = 0.0
     micro: int = 0
+    lr: float = 0.0  # the learning rate this step's optimizer update uses
     samples: int = 0
     tokens: int = 0
     slots: int = 0  # token positions, padding included (pad_fraction = 1 - tokens / slots)
@@ -272,6 +274,7 @@ class Run:
         self.engine, self.lifted = initialize(
             with_stage(cfg, self.zero_stage), self.model, self.total, world, micro
         )
+        install_safe_checkpoint_engine(self.engine)  # resume reads .pt files without pickle
         self.step, self.next_batch = 0, 0
 
     def _efficiency(self):
@@ -303,36 +306,45 @@ class Run:
     # -- checkpoints --
 
     def save(self) -> None:
-        """Every rank saves its partition (rank 0 alone would hang ZeRO-3)."""
+        """Every rank saves its partition (rank 0 alone would hang ZeRO-3); the checkpoint is
+        committed (complete.json, then `latest`) only after every rank wrote everything."""
+        import shutil
+
         import torch.distributed as dist
 
-        from vlmtrain.train.checkpoint import (
-            checkpoint_tag,
-            prune_checkpoints,
-            save_rng,
-            write_position,
-        )
+        from vlmtrain.train import resume as rs
 
-        tag = checkpoint_tag(self.step)
+        tag = rs.checkpoint_tag(self.step)
         pos = self.data.position(self.next_batch)
+        rs.set_saving_step(self.step)
+        if self.rank == 0:  # debris of a killed save of this very step
+            shutil.rmtree(self.ckpt_dir / tag, ignore_errors=True)
+        dist.barrier()
         self.engine.save_checkpoint(
             str(self.ckpt_dir),
             tag=tag,
             client_state={"data": pos, "step": self.step},
+            save_latest=False,  # ours is written last, once the checkpoint is complete
             exclude_frozen_parameters=True,  # rebuilt by build_parts; a 7B frozen LM stays out
         )
-        save_rng(self.ckpt_dir, tag, self.rank)
+        rs.kill_point("deepspeed_saved")
+        rs.save_rng(self.ckpt_dir, tag, self.rank)
         dist.barrier()
         if self.rank == 0:
-            write_position(self.ckpt_dir, tag, pos)
-            prune_checkpoints(self.ckpt_dir, self.cfg.schedule.keep_checkpoints, [tag])
+            rs.write_position(self.ckpt_dir, tag, pos)
+            rs.mark_complete(self.ckpt_dir, tag)
+            rs.kill_point("before_latest")
+            rs.write_latest(self.ckpt_dir, tag)
+            rs.prune_checkpoints(self.ckpt_dir, self.cfg.schedule.keep_checkpoints, [tag])
+        rs.set_saving_step(None)
         dist.barrier()
 
     def resume(self) -> bool:
-        """Load the latest checkpoint (weights, optimizer, LR, data position); False if none."""
-        from vlmtrain.train.checkpoint import latest_tag, load_rng
+        """Load the newest complete checkpoint (weights, optimizer, LR, data position, RNG);
+        False if there is none."""
+        from vlmtrain.train.resume import load_rng, resume_tag
 
-        tag = latest_tag(self.ckpt_dir)
+        tag = resume_tag(self.ckpt_dir)
         if tag is None:
             return False
         # frozen parameters are not in the checkpoint (see save), hence not strict
@@ -380,7 +392,7 @@ class Run:
         loss_sum, micro, samples, tokens, slots, flops = sums
         record = {
             "loss": loss_sum / max(1, micro),
-            "lr": float(self.engine.get_lr()[0]),
+            "lr": w.lr,
             "epoch": self.next_batch / self.data.batches_per_epoch,
             "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
@@ -415,6 +427,8 @@ class Run:
         dtype = self._dtype()
         self.engine.train()
         for sb in self.data.batches(self.next_batch, self.total * ga):
+            if w.micro == 0:  # before engine.step() moves the scheduler on to the next step
+                w.lr = float(self.engine.get_lr()[0])
             batch = to_device(sb.batch, self.engine.device, dtype)
             loss, metrics = self.recipe.loss(self.engine, batch)
             self.engine.backward(loss)
@@ -426,13 +440,15 @@ class Run:
             if self.next_batch % ga:
                 continue
             self.step += 1
-            last = self._log_step(logger, w, time.perf_counter() - t0)
+            now = time.perf_counter()  # whole steps: this step's logging counts in the next one
+            last = self._log_step(logger, w, now - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", **speed(last))
-            w, t0 = Window(), time.perf_counter()
+            w, t0 = Window(), now
             every = cfg.schedule.save_every
             if (every and self.step % every == 0) or self.step == self.total:
                 self.save()
+                t0 += time.perf_counter() - now  # a checkpoint save is not training speed
             if stop_after is not None and self.step >= stop_after:
                 break
         bar.close()
