@@ -24,7 +24,24 @@ from cli.common import handle_errors
     help="MPI-style hostfile (`worker-0 slots=8` per line) for multi-node runs.",
 )
 @click.option(
-    "--master-port", type=int, default=None, help="Rendezvous port (default: a free one)."
+    "--master-port",
+    type=int,
+    default=None,
+    help="Rendezvous port (default: a free one here; 29500 with --hostfile or several nodes).",
+)
+@click.option(
+    "--accelerator",
+    type=click.Choice(["auto", "cpu", "cuda", "xpu", "npu", "hpu", "mps"]),
+    default="auto",
+    show_default=True,
+    help="DeepSpeed accelerator of the ranks. auto: a local run uses cpu when this machine has "
+    "no CUDA; a --hostfile / multi-node run lets each rank's machine decide.",
+)
+@click.option(
+    "--skip-checks",
+    is_flag=True,
+    help="Skip the pre-flight checks (paths, stream mix, columns), e.g. on a head node that "
+    "does not mount the data.",
 )
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in output_dir.")
 @click.option("--stop-after", type=int, default=None, hidden=True)
@@ -51,6 +68,8 @@ def launch(
     num_nodes,
     hostfile,
     master_port,
+    accelerator,
+    skip_checks,
     resume,
     stop_after,
     dry_run,
@@ -61,8 +80,10 @@ def launch(
 
     The resolved config is saved as OUTPUT_DIR/config.yaml and every rank trains from it;
     checkpoints go to OUTPUT_DIR/checkpoints, metrics to OUTPUT_DIR/metrics.jsonl and the final
-    weights (safetensors) + tokenizer to OUTPUT_DIR/export. Without CUDA, DS_ACCELERATOR=cpu is
-    set and --num-gpus counts CPU ranks (gloo).
+    weights (safetensors) + tokenizer to OUTPUT_DIR/export. A local run without CUDA gets
+    DS_ACCELERATOR=cpu and --num-gpus counts CPU ranks (gloo). Before any rank starts, the data,
+    tokenizer and ids paths, the stream mix and the recipe's columns are checked (not with
+    --dry-run, which only prints the command).
 
     \b
     Examples:
@@ -72,6 +93,7 @@ def launch(
           deepspeed.zero_stage=3 optim.lr=2e-5 schedule.save_every=500
       vlmtrain launch runs/grace/config.yaml --resume        # continue the same stream
       vlmtrain launch cfg.yaml --num-nodes 2 --hostfile hosts.txt --dry-run
+      vlmtrain launch cfg.yaml --hostfile hosts.txt --accelerator cuda --master-port 29600
     """
     from vlmtrain.train.launch import plan_launch, run_launch
 
@@ -84,10 +106,12 @@ def launch(
         num_nodes=num_nodes,
         hostfile=hostfile,
         master_port=master_port,
+        accelerator=accelerator,
         resume=resume,
         stop_after=stop_after,
         launcher_log=launcher_log,
         write=not dry_run,
+        check=not (dry_run or skip_checks),
     )
     if dry_run:
         click.echo(plan.display())

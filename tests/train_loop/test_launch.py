@@ -1,7 +1,9 @@
-"""`vlmtrain launch --dry-run`: the exact DeepSpeed launcher command, nothing written."""
+"""`vlmtrain launch --dry-run`: the exact DeepSpeed launcher command, nothing written; the
+accelerator and rendezvous port of a hostfile run are not taken from the launching machine."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -53,6 +55,7 @@ def test_multi_node_resume_command(tmp_path):
         hostfile=str(hosts),
         master_port=29400,
         resume=True,
+        check=False,  # /models/... exist on the hosts, not here
     )
     assert plan.argv[1:] == [
         "-m",
@@ -73,7 +76,7 @@ def test_multi_node_resume_command(tmp_path):
         str(tmp_path / "r" / "config.yaml"),
         "--resume",
     ]
-    assert plan.env == {"DS_ACCELERATOR": "cpu"}  # no CUDA on this machine
+    assert plan.env == {}  # this machine's lack of CUDA is not imposed on the hosts' ranks
     # the resolved config was saved and is what the ranks will read
     from vlmtrain.train.config import load_config
 
@@ -96,13 +99,11 @@ def test_missing_config_is_a_clear_error(tmp_path):
 
 def test_resume_takes_the_checkpoints_world_size(tmp_path):
     """A 2-rank checkpoint resumes on 2 ranks by default; another count is refused up front."""
-    from vlmtrain.train.checkpoint import write_position
+    from tests.train_loop.test_resume_state import fake_checkpoint
 
     out = tmp_path / "r"
     ckpt = out / "checkpoints"
-    (ckpt / "step0000003").mkdir(parents=True)
-    (ckpt / "latest").write_text("step0000003")
-    write_position(ckpt, "step0000003", {"next_batch": 3, "world": 2})
+    fake_checkpoint(ckpt, "step0000003", world=2)
     base = ["launch", str(CONFIGS / "grace_tiny.yaml"), f"output_dir={out}", "--resume"]
     res = CliRunner().invoke(main, [*base, "--master-port", "29999", "--dry-run"])
     assert res.exit_code == 0, res.output
@@ -110,3 +111,52 @@ def test_resume_takes_the_checkpoints_world_size(tmp_path):
     res = CliRunner().invoke(main, [*base, "--num-gpus", "1", "--dry-run"])
     assert res.exit_code == 2
     assert "step0000003 was written by 2 ranks; resume with --num-gpus 2" in res.output
+
+
+def _hosts(tmp_path) -> str:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("worker-0 slots=8\nworker-1 slots=8\n")
+    return str(hosts)
+
+
+def test_hostfile_run_from_a_head_node_without_gpus(tmp_path):
+    """This machine has no CUDA, but the hosts' ranks may: no DS_ACCELERATOR, no port probed
+    here (rank 0 listens on worker-0): DeepSpeed's default 29500."""
+    out = tmp_path / "r"
+    args = ["launch", str(CONFIGS / "llava15_7b_stage2.yaml"), "--num-nodes", "2"]
+    args += ["--num-gpus", "8", "--hostfile", _hosts(tmp_path), "--dry-run", f"output_dir={out}"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    want = (
+        f"{sys.executable} -m deepspeed.launcher.runner --hostfile {tmp_path}/hosts.txt "
+        "--num_nodes 2 --num_gpus 8 --master_port 29500 --log_level warning "
+        f"--module vlmtrain.train.entry --config {out}/config.yaml\n"
+    )
+    assert res.output == want
+
+
+def test_explicit_accelerator_and_port_reach_the_launcher_and_every_rank(tmp_path):
+    out = tmp_path / "r"
+    args = ["launch", str(CONFIGS / "llava15_7b_stage2.yaml"), "--hostfile", _hosts(tmp_path)]
+    args += ["--accelerator", "cuda", "--master-port", "29600", "--dry-run", f"output_dir={out}"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"DS_ACCELERATOR=cuda {sys.executable} -m deepspeed")
+    assert " --master_port 29600 " in res.output
+    assert res.output.endswith(f"--config {out}/config.yaml --accelerator cuda\n")
+
+
+def test_the_entry_takes_the_accelerator_before_deepspeed_loads(monkeypatch):
+    from vlmtrain.train import entry
+
+    seen = {}
+
+    def fake_train(cfg, resume, stop_after):
+        seen["accelerator"] = os.environ.get("DS_ACCELERATOR")
+        return {"last": {}, "steps": 0, "total": 0, "export": None}
+
+    monkeypatch.setattr("vlmtrain.train.trainer.train", fake_train)
+    monkeypatch.setattr("vlmtrain.train.config.load_config", lambda path: None)
+    monkeypatch.setenv("RANK", "1")
+    assert entry.main(["--config", "c.yaml", "--accelerator", "cuda"]) == 0
+    assert seen == {"accelerator": "cuda"}

@@ -153,6 +153,12 @@ class Recipe:
     mix: dict[str, int] = {"default": 1}  # per-step mixing weights the data loader applies
     packable = True  # the loss reads nothing per row: examples may share rows (data.packing)
     pack_length: int | None = None  # set by the trainer: collate packs rows of this many tokens
+    columns: tuple[tuple[str, ...], ...] = ()  # index columns read: each entry, one of these
+
+    def required_columns(self) -> tuple[tuple[str, ...], ...]:
+        """Columns the shards' index must carry (each entry: any one of its names); checked by
+        the launcher's pre-flight before any rank starts."""
+        return self.columns
 
     def example(self, sample: Sample, ctx: RecipeContext) -> Example | None:
         """One example of kind `ctx.kind` (or a kind drawn by the `mix` weights)."""

@@ -22,6 +22,7 @@ class CaptionRecipe(Recipe):
     name = "caption"
     kinds = ("caption",)
     mix = {"caption": 1}
+    columns = (("texts",),)
 
     def __init__(self, prompt: str = "", question_prompt: str = ""):
         if question_prompt and "{question}" not in question_prompt:

@@ -27,6 +27,8 @@ class LlavaRecipe(Recipe):
         self.stage, self.system = stage, system
         kind = PLAIN if stage == 1 else CONVERSATION
         self.kinds, self.mix = (kind,), {kind: 1}
+        # stage 1 reads a caption (LCS-558K's one-turn chats, or texts); stage 2 a conversation
+        self.columns = (("conversations", "texts"),) if stage == 1 else (("conversations",),)
 
     def make(self, sample: Sample, ctx: RecipeContext, kind: str, **_) -> Example | None:
         if kind == PLAIN:

@@ -18,13 +18,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--stop-after", type=int, default=None, help="stop after N optimizer steps (as a kill)"
     )
+    p.add_argument(
+        "--accelerator",
+        default=None,
+        help="DeepSpeed accelerator (DS_ACCELERATOR) for this rank; default: cuda when this "
+        "machine has CUDA, else cpu",
+    )
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # launcher
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if "DS_ACCELERATOR" not in os.environ:
+    if args.accelerator:  # before deepspeed is imported: it reads DS_ACCELERATOR once
+        os.environ["DS_ACCELERATOR"] = args.accelerator
+    elif "DS_ACCELERATOR" not in os.environ:  # decided on the machine this rank runs on
         import torch
 
         if not torch.cuda.is_available():

@@ -2,8 +2,18 @@
 
 The launcher (`python -m deepspeed.launcher.runner`, what the `deepspeed` command runs) starts
 `python -m vlmtrain.train.entry --config OUTPUT/config.yaml` once per rank. Commands are argument
-lists, never shell strings. Without CUDA, `DS_ACCELERATOR=cpu` makes DeepSpeed use gloo, and
-`--num-gpus N` then means N CPU ranks.
+lists, never shell strings.
+
+The accelerator is chosen where the ranks run, never from the launching machine alone: a
+single-node run starts its ranks here, so without CUDA here it gets `DS_ACCELERATOR=cpu` (gloo;
+`--num-gpus N` then means N CPU ranks). A hostfile / multi-node run leaves the choice to each
+rank's machine (vlmtrain.train.entry), unless `accelerator` names one explicitly; then it is set
+for the launcher and passed to every rank as `--accelerator`. Likewise the rendezvous port of a
+hostfile run is not probed on the launching machine (rank 0 runs on the first host): it is
+`master_port` or DeepSpeed's default, 29500.
+
+Before any rank starts, `vlmtrain.train.preflight` checks the paths, the stream mix and the
+columns the recipe reads (seconds here instead of minutes inside every rank).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmdata.core.errors import DataError
 from vlmdata.core.net import free_port
 from vlmtrain.train.config import load_config, save_config
 
@@ -33,9 +44,16 @@ class LaunchPlan:
         return (env + " " if env else "") + shlex.join(self.argv)
 
 
-def accelerator_env() -> dict[str, str]:
-    """DS_ACCELERATOR=cpu when there is no CUDA device (and the user set none)."""
-    if "DS_ACCELERATOR" in os.environ:
+DEFAULT_MASTER_PORT = 29500  # DeepSpeed's and torch.distributed's default rendezvous port
+ACCELERATORS = ("auto", "cpu", "cuda", "xpu", "npu", "hpu", "mps")
+
+
+def accelerator_env(accelerator: str = "auto", local: bool = True) -> dict[str, str]:
+    """The DS_ACCELERATOR the launcher runs with: an explicit choice; for a local run with
+    "auto", cpu when this machine (where its ranks run) has no CUDA; otherwise nothing."""
+    if accelerator != "auto":
+        return {"DS_ACCELERATOR": accelerator}
+    if not local or "DS_ACCELERATOR" in os.environ:
         return {}
     import torch
 
@@ -50,17 +68,26 @@ def plan_launch(
     num_nodes: int | None = None,
     hostfile: str | None = None,
     master_port: int | None = None,
+    accelerator: str = "auto",
     resume: bool = False,
     stop_after: int | None = None,
     launcher_log: str = "warning",
     write: bool = True,
+    check: bool = True,
 ) -> LaunchPlan:
-    """The launcher command for CONFIG + overrides; writes OUTPUT/config.yaml unless `write`
-    is False (dry run)."""
+    """The launcher command for CONFIG + overrides; runs the pre-flight checks unless `check`
+    is False and writes OUTPUT/config.yaml unless `write` is False (dry run)."""
+    if accelerator not in ACCELERATORS:
+        raise DataError(f"--accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
     cfg = load_config(config, list(overrides))
     resolved = (Path(cfg.output_dir) / "config.yaml").absolute()
-    if resume and not hostfile and not num_nodes:  # checked first: a refusal writes nothing
+    local = not hostfile and not (num_nodes and num_nodes > 1)
+    if resume and local:  # checked first: a refusal writes nothing
         num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
+    if check:
+        from vlmtrain.train.preflight import preflight
+
+        preflight(cfg)
     if write:
         resolved.parent.mkdir(parents=True, exist_ok=True)
         save_config(cfg, resolved)
@@ -71,13 +98,16 @@ def plan_launch(
         argv += ["--num_nodes", str(num_nodes)]
     if num_gpus:
         argv += ["--num_gpus", str(num_gpus)]
-    argv += ["--master_port", str(master_port or free_port()), "--log_level", launcher_log]
+    port = master_port or (free_port() if local else DEFAULT_MASTER_PORT)
+    argv += ["--master_port", str(port), "--log_level", launcher_log]
     argv += ["--module", ENTRY_MODULE, "--config", str(resolved)]
+    if accelerator != "auto":
+        argv += ["--accelerator", accelerator]
     if resume:
         argv.append("--resume")
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
-    return LaunchPlan(argv=argv, env=accelerator_env(), config_path=resolved)
+    return LaunchPlan(argv=argv, env=accelerator_env(accelerator, local), config_path=resolved)
 
 
 def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:
@@ -86,10 +116,9 @@ def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:
     ZeRO partitions and the data position are per rank, so a resume with another world size
     would fail inside every rank after the models load; refuse it here instead.
     """
-    from vlmdata.core.errors import DataError
-    from vlmtrain.train.checkpoint import latest_tag, read_position
+    from vlmtrain.train.resume import read_position, resume_tag
 
-    tag = latest_tag(ckpt_dir)
+    tag = resume_tag(ckpt_dir)
     pos = read_position(ckpt_dir, tag) if tag else None
     if not pos or "world" not in pos:
         return num_gpus
