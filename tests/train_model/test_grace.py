@@ -1,4 +1,5 @@
-"""grace: exact label masks, identifier tokens == the trie rule, falling loss, ids.parquet."""
+"""grace: exact label masks, identifier tokens == the trie rule, the loss as the sum of the two
+streams' means, falling loss, ids.parquet."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequence
 from vlmtrain.recipes import RecipeContext, get_recipe
+from vlmtrain.recipes.losses import causal_lm_loss
 
 IDS = {f"s{i:03d}": f"{i % 3}-{i}" for i in range(6)}
 
@@ -101,6 +103,38 @@ def test_grace_loss_falls(build, samples):
         losses.append(metrics["loss"])
     assert metrics["tokens"] == sum(sum(1 for x in e["labels"][1:] if x != -100) for e in items)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_grace_loss_is_the_sum_of_each_streams_mean(build, samples):
+    """GRACE: L = mean over image2id's supervised tokens + mean over query2id's (not one mean
+    over the mixed batch, which weights each stream by its share of the tokens)."""
+    import torch.nn.functional as F
+
+    model = build(train=["projector", "lm"]).eval()  # no dropout: two passes, same logits
+    recipe = get_recipe("grace")
+    items = [e for s in samples for e in recipe.examples(s, _ctx(model))]
+    batch = recipe.collate(items)
+    loss, metrics = recipe.loss(model, batch)
+    logits = model(batch["input_ids"], batch["attention_mask"], None, batch["pixel_values"]).logits
+    per_kind = {}
+    for kind in ("image2id", "query2id"):
+        terms = []
+        for i, e in enumerate(items):
+            if e["kind"] != kind:
+                continue
+            for t in range(1, len(e["labels"])):  # position t - 1 predicts token t
+                if e["labels"][t] != -100:
+                    terms.append(F.cross_entropy(logits[i, t - 1], torch.tensor(e["labels"][t])))
+        per_kind[kind] = torch.stack(terms).mean()
+    want = per_kind["image2id"] + per_kind["query2id"]
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert metrics["image2id_loss"] == pytest.approx(float(per_kind["image2id"]), abs=1e-5)
+    mixed = causal_lm_loss(logits, batch["labels"])[0]  # the single mean it replaces
+    assert not torch.allclose(loss, mixed, atol=1e-3)
+    recipe.pack_length = 256  # packed rows mix the kinds: each token still counts for its own
+    packed = recipe.collate(items)
+    assert packed["input_ids"].shape[0] < len(items)
+    assert torch.allclose(recipe.loss(model, packed)[0], want, atol=1e-5)
 
 
 def test_load_identifiers_checks_stored_tokens(tmp_path, tokenizer):

@@ -66,6 +66,7 @@ def pack_examples(items: list[dict[str, Any]], row_length: int) -> dict[str, Any
     labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros(shape, dtype=torch.long)
     positions = torch.zeros(shape, dtype=torch.long)
+    example_index = torch.full(shape, -1, dtype=torch.long)  # which item a token is (-1: pad)
     images = []
     for r, row in enumerate(rows):
         at = 0
@@ -75,6 +76,7 @@ def pack_examples(items: list[dict[str, Any]], row_length: int) -> dict[str, Any
             labels[r, at + 1 : at + n] = torch.tensor(it["labels"][1:], dtype=torch.long)
             mask[r, at : at + n] = 1
             positions[r, at : at + n] = torch.arange(n)
+            example_index[r, at : at + n] = i
             if it.get("pixel_values") is not None:
                 images.append(it["pixel_values"])
             at += n
@@ -86,6 +88,7 @@ def pack_examples(items: list[dict[str, Any]], row_length: int) -> dict[str, Any
         "labels": labels,
         "attention_mask": mask,
         "position_ids": positions,
+        "example_index": example_index,
         "pixel_values": torch.stack(images) if images else None,
     }
 
