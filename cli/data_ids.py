@@ -35,7 +35,7 @@ def build_ids(
     Examples:
       vlmdata build-ids shards/ --scheme numeric --seed 0 --tokenizer tok/ -o ids.parquet
       vlmdata build-ids shards/ --scheme semantic --pseudo-queries pq.json -o ids.parquet
-      vlmdata embed shards/ --model ViT-B-32 -o emb.npy
+      vlmdata embed shards/ --model ViT-B-32:ViT-B-32-openai.safetensors -o emb.npy
       vlmdata build-ids shards/ --scheme structured --embeddings emb.npy \\
           --tokenizer tok/ --add-tokens tok-ids/ -o ids.parquet
     """
@@ -102,28 +102,26 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
 @click.command("embed")
 @click.argument("out", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-@click.option("--model", required=True, help="open_clip model name, or a local checkpoint path.")
+@click.option(
+    "--model", required=True, help="NAME:CHECKPOINT, an open_clip folder, or random:NAME."
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
 @handle_errors
 def embed(out, output, model, batch_size, device):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.
 
-    MODEL is an open_clip architecture built with random weights (pretrained=None), a
-    directory with open_clip_config.json + weights, or "NAME:CHECKPOINT" (local weights).
-    Nothing is downloaded.
+    MODEL is "NAME:CHECKPOINT" (local weights), a directory with open_clip_config.json +
+    weights (or local-dir:PATH), or random:NAME for random weights (asked for explicitly: they
+    measure nothing). Nothing is downloaded.
 
     \b
     Examples:
       vlmdata embed shards/ --model ViT-B-32:ViT-B-32-openai.safetensors -o emb.npy
       vlmdata embed shards/ --model ./my-clip/ --device cuda --batch-size 256 -o emb.npy
     """
-    from pathlib import Path
-
     from vlmdata.ids.embed import embed_images
 
-    if ":" not in model and not Path(model).exists():  # a bare architecture name
-        click.echo(f"note: {model} has no checkpoint here: random weights", err=True)
     n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 

@@ -145,7 +145,8 @@ def retrieval_generative(
     "--clip-model",
     default="ViT-B-32",
     show_default=True,
-    help="open_clip name, local-dir:PATH (a saved open_clip folder) or a JSON config (tiny CLIP).",
+    help="open_clip name (with --clip-pretrained), NAME:FILE, local-dir:PATH (a saved open_clip "
+    "folder), a JSON config (tiny CLIP) or random:NAME (random weights, asked for).",
 )
 @click.option("--clip-pretrained", help="Local open_clip checkpoint file (no downloads).")
 @BATCH

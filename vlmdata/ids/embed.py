@@ -1,9 +1,9 @@
 """`embed_images`: open_clip image embeddings of a shards directory, in index order.
 
-Feeds GRACE's structured identifiers (hierarchical k-means) and retrieval baselines. Models come
-only from local files: an open_clip architecture name (random weights), "NAME:CHECKPOINT" (a
-local weights file), or a directory holding open_clip_config.json and its weights
-(open_clip's "local-dir:" form). Nothing is downloaded.
+Feeds GRACE's structured identifiers (hierarchical k-means) and retrieval baselines. Models are
+named by the one rule of vlmdata.core.clip_source: "NAME:CHECKPOINT" (a local weights file), a
+directory holding open_clip_config.json and its weights (open_clip's "local-dir:" form), or
+"random:NAME" for random weights. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,23 +19,11 @@ from vlmdata.core.errors import DataError
 
 
 def load_clip(model: str, device: str = "cpu"):
-    """(open_clip model in eval mode, its eval image transform) from a local source."""
-    import open_clip
+    """(open_clip model in eval mode, its eval image transform): MODEL by the one rule of
+    vlmdata.core.clip_source (a bare architecture name needs weights or `random:`)."""
+    from vlmdata.core.clip_source import create_clip, resolve_clip
 
-    kwargs = {"pretrained_image": False, "pretrained_text": False, "device": device}
-    if Path(model).is_dir():
-        name, pretrained = f"local-dir:{model}", None
-    elif ":" in model and Path(model.split(":", 1)[1]).is_file():
-        name, pretrained = model.split(":", 1)
-    else:
-        name, pretrained = model, None
-    if name not in open_clip.list_models() and not name.startswith("local-dir:"):
-        raise DataError(f"unknown open_clip model {name!r} (and not a local directory)")
-    clip, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=pretrained, **kwargs
-    )
-    clip.eval()
-    return clip, preprocess
+    return create_clip(resolve_clip(model), device)
 
 
 def embed_images(

@@ -20,7 +20,9 @@ class ModelConfig:
 
     # vision tower (open_clip)
     vision: str = "ViT-L-14"  # open_clip model name
-    vision_pretrained: str | None = None  # open_clip tag ("openai") or a local checkpoint file
+    # a local checkpoint file; `vision` alone may also be NAME:FILE, local-dir:PATH or random:NAME
+    # (vlmdata.core.clip_source: a bare name without weights is refused)
+    vision_pretrained: str | None = None
     vision_config: dict[str, Any] | None = (
         None  # tiny tower: {"embed_dim": 32, "vision_cfg": {...}}
     )

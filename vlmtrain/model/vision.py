@@ -1,7 +1,8 @@
 """The open_clip vision tower: patch features from a chosen block and/or the pooled embedding.
 
-Built from an open_clip model name (+ a pretrained tag or a local checkpoint file; open_clip loads
-those with `weights_only=True`) or, for tests and demos, from a tiny `vision_cfg` dict, which never
+Built from an open_clip model named by the one rule of vlmdata.core.clip_source (local weights:
+NAME + a checkpoint file, local-dir:PATH, or random:NAME asked for explicitly; open_clip loads
+them with `weights_only=True`) or, for tests and demos, from a tiny `vision_cfg` dict, which never
 touches the network. Only the image tower is kept; the text tower of a full CLIP is dropped.
 """
 
@@ -36,9 +37,9 @@ def build_visual(
             "interpolation": "bicubic",
         }
         return visual, preprocess
-    import open_clip
+    from vlmdata.core.clip_source import create_clip, resolve_clip
 
-    clip = open_clip.create_model(name, pretrained=pretrained or None, weights_only=True)
+    clip, _ = create_clip(resolve_clip(name, pretrained or None))
     visual = clip.visual
     preprocess = dict(getattr(visual, "preprocess_cfg", {}) or {})
     preprocess.setdefault("size", getattr(visual, "image_size", 224))

@@ -108,40 +108,19 @@ def model_encoders(model):
 
 
 def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
-    """open_clip baseline; `name` is a model name or a JSON config file (a tiny CLIP for tests).
-
-    Only local weights: `pretrained` must be a file, never a tag that would download.
-    """
-    import json
-
-    import open_clip
+    """open_clip baseline, named by the one rule of vlmdata.core.clip_source (local weights, a
+    local-dir folder, a JSON config for a tiny CLIP in tests, or random:NAME asked for)."""
     import torch
     import torch.nn.functional as F
 
+    from vlmdata.core.clip_source import clip_tokenizer, create_clip, resolve_clip
     from vlmtrain.data.transforms import decode_image
     from vlmtrain.eval.generation import pick_device
 
     dev = pick_device(device)
-    if pretrained is not None and not os.path.isfile(pretrained):
-        raise DataError(f"--clip-pretrained must be a local checkpoint file: {pretrained}")
-    if os.path.isfile(name):
-        with open(name, encoding="utf-8") as f:
-            cfg = json.load(f)
-        torch.manual_seed(int(cfg.pop("seed", 0)))
-        model = open_clip.CLIP(**cfg)
-        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
-        tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
-    else:
-        if pretrained is None and not name.startswith("local-dir:"):
-            raise DataError(
-                f"CLIP baseline {name!r} has no weights: give --clip-pretrained (a local "
-                "checkpoint file) or --clip-model local-dir:PATH; random weights measure nothing"
-            )
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, weights_only=True
-        )
-        tokenizer = open_clip.get_tokenizer(name)
-    model.to(dev).eval()
+    source = resolve_clip(name, pretrained)
+    model, preprocess = create_clip(source, str(dev))
+    tokenizer = clip_tokenizer(source, model)
 
     def images(samples):
         pixels = torch.stack([preprocess(decode_image(s["image"])) for s in samples])
