@@ -73,3 +73,23 @@ def format_table(rows: list, n_images: int, ks: tuple[int, ...] = KS) -> str:
 def recall_table(labelled: list[tuple[str, str | os.PathLike]], ks: tuple[int, ...] = KS) -> str:
     rows, n_images = load_rows(labelled)
     return format_table(rows, n_images, ks)
+
+
+VERSIONED = ("torch", "numpy", "scikit-learn", "open_clip_torch", "transformers", "deepspeed")
+PINS = ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def environment() -> str:
+    """What the figures depend on beyond the seeds: library versions and the thread / CPU
+    kernel pins of examples/demo.sh (another version or kernel gives other figures)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    libs = ", ".join(f"{n} {v(n)}" for n in VERSIONED)
+    pins = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in PINS)
+    return f"made with {libs}; {pins}"
