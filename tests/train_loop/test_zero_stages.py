@@ -24,7 +24,8 @@ RECIPES = {
     "grace_tiny.yaml": [],
     "fromage_tiny.yaml": [],
     "caption_tiny.yaml": [],
-    "autover_tiny.yaml": [],  # contrastive: true, as shipped
+    # contrastive: true, as shipped; the generated rows carry train/test, not OVEN's splits
+    "autover_tiny.yaml": ["data.filter={split: train}"],
     "llava_stage1_tiny.yaml": [],
     "llava_stage2_tiny.yaml": ["init_from=null"],
 }

@@ -44,9 +44,9 @@ def check_config(cfg: TrainConfig) -> list[str]:
                 f"data.streams[{i}].kind: {s.kind!r} is not a kind of recipe {recipe.name} "
                 f"({list(recipe.kinds)})"
             )
-    index = Path(cfg.data.shards) / "index.parquet"
-    if _is_local(cfg.data.shards) and index.is_file():
-        problems += data_problems(index, recipe, streams)
+    shards = Path(cfg.data.shards)
+    if _is_local(cfg.data.shards) and (shards / "index.parquet").is_file():
+        problems += data_problems(shards, recipe, streams)
     return problems
 
 
@@ -88,32 +88,23 @@ def path_problems(cfg: TrainConfig) -> list[str]:
     return out
 
 
-def data_problems(index: Path, recipe, streams) -> list[str]:
-    """Columns the recipe reads and the stream filters name, and rows each filter selects."""
-    import polars as pl
+def data_problems(shards: Path, recipe, streams) -> list[str]:
+    """Columns the recipe reads and the rows each stream's filter selects, on the records table
+    (what training iterates and a recipe reads as `sample["meta"]`)."""
+    from vlmdata.shards.records import load_records
+    from vlmtrain.data.train_data import stream_sizes
 
-    from vlmtrain.data.train_data import row_filter
-
-    index_columns = set(pl.read_parquet_schema(index))
-    columns = set(index_columns)
-    records = index.parent / "records.parquet"  # the record table, where the shards have one
-    if records.is_file():
-        columns |= set(pl.read_parquet_schema(records))
+    records = load_records(shards)
     out = []
     for choices in recipe.required_columns():
-        if not columns & set(choices):
+        if not set(records.columns) & set(choices):
             want = " or ".join(repr(c) for c in choices)
             out.append(
-                f"recipe {recipe.name}: reads column {want}, which {index} does not have "
-                f"(columns: {sorted(columns)})"
+                f"recipe {recipe.name}: reads column {want}, which the records of {shards} do "
+                f"not have (columns: {sorted(records.columns)})"
             )
-    for i, s in enumerate(streams):
-        names = set(s.filter or {})
-        if names - columns:
-            unknown = sorted(names - columns)
-            out.append(f"stream {i} ({s.kind}): filter {s.filter} names no column {unknown}")
-        elif names and names <= index_columns:
-            table = pl.read_parquet(index, columns=sorted(names))
-            if table.filter(row_filter(s.filter)).height == 0:
-                out.append(f"stream {i} ({s.kind}): filter {s.filter} selects no row of {index}")
+    try:
+        stream_sizes(records, streams, where=str(shards))
+    except DataError as e:
+        out.append(str(e))
     return out
