@@ -1,8 +1,8 @@
 """Running the shard tasks (image checks, then one task per output shard) on an engine.
 
 "multiprocessing": a local process pool (`workers` processes; none for 1). "pyspark": the active
-SparkSession, else a local one with `workers` cores (as img2dataset's pyspark distributor does:
-on a cluster, create the session first, e.g. under spark-submit). "ray": the running Ray
+SparkSession, else the cluster of `spark-submit` when it launched us, else a local one with
+`workers` cores (as img2dataset's pyspark distributor does). "ray": the running Ray
 cluster (`RAY_ADDRESS`), else a local one with `workers` CPUs. The engine schedules, retries
 and reports; results come back in task order, so the output does not depend on the engine.
 
@@ -76,7 +76,9 @@ class Engine:
         spark = SparkSession.getActiveSession()
         if spark is None:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            builder = SparkSession.builder.appName("vlmdata").master(f"local[{self.workers}]")
+            builder = SparkSession.builder.appName("vlmdata")
+            if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: local
+                builder = builder.master(f"local[{self.workers}]")
             spark = self._started = builder.getOrCreate()
         # one partition per task: Spark schedules (and retries) each on its own
         return spark.sparkContext.parallelize(items, len(items)).map(fn).collect()
