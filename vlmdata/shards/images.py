@@ -267,10 +267,22 @@ def resolve_image_path(images_dir: Path, rel: str) -> Path:
     if ".." in rel.split("/"):  # Path(rel).parts, without building a Path per row
         raise ImageReject("path_escape", f"path {rel!r} contains '..'")
     root = _real_root(str(images_dir))
-    target = os.path.realpath(os.path.join(root, rel))
+    target = os.path.normpath(os.path.join(root, rel))  # no "..": stays under root
+    if _symlink_below(root, target):  # only then resolve: realpath lstats every component
+        target = os.path.realpath(target)
     if not target.startswith(root.rstrip(os.sep) + os.sep):
         raise ImageReject("path_escape", f"path {rel!r} resolves outside {images_dir}")
     return Path(target)
+
+
+def _symlink_below(root: str, path: str) -> bool:
+    """Whether any component of `path` below the (real) `root` is a symlink. Without one,
+    realpath(path) == path; a missing component is no symlink (the read then fails)."""
+    while len(path) > len(root):
+        if os.path.islink(path):
+            return True
+        path = os.path.dirname(path)
+    return False
 
 
 @functools.lru_cache(maxsize=64)
