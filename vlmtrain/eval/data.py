@@ -86,3 +86,9 @@ def require(rec: dict, fields: tuple[str, ...], path: str | os.PathLike, line: i
     missing = [f for f in fields if f not in rec]
     if missing:
         raise DataError(f"record lacks {missing}", file=str(path), line=line)
+
+
+def one_answer_source(checkpoint: Any, model_bundle: Any, predictions: Any) -> None:
+    """Answers come from a model (checkpoint or loaded bundle) or from a file, never both."""
+    if (checkpoint is None and model_bundle is None) == (predictions is None):
+        raise DataError("give exactly one of --checkpoint or --predictions")

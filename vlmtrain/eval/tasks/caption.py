@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
-from vlmtrain.eval.data import load_index, read_records
+from vlmtrain.eval.data import load_index, one_answer_source, read_records
 from vlmtrain.eval.metrics.captioning import ALL_METRICS, caption_scores, require_java
 from vlmtrain.eval.report import Report
 
@@ -68,8 +68,7 @@ def run_caption(
     progress: bool = False,
 ) -> Report:
     """Score captions of the `split` images; exactly one of checkpoint/predictions."""
-    if (checkpoint is None and model_bundle is None) == (predictions is None):
-        raise DataError("give exactly one of --checkpoint or --predictions")
+    one_answer_source(checkpoint, model_bundle, predictions)
     require_java()  # fail before minutes of decoding, not after
     df = load_index(data_dir, split, columns=None)
     if limit is not None:

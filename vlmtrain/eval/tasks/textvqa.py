@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
-from vlmtrain.eval.data import read_json, read_records
+from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.textvqa import ANLS_THRESHOLD, TEXTVQA_ANSWERS, text_vqa_scores
 from vlmtrain.eval.report import Report
 
@@ -182,8 +182,7 @@ def run_text_vqa(
     progress: bool = False,
 ) -> Report:
     """TextVQA accuracy / ANLS / containment of an answers file or a checkpoint's answers."""
-    if (checkpoint is None and model_bundle is None) == (predictions is None):
-        raise DataError("give exactly one of --checkpoint or --predictions")
+    one_answer_source(checkpoint, model_bundle, predictions)
     questions = load_questions(annotations, dataset, split)
     metrics = tuple(metrics or DATASETS[dataset][2])
     if "accuracy" in metrics and dataset != "textvqa":

@@ -17,7 +17,7 @@ import os
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
-from vlmtrain.eval.data import read_json, read_records
+from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT, VQA_SCRIPTS, vqa_accuracy
 from vlmtrain.eval.report import Report
 
@@ -125,8 +125,7 @@ def run_vqa(
     progress: bool = False,
 ) -> Report:
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
-    if (checkpoint is None and model_bundle is None) == (predictions is None):
-        raise DataError("give exactly one of --checkpoint or --predictions")
+    one_answer_source(checkpoint, model_bundle, predictions)
     if script not in VQA_SCRIPTS:
         raise DataError(f"unknown --vqa-script {script!r}; choose from {sorted(VQA_SCRIPTS)}")
     if (questions is None) != (annotations is None):
