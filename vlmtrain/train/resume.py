@@ -231,7 +231,7 @@ def set_saving_step(step: int | None) -> None:
 def kill_point(name: str) -> None:
     """SIGKILL this process when VLMTRAIN_TEST_KILL_AT is "NAME@STEP" for the step being saved.
 
-    Points: `model_states` (rank 0 wrote DeepSpeed's model file, no optimizer partition yet),
+    Points: `model_states` (a rank wrote its model-states file, not yet its optimizer one),
     `deepspeed_saved` (DeepSpeed's files written: where its own `latest` used to appear),
     `before_latest` (complete.json written, `latest` not yet). Tests use it to kill a real run.
     """
