@@ -109,3 +109,28 @@ def test_a_filter_selecting_nothing_names_the_splits_there(tmp_path):
 
     with pytest.raises(DataError, match=r"selects no record.*entity_train.*query_train"):
         stream_sizes(records, streams)
+
+
+GRACE_CONFIGS = [c for c in SHIPPED if load_config(c).recipe.name == "grace"]
+
+
+@pytest.mark.parametrize("config", GRACE_CONFIGS, ids=[c.stem for c in GRACE_CONFIGS])
+def test_grace_configs_memorise_every_retrievable_image_and_query_on_train(config, tmp_path):
+    """GRACE's data scripts memorise every image with split != 'restval' (test images
+    included: their identifiers are what retrieval must produce) and learn query -> id on train
+    captions only. Checked on the Karpathy rows by split, not on the config's text."""
+    cfg = load_config(config)
+    source, inputs = karpathy(tmp_path, "flickr30k")
+    read_source(source, inputs, tmp_path / "m")
+    records = pl.read_parquet(tmp_path / "m" / "manifest.parquet")
+    streams = {s.kind: s for s in resolve_streams(cfg.data, {"image2id": 1, "query2id": 1})}
+    assert set(streams) == {"image2id", "query2id"}
+    from vlmtrain.data.batches import row_filter
+
+    def splits(kind: str) -> set[str]:
+        expr = row_filter(streams[kind].filter)
+        chosen = records if expr is None else records.filter(expr)
+        return set(chosen["split"].to_list())
+
+    assert splits("image2id") == {"train", "val", "test"}
+    assert splits("query2id") == {"train"}
