@@ -35,10 +35,14 @@ def grace_ctx(dataset):
     )
 
 
+# The plan's rules are tested on one filter and the recipe's mix scaled to data.batch_size (the
+# shipped grace_tiny lists two streams with their own filters instead).
+MIX_FORM = ["data.streams=[]", "data.batch_size=8", "data.filter={split: train}"]
+
+
 def make_data(dataset, tmp_path, grace_ctx, rank, world, *overrides):
-    cfg = load_config(
-        CONFIGS / "grace_tiny.yaml", data_overrides(dataset, tmp_path / "run") + list(overrides)
-    )
+    over = data_overrides(dataset, tmp_path / "run") + MIX_FORM + list(overrides)
+    cfg = load_config(CONFIGS / "grace_tiny.yaml", over)
     return TrainData(cfg, get_recipe(cfg.recipe.name), grace_ctx, rank, world)
 
 
