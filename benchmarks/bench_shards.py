@@ -12,8 +12,10 @@ import argparse
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from vlmdata.core.manifest import manifest_schema
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.s3_server, run from anywhere
+
+from vlmdata.core.manifest import manifest_schema  # noqa: E402
 
 
 def make_images(root: Path, n: int, seed: int = 0) -> Path:
@@ -55,8 +59,11 @@ def make_images(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def best(fn, repeats: int) -> float:
+    """Best wall time of `repeats` calls, each started with no dirty pages left to write back
+    (`sync` first): otherwise one writer's write-back lands in the next one's timing."""
     times = []
     for _ in range(repeats):
+        os.sync()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -28,7 +28,7 @@ from tests.shards.conftest import image_bytes, make_good_set
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import out_lock
 from vlmdata.shards import write_shards
-from vlmdata.shards.images import ImageReject, check_image
+from vlmdata.shards.images import ImageReject, check_image, jpeg_frames
 from vlmdata.shards.verify import verify_shards
 from vlmdata.trie import Trie
 from vlmdata.trie.storage import ALIGN, MAGIC
@@ -195,6 +195,24 @@ def test_a_second_sof_over_the_pixel_limit_is_too_large(decode):
         check_image(_two_sof_jpeg(), decode=decode)
     assert err.value.reason == "too_large"
     assert "60000x60000" in err.value.detail or "3600000000 pixels" in err.value.detail  # PIL's
+
+
+def test_a_sof_after_progressive_scans_with_restarts_is_found():
+    """The walk steps over entropy-coded data (stuffed 0xFF00, RSTn) scan after scan: a SOF
+    placed just before EOI, after ten progressive scans, is still read."""
+    noise = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG", progressive=True, restart_marker_blocks=1)
+    data = buf.getvalue()
+    rst = sum(data.count(bytes([0xFF, 0xD0 + i])) for i in range(8))
+    assert data.count(b"\xff\xda") > 1 and data.count(b"\xff\x00") > 0 and rst > 0
+    late_sof = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 60000, 60000) + bytes(10)
+    bomb = data[:-2] + late_sof + data[-2:]
+    assert jpeg_frames(data) == [(80, 64)]
+    assert jpeg_frames(bomb) == [(80, 64), (60000, 60000)]
+    with pytest.raises(ImageReject) as err:
+        check_image(bomb, decode=False)
+    assert err.value.reason == "too_large"
 
 
 # -- one run per OUT; files respect the umask; stats are deterministic --------------------------

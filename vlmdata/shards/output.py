@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
@@ -237,16 +236,12 @@ def index_schema(extras: list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_index(
-    out: Location, rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]
-) -> None:
-    """index.parquet, one row per sample in shard order; parameters in the file metadata."""
+def index_table(rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]) -> pa.Table:
+    """index.parquet's table: one row per sample in shard order, parameters in its metadata."""
     schema = index_schema(extras).with_metadata(
         {"vlmdata.shards": json.dumps(params, sort_keys=True)}
     )
-    table = pa.Table.from_pylist(rows, schema=schema)
-    with out.staged("index.parquet") as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def write_wids(out: Location, name: str, shard_stats: list[tuple[str, dict[str, Any]]]) -> None:

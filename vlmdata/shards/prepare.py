@@ -94,7 +94,7 @@ def candidate_paths(images_dir: Path, rel: str) -> Iterator[str]:
         yield from spellings(name)
 
 
-def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes, tuple[int, int]]:
+def read_image_file(images_dir: Path, rel: str | None) -> tuple[str, bytes, tuple[int, int]]:
     """Read the file a manifest path names (see `candidate_paths`): (resolved path, bytes,
     (size, mtime_ns)).
 
@@ -108,8 +108,8 @@ def read_image_file(images_dir: Path, rel: str | None) -> tuple[Path, bytes, tup
         raise ImageReject("bad_path", f"path {rel!r} is a {type(rel).__name__}, not a string")
     if "\0" in rel:
         raise ImageReject("bad_path", f"path {rel!r} holds a NUL character")
-    resolve_image_path(images_dir, rel)  # path_escape is judged on the path as written
-    for candidate in candidate_paths(images_dir, rel):
+    for candidate in candidate_paths(images_dir, rel):  # the first is `rel` as written, so
+        # path_escape is judged on it before any other spelling is tried
         path = resolve_image_path(images_dir, candidate)
         try:
             data, stamp = read_stamped(path)
@@ -133,13 +133,22 @@ class NotARegularFile(OSError):
 def read_stamped(path: str | Path) -> tuple[bytes, tuple[int, int]]:
     """A file's bytes and the (size, mtime_ns) of the very file read.
 
-    Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer."""
+    Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer. Read
+    with plain `os.read` calls sized by fstat (no file object: this runs twice per image)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile(_file_kind(st.st_mode))
-        return f.read(), (st.st_size, st.st_mtime_ns)
+        data = os.read(fd, st.st_size + 1)  # +1: a file that grew is read on to its end
+        if len(data) != st.st_size:  # grew, or a short read (files over 2 GiB): to EOF
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, (st.st_size, st.st_mtime_ns)
+    finally:
+        os.close(fd)
 
 
 def _file_kind(mode: int) -> str:
@@ -155,7 +164,7 @@ def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepa
         prepared = prepare_bytes(data, opts)[1]
     except ImageReject as e:
         return ImageProblem.of(e)
-    return replace(prepared, file=str(path), file_stamp=stamp)
+    return replace(prepared, file=path, file_stamp=stamp)
 
 
 def prepare_chunk(

@@ -64,7 +64,35 @@ def _make_sample(key: str, image: bytes, ext: str, js: bytes, txt: bytes) -> Sam
     }
 
 
-class ShardReader:
+class KeyedAccess:
+    """`row_of`, `get(key)` and iteration for a map-style reader over `_lookup_keys()`."""
+
+    _row_of: dict[str, int] | None = None
+
+    def _lookup_keys(self) -> Iterable[str]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Sample:
+        raise NotImplementedError
+
+    def row_of(self, key: str) -> int:
+        """The row (position in this reader) of a key; KeyError when absent."""
+        if self._row_of is None:
+            self._row_of = {k: i for i, k in enumerate(self._lookup_keys())}
+        return self._row_of[key]
+
+    def get(self, key: str) -> Sample:
+        return self[self.row_of(key)]
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class ShardReader(KeyedAccess):
     """Random access to samples through OUT/index.parquet.
 
     `filter` is a polars expression over index columns, e.g. `pl.col("split") == "test"`;
@@ -97,7 +125,6 @@ class ShardReader:
         self._table = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
         self._keys: list[str] = self.index["key"].to_list()
         self._formats: list[str] = self.index["format"].to_list()
-        self._row_of: dict[str, int] | None = None
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
@@ -146,18 +173,8 @@ class ShardReader:
             if sha256(data) != self.index[f"{role}_sha256"][i]:
                 raise DataError(f"sample {self._keys[i]!r}: {role} checksum mismatch")
 
-    def row_of(self, key: str) -> int:
-        """The row (position in this reader) of a key; KeyError when absent."""
-        if self._row_of is None:
-            self._row_of = {k: i for i, k in enumerate(self._keys)}
-        return self._row_of[key]
-
-    def get(self, key: str) -> Sample:
-        return self[self.row_of(key)]
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
+    def _lookup_keys(self) -> list[str]:
+        return self._keys
 
     def close(self) -> None:
         if self._pid == os.getpid():

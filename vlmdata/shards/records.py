@@ -19,12 +19,11 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
-from vlmdata.shards.reader import Sample, ShardReader, read_index
+from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader, read_index
 
 RECORDS_FILE = "records.parquet"
 RECORD_META = tuple(n for n, _ in CORE_FIELDS) + tuple(OPTIONAL_COLUMNS)
@@ -38,13 +37,10 @@ def records_schema(extras: list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_records(out: Location, rows: list[dict[str, Any]], extras: list[str]) -> None:
-    """OUT/records.parquet, whole or not at all; `rows` are manifest rows with their final
-    image_key."""
+def records_table(rows: list[dict[str, Any]], extras: list[str]) -> pa.Table:
+    """records.parquet's table; `rows` are manifest rows with their final image_key."""
     schema = records_schema(extras)
-    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
-    with out.staged(RECORDS_FILE) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
 
 
 def _location(out_dir, storage_options: dict[str, Any] | None) -> Location:
@@ -92,7 +88,7 @@ def records_of_sample(sample: Sample) -> Iterator[Sample]:
         }
 
 
-class RecordReader:
+class RecordReader(KeyedAccess):
     """Random access to records: `reader[i]` is record i as a Sample (key = record key, image =
     its image's bytes from one `pread`, meta = its fields). `filter` is a polars expression over
     record columns, e.g. `pl.col("split") == "entity_train"`. Map-style, like ShardReader.
@@ -119,7 +115,6 @@ class RecordReader:
         except KeyError as e:
             raise DataError(f"a record points at image {e}, which is not in the index",
                             file=str(self.root)) from None  # fmt: skip
-        self._row_of: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return self.records.height
@@ -140,18 +135,8 @@ class RecordReader:
             "txt": texts[0] if texts else "",
         }
 
-    def row_of(self, key: str) -> int:
-        """The row (position in this reader) of a record key; KeyError when absent."""
-        if self._row_of is None:
-            self._row_of = {k: i for i, k in enumerate(self.records["key"])}
-        return self._row_of[key]
-
-    def get(self, key: str) -> Sample:
-        return self[self.row_of(key)]
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
+    def _lookup_keys(self) -> pl.Series:
+        return self.records["key"]
 
     def close(self) -> None:
         self.images.close()

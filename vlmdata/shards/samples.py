@@ -80,14 +80,21 @@ _ZEROS = bytes(512)
 
 
 def sample_pieces(key: str, image_ext: str, parts: dict[str, bytes]) -> list[bytes]:
-    """The sample's tar bytes as pieces (headers, data, padding) for one writev, matching
-    `layout`: the image bytes are not copied."""
+    """The sample's tar bytes as three pieces for one writev, matching `layout`: the image's
+    header, the image (not copied), then everything after it joined (its padding, the small
+    json and txt members): few pieces to hash and write per sample (this runs per image)."""
     names = member_names(key, image_ext)
-    pieces = []
-    for role in MEMBER_COLUMNS:
-        data = parts[role]
-        pieces += [member_header(names[role], len(data)), data, _ZEROS[: padding(len(data))]]
-    return pieces
+    image, js, txt = parts["image"], parts["json"], parts["txt"]
+    tail = (
+        _ZEROS[: padding(len(image))],
+        member_header(names["json"], len(js)),
+        js,
+        _ZEROS[: padding(len(js))],
+        member_header(names["txt"], len(txt)),
+        txt,
+        _ZEROS[: padding(len(txt))],
+    )
+    return [member_header(names["image"], len(image)), image, b"".join(tail)]
 
 
 def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:

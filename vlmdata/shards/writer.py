@@ -40,7 +40,6 @@ from vlmdata.shards.output import (
     clean_stale,
     shard_is_finished,
     shard_rel,
-    write_index,
     write_wids,
 )
 from vlmdata.shards.prepare import (
@@ -49,8 +48,8 @@ from vlmdata.shards.prepare import (
     PreparedBytes,
     prepare_bytes,
 )
-from vlmdata.shards.records import write_records
 from vlmdata.shards.samples import layout, sample_pieces, sha256
+from vlmdata.shards.tables import SideTables, drop_staged, publish_tables, stage_tables
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
 
 
@@ -286,6 +285,7 @@ def write_planned(
     gate = Gate(rejects, reject_file, stage, opt.duplicate_images)
     engine = Engine(opt.distributor, opt.workers)
     t0 = time.perf_counter()
+    tables: SideTables | None = None
     try:
         firsts: dict[Any, int] = {}  # image key -> its first row: each image is checked once
         for i, row in enumerate(rows):
@@ -302,31 +302,43 @@ def write_planned(
         index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
         clean_stale(out, opt.name, len(shards))
         t1 = time.perf_counter()
-        todo = [i for i, job in enumerate(jobs) if stats[i] is None]
-        with _bar(progress, len(todo), "writing shards", "shard") as bar:
-            todo_jobs = [jobs[i] for i in todo]
-            if engine.in_process:
-                results = _write_in_process(todo_jobs)
-            else:
-                results = engine.map(write_planned_shard, todo_jobs)
-            for i, st in zip(todo, results, strict=True):
-                stats[i] = st
-                bar.update(1)
+        tables = SideTables(out, index_rows, gate.records, extras, opt.params())
+        todo = _write_jobs(jobs, stats, engine, progress)
         rejects.close()
+        staged = tables.result()
     except BaseException:
         rejects.abort()
         rejects_tmp.unlink(missing_ok=True)
+        if tables is not None:
+            tables.drop()
         raise
     finally:
         engine.close()
     out.commit(rejects_tmp, "rejects.parquet")
     _copy_manifest(manifest, out)
-    _finish(out, opt.name, index_rows, extras, opt.params(), stats, gate.records)
+    _finish(out, opt.name, stats, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.kept, summary.images, summary.rejects = len(gate.records), len(kept), rejects.counts
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
+
+
+def _write_jobs(
+    jobs: list[ShardJob], stats: list[dict | None], engine: Engine, progress: bool
+) -> list[int]:
+    """Write the shards not already finished (filling in `stats`); their job numbers."""
+    todo = [i for i, job in enumerate(jobs) if stats[i] is None]
+    with _bar(progress, len(todo), "writing shards", "shard") as bar:
+        todo_jobs = [jobs[i] for i in todo]
+        if engine.in_process:
+            results = _write_in_process(todo_jobs)
+        else:
+            results = engine.map(write_planned_shard, todo_jobs)
+        for i, st in zip(todo, results, strict=True):
+            stats[i] = st
+            bar.update(1)
+    return todo
 
 
 def _location(out_dir: str | os.PathLike | Location, storage_options) -> Location:
@@ -414,12 +426,15 @@ def _copy_manifest(manifest_path: Path, out: Location) -> None:
     out.put_file(manifest_path, "manifest.parquet")
 
 
-def _finish(out: Location, name: str, index_rows, extras, params, stats, records) -> None:
-    """wids.json and records.parquet, then index.parquet last: readers go by the index."""
+def _finish(out: Location, name: str, stats: list[dict], tables: dict[str, Path]) -> None:
+    """wids.json, then the staged records.parquet and index.parquet (see tables.py)."""
     rels = [shard_rel(name, i) for i in range(len(stats))]
-    write_wids(out, name, list(zip(rels, stats, strict=True)))
-    write_records(out, records, extras)
-    write_index(out, index_rows, extras, params)
+    try:
+        write_wids(out, name, list(zip(rels, stats, strict=True)))
+        publish_tables(out, tables)
+    except BaseException:
+        drop_staged(tables)  # no temp files left behind in OUT
+        raise
 
 
 @holds_out_lock
@@ -490,7 +505,8 @@ def write_samples(
     extras = _extras(_column_names(manifest, seen_rows))
     if manifest is None:
         _write_rows_manifest(out, seen_rows, extras)
-    _finish(out, opt.name, stream.index_rows, extras, opt.params(), stats, gate.records)
+    tables = stage_tables(out, stream.index_rows, gate.records, extras, opt.params())
+    _finish(out, opt.name, stats, tables)
     summary = ShardSummary(
         kept=len(gate.records),
         images=stream.kept,
