@@ -240,6 +240,22 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
     assert (s.written, s.skipped) == (4, 1)
     assert tree_hashes(out) == tree_hashes(tmp_path / "ref")
+    assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []  # the kill's temps
+
+
+def test_a_rerun_removes_temp_tables_a_killed_run_left(good_set, tmp_path):
+    """The index and records tables are staged while shards are written: a kill leaves their
+    temp files beside OUT's tables; the next run removes them (and nothing else)."""
+    manifest, images = good_set
+    out = tmp_path / "out"
+    out.mkdir()
+    left = [".index.parquet.tmp-k1", ".records.parquet.tmp-k2", ".rejects.parquet.tmp-k3"]
+    for name in [*left, ".index.parquet.keep", "notes.tmp-1"]:
+        (out / name).write_bytes(b"x")
+    write_shards(manifest, images, out, progress=False)
+    names = {p.name for p in out.iterdir()}
+    assert not names & set(left)
+    assert {".index.parquet.keep", "notes.tmp-1", "index.parquet", "records.parquet"} <= names
 
 
 def test_writer_refuses_an_image_changed_after_planning(good_set):

@@ -196,6 +196,24 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
+TOP_LEVEL_FILES = (
+    "index.parquet",
+    "records.parquet",
+    "rejects.parquet",
+    "wids.json",
+    "manifest.parquet",
+)
+
+
+def clean_top_temps(out: Location) -> None:
+    """Remove the temp files a killed run left beside OUT's tables (call holding OUT's lock,
+    before this run makes its own)."""
+    prefixes = tuple(f"{n}.tmp-" for n in TOP_LEVEL_FILES)
+    for stem in out.listdir(""):  # ".rejects.parquet.tmp-…" and the writer's "..rejects…"
+        if stem.startswith(".") and stem.lstrip(".").startswith(prefixes):
+            out.remove(stem)
+
+
 def clean_stale(out: Location, name: str, n_shards: int) -> None:
     """Remove temp files of killed runs and shards beyond this plan's count (older runs)."""
     for stem in out.listdir(SHARDS_DIR):

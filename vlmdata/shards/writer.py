@@ -38,6 +38,7 @@ from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import (
     ShardFile,
     clean_stale,
+    clean_top_temps,
     shard_is_finished,
     shard_rel,
     write_wids,
@@ -278,6 +279,7 @@ def write_planned(
     extras = _extras(pq.read_schema(manifest).names)
     opts = opt.image
     out.makedirs()
+    clean_top_temps(out)
     summary = ShardSummary()
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
@@ -467,6 +469,7 @@ def write_samples(
         )
     out = _location(out_dir, storage_options)
     out.makedirs()
+    clean_top_temps(out)
     opts = opt.image
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
