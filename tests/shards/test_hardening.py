@@ -320,6 +320,29 @@ def test_full_disk_is_a_clean_error_without_temp_files(tmp_path):
     assert left == []
 
 
+def test_an_early_flush_error_fails_the_shard(tmp_path, monkeypatch):
+    """The publishing thread fdatasyncs a shard every FLUSH_EVERY bytes while it is written.
+    Linux reports a write-back error to one fsync call only, so an error there must fail that
+    shard's publish: nothing is published, no temp file stays."""
+    from vlmdata.shards import output
+
+    manifest, images = _big_set(tmp_path / "in")
+    calls = []
+
+    def failing(fd):
+        calls.append(fd)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(output, "FLUSH_EVERY", 1)
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_shards(manifest, images, tmp_path / "out", samples_per_shard=3, progress=False)
+    out = tmp_path / "out"
+    assert calls and not (out / "index.parquet").exists()
+    assert list(out.rglob("*_stats.json")) == [] and list(out.rglob("*.tar")) == []
+    assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []
+
+
 def test_write_failure_midway_leaves_no_temp_file(tmp_path, monkeypatch):
     """The same without root: ENOSPC raised by the shard writer after some bytes."""
     from vlmdata.shards import output

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Executor, Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ def shard_is_finished(out: Location, tar_rel: str, plan_digest: str) -> dict[str
     return stats if file_checksum(out.local(tar_rel), recorded[0]) == recorded[1] else None
 
 
+FLUSH_EVERY = 8 << 20  # bytes written between two background fdatasync calls
+
+
 class ShardFile:
     """One tar being written to a temporary file; `close()` pads, publishes and records stats.
 
@@ -108,9 +112,16 @@ class ShardFile:
     and published whole by `Location.commit`, so no reader ever sees a partial shard.
     """
 
-    def __init__(self, out: Location, rel: str, plan_digest: str = "") -> None:
+    def __init__(
+        self, out: Location, rel: str, plan_digest: str = "", flusher: Executor | None = None
+    ) -> None:
         self.out, self.rel = out, rel
         self.plan_digest = plan_digest
+        # with a flusher (the publishing thread) a local shard's pages start to reach the disk
+        # while it is written, so its fsync at publish waits for the last few MB only
+        self._flusher = flusher if out.is_local else None
+        self._unflushed = 0
+        self._flushes: list[Future] = []
         out.remove(stats_rel(rel))  # no stale commit marker while this shard is rewritten
         self._tmp = out.temp_for(rel)
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_TRUNC)
@@ -135,6 +146,10 @@ class ShardFile:
         written = os.writev(self._fd, pieces)  # a few pieces per call: under IOV_MAX
         if written != total:  # rare: a short write; finish it
             _write_all(self._fd, memoryview(b"".join(pieces))[written:])
+        self._unflushed += total
+        if self._flusher is not None and self._unflushed >= FLUSH_EVERY:
+            self._flushes.append(self._flusher.submit(os.fdatasync, self._fd))  # before publish
+            self._unflushed = 0
 
     def add_sample(self, pieces: bytes | list[bytes]) -> None:
         self.write(pieces)
@@ -169,6 +184,8 @@ class ShardFile:
         """fsync, rename (or upload) into place, then the `_stats.json` commit marker. Safe on
         another thread: the one-process writer publishes a shard while it writes the next."""
         try:
+            for f in self._flushes:  # an early fdatasync's error is reported once: here
+                f.result()
             if self.out.is_local:
                 os.fsync(self._fd)
             fd, self._fd = self._fd, -1
@@ -181,6 +198,9 @@ class ShardFile:
 
     def abort(self) -> None:
         """Drop the temp file, even when closing it fails again (a full disk)."""
+        for f in self._flushes:  # no queued fdatasync may outlive the descriptor
+            f.cancel()
+        wait(self._flushes)
         try:
             if self._fd >= 0:
                 os.close(self._fd)

@@ -145,9 +145,9 @@ def write_planned_shard(job: ShardJob) -> dict[str, Any]:
     return stats
 
 
-def _fill_shard(job: ShardJob) -> tuple[ShardFile, dict[str, Any]]:
+def _fill_shard(job: ShardJob, flusher: Executor | None = None) -> tuple[ShardFile, dict[str, Any]]:
     """Write the shard's bytes to its temp file; published by the caller."""
-    shard = ShardFile(job.out, job.rel, job.digest)
+    shard = ShardFile(job.out, job.rel, job.digest, flusher)
     try:
         for key, ref, p, js, txt in job.entries:
             data = job.source.read(key, ref, p, job.opts)
@@ -161,12 +161,14 @@ def _fill_shard(job: ShardJob) -> tuple[ShardFile, dict[str, Any]]:
 
 def _write_in_process(jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
     """One process writes the shards in turn while a thread publishes (fsync, rename, stats)
-    the one before: the disk flush overlaps the next shard's writes. Every shard is
-    published before this returns; a kill leaves the unpublished ones to the rerun."""
+    the one before: the disk flush overlaps the next shard's writes. The same thread also
+    fdatasyncs the shard being written every FLUSH_EVERY bytes, so the last shard's fsync is
+    short. Every shard is published before this returns; a kill leaves the unpublished ones
+    to the rerun."""
     with ThreadPoolExecutor(1) as publisher:  # on an error, exiting waits for the pending
         pending: list[Future] = []
         for job in jobs:
-            shard, stats = _fill_shard(job)
+            shard, stats = _fill_shard(job, publisher)
             pending.append(publisher.submit(shard.publish, stats))
             yield stats
         for f in pending:
