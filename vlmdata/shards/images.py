@@ -86,10 +86,12 @@ def check_image(
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageReject("not_an_image", f"magic bytes {data[:12]!r} are not JPEG, PNG or WebP")
-    frames = jpeg_frames(data) if fmt == "jpg" else None  # walked once: size and every SOF
-    size = None
-    if not decode:
-        size = (frames[0] if frames else None) if frames is not None else header_size(data, fmt)
+    if fmt == "jpg":  # the segments are walked once: the size and every SOF's pixel count
+        frames = jpeg_frames(data)
+        size = frames[0] if frames and not decode else None
+    else:
+        frames = None
+        size = None if decode else header_size(data, fmt)
     if size is None:  # decoding anyway, or a header our parser does not follow: ask PIL
         im = _open_header(data, fmt, max_pixels)
         size = im.size
