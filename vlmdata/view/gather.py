@@ -101,7 +101,7 @@ def gather(
         page.splits = _splits(reader, records, opt)
         if root.exists("rejects.parquet"):
             rejects = pl.read_parquet(io.BytesIO(root.read_bytes("rejects.parquet")))
-            page.rejects, page.other_rejects = _rejects(reader, rejects, opt)
+            page.rejects, page.other_rejects = _rejects(rejects, opt)
         page.histograms = _histograms(index, records, opt.bins)
     finally:
         reader.close()
@@ -141,9 +141,7 @@ def _stored_thumb(reader: ShardReader, key: str, side: int) -> Thumb | None:
     return thumbnail(reader.members(reader.row_of(key))["image"], side)
 
 
-def _rejects(
-    reader: ShardReader, rejects: pl.DataFrame, opt: ViewOptions
-) -> tuple[list[Reason], tuple[int, int]]:
+def _rejects(rejects: pl.DataFrame, opt: ViewOptions) -> tuple[list[Reason], tuple[int, int]]:
     counts = (
         rejects.group_by("stage", "reason")
         .agg(pl.len().alias("count"))
@@ -153,24 +151,16 @@ def _rejects(
     reasons = []
     for stage, reason, count in shown.iter_rows():
         rows = rejects.filter((pl.col("stage") == stage) & (pl.col("reason") == reason))
-        picked = rows.sample(min(opt.reject_examples, rows.height), seed=opt.seed)
-        examples = [
-            {**r, "thumb": _reject_thumb(reader, r, opt)} for r in picked.iter_rows(named=True)
-        ]
+        picked = rows.sample(min(opt.reject_examples, rows.height), seed=opt.seed).sort("line")
+        examples = [{**r, "thumb": _reject_thumb(r, opt)} for r in picked.iter_rows(named=True)]
         reasons.append(Reason(stage, reason, count, examples))
     return reasons, (rest.height, int(rest["count"].sum() or 0))
 
 
-def _reject_thumb(reader: ShardReader, row: dict[str, Any], opt: ViewOptions) -> Thumb | str | None:
-    """The rejected row's image where one exists: stored under its key (kept elsewhere), or its
-    `path` in the local image folder given; "undecodable" when the bytes are there but no
-    image; None when there are no bytes to show."""
-    key = row.get("key")
-    if key is not None:
-        try:
-            return _stored_thumb(reader, key, opt.thumb_side) or "undecodable"
-        except KeyError:
-            pass
+def _reject_thumb(row: dict[str, Any], opt: ViewOptions) -> Thumb | str | None:
+    """The rejected row's own image where one exists: its `path` inside the local image folder
+    given (the reject's key is no guide: a duplicate_key names another stored image);
+    "undecodable" when the file is there but is no image; None when there is nothing."""
     data = _source_image(row.get("record"), opt.images)
     if data is None:
         return None

@@ -36,6 +36,8 @@ font-size:11px;margin-right:4px}
 .n{text-align:right;font-variant-numeric:tabular-nums}
 .examples{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
 .example{background:#fff;border:1px solid #e3c0c0;border-radius:6px;padding:8px;font-size:12px}
+.example img{display:block;height:96px;max-width:100%;object-fit:contain;margin-bottom:4px}
+.example code{word-break:break-all}
 .example pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;font-size:11px}
 .hists{display:flex;flex-wrap:wrap;gap:24px}
 .hist rect{fill:#4a7bb7}.hist text{font-size:10px;fill:#555}
@@ -203,9 +205,12 @@ def _pretty(record: str | None) -> str:
     if not record:
         return ""
     try:
-        return json.dumps(json.loads(record), ensure_ascii=False, indent=1)
+        fields = json.loads(record)
     except ValueError:
         return record
+    if isinstance(fields, dict):  # the original row's fields that had a value
+        fields = {k: v for k, v in fields.items() if v is not None}
+    return json.dumps(fields, ensure_ascii=False, indent=1)
 
 
 def _histograms(hists: list[Histogram]) -> str:
