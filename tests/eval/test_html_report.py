@@ -100,3 +100,27 @@ def test_cli_writes_the_html_report(grace_export, shards_dir, ids_path, trie_pat
         assert 1 <= len(q["hits"]) <= 5
         assert all(h["right"] == (h["key"] == queries[i].key) for h in q["hits"])
         assert all(decoded_size(h["img"]) == (24, 20) for h in q["hits"] if h["key"])
+
+
+def test_embedding_examples_are_the_top5_by_cosine(tiny_bundle, shards_dir):
+    import numpy as np
+    import torch
+
+    from vlmtrain.eval.tasks.embedding import load_split, model_encoders, run_embedding_retrieval
+
+    bundle = tiny_bundle("fromage", retrieval_dim=16, ret_token="[RET]")
+    report = run_embedding_retrieval(shards_dir, model_bundle=bundle, batch_size=64)  # one batch
+    samples, texts, text_keys = load_split(shards_dir, "test", None)
+    enc_images, enc_texts = model_encoders(bundle.model)
+    with torch.no_grad():
+        img = enc_images(samples).double().numpy()
+        txt = enc_texts(texts).double().numpy()
+    keys = [s["key"] for s in samples]
+    expected = []
+    for i in spread(len(texts)):
+        cos = [float(np.dot(txt[i], img[j])) for j in range(len(keys))]
+        top = sorted(range(len(keys)), key=lambda j: -cos[j])[:5]
+        expected.append(
+            {"query": texts[i], "answers": [text_keys[i]], "ranked": [keys[j] for j in top]}
+        )
+    assert report.examples == expected
