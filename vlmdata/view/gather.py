@@ -73,6 +73,8 @@ class Histogram:
     title: str
     edges: list[float]
     counts: list[int]
+    low: float = 0.0  # the smallest and largest value
+    high: float = 0.0
 
 
 @dataclass
@@ -204,4 +206,4 @@ def _histogram(title: str, values: np.ndarray, bins: int) -> Histogram:
     else:
         edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
     counts, edges = np.histogram(values, bins=edges)
-    return Histogram(title, edges.tolist(), counts.tolist())
+    return Histogram(title, edges.tolist(), counts.tolist(), lo, hi)

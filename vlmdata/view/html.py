@@ -30,6 +30,7 @@ li.record{margin:3px 0;border-top:1px dotted #ddd;padding-top:3px}
 .tag{display:inline-block;background:#e8eef8;color:#235;border-radius:3px;padding:0 4px;
 font-size:11px;margin-right:4px}
 .f{color:#777;font-size:12px}
+.t{padding-left:10px;text-indent:-10px}.t::before{content:"• ";color:#999}
 .chart{max-width:760px}
 .bar{display:grid;grid-template-columns:260px 1fr 70px;align-items:center;gap:8px;margin:2px 0}
 .fill{background:#d9534f;height:14px;border-radius:2px}
@@ -54,7 +55,8 @@ def render(page: PageData) -> str:
         f"<title>vlmdata view: {escape(page.source)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(page.source)}</h1>",
         f'<p class="muted">{page.records:,} records on {page.images:,} images in '
-        f"{page.shards:,} shards; up to {opt.samples} images drawn per split (seed {opt.seed}), "
+        f"{page.shards:,} shard{'s' * (page.shards != 1)}; up to {opt.samples} images drawn "
+        f"per split (seed {opt.seed}), "
         "each with all its records.</p>",
         _nav(page),
     ]
@@ -116,7 +118,7 @@ def _record(r: dict[str, Any], max_chars: int) -> str:
     tags = "".join(
         f'<span class="tag">{escape(str(r[k]))}</span>' for k in ("split", "source") if r.get(k)
     )
-    lines = [f"<div>{_cut(t, max_chars)}</div>" for t in r.get("texts") or []]
+    lines = [f'<div class="t">{_cut(t, max_chars)}</div>' for t in r.get("texts") or []]
     for k in SHOWN_FIELDS:
         v = r.get(k)
         if v is not None and v != "":
@@ -162,6 +164,8 @@ def _rejects(page: PageData) -> str:
         n, count = page.other_rejects
         bars.append(_bar(f"{n} more reasons", count, top, "", "(other)"))
     examples = "".join(_reason_examples(r, page.options.max_chars) for r in page.rejects)
+    if not total:
+        bars = ['<p class="muted">none: every input row was kept</p>']
     return (
         f'<section id="rejects"><h2>Rejects <small>{total:,}</small></h2>'
         f'<div class="chart">{"".join(bars)}</div>{examples}</section>'
@@ -225,20 +229,21 @@ def _svg_histogram(h: Histogram, width: int = 320, height: int = 150) -> str:
     title = f"<div><b>{escape(h.title)}</b></div>"
     if not h.counts:
         return f'<div class="hist" data-total="0">{title}<p class="muted">no values</p></div>'
-    top, n, plot_h = max(h.counts) or 1, len(h.counts), height - 20
+    top, n, top_y, plot_h = max(h.counts) or 1, len(h.counts), 14, height - 34
     bar_w = width / n
     rects = []
     for i, c in enumerate(h.counts):
         bh = plot_h * c / top
         label = f"{_num(h.edges[i])} to {_num(h.edges[i + 1])}: {c:,}"
         rects.append(
-            f'<rect x="{i * bar_w:.1f}" y="{plot_h - bh:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-            f'height="{bh:.1f}" data-count="{c}"><title>{label}</title></rect>'
+            f'<rect x="{i * bar_w:.1f}" y="{top_y + plot_h - bh:.1f}" '
+            f'width="{max(bar_w - 1, 1):.1f}" height="{bh:.1f}" data-count="{c}">'
+            f"<title>{label}</title></rect>"
         )
     axis = (
-        f'<text x="0" y="{height - 4}">{_num(h.edges[0])}</text>'
-        f'<text x="{width}" y="{height - 4}" text-anchor="end">{_num(h.edges[-1])}</text>'
-        f'<text x="{width}" y="10" text-anchor="end">max {top:,}</text>'
+        f'<text x="0" y="{height - 4}">min {_num(h.low)}</text>'
+        f'<text x="{width}" y="{height - 4}" text-anchor="end">max {_num(h.high)}</text>'
+        f'<text x="{width}" y="10" text-anchor="end">tallest bar {top:,}</text>'
     )
     return (
         f'<div class="hist" data-total="{sum(h.counts)}">{title}<svg width="{width}" '
