@@ -14,7 +14,9 @@ from cli.data_shards import storage_option
 @click.option(
     "--samples", default=24, show_default=True, type=click.IntRange(1), help="Images per split."
 )
-@click.option("--seed", default=0, show_default=True, help="Which images are drawn.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0), help="Which images are drawn."
+)
 @click.option(
     "--max-records", default=20, show_default=True, type=click.IntRange(1),
     help="Records listed under one image (the rest are counted).",

@@ -145,3 +145,20 @@ def test_page_of_an_s3_shard_set_equals_the_local_one(mixed_shards, tmp_path):
         assert res.exit_code == 0, res.output
         remote = s3.objects("view-run")["page.html"].decode("utf-8")
     assert remote == local.read_text(encoding="utf-8").replace(str(out), url)
+
+
+def test_a_record_on_a_missing_image_is_a_clear_error(mixed_shards, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed_shards[0], out)
+    table = pq.read_table(out / "records.parquet")
+    keys = table["image_key"].to_pylist()
+    keys[0] = "gone"
+    i = table.schema.get_field_index("image_key")
+    pq.write_table(table.set_column(i, "image_key", pa.array(keys)), out / "records.parquet")
+    args = ["view", str(out), "-o", str(tmp_path / "p.html"), "--samples", "50"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "'gone'" in res.output and "not in the index" in res.output

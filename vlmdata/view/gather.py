@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards.reader import ShardReader
 from vlmdata.shards.records import load_records
@@ -140,7 +141,12 @@ def _splits(reader: ShardReader, records: pl.DataFrame, opt: ViewOptions) -> lis
 
 
 def _stored_thumb(reader: ShardReader, key: str, side: int) -> Thumb | None:
-    return thumbnail(reader.members(reader.row_of(key))["image"], side)
+    try:
+        row = reader.row_of(key)
+    except KeyError:
+        raise DataError(f"records point at image {key!r}, which is not in the index",
+                        file=str(reader.root)) from None  # fmt: skip
+    return thumbnail(reader.members(row)["image"], side)
 
 
 def _rejects(rejects: pl.DataFrame, opt: ViewOptions) -> tuple[list[Reason], tuple[int, int]]:
