@@ -65,13 +65,15 @@ def plot_specs(
     """file -> (title, y label, [(line label, metrics field, scale)]): what each PNG draws."""
     losses = [(name.removesuffix("_loss"), name, 1.0) for name in stream_losses(rows)]
     efficiency = [("padding share", "pad_fraction", 100.0)]
+    eff_title = "padding share (no MFU: peak TFLOP/s unknown, see log.peak_tflops)"
     if any(_number(r.get("mfu")) for r in rows):
         efficiency.insert(0, ("MFU", "mfu", 100.0))
+        eff_title = "MFU and padding share"
     return {
         "loss.png": ("loss per stream", "loss", [*losses, (TOTAL, "loss", 1.0)]),
         "lr.png": ("learning rate", "lr", [("lr", "lr", 1.0)]),
         "samples_per_s.png": ("throughput", "samples/s", [("samples/s", "samples_per_s", 1.0)]),
-        "efficiency.png": ("MFU and padding share", "%", efficiency),
+        "efficiency.png": (eff_title, "%", efficiency),
     }
 
 
