@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	@command -v java >/dev/null 2>&1 || (echo "installing Java (pycocoevalcap needs it)"; \
 	  apt-get install -y -qq default-jre-headless >/dev/null 2>&1 || \
 	  echo "warning: no Java; 'vlmtrain eval caption' will say so") 
+	@# The `vlmdata view` tests open the page in headless Chromium (Debian's package).
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (echo "installing Chromium (the vlmdata view tests open the page in it)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "warning: no Chromium; the page tests will be skipped, saying why")
 	@touch $(STAMP)
 
 test: setup

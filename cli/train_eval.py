@@ -19,9 +19,32 @@ DATA = click.option(
     type=click.Path(exists=True, file_okay=False),
     help="A `vlmdata shard` output folder (index.parquet + shards/).",
 )
-OUT = click.option(
+_JSON = click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON report here."
 )
+_HTML_KEY = "vlm_eval_html"
+
+
+def _keep_html(ctx, param, value):
+    ctx.meta[_HTML_KEY] = value
+    return value
+
+
+_HTML = click.option(
+    "--html",
+    type=click.Path(dir_okay=False),
+    expose_value=False,
+    callback=_keep_html,
+    help="Also write the report as a self-contained HTML page (metrics, config; for retrieval "
+    "a few queries with their top-5 images marked right/wrong).",
+)
+
+
+def OUT(fn):  # used as @OUT, like the other shared options
+    """-o JSON report and --html page."""
+    return _JSON(_HTML(fn))
+
+
 SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
 BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
 LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
@@ -37,6 +60,12 @@ def _finish(report, output: str | None) -> None:
     if output:
         report.write(output)
         click.echo(f"report: {output}")
+    html = click.get_current_context().meta.get(_HTML_KEY)
+    if html:
+        from vlmtrain.eval.html_report import write_html_report
+
+        write_html_report(report, html)
+        click.echo(f"html report: {html}")
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +73,9 @@ def eval_cmd() -> None:
     """Evaluate a checkpoint (or a predictions file) on a recipe's benchmark.
 
     Every task prints a metric table and, with -o, writes a JSON report
-    {schema_version, task, metrics: [{metric, value, count}], config, checkpoint, data, details}.
+    {schema_version, task, metrics: [{metric, value, count}], config, checkpoint, data, details};
+    with --html, also a self-contained HTML page of it (retrieval: a few queries with their
+    top-5 images marked right/wrong).
 
     \b
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import train_eval, train_launch
+from cli import train_eval, train_launch, train_plot
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,8 +15,10 @@ def main() -> None:
     \b
       vlmtrain launch examples/configs/grace_tiny.yaml --num-gpus 2
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data shards/ -o report.json
+      vlmtrain plot runs/grace        # PNGs of loss per stream, lr, samples/s, MFU/padding
     """
 
 
 main.add_command(train_launch.launch)
 main.add_command(train_eval.eval_cmd)
+main.add_command(train_plot.plot)

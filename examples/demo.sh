@@ -50,6 +50,7 @@ vlmdata manifest karpathy "$OUT/data/dataset_demo.json" -o "$OUT/manifest"
 step "3/10 shards + index"
 vlmdata shard "$OUT/manifest/manifest.parquet" --images "$OUT/data/images" -o "$OUT/shards" \
   --samples-per-shard 1000
+vlmdata view "$OUT/shards" -o "$OUT/shards.html"   # a page to look at: samples, histograms
 
 step "4/10 numeric identifiers"
 vlmdata build-ids "$OUT/shards" --scheme numeric --seed 0 --tokenizer "$OUT/tok" \
@@ -75,7 +76,7 @@ vlmtrain launch "$CONFIGS/demo_grace.yaml" --num-gpus "$RANKS" \
 step "8/10 generative retrieval: test captions -> constrained beam search -> Recall@K"
 vlmtrain eval retrieval-generative --checkpoint "$OUT/runs/grace" --data "$OUT/shards" \
   --trie "$OUT/ids/test-structured.trie" --ids "$OUT/ids/structured.parquet" \
-  --batch-size 50 -o "$OUT/reports/grace.json"
+  --batch-size 50 -o "$OUT/reports/grace.json" --html "$OUT/reports/grace.html"
 
 step "9/10 FROMAGe (frozen LM and CLIP; [RET] + linear maps): 1 rank, $FROMAGE_STEPS steps"
 vlmtrain launch "$CONFIGS/demo_fromage.yaml" --num-gpus 1 \

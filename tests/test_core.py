@@ -17,7 +17,8 @@ def test_help_imports_nothing_heavy(cli):
     code = (
         f"import sys; from cli.{cli} import main\n"
         "try:\n    main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'webdataset', 'polars', 'deepspeed')"
+        "heavy = [m for m in ('torch', 'transformers', 'webdataset', 'polars', 'deepspeed',"
+        " 'matplotlib', 'PIL')"
         " if m in sys.modules]\nprint(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -32,7 +33,7 @@ def test_vlmdata_help_lists_design_card_commands():
     out = CliRunner().invoke(main, ["--help"]).output
     for cmd in ("download", "filter-urls", "shard", "build-ids", "build-trie", "inspect"):
         assert cmd in out
-    for cmd in ("verify", "get", "demo"):
+    for cmd in ("verify", "get", "demo", "view"):
         assert cmd in out
 
 

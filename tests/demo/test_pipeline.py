@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,6 +83,12 @@ def test_demo_pipeline_retrieves_well_above_chance(demo):
     assert f"| FROMAGe embeddings | {fromage['t2i_recall@1']:.3f} |" in table
     assert "ATEN_CPU_CAPABILITY=avx2" in table  # the pins the figures depend on
     assert "demo finished in" in stdout
+    # the pictures (issue 26): the shard page, the GRACE run's plots, the HTML eval report
+    assert 'data-split="test"' in (out / "shards.html").read_text(encoding="utf-8")
+    for name in ("loss.png", "lr.png", "samples_per_s.png", "efficiency.png"):
+        with Image.open(out / "runs" / "grace" / "plots" / name) as img:
+            assert img.format == "PNG"
+    assert 'class="query"' in (out / "reports" / "grace.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.timeout(1800)

@@ -28,6 +28,9 @@ class Report:
     data: str | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    # a few queries with their top-K answers, for the HTML report only (not in the JSON):
+    # [{"query": text, "answers": [right keys], "ranked": [key or None, ...]}]
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, metric: str, value: float, count: int) -> None:
         """Record one figure; `count` is how many queries/questions/images it averages over."""
@@ -60,6 +63,27 @@ class Report:
 
     def table(self) -> str:
         return format_table(self.to_dict())
+
+
+EXAMPLES = 8  # queries shown in the HTML report
+TOP_K = 5  # answers shown per query
+
+
+def spread(total: int, n: int = EXAMPLES) -> list[int]:
+    """n positions spread evenly over range(total): the same queries on every run."""
+    if total <= 0:
+        return []
+    return sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
+
+
+def pick_examples(
+    queries: list[str], answers: list[list[str]], ranked: list[list[str | None]], k: int = TOP_K
+) -> list[dict[str, Any]]:
+    """A few queries (`spread`), each with its right answers and its top k."""
+    return [
+        {"query": queries[i], "answers": list(answers[i]), "ranked": list(ranked[i][:k])}
+        for i in spread(len(queries))
+    ]
 
 
 def validate_report(obj: dict[str, Any]) -> None:

@@ -105,6 +105,7 @@ class LogConfig:
     progress: bool = True  # tqdm bar on rank 0
     batch_keys: bool = False  # every rank logs its batches' sample keys (batches-rankN.jsonl)
     peak_tflops: float | None = None  # one device's peak for MFU (default: vlmtrain.train.flops)
+    plots: bool = True  # rank 0 writes OUTPUT/plots/*.png from metrics.jsonl at the end
 
 
 @dataclass

@@ -198,6 +198,19 @@ class Window:
         self.skipped.update(sb.skipped)
 
 
+def _write_plots(out: Path) -> None:
+    """RUN/plots/*.png at the end of a run; a plotting failure is reported, never fatal (the
+    weights are saved by then, and `vlmtrain plot RUN` can redo the pictures)."""
+    from vlmtrain.train.plots import write_run_plots
+
+    try:
+        written = write_run_plots(out)
+    except Exception as e:  # noqa: BLE001 - pictures must not fail a finished run
+        print(f"warning: run plots not written ({type(e).__name__}: {e})", flush=True)
+        return
+    print(f"plots: {Path(next(iter(written))).parent}", flush=True)
+
+
 def _all_reduce(values: list[float]) -> list[float]:
     """Sums over ranks (for logging: loss averaged over the whole global batch)."""
     import torch
@@ -456,6 +469,8 @@ class Run:
             print("last step: " + " ".join(f"{k} {v}" for k, v in speed(last).items()), flush=True)
         export = self.export() if self.step >= self.total else None
         logger.close()
+        if self.rank == 0 and cfg.log.plots and last:
+            _write_plots(self.out)
         if keys_log is not None:
             keys_log.close()
         return {"steps": self.step, "total": self.total, "last": last, "export": export}

@@ -17,7 +17,7 @@ import numpy as np
 from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
-from vlmtrain.eval.report import Report
+from vlmtrain.eval.report import TOP_K, Report, spread
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
@@ -41,6 +41,17 @@ def retrieval_recalls(
     scores = np.asarray(text_emb, np.float64) @ np.asarray(image_emb, np.float64).T
     pos = relevance(text_keys, image_keys)
     return {"t2i": recall_at_k(scores, pos, ks), "i2t": recall_at_k(scores.T, pos.T, ks)}
+
+
+def _t2i_examples(text_emb, image_emb, texts, text_keys, image_keys) -> list[dict]:
+    """A few text->image queries with their top images (highest cosine first, ties by index)."""
+    picks = spread(len(texts))
+    scores = np.asarray(text_emb, np.float64)[picks] @ np.asarray(image_emb, np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K].tolist()
+    return [
+        {"query": texts[i], "answers": [text_keys[i]], "ranked": [image_keys[j] for j in row]}
+        for i, row in zip(picks, order, strict=True)
+    ]
 
 
 def load_split(data_dir: str | os.PathLike, split: str, limit: int | None):
@@ -174,4 +185,5 @@ def run_embedding_retrieval(
     for k in ks:
         report.add(f"i2t_recall@{k}", rec["i2t"][k], len(samples))
     report.details = {"images": len(samples), "texts": len(texts)}
+    report.examples = _t2i_examples(txt, img, texts, text_keys, [s["key"] for s in samples])
     return report

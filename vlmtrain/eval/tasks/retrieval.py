@@ -18,7 +18,7 @@ from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.generation import ModelBundle, check_recipe_eos, trie_eos
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
-from vlmtrain.eval.report import Report
+from vlmtrain.eval.report import Report, pick_examples
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,7 @@ def run_generative_retrieval(
     )  # fmt: skip
     for k in ks:
         report.add(f"recall@{k}", recall[k], len(queries))
+    report.examples = pick_examples([q.text for q in queries], [[q.key] for q in queries], ranked)
     n_beams = sum(len(r) for r in ranked)
     report.details = {
         "queries": len(queries),
