@@ -5,6 +5,9 @@ ClipCap / the generative-image-to-text seed (image_attention "causal", the defau
 one causal sequence; with vision_feature "pooled" and projector "mlp_tanh" the n image tokens
 are the seed's MLP prefix (5 tokens), with "grid" they are its projected grid features.
 
+`images_first: true` puts the image tokens before <s>, as the seed's `torch.cat([prefix,
+tokens])` does (default: only in GIT mode).
+
 GIT (image_attention "bidirectional"), laid out as GIT's `[image][CLS text SEP]`:
   <image>*n <s> [PROMPT] | CAPTION </s>
 image tokens attend to each other both ways, text attends to every image token and causally to
@@ -61,6 +64,7 @@ class CaptionRecipe(Recipe):
         label_smoothing: float = 0.0,
         max_text_tokens: int | None = None,
         decoding: dict[str, Any] | None = None,
+        images_first: bool | None = None,
     ):
         if "{question}" not in (question_prompt or ""):
             raise ValueError(
@@ -79,13 +83,11 @@ class CaptionRecipe(Recipe):
         self.prompt_text, self.question_prompt = prompt, question_prompt
         self.image_attention, self.label_smoothing = image_attention, float(label_smoothing)
         self.max_text_tokens = max_text_tokens
+        self.images_first = (
+            image_attention == "bidirectional" if images_first is None else images_first
+        )
         self.decoding = {**DECODING, **(decoding or {})}
         self.packable = image_attention == "causal"  # packed rows take only the causal mask
-
-    @property
-    def images_first(self) -> bool:
-        """GIT's layout: image tokens, then <s> and the text."""
-        return self.image_attention == "bidirectional"
 
     def _start(self, ctx: RecipeContext) -> SequenceBuilder:
         if not self.images_first:
