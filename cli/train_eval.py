@@ -454,17 +454,7 @@ def vqa(
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
     "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )
-@click.option(
-    "--prompt",
-    help="Question prompt with {question}. [default: a caption recipe's question_prompt, else "
-    "'Question: {question} Answer:']",
-)
-@click.option(
-    "--submission",
-    type=click.Path(dir_okay=False),
-    help="Write EvalAI's results JSON [{question_id, answer}] answering EVERY question of "
-    "--questions (or of --split's records), annotated or not, instead of scoring.",
-)
+@click.option("--prompt", default="Question: {question} Answer:", show_default=True)
 @click.option("--max-new-tokens", default=16, show_default=True)
 @BATCH
 @LIMIT

@@ -51,11 +51,11 @@ def test_submission_answers_every_unannotated_question_in_evalai_format(
 
 def test_scoring_still_refuses_unannotated_questions(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(TEST_DEV))
-    anns = {"annotations": [{"question_id": 1020000, "answer_type": "other",
-                             "answers": [{"answer": "a", "answer_id": i} for i in range(1, 11)]}]}  # fmt: skip
+    answers = [{"answer": "a", "answer_id": i} for i in range(1, 11)]
+    anns = {"annotations": [{"question_id": 1020000, "answer_type": "other", "answers": answers}]}
     (tmp_path / "a.json").write_text(json.dumps(anns))
-    (tmp_path / "p.json").write_text(json.dumps(
-        [{"question_id": q["question_id"], "answer": "a"} for q in TEST_DEV["questions"]]))  # fmt: skip
+    preds = [{"question_id": q["question_id"], "answer": "a"} for q in TEST_DEV["questions"]]
+    (tmp_path / "p.json").write_text(json.dumps(preds))
     args = ["eval", "vqa", "--predictions", str(tmp_path / "p.json"), "--questions",
             str(tmp_path / "q.json"), "--annotations", str(tmp_path / "a.json")]  # fmt: skip
     res = CliRunner().invoke(main, args)
