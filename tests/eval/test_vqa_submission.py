@@ -83,3 +83,25 @@ def test_caption_decoding_defaults_come_from_the_recipe(tiny_bundle, shards_dir,
     assert all(len(c.split()) <= 2 for c in caps.values())  # 2 byte-level BPE tokens at most
     longer = caption_images(None, shards_dir, keys, model_bundle=bundle, max_new_tokens=6)
     assert longer != caps  # the option given overrides the recipe's
+
+
+def test_git_mode_answers_do_not_depend_on_batching(tiny_bundle, shards_dir):
+    """Questions of different lengths share a left-padded batch: padding must change nothing."""
+    from vlmtrain.eval.generation import answer_questions, image_prompt, recipe_of
+    from vlmtrain.recipes import RecipeContext
+
+    options = {"image_attention": "bidirectional", "decoding": {"beams": 2, "max_new_tokens": 3}}
+    bundle = tiny_bundle("caption", options, vision_feature="tokens", projector="linear_ln",
+                         num_visual_tokens=None)  # fmt: skip
+    questions = ["how many?", "what colour is the thing on the left of the red circle?", "red?"]
+    items = [(i, {"image_id": 102 + i, "question": q}) for i, q in enumerate(questions)]
+    lengths = {len(bundle.tokenizer(q)["input_ids"]) for q in questions}
+    assert len(lengths) == 3
+    together = answer_questions(None, shards_dir, items, model_bundle=bundle, batch_size=3)
+    alone = answer_questions(None, shards_dir, items, model_bundle=bundle, batch_size=1)
+    assert together == alone
+    ctx = RecipeContext.for_model(bundle.model)
+    recipe_prompt = image_prompt(recipe_of(bundle.cfg), ctx, "hi")
+    n = bundle.model.num_image_tokens
+    assert recipe_prompt[:n] == [bundle.model.image_token_id] * n  # GIT's layout: images first
+    assert recipe_prompt[n] == bundle.tokenizer.bos_token_id

@@ -229,3 +229,29 @@ def test_git_decoding_with_one_beam_is_greedy_under_the_block_mask(build, tokeni
     beams = image_block_generate(model, ids, torch.ones_like(ids), pixels, eos_id=eos,
                                  num_beams=3, length_penalty=0.6, max_new_tokens=6)  # fmt: skip
     assert len(beams) == 2 and all(1 <= len(b) <= 6 for b in beams)
+
+
+def test_git_step_logits_of_a_left_padded_row_equal_the_row_alone(build, tokenizer):
+    from vlmtrain.eval.beam import next_token_logits
+    from vlmtrain.model.vlm import left_align
+
+    model = build(vision_feature="pooled", num_visual_tokens=3).eval()
+    img, bos = model.image_token_id, tokenizer.bos_token_id
+    short = [img] * 3 + [bos] + enc(tokenizer, "a red")
+    long = [img] * 3 + [bos] + enc(tokenizer, "two black dogs run on the grass")
+    ids = torch.zeros(2, len(long), dtype=torch.long)
+    ids[0, : len(short)], ids[1] = torch.tensor(short), torch.tensor(long)
+    mask = (torch.arange(len(long)) < torch.tensor([[len(short)], [len(long)]])).long()
+    torch.manual_seed(2)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ids_l, mask_l = left_align(ids, mask, 0)
+        is_img = ids_l == img
+        batch = next_token_logits(model, model.embed(ids_l, pixels), mask_l, is_img)
+        for r, row in enumerate((short, long)):
+            one = torch.tensor([row])
+            alone = next_token_logits(model, model.embed(one, pixels[r : r + 1]),
+                                      torch.ones_like(one), one == img)  # fmt: skip
+            want = model(one, pixel_values=pixels[r : r + 1], image_attention="bidirectional")
+            assert torch.allclose(batch[r], alone[0], atol=1e-4)
+            assert torch.allclose(alone[0], want.logits[0, -1], atol=1e-4)

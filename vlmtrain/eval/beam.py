@@ -31,7 +31,6 @@ def image_block_generate(
     max_new_tokens: int = 30,
 ) -> list[list[int]]:
     """Per row, the best hypothesis's new tokens (ending with eos when it finished)."""
-    from vlmtrain.model.attention import image_block_mask
     from vlmtrain.model.vlm import left_align
 
     ids, mask = left_align(input_ids, attention_mask, model._pad_id())
@@ -44,14 +43,8 @@ def image_block_generate(
     scores[:, 0] = 0.0
     gen: list[list[int]] = [[] for _ in range(b * k)]
     best: list[tuple[float, list[int]] | None] = [None] * b
-    impl = model.lm.config._attn_implementation
     for step in range(max_new_tokens):
-        attn = image_block_mask(is_img, mask, impl, embeds.dtype)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model.lm(
-            inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=False
-        ).logits[:, -1]
-        logp = F.log_softmax(logits.float(), dim=-1)
+        logp = F.log_softmax(next_token_logits(model, embeds, mask, is_img).float(), dim=-1)
         vocab = logp.shape[-1]
         cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
         top_s, top_i = cand.topk(min(2 * k, k * vocab), dim=1)
@@ -83,6 +76,20 @@ def image_block_generate(
                 _keep(best, r, float(scores[r, j]) / length**length_penalty, gen[r * k + j])
         out.append(best[r][1])
     return out
+
+
+def next_token_logits(
+    model, embeds: torch.Tensor, mask: torch.Tensor, is_img: torch.Tensor
+) -> torch.Tensor:
+    """(rows, vocab) logits after left-aligned rows under GIT's block mask; positions count
+    from each row's first real token, so padding on the left changes nothing."""
+    from vlmtrain.model.attention import image_block_mask
+
+    impl = model.lm.config._attn_implementation
+    attn = image_block_mask(is_img, mask, impl, embeds.dtype)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model.lm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=False)
+    return out.logits[:, -1]
 
 
 def _step_row(r, top_s, top_i, vocab, k, eos_id, cur_len, lp, gen, best):

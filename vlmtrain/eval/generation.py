@@ -171,11 +171,12 @@ def _progress(items, enabled: bool):
 
 
 def image_prompt(recipe, ctx, text: str = ""):
-    """Prompt ids for an image (+ text): the caption recipe's own prompt, else image then text."""
+    """Prompt ids for an image (+ text): the caption recipe's own prompt (or its <s> and image
+    slots, in its order, then the text), else image then text."""
     from vlmtrain.recipes.base import SequenceBuilder
 
-    if recipe.name == "caption" and not text:
-        return recipe.prompt(ctx).input_ids
+    if recipe.name == "caption":
+        return (recipe.start(ctx).text(text) if text else recipe.prompt(ctx)).input_ids
     seq = SequenceBuilder(ctx).image()
     return (seq.text(text) if text else seq).input_ids
 

@@ -89,7 +89,8 @@ class CaptionRecipe(Recipe):
         self.decoding = {**DECODING, **(decoding or {})}
         self.packable = image_attention == "causal"  # packed rows take only the causal mask
 
-    def _start(self, ctx: RecipeContext) -> SequenceBuilder:
+    def start(self, ctx: RecipeContext) -> SequenceBuilder:
+        """<s> and the image slots, in the recipe's order."""
         if not self.images_first:
             return SequenceBuilder(ctx).image()
         seq = SequenceBuilder(ctx, bos=False).image()
@@ -114,7 +115,7 @@ class CaptionRecipe(Recipe):
         cap = self.max_text_tokens
         if cap is not None and len(ids) > cap - 2:  # GIT's inference keeps the last cap - 2
             ids = ids[len(ids) - (cap - 2) :]
-        return self._start(ctx).tokens(ids, train=False)
+        return self.start(ctx).tokens(ids, train=False)
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None
@@ -127,7 +128,7 @@ class CaptionRecipe(Recipe):
         target = ctx.tokenizer(caption, add_special_tokens=False)["input_ids"]
         if self.max_text_tokens is not None:
             prompt, target = git_text_cap(prompt, target, self.max_text_tokens)
-        seq = self._start(ctx).tokens(prompt, train=False).tokens(target, train=True)
+        seq = self.start(ctx).tokens(prompt, train=False).tokens(target, train=True)
         seq.eos(train=True)
         return self.finish(seq, sample, ctx, kind, ctx.pixel_values(sample), truncate=True)
 
