@@ -255,3 +255,17 @@ def test_git_step_logits_of_a_left_padded_row_equal_the_row_alone(build, tokeniz
             want = model(one, pixel_values=pixels[r : r + 1], image_attention="bidirectional")
             assert torch.allclose(batch[r], alone[0], atol=1e-4)
             assert torch.allclose(alone[0], want.logits[0, -1], atol=1e-4)
+
+
+def test_git_mode_is_never_packed():
+    from vlmdata.core.errors import DataError
+    from vlmtrain.data.packing import configure_packing
+
+    git = get_recipe("caption", image_attention="bidirectional")
+    assert configure_packing(git, "auto", 64).startswith("packing: off (caption: GIT's")
+    assert git.pack_length is None
+    with pytest.raises(DataError, match="cannot pack rows"):
+        configure_packing(git, True, 64)
+    causal = get_recipe("caption")
+    configure_packing(causal, "auto", 64)
+    assert causal.pack_length == 64

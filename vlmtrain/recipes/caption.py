@@ -88,6 +88,7 @@ class CaptionRecipe(Recipe):
         )
         self.decoding = {**DECODING, **(decoding or {})}
         self.packable = image_attention == "causal"  # packed rows take only the causal mask
+        self.unpackable_reason = "GIT's image attention is not a packed row's mask"
 
     def start(self, ctx: RecipeContext) -> SequenceBuilder:
         """<s> and the image slots, in the recipe's order."""
