@@ -269,3 +269,21 @@ def test_git_mode_is_never_packed():
     causal = get_recipe("caption")
     configure_packing(causal, "auto", 64)
     assert causal.pack_length == 64
+
+
+def test_seed_grid_of_a_resnet_is_its_last_stage_grid():
+    """The seed's RN50 grid: layer4's (B, C, 7, 7) map as 49 tokens (here a tiny ResNet: 2x2)."""
+    from vlmtrain.model.vision import VisionTower, build_visual
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
+                                           "head_width": 8}}  # fmt: skip
+    visual, pp = build_visual("tiny", config=cfg)
+    tower = VisionTower(visual, pp, "grid")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h = visual.stem(x)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            h = layer(h)
+        grid, _ = tower(x)
+    assert grid.shape == (2, 4, 256)
+    assert torch.allclose(grid, h.flatten(2).transpose(1, 2), atol=1e-5)
