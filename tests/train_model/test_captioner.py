@@ -38,7 +38,7 @@ def test_seed_config_trains_clip_and_the_mapper_with_a_5_token_prefix(tokenizer)
     from vlmtrain.model.vlm import build_model
     from vlmtrain.train.config import load_config
 
-    cfg = load_config(CONFIGS / "caption_seed_vitb32_opt2.7b.yaml", TINY)
+    cfg = load_config(CONFIGS / "caption_seed_vitb32_gpt2large.yaml", TINY)
     model = build_model(cfg.model, tokenizer)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     clip = {f"vision.{n}" for n, _ in model.vision.named_parameters()}
