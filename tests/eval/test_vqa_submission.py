@@ -105,3 +105,25 @@ def test_git_mode_answers_do_not_depend_on_batching(tiny_bundle, shards_dir):
     n = bundle.model.num_image_tokens
     assert recipe_prompt[:n] == [bundle.model.image_token_id] * n  # GIT's layout: images first
     assert recipe_prompt[n] == bundle.tokenizer.bos_token_id
+
+
+def test_submission_through_the_cli_from_an_exported_checkpoint(tiny_bundle, shards_dir, tmp_path):
+    from vlmtrain.eval.generation import answer_questions
+    from vlmtrain.train.checkpoint import export_names, write_export
+
+    bundle = tiny_bundle("caption", {"decoding": {"max_new_tokens": 3}})
+    model, tok, cfg = bundle.model, bundle.tokenizer, bundle.cfg
+    names = set(export_names(model, cfg.model, "full"))
+    state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if n in names}
+    export = write_export(tmp_path / "export", state, cfg, tok, {"step": 1})
+    (tmp_path / "q.json").write_text(json.dumps(TEST_DEV))
+    out = tmp_path / "results.json"
+    args = ["eval", "vqa", "--checkpoint", str(export), "--data", str(shards_dir),
+            "--questions", str(tmp_path / "q.json"), "--submission", str(out), "--device", "cpu",
+            "-q"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    items = [(q["question_id"], q) for q in TEST_DEV["questions"]]
+    want = answer_questions(None, shards_dir, items, model_bundle=bundle)
+    assert {r["question_id"]: r["answer"] for r in rows} == want and len(rows) == 3
