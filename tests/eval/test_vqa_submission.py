@@ -4,6 +4,7 @@ annotations, and the caption recipe's decoding options (GIT mode included) at ev
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -127,3 +128,34 @@ def test_submission_through_the_cli_from_an_exported_checkpoint(tiny_bundle, sha
     items = [(q["question_id"], q) for q in TEST_DEV["questions"]]
     want = answer_questions(None, shards_dir, items, model_bundle=bundle)
     assert {r["question_id"]: r["answer"] for r in rows} == want and len(rows) == 3
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="java not installed")
+def test_eval_caption_cli_decodes_a_git_checkpoint_as_its_recipe_says(
+    tiny_bundle, shards_dir, tmp_path
+):
+    from vlmtrain.eval.generation import caption_images
+    from vlmtrain.eval.tasks.caption import load_index
+    from vlmtrain.train.checkpoint import export_names, write_export
+
+    options = {"image_attention": "bidirectional", "decoding": {"beams": 2, "max_new_tokens": 4,
+                                                                "length_penalty": 0.6}}  # fmt: skip
+    bundle = tiny_bundle("caption", options, vision_feature="tokens", projector="linear_ln",
+                         num_visual_tokens=None)  # fmt: skip
+    model, tok, cfg = bundle.model, bundle.tokenizer, bundle.cfg
+    names = set(export_names(model, cfg.model, "full"))
+    state = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if n in names}
+    export = write_export(tmp_path / "export", state, cfg, tok, {"step": 1})
+    keys = load_index(shards_dir, "test")["key"].to_list()
+    for extra, kwargs in (([], {}), (["--image-attention", "causal", "--beams", "1"],
+                                     {"image_attention": "causal", "beams": 1})):  # fmt: skip
+        saved = tmp_path / f"caps{len(extra)}.json"
+        args = ["eval", "caption", "--checkpoint", str(export), "--data", str(shards_dir),
+                "--metrics", "BLEU-1", "--save-predictions", str(saved), "--device", "cpu",
+                "-q", *extra]  # fmt: skip
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        got = {r["key"]: r["caption"] for r in json.loads(saved.read_text())}
+        assert got == caption_images(None, shards_dir, keys, model_bundle=bundle, **kwargs)
+    first, second = (json.loads((tmp_path / f"caps{n}.json").read_text()) for n in (0, 4))
+    assert first != second  # the options reached decoding
