@@ -43,9 +43,9 @@ def git_text_cap(prompt: list[int], target: list[int], cap: int) -> tuple[list[i
     when prompt + target exceed `cap`, only their last cap - 2 tokens kept (bos and eos then
     make the text `cap` long)."""
     prompt, target = prompt[:cap], target[:cap]
-    drop = len(prompt) + len(target) - (cap - 2)
     if len(prompt) + len(target) <= cap:
         return prompt, target
+    drop = len(prompt) + len(target) - (cap - 2)
     from_prompt = min(drop, len(prompt))
     return prompt[from_prompt:], target[drop - from_prompt :]
 
