@@ -244,8 +244,19 @@ def retrieval_embedding(
     show_default=True,
     help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
 )
-@click.option("--beams", default=1, show_default=True, help="1 = greedy.")
-@click.option("--max-new-tokens", default=30, show_default=True)
+@click.option("--beams", type=int, help="1 = greedy. [default: the recipe's decoding, else 1]")
+@click.option("--max-new-tokens", type=int, help="[default: the recipe's decoding, else 30]")
+@click.option(
+    "--length-penalty",
+    type=float,
+    help="Beam score = sum log p / length ** this. [default: the recipe's decoding, else 1.0]",
+)
+@click.option(
+    "--image-attention",
+    type=click.Choice(["causal", "bidirectional"]),
+    help="bidirectional = GIT's block mask (image tokens see each other). [default: the "
+    "recipe's image_attention]",
+)
 @BATCH
 @LIMIT
 @SAVE
@@ -261,6 +272,8 @@ def caption(
     metrics,
     beams,
     max_new_tokens,
+    length_penalty,
+    image_attention,
     batch_size,
     limit,
     save_predictions,
@@ -291,6 +304,8 @@ def caption(
         metrics=[m.strip() for m in metrics.split(",") if m.strip()],
         beams=beams,
         max_new_tokens=max_new_tokens,
+        length_penalty=length_penalty,
+        image_attention=image_attention,
         batch_size=batch_size,
         limit=limit,
         save_predictions=save_predictions,
@@ -321,7 +336,17 @@ def caption(
     type=click.Path(exists=True, dir_okay=False),
     help='Results JSON [{"question_id", "answer"}] instead of a model.',
 )
-@click.option("--prompt", default="Question: {question} Answer:", show_default=True)
+@click.option(
+    "--prompt",
+    help="Question prompt with {question}. [default: a caption recipe's question_prompt, else "
+    "'Question: {question} Answer:']",
+)
+@click.option(
+    "--submission",
+    type=click.Path(dir_okay=False),
+    help="Write EvalAI's results JSON [{question_id, answer}] answering EVERY question of "
+    "--questions (or of --split's records), annotated or not, instead of scoring.",
+)
 @click.option(
     "--vqa-script",
     type=click.Choice(["2021", "2016"]),
@@ -330,7 +355,9 @@ def caption(
     help="Version of the official vqaEval.py to reproduce: 2021 (a013f00, current) or 2016 "
     "(458a8b2); published VQAv2 numbers come from both.",
 )
-@click.option("--max-new-tokens", default=10, show_default=True)
+@click.option("--max-new-tokens", type=int, help="[default: a caption recipe's, else 10]")
+@click.option("--beams", type=int, help="[default: a caption recipe's decoding, else 1]")
+@click.option("--length-penalty", type=float, help="[default: a caption recipe's, else 1.0]")
 @BATCH
 @LIMIT
 @SAVE
@@ -346,8 +373,11 @@ def vqa(
     split,
     predictions,
     prompt,
+    submission,
     vqa_script,
     max_new_tokens,
+    beams,
+    length_penalty,
     batch_size,
     limit,
     save_predictions,
@@ -370,9 +400,31 @@ def vqa(
 
     Without --questions/--annotations the questions and the ten answers of each come from the
     records of `vlmdata manifest vqav2` shards in --data (answer types are then "unknown").
-    """
-    from vlmtrain.eval.tasks.vqa import run_vqa
 
+    With --submission nothing is scored: every question gets an answer, written in EvalAI's
+    VQAv2 format (test-dev: answer all of v2_OpenEnded_mscoco_test2015_questions.json).
+
+    \b
+      vlmtrain eval vqa --checkpoint runs/caption --data coco_test2015/ \\
+          --questions v2_OpenEnded_mscoco_test2015_questions.json --submission results.json
+    """
+    from vlmtrain.eval.tasks.vqa import run_vqa, write_submission
+
+    if submission:
+        if annotations or predictions or save_predictions:
+            raise click.UsageError(
+                "--submission answers with a model and scores nothing: leave out "
+                "--annotations, --predictions and --save-predictions"
+            )
+        _need(data=data_dir)
+        report = write_submission(
+            submission, data_dir=data_dir, questions=questions,
+            split=split, checkpoint=checkpoint, prompt=prompt,
+            max_new_tokens=max_new_tokens, beams=beams, length_penalty=length_penalty,
+            batch_size=batch_size, limit=limit, device=device, progress=not quiet,
+        )  # fmt: skip
+        click.echo(f"submission: {submission}")
+        return _finish(report, output)
     report = run_vqa(
         questions=questions,
         annotations=annotations,
@@ -383,6 +435,8 @@ def vqa(
         prompt=prompt,
         script=vqa_script,
         max_new_tokens=max_new_tokens,
+        beams=beams,
+        length_penalty=length_penalty,
         batch_size=batch_size,
         limit=limit,
         save_predictions=save_predictions,

@@ -123,11 +123,12 @@ def configure_packing(recipe, packing: bool | str, row_length: int) -> str:
     if packing is False:
         return "packing: off (data.packing=false)"
     if not recipe.packable:
+        why = getattr(recipe, "unpackable_reason", "its loss reads per-row hidden states")
         if packing is True:
             raise DataError(
-                f"data.packing=true, but the {recipe.name} recipe's loss reads per-row hidden "
-                "states; use data.packing=auto or false"
+                f"data.packing=true, but the {recipe.name} recipe cannot pack rows ({why}); "
+                "use data.packing=auto or false"
             )
-        return f"packing: off ({recipe.name}'s loss reads per-row hidden states)"
+        return f"packing: off ({recipe.name}: {why})"
     recipe.pack_length = row_length
     return f"packing: rows of up to {row_length} tokens, attention within each example"

@@ -17,6 +17,8 @@ import torch
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.recipes.base import pad_sequences
 
+DEFAULT_VQA_PROMPT = "Question: {question} Answer:"
+
 
 @dataclass(frozen=True)
 class ModelBundle:
@@ -83,6 +85,7 @@ def generate_tokens(
     processor_for: Callable[[int, list[int]], Any] | None = None,
     eos_id: int | None = None,
     progress: bool = False,
+    image_attention: str = "causal",
     **generate_kwargs: Any,
 ) -> list[list[list[int]]]:
     """Per prompt, `num_return_sequences` generated token lists (new tokens, cut at eos).
@@ -91,7 +94,8 @@ def generate_tokens(
     trie mask needs the padded prompt width). Images go with prompts holding `<image>` slots.
     `eos_id` (default: the tokenizer's) both stops generation and cuts its output: decoding
     under a trie passes the trie's own eos, which may be another token (GRACE's
-    `<|endofchunk|>`).
+    `<|endofchunk|>`). `image_attention="bidirectional"` decodes under GIT's block mask
+    (vlmtrain.eval.beam: num_beams, length_penalty and max_new_tokens are read from the kwargs).
     """
     from transformers import LogitsProcessorList
 
@@ -108,6 +112,12 @@ def generate_tokens(
             batch_images = [images[i] for i in idx if images[i] is not None]
             pixels = torch.stack(batch_images).to(device) if batch_images else None
         kwargs = dict(generate_kwargs)
+        if image_attention != "causal":  # GIT's block mask: HF generate cannot take it
+            rows = _image_block_rows(model, ids, mask, pixels, eos, num_return_sequences,
+                                     processor_for, kwargs)  # fmt: skip
+            for j, i in enumerate(idx):
+                results[i] = [cut_at_eos(rows[j], eos)]
+            continue
         if processor_for is not None:
             kwargs["logits_processor"] = LogitsProcessorList([processor_for(ids.shape[1], idx)])
         out = model.generate(
@@ -118,6 +128,31 @@ def generate_tokens(
         for j, i in enumerate(idx):
             results[i] = [cut_at_eos(seq, eos) for seq in out[j]]
     return results
+
+
+def _image_block_rows(model, ids, mask, pixels, eos, n_return, processor_for, kwargs):
+    """One batch decoded by vlmtrain.eval.beam (GIT's attention): the best row per prompt."""
+    from vlmtrain.eval.beam import image_block_generate
+
+    if n_return != 1 or processor_for is not None or kwargs.get("do_sample"):
+        raise ValueError("bidirectional image attention decodes one beam-search answer per "
+                         "prompt: no sampling, logits processors or several sequences")  # fmt: skip
+    return image_block_generate(
+        model, ids, mask, pixels, eos_id=eos, num_beams=int(kwargs.get("num_beams", 1)),
+        length_penalty=float(kwargs.get("length_penalty", 1.0)),
+        max_new_tokens=int(kwargs.get("max_new_tokens", 30)),
+    )  # fmt: skip
+
+
+def decoding_options(recipe, **given: Any) -> dict[str, Any]:
+    """Decoding settings: those given (not None), else the caption recipe's `decoding` and
+    `image_attention`, else the defaults (greedy, 30 new tokens, causal)."""
+    from vlmtrain.recipes.caption import DECODING
+
+    base = {**DECODING, "image_attention": "causal"}
+    if recipe.name == "caption":
+        base = {**recipe.decoding, "image_attention": recipe.image_attention}
+    return {k: (v if v is not None else base[k]) for k, v in given.items()}
 
 
 def decode_text(tokenizer, tokens: Sequence[int]) -> str:
@@ -136,11 +171,12 @@ def _progress(items, enabled: bool):
 
 
 def image_prompt(recipe, ctx, text: str = ""):
-    """Prompt ids for an image (+ text): the caption recipe's own prompt, else image then text."""
+    """Prompt ids for an image (+ text): the caption recipe's own prompt (or its <s> and image
+    slots, in its order, then the text), else image then text."""
     from vlmtrain.recipes.base import SequenceBuilder
 
-    if recipe.name == "caption" and not text:
-        return recipe.prompt(ctx).input_ids
+    if recipe.name == "caption":
+        return (recipe.start(ctx).text(text) if text else recipe.prompt(ctx)).input_ids
     seq = SequenceBuilder(ctx).image()
     return (seq.text(text) if text else seq).input_ids
 
@@ -154,14 +190,17 @@ def caption_images(
     data_dir,
     keys: Sequence[str],
     *,
-    beams: int = 1,
-    max_new_tokens: int = 30,
+    beams: int | None = None,
+    max_new_tokens: int | None = None,
+    length_penalty: float | None = None,
+    image_attention: str | None = None,
     batch_size: int = 16,
     model_bundle=None,
     device: str | None = None,
     progress: bool = False,
 ) -> dict[str, str]:
-    """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt."""
+    """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt;
+    unset options take the recipe's (`decoding_options`)."""
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import RecipeContext
 
@@ -171,9 +210,14 @@ def caption_images(
     reader = ShardReader(data_dir)
     samples = [reader.get(k) for k in keys]
     prompts = [image_prompt(recipe, ctx) for _ in samples]
+    opts = decoding_options(
+        recipe, beams=beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+        image_attention=image_attention,
+    )  # fmt: skip
     outs = generate_tokens(
         model, prompts, images=_pixels(ctx, samples), batch_size=batch_size, progress=progress,
-        num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens,
+        num_beams=opts["beams"], do_sample=False, max_new_tokens=opts["max_new_tokens"],
+        length_penalty=opts["length_penalty"], image_attention=opts["image_attention"],
     )  # fmt: skip
     return {k: decode_text(tok, o[0]) for k, o in zip(keys, outs, strict=True)}
 
@@ -183,14 +227,20 @@ def answer_questions(
     data_dir,
     items: Sequence[tuple[int, dict]],
     *,
-    prompt: str,
-    max_new_tokens: int = 10,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    beams: int | None = None,
+    length_penalty: float | None = None,
     batch_size: int = 16,
     model_bundle=None,
     device: str | None = None,
     progress: bool = False,
 ) -> dict[int, str]:
-    """{question_id: answer} for VQA questions ({image_id, question}), greedy decoding.
+    """{question_id: answer} for VQA questions ({image_id, question}).
+
+    The caption recipe's checkpoints decode with its own question prompt (or `prompt`), image
+    attention and `decoding` (unset options); other recipes put the question into `prompt`
+    (default "Question: {question} Answer:"), greedy with 10 new tokens unless set.
 
     The image is the one a record with the question's `image_id` (COCO ids) points at: VQAv2
     shards hold one record per question, several per image, and each image once.
@@ -217,14 +267,21 @@ def answer_questions(
         if key is None:
             raise DataError(f"question {qid}: image_id {q['image_id']} is not in {data_dir}")
         samples.append(reader.get(key))
-        text = prompt.format(question=q["question"])
-        if recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
+        if recipe.name == "caption":
+            prompts.append(recipe.prompt(ctx, q["question"], prompt).input_ids)
+        elif recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
             prompts.append(llava_prompt(recipe, ctx, q["question"]))
         else:
+            text = (prompt or DEFAULT_VQA_PROMPT).format(question=q["question"])
             prompts.append(image_prompt(recipe, ctx, text))
+    opts = decoding_options(recipe, beams=beams, length_penalty=length_penalty,
+                            max_new_tokens=max_new_tokens, image_attention=None)  # fmt: skip
+    if recipe.name != "caption" and max_new_tokens is None:
+        opts["max_new_tokens"] = 10
     outs = generate_tokens(
         model, prompts, images=_pixels(ctx, samples), batch_size=batch_size, progress=progress,
-        num_beams=1, do_sample=False, max_new_tokens=max_new_tokens,
+        num_beams=opts["beams"], do_sample=False, max_new_tokens=opts["max_new_tokens"],
+        length_penalty=opts["length_penalty"], image_attention=opts["image_attention"],
     )  # fmt: skip
     return {qid: decode_text(tok, o[0]) for (qid, _), o in zip(items, outs, strict=True)}
 

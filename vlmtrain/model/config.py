@@ -26,10 +26,12 @@ class ModelConfig:
     vision_config: dict[str, Any] | None = (
         None  # tiny tower: {"embed_dim": 32, "vision_cfg": {...}}
     )
-    vision_feature: int | str = -2  # block index for patch tokens, or "pooled"
+    # block index for patch tokens, "pooled", "grid" (last block's patches after ln_post) or
+    # "tokens" (last block's class token + patches after ln_post: GIT)
+    vision_feature: int | str = -2
     image_aspect: str = "pad"  # "pad" (LLaVA expand-to-square) or "crop" (open_clip)
     # projector
-    projector: str = "mlp2x_gelu"  # "linear" | "mlp2x_gelu"
+    projector: str = "mlp2x_gelu"  # "linear" | "linear_ln" | "mlp2x_gelu" | "mlp_tanh"
     num_visual_tokens: int | None = None  # pooled: prefix length (1); patches: pool grid to n
     # language model
     lm: str | None = None  # local HF checkpoint directory
@@ -57,6 +59,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model.train: unknown part(s) {unknown}; choose from {list(PARTS)}")
         n = self.num_visual_tokens
+        if self.vision_feature == "tokens" and n is not None:
+            raise ValueError(
+                "model.num_visual_tokens: vision_feature 'tokens' keeps every token (class token "
+                "+ patches, GIT); leave num_visual_tokens unset"
+            )
         if self.vision_feature != "pooled" and n is not None and round(n**0.5) ** 2 != n:
             raise ValueError(
                 f"model.num_visual_tokens: {n} patch tokens cannot come from pooling a square "

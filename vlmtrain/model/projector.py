@@ -3,8 +3,10 @@
 Two shapes of the same idea:
 - per-token (LLaVA): each patch feature (B, P, C) becomes one LM token (B, P, D);
 - prefix (ClipCap / FROMAGe): one pooled embedding (B, C) becomes n LM tokens (B, n, D).
-`linear` is one matrix; `mlp2x_gelu` is LLaVA-1.5's two-layer MLP (for a prefix, ClipCap's
-hidden width n*D/2).
+`linear` is one matrix; `linear_ln` is one matrix then LayerNorm (GIT's and the
+generative-image-to-text seed's `linearLn`, per token); `mlp2x_gelu` is LLaVA-1.5's two-layer
+MLP; `mlp_tanh` is the seed's (and ClipCap's) `MLP` with Tanh. For a prefix both MLPs are
+ClipCap's shape, hidden width (n*D)//2 (the seed: `(d_lm * PREFIX_LENGTH) // 2`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PROJECTORS = ("linear", "mlp2x_gelu")
+PROJECTORS = ("linear", "linear_ln", "mlp2x_gelu", "mlp_tanh")
 
 
 def _mlp(kind: str, in_dim: int, out_dim: int, hidden: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
+    if kind == "linear_ln":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
     if kind == "mlp2x_gelu":
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+    if kind == "mlp_tanh":
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, out_dim))
     raise ValueError(f"projector must be one of {PROJECTORS}, got {kind!r}")
 
 
@@ -39,6 +45,11 @@ class PrefixProjector(nn.Module):
 
     def __init__(self, kind: str, in_dim: int, out_dim: int, num_tokens: int):
         super().__init__()
+        if kind == "linear_ln":
+            raise ValueError(
+                "projector linear_ln normalises each token: use it with per-token features "
+                "(vision_feature grid, tokens or a block index), not a pooled prefix"
+            )
         self.num_tokens, self.out_dim = num_tokens, out_dim
         hidden = out_dim * num_tokens // 2 if num_tokens > 1 else out_dim
         self.net = _mlp(kind, in_dim, out_dim * num_tokens, hidden=hidden)

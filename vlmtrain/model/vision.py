@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 POOLED = "pooled"
+GRID = "grid"  # last-layer patch tokens after ln_post, class token dropped (the seed's grid)
+TOKENS = "tokens"  # every last-layer token, class token first, after ln_post (GIT)
+LAST_LAYER = (GRID, TOKENS)
 
 
 def build_visual(
@@ -52,13 +55,19 @@ class VisionTower(nn.Module):
     """Returns (features for the projector, pooled embedding) for a batch of images.
 
     `feature` is a block index (e.g. -2, LLaVA's choice: patch tokens of the second-to-last block,
-    class token dropped) or "pooled" (the CLIP image embedding, one vector per image).
+    class token dropped), "pooled" (the CLIP image embedding, one vector per image), "grid"
+    (last-block patch tokens after `ln_post`, as the generative-image-to-text seed's
+    `output_grid` with `grid_after_ln`; a ResNet gives its final 7x7 grid) or "tokens" (class
+    token + patches of the last block after `ln_post`: GIT's image features).
     """
 
     def __init__(self, visual: nn.Module, preprocess: dict[str, Any], feature: int | str = -2):
         super().__init__()
-        if feature != POOLED and not isinstance(feature, int):
-            raise ValueError(f"vision_feature must be a block index or 'pooled', got {feature!r}")
+        if feature not in (POOLED, *LAST_LAYER) and not isinstance(feature, int):
+            raise ValueError(
+                f"vision_feature must be a block index, 'pooled', 'grid' or 'tokens', "
+                f"got {feature!r}"
+            )
         self.visual = visual
         self.preprocess_cfg = dict(preprocess)
         self.feature = feature
@@ -93,9 +102,20 @@ class VisionTower(nn.Module):
         if self.feature == POOLED:
             pooled = self._pooled(self.visual(x))
             return pooled[:, None, :], pooled
-        out = self.visual.forward_intermediates(x, indices=[self.feature], output_fmt="NCHW")
+        last = self.feature in LAST_LAYER
+        out = self.visual.forward_intermediates(
+            x,
+            indices=[-1 if last else self.feature],
+            output_fmt="NCHW",
+            normalize_intermediates=last,  # ln_post on every token (a ResNet has none)
+            output_extra_tokens=self.feature == TOKENS,
+        )
         feats = out["image_intermediates"][0]  # (B, C, H, W)
         tokens = feats.flatten(2).transpose(1, 2)  # (B, H*W, C), row-major patches
+        if self.feature == TOKENS:
+            if "image_intermediates_prefix" not in out:
+                raise ValueError("vision_feature 'tokens' needs a ViT (a class token)")
+            tokens = torch.cat([out["image_intermediates_prefix"][0], tokens], dim=1)
         return tokens, self._pooled(out["image_features"])
 
     @staticmethod

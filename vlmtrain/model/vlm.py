@@ -176,16 +176,22 @@ class VLM(nn.Module):
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         position_ids: torch.Tensor | None = None,
+        image_attention: str = "causal",
     ):
         """HF-style output (loss when labels are given, logits, hidden_states if asked).
 
         With `position_ids` the rows are packed (vlmtrain.data.packing): attention stays within
-        each example, whose positions restart at 0.
+        each example, whose positions restart at 0. `image_attention="bidirectional"` is GIT's
+        block mask (vlmtrain.model.attention): image tokens attend to each other both ways.
         """
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         embeds = self.embed(input_ids, pixel_values)
-        if position_ids is not None:
+        if image_attention != "causal":
+            attention_mask = self.image_attention_mask(
+                input_ids, attention_mask, embeds.dtype, position_ids
+            )
+        elif position_ids is not None:
             from vlmtrain.data.packing import block_causal_mask
 
             impl = self.lm.config._attn_implementation
@@ -199,6 +205,23 @@ class VLM(nn.Module):
         )
         loss = causal_lm_loss(out.logits, labels)[0] if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=out.logits, hidden_states=out.hidden_states)
+
+    def image_attention_mask(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """GIT's block mask for these rows, in the form the LM's attention kernel takes."""
+        from vlmtrain.model.attention import image_block_mask
+
+        if position_ids is not None:
+            raise ValueError("bidirectional image attention does not take packed rows")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        impl = self.lm.config._attn_implementation
+        return image_block_mask(input_ids == self.image_token_id, attention_mask, impl, dtype)
 
     @torch.no_grad()
     def generate(

@@ -1,21 +1,53 @@
-"""Captioning (ClipCap / GIT style): image prefix tokens -> LM, loss on the caption.
+"""Captioning: image tokens -> LM, loss on the caption. Two shapes, by option:
 
+ClipCap / the generative-image-to-text seed (image_attention "causal", the default):
   <s> <image>*n [PROMPT] | CAPTION </s>
-With model.vision_feature "pooled", projector "mlp2x_gelu" and num_visual_tokens 10 this is
-ClipCap's MLP mapping of the CLIP embedding to a 10-token prefix; with patch features it is a
-GIT/LLaVA-style captioner. `prompt()` is the decoding prompt for evaluation (CIDEr, BLEU).
+one causal sequence; with vision_feature "pooled" and projector "mlp_tanh" the n image tokens
+are the seed's MLP prefix (5 tokens), with "grid" they are its projected grid features.
 
-VQA fine-tuning on the same recipe (option `question_prompt`, e.g. "Question: {question}
-Answer:", the prompt `vlmtrain eval vqa` decodes with): a record with a `question` (VQAv2
-records, one per question, several per image) is prompted with it and supervised on its answer
-(`texts`: VQAv2's multiple_choice_answer):
+`images_first: true` puts the image tokens before <s>, as the seed's `torch.cat([prefix,
+tokens])` does (default: only in GIT mode).
+
+GIT (image_attention "bidirectional"), laid out as GIT's `[image][CLS text SEP]`:
+  <image>*n <s> [PROMPT] | CAPTION </s>
+image tokens attend to each other both ways, text attends to every image token and causally to
+text (vlmtrain.model.attention). GIT's other training choices are options too: label_smoothing
+0.1 (GIT's KL form, recipes/losses.py) and max_text_tokens 40 (GIT's `max_text_len`: when prompt +
+caption exceed it, the LAST 38 of those tokens are kept, between <s> and </s>: eos always stays).
+
+VQA on the same recipe: a record with a `question` (VQAv2: one record per question, `texts` its
+multiple_choice_answer) is prompted with `question_prompt` (default DEFAULT_QUESTION_PROMPT, the
+prompt `vlmtrain eval vqa` decodes with) and supervised on its answer:
   <s> <image>*n "Question: Q Answer:" | ANSWER </s>
+A question is never dropped: an empty or {question}-less question_prompt is refused.
+
+`decoding` (beams, length_penalty, max_new_tokens) holds the defaults `vlmtrain eval caption`
+and `eval vqa` decode with, so a config carries its model's decoding (the seed: beam 3;
+GIT: beam 4, length penalty 0.6).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from vlmtrain.model.attention import IMAGE_ATTENTION
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import pick_text
+
+DEFAULT_QUESTION_PROMPT = "Question: {question} Answer:"
+DECODING = {"beams": 1, "length_penalty": 1.0, "max_new_tokens": 30}
+
+
+def git_text_cap(prompt: list[int], target: list[int], cap: int) -> tuple[list[int], list[int]]:
+    """GIT's text cap (its train/inference `max_text_len` handling): each part cut to `cap`, and
+    when prompt + target exceed `cap`, only their last cap - 2 tokens kept (bos and eos then
+    make the text `cap` long)."""
+    prompt, target = prompt[:cap], target[:cap]
+    if len(prompt) + len(target) <= cap:
+        return prompt, target
+    drop = len(prompt) + len(target) - (cap - 2)
+    from_prompt = min(drop, len(prompt))
+    return prompt[from_prompt:], target[drop - from_prompt :]
 
 
 class CaptionRecipe(Recipe):
@@ -24,20 +56,67 @@ class CaptionRecipe(Recipe):
     mix = {"caption": 1}
     columns = (("texts",),)
 
-    def __init__(self, prompt: str = "", question_prompt: str = ""):
-        if question_prompt and "{question}" not in question_prompt:
-            raise ValueError("caption recipe: question_prompt needs a {question} field")
+    def __init__(
+        self,
+        prompt: str = "",
+        question_prompt: str = DEFAULT_QUESTION_PROMPT,
+        image_attention: str = "causal",
+        label_smoothing: float = 0.0,
+        max_text_tokens: int | None = None,
+        decoding: dict[str, Any] | None = None,
+        images_first: bool | None = None,
+    ):
+        if "{question}" not in (question_prompt or ""):
+            raise ValueError(
+                "caption recipe: question_prompt needs a {question} field (VQA records would "
+                f"train without their question); the default is {DEFAULT_QUESTION_PROMPT!r}"
+            )
+        if image_attention not in IMAGE_ATTENTION:
+            raise ValueError(f"caption recipe: image_attention must be one of {IMAGE_ATTENTION}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError("caption recipe: label_smoothing must be in [0, 1)")
+        if max_text_tokens is not None and max_text_tokens < 3:
+            raise ValueError("caption recipe: max_text_tokens must be at least 3 (<s> x </s>)")
+        unknown = sorted(set(decoding or {}) - set(DECODING))
+        if unknown:
+            raise ValueError(f"caption recipe: decoding has unknown key(s) {unknown}")
         self.prompt_text, self.question_prompt = prompt, question_prompt
+        self.image_attention, self.label_smoothing = image_attention, float(label_smoothing)
+        self.max_text_tokens = max_text_tokens
+        self.images_first = (
+            image_attention == "bidirectional" if images_first is None else images_first
+        )
+        self.decoding = {**DECODING, **(decoding or {})}
+        self.packable = image_attention == "causal"  # packed rows take only the causal mask
+        self.unpackable_reason = "GIT's image attention is not a packed row's mask"
 
-    def prompt(self, ctx: RecipeContext, question: str | None = None) -> SequenceBuilder:
-        """The unsupervised part: bos, image placeholders, the prompt text (the question's
-        prompt for a VQA record)."""
-        seq = SequenceBuilder(ctx).image()
-        if question and self.question_prompt:
-            text = self.question_prompt.format(question=question)
+    def start(self, ctx: RecipeContext) -> SequenceBuilder:
+        """<s> and the image slots, in the recipe's order."""
+        if not self.images_first:
+            return SequenceBuilder(ctx).image()
+        seq = SequenceBuilder(ctx, bos=False).image()
+        bos = ctx.tokenizer.bos_token_id
+        return seq.tokens([bos], train=False) if bos is not None else seq
+
+    def prompt_ids(
+        self, ctx: RecipeContext, question: str | None = None, question_prompt: str | None = None
+    ) -> list[int]:
+        """The prompt text's tokens: the question's prompt for a VQA record, else `prompt`."""
+        if question:
+            text = (question_prompt or self.question_prompt).format(question=question)
         else:
             text = self.prompt_text
-        return seq.text(text) if text else seq
+        return ctx.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def prompt(
+        self, ctx: RecipeContext, question: str | None = None, question_prompt: str | None = None
+    ) -> SequenceBuilder:
+        """The unsupervised part decoding starts from (bos, image slots, prompt text)."""
+        ids = self.prompt_ids(ctx, question, question_prompt)
+        cap = self.max_text_tokens
+        if cap is not None and len(ids) > cap - 2:  # GIT's inference keeps the last cap - 2
+            ids = ids[len(ids) - (cap - 2) :]
+        return self.start(ctx).tokens(ids, train=False)
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None
@@ -46,5 +125,27 @@ class CaptionRecipe(Recipe):
         if caption is None:
             return None
         question = (sample.get("meta") or {}).get("question")
-        seq = self.prompt(ctx, question).text(caption, train=True).eos(train=True)
+        prompt = self.prompt_ids(ctx, question)
+        target = ctx.tokenizer(caption, add_special_tokens=False)["input_ids"]
+        if self.max_text_tokens is not None:
+            prompt, target = git_text_cap(prompt, target, self.max_text_tokens)
+        seq = self.start(ctx).tokens(prompt, train=False).tokens(target, train=True)
+        seq.eos(train=True)
         return self.finish(seq, sample, ctx, kind, ctx.pixel_values(sample), truncate=True)
+
+    def loss(self, model, batch: dict[str, Any]):
+        """Next-token loss (label-smoothed when set) under the recipe's image attention."""
+        from vlmtrain.recipes.losses import causal_lm_loss, smoothed_lm_loss
+
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch.get("pixel_values"),
+            position_ids=batch.get("position_ids"),
+            image_attention=self.image_attention,
+        )
+        if self.label_smoothing:
+            loss, n = smoothed_lm_loss(out.logits, batch["labels"], self.label_smoothing)
+        else:
+            loss, n = causal_lm_loss(out.logits, batch["labels"])
+        return loss, {"loss": float(loss.detach()), "tokens": float(n)}

@@ -33,6 +33,35 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss, n_tokens
 
 
+def smoothed_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, int]:
+    """GIT's label-smoothed next-token loss (`SmoothLabelCrossEntropyLoss`, eps 0.1 there).
+
+    The target distribution q puts 1 - eps on the label and eps / (V - 1) on each other token;
+    the loss is KL(q || p) summed over the vocabulary, averaged over supervised tokens (GIT's
+    value: cross-entropy against q minus q's entropy, so 0 for a perfect fit). eps = 0 is the
+    plain cross-entropy of `causal_lm_loss`.
+    """
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    keep = shift_labels != IGNORE_INDEX
+    n_tokens = int(keep.sum())
+    if n_tokens == 0:
+        return shift_logits.sum() * 0.0, 0
+    logp = F.log_softmax(shift_logits[keep], dim=-1)  # (N, V)
+    target = shift_labels[keep]
+    vocab = logp.shape[-1]
+    on, off = 1.0 - eps, eps / (vocab - 1)
+    logp_target = logp.gather(1, target[:, None]).squeeze(1)
+    cross = -(on * logp_target + off * (logp.sum(-1) - logp_target))
+    xlogx = torch.special.xlogy  # 0 * log 0 = 0 when eps = 0
+    neg_entropy = xlogx(torch.tensor(on), torch.tensor(on)) + (vocab - 1) * xlogx(
+        torch.tensor(off), torch.tensor(off)
+    )
+    return (cross + neg_entropy.to(cross.device)).mean(), n_tokens
+
+
 def _dist():
     import torch.distributed as dist
 

@@ -2,7 +2,9 @@
 
 References are the test images' texts in OUT/index.parquet (COCO Karpathy test: 5,000 images,
 about five captions each). Predictions come from decoding the caption recipe's prompt
-(greedy, or beam search with --beams) or from a COCO results file
+(the recipe's decoding: greedy, or beam search with a length penalty; GIT's image attention
+for a recipe trained with it; each overridable: --beams, --length-penalty, --max-new-tokens,
+--image-attention) or from a COCO results file
 ([{"image_id": ..., "caption": ...}], image_id matched to the index's `image_id` column, or
 "key" matched to the sample key).
 """
@@ -58,8 +60,10 @@ def run_caption(
     predictions: str | os.PathLike | None = None,
     split: str = "test",
     metrics: Sequence[str] = ALL_METRICS,
-    beams: int = 1,
-    max_new_tokens: int = 30,
+    beams: int | None = None,
+    max_new_tokens: int | None = None,
+    length_penalty: float | None = None,
+    image_attention: str | None = None,
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
@@ -67,7 +71,8 @@ def run_caption(
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
-    """Score captions of the `split` images; exactly one of checkpoint/predictions."""
+    """Score captions of the `split` images; exactly one of checkpoint/predictions. Unset
+    decoding options take the checkpoint's caption recipe's (`decoding`, `image_attention`)."""
     one_answer_source(checkpoint, model_bundle, predictions)
     require_java()  # fail before minutes of decoding, not after
     df = load_index(data_dir, split, columns=None)
@@ -85,6 +90,7 @@ def run_caption(
 
         preds = caption_images(
             checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty, image_attention=image_attention,
             batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
@@ -93,6 +99,7 @@ def run_caption(
     report = Report(
         task="caption",
         config={"split": split, "beams": beams, "max_new_tokens": max_new_tokens,
+                "length_penalty": length_penalty, "image_attention": image_attention,
                 "limit": limit, "predictions": str(predictions) if predictions else None},
         checkpoint=str(checkpoint) if checkpoint else None,
         data=str(data_dir),

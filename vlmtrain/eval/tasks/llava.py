@@ -148,6 +148,7 @@ def generate_answers(
     outs = generate_tokens(
         model, prompts, images=pixels, batch_size=batch_size, progress=progress, num_beams=1,
         do_sample=False, max_new_tokens=max_new_tokens,
+        image_attention=getattr(recipe, "image_attention", "causal"),  # a GIT-mode captioner
     )  # fmt: skip
     return [decode_text(model.tokenizer, o[0]) for o in outs]
 

@@ -9,6 +9,12 @@ of the official vqaEval.py ("2021", the current one, or "2016"); the report name
 Questions and answers come from the official JSON pair, or, without it, from the records of
 `vlmdata manifest vqav2` shards (one record per question: data_id = question_id, question,
 answers = the ten human answers, answer_id 1..10; answer and question types are "unknown").
+
+The official test-dev/test-std numbers come from EvalAI, which scores an uploaded answer file:
+`write_submission` answers EVERY question of a questions file (or of a split's records),
+annotated or not, and writes EvalAI's VQAv2 results format [{"question_id": int, "answer": str}]
+(for test-dev, EvalAI expects the answers to all of test2015's questions). Scoring keeps
+refusing unannotated questions.
 """
 
 from __future__ import annotations
@@ -27,15 +33,29 @@ if TYPE_CHECKING:
 DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
+def load_questions(questions: str | os.PathLike) -> dict:
+    """{question_id: question record} from an official questions JSON (test-dev too)."""
+    q = read_json(questions)
+    if not isinstance(q, dict) or not isinstance(q.get("questions"), list):
+        raise DataError("expected {'questions': [...]}", file=str(questions))
+    out = {}
+    for i, rec in enumerate(q["questions"], start=1):
+        if not isinstance(rec, dict) or not {"question_id", "image_id", "question"} <= set(rec):
+            raise DataError("question needs question_id, image_id and question",
+                            file=str(questions), line=i)  # fmt: skip
+        if rec["question_id"] in out:
+            raise DataError(f"question_id {rec['question_id']} appears twice",
+                            file=str(questions), line=i)  # fmt: skip
+        out[rec["question_id"]] = rec
+    return out
+
+
 def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike):
     """(questions by id, annotation records) from the official VQAv2 JSON files."""
-    q = read_json(questions)
+    qs = load_questions(questions)
     a = read_json(annotations)
-    if not isinstance(q, dict) or "questions" not in q:
-        raise DataError("expected {'questions': [...]}", file=str(questions))
     if not isinstance(a, dict) or "annotations" not in a:
         raise DataError("expected {'annotations': [...]}", file=str(annotations))
-    qs = {rec["question_id"]: rec for rec in q["questions"]}
     anns = a["annotations"]
     seen = set()
     for i, ann in enumerate(anns, start=1):
@@ -67,8 +87,9 @@ def _check_answer_records(ann: dict, path: str, line: int) -> None:
                         line=line)  # fmt: skip
 
 
-def vqa_from_records(data_dir: str | os.PathLike, split: str):
-    """(questions by id, annotation records) from VQAv2 shards' records of one split."""
+def vqa_from_records(data_dir: str | os.PathLike, split: str, answered: bool = True):
+    """(questions by id, annotation records) from VQAv2 shards' records of one split; with
+    answered=False every question of the split (annotations of the answered ones)."""
     import json
 
     import polars as pl
@@ -76,17 +97,24 @@ def vqa_from_records(data_dir: str | os.PathLike, split: str):
     from vlmdata.shards import load_records
 
     df = load_records(data_dir)
-    need = {"data_id", "image_id", "question", "answers", "split"}
+    need = {"data_id", "image_id", "question", "split"} | ({"answers"} if answered else set())
     if not need <= set(df.columns):
         raise DataError(f"records lack {sorted(need - set(df.columns))} (not VQAv2 shards?)",
                         file=str(data_dir))  # fmt: skip
-    df = df.filter((pl.col("split") == split) & pl.col("answers").is_not_null())
+    if "answers" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("answers"))
+    df = df.filter(pl.col("split") == split)
+    if answered:
+        df = df.filter(pl.col("answers").is_not_null())
     if df.height == 0:
-        raise DataError(f"no answered records with split == {split!r}", file=str(data_dir))
+        what = "answered records" if answered else "records"
+        raise DataError(f"no {what} with split == {split!r}", file=str(data_dir))
     qs, anns = {}, []
     for r in df.select("data_id", "image_id", "question", "answers").iter_rows(named=True):
         qid = int(r["data_id"])
         qs[qid] = {"question_id": qid, "image_id": int(r["image_id"]), "question": r["question"]}
+        if r["answers"] is None:
+            continue
         answers = [
             {"answer": a, "answer_id": j + 1} for j, a in enumerate(json.loads(r["answers"]))
         ]
@@ -114,8 +142,10 @@ def run_vqa(
     predictions: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
-    prompt: str = DEFAULT_PROMPT,
-    max_new_tokens: int = 10,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    beams: int | None = None,
+    length_penalty: float | None = None,
     batch_size: int = 16,
     limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
@@ -157,7 +187,8 @@ def run_vqa(
         items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
         preds = answer_questions(
             checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
+            beams=beams, length_penalty=length_penalty, batch_size=batch_size,
+            model_bundle=model_bundle, device=device, progress=progress,
         )  # fmt: skip
     if save_predictions is not None:
         from vlmdata.core.atomic import write_json
@@ -172,6 +203,8 @@ def run_vqa(
     report = Report(
         task="vqa",
         config={"prompt": prompt if checkpoint else None, "limit": limit,
+                "beams": beams, "length_penalty": length_penalty,
+                "max_new_tokens": max_new_tokens,
                 "predictions": str(predictions) if predictions else None,
                 "questions": str(questions) if questions else None,
                 "annotations": str(annotations) if annotations else None,
@@ -186,4 +219,49 @@ def run_vqa(
     report.details["per_question_type"] = {
         k: {"accuracy": v, "count": n} for k, (v, n) in res["per_question_type"].items()
     }
+    return report
+
+
+def write_submission(
+    path: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike,
+    questions: str | os.PathLike | None = None,
+    split: str = "test-dev",
+    checkpoint: str | os.PathLike | None = None,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    beams: int | None = None,
+    length_penalty: float | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    model_bundle: ModelBundle | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> Report:
+    """Answer every question (annotated or not) and write EvalAI's VQAv2 results JSON,
+    [{"question_id": int, "answer": str}], sorted by question_id; nothing is scored."""
+    from vlmdata.core.atomic import write_json
+    from vlmtrain.eval.generation import answer_questions
+
+    if checkpoint is None and model_bundle is None:
+        raise DataError("--submission answers with a model: give --checkpoint")
+    qs = load_questions(questions) if questions else vqa_from_records(data_dir, split, False)[0]
+    items = sorted(qs.items(), key=lambda kv: kv[0])[:limit]
+    preds = answer_questions(
+        checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens, beams=beams,
+        length_penalty=length_penalty, batch_size=batch_size, model_bundle=model_bundle,
+        device=device, progress=progress,
+    )  # fmt: skip
+    write_json(path, [{"question_id": int(q), "answer": preds[q]} for q, _ in items])
+    report = Report(
+        task="vqa-submission",
+        config={"submission": str(path), "questions": str(questions) if questions else None,
+                "split": None if questions else split, "prompt": prompt, "beams": beams,
+                "length_penalty": length_penalty, "max_new_tokens": max_new_tokens,
+                "limit": limit},
+        checkpoint=str(checkpoint) if checkpoint else None,
+        data=str(data_dir),
+    )  # fmt: skip
+    report.add("questions_answered", float(len(items)), len(items))
     return report
