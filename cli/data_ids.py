@@ -19,10 +19,27 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.option("--embeddings", type=click.Path(exists=True), help=".npy, one row per image.")
 @click.option("--k", type=int, default=30, show_default=True, help="Clusters per level.")
 @click.option("--leaf-size", type=int, default=30, show_default=True, help="Max images a leaf.")
+@click.option(
+    "--kmeans",
+    type=click.Choice(["grace", "fast"]),
+    default="grace",
+    show_default=True,
+    help="structured: GRACE's own k-means calls, or MiniBatchKMeans at every level.",
+)
 @click.option("--add-tokens", type=click.Path(file_okay=False), help="Save extended tokenizer.")
 @handle_errors
 def build_ids(
-    out, scheme, output, seed, tokenizer, pseudo_queries, embeddings, k, leaf_size, add_tokens
+    out,
+    scheme,
+    output,
+    seed,
+    tokenizer,
+    pseudo_queries,
+    embeddings,
+    k,
+    leaf_size,
+    kmeans,
+    add_tokens,
 ):
     """Give every image of OUT (a shards dir, or a manifest) an identifier: ids.parquet.
 
@@ -51,6 +68,7 @@ def build_ids(
         embeddings=embeddings,
         k=k,
         leaf_size=leaf_size,
+        kmeans=kmeans,
         add_tokens=add_tokens,
     )
     click.echo(f"{stats['rows']:,} identifiers ({scheme}) -> {output}")

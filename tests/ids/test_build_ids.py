@@ -131,7 +131,13 @@ def test_structured_add_tokens_makes_each_piece_one_token(
     t, meta = read_ids(tmp_path / "st.parquet")
     tok = load_tokenizer(tmp_path / "tok2")
     assert meta["tokenizer"] == str(tmp_path / "tok2")
-    assert meta["params"] == {"add_tokens": True, "embeddings": "emb.npy", "k": 3, "leaf_size": 4}
+    assert meta["params"] == {
+        "add_tokens": True,
+        "embeddings": "emb.npy",
+        "k": 3,
+        "leaf_size": 4,
+        "kmeans": "grace",
+    }
     pieces = {p for i in t.column("identifier").to_pylist() for p in i.split("-")}
     assert stats["added_tokens"] == len(pieces)
     dash = tok("-", add_special_tokens=False)["input_ids"]

@@ -39,6 +39,7 @@ def build_ids(
     k: int = 30,
     leaf_size: int = 30,
     add_tokens: str | os.PathLike | None = None,
+    kmeans: str = "grace",
 ) -> dict[str, Any]:
     """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …)."""
     if scheme not in SCHEMES:
@@ -59,8 +60,10 @@ def build_ids(
         params["pseudo_queries"] = Path(pseudo_queries).name if pseudo_queries else None
         ids = [texts[0] for texts in many]
     else:
-        ids = _structured(n, embeddings, k, leaf_size, seed)
-        params.update(k=k, leaf_size=leaf_size, embeddings=Path(str(embeddings)).name)
+        ids = _structured(n, embeddings, k, leaf_size, seed, kmeans)
+        params.update(
+            k=k, leaf_size=leaf_size, kmeans=kmeans, embeddings=Path(str(embeddings)).name
+        )
     if many is None and len(set(ids)) != n:
         raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
     tok_name, token_lists = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
@@ -97,11 +100,15 @@ def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list[list[str]], d
     )
 
 
-def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) -> list[str]:
+def _structured(
+    n: int, embeddings, k: int, leaf_size: int, seed: int | None, kmeans: str
+) -> list[str]:
     try:
         structured.check_params(k, leaf_size)
     except ValueError as e:
         raise DataError(f"--k / --leaf-size: {e}") from e
+    if kmeans not in structured.KMEANS:
+        raise DataError(f"--kmeans {kmeans!r}: choose from {', '.join(structured.KMEANS)}")
     if embeddings is None:
         raise DataError("the structured scheme needs --embeddings (see `vlmdata embed`)")
     try:
@@ -116,9 +123,7 @@ def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) ->
     if bad.size:
         raise DataError(f"{bad.size} rows hold NaN or infinity (first: row {bad[0]}, the index's "
                         "row of the same number)", file=str(embeddings))  # fmt: skip
-    return structured.structured_ids(
-        emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed
-    )
+    return structured.structured_ids(emb, k=k, leaf_size=leaf_size, seed=seed, kmeans=kmeans)
 
 
 def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | None]:
