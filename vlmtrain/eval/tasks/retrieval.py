@@ -146,9 +146,9 @@ def run_generative_retrieval(
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext
 
+    trie = Trie.load(trie_path)  # before the model: a bad file fails in milliseconds
     bundle = model_bundle or load_model(checkpoint, device)
     model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
-    trie = Trie.load(trie_path)
     row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(data_dir, split)
     if limit is not None:
