@@ -165,9 +165,7 @@ def _table(images: pa.Table, ids: list[str], token_lists, many) -> pa.Table:
         np.cumsum([0 if t is None else len(t) for t in token_lists], out=offsets[1:])
         flat = np.concatenate(present) if present else np.zeros(0, np.int32)
         mask = pa.array([t is None for t in token_lists]) if len(present) < len(ids) else None
-        tokens = pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(flat, pa.int32()), mask=mask
-        )
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()), mask=mask)
     cols = {
         "key": images.column("key"),
         "split": images.column("split"),

@@ -10,7 +10,6 @@ query's own image is among the first K distinct images. Decoding defaults are GR
 to set beside the paper's tables.
 """
 
-
 from __future__ import annotations
 
 import os
