@@ -125,8 +125,14 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option(
+    "--normalize/--no-normalize",
+    default=False,
+    show_default=True,
+    help="L2-normalise (GRACE's k-means sees CLIP's raw projected vectors).",
+)
 @handle_errors
-def embed(out, output, model, batch_size, device):
+def embed(out, output, model, batch_size, device, normalize):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.
 
     MODEL is "NAME:CHECKPOINT" (local weights), a directory with open_clip_config.json +
@@ -140,7 +146,9 @@ def embed(out, output, model, batch_size, device):
     """
     from vlmdata.ids.embed import embed_images
 
-    n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
+    n, dim = embed_images(
+        out, output, model=model, batch_size=batch_size, device=device, normalize=normalize
+    )
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 
 
