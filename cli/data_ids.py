@@ -13,7 +13,13 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.argument("out", type=click.Path(exists=True))
 @click.option("--scheme", type=click.Choice(SCHEMES), required=True, help="Identifier scheme.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-@click.option("--seed", type=int, default=None, help="Shuffle positions / seed k-means.")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Shuffle positions (numeric, string, atomic); k-means seed (structured grace: GRACE's "
+    "--seed, default 7; fast: default 0); the semantic text choice (default 0).",
+)
 @click.option("--tokenizer", type=click.Path(exists=True), help="Fill the tokens column.")
 @click.option("--pseudo-queries", type=click.Path(exists=True), help="GRACE pseudo-query JSON.")
 @click.option("--embeddings", type=click.Path(exists=True), help=".npy, one row per image.")
@@ -45,7 +51,9 @@ def build_ids(
 
     \b
     Schemes (GRACE): numeric "1 2 3 4" · string "1234" · semantic (captions; pseudo-queries for
-    test images) · structured (hierarchical k-means, "0_3-1_17-2_5") · atomic "image_N".
+    test images, GRACE's file keyed by file stem or COCO id; val images without get none) ·
+    structured (hierarchical k-means, "0_3-1_17-2_5"; --kmeans grace = GRACE's own k-means
+    calls and settings) · atomic "image_N".
     Rows follow OUT's index order; same inputs and --seed give a byte-identical file.
 
     \b
@@ -53,7 +61,7 @@ def build_ids(
       vlmdata build-ids shards/ --scheme numeric --seed 0 --tokenizer tok/ -o ids.parquet
       vlmdata build-ids shards/ --scheme semantic --pseudo-queries pq.json -o ids.parquet
       vlmdata embed shards/ --model ViT-B-32:ViT-B-32-openai.safetensors -o emb.npy
-      vlmdata build-ids shards/ --scheme structured --embeddings emb.npy \\
+      vlmdata build-ids shards/ --scheme structured --kmeans grace --embeddings emb.npy \\
           --tokenizer tok/ --add-tokens tok-ids/ -o ids.parquet
     """
     from vlmdata.ids.build import build_ids as build
