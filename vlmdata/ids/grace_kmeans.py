@@ -12,12 +12,11 @@ alone in its cluster gets no index piece.
 Two departures, both where GRACE cannot finish: a set or group with fewer images than k (GRACE's
 k-means raises) is one leaf, its images numbered in index order; a group that k-means puts in a
 single cluster (identical embeddings: GRACE recurses for ever) is cut into k equal chunks in
-index order.
+index order. The k-means calls run on one thread, so reruns give the same ids.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -25,7 +24,6 @@ import numpy as np
 GRACE_SEED = 7  # structured_id.py's --seed default (KMeans's random_state)
 MINIBATCH_SEED = 3  # fixed in structured_id.py
 MINIBATCH_FROM = 1000  # groups of this many images or more use MiniBatchKMeans
-SMALL_GROUP = 20_000  # below this, one thread: thread start-up dominates on small groups
 
 
 def grace_ids(emb: np.ndarray, k: int, leaf_size: int, seed: int | None = None) -> list[str]:
@@ -74,8 +72,9 @@ def _grace_labels(x: np.ndarray, k: int, seed: int, *, minibatch: bool) -> np.nd
         km = KMeans(
             n_clusters=k, max_iter=300, n_init=100, init="k-means++", random_state=seed, tol=1e-7
         )
-    limit = threadpool_limits(1) if len(x) < SMALL_GROUP else contextlib.nullcontext()
-    with warnings.catch_warnings(), limit:
+    # One thread always: OpenMP sums per-thread partial sums in arrival order, so the chosen
+    # init and the labels could change from run to run on another thread count.
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")  # fewer distinct points than k (duplicates)
         labels = km.fit_predict(x)
     if len(np.unique(labels)) < 2:

@@ -20,9 +20,10 @@ import warnings
 
 import numpy as np
 
-from vlmdata.ids.grace_kmeans import SMALL_GROUP, equal_chunks, grace_ids
+from vlmdata.ids.grace_kmeans import equal_chunks, grace_ids
 
 KMEANS = ("grace", "fast")
+SMALL_GROUP = 20_000  # fast: below this, one thread (start-up dominates on small groups)
 
 
 def structured_ids(
