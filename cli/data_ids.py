@@ -13,22 +13,47 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.argument("out", type=click.Path(exists=True))
 @click.option("--scheme", type=click.Choice(SCHEMES), required=True, help="Identifier scheme.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-@click.option("--seed", type=int, default=None, help="Shuffle positions / seed k-means.")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Shuffle positions (numeric, string, atomic); k-means seed (structured grace: GRACE's "
+    "--seed, default 7; fast: default 0); the semantic text choice (default 0).",
+)
 @click.option("--tokenizer", type=click.Path(exists=True), help="Fill the tokens column.")
 @click.option("--pseudo-queries", type=click.Path(exists=True), help="GRACE pseudo-query JSON.")
 @click.option("--embeddings", type=click.Path(exists=True), help=".npy, one row per image.")
 @click.option("--k", type=int, default=30, show_default=True, help="Clusters per level.")
 @click.option("--leaf-size", type=int, default=30, show_default=True, help="Max images a leaf.")
+@click.option(
+    "--kmeans",
+    type=click.Choice(["grace", "fast"]),
+    default="grace",
+    show_default=True,
+    help="structured: GRACE's own k-means calls, or MiniBatchKMeans at every level.",
+)
 @click.option("--add-tokens", type=click.Path(file_okay=False), help="Save extended tokenizer.")
 @handle_errors
 def build_ids(
-    out, scheme, output, seed, tokenizer, pseudo_queries, embeddings, k, leaf_size, add_tokens
+    out,
+    scheme,
+    output,
+    seed,
+    tokenizer,
+    pseudo_queries,
+    embeddings,
+    k,
+    leaf_size,
+    kmeans,
+    add_tokens,
 ):
     """Give every image of OUT (a shards dir, or a manifest) an identifier: ids.parquet.
 
     \b
     Schemes (GRACE): numeric "1 2 3 4" · string "1234" · semantic (captions; pseudo-queries for
-    test images) · structured (hierarchical k-means, "0_3-1_17-2_5") · atomic "image_N".
+    test images, GRACE's file keyed by file stem or COCO id; val images without get none) ·
+    structured (hierarchical k-means, "0_3-1_17-2_5"; --kmeans grace = GRACE's own k-means
+    calls and settings) · atomic "image_N".
     Rows follow OUT's index order; same inputs and --seed give a byte-identical file.
 
     \b
@@ -36,7 +61,7 @@ def build_ids(
       vlmdata build-ids shards/ --scheme numeric --seed 0 --tokenizer tok/ -o ids.parquet
       vlmdata build-ids shards/ --scheme semantic --pseudo-queries pq.json -o ids.parquet
       vlmdata embed shards/ --model ViT-B-32:ViT-B-32-openai.safetensors -o emb.npy
-      vlmdata build-ids shards/ --scheme structured --embeddings emb.npy \\
+      vlmdata build-ids shards/ --scheme structured --kmeans grace --embeddings emb.npy \\
           --tokenizer tok/ --add-tokens tok-ids/ -o ids.parquet
     """
     from vlmdata.ids.build import build_ids as build
@@ -51,6 +76,7 @@ def build_ids(
         embeddings=embeddings,
         k=k,
         leaf_size=leaf_size,
+        kmeans=kmeans,
         add_tokens=add_tokens,
     )
     click.echo(f"{stats['rows']:,} identifiers ({scheme}) -> {output}")
@@ -107,8 +133,14 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option(
+    "--normalize/--no-normalize",
+    default=False,
+    show_default=True,
+    help="L2-normalise (GRACE's k-means sees CLIP's raw projected vectors).",
+)
 @handle_errors
-def embed(out, output, model, batch_size, device):
+def embed(out, output, model, batch_size, device, normalize):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.
 
     MODEL is "NAME:CHECKPOINT" (local weights), a directory with open_clip_config.json +
@@ -122,7 +154,9 @@ def embed(out, output, model, batch_size, device):
     """
     from vlmdata.ids.embed import embed_images
 
-    n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
+    n, dim = embed_images(
+        out, output, model=model, batch_size=batch_size, device=device, normalize=normalize
+    )
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 
 

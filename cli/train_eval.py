@@ -107,7 +107,9 @@ def eval_cmd() -> None:
 @SPLIT
 @click.option("--beams", default=10, show_default=True)
 @click.option("--returns", default=10, show_default=True, help="Sequences kept per query.")
-@click.option("--length-penalty", default=1.0, show_default=True)
+@click.option(
+    "--length-penalty", default=-2.0, show_default=True, help="Beam score / length^p (GRACE: -2)."
+)
 @BATCH
 @LIMIT
 @OUT

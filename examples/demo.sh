@@ -56,9 +56,9 @@ step "4/10 numeric identifiers"
 vlmdata build-ids "$OUT/shards" --scheme numeric --seed 0 --tokenizer "$OUT/tok" \
   -o "$OUT/ids/numeric.parquet"
 
-step "5/10 structured identifiers: tiny CLIP embeddings -> hierarchical k-means"
+step "5/10 structured identifiers: tiny CLIP embeddings -> GRACE's hierarchical k-means"
 vlmdata embed "$OUT/shards" --model "$OUT/clip" -o "$OUT/ids/clip.npy"
-vlmdata build-ids "$OUT/shards" --scheme structured --seed 0 --embeddings "$OUT/ids/clip.npy" \
+vlmdata build-ids "$OUT/shards" --scheme structured --kmeans grace --embeddings "$OUT/ids/clip.npy" \
   --tokenizer "$OUT/tok" --add-tokens "$OUT/tok-structured" -o "$OUT/ids/structured.parquet"
 
 step "6/10 trie over the test identifiers"

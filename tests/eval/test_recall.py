@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vlmtrain.eval.metrics.recall import (
+    grace_counting_recall,
     positive_ranks,
     ranked_list_ranks,
     recall_at_k,
@@ -62,3 +63,34 @@ def test_ranked_lists_skip_duplicates_and_invalid_beams():
     assert recall_at_k_ranked(ranked, targets, ks=(1, 2, 10)) == {1: 0.0, 2: 0.5, 10: 0.5}
     with pytest.raises(ValueError):
         ranked_list_ranks([["a"]], ["a", "b"])
+
+
+def test_grace_counting_as_its_evaluate_t2id_counts():
+    """Hand-worked from GRACE's evaluate_t2id (open_flamingo/eval/evaluate.py): predictions
+    keyed by image_id + "#" + caption; a predicted id missing from id2image_name_dict raises and
+    the query is skipped; `hits[i] += 1` for every position i whose id equals the gold, no break;
+    recall@K = sum(hits[:K]) / num."""
+    ranked = [
+        ["b", "a", "a"],  # q0 (gold a): hits at positions 2 and 3, no break: counts twice
+        ["a", "b", "c"],  # q1 (gold b): hit at position 2
+        ["x", None, "c"],  # q2 (gold c): an unmappable beam: skipped, not a miss
+        ["c", "d", "e"],  # q3 (gold c): hit at position 1
+        ["c", "d", "e"],  # q3 again (same image, same caption): one dict entry, counted once
+        ["a", "a", "b"],  # q5 (gold b): position 3; the project ranks it 2nd distinct
+    ]
+    targets = ["a", "b", "c", "c", "c", "b"]
+    texts = ["t0", "t1", "t2", "t3", "t3", "t5"]
+    recall, counted = grace_counting_recall(ranked, targets, texts, ks=(1, 2, 3))
+    # hits by position: [1 (q3), 2 (q0, q1), 2 (q0, q5)] over 4 kept queries
+    assert recall == {1: 0.25, 2: 0.75, 3: 1.25}
+    assert counted == {"queries": 4, "skipped_unmappable": 1, "repeated_queries": 1}
+    # the project's own counting of the same beams: rank among distinct images, every query
+    # counted once (ranks 2, 2, 2, 1, 1, 2)
+    assert recall_at_k_ranked(ranked, targets, ks=(1, 2, 3)) == {1: 2 / 6, 2: 1.0, 3: 1.0}
+    # semantic ids: GRACE breaks after the first hit and maps nothing (no skipping): first hits
+    # at positions 2 (q0), 2 (q1), 3 (q2), 1 (q3), 3 (q5) over 5 queries
+    recall, counted = grace_counting_recall(ranked, targets, texts, ks=(1, 2, 3), semantic=True)
+    assert recall == {1: 0.2, 2: 0.6, 3: 1.0}
+    assert counted == {"queries": 5, "skipped_unmappable": 0, "repeated_queries": 1}
+    with pytest.raises(ValueError):
+        grace_counting_recall([["a"]], ["a"], [])

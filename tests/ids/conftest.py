@@ -42,13 +42,16 @@ def manifest_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pseudo_queries(tmp_path_factory):
-    """GRACE's pseudo-query JSON for the test images; two images share a query on purpose."""
+    """GRACE's pseudo-query JSON for the test images, keyed as GRACE keys Flickr30k's: the image
+    file's stem (`line['image_id'] + ".jpg"` in convert_flicker30k_to_wds_t2id7.py; here the
+    manifest's `{i}.png`); two images share a query on purpose."""
     items = []
     for i in range(N_IMAGES - N_TEST, N_IMAGES):
         caps = [f"query {i} about {COLOURS[i % 5]}", f"{SHAPES[i % 4]} picture {i}"]
         if i in (30, 31):
             caps.append("a shared query")
-        items.append({"image_id": 1000 + i, "caption": caps, "original_caption": captions(i)[0]})
+        original = [{"raw": c} for c in captions(i)]
+        items.append({"image_id": str(i), "caption": caps, "original_caption": original})
     path = tmp_path_factory.mktemp("pq") / "pseudo_queries.json"
     path.write_text(json.dumps(items))
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import numpy as np
@@ -70,7 +71,11 @@ def test_semantic_uses_captions_for_train_and_pseudo_queries_for_test(
     assert many[0] == captions(0)
     assert many[35] == ["query 35 about red", "star picture 35"]
     assert many[30][-1] == many[31][-1] == "a shared query"
-    assert t.column("identifier").to_pylist()[35] == "query 35 about red"
+    # the training identifier: one text per image, GRACE's `random.choice`, seeded (0), drawn
+    # in row order
+    rng = random.Random(0)
+    assert t.column("identifier").to_pylist() == [rng.choice(texts) for texts in many]
+    assert meta["params"]["choice_seed"] == 0
     # "a shared query" (images 30, 31), and "one {shape} that is {colour}" repeats every 20
     # images: train images i and i + 20 for i < 10 share it (10 texts, 20 images)
     assert stats["collisions"] == {"texts": 11, "images": 22}
@@ -131,7 +136,13 @@ def test_structured_add_tokens_makes_each_piece_one_token(
     t, meta = read_ids(tmp_path / "st.parquet")
     tok = load_tokenizer(tmp_path / "tok2")
     assert meta["tokenizer"] == str(tmp_path / "tok2")
-    assert meta["params"] == {"add_tokens": True, "embeddings": "emb.npy", "k": 3, "leaf_size": 4}
+    assert meta["params"] == {
+        "add_tokens": True,
+        "embeddings": "emb.npy",
+        "k": 3,
+        "leaf_size": 4,
+        "kmeans": "grace",
+    }
     pieces = {p for i in t.column("identifier").to_pylist() for p in i.split("-")}
     assert stats["added_tokens"] == len(pieces)
     dash = tok("-", add_special_tokens=False)["input_ids"]

@@ -89,7 +89,13 @@ def test_embed_then_structured_ids_then_trie(shards_dir, clip_dir, tok_dir, tmp_
     assert "11 embeddings of dim 32" in r.output
     emb = np.load(tmp_path / "e.npy", allow_pickle=False)
     assert emb.shape == (11, 32) and emb.dtype == np.float32
-    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    # GRACE's k-means sees CLIP's projected vectors as they come (SentenceTransformer's CLIP
+    # encode: no Normalize module); --normalize gives the same vectors at unit length
+    assert not np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
+    r = run("embed", shards_dir, "--model", clip_dir, "--normalize", "-o", tmp_path / "n.npy")
+    assert r.exit_code == 0, r.output
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    assert np.allclose(np.load(tmp_path / "n.npy"), unit, atol=1e-5)
     # batch size does not change the result; rows are in index order
     run("embed", shards_dir, "--model", clip_dir, "--batch-size", 1, "-o", tmp_path / "e1.npy")
     assert np.allclose(np.load(tmp_path / "e1.npy"), emb, atol=1e-5)

@@ -155,6 +155,9 @@ def _eos_minus_one(h):
         (_claim_huge, "past the end of the file"),
         (_vocab_huge, "vocab_size"),
         (_eos_minus_one, "eos_id -1"),
+        (lambda h: h.pop("level_starts"), r"header 'level_starts' is None, not a list"),
+        (lambda h: h.update(level_max_fanout=[1, "x"]), "'level_max_fanout' is \\[1, 'x'\\]"),
+        (lambda h: h["arrays"].pop("offsets"), r"lacks the array\(s\) \['offsets'\]"),
     ],
 )
 def test_trie_header_is_checked_before_allocating(tmp_path, edit, message):
@@ -371,3 +374,15 @@ def test_write_failure_midway_leaves_no_temp_file(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name] == []
     with pytest.raises(DataError):
         verify_shards(tmp_path / "out")  # no index was written: not a shard folder
+
+
+def test_a_malformed_trie_is_bad_input_at_the_cli(tmp_path):
+    """Exit 2 with the file and the reason, not a KeyError traceback (exit 3)."""
+    from cli.vlmtrain import main as vlmtrain_main
+
+    path = _trie_file(tmp_path, lambda h: h.pop("level_starts"))
+    args = ["eval", "retrieval-generative", "--checkpoint", tmp_path, "--data", tmp_path,
+            "--trie", path, "--ids", path]  # fmt: skip
+    res = CliRunner().invoke(vlmtrain_main, [str(a) for a in args])
+    assert res.exit_code == 2, res.output
+    assert f"{path}: trie header 'level_starts' is None" in res.output

@@ -39,6 +39,7 @@ def build_ids(
     k: int = 30,
     leaf_size: int = 30,
     add_tokens: str | os.PathLike | None = None,
+    kmeans: str = "grace",
 ) -> dict[str, Any]:
     """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …)."""
     if scheme not in SCHEMES:
@@ -57,10 +58,14 @@ def build_ids(
     elif scheme == "semantic":
         many, stats["collisions"] = _semantic(images, pseudo_queries, out)
         params["pseudo_queries"] = Path(pseudo_queries).name if pseudo_queries else None
-        ids = [texts[0] for texts in many]
+        params["choice_seed"] = 0 if seed is None else seed
+        ids = semantic.choose(many, params["choice_seed"])
+        stats["no_identifier"] = sum(1 for i in ids if i is None)
     else:
-        ids = _structured(n, embeddings, k, leaf_size, seed)
-        params.update(k=k, leaf_size=leaf_size, embeddings=Path(str(embeddings)).name)
+        ids = _structured(n, embeddings, k, leaf_size, seed, kmeans)
+        params.update(
+            k=k, leaf_size=leaf_size, kmeans=kmeans, embeddings=Path(str(embeddings)).name
+        )
     if many is None and len(set(ids)) != n:
         raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
     tok_name, token_lists = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
@@ -80,28 +85,32 @@ def build_ids(
     return stats
 
 
-def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list[list[str]], dict[str, int]]:
+def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list, dict[str, int]]:
     pseudo = semantic.load_pseudo_queries(pseudo_queries) if pseudo_queries else None
-    image_ids = (
-        images.column("image_id").to_pylist()
-        if "image_id" in images.column_names
+    paths = (
+        images.column("path").to_pylist()
+        if "path" in images.column_names
         else [None] * images.num_rows
     )
     return semantic.semantic_ids(
         images.column("key").to_pylist(),
         images.column("split").to_pylist(),
         images.column("texts").to_pylist(),
-        image_ids,
+        paths,
         pseudo,
         source=str(source_path(out)),
     )
 
 
-def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) -> list[str]:
+def _structured(
+    n: int, embeddings, k: int, leaf_size: int, seed: int | None, kmeans: str
+) -> list[str]:
     try:
         structured.check_params(k, leaf_size)
     except ValueError as e:
         raise DataError(f"--k / --leaf-size: {e}") from e
+    if kmeans not in structured.KMEANS:
+        raise DataError(f"--kmeans {kmeans!r}: choose from {', '.join(structured.KMEANS)}")
     if embeddings is None:
         raise DataError("the structured scheme needs --embeddings (see `vlmdata embed`)")
     try:
@@ -116,9 +125,7 @@ def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) ->
     if bad.size:
         raise DataError(f"{bad.size} rows hold NaN or infinity (first: row {bad[0]}, the index's "
                         "row of the same number)", file=str(embeddings))  # fmt: skip
-    return structured.structured_ids(
-        emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed
-    )
+    return structured.structured_ids(emb, k=k, leaf_size=leaf_size, seed=seed, kmeans=kmeans)
 
 
 def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | None]:
@@ -141,20 +148,24 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | No
         Path(add_tokens).mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(str(add_tokens))
         name = str(add_tokens)
+    present = [i for i in ids if i is not None]  # semantic: val images may have none
     token_lists: list = []
-    for flat, lengths in identifier_sequences(tok, ids, eos=False):
+    for flat, lengths in identifier_sequences(tok, present, eos=False):
         token_lists.extend(np.split(flat, np.cumsum(lengths)[:-1]))
-    return name, [t.astype(np.int32) for t in token_lists]
+    it = iter(t.astype(np.int32) for t in token_lists)
+    return name, [None if i is None else next(it) for i in ids]
 
 
 def _table(images: pa.Table, ids: list[str], token_lists, many) -> pa.Table:
     if token_lists is None:
         tokens = pa.nulls(len(ids), type=pa.list_(pa.int32()))
     else:
+        present = [t for t in token_lists if t is not None]
         offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
-        np.cumsum([len(t) for t in token_lists], out=offsets[1:])
-        flat = np.concatenate(token_lists) if token_lists else np.zeros(0, np.int32)
-        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
+        np.cumsum([0 if t is None else len(t) for t in token_lists], out=offsets[1:])
+        flat = np.concatenate(present) if present else np.zeros(0, np.int32)
+        mask = pa.array([t is None for t in token_lists]) if len(present) < len(ids) else None
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()), mask=mask)
     cols = {
         "key": images.column("key"),
         "split": images.column("split"),

@@ -1,6 +1,10 @@
 """`embed_images`: open_clip image embeddings of a shards directory, in index order.
 
-Feeds GRACE's structured identifiers (hierarchical k-means) and retrieval baselines. Models are
+Feeds GRACE's structured identifiers (hierarchical k-means) and retrieval baselines. By default
+the vectors are CLIP's projected image embeddings as they come, not L2-normalised: GRACE's
+`structured_id.py` clusters `SentenceTransformer('clip-ViT-L-14').encode(image)`, which is
+HF CLIP's `visual_projection` output with no Normalize module (`normalize_embeddings` off), so
+its k-means sees the raw vectors; `normalize=True` gives unit vectors (cosine geometry). Models are
 named by the one rule of vlmdata.core.clip_source: "NAME:CHECKPOINT" (a local weights file), a
 directory holding open_clip_config.json and its weights (open_clip's "local-dir:" form), or
 "random:NAME" for random weights. Nothing is downloaded.
@@ -33,8 +37,9 @@ def embed_images(
     model: str,
     batch_size: int = 64,
     device: str = "cpu",
+    normalize: bool = False,
 ) -> tuple[int, int]:
-    """Write (n_images, dim) float32 L2-normalised embeddings; returns (n, dim)."""
+    """Write (n_images, dim) float32 embeddings (L2-normalised if `normalize`); returns (n, dim)."""
     import torch
     from PIL import Image
 
@@ -55,7 +60,7 @@ def embed_images(
                 except OSError as e:
                     raise DataError(f"row {i} (key {sample['key']!r}): {e}", file=str(out)) from e
                 pixels.append(preprocess(img))
-            feats = clip.encode_image(torch.stack(pixels).to(device), normalize=True)
+            feats = clip.encode_image(torch.stack(pixels).to(device), normalize=normalize)
             chunks.append(feats.float().cpu().numpy())
     reader.close()
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
 
-COLUMNS = ("key", "split", "texts", "image_id")
+COLUMNS = ("key", "split", "texts", "image_id", "path")
 
 
 def source_path(out: str | os.PathLike) -> Path:
@@ -29,7 +29,7 @@ def source_path(out: str | os.PathLike) -> Path:
 
 
 def read_images(out: str | os.PathLike) -> pa.Table:
-    """Columns key, split, texts (and image_id when present) of every image, in index order."""
+    """Columns key, split, texts (and image_id, path when present) of every image, index order."""
     path = source_path(out)
     names = pq.read_schema(path).names
     missing = [c for c in ("key", "split", "texts") if c not in names]

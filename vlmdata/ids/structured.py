@@ -4,11 +4,13 @@ Images are clustered into k groups, each group with more than `leaf_size` images
 again, and so on; an identifier lists the cluster taken at each level and ends with the image's
 index inside its final cluster: pieces "{level}_{n}" joined by "-", e.g. "0_3-1_17-2_5". As in
 GRACE's `structured_id.py` (`classify_recursion` returns for a group of one), an image alone in
-its cluster gets no index piece: its identifier ends with that cluster ("0_3-1_17"). One
-difference: GRACE always clusters the top level; here a whole set of at most `leaf_size` images
-is one leaf ("0_0" … "0_{n-1}"), so a single image still gets a non-empty identifier. Similar
-images share prefixes, so a decoder can learn the hierarchy. Uses scikit-learn's MiniBatchKMeans
-seeded, so the same embeddings and seed give the same identifiers.
+its cluster gets no index piece: its identifier ends with that cluster ("0_3-1_17").
+
+Two k-means choices (`kmeans`): "grace" (the default) runs GRACE's own k-means calls and
+settings (`vlmdata.ids.grace_kmeans`), so the same embeddings give GRACE's identifiers; "fast"
+runs MiniBatchKMeans (n_init 3, batch 1024, seed 0) at every level and makes a whole set of at
+most `leaf_size` images one leaf ("0_0" … "0_{n-1}"). Both are seeded: the same embeddings and
+seed give the same identifiers.
 """
 
 from __future__ import annotations
@@ -18,18 +20,33 @@ import warnings
 
 import numpy as np
 
-SMALL_GROUP = 20_000
+from vlmdata.ids.grace_kmeans import equal_chunks, grace_ids
+
+KMEANS = ("grace", "fast")
+SMALL_GROUP = 20_000  # fast: below this, one thread (start-up dominates on small groups)
 
 
 def structured_ids(
-    embeddings: np.ndarray, k: int = 30, leaf_size: int = 30, seed: int = 0
+    embeddings: np.ndarray,
+    k: int = 30,
+    leaf_size: int = 30,
+    seed: int | None = None,
+    kmeans: str = "grace",
 ) -> list[str]:
-    """One identifier per embedding row (see module docstring); unique by construction."""
+    """One identifier per embedding row (see module docstring); unique by construction.
+
+    `seed`: GRACE's `--seed` (KMeans's random_state, default 7) for "grace", the
+    MiniBatchKMeans seed (default 0) for "fast"."""
     check_params(k, leaf_size)
+    if kmeans not in KMEANS:
+        raise ValueError(f"unknown k-means {kmeans!r}; choose from {', '.join(KMEANS)}")
     emb = np.asarray(embeddings, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1)) if emb.ndim == 2 else np.zeros(0)
     if bad.size:
         raise ValueError(f"{bad.size} embedding rows hold NaN or infinity (first: row {bad[0]})")
+    if kmeans == "grace":
+        return grace_ids(emb, k, leaf_size, seed)
+    seed = 0 if seed is None else seed
     ids: list[str] = [""] * len(emb)
     todo: list[tuple[np.ndarray, int, str]] = [(np.arange(len(emb)), 0, "")]
     while todo:
@@ -70,7 +87,7 @@ def _cluster(x: np.ndarray, k: int, seed: int) -> np.ndarray:
         km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=1024)
         labels = km.fit_predict(x)
     if len(np.unique(labels)) < 2:
-        labels = np.repeat(np.arange(k), [len(c) for c in np.array_split(np.arange(len(x)), k)])
+        labels = equal_chunks(len(x), k)
     return labels
 
 

@@ -89,8 +89,13 @@ class Trie:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trie:
         """Open a saved trie by memory map (nothing is read until a query touches it)."""
-        header, arrays = load_arrays(path)
-        return cls(arrays, header)
+        try:
+            header, arrays = load_arrays(path)
+            _check_layout(path, header, arrays)
+            return cls(arrays, header)
+        except ValueError as e:  # a malformed file: bad input (CLI exit 2), not a crash
+            msg = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            raise TrieFileError(msg) from None
 
     # -- sizes ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -307,6 +312,27 @@ class Trie:
 
 
 MAX_VOCAB = 1 << 31  # tokens are stored as int32 at most
+
+
+class TrieFileError(DataError, ValueError):
+    """A trie file that cannot be used: the message names the file and what is wrong."""
+
+
+REQUIRED_ARRAYS = ("offsets", "tokens", "term_nodes", "term_rows")
+REQUIRED_LISTS = ("level_starts", "level_max_fanout")
+
+
+def _check_layout(path: str | os.PathLike, header: dict[str, Any], arrays: dict) -> None:
+    """ValueError naming the file when a saved trie lacks an array or header list it needs."""
+    missing = [a for a in REQUIRED_ARRAYS if a not in arrays]
+    if missing:
+        raise ValueError(f"{path}: trie file lacks the array(s) {missing}; rebuild it")
+    for key in REQUIRED_LISTS:
+        value = header.get(key)
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ValueError(f"{path}: trie header {key!r} is {value!r}, not a list of integers")
 
 
 def _checked_vocab_size(value: Any) -> int:

@@ -63,11 +63,12 @@ def trie_from_ids(
         if rows.size == 0:
             raise DataError(f"no rows with split {split!r}", file=str(ids_path))
     if "identifiers" in table.column_names:
-        lists = table.column("identifiers").to_pylist()
+        lists = [t or [] for t in table.column("identifiers").to_pylist()]  # val: none
         names = [t for r in rows for t in lists[r]]
         seq_rows = np.repeat(rows, [len(lists[r]) for r in rows])
     else:
         ident = table.column("identifier").to_pylist()
+        rows = np.asarray([r for r in rows if ident[r] is not None], dtype=np.int64)
         names = [ident[r] for r in rows]
         seq_rows = rows
     flats: list = []

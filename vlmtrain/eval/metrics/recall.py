@@ -84,3 +84,45 @@ def recall_at_k_ranked(
 ) -> dict[int, float]:
     """Recall@K when each query comes with its own ranked predictions (beam search output)."""
     return recall_from_ranks(ranked_list_ranks(ranked, targets), ks)
+
+
+def grace_counting_recall(
+    ranked: Sequence[Sequence[Hashable | None]],
+    targets: Sequence[Hashable],
+    texts: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    semantic: bool = False,
+) -> tuple[dict[int, float], dict[str, int]]:
+    """Recall@K counted as GRACE's `evaluate_t2id` counts it, for setting beside the paper.
+
+    Where GRACE differs from `recall_at_k_ranked`: queries are keyed by (image, text), so a
+    repeated caption of one image counts once; a query with a returned beam that maps to no
+    image raises inside GRACE's loop and is skipped, leaving numerator and denominator
+    (identifier schemes other than semantic); every returned beam equal to the gold counts at
+    its own position with no break, so a gold returned twice counts twice (semantic ids break
+    after the first hit); Recall@K = hits in the first K positions / queries kept.
+    Returns ({K: recall}, {"queries", "skipped_unmappable", "repeated_queries"}).
+    """
+    if not len(ranked) == len(targets) == len(texts):
+        raise ValueError(f"{len(ranked)} ranked lists, {len(targets)} targets, {len(texts)} texts")
+    width = max((len(p) for p in ranked), default=0)
+    hits = np.zeros(max(width, max(ks, default=0)), dtype=np.int64)
+    seen: set = set()
+    kept = skipped = repeated = 0
+    for preds, target, text in zip(ranked, targets, texts, strict=True):
+        if (target, text) in seen:
+            repeated += 1
+            continue
+        seen.add((target, text))
+        if not semantic and any(p is None for p in preds):
+            skipped += 1
+            continue
+        kept += 1
+        for i, p in enumerate(preds):
+            if p == target:
+                hits[i] += 1
+                if semantic:
+                    break
+    recall = {k: float(hits[:k].sum() / kept) if kept else 0.0 for k in ks}
+    return recall, {"queries": kept, "skipped_unmappable": skipped, "repeated_queries": repeated}

@@ -4,7 +4,10 @@ Every text of every test image is a query (Flickr30k: 1k images -> 5k queries). 
 into the grace recipe's own query->id prompt (`GraceRecipe.prompt`, the one it trained on),
 beam search runs over the test-set trie (10 beams, 10 returned), each returned sequence maps
 back through `trie.lookup` -> ids.parquet row -> image key, and Recall@K asks whether the
-query's own image is among the first K distinct images.
+query's own image is among the first K distinct images. Decoding defaults are GRACE's
+(`evaluate_t2id`: 10 beams, 10 returned, length_penalty -2.0). The report also gives
+`grace_recall@K`, the same beams counted as GRACE's script counts them (`grace_counting_recall`),
+to set beside the paper's tables.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.generation import ModelBundle, check_recipe_eos, trie_eos
-from vlmtrain.eval.metrics.recall import DEFAULT_KS, ranked_list_ranks, recall_from_ranks
+from vlmtrain.eval.metrics.recall import (
+    DEFAULT_KS,
+    grace_counting_recall,
+    ranked_list_ranks,
+    recall_from_ranks,
+)
 from vlmtrain.eval.report import Report, pick_examples
+
+GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,14 @@ def read_id_keys(ids_path: str | os.PathLike) -> tuple[list[str], dict[str, str]
             raise DataError(f"missing column {col!r}", file=str(ids_path))
     keys = df["key"].to_list()
     return keys, dict(zip(keys, df["identifier"].to_list(), strict=True))
+
+
+def read_ids_scheme(ids_path: str | os.PathLike) -> str:
+    """The scheme recorded in ids.parquet's metadata ("" when absent)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(ids_path).metadata or {}
+    return meta.get(b"scheme", b"").decode()
 
 
 def check_trie_matches_recipe(trie, recipe, ctx, row_keys, identifiers, keys) -> None:
@@ -86,7 +104,7 @@ def retrieve_generative(
     beams: int = 10,
     returns: int = 10,
     batch_size: int = 16,
-    length_penalty: float = 1.0,
+    length_penalty: float = GRACE_LENGTH_PENALTY,
     progress: bool = False,
 ) -> list[list[str | None]]:
     """Per query, the ranked image keys of the returned beams (None: a beam off the trie)."""
@@ -130,7 +148,7 @@ def run_generative_retrieval(
     beams: int = 10,
     returns: int = 10,
     batch_size: int = 16,
-    length_penalty: float = 1.0,
+    length_penalty: float = GRACE_LENGTH_PENALTY,
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     model_bundle: ModelBundle | None = None,
@@ -146,9 +164,9 @@ def run_generative_retrieval(
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext
 
+    trie = Trie.load(trie_path)  # before the model: a bad file fails in milliseconds
     bundle = model_bundle or load_model(checkpoint, device)
     model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
-    trie = Trie.load(trie_path)
     row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(data_dir, split)
     if limit is not None:
@@ -163,6 +181,10 @@ def run_generative_retrieval(
     )  # fmt: skip
     ranks = ranked_list_ranks(ranked, [q.key for q in queries])
     recall = recall_from_ranks(ranks, ks)
+    semantic = read_ids_scheme(ids_path) == "semantic"
+    paper, counted = grace_counting_recall(
+        ranked, [q.key for q in queries], [q.text for q in queries], ks, semantic=semantic
+    )
     report = Report(
         task="retrieval-generative",
         config={"split": split, "beams": beams, "returns": returns, "batch_size": batch_size,
@@ -174,6 +196,8 @@ def run_generative_retrieval(
     for k in ks:
         report.add(f"recall@{k}", recall[k], len(queries))
     report.examples = pick_examples([q.text for q in queries], [[q.key] for q in queries], ranked)
+    for k in ks:
+        report.add(f"grace_recall@{k}", paper[k], counted["queries"])
     n_beams = sum(len(r) for r in ranked)
     report.details = {
         "queries": len(queries),
@@ -181,5 +205,6 @@ def run_generative_retrieval(
         "trie_sequences": len(trie),
         "off_trie_beams": sum(1 for r in ranked for x in r if x is None),
         "returned_beams": n_beams,
+        "grace_counting": counted,
     }
     return report
