@@ -26,7 +26,9 @@ class ModelConfig:
     vision_config: dict[str, Any] | None = (
         None  # tiny tower: {"embed_dim": 32, "vision_cfg": {...}}
     )
-    vision_feature: int | str = -2  # block index for patch tokens, or "pooled"
+    # block index for patch tokens, "pooled" (projected CLIP embedding) or "pooler_output" (the
+    # pooled token before CLIP's projection, as HF's CLIPVisionModel and FROMAGe use)
+    vision_feature: int | str = -2
     image_aspect: str = "pad"  # "pad" (LLaVA expand-to-square) or "crop" (open_clip)
     # projector
     projector: str = "mlp2x_gelu"  # "linear" | "mlp2x_gelu"
@@ -57,7 +59,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model.train: unknown part(s) {unknown}; choose from {list(PARTS)}")
         n = self.num_visual_tokens
-        if self.vision_feature != "pooled" and n is not None and round(n**0.5) ** 2 != n:
+        pooled = self.vision_feature in ("pooled", "pooler_output")
+        if not pooled and n is not None and round(n**0.5) ** 2 != n:
             raise ValueError(
                 f"model.num_visual_tokens: {n} patch tokens cannot come from pooling a square "
                 f"patch grid; use a square (4, 16, 64, ...) or vision_feature: pooled"

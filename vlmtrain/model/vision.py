@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 POOLED = "pooled"
+POOLER_OUTPUT = "pooler_output"  # the pooled token before the projection (HF CLIP's name)
+POOLED_FEATURES = (POOLED, POOLER_OUTPUT)  # one vector per image
 
 
 def build_visual(
@@ -52,13 +54,18 @@ class VisionTower(nn.Module):
     """Returns (features for the projector, pooled embedding) for a batch of images.
 
     `feature` is a block index (e.g. -2, LLaVA's choice: patch tokens of the second-to-last block,
-    class token dropped) or "pooled" (the CLIP image embedding, one vector per image).
+    class token dropped), "pooled" (the CLIP image embedding, one vector per image) or
+    "pooler_output" (the pooled token after ln_post and BEFORE the projection: what Hugging Face's
+    CLIPVisionModel returns as `pooler_output` and FROMAGe maps, 1024-d for ViT-L/14).
     """
 
     def __init__(self, visual: nn.Module, preprocess: dict[str, Any], feature: int | str = -2):
         super().__init__()
-        if feature != POOLED and not isinstance(feature, int):
-            raise ValueError(f"vision_feature must be a block index or 'pooled', got {feature!r}")
+        if feature not in POOLED_FEATURES and not isinstance(feature, int):
+            raise ValueError(
+                f"vision_feature must be a block index, {' or '.join(POOLED_FEATURES)}, "
+                f"got {feature!r}"
+            )
         self.visual = visual
         self.preprocess_cfg = dict(preprocess)
         self.feature = feature
@@ -90,13 +97,21 @@ class VisionTower(nn.Module):
         return self._features(pixel_values)
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.feature == POOLED:
-            pooled = self._pooled(self.visual(x))
+        if self.feature in POOLED_FEATURES:
+            pooled = self._unprojected(x) if self.feature == POOLER_OUTPUT else self.visual(x)
+            pooled = self._pooled(pooled)
             return pooled[:, None, :], pooled
         out = self.visual.forward_intermediates(x, indices=[self.feature], output_fmt="NCHW")
         feats = out["image_intermediates"][0]  # (B, C, H, W)
         tokens = feats.flatten(2).transpose(1, 2)  # (B, H*W, C), row-major patches
         return tokens, self._pooled(out["image_features"])
+
+    def _unprojected(self, x: torch.Tensor) -> torch.Tensor:
+        """open_clip's VisionTransformer.forward without its last step (`pooled @ proj`)."""
+        v = self.visual
+        if not all(hasattr(v, a) for a in ("_embeds", "transformer", "_pool")):
+            raise ValueError("vision_feature 'pooler_output' needs an open_clip VisionTransformer")
+        return v._pool(v.transformer(v._embeds(x)))[0]
 
     @staticmethod
     def _pooled(out: Any) -> torch.Tensor:
