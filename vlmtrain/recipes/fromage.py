@@ -90,13 +90,16 @@ class FromageRecipe(Recipe):
         retrieval_weight: float = 1.0,
         concat_captions_prob: float = 0.5,
         ret_norm: bool = True,
+        contrastive_batch: int | None = None,
         seed: int = 0,
     ):
         """caption_weight / retrieval_weight: FROMAGe's cap_loss_scale / ret_loss_scale;
         concat_captions_prob: FROMAGe's --concat-captions-prob (0.5); ret_norm: rescale the
-        [RET] row after every step; seed: the per-step coin for concatenation."""
+        [RET] row after every step; contrastive_batch: the InfoNCE candidates a step must have
+        (FROMAGe: 180), an error otherwise; seed: the per-step coin for concatenation."""
         if not 0.0 <= concat_captions_prob <= 1.0:
             raise ValueError(f"concat_captions_prob must be in [0, 1], got {concat_captions_prob}")
+        self.contrastive_batch = contrastive_batch
         self.caption_weight, self.retrieval_weight = caption_weight, retrieval_weight
         self.concat_captions_prob, self.ret_norm = concat_captions_prob, ret_norm
         self.coin = random.Random(seed)
@@ -138,6 +141,13 @@ class FromageRecipe(Recipe):
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         text_loss, _ = causal_lm_loss(out.logits, batch["ret_labels"])
         texts = model.ret_embeddings(out.hidden_states[-1], ids, mask)
+        candidates = len(texts) * _world()
+        if self.contrastive_batch is not None and candidates != self.contrastive_batch:
+            raise ValueError(
+                f"recipe.options.contrastive_batch is {self.contrastive_batch} but this InfoNCE "
+                f"has {candidates} candidates (data.batch_size x ranks; grad_accum does not add "
+                "candidates)"
+            )
         images = model.encode_images(batch["pixel_values"])
         nce = info_nce(texts, images, model.heads())  # heads(): ZeRO-3-safe temperature
         ret_loss = text_loss + nce
@@ -152,16 +162,18 @@ class FromageRecipe(Recipe):
             "contrastive_loss": float(nce.detach()),
             "retrieval_loss": float(ret_loss.detach()),
             "retrieval_acc": float(hits.float().mean()),
-            "retrieval_candidates": float(len(texts) * _world()),
+            "retrieval_candidates": float(candidates),
             "concat_captions": float(concat),
         }
 
-    def after_step(self, model) -> None:
+    def after_step(self, engine) -> None:
         """FROMAGe's [RET] row rescale to the mean embedding norm (after every step)."""
         if self.ret_norm:
             from vlmtrain.model.tokens import rescale_to_mean_norm
 
-            rescale_to_mean_norm(model.embed_tokens, model.ret_token_id)
+            model = getattr(engine, "module", engine)
+            optimizer = getattr(engine, "optimizer", None)
+            rescale_to_mean_norm(model.embed_tokens, model.ret_token_id, optimizer)
 
 
 def _world() -> int:
