@@ -126,6 +126,16 @@ def test_total_loss_equals_fromage_formulas(build, tokenizer, samples, concat):
             torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
+def test_concat_coin_is_a_fair_stateless_draw():
+    recipe = get_recipe("fromage")  # concat_captions_prob 0.5, FROMAGe's default
+    batches = [[f"k{i}", f"k{i + 1}"] for i in range(400)]
+    draws = [recipe.concat_coin(keys) for keys in batches]
+    assert 0.42 < sum(draws) / len(draws) < 0.58
+    assert draws == [get_recipe("fromage").concat_coin(keys) for keys in batches]  # no state
+    assert draws != [get_recipe("fromage", seed=1).concat_coin(keys) for keys in batches]
+    assert not any(get_recipe("fromage", concat_captions_prob=0.0).concat_coin(k) for k in batches)
+
+
 def test_concat_odd_batch_keeps_last_row_alone(build, samples):
     from vlmtrain.recipes.fromage import concat_caption_pairs
 

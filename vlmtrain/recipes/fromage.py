@@ -96,13 +96,14 @@ class FromageRecipe(Recipe):
         """caption_weight / retrieval_weight: FROMAGe's cap_loss_scale / ret_loss_scale;
         concat_captions_prob: FROMAGe's --concat-captions-prob (0.5); ret_norm: rescale the
         [RET] row after every step; contrastive_batch: the InfoNCE candidates a step must have
-        (FROMAGe: 180), an error otherwise; seed: the per-step coin for concatenation."""
+        (FROMAGe: 180), an error otherwise; seed: with the batch's keys, the concatenation coin
+        (no state: a resumed run tosses the coins the uninterrupted one tossed)."""
         if not 0.0 <= concat_captions_prob <= 1.0:
             raise ValueError(f"concat_captions_prob must be in [0, 1], got {concat_captions_prob}")
         self.contrastive_batch = contrastive_batch
         self.caption_weight, self.retrieval_weight = caption_weight, retrieval_weight
         self.concat_captions_prob, self.ret_norm = concat_captions_prob, ret_norm
-        self.coin = random.Random(seed)
+        self.seed = seed
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None
@@ -129,7 +130,7 @@ class FromageRecipe(Recipe):
         }
 
     def loss(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        concat = self.coin.random() < self.concat_captions_prob
+        concat = self.concat_coin(batch["key"])
         cap_batch = concat_caption_pairs(batch, pad_id(model.tokenizer)) if concat else batch
         cap_out = model(
             input_ids=cap_batch["input_ids"],
@@ -165,6 +166,12 @@ class FromageRecipe(Recipe):
             "retrieval_candidates": float(candidates),
             "concat_captions": float(concat),
         }
+
+    def concat_coin(self, keys: list[str]) -> bool:
+        """Whether this batch's captions are joined in pairs (probability concat_captions_prob),
+        drawn from the seed and the batch's keys (a str seed hashes the same in every process)."""
+        draw = random.Random(f"{self.seed}:" + "|".join(map(str, keys))).random()
+        return draw < self.concat_captions_prob
 
     def after_step(self, engine) -> None:
         """FROMAGe's [RET] row rescale to the mean embedding norm (after every step)."""
