@@ -169,3 +169,27 @@ def test_contrastive_batch_counts_candidates(tmp_path):
     assert metrics["retrieval_candidates"] == 180
     with torch.no_grad(), pytest.raises(ValueError, match="180 but this InfoNCE has 60"):
         recipe.loss(model, recipe.collate(rows[:60]))
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_ret_rescale_sticks_under_zero_in_bf16(zero, dataset, tmp_path, one_rank):
+    """ZeRO-2 (DeepSpeed's hp mapping) and ZeRO-3 (partitioned rows): after the last step the
+    [RET] row and its fp32 master copy both have the mean norm of the other rows."""
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    from tests.train_loop.test_train import run_in_process
+
+    out = tmp_path / "run"
+    run, _ = run_in_process("fromage_tiny.yaml", dataset, out, f"deepspeed.zero_stage={zero}",
+                            "deepspeed.precision=bf16", "model.dtype=bfloat16",
+                            "schedule.max_steps=2")  # fmt: skip
+    emb = run.engine.module.embed_tokens
+    ret = run.engine.module.ret_token_id
+    master = safe_get_full_fp32_param(emb.new_weight)
+    assert master is not None
+    with deepspeed.zero.GatheredParameters([emb.base.weight, emb.new_weight]), torch.no_grad():
+        norms = emb(torch.arange(emb.num_embeddings)).float().norm(dim=1)
+    others = torch.cat([norms[:ret], norms[ret + 1 :]]).mean()
+    assert float(norms[ret]) == pytest.approx(float(others), rel=1e-2)
+    assert float(master[int(emb.slot[ret])].norm()) == pytest.approx(float(others), rel=1e-2)
