@@ -191,3 +191,21 @@ def test_pooler_output_is_the_pooled_token_before_the_projection(build):
 
 def _linear_in(module) -> int:
     return next(m for m in module.modules() if isinstance(m, torch.nn.Linear)).in_features
+
+
+def test_crop_preprocessing_is_clips_feature_extractor(build):
+    """FROMAGe's images go through HF's CLIPFeatureExtractor (CLIPImageProcessor): resize the
+    short side (bicubic), centre crop, rescale, normalise; `image_aspect: crop` is that."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    model = build(vision_feature="pooler_output", image_aspect="crop", projector="linear",
+                  num_visual_tokens=1)  # fmt: skip
+    hf = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    gen = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(45, 70, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    image = Image.fromarray(pixels)  # wide: a crop and a pad would differ
+    want = torch.from_numpy(hf(image, return_tensors="np")["pixel_values"][0])
+    got = model.image_transform(image)
+    assert got.shape == want.shape == (3, 32, 32)
+    torch.testing.assert_close(got, want, atol=0.03, rtol=0)

@@ -22,6 +22,7 @@ from vlmtrain.eval.data import read_json
 from vlmtrain.eval.metrics.context_retrieval import visdial_recall
 from vlmtrain.eval.metrics.recall import DEFAULT_KS
 from vlmtrain.eval.report import Report
+from vlmtrain.eval.tasks.vist import _wh
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
@@ -91,7 +92,7 @@ def run_visdial(
     images = []
     for image_id, _ in dialogs:
         path = files.get(image_name(split, image_id)) or files.get(str(image_id))
-        im = None if path is None else load_squashed(path, model.vision.image_size)
+        im = None if path is None else load_squashed(path, _wh(model))
         if im is None:
             raise DataError(f"image {image_name(split, image_id)}.jpg missing or unreadable",
                             file=str(images_dir))  # fmt: skip

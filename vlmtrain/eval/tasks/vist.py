@@ -74,6 +74,11 @@ def story_context(story: Story, images: dict, captions: int = 5, with_images: bo
     return pieces
 
 
+def _wh(model) -> tuple[int, int]:
+    h, w = model.vision.image_size
+    return w, h
+
+
 def run_vist(
     stories_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -106,7 +111,7 @@ def run_vist(
     used = list(dict.fromkeys(i for s in stories for i in s.image_ids))
     loaded = {}
     for image_id in used:
-        im = load_squashed(files[image_id], model.vision.image_size) if image_id in files else None
+        im = load_squashed(files[image_id], _wh(model)) if image_id in files else None
         if im is not None:
             loaded[image_id] = im
     if not loaded:
