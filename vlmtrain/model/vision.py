@@ -107,11 +107,22 @@ class VisionTower(nn.Module):
         return tokens, self._pooled(out["image_features"])
 
     def _unprojected(self, x: torch.Tensor) -> torch.Tensor:
-        """open_clip's VisionTransformer.forward without its last step (`pooled @ proj`)."""
+        """The pooled token before `pooled @ proj`: the tower's whole forward runs (so ZeRO-3
+        gathers its own parameters as usual) and `ln_post`'s output is caught on the way."""
         v = self.visual
-        if not all(hasattr(v, a) for a in ("_embeds", "transformer", "_pool")):
-            raise ValueError("vision_feature 'pooler_output' needs an open_clip VisionTransformer")
-        return v._pool(v.transformer(v._embeds(x)))[0]
+        if getattr(v, "attn_pool", None) is not None or not hasattr(v, "_global_pool"):
+            raise ValueError(
+                "vision_feature 'pooler_output' needs an open_clip VisionTransformer without "
+                "attentional pooling"
+            )
+        caught: list[torch.Tensor] = []
+        hook = v.ln_post.register_forward_hook(lambda _m, _i, out: caught.append(out))
+        try:
+            v(x)
+        finally:
+            hook.remove()
+        out = caught[-1]  # (B, L, D) normed tokens, or (B, D) when the norm follows the pool
+        return v._global_pool(out)[0] if out.ndim == 3 else out
 
     @staticmethod
     def _pooled(out: Any) -> torch.Tensor:
