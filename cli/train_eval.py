@@ -50,6 +50,8 @@ def eval_cmd() -> None:
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
           --trie test.trie --ids ids.parquet -o grace.json
       vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
+      vlmtrain eval vist --checkpoint runs/fromage --stories val.story-in-sequence.json \\
+          --images vist/ -o vist.json
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
       vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
           --predictions answers.json
