@@ -81,6 +81,8 @@ def eval_cmd() -> None:
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
           --trie test.trie --ids ids.parquet -o grace.json
       vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
+      vlmtrain eval vist --checkpoint runs/fromage --stories val.story-in-sequence.json \\
+          --images vist/ -o vist.json
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
       vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
           --predictions answers.json
@@ -707,6 +709,97 @@ def llava(
         device=device,
         progress=not quiet,
     )
+    _finish(report, output)
+
+
+IMAGES = click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the benchmark's images (VIST: <photo id>.jpg; VisDial: "
+    "VisualDialog_val2018_<12-digit id>.jpg).",
+)
+
+
+@eval_cmd.command("vist")
+@CKPT
+@click.option(
+    "--stories",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="VIST SIS file (sis/val.story-in-sequence.json).",
+)
+@IMAGES
+@click.option(
+    "--captions",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 5),
+    help="Context captions (the last N): the paper's '1 caption' / '5 captions' rows.",
+)
+@click.option(
+    "--images-in-context/--no-images-in-context",
+    default=True,
+    show_default=True,
+    help="Interleave the earlier images with the captions (the paper's '5 captions, 4 images').",
+)
+@BATCH
+@LIMIT
+@OUT
+@DEVICE
+@QUIET
+@handle_errors
+def vist(checkpoint, stories, images_dir, captions, images_in_context, batch_size, limit,
+         output, device, quiet):  # fmt: skip
+    """FROMAGe's VIST contextual image retrieval: Recall@1/5/10 of each story's last image.
+
+    As kohjingyu/fromage evals/eval_vist_retrieval.py: story context of captions and earlier
+    images then [RET]; candidates every image the stories use; earlier images excluded.
+
+    \b
+      vlmtrain eval vist --checkpoint runs/fromage --stories sis/val.story-in-sequence.json \\
+          --images vist/val/ -o vist.json
+    """
+    from vlmtrain.eval.tasks.vist import run_vist
+
+    _need(checkpoint=checkpoint)
+    report = run_vist(stories, images_dir, checkpoint=checkpoint, captions=captions,
+                      with_images=images_in_context, limit=limit, batch_size=batch_size,
+                      device=device, progress=not quiet)  # fmt: skip
+    _finish(report, output)
+
+
+@eval_cmd.command("visdial")
+@CKPT
+@click.option(
+    "--dialogs",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="VisDial 1.0 file (visdial_1.0_val.json).",
+)
+@IMAGES
+@BATCH
+@LIMIT
+@OUT
+@DEVICE
+@QUIET
+@handle_errors
+def visdial(checkpoint, dialogs, images_dir, batch_size, limit, output, device, quiet):
+    """FROMAGe's VisDial retrieval: a dialog's "Q: ..? A: ..." rounds + [RET] against images.
+
+    recall@K is the published script's figure (each image ranks the dialogs); t2i_recall@K
+    is the paper's stated direction (each dialog ranks the images).
+
+    \b
+      vlmtrain eval visdial --checkpoint runs/fromage --dialogs visdial_1.0_val.json \\
+          --images VisualDialog_val2018/ -o visdial.json
+    """
+    from vlmtrain.eval.tasks.visdial import run_visdial
+
+    _need(checkpoint=checkpoint)
+    report = run_visdial(dialogs, images_dir, checkpoint=checkpoint, limit=limit,
+                         batch_size=batch_size, device=device, progress=not quiet)  # fmt: skip
     _finish(report, output)
 
 

@@ -40,25 +40,6 @@ def autover_model(build, train=("projector", "lm", "heads")):
     return build(new_tokens=["<ret>"], ret_token="<ret>", retrieval_dim=16, train=list(train))
 
 
-def test_fromage_masks(build, tokenizer, samples):
-    model = fromage_model(build)
-    ctx = RecipeContext.for_model(model)
-    s = samples[0]
-    ex = get_recipe("fromage").make(s, ctx, "caption", text_index=0)
-    bos, ret, img = tokenizer.bos_token_id, model.ret_token_id, model.image_token_id
-    cap = enc(tokenizer, s["meta"]["texts"][0])
-    assert ex["input_ids"] == [bos, img] + cap + [ret]
-    assert ex["labels"] == [M, M] + cap + [ret]
-    assert ex["ret_input_ids"] == [bos] + cap + [ret]
-    batch = get_recipe("fromage").collate(
-        [ex, get_recipe("fromage").make(samples[1], ctx, "caption", 1)]
-    )
-    assert batch["ret_attention_mask"].sum(1).tolist() == [
-        len(ex["ret_input_ids"]),
-        len(enc(tokenizer, samples[1]["meta"]["texts"][1])) + 2,
-    ]
-
-
 def test_caption_masks_and_truncation(build, tokenizer, samples):
     model = build(vision_feature="pooled", num_visual_tokens=3)
     recipe = get_recipe("caption", prompt="a photo of")

@@ -26,8 +26,10 @@ class ModelConfig:
     vision_config: dict[str, Any] | None = (
         None  # tiny tower: {"embed_dim": 32, "vision_cfg": {...}}
     )
-    # block index for patch tokens, "pooled", "grid" (last block's patches after ln_post) or
-    # "tokens" (last block's class token + patches after ln_post: GIT)
+    # block index for patch tokens, "pooled" (projected CLIP embedding), "pooler_output" (the
+    # pooled token before CLIP's projection, as HF's CLIPVisionModel and FROMAGe use), "grid"
+    # (last block's patches after ln_post) or "tokens" (last block's class token + patches after
+    # ln_post: GIT)
     vision_feature: int | str = -2
     image_aspect: str = "pad"  # "pad" (LLaVA expand-to-square) or "crop" (open_clip)
     # projector
@@ -64,7 +66,8 @@ class ModelConfig:
                 "model.num_visual_tokens: vision_feature 'tokens' keeps every token (class token "
                 "+ patches, GIT); leave num_visual_tokens unset"
             )
-        if self.vision_feature != "pooled" and n is not None and round(n**0.5) ** 2 != n:
+        pooled = self.vision_feature in ("pooled", "pooler_output")
+        if not pooled and n is not None and round(n**0.5) ** 2 != n:
             raise ValueError(
                 f"model.num_visual_tokens: {n} patch tokens cannot come from pooling a square "
                 f"patch grid; use a square (4, 16, 64, ...) or vision_feature: pooled"

@@ -90,3 +90,61 @@ def install_new_tokens(lm: nn.Module, new_ids: Sequence[int], total: int) -> New
         lm.set_output_embeddings(NewTokenHead(base_out, embedding, tied))
     lm.config.vocab_size = total
     return embedding
+
+
+def rescale_to_mean_norm(
+    embedding: NewTokenEmbedding, token_id: int, optimizer: object | None = None
+) -> float:
+    """Rescale `token_id`'s trainable input row to the mean L2 norm of every OTHER row of the
+    effective input table (FROMAGe, main.py: after every step its [RET] row is divided by
+    `norm(row) / mean(norm(weight[:-1]))`). Returns the target norm.
+
+    Under DeepSpeed the optimizer's fp32 master copy is set too (else the next step would
+    restore the old row): ZeRO's and the bf16 optimizer's through DeepSpeed's API, the unfused
+    fp16/bf16 wrapper's (`optimizer`, ZeRO 0 with bf16) by its parameter lists; under ZeRO-3
+    the rows are gathered for the edit.
+    """
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+    slot = int(embedding.slot[token_id])
+    if slot < 0:
+        raise ValueError(f"token id {token_id} is not a trainable new row")
+    params = [embedding.base.weight, embedding.new_weight]
+    with torch.no_grad(), deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        base_norms = embedding.base.weight.float().norm(dim=1)
+        new_norms = embedding.new_weight.float().norm(dim=1)
+        ids = embedding.new_ids.to(base_norms.device)
+        inside = ids < embedding.base_rows  # new rows that override a base row
+        norms = torch.cat([base_norms, new_norms[~inside]])
+        norms[ids[inside]] = new_norms[inside]  # the effective table, base rows overridden
+        keep = torch.ones_like(norms, dtype=torch.bool)
+        keep[token_id if token_id < embedding.base_rows else _past(embedding, slot)] = False
+        target = norms[keep].mean()
+        row = embedding.new_weight[slot]
+        row.mul_((target / row.float().norm()).to(row.dtype))
+        full = safe_get_full_fp32_param(embedding.new_weight)
+        if full is not None:
+            full[slot] *= target / full[slot].norm()
+            safe_set_full_fp32_param(embedding.new_weight, full)
+        master = _unfused_master(optimizer, embedding.new_weight)
+        if master is not None:
+            master[slot] *= target / master[slot].float().norm()
+    return float(target)
+
+
+def _unfused_master(optimizer: object | None, param: torch.Tensor) -> torch.Tensor | None:
+    """The fp32 copy DeepSpeed's unfused fp16/bf16 optimizer keeps of `param`, if any."""
+    for lp_group, hp_group in zip(
+        getattr(optimizer, "fp16_groups", []), getattr(optimizer, "fp32_groups", []), strict=False
+    ):
+        for lp, hp in zip(lp_group, hp_group, strict=False):
+            if lp is param:
+                return hp.data
+    return None
+
+
+def _past(embedding: NewTokenEmbedding, slot: int) -> int:
+    """Index in the effective-norm vector of a new row that lies past the base table."""
+    past = [i for i, tid in enumerate(embedding.new_ids.tolist()) if tid >= embedding.base_rows]
+    return embedding.base_rows + past.index(slot)

@@ -17,6 +17,8 @@ POOLED = "pooled"
 GRID = "grid"  # last-layer patch tokens after ln_post, class token dropped (the seed's grid)
 TOKENS = "tokens"  # every last-layer token, class token first, after ln_post (GIT)
 LAST_LAYER = (GRID, TOKENS)
+POOLER_OUTPUT = "pooler_output"  # the pooled token before the projection (HF CLIP's name)
+POOLED_FEATURES = (POOLED, POOLER_OUTPUT)  # one vector per image
 
 
 def build_visual(
@@ -55,7 +57,9 @@ class VisionTower(nn.Module):
     """Returns (features for the projector, pooled embedding) for a batch of images.
 
     `feature` is a block index (e.g. -2, LLaVA's choice: patch tokens of the second-to-last block,
-    class token dropped), "pooled" (the CLIP image embedding, one vector per image), "grid"
+    class token dropped), "pooled" (the CLIP image embedding, one vector per image),
+    "pooler_output" (the pooled token after ln_post and BEFORE the projection: what Hugging Face's
+    CLIPVisionModel returns as `pooler_output` and FROMAGe maps, 1024-d for ViT-L/14), "grid"
     (last-block patch tokens after `ln_post`, as the generative-image-to-text seed's
     `output_grid` with `grid_after_ln`; a ResNet gives its final 7x7 grid) or "tokens" (class
     token + patches of the last block after `ln_post`: GIT's image features).
@@ -63,9 +67,10 @@ class VisionTower(nn.Module):
 
     def __init__(self, visual: nn.Module, preprocess: dict[str, Any], feature: int | str = -2):
         super().__init__()
-        if feature not in (POOLED, *LAST_LAYER) and not isinstance(feature, int):
+        if feature not in (*POOLED_FEATURES, *LAST_LAYER) and not isinstance(feature, int):
             raise ValueError(
-                f"vision_feature must be a block index, 'pooled', 'grid' or 'tokens', "
+                f"vision_feature must be a block index, 'pooled', 'pooler_output', 'grid' or "
+                f"'tokens', "
                 f"got {feature!r}"
             )
         self.visual = visual
@@ -99,8 +104,9 @@ class VisionTower(nn.Module):
         return self._features(pixel_values)
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.feature == POOLED:
-            pooled = self._pooled(self.visual(x))
+        if self.feature in POOLED_FEATURES:
+            pooled = self._unprojected(x) if self.feature == POOLER_OUTPUT else self.visual(x)
+            pooled = self._pooled(pooled)
             return pooled[:, None, :], pooled
         last = self.feature in LAST_LAYER
         out = self.visual.forward_intermediates(
@@ -117,6 +123,24 @@ class VisionTower(nn.Module):
                 raise ValueError("vision_feature 'tokens' needs a ViT (a class token)")
             tokens = torch.cat([out["image_intermediates_prefix"][0], tokens], dim=1)
         return tokens, self._pooled(out["image_features"])
+
+    def _unprojected(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled token before `pooled @ proj`: the tower's whole forward runs (so ZeRO-3
+        gathers its own parameters as usual) and `ln_post`'s output is caught on the way."""
+        v = self.visual
+        if getattr(v, "attn_pool", None) is not None or not hasattr(v, "_global_pool"):
+            raise ValueError(
+                "vision_feature 'pooler_output' needs an open_clip VisionTransformer without "
+                "attentional pooling"
+            )
+        caught: list[torch.Tensor] = []
+        hook = v.ln_post.register_forward_hook(lambda _m, _i, out: caught.append(out))
+        try:
+            v(x)
+        finally:
+            hook.remove()
+        out = caught[-1]  # (B, L, D) normed tokens, or (B, D) when the norm follows the pool
+        return v._global_pool(out)[0] if out.ndim == 3 else out
 
     @staticmethod
     def _pooled(out: Any) -> torch.Tensor:

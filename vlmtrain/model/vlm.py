@@ -19,7 +19,7 @@ from vlmtrain.model.config import PARTS, ModelConfig
 from vlmtrain.model.lm import build_lm, lm_hidden_size
 from vlmtrain.model.projector import build_projector
 from vlmtrain.model.tokens import NewTokenEmbedding, install_new_tokens
-from vlmtrain.model.vision import POOLED, VisionTower, build_visual, pool_tokens
+from vlmtrain.model.vision import POOLED_FEATURES, VisionTower, build_visual, pool_tokens
 from vlmtrain.recipes.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
 
 __all__ = ["ModelConfig", "VLM", "build_model"]
@@ -63,7 +63,7 @@ class VLM(nn.Module):
         self.new_token_ids = new_ids
         install_new_tokens(lm, new_ids, total)
         width = lm_hidden_size(lm)
-        if vision.feature == POOLED:
+        if vision.feature in POOLED_FEATURES:
             self.num_image_tokens = cfg.num_visual_tokens or 1
             self.projector = build_projector(
                 cfg.projector, vision.pooled_dim, width, prefix_tokens=self.num_image_tokens
@@ -145,7 +145,7 @@ class VLM(nn.Module):
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, num_image_tokens, lm width)."""
         tokens, _ = self.vision(pixel_values)
-        if self.vision.feature != POOLED and tokens.shape[1] != self.num_image_tokens:
+        if self.vision.feature not in POOLED_FEATURES and tokens.shape[1] != self.num_image_tokens:
             tokens = pool_tokens(tokens, self.num_image_tokens)
         param = next(self.projector.parameters())
         return self.projector(tokens.to(param.dtype))
@@ -258,14 +258,21 @@ class VLM(nn.Module):
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(N, D) normalised text embeddings: the projected hidden state of each row's last
         retrieval token (`ret_token`), or of its last real token when it has none."""
-        heads = self._heads()
+        self._heads()  # no heads: fail before the LM pass
         out = self.lm(
             inputs_embeds=self.embed(input_ids, None),
             attention_mask=attention_mask,
             output_hidden_states=True,
             use_cache=False,
         )
-        hidden = out.hidden_states[-1]
+        return self.ret_embeddings(out.hidden_states[-1], input_ids, attention_mask)
+
+    def ret_embeddings(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, D) normalised projections of the last layer's `hidden` at each row's retrieval
+        token (as `encode_texts`), for callers that also need that forward's logits."""
+        heads = self._heads()
         pos = token_positions(input_ids, attention_mask, self.ret_token_id)
         picked = hidden[torch.arange(len(pos), device=hidden.device), pos]
         return F.normalize(heads.text_proj(picked.to(heads.text_proj.weight.dtype)), dim=-1)

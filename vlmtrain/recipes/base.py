@@ -187,6 +187,10 @@ class Recipe:
     def loss(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         return lm_loss(model, batch)
 
+    def after_step(self, engine) -> None:
+        """Called with the DeepSpeed engine (a bare model in tests) after every
+        `engine.step()` (FROMAGe rescales [RET] there)."""
+
     @staticmethod
     def finish(
         seq: SequenceBuilder,

@@ -446,6 +446,7 @@ class Run:
             loss, metrics = self.recipe.loss(self.engine, batch)
             self.engine.backward(loss)
             self.engine.step()
+            self.recipe.after_step(self.engine)
             w.add(float(loss.detach()), metrics, sb, self.flop_model.batch_flops(sb.batch))
             if keys_log is not None:
                 keys_log.write({"batch": sb.index, "step": self.step, "keys": sb.keys})
