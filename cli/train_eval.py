@@ -473,10 +473,13 @@ def text_vqa(
     "index rows of --data.",
 )
 @click.option(
+    "--split",
     "--split-prefix",
+    "split_prefix",
     default="val",
     show_default=True,
-    help="With --data: score index splits starting with this (val_query_seen ...).",
+    help="With --data: the OVEN splits to score, by a word of their names (val: query_val_seen, "
+    "query_val_unseen, entity_val_seen, entity_val_unseen; query_val: the query family).",
 )
 @click.option(
     "--predictions",
@@ -522,7 +525,11 @@ def oven(
     device,
     quiet,
 ):
-    """OVEN accuracy (seen/unseen per split) and the official harmonic means.
+    """OVEN accuracy (seen/unseen per split) and the official harmonic means, in percent as
+    oven_eval.py reports them.
+
+    Splits as published (query_val_seen, entity_val_unseen, ...): seen/unseen by the name, the
+    query/entity family by the name or else the file (oven_query_val.jsonl).
 
     \b
       vlmtrain eval oven --references oven_query_val.jsonl --references oven_entity_val.jsonl \\
