@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors
+from cli.common import checked_device, handle_errors
 
 SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 
@@ -12,7 +12,7 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.command("build-ids")
 @click.argument("out", type=click.Path(exists=True))
 @click.option("--scheme", type=click.Choice(SCHEMES), required=True, help="Identifier scheme.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option("--seed", type=int, default=None, help="Shuffle positions / seed k-means.")
 @click.option("--tokenizer", type=click.Path(exists=True), help="Fill the tokens column.")
 @click.option("--pseudo-queries", type=click.Path(exists=True), help="GRACE pseudo-query JSON.")
@@ -65,7 +65,7 @@ def build_ids(
 @click.option("--ids", "ids_path", type=click.Path(exists=True), help="ids.parquet.")
 @click.option("--entities", type=click.Path(exists=True), help="entities.parquet (entity_name).")
 @click.option("--tokenizer", type=click.Path(exists=True), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option("--split", default=None, help="Only identifiers of this split (GRACE: test).")
 @click.option("--prefix", default="", help='Text before each identifier, e.g. "id ".')
 @click.option("--eos", "eos_token", default=None, help="End token (default: tokenizer's eos).")
@@ -101,12 +101,18 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
 
 @click.command("embed")
 @click.argument("out", type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option(
     "--model", required=True, help="NAME:CHECKPOINT, an open_clip folder, or random:NAME."
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    callback=checked_device,
+    help="cpu, cuda, cuda:1, …",
+)
 @handle_errors
 def embed(out, output, model, batch_size, device):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.

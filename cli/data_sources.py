@@ -12,7 +12,15 @@ SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava", "vqav2"]
 @click.command("manifest")
 @click.argument("source", type=click.Choice(SOURCE_NAMES))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
 @click.option("--images", type=click.Path(file_okay=False), help="Image folder (oven: .jpg/.JPEG).")
 @click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
@@ -63,7 +71,15 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
 
 @click.command("filter-urls")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
 @click.option(
     "--format",
     "fmt",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors
+from cli.common import checked_device, handle_errors
 
 CKPT = click.option(
     "--checkpoint", type=click.Path(exists=True), help="Training run dir or export dir."
@@ -20,16 +20,42 @@ DATA = click.option(
     help="A `vlmdata shard` output folder (index.parquet + shards/).",
 )
 OUT = click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON report here."
+    "-o",
+    "--output",
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False),
+    help="Write the JSON report here.",
 )
 SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
 BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
 LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
-DEVICE = click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+DEVICE = click.option(
+    "--device",
+    callback=checked_device,
+    help="cpu, cuda, cuda:1 ... (default: cuda when available).",
+)
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 SAVE = click.option(
     "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
 )
+
+
+def _metric_names(known: tuple[str, ...]):
+    """A --metrics callback: every comma-separated name must be one of `known` (a typo is a
+    usage error naming the closest metric, exit 2, before any model or file is loaded)."""
+    import difflib
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        for name in (m.strip() for m in (value or "").split(",") if m.strip()):
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise click.BadParameter(f"unknown metric {name!r}: {hint}choose from "
+                                         f"{', '.join(known)}", ctx, param)  # fmt: skip
+        return value
+
+    return check
 
 
 def _finish(report, output: str | None) -> None:
@@ -211,6 +237,9 @@ def retrieval_embedding(
     "--metrics",
     default="BLEU-4,METEOR,ROUGE-L,CIDEr-D",
     show_default=True,
+    callback=_metric_names(
+        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
+    ),
     help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
 )
 @click.option("--beams", default=1, show_default=True, help="1 = greedy.")
@@ -397,6 +426,7 @@ def vqa(
 @click.option(
     "--metrics",
     default=None,
+    callback=_metric_names(("accuracy", "anls", "containment")),
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
     "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )

@@ -147,6 +147,13 @@ def run_generative_retrieval(
     from vlmtrain.recipes.base import RecipeContext
 
     bundle = model_bundle or load_model(checkpoint, device)
+    trained = getattr(getattr(bundle.cfg, "recipe", None), "name", None)
+    if trained not in (None, "grace"):
+        raise DataError(
+            f"{checkpoint or 'the model'} was trained with the {trained} recipe: "
+            "retrieval-generative decodes GRACE identifiers (recipe grace); an embedding "
+            "model (fromage) is scored by `vlmtrain eval retrieval-embedding`"
+        )
     model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
     trie = Trie.load(trie_path)
     row_keys, identifiers = read_id_keys(ids_path)
