@@ -28,7 +28,8 @@ def build_ids(
 
     \b
     Schemes (GRACE): numeric "1 2 3 4" · string "1234" · semantic (captions; pseudo-queries for
-    test images) · structured (hierarchical k-means, "0_3-1_17-2_5") · atomic "image_N".
+    every non-train image, val and test) · structured (hierarchical k-means, "0_3-1_17-2_5") ·
+    atomic "image_N".
     Rows follow OUT's index order; same inputs and --seed give a byte-identical file.
 
     \b

@@ -260,6 +260,31 @@ def download(dataset, inputs, out, **opts):
     check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="images")
 
 
+def _refuse_url_manifest(manifest: str) -> None:
+    """A manifest of URLs only (cc3m, coco, oven-kb) has no local files to shard: say so on
+    screen, naming the command that fetches them, instead of rejecting every row missing_file."""
+    import polars as pl
+
+    from vlmdata.core.errors import DataError
+
+    try:
+        lf = pl.scan_parquet(manifest)
+        if not {"path", "url", "source"} <= set(lf.collect_schema().names()):
+            return
+        counts = lf.select(
+            pl.col("path").is_not_null().sum().alias("paths"),
+            pl.col("url").is_not_null().sum().alias("urls"),
+            pl.col("source").first().alias("source"),
+        ).collect()
+    except Exception:  # not Parquet, wrong types: the writer's own check names what is wrong
+        return
+    if counts["paths"][0] == 0 and counts["urls"][0] > 0:
+        src = counts["source"][0]
+        raise DataError(f"every row names a URL and no local file (a {src} manifest): "
+                        f"`vlmdata download {src} ...` fetches and shards them",
+                        file=manifest)  # fmt: skip
+
+
 def _local_resize(images: str | None, mode: str | None, side: int | None) -> dict:
     """With --images nothing goes through img2dataset: the resize is the shard writer's (the
     same modes but keep_ratio_largest), so it is not silently dropped."""
@@ -350,7 +375,7 @@ def shard(
     \b
     Examples:
       vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
-      vlmdata shard cc3m/manifest.parquet --images imgs/ -o out/ --workers 4 \\
+      vlmdata shard coco/manifest.parquet --images coco_images/ -o out/ --workers 4 \\
           --max-shard-bytes 500000000 --min-side 64
       vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --resize-side 224
       vlmdata shard m.parquet --images imgs/ -o s3://bucket/prefix  # AWS_* in the environment
@@ -377,6 +402,7 @@ def shard(
             f"--resize-side {resize_side} does nothing without --resize (keep_ratio, "
             "center_crop or border): the images would keep their size"
         )
+    _refuse_url_manifest(manifest)
     options = shard_options(
         opts,
         resize=resize,

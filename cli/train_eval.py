@@ -69,16 +69,18 @@ def _finish(report, output: str | None) -> None:
 def eval_cmd() -> None:
     """Evaluate a checkpoint (or a predictions file) on a recipe's benchmark.
 
-    Every task prints a metric table and, with -o, writes a JSON report
-    {schema_version, task, metrics: [{metric, value, count}], config, checkpoint, data, details}.
+    Every task prints a metric table and, with -o, writes a JSON report {schema_version, task,
+    metrics: [{metric, value, count}], config, checkpoint, data, details, units}. Units: OVEN in
+    percent (as oven_eval.py), other accuracies, Recall@K, BLEU/METEOR/ROUGE-L, ANLS fractions.
 
     \b
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
           --trie test.trie --ids ids.parquet -o grace.json
       vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
-      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
+      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json \\
+          -o vqa.json
       vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
-          --predictions answers.json
+          --predictions answers.json -o textvqa.json
     """
 
 
@@ -637,8 +639,8 @@ def llava(
           --image-folder images/ --answers answers.jsonl -o llava.json
       vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
           --data llava-shards/ --answers answers.jsonl      # images from the shards
-      vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split test \\
-          --answers answers.jsonl                           # the shards' records as questions
+      vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split train \\
+          --answers answers.jsonl   # the shards' records as questions (manifest llava: train)
     """
     from vlmtrain.eval.tasks.llava import run_llava
 

@@ -145,3 +145,38 @@ def test_resume_with_another_schedule_is_refused(tmp_path):
     assert str(saved) in res.output
     res = _run(vlmtrain, ["launch", saved, "--resume", "--dry-run"])  # the same schedule: fine
     assert res.exit_code == 0, res.output
+
+
+def test_shard_of_a_url_manifest_says_to_download(tmp_path):
+    tsv = tmp_path / "Validation_GCC-1.1.0-Validation.tsv"
+    tsv.write_text("a dog on a beach\thttp://example.com/1.jpg\n"
+                   "a red car\thttp://example.com/2.jpg\n")  # fmt: skip
+    assert _run(vlmdata, ["manifest", "cc3m", tsv, "-o", tmp_path / "cc3m"]).exit_code == 0
+    (tmp_path / "imgs").mkdir()
+    res = _run(vlmdata, ["shard", tmp_path / "cc3m" / "manifest.parquet", "--images",
+                         tmp_path / "imgs", "-o", tmp_path / "out"])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "every row names a URL and no local file (a cc3m manifest)" in res.output
+    assert "`vlmdata download cc3m ...`" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_llava_split_without_questions_names_the_splits(tmp_path):
+    from vlmtrain.eval.tasks.llava import questions_from_records
+
+    conv = json.dumps([{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A"}])
+    img = tmp_path / "imgs" / "a.jpg"
+    img.parent.mkdir()
+    img.write_bytes(_jpeg(1))
+    rows = [{"id": "a", "image": "a.jpg", "conversations": json.loads(conv)}]
+    (tmp_path / "llava.json").write_text(json.dumps(rows))
+    assert _run(vlmdata, ["manifest", "llava", tmp_path / "llava.json", "-o", tmp_path / "m"]
+                ).exit_code == 0  # fmt: skip
+    res = _run(vlmdata, ["shard", tmp_path / "m" / "manifest.parquet", "--images",
+                         tmp_path / "imgs", "-o", tmp_path / "s", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    from vlmdata.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"no LLaVA questions in split 'test'.*\['train'\]"):
+        questions_from_records(tmp_path / "s", "test")
+    assert len(questions_from_records(tmp_path / "s", "train")) == 1

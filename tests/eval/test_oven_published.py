@@ -45,6 +45,7 @@ def test_published_files_score_as_the_official_script(tmp_path):
          FIX / "oven_entity_val.jsonl", "--predictions", FIX / "query_preds.jsonl",
          "--predictions", FIX / "entity_preds.jsonl"], tmp_path)  # fmt: skip
     assert values == EXPECTED
+    assert set(report["units"].values()) == {"percent"}  # as oven_eval.py prints them
     assert report["details"]["query_result"]["unseen"] == {
         "accuracy": 50.0, "count": 2, "missing": 1}  # fmt: skip
 

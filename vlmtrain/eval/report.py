@@ -16,6 +16,9 @@ from vlmdata.core.atomic import write_json
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "task", "metrics", "config", "checkpoint", "data")
+# What a value is measured in, said in every report (`units`) and under every table: the
+# official scripts differ (oven_eval.py prints percent, vqaEval.py and Recall@K fractions).
+UNITS = ("fraction", "percent", "score", "count")
 
 
 @dataclass
@@ -28,13 +31,19 @@ class Report:
     data: str | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
 
-    def add(self, metric: str, value: float, count: int) -> None:
-        """Record one figure; `count` is how many queries/questions/images it averages over."""
+    def add(self, metric: str, value: float, count: int, unit: str = "fraction") -> None:
+        """Record one figure; `count` is how many queries/questions/images it averages over,
+        `unit` one of UNITS (fraction: in [0, 1]; percent: 0-100; score: an unbounded scale
+        such as CIDEr-D; count: a number of items)."""
         value = float(value)
         if math.isnan(value):
             raise ValueError(f"metric {metric} is NaN")
+        if unit not in UNITS:
+            raise ValueError(f"unit {unit!r} of {metric} is not one of {UNITS}")
         self.metrics.append({"metric": metric, "value": value, "count": int(count)})
+        self.units[metric] = unit
 
     def value(self, metric: str) -> float:
         """The recorded value of `metric` (KeyError if absent)."""
@@ -52,6 +61,7 @@ class Report:
             "checkpoint": self.checkpoint,
             "data": self.data,
             "details": self.details,
+            "units": self.units,
         }
 
     def write(self, path: str | os.PathLike) -> None:
@@ -76,6 +86,9 @@ def validate_report(obj: dict[str, Any]) -> None:
             raise ValueError(f"metric entry {m} has wrong types")
         if not isinstance(m["value"], (int, float)):
             raise ValueError(f"metric entry {m} has a non-numeric value")
+    for metric, unit in (obj.get("units") or {}).items():
+        if unit not in UNITS:
+            raise ValueError(f"unit {unit!r} of {metric} is not one of {UNITS}")
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -95,7 +108,18 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for name, value, count in rows:
         lines.append(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {count:>{widths[2]}}")
+    units = report.get("units") or {}
+    if units:
+        kinds = sorted(set(units.values()))
+        if len(kinds) == 1:
+            lines.append(f"values: {_UNIT_WORDS[kinds[0]]}")
+        else:
+            lines.append("values: " + "; ".join(f"{m} {_UNIT_WORDS[u]}" for m, u in units.items()))
     return "\n".join(lines)
+
+
+_UNIT_WORDS = {"fraction": "fractions (0-1)", "percent": "percent (0-100)",
+               "score": "scores (the metric's own scale)", "count": "counts"}  # fmt: skip
 
 
 def _fmt(value: float) -> str:

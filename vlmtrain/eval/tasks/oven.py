@@ -185,7 +185,7 @@ def run_oven(
         data=str(data_dir) if data_dir else None,
     )  # fmt: skip
     for name, value, count in rows:
-        report.add(name, value, count)
+        report.add(name, value, count, unit="percent")  # as oven_eval.py reports
     report.details = {k: v for k, v in res.items() if k.endswith("_result")}
     return report
 
