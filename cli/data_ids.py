@@ -114,8 +114,9 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
     callback=checked_device,
     help="cpu, cuda, cuda:1, …",
 )
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def embed(out, output, model, batch_size, device):
+def embed(out, output, model, batch_size, device, quiet):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.
 
     MODEL is "NAME:CHECKPOINT" (local weights), a directory with open_clip_config.json +
@@ -129,7 +130,9 @@ def embed(out, output, model, batch_size, device):
     """
     from vlmdata.ids.embed import embed_images
 
-    n, dim = embed_images(out, output, model=model, batch_size=batch_size, device=device)
+    n, dim = embed_images(
+        out, output, model=model, batch_size=batch_size, device=device, progress=not quiet
+    )
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 
 

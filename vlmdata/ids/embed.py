@@ -33,10 +33,13 @@ def embed_images(
     model: str,
     batch_size: int = 64,
     device: str = "cpu",
+    progress: bool = False,
 ) -> tuple[int, int]:
-    """Write (n_images, dim) float32 L2-normalised embeddings; returns (n, dim)."""
+    """Write (n_images, dim) float32 L2-normalised embeddings; returns (n, dim). `progress`: a
+    bar over the images (a CPU embeds a few dozen a second: 30k images take minutes)."""
     import torch
     from PIL import Image
+    from tqdm import tqdm
 
     from vlmdata.shards import ShardReader
 
@@ -45,7 +48,8 @@ def embed_images(
     clip, preprocess = load_clip(model, device)
     reader = ShardReader(out)
     chunks: list[np.ndarray] = []
-    with torch.inference_mode():
+    bar = tqdm(total=len(reader), unit="img", desc="embed", disable=not progress)
+    with torch.inference_mode(), bar:
         for start in range(0, len(reader), batch_size):
             pixels = []
             for i in range(start, min(start + batch_size, len(reader))):
@@ -57,6 +61,7 @@ def embed_images(
                 pixels.append(preprocess(img))
             feats = clip.encode_image(torch.stack(pixels).to(device), normalize=True)
             chunks.append(feats.float().cpu().numpy())
+            bar.update(len(pixels))
     reader.close()
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     with atomic_open(output, "wb") as f:
