@@ -27,8 +27,9 @@ SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava", "vqav2"]
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
+@click.option("-q", "--quiet", is_flag=True, help="No running count of the rows read.")
 @handle_errors
-def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
+def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quiet):
     """Read a published data set's files into OUT/manifest.parquet + OUT/rejects.parquet.
 
     \b
@@ -64,7 +65,8 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
     """
     from vlmdata.sources import read_source
 
-    result = read_source(source, inputs, out, images=images, restval=restval, split=split)
+    result = read_source(source, inputs, out, images=images, restval=restval, split=split,
+                         progress=not quiet)  # fmt: skip
     click.echo(result.summary())
     result.check(max_reject_ratio)
 

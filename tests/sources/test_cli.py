@@ -141,3 +141,12 @@ def test_get_help_names_a_key_the_karpathy_reader_makes(tmp_path):
     run("manifest", "karpathy", path, "-o", tmp_path / "m")
     key = manifest_rows(tmp_path / "m")[0]["key"]
     assert f"vlmdata get shards/ {key} " in run("get", "--help").output
+
+
+def test_manifest_counts_rows_as_it_reads_unless_quiet(tmp_path, out):
+    tsv = google_tsv(tmp_path / "Train_GCC-training.tsv", good=4, bad=1)
+    loud = run("manifest", "cc3m", tsv, "-o", out)
+    assert loud.exit_code == 0, loud.output
+    assert "manifest:cc3m: 5 rows" in loud.output  # kept and rejected rows alike
+    quiet = run("manifest", "cc3m", tsv, "-o", out, "-q")
+    assert quiet.exit_code == 0 and "manifest:cc3m:" not in quiet.output
