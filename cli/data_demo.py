@@ -87,7 +87,7 @@ def demo_report(shards, reports, output):
     """
     from vlmdata.core.atomic import atomic_open
     from vlmdata.core.errors import DataError
-    from vlmdata.demo.report import environment, recall_table
+    from vlmdata.demo.report import recall_table, reports_made_with
 
     labelled = []
     for item in reports:
@@ -95,7 +95,7 @@ def demo_report(shards, reports, output):
         if not sep or not label:
             raise DataError(f"expected LABEL=REPORT.json, got {item!r}")
         labelled.append((label, path))
-    table = recall_table(labelled) + "\n\n" + environment()
+    table = recall_table(labelled) + "\n\n" + reports_made_with([p for _, p in labelled])
     click.echo(f"\nScored on {shards}:\n\n{table}")
     if output:
         with atomic_open(output, "w", encoding="utf-8") as f:

@@ -21,6 +21,12 @@ REQUIRED_KEYS = ("schema_version", "task", "metrics", "config", "checkpoint", "d
 UNITS = ("fraction", "percent", "score", "count")
 
 
+def _made_with() -> dict[str, str]:
+    from vlmdata.core.environment import made_with
+
+    return made_with()
+
+
 @dataclass
 class Report:
     """What one `vlmtrain eval TASK` run measured."""
@@ -32,6 +38,7 @@ class Report:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    made_with: dict[str, str] = field(default_factory=_made_with)
 
     def add(self, metric: str, value: float, count: int, unit: str = "fraction") -> None:
         """Record one figure; `count` is how many queries/questions/images it averages over,
@@ -62,6 +69,7 @@ class Report:
             "data": self.data,
             "details": self.details,
             "units": self.units,
+            "made_with": self.made_with,  # library versions and CPU pins of this run
         }
 
     def write(self, path: str | os.PathLike) -> None:
