@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +208,7 @@ def test_readme_examples_run_as_written(ws):
     assert "records 40 on 40 images" in run(RUN_ORDER[9]).output
     assert "checked 40 samples" in run(RUN_ORDER[10]).output
     run(RUN_ORDER[11])
+    _run_reader_snippet()
     assert sorted(p.name for p in Path("sample").iterdir()) == ["demo_5.jpg", "demo_5.json",
                                                                "demo_5.txt"]  # fmt: skip
     run(RUN_ORDER[12])
@@ -223,3 +227,16 @@ def test_readme_examples_run_as_written(ws):
         assert json.loads(Path(report).read_text())["metrics"], report
     values = {m["metric"]: m["value"] for m in json.loads(Path("oven.json").read_text())["metrics"]}
     assert values["query_score"] == 60.0  # tests/eval/test_oven_published.py works it by hand
+
+
+def _run_reader_snippet() -> None:
+    """The README's Python reader example, run as written on demo-out/shards (a subprocess, in
+    this folder; `...` in its loop is Python's Ellipsis)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    [code] = [
+        b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "ShardReader(" in b
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
