@@ -94,8 +94,9 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
+@click.option("-q", "--quiet", is_flag=True, help="No stage messages on stderr.")
 @handle_errors
-def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio):
+def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio, quiet):
     """Drop URLs a downloader must not fetch: OUT/manifest.parquet (kept) + OUT/rejects.parquet.
 
     \b
@@ -118,9 +119,8 @@ def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject
     """
     from vlmdata.filter.urls import filter_urls as run
 
-    result = run(
-        input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private, split=split
-    )
+    result = run(input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private,
+                 split=split, progress=not quiet)  # fmt: skip
     click.echo(result.summary())
     result.check(max_reject_ratio)
 
