@@ -20,9 +20,20 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.option("--k", type=int, default=30, show_default=True, help="Clusters per level.")
 @click.option("--leaf-size", type=int, default=30, show_default=True, help="Max images a leaf.")
 @click.option("--add-tokens", type=click.Path(file_okay=False), help="Save extended tokenizer.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (structured k-means).")
 @handle_errors
 def build_ids(
-    out, scheme, output, seed, tokenizer, pseudo_queries, embeddings, k, leaf_size, add_tokens
+    out,
+    scheme,
+    output,
+    seed,
+    tokenizer,
+    pseudo_queries,
+    embeddings,
+    k,
+    leaf_size,
+    add_tokens,
+    quiet,
 ):
     """Give every image of OUT (a shards dir, or a manifest) an identifier: ids.parquet.
 
@@ -53,6 +64,7 @@ def build_ids(
         k=k,
         leaf_size=leaf_size,
         add_tokens=add_tokens,
+        progress=not quiet,
     )
     click.echo(f"{stats['rows']:,} identifiers ({scheme}) -> {output}")
     if "collisions" in stats:

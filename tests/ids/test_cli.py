@@ -110,6 +110,7 @@ def test_embed_then_structured_ids_then_trie(shards_dir, clip_dir, tok_dir, tmp_
         tmp_path / "ids.parquet",
     )
     assert r.exit_code == 0, r.output
+    assert "k-means: 100%" in r.output and "11/11" in r.output  # every image given its id
     table, meta = read_ids(tmp_path / "ids.parquet")
     assert table.column("key").to_pylist() == index_keys
     assert len(set(table.column("identifier").to_pylist())) == 11

@@ -39,8 +39,10 @@ def build_ids(
     k: int = 30,
     leaf_size: int = 30,
     add_tokens: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …)."""
+    """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …).
+    `progress`: a bar over the structured scheme's k-means (the one slow scheme)."""
     if scheme not in SCHEMES:
         raise DataError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
     images = read_images(out)
@@ -59,7 +61,7 @@ def build_ids(
         params["pseudo_queries"] = Path(pseudo_queries).name if pseudo_queries else None
         ids = [texts[0] for texts in many]
     else:
-        ids = _structured(n, embeddings, k, leaf_size, seed)
+        ids = _structured(n, embeddings, k, leaf_size, seed, progress)
         params.update(k=k, leaf_size=leaf_size, embeddings=Path(str(embeddings)).name)
     if many is None and len(set(ids)) != n:
         raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
@@ -97,7 +99,9 @@ def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list[list[str]], d
     )
 
 
-def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) -> list[str]:
+def _structured(
+    n: int, embeddings, k: int, leaf_size: int, seed: int | None, progress: bool = False
+) -> list[str]:
     try:
         structured.check_params(k, leaf_size)
     except ValueError as e:
@@ -117,7 +121,7 @@ def _structured(n: int, embeddings, k: int, leaf_size: int, seed: int | None) ->
         raise DataError(f"{bad.size} rows hold NaN or infinity (first: row {bad[0]}, the index's "
                         "row of the same number)", file=str(embeddings))  # fmt: skip
     return structured.structured_ids(
-        emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed
+        emb, k=k, leaf_size=leaf_size, seed=0 if seed is None else seed, progress=progress
     )
 
 

@@ -22,9 +22,12 @@ SMALL_GROUP = 20_000
 
 
 def structured_ids(
-    embeddings: np.ndarray, k: int = 30, leaf_size: int = 30, seed: int = 0
+    embeddings: np.ndarray, k: int = 30, leaf_size: int = 30, seed: int = 0, progress: bool = False
 ) -> list[str]:
-    """One identifier per embedding row (see module docstring); unique by construction."""
+    """One identifier per embedding row (see module docstring); unique by construction.
+    `progress`: a bar over the images given their identifier (k-means on 30k images: minutes)."""
+    from tqdm import tqdm
+
     check_params(k, leaf_size)
     emb = np.asarray(embeddings, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1)) if emb.ndim == 2 else np.zeros(0)
@@ -32,18 +35,21 @@ def structured_ids(
         raise ValueError(f"{bad.size} embedding rows hold NaN or infinity (first: row {bad[0]})")
     ids: list[str] = [""] * len(emb)
     todo: list[tuple[np.ndarray, int, str]] = [(np.arange(len(emb)), 0, "")]
-    while todo:
-        idx, level, prefix = todo.pop()
-        if len(idx) == 1 and level > 0:  # GRACE: a cluster of one image ends the identifier
-            ids[idx[0]] = prefix[:-1]
-            continue
-        if len(idx) <= leaf_size:
-            for j, i in enumerate(idx):
-                ids[i] = f"{prefix}{level}_{j}"
-            continue
-        labels = _cluster(emb[idx], k, seed)
-        for c in np.unique(labels):
-            todo.append((idx[labels == c], level + 1, f"{prefix}{level}_{c}-"))
+    with tqdm(total=len(emb), unit="img", desc="k-means", disable=not progress) as bar:
+        while todo:
+            idx, level, prefix = todo.pop()
+            if len(idx) == 1 and level > 0:  # GRACE: a cluster of one image ends the identifier
+                ids[idx[0]] = prefix[:-1]
+                bar.update(1)
+                continue
+            if len(idx) <= leaf_size:
+                for j, i in enumerate(idx):
+                    ids[i] = f"{prefix}{level}_{j}"
+                bar.update(len(idx))
+                continue
+            labels = _cluster(emb[idx], k, seed)
+            for c in np.unique(labels):
+                todo.append((idx[labels == c], level + 1, f"{prefix}{level}_{c}-"))
     return ids
 
 
