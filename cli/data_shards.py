@@ -198,8 +198,8 @@ def download(dataset, inputs, out, **opts):
     Examples:
       vlmdata download cc3m Validation_GCC-1.1.0-Validation.tsv -o cc3m-val/ \\
           --processes 4 --threads 64 --timeout 10 --retries 1
-      vlmdata download coco captions_val2014.json -o coco-val/ --image-size 384 \\
-          --resize-mode keep_ratio
+      vlmdata download coco captions_val2014.json -o coco-val/ --resize keep_ratio \\
+          --resize-side 384
       vlmdata download oven-kb Wiki6M_ver_1_0.jsonl -o kb/ --distributor pyspark
       vlmdata download flickr30k dataset_flickr30k.json --images flickr30k-images/ -o f30k/
 

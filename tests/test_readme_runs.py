@@ -240,3 +240,94 @@ def _run_reader_snippet() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=300, check=False)  # fmt: skip
     assert res.returncode == 0, res.stderr
+
+
+HELP_RUN = [  # --help examples run as written, in this order (a unique part of each)
+    "vlmdata manifest karpathy dataset_flickr30k.json -o work/flickr30k",
+    "vlmdata manifest karpathy dataset_flickr30k.json -o work/",
+    "shard work/manifest.parquet --images flickr30k-images/ -o shards/",
+    "build-ids shards/ --scheme numeric -o ids.parquet",
+    "build-trie --ids ids.parquet --tokenizer tok/ --split test -o ids.trie",
+    "build-ids shards/ --scheme numeric --seed 0 --tokenizer tok/ -o ids.parquet",
+    "build-ids shards/ --scheme semantic --pseudo-queries pq.json",
+    "vlmdata inspect shards/",
+    "vlmdata verify shards/",
+    "get shards/ flickr30k_0 -o /tmp/s",
+    "vlmdata demo small/ --images 300",
+    "manifest cc3m Train_GCC-training.tsv Validation_GCC-1.1.0-Validation.tsv -o cc3m/",
+    "filter-urls Train_GCC-training.tsv -o cc3m/ --denylist blocked.txt",
+    "filter-urls test.tsv --format cc3m --split train --allow-private -o t/",
+    "manifest oven oven_entity_train.jsonl --images oven_images/ -o oven/",
+    "manifest llava llava_v1_5_mix665k.json -o llava/",
+    "manifest vqav2 v2_OpenEnded_mscoco_train2014_questions.json",
+    "shard m.parquet --images imgs/ -o out/ --resize center_crop --resize-side 224",
+    "eval vqa --predictions answers.json --questions q.json --annotations a.json  -o vqa.json",
+    "eval oven --references oven_query_val.jsonl --references oven_entity_val.jsonl",
+    "launch cfg.yaml --num-nodes 2 --hostfile hosts.txt --dry-run",
+]
+
+
+def run_help(part: str):
+    """The --help example containing `part` (the same text on several pages runs once)."""
+    from tests.test_documented_examples import help_examples
+
+    examples = {e for _, e in help_examples()}
+    found = {part} if part in examples else {e for e in examples if part in e}
+    assert len(found) == 1, (part, found)
+    argv = shlex.split(found.pop())
+    argv = argv[: argv.index("|")] if "|" in argv else argv
+    main = {"vlmdata": vlmdata, "vlmtrain": vlmtrain}[argv[0]]
+    res = CliRunner().invoke(main, argv[1:])
+    assert res.exit_code == 0, f"{' '.join(argv)}\n{res.output}"
+    return res
+
+
+def test_help_examples_run_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _make_inputs(tmp_path)  # the README's inputs, then the names the help pages use
+    data = json.loads(Path("dataset_flickr30k.json").read_text())
+    test = [i for i in data["images"] if i["split"] != "train"]
+    Path("pq.json").write_text(json.dumps([{"image_id": i["imgid"], "caption": ["a query"],
+                                            "original_caption": ""} for i in test]))  # fmt: skip
+    shutil.copy("blocked_domains.txt", "blocked.txt")
+    Path("test.tsv").write_text("a cat\thttp://127.0.0.1:8/a.jpg\n")
+    for name in ("oven_entity_val.jsonl", "entity_preds.jsonl"):
+        shutil.copy(FIX / name, name)
+    for part in HELP_RUN[:4]:
+        run_help(part)
+    assert pl.read_parquet("shards/index.parquet").height == 40
+    run_help(HELP_RUN[4])  # the trie over numeric ids without tokens: tokenized with tok/
+    assert Path("ids.trie").stat().st_size > 0
+    for part in HELP_RUN[5:7]:
+        run_help(part)
+    assert "records 40 on 40 images" in run_help(HELP_RUN[7]).output
+    assert "checked 40 samples" in run_help(HELP_RUN[8]).output
+    shutil.rmtree("/tmp/s", ignore_errors=True)
+    run_help(HELP_RUN[9])
+    assert sorted(p.suffix for p in Path("/tmp/s").iterdir()) == [".jpg", ".json", ".txt"]
+    shutil.rmtree("/tmp/s", ignore_errors=True)
+    run_help(HELP_RUN[10])
+    assert len(list(Path("small/images").iterdir())) == 300
+    for part in HELP_RUN[11:17]:
+        run_help(part)
+    assert pl.read_parquet("t/manifest.parquet")["split"].to_list() == ["train"]
+    shutil.copy("work/manifest.parquet", "m.parquet")
+    shutil.copytree("flickr30k-images", "imgs")
+    run_help(HELP_RUN[17])
+    import io
+
+    from PIL import Image
+
+    from vlmdata.shards import ShardReader
+
+    reader = ShardReader("out")
+    assert Image.open(io.BytesIO(reader[0]["image"])).size == (224, 224)
+    assert "accuracy" in run_help(HELP_RUN[18]).output
+    values = {m["metric"]: m["value"] for m in json.loads(Path("vqa.json").read_text())["metrics"]}
+    # "yes": 1; "two" is read as "2", which 2 of the 10 humans gave: over the ten leave-one-out
+    # sets, 2 x min(1, 1/3) + 8 x min(1, 2/3) = 6/10 -> overall (1 + 0.6) / 2
+    assert values["accuracy"] == pytest.approx(0.8)
+    run_help(HELP_RUN[19])
+    values = {m["metric"]: m["value"] for m in json.loads(Path("oven.json").read_text())["metrics"]}
+    assert values["final_score"] == 51.06  # tests/eval/test_oven_published.py works it by hand
+    assert "--config" in run_help(HELP_RUN[20]).output
