@@ -180,3 +180,19 @@ def test_llava_split_without_questions_names_the_splits(tmp_path):
     with pytest.raises(DataError, match=r"no LLaVA questions in split 'test'.*\['train'\]"):
         questions_from_records(tmp_path / "s", "test")
     assert len(questions_from_records(tmp_path / "s", "train")) == 1
+
+
+def test_a_split_the_shards_lack_names_the_ones_they_have(tmp_path):
+    from vlmdata.core.errors import DataError
+    from vlmtrain.eval.data import load_index
+
+    path, images = _karpathy(tmp_path)  # both images are in test
+    assert _run(vlmdata, ["manifest", "karpathy", path, "-o", tmp_path / "m"]).exit_code == 0
+    res = _run(vlmdata, ["shard", tmp_path / "m" / "manifest.parquet", "--images", images, "-o",
+                         tmp_path / "s", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with pytest.raises(
+        DataError, match=r"no rows with split == 'val' \(the index has \['test'\]\)"
+    ):
+        load_index(tmp_path / "s", "val")
+    assert load_index(tmp_path / "s", "test").height == 2
