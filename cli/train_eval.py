@@ -70,8 +70,11 @@ def eval_cmd() -> None:
     """Evaluate a checkpoint (or a predictions file) on a recipe's benchmark.
 
     Every task prints a metric table and, with -o, writes a JSON report {schema_version, task,
-    metrics: [{metric, value, count}], config, checkpoint, data, details, units}. Units: OVEN in
-    percent (as oven_eval.py), other accuracies, Recall@K, BLEU/METEOR/ROUGE-L, ANLS fractions.
+    metrics: [{metric, value, count}], config, checkpoint, data, details, units, made_with}.
+    Units: OVEN in percent (as oven_eval.py), other accuracies, Recall@K, BLEU/METEOR/ROUGE-L,
+    ANLS fractions.
+    --split (with --data) is test everywhere except vqa and oven, whose published test answers
+    are private: val there; a split the shards lack is an error naming the ones they have.
 
     \b
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
