@@ -10,10 +10,11 @@ DEMO_OUT ?= demo-out
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# constraints.txt pins every package to the versions the README's demo table was made with.
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@# pycocoevalcap's PTB tokenizer and METEOR need Java.
 	@command -v java >/dev/null 2>&1 || (echo "installing Java (pycocoevalcap needs it)"; \
 	  apt-get install -y -qq default-jre-headless >/dev/null 2>&1 || \

@@ -61,3 +61,17 @@ def _crash() -> None:
     traceback.print_exc()
     click.echo("error: crashed (a bug; the traceback is above)", err=True)
     sys.exit(EXIT_CRASH)
+
+
+def checked_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --device callback: a GPU that is not here is a usage error (exit 2) naming what would
+    work, raised at parse time before any model is loaded."""
+    if value is None:
+        return None
+    from vlmdata.core.device import check_device
+    from vlmdata.core.errors import DataError
+
+    try:
+        return check_device(value)
+    except DataError as e:
+        raise click.BadParameter(str(e), ctx, param) from None

@@ -24,7 +24,7 @@ from cli.common import handle_errors
     type=click.Path(file_okay=False),
     help="Also save a tiny seeded random open_clip model (open_clip local-dir) to this folder.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
 def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
     """Generate a demo data set in the real Karpathy JSON format (like dataset_flickr30k.json).
@@ -66,7 +66,14 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
 @click.command("demo-report")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
 @click.argument("reports", nargs=-1, required=True, metavar="LABEL=REPORT.json...")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the table here.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False),
+    help="Also write the table here.",
+)
 @handle_errors
 def demo_report(shards, reports, output):
     """Text→image Recall@1/5/10 of `vlmtrain eval` reports next to chance (K / test images).
@@ -80,7 +87,7 @@ def demo_report(shards, reports, output):
     """
     from vlmdata.core.atomic import atomic_open
     from vlmdata.core.errors import DataError
-    from vlmdata.demo.report import environment, recall_table
+    from vlmdata.demo.report import recall_table, reports_made_with
 
     labelled = []
     for item in reports:
@@ -88,7 +95,7 @@ def demo_report(shards, reports, output):
         if not sep or not label:
             raise DataError(f"expected LABEL=REPORT.json, got {item!r}")
         labelled.append((label, path))
-    table = recall_table(labelled) + "\n\n" + environment()
+    table = recall_table(labelled) + "\n\n" + reports_made_with([p for _, p in labelled])
     click.echo(f"\nScored on {shards}:\n\n{table}")
     if output:
         with atomic_open(output, "w", encoding="utf-8") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors
+from cli.common import checked_device, handle_errors
 
 SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 
@@ -12,7 +12,7 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
 @click.command("build-ids")
 @click.argument("out", type=click.Path(exists=True))
 @click.option("--scheme", type=click.Choice(SCHEMES), required=True, help="Identifier scheme.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option(
     "--seed",
     type=int,
@@ -33,6 +33,7 @@ SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
     help="structured: GRACE's own k-means calls, or MiniBatchKMeans at every level.",
 )
 @click.option("--add-tokens", type=click.Path(file_okay=False), help="Save extended tokenizer.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (structured k-means).")
 @handle_errors
 def build_ids(
     out,
@@ -46,6 +47,7 @@ def build_ids(
     leaf_size,
     kmeans,
     add_tokens,
+    quiet,
 ):
     """Give every image of OUT (a shards dir, or a manifest) an identifier: ids.parquet.
 
@@ -78,6 +80,7 @@ def build_ids(
         leaf_size=leaf_size,
         kmeans=kmeans,
         add_tokens=add_tokens,
+        progress=not quiet,
     )
     click.echo(f"{stats['rows']:,} identifiers ({scheme}) -> {output}")
     if "collisions" in stats:
@@ -91,7 +94,7 @@ def build_ids(
 @click.option("--ids", "ids_path", type=click.Path(exists=True), help="ids.parquet.")
 @click.option("--entities", type=click.Path(exists=True), help="entities.parquet (entity_name).")
 @click.option("--tokenizer", type=click.Path(exists=True), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option("--split", default=None, help="Only identifiers of this split (GRACE: test).")
 @click.option("--prefix", default="", help='Text before each identifier, e.g. "id ".')
 @click.option("--eos", "eos_token", default=None, help="End token (default: tokenizer's eos).")
@@ -127,20 +130,27 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
 
 @click.command("embed")
 @click.argument("out", type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option(
     "--model", required=True, help="NAME:CHECKPOINT, an open_clip folder, or random:NAME."
 )
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    callback=checked_device,
+    help="cpu, cuda, cuda:1, …",
+)
 @click.option(
     "--normalize/--no-normalize",
     default=False,
     show_default=True,
     help="L2-normalise (GRACE's k-means sees CLIP's raw projected vectors).",
 )
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def embed(out, output, model, batch_size, device, normalize):
+def embed(out, output, model, batch_size, device, normalize, quiet):
     """Image embeddings of OUT's samples (index order) with open_clip: a float32 .npy.
 
     MODEL is "NAME:CHECKPOINT" (local weights), a directory with open_clip_config.json +
@@ -155,7 +165,13 @@ def embed(out, output, model, batch_size, device, normalize):
     from vlmdata.ids.embed import embed_images
 
     n, dim = embed_images(
-        out, output, model=model, batch_size=batch_size, device=device, normalize=normalize
+        out,
+        output,
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        normalize=normalize,
+        progress=not quiet,
     )
     click.echo(f"{n:,} embeddings of dim {dim} -> {output}")
 

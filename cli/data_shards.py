@@ -82,7 +82,14 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.command("download")
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    help="Output folder or URL (s3://bucket/prefix).",
+)
 @click.option(
     "--images", type=click.Path(file_okay=False), help="Local image folder (no download)."
 )
@@ -95,12 +102,20 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
 @click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
 @click.option(
-    "--image-size", type=click.IntRange(1), help="img2dataset resize target (implies border)."
+    "--resize-side",
+    "--image-size",
+    "image_size",
+    type=click.IntRange(1),
+    help="Target side for --resize (implies border; --image-size is the old name).",
 )
 @click.option(
+    "--resize",
     "--resize-mode",
+    "resize_mode",
     type=click.Choice(["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"]),
-    help="img2dataset resize mode (default: keep the downloaded bytes as they are).",
+    help="Resize mode (img2dataset's; with --images as `vlmdata shard --resize`: border, "
+    "keep_ratio, center_crop). Default: keep the bytes as they are. --resize-mode is the old "
+    "name.",
 )
 @click.option(
     "--encode-format",
@@ -158,7 +173,7 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def download(dataset, inputs, out, **opts):
     """Download (or read locally) a data set's images into indexed shards in OUT.
@@ -183,8 +198,8 @@ def download(dataset, inputs, out, **opts):
     Examples:
       vlmdata download cc3m Validation_GCC-1.1.0-Validation.tsv -o cc3m-val/ \\
           --processes 4 --threads 64 --timeout 10 --retries 1
-      vlmdata download coco captions_val2014.json -o coco-val/ --image-size 384 \\
-          --resize-mode keep_ratio
+      vlmdata download coco captions_val2014.json -o coco-val/ --resize keep_ratio \\
+          --resize-side 384
       vlmdata download oven-kb Wiki6M_ver_1_0.jsonl -o kb/ --distributor pyspark
       vlmdata download flickr30k dataset_flickr30k.json --images flickr30k-images/ -o f30k/
 
@@ -209,6 +224,7 @@ def download(dataset, inputs, out, **opts):
     resize_mode = opts["resize_mode"]
     if resize_mode is None and opts["image_size"] is not None:
         resize_mode = "border"  # img2dataset's default mode
+    local_resize = _local_resize(opts["images"], resize_mode, opts["image_size"])
     fetch = FetchOptions(
         image_size=opts["image_size"] or 256,
         resize_mode=resize_mode,
@@ -233,7 +249,7 @@ def download(dataset, inputs, out, **opts):
         split=opts["split"],
         restval=opts["restval"],
         fetch=fetch,
-        shard=shard_options(opts, distributor=opts["distributor"]),
+        shard=shard_options(opts, distributor=opts["distributor"], **local_resize),
         allow_private=opts["allow_private"],
         denylist=opts["denylist"],
         overwrite=not opts["incremental"],
@@ -244,10 +260,55 @@ def download(dataset, inputs, out, **opts):
     check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="images")
 
 
+def _refuse_url_manifest(manifest: str) -> None:
+    """A manifest of URLs only (cc3m, coco, oven-kb) has no local files to shard: say so on
+    screen, naming the command that fetches them, instead of rejecting every row missing_file."""
+    import polars as pl
+
+    from vlmdata.core.errors import DataError
+
+    try:
+        lf = pl.scan_parquet(manifest)
+        if not {"path", "url", "source"} <= set(lf.collect_schema().names()):
+            return
+        counts = lf.select(
+            pl.col("path").is_not_null().sum().alias("paths"),
+            pl.col("url").is_not_null().sum().alias("urls"),
+            pl.col("source").first().alias("source"),
+        ).collect()
+    except Exception:  # not Parquet, wrong types: the writer's own check names what is wrong
+        return
+    if counts["paths"][0] == 0 and counts["urls"][0] > 0:
+        src = counts["source"][0]
+        raise DataError(f"every row names a URL and no local file (a {src} manifest): "
+                        f"`vlmdata download {src} ...` fetches and shards them",
+                        file=manifest)  # fmt: skip
+
+
+def _local_resize(images: str | None, mode: str | None, side: int | None) -> dict:
+    """With --images nothing goes through img2dataset: the resize is the shard writer's (the
+    same modes but keep_ratio_largest), so it is not silently dropped."""
+    from vlmdata.core.errors import DataError
+
+    if images is None or mode in (None, "no"):
+        return {}
+    if mode not in ("border", "keep_ratio", "center_crop"):
+        raise DataError(f"--resize {mode} resizes downloads only; with --images use border, "
+                        "keep_ratio or center_crop")  # fmt: skip
+    return {"resize": mode, "resize_side": side or 256}
+
+
 @click.command("shard")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Image folder.")
-@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    help="Output folder or URL (s3://bucket/prefix).",
+)
 @shard_layout_options
 @click.option(
     "--resize",
@@ -284,7 +345,7 @@ def download(dataset, inputs, out, **opts):
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def shard(
     manifest, images, out, resize, resize_side, reencode, distributor, duplicate_images, **opts
@@ -314,7 +375,7 @@ def shard(
     \b
     Examples:
       vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
-      vlmdata shard cc3m/manifest.parquet --images imgs/ -o out/ --workers 4 \\
+      vlmdata shard coco/manifest.parquet --images coco_images/ -o out/ --workers 4 \\
           --max-shard-bytes 500000000 --min-side 64
       vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --resize-side 224
       vlmdata shard m.parquet --images imgs/ -o s3://bucket/prefix  # AWS_* in the environment
@@ -335,6 +396,13 @@ def shard(
     from vlmdata.core.rejects import check_reject_ratio
     from vlmdata.shards import write_shards
 
+    side_given = click.get_current_context().get_parameter_source("resize_side")
+    if resize is None and side_given is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(
+            f"--resize-side {resize_side} does nothing without --resize (keep_ratio, "
+            "center_crop or border): the images would keep their size"
+        )
+    _refuse_url_manifest(manifest)
     options = shard_options(
         opts,
         resize=resize,
@@ -379,7 +447,7 @@ def inspect(out, as_json, storage_options):
 
 @click.command("verify")
 @click.argument("out")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @storage_option
 @handle_errors
 def verify(out, quiet, storage_options):
@@ -412,7 +480,14 @@ def verify(out, quiet, storage_options):
 @click.command("get")
 @click.argument("out")
 @click.argument("key")
-@click.option("-o", "--dest", type=click.Path(file_okay=False), help="Write the members here.")
+@click.option(
+    "-o",
+    "--output",
+    "--dest",
+    "dest",
+    type=click.Path(file_okay=False),
+    help="Write the members here.",
+)
 @storage_option
 @handle_errors
 def get(out, key, dest, storage_options):

@@ -12,15 +12,24 @@ SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava", "vqav2"]
 @click.command("manifest")
 @click.argument("source", type=click.Choice(SOURCE_NAMES))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
 @click.option("--images", type=click.Path(file_okay=False), help="Image folder (oven: .jpg/.JPEG).")
 @click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
+@click.option("-q", "--quiet", is_flag=True, help="No running count of the rows read.")
 @handle_errors
-def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
+def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quiet):
     """Read a published data set's files into OUT/manifest.parquet + OUT/rejects.parquet.
 
     \b
@@ -56,14 +65,23 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
     """
     from vlmdata.sources import read_source
 
-    result = read_source(source, inputs, out, images=images, restval=restval, split=split)
+    result = read_source(source, inputs, out, images=images, restval=restval, split=split,
+                         progress=not quiet)  # fmt: skip
     click.echo(result.summary())
     result.check(max_reject_ratio)
 
 
 @click.command("filter-urls")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -76,8 +94,9 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio):
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
+@click.option("-q", "--quiet", is_flag=True, help="No stage messages on stderr.")
 @handle_errors
-def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio):
+def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio, quiet):
     """Drop URLs a downloader must not fetch: OUT/manifest.parquet (kept) + OUT/rejects.parquet.
 
     \b
@@ -100,9 +119,8 @@ def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject
     """
     from vlmdata.filter.urls import filter_urls as run
 
-    result = run(
-        input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private, split=split
-    )
+    result = run(input_path, out, fmt=fmt, denylist=denylist, allow_private=allow_private,
+                 split=split, progress=not quiet)  # fmt: skip
     click.echo(result.summary())
     result.check(max_reject_ratio)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors
+from cli.common import checked_device, handle_errors
 
 CKPT = click.option(
     "--checkpoint", type=click.Path(exists=True), help="Training run dir or export dir."
@@ -20,7 +20,12 @@ DATA = click.option(
     help="A `vlmdata shard` output folder (index.parquet + shards/).",
 )
 _JSON = click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON report here."
+    "-o",
+    "--output",
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False),
+    help="Write the JSON report here.",
 )
 _HTML_KEY = "vlm_eval_html"
 
@@ -48,11 +53,32 @@ def OUT(fn):  # used as @OUT, like the other shared options
 SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
 BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
 LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
-DEVICE = click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+DEVICE = click.option(
+    "--device",
+    callback=checked_device,
+    help="cpu, cuda, cuda:1 ... (default: cuda when available).",
+)
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 SAVE = click.option(
     "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
 )
+
+
+def _metric_names(known: tuple[str, ...]):
+    """A --metrics callback: every comma-separated name must be one of `known` (a typo is a
+    usage error naming the closest metric, exit 2, before any model or file is loaded)."""
+    import difflib
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        for name in (m.strip() for m in (value or "").split(",") if m.strip()):
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise click.BadParameter(f"unknown metric {name!r}: {hint}choose from "
+                                         f"{', '.join(known)}", ctx, param)  # fmt: skip
+        return value
+
+    return check
 
 
 def _finish(report, output: str | None) -> None:
@@ -72,10 +98,14 @@ def _finish(report, output: str | None) -> None:
 def eval_cmd() -> None:
     """Evaluate a checkpoint (or a predictions file) on a recipe's benchmark.
 
-    Every task prints a metric table and, with -o, writes a JSON report
-    {schema_version, task, metrics: [{metric, value, count}], config, checkpoint, data, details};
+    Every task prints a metric table and, with -o, writes a JSON report {schema_version, task,
+    metrics: [{metric, value, count}], config, checkpoint, data, details, units, made_with};
     with --html, also a self-contained HTML page of it (retrieval: a few queries with their
     top-5 images marked right/wrong).
+    Units: OVEN in percent (as oven_eval.py), other accuracies, Recall@K, BLEU/METEOR/ROUGE-L,
+    ANLS fractions.
+    --split (with --data) is test everywhere except vqa and oven, whose published test answers
+    are private: val there; a split the shards lack is an error naming the ones they have.
 
     \b
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
@@ -83,9 +113,10 @@ def eval_cmd() -> None:
       vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
       vlmtrain eval vist --checkpoint runs/fromage --stories val.story-in-sequence.json \\
           --images vist/ -o vist.json
-      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json
+      vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json \\
+          -o vqa.json
       vlmtrain eval text-vqa --dataset textvqa --annotations TextVQA_0.5.1_val.json \\
-          --predictions answers.json
+          --predictions answers.json -o textvqa.json
     """
 
 
@@ -246,6 +277,9 @@ def retrieval_embedding(
     "--metrics",
     default="BLEU-4,METEOR,ROUGE-L,CIDEr-D",
     show_default=True,
+    callback=_metric_names(
+        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
+    ),
     help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
 )
 @click.option("--beams", type=int, help="1 = greedy. [default: the recipe's decoding, else 1]")
@@ -486,6 +520,7 @@ def vqa(
 @click.option(
     "--metrics",
     default=None,
+    callback=_metric_names(("accuracy", "anls", "containment")),
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
     "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )
@@ -562,10 +597,13 @@ def text_vqa(
     "index rows of --data.",
 )
 @click.option(
+    "--split",
     "--split-prefix",
+    "split_prefix",
     default="val",
     show_default=True,
-    help="With --data: score index splits starting with this (val_query_seen ...).",
+    help="With --data: the OVEN splits to score, by a word of their names (val: query_val_seen, "
+    "query_val_unseen, entity_val_seen, entity_val_unseen; query_val: the query family).",
 )
 @click.option(
     "--predictions",
@@ -611,7 +649,11 @@ def oven(
     device,
     quiet,
 ):
-    """OVEN accuracy (seen/unseen per split) and the official harmonic means.
+    """OVEN accuracy (seen/unseen per split) and the official harmonic means, in percent as
+    oven_eval.py reports them.
+
+    Splits as published (query_val_seen, entity_val_unseen, ...): seen/unseen by the name, the
+    query/entity family by the name or else the file (oven_query_val.jsonl).
 
     \b
       vlmtrain eval oven --references oven_query_val.jsonl --references oven_entity_val.jsonl \\
@@ -689,8 +731,8 @@ def llava(
           --image-folder images/ --answers answers.jsonl -o llava.json
       vlmtrain eval llava --checkpoint runs/llava --questions questions.jsonl \\
           --data llava-shards/ --answers answers.jsonl      # images from the shards
-      vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split test \\
-          --answers answers.jsonl                           # the shards' records as questions
+      vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split train \\
+          --answers answers.jsonl   # the shards' records as questions (manifest llava: train)
     """
     from vlmtrain.eval.tasks.llava import run_llava
 

@@ -27,8 +27,8 @@ FROMAGE_STEPS=${DEMO_FROMAGE_STEPS:-600}
 # over them, and a sum split over another thread count rounds differently), and the same CPU
 # kernels on every x86-64 machine with AVX2: an AVX-512 CPU would otherwise pick kernels that
 # round differently, and 1000 training steps turn the last bit into other Recall@K figures.
-# Library versions are not pinned (set-up installs the registry's current ones): the table ends
-# with the versions it was made with.
+# Library versions are pinned by constraints.txt (`make setup` installs with it); the table
+# ends with the versions and pins the eval reports were made with.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=disabled

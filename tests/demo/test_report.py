@@ -76,3 +76,37 @@ def test_demo_clip_is_seeded_and_loads_as_local_dir(tmp_path):
     with torch.no_grad():
         emb = model.encode_image(torch.zeros(2, 3, 32, 32))
     assert emb.shape == (2, 64)
+
+
+def test_footer_says_how_the_reports_were_made_not_this_shell(tmp_path, monkeypatch):
+    facts = {"torch": "2.14.1", "numpy": "2.4.6", "scikit-learn": "1.9.1",
+             "open_clip_torch": "3.3.0", "transformers": "5.24.0", "deepspeed": "0.19.8",
+             "OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"}  # fmt: skip
+    gen = _report(tmp_path / "g.json", [("recall@10", 0.5, 20)], images=10)
+    gen.write_text(json.dumps({**json.loads(gen.read_text()), "made_with": facts}))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # this shell differs from the run
+    res = CliRunner().invoke(main, ["demo-report", str(tmp_path), f"G={gen}"])
+    assert res.exit_code == 0, res.output
+    assert res.output.rstrip().splitlines()[-1] == (
+        "made with torch 2.14.1, numpy 2.4.6, scikit-learn 1.9.1, open_clip_torch 3.3.0, "
+        "transformers 5.24.0, deepspeed 0.19.8; OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 "
+        "MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
+    )
+    other = _report(tmp_path / "o.json", [("recall@10", 0.4, 20)], images=10)
+    other.write_text(json.dumps({**json.loads(other.read_text()),
+                                 "made_with": {**facts, "transformers": "5.25.0"}}))  # fmt: skip
+    res = CliRunner().invoke(main, ["demo-report", str(tmp_path), f"G={gen}", f"O={other}"])
+    lines = res.output.rstrip().splitlines()
+    assert lines[-2].startswith("g.json: made with") and "transformers 5.24.0" in lines[-2]
+    assert lines[-1].startswith("o.json: made with") and "transformers 5.25.0" in lines[-1]
+
+
+def test_every_eval_report_records_how_it_was_made():
+    import torch
+
+    from vlmtrain.eval.report import Report
+
+    made = Report(task="x").to_dict()["made_with"]
+    assert made["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert "OMP_NUM_THREADS" in made

@@ -85,9 +85,9 @@ def test_vqa_answer_to_an_unannotated_question_is_refused(tmp_path):
 
 
 def test_oven_report_from_jsonl(tmp_path):
-    refs = [("q1", "Q1", "val_query_seen"), ("q2", "Q2", "val_query_unseen"),
-            ("e1", "Q3", "val_entity_seen"), ("e2", "Q4", "val_entity_unseen"),
-            ("e3", "Q5", "val_entity_unseen")]  # fmt: skip
+    refs = [("q1", "Q1", "query_val_seen"), ("q2", "Q2", "query_val_unseen"),
+            ("e1", "Q3", "entity_val_seen"), ("e2", "Q4", "entity_val_unseen"),
+            ("e3", "Q5", "entity_val_unseen")]  # fmt: skip
     preds = {"q1": "Q1", "q2": "Q2", "e1": "Q3", "e2": "Q4", "e3": "no"}
     (tmp_path / "ref.jsonl").write_text(
         "".join(

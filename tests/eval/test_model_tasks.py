@@ -111,7 +111,7 @@ def oven_data(tmp_path_factory, tokenizer_dir):
     root = tmp_path_factory.mktemp("oven")
     (root / "images").mkdir()
     names = ["red circle", "green square", "black dogs", "white cat", "small boat"]
-    splits = ["val_entity_seen", "val_entity_unseen", "val_query_seen", "val_query_unseen"]
+    splits = ["entity_val_seen", "entity_val_unseen", "query_val_seen", "query_val_unseen"]
     extra = ["data_id", "entity_id", "entity_name", "question"]
     with ManifestSink(root / "work", extra_columns=extra) as sink:
         for i in range(4):

@@ -20,8 +20,8 @@ def test_harmonic_mean_by_hand():
 
 
 def test_oven_scores_by_hand():
-    q = _refs("val_query_seen", 4, "qs") + _refs("val_query_unseen", 2, "qu")
-    e = _refs("val_entity_seen", 2, "es") + _refs("val_entity_unseen", 3, "eu")
+    q = _refs("query_val_seen", 4, "qs") + _refs("query_val_unseen", 2, "qu")
+    e = _refs("entity_val_seen", 2, "es") + _refs("entity_val_unseen", 3, "eu")
     qp = {"qs0": "Q0", "qs1": "Q1", "qs2": "Q2", "qs3": "wrong", "qu0": "Q0", "qu1": "x"}
     ep = {"es0": "Q0", "es1": "Q1", "eu0": "Q0", "eu1": "x", "eu2": "y"}
     res = oven_scores(q, e, qp, ep)
@@ -35,13 +35,13 @@ def test_oven_scores_by_hand():
 
 
 def test_missing_predictions_are_counted_not_scored():
-    refs = _refs("val_entity_seen", 3, "s")
+    refs = _refs("entity_val_seen", 3, "s")
     res = split_accuracy(refs, {"s0": "Q0", "s1": "nope"})
     assert res == {"seen": {"accuracy": 50.0, "count": 2, "missing": 1}}
 
 
 def test_unseen_side_must_exist():
-    q = _refs("val_query_seen", 1, "a")
+    q = _refs("query_val_seen", 1, "a")
     with pytest.raises(DataError, match="unseen"):
         oven_scores(q, q, {"a0": "Q0"}, {"a0": "Q0"})
 
@@ -49,7 +49,7 @@ def test_unseen_side_must_exist():
 def test_prediction_for_an_unknown_data_id_is_refused():
     from vlmtrain.eval.tasks.oven import score_oven
 
-    refs = _refs("val_query_seen", 2, "qs") + _refs("val_query_unseen", 1, "qu")
+    refs = _refs("query_val_seen", 2, "qs") + _refs("query_val_unseen", 1, "qu")
     preds = {"qs0": "Q0", "qs1": "Q1", "qu0": "Q0"}
     res, _rows = score_oven(refs, preds)
     assert res["query_score"] == 100.0

@@ -51,3 +51,21 @@ def test_schema_violations_are_rejected():
     with pytest.raises(ValueError, match="NaN"):
         _report().add("x", float("nan"), 1)
     assert _report().value("accuracy") == 0.5
+
+
+def test_every_report_says_its_unit():
+    r = _report()
+    r.add("answered", 4, 4, unit="count")
+    obj = r.to_dict()
+    assert obj["units"] == {"accuracy": "fraction", "accuracy/yes/no": "fraction",
+                            "answered": "count"}  # fmt: skip
+    assert format_table(obj).splitlines()[-1] == (
+        "values: accuracy fractions (0-1); accuracy/yes/no fractions (0-1); answered counts"
+    )
+    assert format_table(_report().to_dict()).splitlines()[-1] == "values: fractions (0-1)"
+    with pytest.raises(ValueError, match="unit 'pct'"):
+        r.add("x", 1.0, 1, unit="pct")
+    bad = json.loads(json.dumps(obj))
+    bad["units"]["accuracy"] = "pct"
+    with pytest.raises(ValueError, match="unit 'pct' of accuracy"):
+        validate_report(bad)

@@ -201,3 +201,16 @@ def test_trie_eos_other_than_the_recipes_is_refused(endofchunk_run, grace_bundle
     with pytest.raises(DataError, match=r"ends identifiers with '<\|endofchunk\|>'"):
         run_generative_retrieval(shards_dir, checkpoint=None, trie_path=trie_path,
                                  ids_path=ids_path, model_bundle=grace_bundle)  # fmt: skip
+
+
+def test_a_checkpoint_of_another_recipe_is_refused(tiny_bundle, shards_dir, ids_path, trie_path):
+    from vlmdata.core.errors import DataError
+
+    with pytest.raises(DataError, match="trained with the fromage recipe.*retrieval-embedding"):
+        run_generative_retrieval(
+            shards_dir,
+            checkpoint="runs/fromage",
+            trie_path=trie_path,
+            ids_path=ids_path,
+            model_bundle=tiny_bundle("fromage"),
+        )

@@ -116,6 +116,7 @@ def test_embed_then_structured_ids_then_trie(shards_dir, clip_dir, tok_dir, tmp_
         tmp_path / "ids.parquet",
     )
     assert r.exit_code == 0, r.output
+    assert "k-means: 100%" in r.output and "11/11" in r.output  # every image given its id
     table, meta = read_ids(tmp_path / "ids.parquet")
     assert table.column("key").to_pylist() == index_keys
     assert len(set(table.column("identifier").to_pylist())) == 11
@@ -244,3 +245,11 @@ def test_build_ids_structured_bad_parameters_exit_2(manifest_dir, tmp_path, args
             tmp_path / "e.npy", *args, "-o", tmp_path / "x.parquet")  # fmt: skip
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert r.output.startswith("error: ")
+
+
+def test_embed_shows_progress_unless_quiet(shards_dir, clip_dir, tmp_path):
+    args = ["embed", shards_dir, "--model", clip_dir, "-o", tmp_path / "e.npy"]
+    loud, quiet = run(*args), run(*args, "-q")
+    assert loud.exit_code == 0 and quiet.exit_code == 0
+    assert "embed: 100%" in loud.output and "11/11" in loud.output
+    assert "embed:" not in quiet.output and "11 embeddings of dim 32" in quiet.output

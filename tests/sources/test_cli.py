@@ -141,3 +141,26 @@ def test_get_help_names_a_key_the_karpathy_reader_makes(tmp_path):
     run("manifest", "karpathy", path, "-o", tmp_path / "m")
     key = manifest_rows(tmp_path / "m")[0]["key"]
     assert f"vlmdata get shards/ {key} " in run("get", "--help").output
+
+
+def test_manifest_counts_rows_as_it_reads_unless_quiet(tmp_path, out):
+    tsv = google_tsv(tmp_path / "Train_GCC-training.tsv", good=4, bad=1)
+    loud = run("manifest", "cc3m", tsv, "-o", out)
+    assert loud.exit_code == 0, loud.output
+    assert "manifest:cc3m: 5 rows" in loud.output  # kept and rejected rows alike
+    quiet = run("manifest", "cc3m", tsv, "-o", out, "-q")
+    assert quiet.exit_code == 0 and "manifest:cc3m:" not in quiet.output
+
+
+def test_filter_urls_names_its_stages_unless_quiet(tmp_path, out):
+    tsv = tmp_path / "Train_GCC-training.tsv"
+    tsv.write_text(
+        "a\thttp://example.com/a.jpg\nb\thttp://127.0.0.1/b.jpg\nc\thttp://e.org/c.jpg\n"
+    )
+    loud = run("filter-urls", tsv, "-o", out)
+    assert loud.exit_code == 0, loud.output
+    stages = [ln.split("] ", 1)[1] for ln in loud.output.splitlines() if ln.startswith("filter-")]
+    assert stages == ["reading and checking Train_GCC-training.tsv",
+                      "writing 2 kept and 1 rejected rows"]  # fmt: skip
+    quiet = run("filter-urls", tsv, "-o", out, "-q")
+    assert quiet.exit_code == 0 and "filter-urls [" not in quiet.output

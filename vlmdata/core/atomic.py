@@ -36,10 +36,16 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path to write to; rename it over `path` only if the block succeeds.
+
+    The mode is set again before the rename: a writer that replaces the temp file instead of
+    writing into it (safetensors' `save_file` makes a new 0600 file) would otherwise publish 0600.
+    """
     tmp = temp_path_for(path)
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,7 @@ from typing import Any
 from vlmdata.core.errors import DataError
 
 LOCAL_DIR, RANDOM = "local-dir:", "random:"
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def resolve_clip(model: str, pretrained: str | None = None) -> ClipSource:
         if pretrained:
             raise DataError(f"{model} names its weights; drop the separate {pretrained}")
         return ClipSource("checkpoint", _known(name), file)
+    if sep and (os.sep in file or Path(file).suffix in _WEIGHT_SUFFIXES):
+        raise DataError(f"{model}: the weights file {file} does not exist (NAME:FILE takes a "
+                        "local open_clip checkpoint; nothing is downloaded)")  # fmt: skip
     _known(model)
     if pretrained is None:
         raise DataError(
@@ -78,6 +82,9 @@ def create_clip(source: ClipSource, device: str = "cpu") -> tuple[Any, Any]:
     import open_clip
     import torch
 
+    from vlmdata.core.device import check_device
+
+    check_device(device)
     if source.kind == "config":
         cfg = json.loads(Path(source.name).read_text(encoding="utf-8"))
         torch.manual_seed(int(cfg.pop("seed", 0)))

@@ -134,8 +134,16 @@ class ManifestSink:
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, extra_columns: Sequence[str] = (), stage: str = "source"
+        self,
+        out_dir: str | os.PathLike,
+        extra_columns: Sequence[str] = (),
+        stage: str = "source",
+        progress: bool = False,
     ) -> None:
+        """`progress`: a running count of the rows read (3.3M CC3M rows take half a minute)."""
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=stage, unit=" rows", disable=not progress, mininterval=0.5)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
@@ -155,6 +163,7 @@ class ManifestSink:
             self.renamed += 1
         self._keys.add(row["key"])
         self.manifest.write(row)
+        self._bar.update()
 
     def _suffixed(self, key: str) -> str:
         """The first `key_N` (N = 1, 2, ...) not taken yet."""
@@ -179,12 +188,15 @@ class ManifestSink:
         self.rejects.add(
             reason, stage=self.stage, file=file, line=line, key=key, detail=detail, record=record
         )
+        self._bar.update()
 
     def close(self) -> None:
+        self._bar.close()
         self.manifest.close()
         self.rejects.close()
 
     def abort(self) -> None:
+        self._bar.close()
         self.manifest.abort()
         self.rejects.abort()
 

@@ -75,21 +75,23 @@ def recall_table(labelled: list[tuple[str, str | os.PathLike]], ks: tuple[int, .
     return format_table(rows, n_images, ks)
 
 
-VERSIONED = ("torch", "numpy", "scikit-learn", "open_clip_torch", "transformers", "deepspeed")
-PINS = ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
-
-
 def environment() -> str:
-    """What the figures depend on beyond the seeds: library versions and the thread / CPU
-    kernel pins of examples/demo.sh (another version or kernel gives other figures)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """This process's library versions and pins (see vlmdata.core.environment)."""
+    from vlmdata.core.environment import format_made_with, made_with
 
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "-"
+    return format_made_with(made_with())
 
-    libs = ", ".join(f"{n} {v(n)}" for n in VERSIONED)
-    pins = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in PINS)
-    return f"made with {libs}; {pins}"
+
+def reports_made_with(paths: list[str | os.PathLike]) -> str:
+    """The footer from the reports' own `made_with` (what the runs used); reports made in
+    different environments are each named; a report without the field says so."""
+    from vlmdata.core.environment import format_made_with
+
+    seen: dict[str, list[str]] = {}
+    for path in paths:
+        facts = json.loads(Path(path).read_text(encoding="utf-8")).get("made_with")
+        line = format_made_with(facts) if facts else "made with: not recorded in this report"
+        seen.setdefault(line, []).append(Path(path).name)
+    if len(seen) == 1:
+        return next(iter(seen))
+    return "\n".join(f"{', '.join(names)}: {line}" for line, names in seen.items())

@@ -40,8 +40,10 @@ def build_ids(
     leaf_size: int = 30,
     add_tokens: str | os.PathLike | None = None,
     kmeans: str = "grace",
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …)."""
+    """Write ids.parquet for the images of `out`; returns a summary (rows, collisions, …).
+    `progress`: a bar over the structured scheme's k-means (the one slow scheme)."""
     if scheme not in SCHEMES:
         raise DataError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
     images = read_images(out)
@@ -62,7 +64,7 @@ def build_ids(
         ids = semantic.choose(many, params["choice_seed"])
         stats["no_identifier"] = sum(1 for i in ids if i is None)
     else:
-        ids = _structured(n, embeddings, k, leaf_size, seed, kmeans)
+        ids = _structured(n, embeddings, k, leaf_size, seed, kmeans, progress)
         params.update(
             k=k, leaf_size=leaf_size, kmeans=kmeans, embeddings=Path(str(embeddings)).name
         )
@@ -103,7 +105,13 @@ def _semantic(images: pa.Table, pseudo_queries, out) -> tuple[list, dict[str, in
 
 
 def _structured(
-    n: int, embeddings, k: int, leaf_size: int, seed: int | None, kmeans: str
+    n: int,
+    embeddings,
+    k: int,
+    leaf_size: int,
+    seed: int | None,
+    kmeans: str,
+    progress: bool = False,
 ) -> list[str]:
     try:
         structured.check_params(k, leaf_size)
@@ -125,7 +133,9 @@ def _structured(
     if bad.size:
         raise DataError(f"{bad.size} rows hold NaN or infinity (first: row {bad[0]}, the index's "
                         "row of the same number)", file=str(embeddings))  # fmt: skip
-    return structured.structured_ids(emb, k=k, leaf_size=leaf_size, seed=seed, kmeans=kmeans)
+    return structured.structured_ids(
+        emb, k=k, leaf_size=leaf_size, seed=seed, kmeans=kmeans, progress=progress
+    )
 
 
 def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | None]:

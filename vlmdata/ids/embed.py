@@ -38,10 +38,14 @@ def embed_images(
     batch_size: int = 64,
     device: str = "cpu",
     normalize: bool = False,
+    progress: bool = False,
 ) -> tuple[int, int]:
-    """Write (n_images, dim) float32 embeddings (L2-normalised if `normalize`); returns (n, dim)."""
+    """Write (n_images, dim) float32 embeddings (L2-normalised if `normalize`); returns (n, dim).
+    `progress`: a bar over the images (a CPU embeds a few dozen a second: 30k images take
+    minutes)."""
     import torch
     from PIL import Image
+    from tqdm import tqdm
 
     from vlmdata.shards import ShardReader
 
@@ -50,7 +54,8 @@ def embed_images(
     clip, preprocess = load_clip(model, device)
     reader = ShardReader(out)
     chunks: list[np.ndarray] = []
-    with torch.inference_mode():
+    bar = tqdm(total=len(reader), unit="img", desc="embed", disable=not progress)
+    with torch.inference_mode(), bar:
         for start in range(0, len(reader), batch_size):
             pixels = []
             for i in range(start, min(start + batch_size, len(reader))):
@@ -62,6 +67,7 @@ def embed_images(
                 pixels.append(preprocess(img))
             feats = clip.encode_image(torch.stack(pixels).to(device), normalize=normalize)
             chunks.append(feats.float().cpu().numpy())
+            bar.update(len(pixels))
     reader.close()
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     with atomic_open(output, "wb") as f:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import warnings
 
+from collections.abc import Callable
+
 import numpy as np
 
 GRACE_SEED = 7  # structured_id.py's --seed default (KMeans's random_state)
@@ -26,11 +28,20 @@ MINIBATCH_SEED = 3  # fixed in structured_id.py
 MINIBATCH_FROM = 1000  # groups of this many images or more use MiniBatchKMeans
 
 
-def grace_ids(emb: np.ndarray, k: int, leaf_size: int, seed: int | None = None) -> list[str]:
-    """One identifier per row of `emb` (float32), as GRACE's structured_id.py builds it."""
+def grace_ids(
+    emb: np.ndarray,
+    k: int,
+    leaf_size: int,
+    seed: int | None = None,
+    done: Callable[[int], object] | None = None,
+) -> list[str]:
+    """One identifier per row of `emb` (float32), as GRACE's structured_id.py builds it.
+    `done(n)` is called as each final group of n images is settled (a progress bar)."""
+    done = done or (lambda _n: None)
     seed = GRACE_SEED if seed is None else seed
     n = len(emb)
     if n < k:  # GRACE: MiniBatchKMeans raises (n_samples < n_clusters)
+        done(n)
         return [f"0_{j}" for j in range(n)]
     pieces: list[list[int]] = [[] for _ in range(n)]
     todo = [np.arange(n)]
@@ -41,10 +52,12 @@ def grace_ids(emb: np.ndarray, k: int, leaf_size: int, seed: int | None = None) 
             if len(idx) > 1:
                 for j, i in enumerate(idx):
                     pieces[i].append(j)
+            done(len(idx))
             continue
         if not top and len(idx) < k:  # GRACE's KMeans raises; one leaf instead
             for j, i in enumerate(idx):
                 pieces[i].append(j)
+            done(len(idx))
             continue
         x = emb[idx] if top else emb[idx].astype(np.float64)
         labels = _grace_labels(x, k, seed, minibatch=top or len(idx) >= MINIBATCH_FROM)

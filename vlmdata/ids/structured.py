@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,11 +33,15 @@ def structured_ids(
     leaf_size: int = 30,
     seed: int | None = None,
     kmeans: str = "grace",
+    progress: bool = False,
 ) -> list[str]:
     """One identifier per embedding row (see module docstring); unique by construction.
 
     `seed`: GRACE's `--seed` (KMeans's random_state, default 7) for "grace", the
-    MiniBatchKMeans seed (default 0) for "fast"."""
+    MiniBatchKMeans seed (default 0) for "fast". `progress`: a bar over the images given their
+    identifier (k-means on 30k images: minutes)."""
+    from tqdm import tqdm
+
     check_params(k, leaf_size)
     if kmeans not in KMEANS:
         raise ValueError(f"unknown k-means {kmeans!r}; choose from {', '.join(KMEANS)}")
@@ -44,19 +49,28 @@ def structured_ids(
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1)) if emb.ndim == 2 else np.zeros(0)
     if bad.size:
         raise ValueError(f"{bad.size} embedding rows hold NaN or infinity (first: row {bad[0]})")
-    if kmeans == "grace":
-        return grace_ids(emb, k, leaf_size, seed)
-    seed = 0 if seed is None else seed
+    with tqdm(total=len(emb), unit="img", desc="k-means", disable=not progress) as bar:
+        if kmeans == "grace":
+            return grace_ids(emb, k, leaf_size, seed, done=bar.update)
+        return _fast_ids(emb, k, leaf_size, 0 if seed is None else seed, bar.update)
+
+
+def _fast_ids(
+    emb: np.ndarray, k: int, leaf_size: int, seed: int, done: Callable[[int], object]
+) -> list[str]:
+    """The "fast" scheme: MiniBatchKMeans at every level, a set of <= leaf_size is one leaf."""
     ids: list[str] = [""] * len(emb)
     todo: list[tuple[np.ndarray, int, str]] = [(np.arange(len(emb)), 0, "")]
     while todo:
         idx, level, prefix = todo.pop()
         if len(idx) == 1 and level > 0:  # GRACE: a cluster of one image ends the identifier
             ids[idx[0]] = prefix[:-1]
+            done(1)
             continue
         if len(idx) <= leaf_size:
             for j, i in enumerate(idx):
                 ids[i] = f"{prefix}{level}_{j}"
+            done(len(idx))
             continue
         labels = _cluster(emb[idx], k, seed)
         for c in np.unique(labels):

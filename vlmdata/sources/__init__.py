@@ -108,7 +108,8 @@ def read_source(
 ) -> SourceResult:
     """Read `inputs` with source `name` into OUT_DIR/manifest.parquet and rejects.parquet.
 
-    Options (None means unset): images (image folder), split, restval ("train" | "skip").
+    Options (None means unset): images (image folder), split, restval ("train" | "skip");
+    progress (a running row count on stderr).
     Raises DataError for an unknown source, a missing input, or an option the source lacks.
     """
     if name not in SOURCES:
@@ -119,12 +120,15 @@ def read_source(
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such file")
     read = source.reader()
+    progress = bool(options.pop("progress", False))
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(k for k in options if k not in source.options)
     if unknown:
         opts = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise DataError(f"source {name!r} does not take {opts}")
-    with ManifestSink(out_dir, source.extra_columns, stage=f"manifest:{name}") as sink:
+    with ManifestSink(
+        out_dir, source.extra_columns, stage=f"manifest:{name}", progress=progress
+    ) as sink:
         extra = read(paths, sink, **options) or {}
     if sink.renamed:
         extra = {**extra, "renamed": sink.renamed}

@@ -32,9 +32,11 @@ def load_index(data_dir: str | os.PathLike, split: str | None = "test", columns=
     if split is not None:
         if "split" not in df.columns:
             raise DataError("index has no split column", file=str(path))
+        have = sorted(set(df["split"].drop_nulls().to_list()))
         df = df.filter(pl.col("split") == split)
         if df.height == 0:
-            raise DataError(f"no rows with split == {split!r}", file=str(path))
+            raise DataError(f"no rows with split == {split!r} (the index has {have[:8]}): pass "
+                            "--split with one of them", file=str(path))  # fmt: skip
     return df
 
 

@@ -31,10 +31,13 @@ class ModelBundle:
 
 
 def pick_device(device: str | None = None) -> str:
-    """`device`, or "cuda" when a GPU is visible, else "cpu"."""
+    """`device` (checked: a GPU that is not here is a clear error), or "cuda" when a GPU is
+    visible, else "cpu"."""
     import torch
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from vlmdata.core.device import check_device
+
+    return check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(checkpoint: str | os.PathLike, device: str | None = None) -> ModelBundle:

@@ -16,6 +16,15 @@ from vlmdata.core.atomic import write_json
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "task", "metrics", "config", "checkpoint", "data")
+# What a value is measured in, said in every report (`units`) and under every table: the
+# official scripts differ (oven_eval.py prints percent, vqaEval.py and Recall@K fractions).
+UNITS = ("fraction", "percent", "score", "count")
+
+
+def _made_with() -> dict[str, str]:
+    from vlmdata.core.environment import made_with
+
+    return made_with()
 
 
 @dataclass
@@ -31,13 +40,20 @@ class Report:
     # a few queries with their top-K answers, for the HTML report only (not in the JSON):
     # [{"query": text, "answers": [right keys], "ranked": [key or None, ...]}]
     examples: list[dict[str, Any]] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+    made_with: dict[str, str] = field(default_factory=_made_with)
 
-    def add(self, metric: str, value: float, count: int) -> None:
-        """Record one figure; `count` is how many queries/questions/images it averages over."""
+    def add(self, metric: str, value: float, count: int, unit: str = "fraction") -> None:
+        """Record one figure; `count` is how many queries/questions/images it averages over,
+        `unit` one of UNITS (fraction: in [0, 1]; percent: 0-100; score: an unbounded scale
+        such as CIDEr-D; count: a number of items)."""
         value = float(value)
         if math.isnan(value):
             raise ValueError(f"metric {metric} is NaN")
+        if unit not in UNITS:
+            raise ValueError(f"unit {unit!r} of {metric} is not one of {UNITS}")
         self.metrics.append({"metric": metric, "value": value, "count": int(count)})
+        self.units[metric] = unit
 
     def value(self, metric: str) -> float:
         """The recorded value of `metric` (KeyError if absent)."""
@@ -55,6 +71,8 @@ class Report:
             "checkpoint": self.checkpoint,
             "data": self.data,
             "details": self.details,
+            "units": self.units,
+            "made_with": self.made_with,  # library versions and CPU pins of this run
         }
 
     def write(self, path: str | os.PathLike) -> None:
@@ -100,6 +118,9 @@ def validate_report(obj: dict[str, Any]) -> None:
             raise ValueError(f"metric entry {m} has wrong types")
         if not isinstance(m["value"], (int, float)):
             raise ValueError(f"metric entry {m} has a non-numeric value")
+    for metric, unit in (obj.get("units") or {}).items():
+        if unit not in UNITS:
+            raise ValueError(f"unit {unit!r} of {metric} is not one of {UNITS}")
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -119,7 +140,18 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for name, value, count in rows:
         lines.append(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {count:>{widths[2]}}")
+    units = report.get("units") or {}
+    if units:
+        kinds = sorted(set(units.values()))
+        if len(kinds) == 1:
+            lines.append(f"values: {_UNIT_WORDS[kinds[0]]}")
+        else:
+            lines.append("values: " + "; ".join(f"{m} {_UNIT_WORDS[u]}" for m, u in units.items()))
     return "\n".join(lines)
+
+
+_UNIT_WORDS = {"fraction": "fractions (0-1)", "percent": "percent (0-100)",
+               "score": "scores (the metric's own scale)", "count": "counts"}  # fmt: skip
 
 
 def _fmt(value: float) -> str:

@@ -82,7 +82,9 @@ def plan_launch(
     cfg = load_config(config, list(overrides))
     resolved = (Path(cfg.output_dir) / "config.yaml").absolute()
     local = not hostfile and not (num_nodes and num_nodes > 1)
-    if resume and local:  # checked first: a refusal writes nothing
+    if resume:  # checked first: a refusal writes nothing
+        check_resume_schedule(cfg, resolved)
+    if resume and local:
         num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
     if check:
         from vlmtrain.train.preflight import preflight
@@ -108,6 +110,32 @@ def plan_launch(
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
     return LaunchPlan(argv=argv, env=accelerator_env(accelerator, local), config_path=resolved)
+
+
+_SCHEDULE_FIELDS = ("max_steps", "epochs", "warmup_steps", "min_lr_ratio")
+
+
+def check_resume_schedule(cfg, saved: Path) -> None:
+    """Refuse a resume that changes the learning-rate schedule: the checkpoint restores the
+    scheduler's own state (its warm-up, total and floor), so `schedule.max_steps=16` on a run
+    of 8 would train steps 9-16 at the floor (lr 0 by default), silently."""
+    if not saved.is_file():
+        return
+    old = load_config(saved).schedule
+    new = cfg.schedule
+    changed = [
+        f"schedule.{f} {getattr(old, f)} -> {getattr(new, f)}"
+        for f in _SCHEDULE_FIELDS
+        if getattr(old, f) != getattr(new, f)
+    ]
+    if changed:
+        raise DataError(
+            f"--resume restores the run's learning-rate schedule from its checkpoint, so "
+            f"{', '.join(changed)} would not take effect (steps past the old end would run at "
+            f"lr x min_lr_ratio): resume without changing schedule.*, or start a new run "
+            f"(another output_dir)",
+            file=str(saved),
+        )
 
 
 def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:

@@ -1,6 +1,7 @@
 """OVEN accuracy as the official toolkit (oven_eval.py) computes it.
 
-Each reference row has `data_id`, `entity_id` and `data_split` (e.g. "val_query_seen"); a
+Each reference row has `data_id`, `entity_id` and `data_split` (OVEN's published names:
+`query_val_seen`, `query_val_unseen`, `entity_val_seen`, `entity_val_unseen`); a
 prediction is `{data_id, pred_entity_id}`. Per split: accuracy in percent rounded to 2 places
 (only predicted rows are scored, as the toolkit does; we report how many references had no
 prediction so that gap is visible). Query score = harmonic mean of seen and unseen accuracy,
@@ -10,6 +11,8 @@ accuracy replaced by 1e-12 (so one empty side drives the mean to ~0 instead of d
 
 from __future__ import annotations
 
+import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -23,12 +26,25 @@ def harmonic_mean(*values: float) -> float:
 
 
 def split_side(data_split: str) -> str:
-    """'seen' or 'unseen' from a split name like 'val_entity_unseen'."""
+    """'seen' or 'unseen' from a split name like 'entity_val_unseen' (as the toolkit: by the
+    `_seen` / `_unseen` in the name)."""
     if "_unseen" in data_split:
         return "unseen"
     if "_seen" in data_split:
         return "seen"
     raise ValueError(f"split {data_split!r} is neither seen nor unseen")
+
+
+def split_family(data_split: str, file: str | None = None) -> str | None:
+    """'query' or 'entity': the word of the split name (`query_val_seen`, and the older
+    `val_query_seen` spelling), else of the file name (`oven_query_val.jsonl`: the toolkit takes
+    the family from the file it reads), else None."""
+    for name in (data_split, os.path.basename(file or "")):
+        words = set(re.split(r"[_.\-]", name.lower()))
+        fams = words & {"query", "entity"}
+        if len(fams) == 1:
+            return fams.pop()
+    return None
 
 
 def split_accuracy(

@@ -105,7 +105,9 @@ def run_caption(
         data=str(data_dir),
     )  # fmt: skip
     for name in metrics:
-        report.add(name, scores[name], len(preds))
+        report.add(
+            name, scores[name], len(preds), unit="score" if name == "CIDEr-D" else "fraction"
+        )
     return report
 
 

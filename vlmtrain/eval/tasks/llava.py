@@ -82,7 +82,13 @@ def questions_from_records(data_dir, split: str, limit=None) -> list[dict]:
     df = load_records(data_dir)
     if "conversations" not in df.columns:
         raise DataError("records have no conversations (not LLaVA shards?)", file=str(data_dir))
-    df = df.filter((pl.col("split") == split) & pl.col("conversations").is_not_null())
+    have = df.filter(pl.col("conversations").is_not_null())
+    df = have.filter(pl.col("split") == split)
+    if df.is_empty():
+        splits = sorted(set(have["split"].to_list()))
+        raise DataError(f"no LLaVA questions in split {split!r}: the records' splits are "
+                        f"{splits[:8]} (`manifest llava` puts every record in train): pass "
+                        "--split with one of them, or --questions", file=str(data_dir))  # fmt: skip
     out = []
     for r in df.head(limit).iter_rows(named=True) if limit else df.iter_rows(named=True):
         pairs = parse_conversation(r["conversations"], r["key"])
@@ -201,7 +207,7 @@ def run_llava(
         checkpoint=str(checkpoint) if checkpoint else None,
         data=str(data_dir or image_folder),
     )  # fmt: skip
-    report.add("answered", len(qs), len(qs))
+    report.add("answered", len(qs), len(qs), unit="count")
     if scored:
         hits = sum(exact_match(t, r) for t, r in scored)
         report.add("accuracy", hits / len(scored), len(scored))

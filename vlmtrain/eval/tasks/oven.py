@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import index_path, read_records
-from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy
+from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy, split_family
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -23,19 +23,31 @@ if TYPE_CHECKING:
 
 
 def read_oven_references(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """OVEN annotation rows as published (`oven_query_val.jsonl`: {data_id, entity_id,
+    data_split: query_val_seen ...}); each row keeps its file, whose name tells the family when
+    the split name does not."""
     refs = []
     for path in paths:
         for line, rec in read_records(path):
             if not all(k in rec for k in ("data_id", "entity_id", "data_split")):
                 raise DataError("record needs data_id, entity_id, data_split", file=str(path),
                                 line=line)  # fmt: skip
-            refs.append({k: rec[k] for k in ("data_id", "entity_id", "data_split")})
+            refs.append({**{k: rec[k] for k in ("data_id", "entity_id", "data_split")},
+                         "file": str(path)})  # fmt: skip
     return refs
+
+
+def split_matches(data_split: str, wanted: str) -> bool:
+    """Whether `wanted` names this split: its `_`-separated words appear in order in the split
+    name, so `val` selects OVEN's `query_val_seen`, `entity_val_unseen` (and the older
+    `val_query_seen` spelling), `query_val` only the query family, `entity_val_seen` itself."""
+    have, want = data_split.lower().split("_"), wanted.lower().split("_")
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
 def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val") -> list[dict]:
     """OVEN references from the shards' records (records.parquet: one per OVEN example, several
-    per image) whose split starts with `split_prefix`."""
+    per image) whose split `split_matches` `split_prefix` (`val`: the four val splits)."""
     import polars as pl
 
     from vlmdata.shards import load_records
@@ -46,13 +58,18 @@ def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val"
     if not need <= set(df.columns):
         raise DataError(f"records lack {sorted(need - set(df.columns))} (not OVEN shards?)",
                         file=str(data_dir))  # fmt: skip
-    df = df.filter(
-        pl.col("split").str.starts_with(split_prefix) & pl.col("entity_id").is_not_null()
-    )
-    return [
+    df = df.filter(pl.col("entity_id").is_not_null())
+    rows = [
         {"data_id": d, "entity_id": e, "data_split": s}
         for d, e, s in zip(df["data_id"], df["entity_id"], df["split"], strict=True)
+        if split_matches(s, split_prefix)
     ]
+    if not rows:
+        have = sorted(set(df["split"].to_list()))
+        raise DataError(f"no OVEN references in split {split_prefix!r}: the records with an "
+                        f"entity_id have splits {have[:8]}; pass --split with one of them (or a "
+                        f"word of them, e.g. val)", file=str(data_dir))  # fmt: skip
+    return rows
 
 
 def read_oven_predictions(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
@@ -82,11 +99,15 @@ def score_oven(
     if extra:
         raise DataError(f"{len(extra)} predictions have a data_id that no reference holds "
                         f"(e.g. {extra[:3]})")  # fmt: skip
-    query = [r for r in refs if "_query_" in r["data_split"]]
-    entity = [r for r in refs if "_entity_" in r["data_split"]]
-    other = len(refs) - len(query) - len(entity)
+    fams = [split_family(r["data_split"], r.get("file")) for r in refs]
+    query = [r for r, f in zip(refs, fams, strict=True) if f == "query"]
+    entity = [r for r, f in zip(refs, fams, strict=True) if f == "entity"]
+    other = [r["data_split"] for r, f in zip(refs, fams, strict=True) if f is None]
     if other:
-        raise DataError(f"{other} references belong to neither a query nor an entity split")
+        raise DataError(f"{len(other)} references belong to neither a query nor an entity split "
+                        f"(e.g. data_split {other[0]!r}; OVEN's are query_val_seen, "
+                        f"query_val_unseen, entity_val_seen, entity_val_unseen, or a file named "
+                        f"oven_query_*.jsonl / oven_entity_*.jsonl)")  # fmt: skip
     rows: list[tuple[str, float, int]] = []
     if query and entity:
         res = oven_scores(query, entity, preds, preds)
@@ -164,7 +185,7 @@ def run_oven(
         data=str(data_dir) if data_dir else None,
     )  # fmt: skip
     for name, value, count in rows:
-        report.add(name, value, count)
+        report.add(name, value, count, unit="percent")  # as oven_eval.py reports
     report.details = {k: v for k, v in res.items() if k.endswith("_result")}
     return report
 

@@ -166,6 +166,13 @@ def run_generative_retrieval(
 
     trie = Trie.load(trie_path)  # before the model: a bad file fails in milliseconds
     bundle = model_bundle or load_model(checkpoint, device)
+    trained = getattr(getattr(bundle.cfg, "recipe", None), "name", None)
+    if trained not in (None, "grace"):
+        raise DataError(
+            f"{checkpoint or 'the model'} was trained with the {trained} recipe: "
+            "retrieval-generative decodes GRACE identifiers (recipe grace); an embedding "
+            "model (fromage) is scored by `vlmtrain eval retrieval-embedding`"
+        )
     model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
     row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(data_dir, split)
