@@ -18,7 +18,6 @@ index order. The k-means calls run on one thread, so reruns give the same ids.
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Callable
 
 import numpy as np
