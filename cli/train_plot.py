@@ -10,7 +10,12 @@ from cli.common import handle_errors
 @click.command("plot", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "-o", "--out", type=click.Path(file_okay=False), help="Folder for the PNGs (default RUN/plots)."
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    help="Folder for the PNGs (default RUN/plots).",
 )
 @handle_errors
 def plot(run, out):

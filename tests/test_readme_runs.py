@@ -45,6 +45,10 @@ NOT_RUN = {
     "eval vqa --checkpoint runs/caption": "needs a trained captioner",
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
     "eval llava --checkpoint runs/llava": "needs a trained LLaVA run",
+    "view cc3m/ -o cc3m.html": "needs a downloaded CC3M shard folder (tests/view/ run view)",
+    "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
+    "eval visdial --checkpoint runs/fromage": "needs a trained FROMAGe run and VisDial's images",
+    "eval caption --checkpoint runs/caption-git-base": "needs a trained GIT-mode captioner",
 }
 
 
@@ -111,8 +115,8 @@ def _make_inputs(ws: Path) -> None:
     Path("Wiki6M_ver_1_0.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wiki))
     test = [i for i in data["images"] if i["split"] != "train"]
     Path("pseudo_queries.json").write_text(json.dumps(
-        [{"image_id": i["imgid"], "caption": [f"pseudo query {i['imgid']}"],
-          "original_caption": ""} for i in test]))  # fmt: skip
+        [{"image_id": Path(i["filename"]).stem, "caption": [f"pseudo query {i['imgid']}"],
+          "original_caption": ""} for i in test]))  # GRACE keys by file stem  # fmt: skip
     for name in ("oven_query_val.jsonl", "query_preds.jsonl"):
         shutil.copy(FIX / name, name)
     _vqa_files()
@@ -178,6 +182,7 @@ RUN_ORDER = [
     "eval vqa --predictions answers.json",
     "eval text-vqa --dataset docvqa",
     "eval oven --references oven_query_val.jsonl",
+    "view demo-out/shards",
 ]
 
 
@@ -227,6 +232,8 @@ def test_readme_examples_run_as_written(ws):
         assert json.loads(Path(report).read_text())["metrics"], report
     values = {m["metric"]: m["value"] for m in json.loads(Path("oven.json").read_text())["metrics"]}
     assert values["query_score"] == 60.0  # tests/eval/test_oven_published.py works it by hand
+    run(RUN_ORDER[21])
+    assert Path("demo-out/shards.html").read_text().count("<img") >= 12
 
 
 def _run_reader_snippet() -> None:
@@ -287,8 +294,9 @@ def test_help_examples_run_as_written(tmp_path, monkeypatch):
     _make_inputs(tmp_path)  # the README's inputs, then the names the help pages use
     data = json.loads(Path("dataset_flickr30k.json").read_text())
     test = [i for i in data["images"] if i["split"] != "train"]
-    Path("pq.json").write_text(json.dumps([{"image_id": i["imgid"], "caption": ["a query"],
-                                            "original_caption": ""} for i in test]))  # fmt: skip
+    Path("pq.json").write_text(json.dumps([{"image_id": Path(i["filename"]).stem,
+                                            "caption": ["a query"], "original_caption": ""}
+                                           for i in test]))  # keyed as GRACE's  # fmt: skip
     shutil.copy("blocked_domains.txt", "blocked.txt")
     Path("test.tsv").write_text("a cat\thttp://127.0.0.1:8/a.jpg\n")
     for name in ("oven_entity_val.jsonl", "entity_preds.jsonl"):
