@@ -4,7 +4,8 @@ A manifest row is a record; its image is named by `image_key` (null: the record'
 Records are placed in manifest order, each by the first rule that applies:
 
 1. its key is malformed (`bad_key`) or taken (`duplicate_key`), its texts are unusable
-   (`empty_text`, `wrong_type`), or its image_key is malformed;
+   (`empty_text`, `wrong_type`), its image_key is malformed, or its split cannot name a shard
+   folder (`bad_split`);
 2. its image_key already names a stored image: it joins it (`image_key_conflict` when it names
    another file or URL for that image key);
 3. its image failed a check: that reason (every record of a bad image is counted);
@@ -23,6 +24,7 @@ from typing import Any
 
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
 from vlmdata.core.rejects import RejectWriter
+from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 
@@ -99,6 +101,8 @@ class Gate:
             return "duplicate_key", f"key {key!r} seen before"
         if ik != key and (problem := key_problem(ik)) is not None:
             return "bad_key", f"image_key: {problem}"
+        if (problem := split_problem(row.get("split"))) is not None:
+            return "bad_split", problem
         return texts_problem(row.get("texts"))
 
     def _shared(self, row: dict, result: Prepared) -> tuple[Planned | None, tuple | None]:
