@@ -43,6 +43,7 @@ def shard_options(opts: dict, **image):
         min_side=opts["min_side"],
         max_pixels=opts["max_pixels"],
         decode_check=opts["image_check"] == "decode",
+        every_text=opts["every_text"],
         **image,
     )
 
@@ -71,6 +72,13 @@ def shard_layout_options(fn: Callable) -> Callable:
             show_default=True,
             help="decode: decode every image (catches corrupt data); structure: header + end "
             "marker only (~20x faster; catches cut-off files).",
+        ),
+        click.option(
+            "--every-text",
+            is_flag=True,
+            help="One tar sample per text (KEY, KEY_t1, KEY_t2, ...), the image repeated: a "
+            "peer that reads one txt per sample (OpenCLIP) sees every caption. Costs one more "
+            "copy of the image per extra text (README, Use the shards elsewhere).",
         ),
         storage_option,
     ]

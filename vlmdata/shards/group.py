@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
 from vlmdata.core.rejects import RejectWriter
 from vlmdata.shards.output import split_problem
@@ -146,3 +147,22 @@ class Gate:
 def _source_of(row: dict) -> str | None:
     """The file or URL a record's image comes from."""
     return row.get("path") or row.get("url")
+
+
+def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
+    """The every-text layout: each sample followed by one copy per further text of its first
+    record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
+    txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
+    out: list[Planned] = []
+    for p in samples:
+        out.append(p)
+        for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
+            key = f"{p.key}_t{j}"
+            if key in taken:
+                raise DataError(f"--every-text: sample key {key!r} is also a record key")
+            row = {**p.row, "key": key}
+            copy = Planned(row, p.prepared, p.records, ref=p.ref)
+            copy.json = json_bytes(row, p.records)
+            copy.txt = text.encode("utf-8")
+            out.append(copy)
+    return out

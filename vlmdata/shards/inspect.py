@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from vlmdata.core.storage import Location
+from vlmdata.shards.output import format_splits, splits_from_wids
 from vlmdata.shards.reader import read_index
 from vlmdata.shards.records import load_records
 
@@ -66,6 +67,11 @@ def summarize(
         "texts_per_record": _quantiles(records["texts"].list.len()),
         "records_per_image": _quantiles(records.group_by("image_key").len()["len"]),
         "rejects": rejects.rows(named=True),
+        # split folder -> {pattern, shards, samples}: the shard set a webdataset peer pastes
+        "splits": {
+            k: {"pattern": p, "shards": n, "samples": c}
+            for k, (p, n, c) in splits_from_wids(root).items()
+        },
     }
 
 
@@ -114,4 +120,7 @@ def format_report(s: dict[str, Any]) -> str:
     parts.append(_table(["", *cols], [[n, *[s[n].get(c) for c in cols]] for n in stats if s[n]]))
     rej = [[r["stage"], r["reason"], r["count"]] for r in s["rejects"]]
     parts.append(_table(["stage", "rejected", "count"], rej) if rej else "rejects: none")
+    splits = {k: (v["pattern"], v["shards"], v["samples"]) for k, v in s["splits"].items()}
+    if splits:
+        parts.append(format_splits(splits).lstrip("\n"))
     return "\n\n".join(parts)

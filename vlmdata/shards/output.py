@@ -53,13 +53,16 @@ def shard_rel(name: str, number: int, split: str | None = None) -> str:
     return f"{SHARDS_DIR}/{split_dir(split)}/{shard_filename(name, number)}"
 
 
-def split_patterns(shard_counts: list[tuple[str, int]]) -> dict[str, tuple[str, int, int]]:
-    """{split folder: (brace pattern relative to OUT, shards, samples)} from (shard rel, count)
-    pairs: what a webdataset peer pastes, e.g. `shards/train/data-{000000..000002}.tar`."""
+def split_patterns(
+    shard_counts: list[tuple[str, int]], out: Location | None = None
+) -> dict[str, tuple[str, int, int]]:
+    """{split folder: (brace pattern, shards, samples)} from (shard rel, count) pairs: what a
+    webdataset peer pastes, e.g. `OUT/shards/train/data-{000000..000002}.tar` (relative to
+    OUT when `out` is None)."""
     folders: dict[str, list[tuple[str, int]]] = {}
     for rel, count in shard_counts:
         folders.setdefault(rel.rsplit("/", 1)[0], []).append((rel, count))
-    out = {}
+    found = {}
     for folder, shards in folders.items():
         names = sorted(rel.rsplit("/", 1)[1] for rel, _ in shards)
         first, last = names[0], names[-1]
@@ -67,8 +70,27 @@ def split_patterns(shard_counts: list[tuple[str, int]]) -> dict[str, tuple[str, 
         lo, hi = first[len(stem) : -4], last[len(stem) : -4]
         name = first if lo == hi else f"{stem}{{{lo}..{hi}}}.tar"
         total = sum(c for _, c in shards)
-        out[folder.rsplit("/", 1)[-1]] = (f"{folder}/{name}", len(shards), total)
-    return out
+        where = f"{folder}/{name}"
+        found[folder.rsplit("/", 1)[-1]] = (out.join(where) if out else where, len(shards), total)
+    return found
+
+
+def splits_from_wids(out: Location) -> dict[str, tuple[str, int, int]]:
+    """split_patterns of a finished OUT, from its wids.json ({} without one)."""
+    if not out.exists("wids.json"):
+        return {}
+    shardlist = json.loads(out.read_text("wids.json"))["shardlist"]
+    return split_patterns([(s["url"], s["nsamples"]) for s in shardlist], out)
+
+
+def format_splits(splits: dict[str, tuple[str, int, int]]) -> str:
+    """One line per split: its sample count and the shard pattern a webdataset peer pastes."""
+    if not splits:
+        return ""
+    lines = [
+        f"\n  {split:<12} {n:>10,} samples  {pattern}" for split, (pattern, _, n) in splits.items()
+    ]
+    return "\nsplits (one folder each; sizes.json beside the shards):" + "".join(lines)
 
 
 def stats_rel(tar_rel: str) -> str:

@@ -31,7 +31,7 @@ from vlmdata.core.manifest import OPTIONAL_COLUMNS, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate, Planned, image_key_of
+from vlmdata.shards.group import Gate, Planned, image_key_of, per_text_samples
 from vlmdata.shards.image_sources import PlanResult, folder_source, plan_task
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions, ShardOptions
@@ -39,6 +39,7 @@ from vlmdata.shards.output import (
     ShardFile,
     clean_stale,
     clean_top_temps,
+    format_splits,
     shard_is_finished,
     shard_rel,
     split_patterns,
@@ -79,20 +80,6 @@ class ShardSummary(Tally):
             + "".join(f"\n{k:<9} {v:>10.2f} s" for k, v in self.seconds.items())
             + format_splits(self.splits)
         )
-
-
-def format_splits(splits: dict[str, tuple[str, int, int]], root: str = "") -> str:
-    """One line per split: its shard pattern (under `root`) and sample count."""
-    lines = [
-        f"\n  {split:<12} {n:>10,} samples  {root}{pattern}"
-        for split, (pattern, _, n) in splits.items()
-    ]
-    return (
-        "\nsplits (one per shard folder; paste the pattern into a webdataset peer):"
-        + "".join(lines)
-        if lines
-        else ""
-    )
 
 
 def _archive_size(samples_bytes: int) -> int:
@@ -322,6 +309,8 @@ def write_planned(
             if sample is not None:
                 sample.ref = refs[firsts[ik]]
         kept = [p.seal() for p in gate.samples]
+        if opt.every_text:
+            kept = per_text_samples(kept, {r["key"] for r in gate.records} | set(planned))
         shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
         index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
         clean_stale(out, opt.name, _split_counts([j.rel for j in jobs]))
@@ -482,7 +471,7 @@ def _finish(
     except BaseException:
         drop_staged(tables)  # no temp files left behind in OUT
         raise
-    return split_patterns([(rel, s["count"]) for rel, s in pairs])
+    return split_patterns([(rel, s["count"]) for rel, s in pairs], out)
 
 
 @holds_out_lock
@@ -508,6 +497,8 @@ def write_samples(
     grouped) and byte-identical images are `duplicate_image` rejects ("share" is refused).
     """
     opt = resolve_options(options, overrides)
+    if opt.every_text:
+        raise DataError("--every-text needs the planned writer (write_shards, download)")
     if opt.duplicate_images == "share":
         raise DataError(
             "--duplicate-images share needs the planned writer (local images): "
