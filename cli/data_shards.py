@@ -382,7 +382,7 @@ def inspect(out, as_json, storage_options):
     from vlmdata.shards.inspect import format_report, summarize
 
     s = summarize(out, storage_options)
-    click.echo(json.dumps(s, indent=2) if as_json else format_report(s))
+    click.echo(json.dumps(s, indent=2) if as_json else format_report(s, out))
 
 
 @click.command("verify")

@@ -75,12 +75,12 @@ def split_patterns(
     return found
 
 
-def splits_from_wids(out: Location) -> dict[str, tuple[str, int, int]]:
+def splits_from_wids(out: Location, relative: bool = False) -> dict[str, tuple[str, int, int]]:
     """split_patterns of a finished OUT, from its wids.json ({} without one)."""
     if not out.exists("wids.json"):
         return {}
     shardlist = json.loads(out.read_text("wids.json"))["shardlist"]
-    return split_patterns([(s["url"], s["nsamples"]) for s in shardlist], out)
+    return split_patterns([(s["url"], s["nsamples"]) for s in shardlist], None if relative else out)
 
 
 def format_splits(splits: dict[str, tuple[str, int, int]]) -> str:
