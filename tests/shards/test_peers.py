@@ -84,7 +84,7 @@ def test_demo_shards_hold_one_split_each_with_sizes_json(demo_manifest, peer_set
     for shard, (split,) in per_shard.iter_rows():
         assert shard.split("/")[1] == split  # the split's own folder
     manifest = pl.read_parquet(demo_manifest[1])
-    for split, n in ((("train", TRAIN), ("test", TEST))):
+    for split, n in (("train", TRAIN), ("test", TEST)):
         assert manifest.filter(pl.col("split") == split).height == n
         # OpenCLIP's convention: {shard file name: samples} beside the shards
         sizes = json.loads((out / "shards" / split / "sizes.json").read_text())
@@ -188,3 +188,51 @@ def test_every_text_openclip_sees_every_caption(demo_manifest, peer_set, every_t
     from vlmdata.shards.verify import verify_shards
 
     assert verify_shards(every_text_set).ok
+
+
+def test_readme_webdataset_wids_duckdb_commands(demo_manifest, peer_set):
+    out, _ = peer_set
+    wds_count = _run_python(_block("python", "import webdataset"), out)
+    assert wds_count == [str(TRAIN)]
+    n, first_key = _run_python(_block("python", "import wids"), out)[0].split()
+    index = pl.read_parquet(out / "index.parquet")
+    assert int(n) == TRAIN + TEST and first_key == index["key"][0]
+    images, records, first = _run_python(_block("python", "import duckdb"), out)
+    manifest = pl.read_parquet(demo_manifest[1])
+    per_split = sorted(manifest.group_by("split").len().iter_rows())  # the oracle: the input
+    assert images == str(per_split) and records == str(per_split)
+    row = index.sort("shard", "sample_offset").row(0, named=True)
+    assert first == str([(row["key"], row["shard"], row["sample_offset"], row["size"])])
+
+
+def test_readme_hf_datasets_command(peer_set):
+    out, _ = peer_set
+    rows, records = map(int, _run_python(_block("python", "load_dataset"), out)[0].split())
+    assert rows == records == TRAIN
+
+
+@pytest.mark.timeout(600)
+def test_hf_datasets_returns_every_record_when_first_samples_have_one(tmp_path):
+    """Records shared on images (vqav2-like, `share`): the first six images carry one record
+    each, the rest three; HF infers columns from the first samples (NUM_EXAMPLES_FOR_FEATURES_
+    INFERENCE = 5 in datasets' webdataset builder) and must still return every record."""
+    from datasets import load_dataset
+
+    from tests.shards.conftest import image_bytes, row, write_manifest
+
+    images = tmp_path / "img"
+    images.mkdir()
+    rows = []
+    for i in range(12):
+        (images / f"{i}.jpg").write_bytes(image_bytes(i))
+        for j in range(1 if i < 6 else 3):
+            rows.append(row(f"q{i}_{j}", f"{i}.jpg", source="vqav2", image_key=f"img{i}"))
+    manifest = write_manifest(tmp_path / "m.parquet", rows, extras=("image_key",))
+    out = tmp_path / "out"
+    _cli("shard", manifest, "--images", images, "-o", out, "--duplicate-images", "share",
+         "--quiet")  # fmt: skip
+    for streaming in (False, True):
+        ds = load_dataset("webdataset", data_files={"train": f"{out}/shards/train/*.tar"},
+                          split="train", streaming=streaming)  # fmt: skip
+        got = [r["key"] for s in ds for r in s["json"]["records"]]
+        assert got == [r["key"] for r in rows], streaming  # 42 records on 12 samples
