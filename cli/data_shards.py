@@ -457,9 +457,58 @@ def get(out, key, dest, storage_options):
         click.echo(str(path))
 
 
+@click.command("ingest-img2dataset")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
+@click.option("--split", help="The split of every row (a folder under shards/; default nosplit).")
+@click.option("--source", default="img2dataset", show_default=True, help="The source column.")
+@shard_layout_options
+@click.option(
+    "--distributor",
+    default="multiprocessing",
+    show_default=True,
+    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    help="Where the image checks and the one-task-per-shard writes run (as for shard).",
+)
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def ingest_img2dataset(folder, out, split, source, distributor, **opts):
+    """Take in a folder img2dataset already wrote (no network access): indexed shards in OUT.
+
+    Its output_format webdataset (NNNNN.tar + .parquet), parquet (images in a column) or files
+    (NNNNN/ + .parquet), as img2dataset writes them; only shards it finished (NNNNN_stats.json)
+    are read. Keys, captions, urls and per-row status come from its parquet, the images are
+    its bytes unchanged; its failed rows are rejects with their reasons (http_404, timeout,
+    ...). Resumable, on the same distributors as `shard`.
+
+    \b
+    Examples:
+      vlmdata ingest-img2dataset cc3m-img2dataset/ -o cc3m/ --split train --source cc3m
+      vlmdata ingest-img2dataset laion/ -o s3://bucket/laion --distributor pyspark
+    """
+    from vlmdata.core.rejects import check_reject_ratio
+    from vlmdata.download.ingest import ingest_img2dataset as ingest
+
+    summary = ingest(
+        folder,
+        out,
+        shard_options(opts, distributor=distributor),
+        split=split,
+        source=source,
+        storage_options=opts["storage_options"],
+        progress=not opts["quiet"],
+    )
+    click.echo(summary.format())
+    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="rows")
+
+
 COMMANDS = [
     download,
     shard,
+    ingest_img2dataset,
     inspect,
     verify,
     get,
