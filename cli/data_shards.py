@@ -180,8 +180,9 @@ def download(dataset, inputs, out, **opts):
     (karpathy/flickr30k/flickr8k, coco, oven, llava, FROMAGe cc3m), as in `vlmdata shard`.
 
     \b
-    OUT gets: shards/NAME-000000.tar (KEY.jpg|png|webp sniffed, KEY.json, KEY.txt),
-    index.parquet, manifest.parquet, wids.json, shards/*_stats.json, and rejects.parquet with
+    OUT gets: shards/SPLIT/NAME-000000.tar (one folder per split; KEY.jpg|png|webp sniffed,
+    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), index.parquet, records.parquet,
+    manifest.parquet, wids.json, shards/SPLIT/*_stats.json, and rejects.parquet with
     every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
     http_404, timeout, connection_failed, redirect_refused, response_too_large,
     download_deadline, decode_failed ... with
@@ -304,12 +305,13 @@ def shard(
 
     \b
     Writes:
-      OUT/shards/NAME-000000.tar ...  KEY.jpg|png|webp (format sniffed from the bytes),
-                                      KEY.json (first record's fields; `records`: every record
-                                      on the image when there are others), KEY.txt (first text)
-      OUT/shards/NAME-000000_stats.json, OUT/wids.json (wids-shard-index-v1)
-      OUT/index.parquet   one row per image: byte offset/size/sha256 of every member, width,
-                          height, n_records, the first record's metadata
+      OUT/shards/SPLIT/NAME-000000.tar ...  one folder per split (a shard never mixes splits):
+                                KEY.jpg|png|webp (format sniffed from the bytes), KEY.json (first
+                                record's fields; `records`: every record on the image), KEY.txt
+                                (first text; --every-text: one sample per text)
+      OUT/shards/SPLIT/sizes.json (OpenCLIP's), NAME-000000_stats.json, OUT/wids.json
+      OUT/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of every
+                          member, width, height, n_records, the first record's metadata
       OUT/records.parquet one row per record: key, image_key, split, texts, question, ...
       OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
                           too_large, too_small, duplicate_image, bad_key, duplicate_key,
