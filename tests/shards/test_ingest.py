@@ -109,3 +109,30 @@ def test_ingest_refuses_a_folder_without_finished_shards(tmp_path):
     args = ["ingest-img2dataset", str(tmp_path / "raw"), "-o", str(tmp_path / "out")]
     res = CliRunner().invoke(vlmdata_cli, args)
     assert res.exit_code == 2 and "no finished img2dataset shard" in res.output
+
+
+@pytest.fixture(scope="module")
+def raw_webdataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingest-engines")
+    raw = run_img2dataset(root, "webdataset")
+    from vlmdata.download.ingest import ingest_img2dataset
+    from vlmdata.shards import ShardOptions
+
+    ingest_img2dataset(raw, root / "local", ShardOptions(samples_per_shard=2), progress=False)
+    return raw, root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("distributor", ["pyspark", "ray"])
+def test_ingest_on_engine_equals_local(raw_webdataset, distributor):
+    from tests.shards.test_distribute import all_files
+    from vlmdata.download.ingest import ingest_img2dataset
+    from vlmdata.shards import ShardOptions
+
+    pytest.importorskip(distributor)
+    raw, root = raw_webdataset
+    opts = ShardOptions(samples_per_shard=2, workers=2, distributor=distributor)
+    s = ingest_img2dataset(raw, root / distributor, opts, progress=False)
+    assert s.kept == 6 and s.shards == 3
+    assert all_files(root / distributor) == all_files(root / "local")
