@@ -68,7 +68,7 @@ class ShardSummary(Tally):
     skipped: int = 0
     bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # "plan" and "write" phases
-    # split folder -> (brace pattern relative to OUT, shards, samples): what a peer pastes
+    # split folder -> (brace pattern under OUT, shards, samples): what a peer pastes
     splits: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def format(self) -> str:
@@ -331,7 +331,8 @@ def write_planned(
     _copy_manifest(manifest, out)
     summary.splits = _finish(out, opt.name, [j.rel for j in jobs], stats, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
-    summary.kept, summary.images, summary.rejects = len(gate.records), len(kept), rejects.counts
+    summary.kept, summary.rejects = len(gate.records), rejects.counts
+    summary.images = len(gate.samples)  # --every-text copies are samples, not images
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
@@ -398,7 +399,7 @@ _COLUMN_TYPES = [
 
 
 def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[str, list[Planned]]]:
-    """(shard rel, samples) per shard: each split (in first-seen order) cut on its own, so a
+    """(split, samples) per shard: each split (in first-seen order) cut on its own, so a
     shard never mixes splits; a sample's split is its first record's."""
     by_split: dict[Any, list[Planned]] = {}
     for p in kept:
