@@ -315,7 +315,7 @@ def shard(
       OUT/records.parquet one row per record: key, image_key, split, texts, question, ...
       OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
                           too_large, too_small, duplicate_image, bad_key, duplicate_key,
-                          image_key_conflict
+                          image_key_conflict, bad_split
       OUT/manifest.parquet (a copy of MANIFEST)
 
     A path that is missing is also looked for with its other JPEG spellings (.jpg/.JPEG) and,

@@ -236,3 +236,24 @@ def test_hf_datasets_returns_every_record_when_first_samples_have_one(tmp_path):
                           split="train", streaming=streaming)  # fmt: skip
         got = [r["key"] for s in ds for r in s["json"]["records"]]
         assert got == [r["key"] for r in rows], streaming  # 42 records on 12 samples
+
+
+def test_a_split_that_cannot_name_a_folder_is_a_reject_and_none_is_nosplit(tmp_path):
+    from tests.shards.conftest import image_bytes, row, write_manifest
+    from vlmdata.shards import write_shards
+
+    images = tmp_path / "img"
+    images.mkdir()
+    rows = [row(f"k{i}", f"{i}.jpg", split=split)
+            for i, split in enumerate(["train", "../up", None, "val 2", "train"])]  # fmt: skip
+    for i in range(len(rows)):
+        (images / f"{i}.jpg").write_bytes(image_bytes(i))
+    s = write_shards(write_manifest(tmp_path / "m.parquet", rows), images, tmp_path / "out",
+                     progress=False)  # fmt: skip
+    assert dict(s.rejects) == {"bad_split": 2}
+    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    assert index.select("key", "shard").rows() == [
+        ("k0", "shards/train/data-000000.tar"),
+        ("k4", "shards/train/data-000000.tar"),
+        ("k2", "shards/nosplit/data-000000.tar"),
+    ]

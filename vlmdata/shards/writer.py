@@ -398,13 +398,13 @@ _COLUMN_TYPES = [
 ]
 
 
-def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[str, list[Planned]]]:
+def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:
     """(split, samples) per shard: each split (in first-seen order) cut on its own, so a
     shard never mixes splits; a sample's split is its first record's."""
     by_split: dict[Any, list[Planned]] = {}
     for p in kept:
         by_split.setdefault(p.row.get("split"), []).append(p)
-    shards: list[tuple[str, list[Planned]]] = []
+    shards: list[tuple[Any, list[Planned]]] = []
     for split, samples in by_split.items():
         cutter, mine = _Cutter(spp, cap), []
         for p in samples:
