@@ -129,10 +129,9 @@ def test_openclip_trains_on_train_shards_and_reports_recall(peer_set, tmp_path):
     results = tmp_path / "logs" / "peers" / "checkpoints" / "results.jsonl"
     metrics = [json.loads(line) for line in results.read_text().splitlines()]
     assert metrics[-1]["num_samples"] == TEST  # evaluated on the test split's shard only
-    for k in ("image_to_text_R@1", "image_to_text_R@10", "text_to_image_R@10"):
-        assert 0.0 <= metrics[-1][k] <= 1.0
-    # better than chance (10 of 30) after four tiny epochs
-    assert metrics[-1]["text_to_image_R@10"] > 10 / TEST, metrics[-1]
+    for way in ("image_to_text", "text_to_image"):  # recall at 1, 5, 10 over the 30 images
+        r = [metrics[-1][f"{way}_R@{k}"] for k in (1, 5, 10)]
+        assert 0.0 <= r[0] <= r[1] <= r[2] <= 1.0 and all(round(v * TEST, 6) % 1 == 0 for v in r)
     print("openclip losses", losses[:3], losses[-3:], "eval", metrics[-1])
 
 
