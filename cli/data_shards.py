@@ -43,6 +43,7 @@ def shard_options(opts: dict, **image):
         min_side=opts["min_side"],
         max_pixels=opts["max_pixels"],
         decode_check=opts["image_check"] == "decode",
+        every_text=opts["every_text"],
         **image,
     )
 
@@ -71,6 +72,13 @@ def shard_layout_options(fn: Callable) -> Callable:
             show_default=True,
             help="decode: decode every image (catches corrupt data); structure: header + end "
             "marker only (~20x faster; catches cut-off files).",
+        ),
+        click.option(
+            "--every-text",
+            is_flag=True,
+            help="One tar sample per text (KEY, KEY_t1, KEY_t2, ...), the image repeated: a "
+            "peer that reads one txt per sample (OpenCLIP) sees every caption. Costs one more "
+            "copy of the image per extra text (README, Use the shards elsewhere).",
         ),
         storage_option,
     ]
@@ -187,8 +195,9 @@ def download(dataset, inputs, out, **opts):
     (karpathy/flickr30k/flickr8k, coco, oven, llava, FROMAGe cc3m), as in `vlmdata shard`.
 
     \b
-    OUT gets: shards/NAME-000000.tar (KEY.jpg|png|webp sniffed, KEY.json, KEY.txt),
-    index.parquet, manifest.parquet, wids.json, shards/*_stats.json, and rejects.parquet with
+    OUT gets: shards/SPLIT/NAME-000000.tar (one folder per split; KEY.jpg|png|webp sniffed,
+    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), index.parquet, records.parquet,
+    manifest.parquet, wids.json, shards/SPLIT/*_stats.json, and rejects.parquet with
     every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
     http_404, timeout, connection_failed, redirect_refused, response_too_large,
     download_deadline, decode_failed ... with
@@ -357,16 +366,17 @@ def shard(
 
     \b
     Writes:
-      OUT/shards/NAME-000000.tar ...  KEY.jpg|png|webp (format sniffed from the bytes),
-                                      KEY.json (first record's fields; `records`: every record
-                                      on the image when there are others), KEY.txt (first text)
-      OUT/shards/NAME-000000_stats.json, OUT/wids.json (wids-shard-index-v1)
-      OUT/index.parquet   one row per image: byte offset/size/sha256 of every member, width,
-                          height, n_records, the first record's metadata
+      OUT/shards/SPLIT/NAME-000000.tar ...  one folder per split (a shard never mixes splits):
+                                KEY.jpg|png|webp (format sniffed from the bytes), KEY.json (first
+                                record's fields; `records`: every record on the image), KEY.txt
+                                (first text; --every-text: one sample per text)
+      OUT/shards/SPLIT/sizes.json (OpenCLIP's), NAME-000000_stats.json, OUT/wids.json
+      OUT/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of every
+                          member, width, height, n_records, the first record's metadata
       OUT/records.parquet one row per record: key, image_key, split, texts, question, ...
       OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
                           too_large, too_small, duplicate_image, bad_key, duplicate_key,
-                          image_key_conflict
+                          image_key_conflict, bad_split
       OUT/manifest.parquet (a copy of MANIFEST)
 
     A path that is missing is also looked for with its other JPEG spellings (.jpg/.JPEG) and,
@@ -442,7 +452,7 @@ def inspect(out, as_json, storage_options):
     from vlmdata.shards.inspect import format_report, summarize
 
     s = summarize(out, storage_options)
-    click.echo(json.dumps(s, indent=2) if as_json else format_report(s))
+    click.echo(json.dumps(s, indent=2) if as_json else format_report(s, out))
 
 
 @click.command("verify")
@@ -524,9 +534,58 @@ def get(out, key, dest, storage_options):
         click.echo(str(path))
 
 
+@click.command("ingest-img2dataset")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
+@click.option("--split", help="The split of every row (a folder under shards/; default nosplit).")
+@click.option("--source", default="img2dataset", show_default=True, help="The source column.")
+@shard_layout_options
+@click.option(
+    "--distributor",
+    default="multiprocessing",
+    show_default=True,
+    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    help="Where the image checks and the one-task-per-shard writes run (as for shard).",
+)
+@click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def ingest_img2dataset(folder, out, split, source, distributor, **opts):
+    """Take in a folder img2dataset already wrote (no network access): indexed shards in OUT.
+
+    Its output_format webdataset (NNNNN.tar + .parquet), parquet (images in a column) or files
+    (NNNNN/ + .parquet), as img2dataset writes them; only shards it finished (NNNNN_stats.json)
+    are read. Keys, captions, urls and per-row status come from its parquet, the images are
+    its bytes unchanged; its failed rows are rejects with their reasons (http_404, timeout,
+    ...). Resumable, on the same distributors as `shard`.
+
+    \b
+    Examples:
+      vlmdata ingest-img2dataset cc3m-img2dataset/ -o cc3m/ --split train --source cc3m
+      vlmdata ingest-img2dataset laion/ -o s3://bucket/laion --distributor pyspark
+    """
+    from vlmdata.core.rejects import check_reject_ratio
+    from vlmdata.download.ingest import ingest_img2dataset as ingest
+
+    summary = ingest(
+        folder,
+        out,
+        shard_options(opts, distributor=distributor),
+        split=split,
+        source=source,
+        storage_options=opts["storage_options"],
+        progress=not opts["quiet"],
+    )
+    click.echo(summary.format())
+    check_reject_ratio(summary.kept, summary.rejected, opts["max_reject_ratio"], what="rows")
+
+
 COMMANDS = [
     download,
     shard,
+    ingest_img2dataset,
     inspect,
     verify,
     get,

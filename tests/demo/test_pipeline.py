@@ -63,6 +63,9 @@ def test_demo_pipeline_retrieves_well_above_chance(demo):
     out, stdout = demo
     index = pl.read_parquet(out / "shards" / "index.parquet")
     assert index.height == 800
+    # one split per shard, in its own folder (issue 24)
+    for shard, splits in index.group_by("shard").agg(pl.col("split").unique()).iter_rows():
+        assert splits == [shard.split("/")[1]], shard
     assert index.filter(pl.col("split") == "test").height == TEST_IMAGES
     for scheme in ("numeric", "structured"):
         ids = pl.read_parquet(out / "ids" / f"{scheme}.parquet")

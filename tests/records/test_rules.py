@@ -84,7 +84,8 @@ def test_key_json_of_a_shared_image_lists_its_records(tmp_path, images):
     shared, solo = reader.get("img_a")["meta"], reader.get("solo")["meta"]
     assert [r["key"] for r in shared["records"]] == ["q1", "q2"]
     assert shared["records"][1]["texts"] == ["text of q2"] and shared["texts"] == ["text of q1"]
-    assert "records" not in solo  # its own single record: KEY.json as before records existed
+    # its own single record, listed too: every sample has the same KEY.json fields (issue 24)
+    assert [r["key"] for r in solo["records"]] == ["solo"] and solo["image_key"] is None
 
 
 def test_streamed_writing_refuses_share(tmp_path):

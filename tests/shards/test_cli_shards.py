@@ -49,14 +49,14 @@ def test_shard_summary_and_reject_ratio_exit(cli_out, tmp_path):
     )
     assert "kept              12 records" in first.output
     assert "images            12" in first.output
-    assert "shards             3  (0 written, 3 reused" in first.output
+    assert "shards             4  (0 written, 4 reused" in first.output
 
 
 def test_inspect_reports_counts(cli_out):
     out, keys, _, _ = cli_out
     res = run("inspect", out)
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("records 12 on 12 images in 3 shards")
+    assert res.output.startswith("records 12 on 12 images in 4 shards")
     assert "shard  duplicate_image      2" in res.output
     figures = json.loads(run("inspect", out, "--json").output)
     assert {r["reason"]: r["count"] for r in figures["rejects"]} == BAD_COUNTS
@@ -71,7 +71,7 @@ def test_inspect_reports_counts(cli_out):
 def test_verify_passes_then_names_the_flipped_key(cli_out):
     out, keys, _, _ = cli_out
     ok = run("verify", out, "--quiet")
-    assert ok.exit_code == 0 and "checked 12 samples in 3 shards: ok" in ok.output
+    assert ok.exit_code == 0 and "checked 12 samples in 4 shards: ok" in ok.output
     index = pl.read_parquet(out / "index.parquet")
     r = index.filter(pl.col("key") == "s0007").row(0, named=True)
     path = out / r["shard"]
@@ -96,11 +96,11 @@ def test_verify_catches_a_broken_header_and_missing_shard(cli_out):
     blob = bytearray(path.read_bytes())
     blob[r["txt_offset"] - 512] ^= 0x20  # first byte of the member's name in its header
     path.write_bytes(bytes(blob))
-    (out / "shards" / "data-000002.tar").unlink()
+    (out / "shards" / "train" / "data-000001.tar").unlink()
     res = run("verify", out, "--quiet")
     assert res.exit_code == 1
     assert "s0001\ts0001.txt: bad tar header checksum" in res.output
-    assert "shards/data-000002.tar\t-\tshard file missing" in res.output
+    assert "shards/train/data-000001.tar\t-\tshard file missing" in res.output
 
 
 def test_get_prints_json_and_writes_members(cli_out, tmp_path):

@@ -143,9 +143,15 @@ def test_layout_readable_with_original_bytes(downloaded):
     out, lines = downloaded["out"], downloaded["lines"]
     for name in ("index.parquet", "manifest.parquet", "wids.json", "rejects.parquet"):
         assert (out / name).is_file()
-    tars = sorted(p.name for p in (out / "shards").glob("*.tar"))
+    tars = sorted(p.name for p in (out / "shards" / "val").glob("*.tar"))  # the file's split
     assert tars == ["data-000000.tar", "data-000001.tar", "data-000002.tar"]
-    assert (out / "shards" / "data-000000_stats.json").is_file()
+    assert (out / "shards" / "val" / "data-000000_stats.json").is_file()
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["val"]
+    n = len(expected_kept(lines))
+    printed = downloaded["summary"].format()  # what `vlmdata download` prints last
+    assert f"val          {n:>10,} samples  {out}/shards/val/data-{{000000..000002}}.tar" in printed
+    sizes = json.loads((out / "shards" / "val" / "sizes.json").read_text())
+    assert sorted(sizes) == tars and sum(sizes.values()) == n
     reader = ShardReader(out)
     assert list(reader.index["key"]) == expected_kept(lines)  # manifest order, our keys
     # the redirect was followed: line 5 holds image 4's bytes, untouched

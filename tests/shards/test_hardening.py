@@ -96,11 +96,11 @@ def test_verify_catches_a_sample_moved_between_splits(sharded):
 
 
 def test_verify_reports_an_empty_tar(sharded):
-    tar = sharded / "shards" / "data-000001.tar"
+    tar = sharded / "shards" / "train" / "data-000001.tar"
     tar.write_bytes(b"")
     res = run("verify", sharded, "--quiet")
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "shards/data-000001.tar\t-\tshard file is empty (0 bytes)" in res.output
+    assert "shards/train/data-000001.tar\t-\tshard file is empty (0 bytes)" in res.output
 
 
 @pytest.mark.parametrize(
@@ -261,7 +261,7 @@ def test_stats_are_byte_identical_across_reruns(tmp_path):
     stats = []
     for name in ("a", "b"):
         write_shards(manifest, images, tmp_path / name, progress=False)
-        stats.append((tmp_path / name / "shards" / "data-000000_stats.json").read_bytes())
+        stats.append((tmp_path / name / "shards" / "train" / "data-000000_stats.json").read_bytes())
     assert stats[0] == stats[1]
     assert not {"start_time", "end_time", "duration"} & json.loads(stats[0]).keys()
 

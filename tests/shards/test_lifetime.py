@@ -103,7 +103,7 @@ def test_shard_workers_die_with_a_killed_shard_and_a_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     fresh = tmp_path / "fresh"
     write_shards(manifest, images, fresh, samples_per_shard=100, progress=False)
-    for name in ("index.parquet", "wids.json", "shards/data-000007.tar"):
+    for name in ("index.parquet", "wids.json", "shards/train/data-000007.tar"):
         assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
 
 

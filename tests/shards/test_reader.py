@@ -18,6 +18,8 @@ def sharded(good_set, tmp_path):
     out = tmp_path / "out"
     write_shards(manifest, images, out, samples_per_shard=5, progress=False)
     rows = pq.read_table(manifest).to_pylist()
+    # one split per shard: stored split by split (train first: s0000's), manifest order within
+    rows = [r for split in ("train", "test") for r in rows if r["split"] == split]
     originals = {r["key"]: (images / r["path"]).read_bytes() for r in rows}
     return out, rows, originals
 
@@ -54,7 +56,7 @@ def test_reader_copies_open_their_own_files(sharded):
     clone.__dict__.update(r.__getstate__())
     assert clone._fds == {} and clone.get("s0011")["image"] == originals["s0011"]
     r.close()
-    assert r[3]["key"] == "s0003"  # reopens lazily
+    assert r[3]["key"] == rows[3]["key"]  # reopens lazily
 
 
 @pytest.mark.slow
@@ -98,8 +100,10 @@ def test_iter_samples_streams_everything_in_order(sharded):
     samples = list(iter_samples(out))
     assert [s["key"] for s in samples] == [r["key"] for r in rows]
     assert all(s["image"] == originals[s["key"]] for s in samples)
-    assert [s["key"] for s in iter_samples(out, shards=[4])] == ["s0020", "s0021", "s0022"]
-    assert len(list_shards(out)) == 5
+    # train 12 = 5 + 5 + 2, test 11 = 5 + 5 + 1: the last shard holds the last test image
+    assert [s["key"] for s in iter_samples(out, shards=[5])] == ["s0021"]
+    assert [s["key"] for s in iter_samples(out, shards=[2])] == ["s0020", "s0022"]
+    assert len(list_shards(out)) == 6
 
 
 def test_gnu_tar_lists_members(sharded):
@@ -111,9 +115,9 @@ def test_gnu_tar_lists_members(sharded):
         "s0000.jpg",
         "s0000.json",
         "s0000.txt",
-        "s0001.png",
-        "s0001.json",
-        "s0001.txt",
+        "s0002.webp",
+        "s0002.json",
+        "s0002.txt",
     ]
     assert len(listing) == 15
 

@@ -76,7 +76,11 @@ def uploaded(s3, data):
         storage_options=s3.options,
         progress=False,
     )
-    assert (summary.shards, summary.written, summary.kept) == (5, 5, 23)
+    assert (summary.shards, summary.written, summary.kept) == (
+        6,
+        6,
+        23,
+    )  # 12 train + 11 test, 5 per shard
     return s3.url("shard-run")
 
 
@@ -89,10 +93,12 @@ def test_shard_run_uploads_the_same_bytes_as_a_local_run(s3, data, uploaded):
 
 def test_verify_inspect_and_iter_samples_read_s3(s3, data, uploaded):
     report = verify_shards(uploaded, storage_options=s3.options)
-    assert report.ok and (report.shards, report.samples) == (5, 23)
+    assert report.ok and (report.shards, report.samples) == (6, 23)
     assert summarize(uploaded, s3.options) == summarize(data[2])
     assert list_shards(uploaded, s3.options) == [
-        f"{uploaded}/shards/data-{i:06d}.tar" for i in range(5)
+        f"{uploaded}/shards/{split}/data-{i:06d}.tar"
+        for split in ("train", "test")
+        for i in range(3)
     ]
     assert list(iter_samples(uploaded, storage_options=s3.options)) == list(iter_samples(data[2]))
 
@@ -103,14 +109,17 @@ def test_verify_reports_a_corrupted_object(s3, data):
     write_shards(
         manifest, images, url, samples_per_shard=5, storage_options=s3.options, progress=False
     )
-    key = "corrupt/shards/data-000001.tar"
-    body = bytearray(s3.objects("corrupt")["shards/data-000001.tar"])
+    key = "corrupt/shards/train/data-000001.tar"
+    body = bytearray(s3.objects("corrupt")["shards/train/data-000001.tar"])
     body[700] ^= 0xFF  # inside the first sample's image data
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=bytes(body))
     problems = {
         (m.shard, m.key is None) for m in verify_shards(url, storage_options=s3.options).mismatches
     }
-    assert problems == {("shards/data-000001.tar", True), ("shards/data-000001.tar", False)}
+    assert problems == {
+        ("shards/train/data-000001.tar", True),
+        ("shards/train/data-000001.tar", False),
+    }
 
 
 def test_reader_one_ranged_get_per_sample(s3, data, uploaded):
@@ -132,7 +141,7 @@ def test_reader_one_ranged_get_per_sample(s3, data, uploaded):
     assert got == [local[i] for i in range(len(local))]
     assert len(calls) == len(local) == 23
     rows = local.index.rows(named=True)
-    assert [(c[1], c[2] - c[1]) for c in calls] == [(r["offset"], r["size"]) for r in rows]
+    assert [(c[1], c[2] - c[1]) for c in calls] == [(r["sample_offset"], r["size"]) for r in rows]
 
 
 def test_reader_works_in_a_spawned_worker(s3, data, uploaded):
@@ -155,7 +164,7 @@ def test_cli_get_inspect_verify_with_environment_credentials(s3, data, uploaded,
     assert (tmp_path / "g" / f"s0007.{local['image_ext']}").read_bytes() == local["image"]
     assert json.loads((tmp_path / "g" / "s0007.json").read_text()) == local["meta"]
     r = CliRunner().invoke(main, ["verify", uploaded, "--quiet"])
-    assert r.exit_code == 0 and "checked 23 samples in 5 shards: ok" in r.output
+    assert r.exit_code == 0 and "checked 23 samples in 6 shards: ok" in r.output
     r = CliRunner().invoke(main, ["inspect", uploaded, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["samples"] == 23
     r = CliRunner().invoke(main, ["get", uploaded, "nope"])
@@ -219,7 +228,7 @@ KILL_SCRIPT = textwrap.dedent(
     real_add = output.ShardFile.add_sample
 
     def add_sample(self, data):  # SIGKILL halfway through the third shard: no cleanup runs
-        if self.rel.endswith("data-000002.tar") and self.count == 2:
+        if self.rel.endswith("train/data-000002.tar") and self.count == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         real_add(self, data)
 
@@ -243,7 +252,7 @@ def test_killed_upload_run_resumes_byte_identical(s3, data, tmp_path):
     # thread while the next one is written, so the kill may come before or after either.
     after_kill = {k: comparable(k, v) for k, v in s3.objects("killed").items()}
     want = local_files(local)
-    possible = {f"shards/data-00000{i}{s}" for i in (0, 1) for s in (".tar", "_stats.json")}
+    possible = {f"shards/train/data-00000{i}{s}" for i in (0, 1) for s in (".tar", "_stats.json")}
     assert set(after_kill) <= possible  # no shard 2, no temp key, no index
     assert {k: want[k] for k in after_kill} == after_kill  # every object whole
     committed = [k for k in after_kill if k.endswith("_stats.json")]
@@ -251,7 +260,7 @@ def test_killed_upload_run_resumes_byte_identical(s3, data, tmp_path):
     with pytest.raises(DataError, match="no index.parquet"):
         ShardReader(url)
     summary = write_shards(manifest, images, url, samples_per_shard=5, progress=False)
-    assert (summary.skipped, summary.written) == (len(committed), 5 - len(committed))
+    assert (summary.skipped, summary.written) == (len(committed), 6 - len(committed))
     assert remote_files(s3, "killed") == want
 
 

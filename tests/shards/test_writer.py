@@ -17,7 +17,7 @@ from vlmdata.shards.tarfmt import parse_header
 
 def tree_hashes(out: Path) -> dict[str, str]:
     """sha256 of every tar, the index and wids.json (the files that must be byte-identical)."""
-    files = sorted(out.glob("shards/*.tar")) + [out / "index.parquet", out / "wids.json"]
+    files = sorted(out.glob("shards/*/*.tar")) + [out / "index.parquet", out / "wids.json"]
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -41,7 +41,15 @@ def test_every_reject_reason_counted_exactly(tmp_path, decode):
             assert m[line - 1]["key"] == key
         assert json.loads(record)["key"] == key
     index = pl.read_parquet(tmp_path / "out" / "index.parquet")
-    assert index["key"].to_list() == keys
+    # one split per shard: the index runs split by split (first seen first), manifest order within
+    split_of: dict[str, str] = {}
+    for r in m:  # a later row reusing a key is a duplicate_key reject
+        split_of.setdefault(r["key"], r["split"])
+    order = list(dict.fromkeys(split_of[k] for k in keys))
+    assert index["key"].to_list() == [k for s in order for k in keys if split_of[k] == s]
+    assert {(r["split"], r["shard"].split("/")[1]) for r in index.iter_rows(named=True)} == {
+        (s, s) for s in order
+    }
     copied = tmp_path / "out" / "manifest.parquet"
     assert copied.read_bytes() == manifest.read_bytes()
 
@@ -51,8 +59,9 @@ def test_index_offsets_point_at_the_members(good_set, tmp_path):
     write_shards(manifest, images, tmp_path / "out", samples_per_shard=4, progress=False)
     index = pl.read_parquet(tmp_path / "out" / "index.parquet")
     m = {r["key"]: r for r in pq.read_table(manifest).to_pylist()}
+    # 12 train and 11 test images (alternating), 4 per shard, each split cut on its own
     assert index["shard"].unique().sort().to_list() == [
-        f"shards/data-{i:06d}.tar" for i in range(6)
+        f"shards/{split}/data-{i:06d}.tar" for split in ("test", "train") for i in range(3)
     ]
     for r in index.iter_rows(named=True):
         blob = (tmp_path / "out" / r["shard"]).read_bytes()
@@ -62,12 +71,13 @@ def test_index_offsets_point_at_the_members(good_set, tmp_path):
         assert hashlib.sha256(image).hexdigest() == r["image_sha256"]
         name, size, _ = parse_header(blob[r["image_offset"] - 512 : r["image_offset"]])
         assert (name, size) == (f"{r['key']}.{r['format']}", r["image_size"])
-        assert r["offset"] == r["image_offset"] - 512
+        assert r["sample_offset"] == r["image_offset"] - 512
         txt = blob[r["txt_offset"] : r["txt_offset"] + r["txt_size"]].decode()
         assert txt == m[r["key"]]["texts"][0] == r["texts"][0]
         meta = json.loads(blob[r["json_offset"] : r["json_offset"] + r["json_size"]])
         assert meta["entity_id"] == r["entity_id"] and meta["split"] == r["split"]
-        assert r["offset"] + r["size"] == r["txt_offset"] + r["txt_size"] + (-r["txt_size"] % 512)
+        end = r["txt_offset"] + r["txt_size"] + (-r["txt_size"] % 512)
+        assert r["sample_offset"] + r["size"] == end
     # formats sniffed from bytes even though jpgs are named .jpeg
     assert set(index["format"]) == {"jpg", "png", "webp"}
 
@@ -77,9 +87,9 @@ def test_rerun_is_byte_identical_and_reuses_finished_shards(good_set, tmp_path):
     a = write_shards(manifest, images, tmp_path / "a", samples_per_shard=5, progress=False)
     write_shards(manifest, images, tmp_path / "b", samples_per_shard=5, progress=False)
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
-    assert (a.written, a.skipped) == (5, 0)
+    assert (a.written, a.skipped) == (6, 0)  # 12 train + 11 test, 5 per shard: 3 + 3
     again = write_shards(manifest, images, tmp_path / "a", samples_per_shard=5, progress=False)
-    assert (again.written, again.skipped) == (0, 5)
+    assert (again.written, again.skipped) == (0, 6)
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
 
 
@@ -89,16 +99,16 @@ def test_resume_after_simulated_kill(good_set, tmp_path):
     write_shards(manifest, images, ref, samples_per_shard=5, progress=False)
     out = tmp_path / "out"
     write_shards(manifest, images, out, samples_per_shard=5, progress=False)
-    shards = out / "shards"
+    shards = out / "shards" / "test"
     # a killed run: last shard never renamed (temp left), one shard cut short, no index yet
-    (shards / "data-000004.tar").rename(shards / ".data-000004.tar.tmp-abc123")
-    (shards / "data-000004_stats.json").unlink()
+    (shards / "data-000002.tar").rename(shards / ".data-000002.tar.tmp-abc123")
+    (shards / "data-000002_stats.json").unlink()
     blob = (shards / "data-000001.tar").read_bytes()
     (shards / "data-000001.tar").write_bytes(blob[:3000])
     (out / "index.parquet").unlink()
     (out / "wids.json").unlink()
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
-    assert (s.written, s.skipped) == (2, 3)
+    assert (s.written, s.skipped) == (2, 4)  # train 3 shards + test 3
     assert tree_hashes(out) == tree_hashes(ref)
     assert not [p for p in shards.iterdir() if ".tmp-" in p.name]
 
@@ -107,11 +117,11 @@ def test_changed_parameters_rewrite_and_drop_stale_shards(good_set, tmp_path):
     manifest, images = good_set
     out = tmp_path / "out"
     write_shards(manifest, images, out, samples_per_shard=3, progress=False)
-    assert len(list((out / "shards").glob("*.tar"))) == 8
+    assert len(list((out / "shards").glob("*/*.tar"))) == 8  # 12 train, 11 test: 4 + 4
     s = write_shards(manifest, images, out, samples_per_shard=10, progress=False)
-    assert s.shards == 3 and s.written == 3
-    assert sorted(p.name for p in (out / "shards").glob("*.tar")) == [
-        f"data-{i:06d}.tar" for i in range(3)
+    assert s.shards == 4 and s.written == 4
+    assert sorted(str(p.relative_to(out)) for p in (out / "shards").glob("*/*.tar")) == [
+        f"shards/{split}/data-{i:06d}.tar" for split in ("test", "train") for i in range(2)
     ]
     write_shards(manifest, images, tmp_path / "fresh", samples_per_shard=10, progress=False)
     assert tree_hashes(out) == tree_hashes(tmp_path / "fresh")
@@ -133,10 +143,11 @@ def test_max_shard_bytes_caps_every_shard(good_set, tmp_path):
     manifest, images = good_set
     cap = 40 * 1024
     s = write_shards(manifest, images, tmp_path / "out", max_shard_bytes=cap, progress=False)
-    sizes = [p.stat().st_size for p in sorted((tmp_path / "out" / "shards").glob("*.tar"))]
-    assert len(sizes) == s.shards > 1 and max(sizes) <= cap
+    tars = (tmp_path / "out" / "shards").glob("*/*.tar")
+    sizes = {str(p.relative_to(tmp_path / "out")): p.stat().st_size for p in tars}
+    assert len(sizes) == s.shards > 1 and max(sizes.values()) <= cap
     wids = json.loads((tmp_path / "out" / "wids.json").read_text())
-    assert [e["filesize"] for e in wids["shardlist"]] == sizes
+    assert {e["url"]: e["filesize"] for e in wids["shardlist"]} == sizes
     assert sum(e["nsamples"] for e in wids["shardlist"]) == 23
     # the greedy cut: the next shard's first sample would have pushed this one past the cap
     index = pl.read_parquet(tmp_path / "out" / "index.parquet")
@@ -144,7 +155,10 @@ def test_max_shard_bytes_caps_every_shard(good_set, tmp_path):
         pl.col("size").sum().alias("used"), pl.col("size").first().alias("first")
     )
     used, first = per_shard["used"].to_list(), per_shard["first"].to_list()
+    split_ends = {len(index.filter(pl.col("split") == "train")["shard"].unique()) - 1}
     for i in range(len(used) - 1):
+        if i in split_ends:
+            continue  # the next shard opens the next split, not a cut
         needed = used[i] + first[i + 1] + 1024  # samples + end-of-archive blocks
         assert needed + (-needed % 10240) > cap
 
@@ -229,16 +243,16 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-c", KILL_SCRIPT, str(manifest), str(images), str(out)]
     proc = subprocess.Popen(args, cwd=Path(__file__).parents[2])
-    stats = out / "shards" / "data-000000_stats.json"
+    stats = out / "shards" / "train" / "data-000000_stats.json"
     deadline = time.monotonic() + 60
     while not stats.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert stats.exists() and not (out / "index.parquet").exists()
-    assert len(list((out / "shards").glob("*.tar"))) == 1
+    assert len(list((out / "shards").glob("*/*.tar"))) == 1
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
-    assert (s.written, s.skipped) == (4, 1)
+    assert (s.written, s.skipped) == (5, 1)  # train 3 shards + test 3
     assert tree_hashes(out) == tree_hashes(tmp_path / "ref")
     assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []  # the kill's temps
 

@@ -105,7 +105,8 @@ def test_resume_continues_the_same_stream(dataset, tmp_path, grace_ctx, mode, wo
 
 def test_streaming_counts_equal_on_every_rank_with_uneven_shards(dataset, tmp_path, grace_ctx):
     sizes = pl.read_parquet(dataset["shards"] / "index.parquet").group_by("shard").len()
-    assert sorted(sizes["len"].to_list()) == [1, 5, 5, 5, 5, 5]  # uneven, and 4 train-only
+    # uneven: 22 train and 4 test images, 5 per shard, one split per shard (issue 24)
+    assert sorted(sizes["len"].to_list()) == [2, 4, 5, 5, 5, 5]
     assert streaming_batches(N_TRAIN, 2, world=2, workers=2) == 6  # ceil(ceil(22/4)/2)*2
     assert streaming_batches(N_TRAIN, 2, world=2, workers=4) == 8
     assert streaming_batches(N_TRAIN, 2, world=3, workers=1) == 4

@@ -48,6 +48,7 @@ from vlmdata.download.img2dataset_run import (
 )
 from vlmdata.download.results import read_status
 from vlmdata.shards.options import ShardOptions
+from vlmdata.shards.output import format_splits, splits_from_wids
 
 WORK_DIR = ".download"
 STAGE = "download"
@@ -63,6 +64,7 @@ class DownloadSummary(Tally):
     urls: int = 0  # URLs handed to img2dataset
     incomplete: list[int] = field(default_factory=list)  # img2dataset shards still unfinished
     up_to_date: bool = False
+    splits: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # see format_splits
 
     def format(self) -> str:
         lines = [format_summary(self.kept, self.rejects, "samples")]
@@ -76,7 +78,7 @@ class DownloadSummary(Tally):
                 f"incomplete {len(self.incomplete):>9,}  img2dataset shards did not finish: "
                 "their URLs are in rejects as download_failed; rerun to retry them"
             )
-        return "\n".join(lines)
+        return "\n".join(lines) + format_splits(self.splits)
 
 
 def source_name(dataset: str) -> str:
@@ -184,6 +186,7 @@ def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> 
         rejects=Counter(summary.rejects),
         shards=summary.shards,
         bytes=summary.bytes,
+        splits=summary.splits,
     )
 
 
@@ -311,6 +314,7 @@ def _download_urls(
         rejects=Counter(summary.rejects),
         shards=summary.shards,
         bytes=summary.bytes,
+        splits=summary.splits,
         urls=rows.num_rows,
         incomplete=incomplete,
     )
@@ -370,4 +374,5 @@ def _existing_summary(out: Location, urls: int) -> DownloadSummary:
         bytes=sum(s["filesize"] for s in wids),
         urls=urls,
         up_to_date=True,
+        splits=splits_from_wids(out),
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.download.img2dataset_run import KEY_COLUMN
 from vlmdata.download.results import Fetched, read_shard, read_status
 from vlmdata.shards.image_sources import PlanResult, check_planned
 from vlmdata.shards.images import ImageReject
@@ -32,6 +33,7 @@ class RawImages:
     raw_dir: str
     raw_format: str
     encode_format: str
+    key_column: str = KEY_COLUMN  # img2dataset's own "key" for an ingested folder
     _cache: tuple[int, dict[str, Fetched]] | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -39,7 +41,9 @@ class RawImages:
 
     def _shard(self, shard_id: int) -> dict[str, Fetched]:
         if self._cache is None or self._cache[0] != shard_id:
-            loaded = read_shard(Path(self.raw_dir), shard_id, self.raw_format, self.encode_format)
+            loaded = read_shard(
+                Path(self.raw_dir), shard_id, self.raw_format, self.encode_format, self.key_column
+            )
             self._cache = (shard_id, loaded)
         return self._cache[1]
 

@@ -42,42 +42,61 @@ def read_status(raw_dir: Path, shard_id: int) -> dict[str, Fetched]:
     }
 
 
-def read_shard(raw_dir: Path, shard_id: int, raw_format: str, encode_format: str):
-    """vlm_key -> outcome with the image bytes of successes."""
+def read_shard(
+    raw_dir: Path, shard_id: int, raw_format: str, encode_format: str, key_column: str = KEY_COLUMN
+) -> dict[str, Fetched]:
+    """`key_column` value (our vlm_key; img2dataset's own `key` for an ingested folder) ->
+    outcome with the image bytes of successes. raw_format: img2dataset's output_format."""
     if raw_format == "parquet":
-        return _read_parquet_shard(raw_dir, shard_id, encode_format)
-    return _read_webdataset_shard(raw_dir, shard_id, encode_format)
+        return _read_parquet_shard(raw_dir, shard_id, encode_format, key_column)
+    return _read_member_shard(raw_dir, shard_id, raw_format, encode_format, key_column)
 
 
-def _read_parquet_shard(raw_dir: Path, shard_id: int, encode_format: str) -> dict[str, Fetched]:
+def _read_parquet_shard(
+    raw_dir: Path, shard_id: int, encode_format: str, key_column: str
+) -> dict[str, Fetched]:
     path = raw_dir / f"{shard_name(shard_id)}.parquet"
-    cols = pq.read_table(path, columns=[KEY_COLUMN, "status", "error_message", encode_format])
+    cols = pq.read_table(path, columns=[key_column, "status", "error_message", encode_format])
     d = cols.to_pydict()
     return {
         k: Fetched(s, e, img)
         for k, s, e, img in zip(
-            d[KEY_COLUMN], d["status"], d["error_message"], d[encode_format], strict=True
+            d[key_column], d["status"], d["error_message"], d[encode_format], strict=True
         )
     }
 
 
-def _read_webdataset_shard(raw_dir: Path, shard_id: int, encode_format: str) -> dict[str, Fetched]:
-    """Statuses from the shard's parquet, bytes from its tar (members KEY.<encode_format>)."""
+def _read_member_shard(
+    raw_dir: Path, shard_id: int, raw_format: str, encode_format: str, key_column: str
+) -> dict[str, Fetched]:
+    """Statuses from the shard's parquet, bytes from its tar (`webdataset`) or its folder
+    (`files`): members KEY.<encode_format> under img2dataset's own key."""
     name = shard_name(shard_id)
-    meta = pq.read_table(
-        raw_dir / f"{name}.parquet", columns=["key", KEY_COLUMN, "status", "error_message"]
-    ).to_pydict()
-    images: dict[str, bytes] = {}
+    columns = list(dict.fromkeys(["key", key_column, "status", "error_message"]))
+    meta = pq.read_table(raw_dir / f"{name}.parquet", columns=columns).to_pydict()
     suffix = "." + encode_format
-    with tarfile.open(raw_dir / f"{name}.tar", "r:") as tar:
+    if raw_format == "files":
+        images = {
+            p.name[: -len(suffix)]: p.read_bytes()
+            for p in (raw_dir / name).glob(f"*{suffix}")
+            if p.is_file()
+        }
+    else:
+        images = _tar_images(raw_dir / f"{name}.tar", suffix)
+    return {
+        vk: Fetched(s, e, images.get(ik))
+        for ik, vk, s, e in zip(
+            meta["key"], meta[key_column], meta["status"], meta["error_message"], strict=True
+        )
+    }
+
+
+def _tar_images(path: Path, suffix: str) -> dict[str, bytes]:
+    images: dict[str, bytes] = {}
+    with tarfile.open(path, "r:") as tar:
         for member in tar:
             if member.isfile() and member.name.endswith(suffix):
                 f = tar.extractfile(member)
                 if f is not None:
                     images[member.name[: -len(suffix)]] = f.read()
-    return {
-        vk: Fetched(s, e, images.get(ik))
-        for ik, vk, s, e in zip(
-            meta["key"], meta[KEY_COLUMN], meta["status"], meta["error_message"], strict=True
-        )
-    }
+    return images

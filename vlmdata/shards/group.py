@@ -4,7 +4,8 @@ A manifest row is a record; its image is named by `image_key` (null: the record'
 Records are placed in manifest order, each by the first rule that applies:
 
 1. its key is malformed (`bad_key`) or taken (`duplicate_key`), its texts are unusable
-   (`empty_text`, `wrong_type`), or its image_key is malformed;
+   (`empty_text`, `wrong_type`), its image_key is malformed, or its split cannot name a shard
+   folder (`bad_split`);
 2. its image_key already names a stored image: it joins it (`image_key_conflict` when it names
    another file or URL for that image key);
 3. its image failed a check: that reason (every record of a bad image is counted);
@@ -21,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
 from vlmdata.core.rejects import RejectWriter
+from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 
@@ -99,6 +102,8 @@ class Gate:
             return "duplicate_key", f"key {key!r} seen before"
         if ik != key and (problem := key_problem(ik)) is not None:
             return "bad_key", f"image_key: {problem}"
+        if (problem := split_problem(row.get("split"))) is not None:
+            return "bad_split", problem
         return texts_problem(row.get("texts"))
 
     def _shared(self, row: dict, result: Prepared) -> tuple[Planned | None, tuple | None]:
@@ -142,3 +147,22 @@ class Gate:
 def _source_of(row: dict) -> str | None:
     """The file or URL a record's image comes from."""
     return row.get("path") or row.get("url")
+
+
+def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
+    """The every-text layout: each sample followed by one copy per further text of its first
+    record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
+    txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
+    out: list[Planned] = []
+    for p in samples:
+        out.append(p)
+        for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
+            key = f"{p.key}_t{j}"
+            if key in taken:
+                raise DataError(f"--every-text: sample key {key!r} is also a record key")
+            row = {**p.row, "key": key}
+            copy = Planned(row, p.prepared, p.records, ref=p.ref)
+            copy.json = json_bytes(row, p.records)
+            copy.txt = text.encode("utf-8")
+            out.append(copy)
+    return out

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from vlmdata.core.storage import Location
+from vlmdata.shards.output import format_splits, splits_from_wids
 from vlmdata.shards.reader import read_index
 from vlmdata.shards.records import load_records
 
@@ -66,6 +67,11 @@ def summarize(
         "texts_per_record": _quantiles(records["texts"].list.len()),
         "records_per_image": _quantiles(records.group_by("image_key").len()["len"]),
         "rejects": rejects.rows(named=True),
+        # split folder -> {pattern, shards, samples}: the shard set a webdataset peer pastes
+        "splits": {
+            k: {"pattern": p, "shards": n, "samples": c}
+            for k, (p, n, c) in splits_from_wids(root, relative=True).items()
+        },
     }
 
 
@@ -96,7 +102,8 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def format_report(s: dict[str, Any]) -> str:
+def format_report(s: dict[str, Any], root: str = "") -> str:
+    """The plain-text report; split patterns are printed under `root` (OUT as given)."""
     parts = [
         f"records {s['records']:,} on {s['images']:,} images in {s['shards']:,} shards, "
         f"{s['shard_bytes'] / 1e6:,.1f} MB of tars ({s['image_bytes'] / 1e6:,.1f} MB images)",
@@ -114,4 +121,8 @@ def format_report(s: dict[str, Any]) -> str:
     parts.append(_table(["", *cols], [[n, *[s[n].get(c) for c in cols]] for n in stats if s[n]]))
     rej = [[r["stage"], r["reason"], r["count"]] for r in s["rejects"]]
     parts.append(_table(["stage", "rejected", "count"], rej) if rej else "rejects: none")
+    prefix = root.rstrip("/") + "/" if root else ""
+    splits = {k: (prefix + v["pattern"], v["shards"], v["samples"]) for k, v in s["splits"].items()}
+    if splits:
+        parts.append(format_splits(splits).lstrip("\n"))
     return "\n\n".join(parts)

@@ -61,6 +61,9 @@ class ShardOptions:
     # a second image id with the same bytes: "share" (another record of the stored image) or
     # "reject" (duplicate_image); None: per source (core/manifest.py SHARED_IMAGE_SOURCES)
     duplicate_images: str | None = None
+    # one tar sample per text (KEY, KEY_t1, KEY_t2, ...; the image repeated), so a peer that
+    # reads one txt per sample (OpenCLIP) sees every caption; default: one sample per image
+    every_text: bool = False
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import Executor, Future, wait
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,73 @@ from vlmdata.shards.tarfmt import archive_end
 
 SHARDS_DIR = "shards"
 WIDS_KIND = "wids-shard-index-v1"
+SIZES_FILE = "sizes.json"  # OpenCLIP's per-folder sample counts: {"NAME-000000.tar": n, ...}
+NO_SPLIT = "nosplit"  # the shard folder of samples whose record has no split
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def split_problem(split: Any) -> str | None:
+    """Why `split` cannot name a shard folder (None when it can: null, or [A-Za-z0-9_-]+)."""
+    if split is None or (isinstance(split, str) and _SPLIT_NAME.fullmatch(split)):
+        return None
+    return f"split {split!r} cannot name a shard folder (letters, digits, _ and - only)"
+
+
+def split_dir(split: str | None) -> str:
+    """The folder under shards/ holding one split's shards (docs/DESIGN.md, contract 3)."""
+    if (problem := split_problem(split)) is not None:
+        raise ValueError(problem)
+    return NO_SPLIT if split is None else split
 
 
 def shard_filename(name: str, number: int) -> str:
     return f"{name}-{number:06d}.tar"
 
 
-def shard_rel(name: str, number: int) -> str:
-    """A shard's name relative to OUT (what the index and wids.json record)."""
-    return f"{SHARDS_DIR}/{shard_filename(name, number)}"
+def shard_rel(name: str, number: int, split: str | None = None) -> str:
+    """A shard's name relative to OUT (what the index and wids.json record): one folder per
+    split, so a peer selects a split by path pattern alone."""
+    return f"{SHARDS_DIR}/{split_dir(split)}/{shard_filename(name, number)}"
+
+
+def split_patterns(
+    shard_counts: list[tuple[str, int]], out: Location | None = None
+) -> dict[str, tuple[str, int, int]]:
+    """{split folder: (brace pattern, shards, samples)} from (shard rel, count) pairs: what a
+    webdataset peer pastes, e.g. `OUT/shards/train/data-{000000..000002}.tar` (relative to
+    OUT when `out` is None)."""
+    folders: dict[str, list[tuple[str, int]]] = {}
+    for rel, count in shard_counts:
+        folders.setdefault(rel.rsplit("/", 1)[0], []).append((rel, count))
+    found = {}
+    for folder, shards in folders.items():
+        names = sorted(rel.rsplit("/", 1)[1] for rel, _ in shards)
+        first, last = names[0], names[-1]
+        stem = first[: -len("000000.tar")]
+        lo, hi = first[len(stem) : -4], last[len(stem) : -4]
+        name = first if lo == hi else f"{stem}{{{lo}..{hi}}}.tar"
+        total = sum(c for _, c in shards)
+        where = f"{folder}/{name}"
+        found[folder.rsplit("/", 1)[-1]] = (out.join(where) if out else where, len(shards), total)
+    return found
+
+
+def splits_from_wids(out: Location, relative: bool = False) -> dict[str, tuple[str, int, int]]:
+    """split_patterns of a finished OUT, from its wids.json ({} without one)."""
+    if not out.exists("wids.json"):
+        return {}
+    shardlist = json.loads(out.read_text("wids.json"))["shardlist"]
+    return split_patterns([(s["url"], s["nsamples"]) for s in shardlist], None if relative else out)
+
+
+def format_splits(splits: dict[str, tuple[str, int, int]]) -> str:
+    """One line per split: its sample count and the shard pattern a webdataset peer pastes."""
+    if not splits:
+        return ""
+    lines = [
+        f"\n  {split:<12} {n:>10,} samples  {pattern}" for split, (pattern, _, n) in splits.items()
+    ]
+    return "\nsplits (one folder each; sizes.json beside the shards):" + "".join(lines)
 
 
 def stats_rel(tar_rel: str) -> str:
@@ -234,23 +293,40 @@ def clean_top_temps(out: Location) -> None:
             out.remove(stem)
 
 
-def clean_stale(out: Location, name: str, n_shards: int) -> None:
-    """Remove temp files of killed runs and shards beyond this plan's count (older runs)."""
-    for stem in out.listdir(SHARDS_DIR):
-        rel = f"{SHARDS_DIR}/{stem}"
-        if stem.startswith(f".{name}-") and ".tmp-" in stem:
+def clean_stale(out: Location, name: str, counts: dict[str, int] | None) -> None:
+    """Remove temp files of killed runs and shards beyond this plan's count per split folder
+    (older runs; `counts` None: temps only). Shards of the layout before split folders
+    (`shards/NAME-*.tar`) and split folders this plan does not have are removed."""
+    for entry in out.listdir(SHARDS_DIR):
+        if entry.endswith((".tar", "_stats.json")) or ".tmp-" in entry:  # the flat layout
+            _clean_entry(out, SHARDS_DIR, entry, name, None if counts is None else 0)
+            continue
+        folder = f"{SHARDS_DIR}/{entry}"
+        keep = None if counts is None else counts.get(entry, 0)
+        for stem in out.listdir(folder):
+            _clean_entry(out, folder, stem, name, keep)
+        if keep == 0:
+            out.remove(f"{folder}/{SIZES_FILE}")
+
+
+_SHARD_FILES = (".tar", "_stats.json")
+
+
+def _clean_entry(out: Location, folder: str, stem: str, name: str, keep: int | None) -> None:
+    rel = f"{folder}/{stem}"
+    if stem.startswith(f".{name}-") and ".tmp-" in stem:
+        out.remove(rel)
+    elif keep is not None and stem.startswith(f"{name}-") and stem.endswith(_SHARD_FILES):
+        number = stem[len(name) + 1 :].split(".")[0].split("_")[0]
+        if number.isdigit() and int(number) >= keep:
             out.remove(rel)
-        elif stem.startswith(f"{name}-") and stem.endswith((".tar", "_stats.json")):
-            number = stem[len(name) + 1 :].split(".")[0].split("_")[0]
-            if number.isdigit() and int(number) >= n_shards:
-                out.remove(rel)
 
 
 def index_schema(extras: list[str]) -> pa.Schema:
     fields = [
         ("key", pa.string()),
         ("shard", pa.string()),
-        ("offset", pa.int64()),
+        ("sample_offset", pa.int64()),  # not `offset`: a reserved word in SQL
         ("size", pa.int64()),
     ]
     for role in ("image", "json", "txt"):
@@ -296,3 +372,14 @@ def write_wids(out: Location, name: str, shard_stats: list[tuple[str, dict[str, 
         "wids.json",
         {"__kind__": WIDS_KIND, "wids_version": 1, "name": name, "shardlist": shardlist},
     )
+
+
+def write_sizes(out: Location, shard_stats: list[tuple[str, dict[str, Any]]]) -> None:
+    """sizes.json beside each split's shards, in OpenCLIP's convention (`get_dataset_size`
+    sums `sizes[basename(shard)]` over a shard list), so `--train-num-samples` is optional."""
+    folders: dict[str, dict[str, int]] = {}
+    for rel, s in shard_stats:
+        folder, _, base = rel.rpartition("/")
+        folders.setdefault(folder, {})[base] = s["count"]
+    for folder, sizes in folders.items():
+        out.write_json(f"{folder}/{SIZES_FILE}", sizes)

@@ -36,7 +36,10 @@ def list_shards(
     if root.exists("wids.json"):
         rels = [s["url"] for s in json.loads(root.read_text("wids.json"))["shardlist"]]
     else:
-        rels = [f"shards/{n}" for n in root.listdir("shards") if n.endswith(".tar")]
+        rels = [f"shards/{n}" for n in root.listdir("shards") if n.endswith(".tar")]  # flat layout
+        for folder in root.listdir("shards"):  # one folder per split
+            names = root.listdir(f"shards/{folder}")
+            rels += [f"shards/{folder}/{n}" for n in names if n.endswith(".tar")]
     return [root.local(r) for r in rels] if root.is_local else [root.join(r) for r in rels]
 
 
@@ -118,7 +121,7 @@ class ShardReader(KeyedAccess):
         ids = {s: i for i, s in enumerate(self._shards)}
         self._shard_id = np.array([ids[s] for s in self.index["shard"].to_list()], dtype=np.int32)
         # one compact row per sample: shard, sample range, then each member's (offset - start, size)
-        start = self.index["offset"].to_numpy().astype(np.int64)
+        start = self.index["sample_offset"].to_numpy().astype(np.int64)
         cols = [self._shard_id.astype(np.int64), start, self.index["size"].to_numpy()]
         for role in _ROLES:
             cols += [self.index[f"{role}_offset"].to_numpy() - start, self.index[f"{role}_size"]]
@@ -214,10 +217,13 @@ def read_index(location: Location) -> pl.DataFrame:
     except FileNotFoundError:
         raise DataError("no index.parquet here: not a shard folder", file=str(location)) from None
     try:
-        return pl.read_parquet(io.BytesIO(data))
+        df = pl.read_parquet(io.BytesIO(data))
     except Exception as e:  # polars raises several types for bytes that are not Parquet
         where = location.join("index.parquet")
         raise DataError(f"not a readable Parquet index ({type(e).__name__})", file=where) from None
+    if "offset" in df.columns and "sample_offset" not in df.columns:  # written before the rename
+        df = df.rename({"offset": "sample_offset"})
+    return df
 
 
 def open_shard(path: str | os.PathLike, storage_options: dict[str, Any] | None = None):

@@ -74,8 +74,9 @@ def records_of_sample(sample: Sample) -> Iterator[Sample]:
     A KEY.json without `records` (older shards) is one record: the sample itself."""
     meta = sample.get("meta") or {}
     listed = meta.get("records")
-    if not listed:
-        yield sample
+    if not listed or (len(listed) == 1 and listed[0].get("key") == sample["key"]):
+        own = {k: v for k, v in meta.items() if k != "records" and v is not None}
+        yield {**sample, "meta": own}
         return
     for rec in listed:
         texts = rec.get("texts") or []
@@ -83,7 +84,7 @@ def records_of_sample(sample: Sample) -> Iterator[Sample]:
             "key": rec["key"],
             "image": sample["image"],
             "image_ext": sample["image_ext"],
-            "meta": {**rec, "image_key": sample["key"]},
+            "meta": {**record_meta(rec), "image_key": sample["key"]},
             "txt": texts[0] if texts else "",
         }
 

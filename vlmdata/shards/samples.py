@@ -1,9 +1,9 @@
 """One sample's tar members and where each lands in the shard.
 
 A sample is one stored image: `KEY.<jpg|png|webp>`, `KEY.json`, `KEY.txt`, in that order.
-KEY.json holds the fields of the image's first record (so a sample that is its own single record
-reads as it always did) and, when the image carries other records, `records`: every record on
-it, in manifest order, each with its own `key` (docs/DESIGN.md, "Records"). Because headers are
+KEY.json holds the fields of the image's first record and `records`: every record on it, in
+manifest order, each with its own `key` (docs/DESIGN.md, "Records"); the same fields in every
+sample, null where a record has none. Because headers are
 fixed-size, offsets follow from the member sizes alone: the index is computed from the plan,
 before (or without) writing any bytes.
 """
@@ -23,18 +23,20 @@ MEMBER_COLUMNS = ("image", "json", "txt")
 
 
 def meta_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The KEY.json content of a one-record sample: the manifest row's non-null fields."""
-    return {k: row[k] for k in META_FIELDS if row.get(k) is not None}
+    """A record's KEY.json fields: every manifest column the row has, null included, so every
+    sample of a shard set has the same fields (readers that infer columns from the first
+    samples, like HF `datasets`, drop none)."""
+    return {k: row.get(k) for k in META_FIELDS if k in row}
 
 
 def sample_meta(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> dict:
     """KEY.json of an image sample: `row` (its first record, key = the image key) plus
-    `records` when the image holds any record other than itself."""
+    `records`, always: every record on the image in manifest order (the one record itself
+    when it is alone; docs/DESIGN.md, "Records")."""
     meta = meta_of(row)
-    if records and (len(records) > 1 or records[0]["key"] != row["key"]):
-        meta["records"] = [
-            {k: v for k, v in meta_of(r).items() if k != "image_key"} for r in records
-        ]
+    meta["records"] = [
+        {k: v for k, v in meta_of(r).items() if k != "image_key"} for r in records or [row]
+    ]
     return meta
 
 

@@ -31,7 +31,7 @@ from vlmdata.core.manifest import OPTIONAL_COLUMNS, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate, Planned, image_key_of
+from vlmdata.shards.group import Gate, Planned, image_key_of, per_text_samples
 from vlmdata.shards.image_sources import PlanResult, folder_source, plan_task
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions, ShardOptions
@@ -39,8 +39,11 @@ from vlmdata.shards.output import (
     ShardFile,
     clean_stale,
     clean_top_temps,
+    format_splits,
     shard_is_finished,
     shard_rel,
+    split_patterns,
+    write_sizes,
     write_wids,
 )
 from vlmdata.shards.prepare import (
@@ -65,6 +68,8 @@ class ShardSummary(Tally):
     skipped: int = 0
     bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # "plan" and "write" phases
+    # split folder -> (brace pattern under OUT, shards, samples): what a peer pastes
+    splits: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def format(self) -> str:
         return (
@@ -73,6 +78,7 @@ class ShardSummary(Tally):
             + f"\nshards    {self.shards:>10,}  ({self.written} written, {self.skipped} reused, "
             f"{self.bytes / 1e6:,.1f} MB)"
             + "".join(f"\n{k:<9} {v:>10.2f} s" for k, v in self.seconds.items())
+            + format_splits(self.splits)
         )
 
 
@@ -107,7 +113,8 @@ class _Cutter:
 def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tuple[dict, int]:
     key, fmt = p.row["key"], p.prepared.info.format
     lay = layout(key, fmt, p.sizes, start)
-    row: dict[str, Any] = {"key": key, "shard": shard_rel, "offset": lay.offset, "size": lay.size}
+    row: dict[str, Any] = {"key": key, "shard": shard_rel, "sample_offset": lay.offset}
+    row["size"] = lay.size
     hashes = {"image": p.prepared.sha256, "json": sha256(p.json), "txt": sha256(p.txt)}
     for role, (off, size) in lay.members.items():
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
@@ -302,9 +309,11 @@ def write_planned(
             if sample is not None:
                 sample.ref = refs[firsts[ik]]
         kept = [p.seal() for p in gate.samples]
+        if opt.every_text:
+            kept = per_text_samples(kept, {r["key"] for r in gate.records} | set(planned))
         shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
         index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
-        clean_stale(out, opt.name, len(shards))
+        clean_stale(out, opt.name, _split_counts([j.rel for j in jobs]))
         t1 = time.perf_counter()
         tables = SideTables(out, index_rows, gate.records, extras, opt.params())
         todo = _write_jobs(jobs, stats, engine, progress)
@@ -320,9 +329,10 @@ def write_planned(
         engine.close()
     out.commit(rejects_tmp, "rejects.parquet")
     _copy_manifest(manifest, out)
-    _finish(out, opt.name, stats, staged)
+    summary.splits = _finish(out, opt.name, [j.rel for j in jobs], stats, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
-    summary.kept, summary.images, summary.rejects = len(gate.records), len(kept), rejects.counts
+    summary.kept, summary.rejects = len(gate.records), rejects.counts
+    summary.images = len(gate.samples)  # --every-text copies are samples, not images
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
@@ -388,18 +398,35 @@ _COLUMN_TYPES = [
 ]
 
 
-def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[list[Planned]]:
-    cutter, shards = _Cutter(spp, cap), []
+def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:
+    """(split, samples) per shard: each split (in first-seen order) cut on its own, so a
+    shard never mixes splits; a sample's split is its first record's."""
+    by_split: dict[Any, list[Planned]] = {}
     for p in kept:
-        size = layout(p.row["key"], p.prepared.info.format, p.sizes, 0).size
-        if cutter.starts_new(size):
-            shards.append([])
-        shards[-1].append(p)
+        by_split.setdefault(p.row.get("split"), []).append(p)
+    shards: list[tuple[Any, list[Planned]]] = []
+    for split, samples in by_split.items():
+        cutter, mine = _Cutter(spp, cap), []
+        for p in samples:
+            size = layout(p.row["key"], p.prepared.info.format, p.sizes, 0).size
+            if cutter.starts_new(size):
+                mine.append([])
+            mine[-1].append(p)
+        shards += [(split, m) for m in mine]
     return shards
 
 
+def _split_counts(rels: list[str]) -> dict[str, int]:
+    """Shards per split folder (what clean_stale keeps)."""
+    counts: dict[str, int] = {}
+    for rel in rels:
+        folder = rel.split("/")[1]
+        counts[folder] = counts.get(folder, 0) + 1
+    return counts
+
+
 def _layout_shards(
-    shards: list[list[Planned]],
+    shards: list[tuple[Any, list[Planned]]],
     out: Location,
     name: str,
     opts: ImageOptions,
@@ -408,8 +435,10 @@ def _layout_shards(
 ) -> tuple[list[dict], list[ShardJob], list[dict | None]]:
     """Index rows (from sizes alone), a job per shard, and the stats of shards already done."""
     index_rows, jobs, stats = [], [], []
-    for number, samples in enumerate(shards):
-        rel = shard_rel(name, number)
+    numbers: dict[Any, int] = {}
+    for split, samples in shards:
+        numbers[split] = number = numbers.get(split, -1) + 1
+        rel = shard_rel(name, number, split)
         pos = 0
         for p in samples:
             row, size = _index_row(p, rel, pos, extras)
@@ -430,15 +459,20 @@ def _copy_manifest(manifest_path: Path, out: Location) -> None:
     out.put_file(manifest_path, "manifest.parquet")
 
 
-def _finish(out: Location, name: str, stats: list[dict], tables: dict[str, Path]) -> None:
-    """wids.json, then the staged records.parquet and index.parquet (see tables.py)."""
-    rels = [shard_rel(name, i) for i in range(len(stats))]
+def _finish(
+    out: Location, name: str, rels: list[str], stats: list[dict], tables: dict[str, Path]
+) -> dict[str, tuple[str, int, int]]:
+    """wids.json and each split's sizes.json, then the staged records.parquet and
+    index.parquet (see tables.py); the split patterns."""
+    pairs = list(zip(rels, stats, strict=True))
     try:
-        write_wids(out, name, list(zip(rels, stats, strict=True)))
+        write_wids(out, name, pairs)
+        write_sizes(out, pairs)
         publish_tables(out, tables)
     except BaseException:
         drop_staged(tables)  # no temp files left behind in OUT
         raise
+    return split_patterns([(rel, s["count"]) for rel, s in pairs], out)
 
 
 @holds_out_lock
@@ -464,6 +498,8 @@ def write_samples(
     grouped) and byte-identical images are `duplicate_image` rejects ("share" is refused).
     """
     opt = resolve_options(options, overrides)
+    if opt.every_text:
+        raise DataError("--every-text needs the planned writer (write_shards, download)")
     if opt.duplicate_images == "share":
         raise DataError(
             "--duplicate-images share needs the planned writer (local images): "
@@ -477,7 +513,7 @@ def write_samples(
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
     gate = Gate(rejects, "", stage, opt.duplicate_images, grouped=False)
-    clean_stale(out, opt.name, 1 << 40)
+    clean_stale(out, opt.name, None)
     stream = _Stream(out, opt.name, opt.samples_per_shard, opt.max_shard_bytes)
     seen_rows: list[dict] = []
     pool = _executor(opt.workers)
@@ -503,15 +539,17 @@ def write_samples(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    clean_stale(out, opt.name, len(stats))
+    rels = [rel for rel, _ in stats]
+    clean_stale(out, opt.name, _split_counts(rels))
     out.commit(rejects_tmp, "rejects.parquet")
     if manifest is not None:
         _copy_manifest(Path(manifest), out)
     extras = _extras(_column_names(manifest, seen_rows))
     if manifest is None:
         _write_rows_manifest(out, seen_rows, extras)
-    tables = stage_tables(out, stream.index_rows, gate.records, extras, opt.params())
-    _finish(out, opt.name, stats, tables)
+    tables = stage_tables(out, stream.index_rows(), gate.records, extras, opt.params())
+    shard_stats = [st for _, st in stats]
+    splits = _finish(out, opt.name, rels, shard_stats, tables)
     summary = ShardSummary(
         kept=len(gate.records),
         images=stream.kept,
@@ -519,8 +557,9 @@ def write_samples(
         shards=len(stats),
         written=len(stats),
         skipped=0,
+        splits=splits,
     )
-    summary.bytes = sum(s["filesize"] for s in stats)
+    summary.bytes = sum(s["filesize"] for s in shard_stats)
     return summary
 
 
@@ -556,41 +595,60 @@ def _prepare_stream(items, opts: ImageOptions, pool: Executor | None):
 
 
 class _Stream:
-    """Sequential shard writing for write_samples: index rows are laid out as bytes go out."""
+    """Sequential shard writing for write_samples: one open shard per split (a shard never
+    mixes splits); index rows are laid out as bytes go out."""
 
     def __init__(self, out: Location, name: str, spp: int, cap: int | None) -> None:
-        self.out, self.name = out, name
-        self.cutter = _Cutter(spp, cap)
-        self.shard: ShardFile | None = None
-        self.samples: list[Planned] = []
-        self.stats: list[dict] = []
-        self.index_rows: list[dict] = []
+        self.out, self.name, self.spp, self.cap = out, name, spp, cap
+        self.splits: dict[Any, _OpenSplit] = {}  # first-seen order: the shard order
         self.kept = 0
 
     def add(self, p: Planned, data: bytes) -> None:
+        split = p.row.get("split")
+        state = self.splits.get(split)
+        if state is None:
+            state = self.splits[split] = _OpenSplit(_Cutter(self.spp, self.cap))
         fmt = p.prepared.info.format
         size = layout(p.row["key"], fmt, p.sizes, 0).size
-        if self.cutter.starts_new(size):
-            self._close_shard()
-            self.shard = ShardFile(self.out, shard_rel(self.name, len(self.stats)))
-        row, _ = _index_row(p, self.shard.rel, self.shard.size, list(OPTIONAL_COLUMNS))
-        self.index_rows.append(row)
-        self.samples.append(p)
-        self.shard.add_sample(
+        if state.cutter.starts_new(size):
+            state.close_shard()
+            rel = shard_rel(self.name, len(state.stats), split)
+            state.shard = ShardFile(self.out, rel)
+        row, _ = _index_row(p, state.shard.rel, state.shard.size, list(OPTIONAL_COLUMNS))
+        if not state.samples:  # the first sample of a new shard
+            state.rows.append([])
+        state.rows[-1].append(row)
+        state.samples.append(p)
+        state.shard.add_sample(
             sample_pieces(p.row["key"], fmt, {"image": data, "json": p.json, "txt": p.txt})
         )
         self.kept += 1
 
-    def _close_shard(self) -> None:
-        if self.shard is not None:
-            self.shard.plan_digest = _shard_digest(self.samples)
-            self.stats.append(self.shard.close())
-            self.shard, self.samples = None, []
+    def close(self) -> list[tuple[str, dict]]:
+        """(rel, stats) of every shard, split by split."""
+        for state in self.splits.values():
+            state.close_shard()
+        return [pair for state in self.splits.values() for pair in state.stats]
 
-    def close(self) -> list[dict]:
-        self._close_shard()
-        return self.stats
+    def index_rows(self) -> list[dict]:
+        return [row for state in self.splits.values() for rows in state.rows for row in rows]
 
     def abort(self) -> None:
+        for state in self.splits.values():
+            if state.shard is not None:
+                state.shard.abort()
+
+
+@dataclass
+class _OpenSplit:
+    cutter: _Cutter
+    shard: ShardFile | None = None
+    samples: list[Planned] = field(default_factory=list)
+    rows: list[list[dict]] = field(default_factory=list)  # index rows per shard
+    stats: list[tuple[str, dict]] = field(default_factory=list)
+
+    def close_shard(self) -> None:
         if self.shard is not None:
-            self.shard.abort()
+            self.shard.plan_digest = _shard_digest(self.samples)
+            self.stats.append((self.shard.rel, self.shard.close()))
+            self.shard, self.samples = None, []
