@@ -536,7 +536,14 @@ def get(out, key, dest, storage_options):
 
 @click.command("ingest-img2dataset")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", required=True, help="Output folder or URL (s3://bucket/prefix).")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out",
+    required=True,
+    help="Output folder or URL (s3://bucket/prefix).",
+)
 @click.option("--split", help="The split of every row (a folder under shards/; default nosplit).")
 @click.option("--source", default="img2dataset", show_default=True, help="The source column.")
 @shard_layout_options
@@ -550,7 +557,7 @@ def get(out, key, dest, storage_options):
 @click.option(
     "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def ingest_img2dataset(folder, out, split, source, distributor, **opts):
     """Take in a folder img2dataset already wrote (no network access): indexed shards in OUT.

@@ -45,6 +45,8 @@ NOT_RUN = {
     "eval vqa --checkpoint runs/caption": "needs a trained captioner",
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
     "eval llava --checkpoint runs/llava": "needs a trained LLaVA run",
+    "ingest-img2dataset cc3m-img2dataset/": "needs an img2dataset download (tests/shards/"
+    "test_ingest.py runs img2dataset on a loopback server and ingests all three formats)",
     "view cc3m/ -o cc3m.html": "needs a downloaded CC3M shard folder (tests/view/ run view)",
     "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
     "eval visdial --checkpoint runs/fromage": "needs a trained FROMAGe run and VisDial's images",
