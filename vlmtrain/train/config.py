@@ -120,6 +120,9 @@ class TrainConfig:
     seed: int = 0
     export: str = "auto"  # "auto" | "full" | "trainable": what the final export holds
     init_from: str | None = None  # an export (or run dir) whose weights start this stage
+    # LLaVA-1.5's released `mm_projector.bin` to start the projector from (AutoVER), read
+    # weights-only (vlmtrain.model.projector_init)
+    init_projector: str | None = None
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -78,6 +78,8 @@ def path_problems(cfg: TrainConfig) -> list[str]:
             out.append(f"model.vision / vision_pretrained: {e}")
     if d.ids and not Path(d.ids).is_file():
         out.append(f"data.ids: {d.ids} does not exist")
+    if cfg.init_projector and not Path(cfg.init_projector).is_file():
+        out.append(f"init_projector: {cfg.init_projector} does not exist (LLaVA mm_projector.bin)")
     if cfg.init_from:
         from vlmtrain.train.checkpoint import find_export
 

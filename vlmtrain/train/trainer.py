@@ -227,6 +227,10 @@ def build_parts(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)  # same random init on every rank
     tokenizer = load_tokenizer(_tokenizer_path(cfg))
     model = build_model(cfg.model, tokenizer)
+    if cfg.init_projector:
+        from vlmtrain.model.projector_init import load_llava_projector
+
+        load_llava_projector(model.projector, cfg.init_projector)
     if cfg.init_from:
         init_from_export(model, cfg.init_from)
     recipe = get_recipe(cfg.recipe.name, **cfg.recipe.options)
