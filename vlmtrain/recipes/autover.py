@@ -170,9 +170,7 @@ class AutoverRecipe(Recipe):
                 batch["entity_pixel_values"], batch["entity_clip_ids"], batch["entity_clip_mask"]
             )
         else:
-            entities = model.encode_texts(
-                batch["entity_input_ids"], batch["entity_attention_mask"]
-            )
+            entities = model.encode_texts(batch["entity_input_ids"], batch["entity_attention_mask"])
         groups = batch["entity_group"].to(queries.device)
         if self.objective == "autover":
             return autover_contrastive(queries, entities, groups)
