@@ -49,11 +49,14 @@ class EntityKB:
     def __len__(self) -> int:
         return self._file.metadata.num_rows
 
+    def ids(self) -> list[str]:
+        """Every entity id in row order."""
+        return self._file.read(columns=["entity_id"]).column(0).to_pylist()
+
     def row_of(self, entity_id: str) -> int:
         """The entity's row (its trie row); KeyError when the KB lacks it."""
         if self._row_of is None:
-            ids = self._file.read(columns=["entity_id"]).column(0).to_pylist()
-            self._row_of = {e: i for i, e in enumerate(ids)}
+            self._row_of = {e: i for i, e in enumerate(self.ids())}
         return self._row_of[entity_id]
 
     def __contains__(self, entity_id: str) -> bool:
