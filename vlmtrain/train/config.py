@@ -60,6 +60,12 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank
     shuffle_buffer: int = 256  # streaming: samples held for shuffling
     resampled: bool = True  # streaming: draw shards with replacement (OpenCLIP)
+    # a record column (AutoVER: entity_id) no value of which appears twice in one global batch
+    # (ranks x batch_size; AutoVER's --one_class_per_batch); indexed mode
+    unique_in_batch: str | None = None
+    # an OVEN JSONL whose data_ids are the only records kept of the splits it covers (AutoVER:
+    # oven_entity_train_0.5.jsonl, half the entity split); other splits pass whole; indexed mode
+    subset: str | None = None
 
 
 @dataclass
