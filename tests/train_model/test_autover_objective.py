@@ -135,3 +135,58 @@ def test_record_whose_entity_the_kb_lacks_is_skipped(build, kb):
     s = _distinct(1)[0]
     s["meta"]["entity_id"] = "Q99"
     assert recipe.make(s, ctx, "entity") is None and ctx.skipped["entity_not_in_kb"] == 1
+
+
+def _pair():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+
+
+def _rank(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import numpy as np
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    ret, ent = _pair()
+    rows = slice(rank * 4, rank * 4 + 4)
+    r, e = ret[rows].clone().requires_grad_(), ent[rows].clone().requires_grad_()
+    loss, used = autover_contrastive(r, e, torch.arange(8)[rows])
+    loss.backward()
+    np.save(f"{out}/r{rank}.npy", r.grad.numpy())
+    np.save(f"{out}/l{rank}.npy", np.array([float(loss), float(used)]))
+    # an entity on both ranks (label 3 on rank 0 and rank 1): the whole term is skipped
+    labels = torch.tensor([0, 1, 2, 3]) if rank == 0 else torch.tensor([3, 5, 6, 7])
+    _, used_rep = autover_contrastive(r, e, labels)
+    np.save(f"{out}/rep{rank}.npy", np.array([float(used_rep)]))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_see_the_global_batch(tmp_path):
+    """As AutoVER's all_gather_with_grad (LAVIS GatherLayer: gradients all-reduced), each rank
+    computes the global loss and holds world x the global gradient of its own rows."""
+    import socket
+
+    import numpy as np
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    method = "spawn" if torch.distributed.is_initialized() else "fork"
+    torch.multiprocessing.start_processes(
+        _rank, args=(2, port, str(tmp_path)), nprocs=2, start_method=method
+    )
+    ret, ent = _pair()
+    ret.requires_grad_()
+    loss, _ = autover_contrastive(ret, ent, torch.arange(8))
+    loss.backward()
+    for r in (0, 1):
+        rank_loss, used = np.load(tmp_path / f"l{r}.npy")
+        assert used == 1.0 and np.allclose(rank_loss, loss.item(), atol=1e-6)
+        grad = np.load(tmp_path / f"r{r}.npy")
+        assert np.allclose(grad, 2 * ret.grad[r * 4 : r * 4 + 4].numpy(), atol=1e-6)
+        assert np.load(tmp_path / f"rep{r}.npy")[0] == 0.0
