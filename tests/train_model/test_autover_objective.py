@@ -190,3 +190,27 @@ def test_two_ranks_see_the_global_batch(tmp_path):
         grad = np.load(tmp_path / f"r{r}.npy")
         assert np.allclose(grad, 2 * ret.grad[r * 4 : r * 4 + 4].numpy(), atol=1e-6)
         assert np.load(tmp_path / f"rep{r}.npy")[0] == 0.0
+
+
+def test_export_round_trip_keeps_the_entity_side(build, tokenizer, tokenizer_dir, tmp_path):
+    """An export of a model with an entity encoder loads back to the same embeddings (the
+    trained fusion and <ret> projector travel; random tiny CLIP towers too)."""
+    from vlmtrain.train.checkpoint import export_names, load_checkpoint, write_export
+    from vlmtrain.train.config import RecipeConfig, TrainConfig
+
+    model = build(new_tokens=["<ret>"], ret_token="<ret>", retrieval_dim=8,
+                  entity_encoder_config=TINY_CLIP, entity_tokenizer=str(tokenizer_dir),
+                  train=["projector", "heads"]).eval()  # fmt: skip
+    cfg = TrainConfig(model=model.cfg, recipe=RecipeConfig("autover", {"contrastive": True}))
+    state = {n: p.detach().clone() for n, p in model.named_parameters()
+             if n in set(export_names(model, cfg.model, "auto"))}  # fmt: skip
+    assert any(n.startswith("entity_encoder.fusion.") for n in state)
+    assert any(n.startswith("ret_proj.") for n in state)
+    out = write_export(tmp_path / "export", state, cfg, tokenizer, {"step": 0})
+    loaded, _, _ = load_checkpoint(out)
+    ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
+    pix, hidden = torch.randn(1, 3, 32, 32), torch.randn(2, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_entities(pix, ids, mask),
+                              model.encode_entities(pix, ids, mask), atol=1e-6)  # fmt: skip
+        assert torch.allclose(loaded.encode_ret(hidden), model.encode_ret(hidden), atol=1e-6)
