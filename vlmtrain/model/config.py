@@ -54,7 +54,9 @@ class ModelConfig:
     # entities embed as NAME: SUMMARY + image (needs retrieval_dim: AutoVER 512)
     entity_encoder: str | None = None
     entity_encoder_config: dict[str, Any] | None = None
-    entity_tokenizer: str | None = None  # the entity text tokenizer (default: entity_encoder)
+    # the entity text tokenizer (default: entity_encoder's dir; with entity_encoder_config, the
+    # LM's tokenizer)
+    entity_tokenizer: str | None = None
     # training
     train: list[str] = field(default_factory=lambda: ["projector"])
     gradient_checkpointing: bool = False

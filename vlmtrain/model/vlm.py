@@ -359,7 +359,9 @@ def build_model(cfg: ModelConfig, tokenizer) -> VLM:
     if model.entity_encoder is not None:
         from vlmdata.core.tokenizer import load_tokenizer
 
-        model.entity_tokenizer = load_tokenizer(cfg.entity_tokenizer or cfg.entity_encoder)
+        # a tiny random tower (entity_encoder_config) reads the LM's tokenizer unless told
+        path = cfg.entity_tokenizer or cfg.entity_encoder or cfg.tokenizer or cfg.lm
+        model.entity_tokenizer = load_tokenizer(path)
     if cfg.dtype != "float32":
         model.to(lm.dtype)
     return model
