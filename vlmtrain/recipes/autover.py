@@ -79,6 +79,10 @@ class AutoverRecipe(Recipe):
         self.eos_token = eos_token  # None: the tokenizer's eos (the trie's --eos must match)
         self.packable = not contrastive  # the contrastive term reads each row's <ret> state
 
+    def required_columns(self) -> tuple[tuple[str, ...], ...]:
+        """With a KB the entity_id column names each record's target too."""
+        return self.columns + ((("entity_id",),) if self.kb else ())
+
     def prompt(self, ctx: RecipeContext, question: str, with_ret: bool = True) -> SequenceBuilder:
         """The unsupervised prompt; with `<ret>` appended, the trie constrains what follows."""
         seq = SequenceBuilder(ctx).image()
