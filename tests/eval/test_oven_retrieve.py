@@ -189,8 +189,9 @@ def test_cli_retrieve_from_an_export(autover_bundle, kb_data, tmp_path):
     names = set(export_names(model, cfg.model, "full"))
     state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
     export = write_export(tmp_path / "export", state, cfg, autover_bundle.tokenizer, {"step": 0})
-    refs = [{"data_id": f"d{j}", "entity_id": f"Q{e}", "data_split": f"val_{s}"}
-            for j, (e, s) in enumerate(zip(gold, ["entity_seen", "entity_unseen"] * 3))]  # fmt: skip
+    sides = ["val_entity_seen", "val_entity_unseen"] * 3
+    refs = [{"data_id": f"d{j}", "entity_id": f"Q{e}", "data_split": sides[j]}
+            for j, e in enumerate(gold)]  # fmt: skip
     (tmp_path / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
     args = ["eval", "oven", "--checkpoint", str(export), "--data", str(root / "out"),
             "--references", str(tmp_path / "refs.jsonl"), "--trie", str(root / "entities.trie"),
