@@ -61,6 +61,13 @@ class EntityEncoder(nn.Module):
         width = text_tower.config.hidden_size + vision_tower.config.hidden_size
         self.fusion = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
 
+    def zero3_leaf_modules(self) -> list[nn.Module]:
+        """Modules ZeRO-3 must gather whole (children included) at their own forward: Hugging
+        Face's CLIPTextEmbeddings.forward reads `position_embedding.weight.shape` before that
+        child's forward (a partitioned weight reads as size 0 there). The trainer marks them
+        (`deepspeed.utils.set_z3_leaf_module`) before `deepspeed.initialize`."""
+        return [m for m in self.clip_text.modules() if hasattr(m, "position_embedding")]
+
     @property
     def context_length(self) -> int:
         return int(self.clip_text.config.max_position_embeddings)

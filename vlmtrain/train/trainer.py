@@ -138,6 +138,9 @@ def build_engine(cfg: TrainConfig, model, total_steps: int, world: int, micro: i
     schedule = WarmupCosine(cfg.schedule.warmup_steps, total_steps, cfg.schedule.min_lr_ratio)
     ds_cfg = deepspeed_config(cfg, world, micro)
     groups = param_groups(model, cfg.optim.weight_decay)
+    for module in list(model.modules()):  # gathered whole under ZeRO-3 (see the module's doc)
+        for leaf in getattr(module, "zero3_leaf_modules", lambda: [])():
+            deepspeed.utils.set_z3_leaf_module(leaf, True)
     optimizer = None
     if "optimizer" not in ds_cfg:  # built on the device (fused AdamW where supported)
         optimizer = adamw_factory(_adamw_args(cfg))
