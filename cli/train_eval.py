@@ -624,6 +624,28 @@ def text_vqa(
     help="JSONL {data_id, candidates: [entity_id...]}: each example decodes among its own "
     "candidates (every entity of theirs, a batch at a time); none listed: the whole trie.",
 )
+@click.option(
+    "--retrieve",
+    type=click.IntRange(min=1),
+    help="AutoVER: each query decodes among the K entities nearest to its <ret> embedding "
+    "(the KB embedded once by the checkpoint's entity side; the report gives recall@K).",
+)
+@click.option(
+    "--kb-cache",
+    type=click.Path(file_okay=False),
+    help="With --retrieve: folder of the cached KB embeddings (default: kb-embeddings/ next "
+    "to --entities).",
+)
+@click.option(
+    "--kb-images",
+    type=click.Path(exists=True, file_okay=False),
+    help="With --retrieve: the KB image shards (keys wiki_QID; default: the recipe's kb_images).",
+)
+@click.option(
+    "--save-candidates",
+    type=click.Path(dir_okay=False),
+    help="With --retrieve: write the retrieved candidates here (the --candidates format).",
+)
 @click.option("--beams", default=5, show_default=True)
 @click.option("--max-new-tokens", default=32, show_default=True)
 @BATCH
@@ -641,6 +663,10 @@ def oven(
     trie_path,
     entities,
     candidates,
+    retrieve,
+    kb_cache,
+    kb_images,
+    save_candidates,
     beams,
     max_new_tokens,
     batch_size,
@@ -660,6 +686,8 @@ def oven(
           --predictions query_preds.jsonl --predictions entity_preds.jsonl -o oven.json
       vlmtrain eval oven --checkpoint runs/autover --data oven/ --trie entities.trie \\
           --entities entities.parquet -o oven.json
+      vlmtrain eval oven --checkpoint runs/autover --data oven/ --trie entities.trie \\
+          --entities kb/entities.parquet --kb-images kb-shards/ --retrieve 100 -o oven.json
     """
     from vlmtrain.eval.tasks.oven import run_oven
 
@@ -672,6 +700,10 @@ def oven(
         trie=trie_path,
         entities=entities,
         candidates=candidates,
+        retrieve=retrieve,
+        kb_cache=kb_cache,
+        kb_images=kb_images,
+        save_candidates=save_candidates,
         beams=beams,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

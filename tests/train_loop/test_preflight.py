@@ -37,6 +37,13 @@ def _local_stand_ins(tmp_path: Path, raw: str) -> list[str]:
         (export / "model.safetensors").write_bytes(b"")
         (export / "config.yaml").write_text("{}")
         over.append(f"init_from={tmp_path / 'stage1'}")
+    for key, kind in (("init_projector", "file"), ("data.subset", "file"),
+                      ("model.entity_encoder", "dir"), ("recipe.options.kb", "file"),
+                      ("recipe.options.kb_images", "dir")):  # fmt: skip
+        if f" {key.split('.')[-1]}: /" in raw or f"\n{key}: /" in raw:  # an absolute path
+            stand_in = tmp_path / key.replace(".", "_")
+            stand_in.mkdir() if kind == "dir" else stand_in.write_bytes(b"")
+            over.append(f"{key}={stand_in}")
     return over
 
 

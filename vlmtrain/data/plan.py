@@ -7,6 +7,10 @@ stream with n examples per batch. Consequences, all by construction:
 - the GRACE mix is exact at every step (n_k examples of stream k in every batch),
 - resuming at batch b reads exactly what an uninterrupted run would have (no replay needed).
 
+A stream given `groups` (one code per row, e.g. its entity) orders each epoch so that every
+global batch (ranks x n positions) holds each group at most once (AutoVER's one class per batch,
+vlmtrain.data.unique_groups); its epoch is then floor(size / (world x n)) global batches.
+
 Streaming path: OpenCLIP's recipe for equal work per rank (docs/DESIGN.md, field notes).
 """
 
@@ -27,7 +31,13 @@ class StepPlan:
     """Rows of each stream that rank `rank` of `world` reads in batch `b` (see module doc)."""
 
     def __init__(
-        self, sizes: Sequence[int], per_step: Sequence[int], world: int, rank: int, seed: int
+        self,
+        sizes: Sequence[int],
+        per_step: Sequence[int],
+        world: int,
+        rank: int,
+        seed: int,
+        groups: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         if len(sizes) != len(per_step):
             raise ValueError("one per_step count per stream")
@@ -38,6 +48,16 @@ class StepPlan:
             raise ValueError(f"rank {rank} outside world of {world}")
         self.sizes, self.per_step = list(sizes), list(per_step)
         self.world, self.rank, self.seed = world, rank, seed
+        self.groups = list(groups) if groups is not None else [None] * len(self.sizes)
+        if len(self.groups) != len(self.sizes):
+            raise ValueError("one groups array (or None) per stream")
+        self.epoch_sizes = [
+            size if g is None else (size // (n * world)) * n * world
+            for size, n, g in zip(self.sizes, self.per_step, self.groups, strict=True)
+        ]
+        for k, n in enumerate(self.epoch_sizes):
+            if n == 0:
+                raise ValueError(f"stream {k}: fewer rows than one global batch")
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def _perm(self, stream: int, epoch: int) -> np.ndarray:
@@ -45,7 +65,15 @@ class StepPlan:
         if key not in self._perms:
             if len(self._perms) > 4 * len(self.sizes):
                 self._perms.clear()
-            self._perms[key] = permutation(self.sizes[stream], self.seed, stream, epoch)
+            groups = self.groups[stream]
+            if groups is None:
+                self._perms[key] = permutation(self.sizes[stream], self.seed, stream, epoch)
+            else:
+                from vlmtrain.data.unique_groups import unique_group_permutation
+
+                block = self.per_step[stream] * self.world
+                perm = unique_group_permutation(groups, block, self.seed, stream, epoch)
+                self._perms[key] = perm
         return self._perms[key]
 
     def positions(self, stream: int, batch: int) -> range:
@@ -57,7 +85,7 @@ class StepPlan:
     def batch_rows(self, batch: int) -> list[tuple[int, int, int]]:
         """(stream, row, position) for every example of this rank's batch, stream by stream."""
         out = []
-        for k, size in enumerate(self.sizes):
+        for k, size in enumerate(self.epoch_sizes):
             for pos in self.positions(k, batch):
                 epoch, i = divmod(pos, size)
                 out.append((k, int(self._perm(k, epoch)[i]), pos))
@@ -65,7 +93,7 @@ class StepPlan:
 
     def batches_per_epoch(self) -> int:
         """Batches for one pass over the FIRST stream by all ranks together (rounded up)."""
-        return math.ceil(self.sizes[0] / (self.per_step[0] * self.world))
+        return math.ceil(self.epoch_sizes[0] / (self.per_step[0] * self.world))
 
 
 def streaming_batches(num_samples: int, per_step: int, world: int, workers: int) -> int:

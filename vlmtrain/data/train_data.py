@@ -92,12 +92,20 @@ class TrainData:
         self.root = self.location.local() if self.location.is_local else self.location.url
         if not self.location.exists("index.parquet"):
             raise DataError("no index.parquet: not a `vlmdata shard` output", file=str(self.root))
+        if cfg.data.mode != "indexed" and (cfg.data.unique_in_batch or cfg.data.subset):
+            raise DataError("data.unique_in_batch and data.subset need data.mode: indexed")
+        self._subset = None
+        if cfg.data.subset:
+            from vlmtrain.data.unique_groups import subset_filter
+
+            self._subset = subset_filter(cfg.data.subset)
         self.sizes = self._stream_sizes()
         if cfg.data.mode == "indexed":
             self._readers = self._open_readers()
             self.plan = StepPlan(
-                self.sizes, [s.per_step for s in self.streams], world, rank, cfg.seed
-            )
+                self.sizes, [s.per_step for s in self.streams], world, rank, cfg.seed,
+                groups=self._groups(),
+            )  # fmt: skip
             self.batches_per_epoch = self.plan.batches_per_epoch()
         else:
             workers = max(1, cfg.data.num_workers)
@@ -108,12 +116,34 @@ class TrainData:
     def _stream_sizes(self) -> list[int]:
         from vlmdata.shards import load_records
 
-        return stream_sizes(load_records(self.location), self.streams, where=str(self.root))
+        records = load_records(self.location)
+        if self._subset is not None:
+            records = records.filter(self._subset)
+        return stream_sizes(records, self.streams, where=str(self.root))
 
     def _open_readers(self) -> list:
         from vlmdata.shards import RecordReader
 
-        return [RecordReader(self.location, filter=row_filter(s.filter)) for s in self.streams]
+        out = []
+        for s in self.streams:
+            expr = row_filter(s.filter)
+            if self._subset is not None:
+                expr = self._subset if expr is None else expr & self._subset
+            out.append(RecordReader(self.location, filter=expr))
+        return out
+
+    def _groups(self) -> list | None:
+        """Per stream, the group code of each row (data.unique_in_batch), or None."""
+        col = self.cfg.data.unique_in_batch
+        if not col:
+            return None
+        from vlmtrain.data.unique_groups import group_codes
+
+        for r in self._readers:
+            if col not in r.records.columns:
+                raise DataError(f"data.unique_in_batch: records have no column {col!r}",
+                                file=str(self.root))  # fmt: skip
+        return [group_codes(r.records[col].to_list()) for r in self._readers]
 
     def dataset(self, start: int, stop: int):
         """The torch dataset behind `batches` (exposed for tests and custom loops)."""
@@ -157,6 +187,8 @@ class TrainData:
             "num_workers": self.cfg.data.num_workers if self.cfg.data.mode == "streaming" else 0,
             "streams": [[s.kind, s.per_step] for s in self.streams],
             "sizes": list(self.sizes),
+            "unique_in_batch": self.cfg.data.unique_in_batch,
+            "subset": self.cfg.data.subset,
         }
 
     def check_position(self, state: dict[str, Any]) -> int:

@@ -350,7 +350,10 @@ def recognise_entities(
     pixels = _pixels(ctx, samples)
     pad = pad_id(tok)
     kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens, eos_id=eos)
-    cands = None if candidates is None else read_candidates(candidates, ent)
+    if candidates is None or isinstance(candidates, dict):  # a dict: {data_id: entity ids}
+        cands = None if candidates is None else candidate_rows(candidates, ent)
+    else:
+        cands = read_candidates(candidates, ent)
     boxed = [i for i, d in enumerate(data_ids) if cands is not None and cands.get(d)]
     free = sorted(set(range(len(data_ids))) - set(boxed))
     rows: dict[int, int | None] = {}
@@ -440,6 +443,12 @@ def _oven_samples(data_dir, data_ids: Sequence[str]) -> list[dict]:
     if missing:
         raise DataError(f"{len(missing)} data_ids are not in {data_dir} (e.g. {missing[:3]})")
     return [reader.get(key_of[d]) for d in data_ids]
+
+
+def candidate_rows(candidates: dict, entity_ids: Sequence[str]) -> dict[str, list[int]]:
+    """{data_id: entity rows} of {data_id: entity ids} (retrieved from the same entities file)."""
+    row_of = {e: i for i, e in enumerate(entity_ids)}
+    return {d: [row_of[e] for e in ids] for d, ids in candidates.items()}
 
 
 def read_candidates(path, entity_ids: Sequence[str]) -> dict[str, list[int]]:

@@ -52,6 +52,15 @@ class ModelConfig:
     new_tokens_from_tokenizer: bool = False
     ret_token: str | None = None  # its hidden state is the text retrieval embedding
     retrieval_dim: int = 0  # >0 adds retrieval heads (FROMAGe: 256)
+    # AutoVER's entity tower (vlmtrain.model.entity_encoder): a local Hugging Face CLIP dir
+    # (frozen text + image towers) or a tiny random `entity_encoder_config` {"text": {...},
+    # "vision": {...}}; with either, `<ret>` maps through AutoVER's two-layer projector and
+    # entities embed as NAME: SUMMARY + image (needs retrieval_dim: AutoVER 512)
+    entity_encoder: str | None = None
+    entity_encoder_config: dict[str, Any] | None = None
+    # the entity text tokenizer (default: entity_encoder's dir; with entity_encoder_config, the
+    # LM's tokenizer)
+    entity_tokenizer: str | None = None
     # training
     train: list[str] = field(default_factory=lambda: ["projector"])
     gradient_checkpointing: bool = False
@@ -72,6 +81,8 @@ class ModelConfig:
                 f"model.num_visual_tokens: {n} patch tokens cannot come from pooling a square "
                 f"patch grid; use a square (4, 16, 64, ...) or vision_feature: pooled"
             )
+        if (self.entity_encoder or self.entity_encoder_config) and not self.retrieval_dim:
+            raise ValueError("model.entity_encoder needs model.retrieval_dim (AutoVER: 512)")
         if self.ret_token and self.ret_token not in self.new_tokens:
             self.new_tokens = [*self.new_tokens, self.ret_token]
 

@@ -75,6 +75,15 @@ class VLM(nn.Module):
         if cfg.retrieval_dim:
             text_dim = int(getattr(lm.config, "hidden_size", width))
             self.heads = RetrievalHeads(text_dim, vision.pooled_dim, cfg.retrieval_dim)
+        self.entity_encoder = self.ret_proj = None
+        if cfg.entity_encoder or cfg.entity_encoder_config:
+            from vlmtrain.model.entity_encoder import build_entity_encoder, ret_projector
+
+            text_dim = int(getattr(lm.config, "hidden_size", width))
+            self.entity_encoder = build_entity_encoder(
+                cfg.entity_encoder, cfg.entity_encoder_config, cfg.retrieval_dim
+            )
+            self.ret_proj = ret_projector(text_dim, cfg.retrieval_dim)
         self.set_trainable(cfg.train)
         if cfg.gradient_checkpointing:
             enable_checkpointing(lm)
@@ -107,6 +116,9 @@ class VLM(nn.Module):
             self.lm.get_output_embeddings().new_weight.requires_grad_(True)
         if "heads" in parts and self.heads is not None:
             self.heads.requires_grad_(True)
+        if "heads" in parts and self.entity_encoder is not None:
+            self.entity_encoder.fusion.requires_grad_(True)  # the CLIP towers stay frozen
+            self.ret_proj.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> VLM:
@@ -277,6 +289,21 @@ class VLM(nn.Module):
         picked = hidden[torch.arange(len(pos), device=hidden.device), pos]
         return F.normalize(heads.text_proj(picked.to(heads.text_proj.weight.dtype)), dim=-1)
 
+    def encode_ret(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised `<ret>` embeddings from LM hidden states at `<ret>`: AutoVER's
+        ret projector with an entity encoder, else the retrieval heads' text map."""
+        proj = self.ret_proj if self.entity_encoder is not None else self._heads().text_proj
+        weight = next(proj.parameters())
+        return F.normalize(proj(hidden.to(weight.dtype)), dim=-1)
+
+    def encode_entities(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, D) normalised entity embeddings from the entity encoder (name + summary, image)."""
+        if self.entity_encoder is None:
+            raise ValueError("this model has no entity encoder (set model.entity_encoder)")
+        return F.normalize(self.entity_encoder(pixel_values, input_ids, attention_mask), dim=-1)
+
     def _heads(self) -> RetrievalHeads:
         if self.heads is None:
             raise ValueError("this model has no retrieval heads (set model.retrieval_dim > 0)")
@@ -358,6 +385,13 @@ def build_model(cfg: ModelConfig, tokenizer) -> VLM:
     vision = VisionTower(visual, preprocess, cfg.vision_feature)
     lm = build_lm(cfg.lm, cfg.lm_config, tokenizer, cfg.dtype, cfg.attn_implementation)
     model = VLM(cfg, vision, lm, tokenizer)
+    model.entity_tokenizer = None
+    if model.entity_encoder is not None:
+        from vlmdata.core.tokenizer import load_tokenizer
+
+        # a tiny random tower (entity_encoder_config) reads the LM's tokenizer unless told
+        path = cfg.entity_tokenizer or cfg.entity_encoder or cfg.tokenizer or cfg.lm
+        model.entity_tokenizer = load_tokenizer(path)
     if cfg.dtype != "float32":
         model.to(lm.dtype)
     return model

@@ -5,27 +5,45 @@ NAME-TOKENS = identifier_sequence(tokenizer, entity_name, prefix=id_prefix, eos=
 of `vlmdata build-trie --entities ... --prefix ID_PREFIX`, so constrained decoding after `<ret>`
 reaches exactly the names trained on. model.ret_token must be "<ret>".
 
-Optional contrastive term (`contrastive=True`, needs model.retrieval_dim): the `<ret>` hidden
-state (projected) against entity embeddings, here the same model's text embedding of
-"entity: NAME<ret>" (encode_texts), InfoNCE over the global batch with questions about the same
-entity (equal entity_id) masked out as negatives.
+One id -> name map (`kb`: the entities.parquet the trie is built from): the target of a record
+is the KB's name of its entity_id, never the record's own spelling (AutoVER's `qid_to_entity`),
+so every target is a path of the trie; a record whose entity the KB lacks is skipped (counted).
+Without `kb` the record's entity_name is the target.
+
+Optional contrastive term (`contrastive=True`, needs model.retrieval_dim), `objective`:
+- "autover" (default; AutoVER's code): cosine without temperature, `<ret>` -> entity only, the
+  term skipped for a global batch in which an entity repeats (`losses.autover_contrastive`).
+- "infonce": the project's earlier variant: symmetric InfoNCE with a learned temperature (from
+  1/0.07), rows of the same entity masked out as negatives.
+Entities embed through the model's AutoVER entity encoder when it has one (model.entity_encoder:
+NAME: SUMMARY from `kb`'s content + the entity image from `kb_images`), else as the LM's own
+encoding of "entity: NAME<ret>" (encode_texts).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from vlmdata.ids.tokens import identifier_sequence
 from vlmtrain.model.vlm import token_positions
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import require_ret
-from vlmtrain.recipes.losses import causal_lm_loss, info_nce
+from vlmtrain.recipes.losses import autover_contrastive, causal_lm_loss, info_nce
 
 ENTITY = "entity"
+OBJECTIVES = ("autover", "infonce")
+
+
+@functools.lru_cache(maxsize=4)
+def open_kb(entities: str, images: str | None = None):
+    """One EntityKB per process and path (recipes are copied into data-loader workers)."""
+    from vlmtrain.data.entity_kb import EntityKB
+
+    return EntityKB(entities, images)
 
 
 def entity_group(entity_id: str) -> int:
@@ -48,12 +66,22 @@ class AutoverRecipe(Recipe):
         contrastive: bool = False,
         contrastive_weight: float = 1.0,
         eos_token: str | None = None,
+        objective: str = "autover",
+        kb: str | None = None,
+        kb_images: str | None = None,
     ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective, self.kb, self.kb_images = objective, kb, kb_images
         self.question_prompt, self.answer_prompt = question_prompt, answer_prompt
         self.id_prefix, self.entity_prompt = id_prefix, entity_prompt
         self.contrastive, self.contrastive_weight = contrastive, contrastive_weight
         self.eos_token = eos_token  # None: the tokenizer's eos (the trie's --eos must match)
         self.packable = not contrastive  # the contrastive term reads each row's <ret> state
+
+    def required_columns(self) -> tuple[tuple[str, ...], ...]:
+        """With a KB the entity_id column names each record's target too."""
+        return self.columns + ((("entity_id",),) if self.kb else ())
 
     def prompt(self, ctx: RecipeContext, question: str, with_ret: bool = True) -> SequenceBuilder:
         """The unsupervised prompt; with `<ret>` appended, the trie constrains what follows."""
@@ -69,7 +97,14 @@ class AutoverRecipe(Recipe):
     def make(self, sample: Sample, ctx: RecipeContext, kind: str, **_) -> Example | None:
         ret = require_ret(ctx, self.name)
         meta = sample.get("meta") or {}
-        question, name = meta.get("question"), meta.get("entity_name")
+        question, name, entity_id = meta.get("question"), meta.get("entity_name"), None
+        if self.kb is not None:
+            entity_id = meta.get("entity_id")
+            kb = open_kb(self.kb, self.kb_images)
+            if not entity_id or entity_id not in kb:
+                ctx.skipped["entity_not_in_kb"] += 1
+                return None
+            name = kb.name(entity_id)
         if not question or not name:
             ctx.skipped["no_question_or_entity"] += 1
             return None
@@ -77,16 +112,35 @@ class AutoverRecipe(Recipe):
         seq.tokens(self.target(ctx, name), train=True)
         extra: dict[str, Any] = {"entity_name": name}
         if self.contrastive:
-            text = SequenceBuilder(ctx).text(f"{self.entity_prompt}{name}").input_ids
-            extra["entity_input_ids"] = text[: ctx.max_length - 1] + [ret]
-            extra["entity_group"] = entity_group(str(meta.get("entity_id") or name))
+            extra.update(self._entity_side(ctx, meta, name, entity_id))
         return self.finish(seq, sample, ctx, kind, ctx.pixel_values(sample), **extra)
+
+    def _entity_side(self, ctx: RecipeContext, meta: dict, name: str, entity_id) -> dict:
+        """The entity-encoder inputs (AutoVER) or the LM text of the entity, and its group."""
+        out: dict[str, Any] = {"entity_group": entity_group(str(meta.get("entity_id") or name))}
+        if ctx.entity is not None:
+            entry, image = {"entity_name": name, "content": None}, None
+            if entity_id is not None:
+                kb = open_kb(self.kb, self.kb_images)
+                entry, image = kb.entry(entity_id), kb.image_bytes(entity_id)
+            out["entity_clip_ids"], out["entity_pixel_values"] = ctx.entity.make(entry, image)
+        else:
+            text = SequenceBuilder(ctx).text(f"{self.entity_prompt}{name}").input_ids
+            out["entity_input_ids"] = text[: ctx.max_length - 1] + [require_ret(ctx, self.name)]
+        return out
 
     def collate(self, items: list[Example]) -> dict[str, Any]:
         batch = super().collate(items)
         batch["entity_name"] = [it["entity_name"] for it in items]
         if self.contrastive:
             batch["entity_group"] = torch.tensor([it["entity_group"] for it in items])
+        if "entity_clip_ids" in items[0]:
+            from vlmtrain.recipes.base import pad_sequences
+
+            ids = [it["entity_clip_ids"] for it in items]
+            batch["entity_clip_ids"] = pad_sequences(ids, 0)  # masked: any id in the vocab
+            batch["entity_clip_mask"] = pad_sequences([[1] * len(x) for x in ids], 0)
+            batch["entity_pixel_values"] = torch.stack([it["entity_pixel_values"] for it in items])
         return batch
 
     def loss(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -101,17 +155,28 @@ class AutoverRecipe(Recipe):
         metrics = {"lm_loss": float(lm.detach()), "tokens": float(n_tokens)}
         loss = lm
         if self.contrastive:
-            nce = self._contrastive(model, batch, out.hidden_states[-1])
+            nce, used = self._contrastive(model, batch, out.hidden_states[-1])
             loss = lm + self.contrastive_weight * nce
             metrics["contrastive_loss"] = float(nce.detach())
+            metrics["contrastive_skipped"] = float(not used)
         metrics["loss"] = float(loss.detach())
         return loss, metrics
 
-    def _contrastive(self, model, batch: dict[str, Any], hidden: torch.Tensor) -> torch.Tensor:
-        heads = model._heads()
+    def _contrastive(
+        self, model, batch: dict[str, Any], hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """(contrastive term, whether it was computed) for this batch's `<ret>` states."""
         pos = token_positions(batch["input_ids"], batch["attention_mask"], model.ret_token_id)
         picked = hidden[torch.arange(len(pos), device=hidden.device), pos]
-        queries = F.normalize(heads.text_proj(picked), dim=-1)
-        entities = model.encode_texts(batch["entity_input_ids"], batch["entity_attention_mask"])
+        queries = model.encode_ret(picked)
+        if "entity_clip_ids" in batch:
+            entities = model.encode_entities(
+                batch["entity_pixel_values"], batch["entity_clip_ids"], batch["entity_clip_mask"]
+            )
+        else:
+            entities = model.encode_texts(batch["entity_input_ids"], batch["entity_attention_mask"])
         groups = batch["entity_group"].to(queries.device)
-        return info_nce(queries, entities, heads(), groups=groups)  # heads(): ZeRO-3-safe
+        if self.objective == "autover":
+            return autover_contrastive(queries, entities, groups)
+        scale = model._heads()()  # read through forward: ZeRO-3-safe
+        return info_nce(queries, entities, scale, groups=groups), True

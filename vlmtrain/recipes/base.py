@@ -42,6 +42,7 @@ class RecipeContext:
     kind: str | None = None  # which example kind `example()` makes (None: drawn by `rng`)
     rng: random.Random | None = None  # caption / kind choice; None: seeded by the sample key
     ret_token_id: int | None = None
+    entity: Any = None  # EntityInputs of a model with AutoVER's entity encoder, else None
     skipped: Counter = field(default_factory=Counter)  # reason -> count of examples not made
 
     @classmethod
@@ -53,6 +54,7 @@ class RecipeContext:
             num_image_tokens=model.num_image_tokens,
             image_token_id=model.image_token_id,
             ret_token_id=model.ret_token_id,
+            entity=entity_inputs_of(model),
             **kwargs,
         )
 
@@ -69,6 +71,34 @@ class RecipeContext:
         except Exception as e:  # PIL raises many types for bad bytes
             raise DataError(f"sample {sample['key']}: cannot decode image ({e})") from e
         return self.image_transform(image)
+
+
+@dataclass(frozen=True)
+class EntityInputs:
+    """What turns a KB entry into entity-encoder inputs (vlmtrain.model.entity_encoder)."""
+
+    tokenizer: Any
+    transform: Callable
+    context_length: int
+    image_size: int
+
+    def make(self, entry: dict, image: bytes | None) -> tuple[list[int], torch.Tensor]:
+        from vlmtrain.model.entity_encoder import entity_inputs
+
+        return entity_inputs(self.tokenizer, self.transform, self.context_length,
+                             self.image_size, entry, image)  # fmt: skip
+
+
+def entity_inputs_of(model) -> EntityInputs | None:
+    """The model's EntityInputs, None without an entity encoder."""
+    enc = getattr(model, "entity_encoder", None)
+    if enc is None:
+        return None
+    from vlmtrain.model.entity_encoder import entity_image_transform
+
+    aspect = model.cfg.image_aspect
+    return EntityInputs(model.entity_tokenizer, entity_image_transform(enc.image_size, aspect),
+                        enc.context_length, enc.image_size)  # fmt: skip
 
 
 class SequenceBuilder:

@@ -116,3 +116,26 @@ def info_nce(
         logits = logits.masked_fill(same, float("-inf"))
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
     return loss if world == 1 else loss * world - (loss * (world - 1)).detach()
+
+
+def autover_contrastive(
+    ret: torch.Tensor, entities: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """AutoVER's retrieval term (its `llava_llama.py`, `ret_to_entity_only`): (loss, used).
+
+    Both sides are gathered over the global batch; when an entity label appears twice there the
+    term is skipped for the whole batch (AutoVER's `do_ret_this_batch = False`: a zero that
+    keeps the graph, `used` False). Otherwise rows are L2-normalised and each `<ret>` row is
+    scored against every entity by plain cosine (no temperature); the loss is the cross-entropy
+    of row i picking entity i, `<ret>` -> entity only. Gradients follow `info_nce`'s scheme:
+    every rank computes the global loss and keeps the gradient of its own rows.
+    """
+    world = world_size()
+    all_labels = gather_batch(labels)
+    if torch.unique(all_labels).numel() != all_labels.numel():
+        return (ret.sum() + entities.sum()) * 0.0, False
+    r = F.normalize(gather_batch(ret), dim=-1)
+    e = F.normalize(gather_batch(entities), dim=-1)
+    logits = r @ e.T
+    loss = F.cross_entropy(logits, torch.arange(len(r), device=r.device))
+    return (loss if world == 1 else loss * world - (loss * (world - 1)).detach()), True

@@ -42,6 +42,8 @@ def rebuildable(model_cfg, name: str) -> bool:
         return bool(model_cfg.vision_pretrained) and "vision" not in train
     if name.startswith("lm."):
         return bool(model_cfg.lm) and "lm" not in train
+    if name.startswith(("entity_encoder.clip_text.", "entity_encoder.clip_vision.")):
+        return bool(model_cfg.entity_encoder)  # frozen CLIP towers, from their local dir
     return False
 
 

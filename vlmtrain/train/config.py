@@ -60,6 +60,12 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank
     shuffle_buffer: int = 256  # streaming: samples held for shuffling
     resampled: bool = True  # streaming: draw shards with replacement (OpenCLIP)
+    # a record column (AutoVER: entity_id) no value of which appears twice in one global batch
+    # (ranks x batch_size; AutoVER's --one_class_per_batch); indexed mode
+    unique_in_batch: str | None = None
+    # an OVEN JSONL whose data_ids are the only records kept of the splits it covers (AutoVER:
+    # oven_entity_train_0.5.jsonl, half the entity split); other splits pass whole; indexed mode
+    subset: str | None = None
 
 
 @dataclass
@@ -121,6 +127,9 @@ class TrainConfig:
     seed: int = 0
     export: str = "auto"  # "auto" | "full" | "trainable": what the final export holds
     init_from: str | None = None  # an export (or run dir) whose weights start this stage
+    # LLaVA-1.5's released `mm_projector.bin` to start the projector from (AutoVER), read
+    # weights-only (vlmtrain.model.projector_init)
+    init_projector: str | None = None
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -16,7 +16,12 @@ from vlmtrain.train.config import TrainConfig, resolve_streams
 
 
 def preflight(cfg: TrainConfig) -> None:
-    """Raise a DataError listing every problem `check_config` finds (nothing when none)."""
+    """Raise a DataError listing every problem `check_config` finds (nothing when none); print
+    the notes (`kb_name_notes`) that do not stop a run."""
+    import sys
+
+    for note in config_notes(cfg):
+        print(f"pre-flight: note: {note}", file=sys.stderr)
     problems = check_config(cfg)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
@@ -78,6 +83,19 @@ def path_problems(cfg: TrainConfig) -> list[str]:
             out.append(f"model.vision / vision_pretrained: {e}")
     if d.ids and not Path(d.ids).is_file():
         out.append(f"data.ids: {d.ids} does not exist")
+    if d.subset and not Path(d.subset).is_file():
+        out.append(f"data.subset: {d.subset} does not exist")
+    if m.entity_encoder and not Path(m.entity_encoder).is_dir():
+        out.append(f"model.entity_encoder: {m.entity_encoder} is not a directory (a local CLIP)")
+    if m.entity_tokenizer and not Path(m.entity_tokenizer).exists():
+        out.append(f"model.entity_tokenizer: {m.entity_tokenizer} does not exist")
+    opts = cfg.recipe.options
+    if opts.get("kb") and not Path(opts["kb"]).is_file():
+        out.append(f"recipe.options.kb: {opts['kb']} does not exist (entities.parquet)")
+    if opts.get("kb_images") and not Path(opts["kb_images"]).is_dir():
+        out.append(f"recipe.options.kb_images: {opts['kb_images']} is not a shard folder")
+    if cfg.init_projector and not Path(cfg.init_projector).is_file():
+        out.append(f"init_projector: {cfg.init_projector} does not exist (LLaVA mm_projector.bin)")
     if cfg.init_from:
         from vlmtrain.train.checkpoint import find_export
 
@@ -108,3 +126,54 @@ def data_problems(shards: Path, recipe, streams) -> list[str]:
     except DataError as e:
         out.append(str(e))
     return out
+
+
+def config_notes(cfg: TrainConfig) -> list[str]:
+    """Things worth knowing before a run that do not stop it (the KB name check)."""
+    kb, shards = cfg.recipe.options.get("kb"), Path(cfg.data.shards)
+    if not kb or not Path(kb).is_file() or not (shards / "index.parquet").is_file():
+        return []
+    from vlmdata.shards.records import load_records
+
+    records = load_records(shards)
+    if not {"entity_id", "entity_name"} <= set(records.columns):
+        return []
+    return kb_name_notes(records, kb)
+
+
+def kb_name_notes(records, kb_path: str | Path) -> list[str]:
+    """Record entity names that the KB spells differently, and entity ids it lacks.
+
+    The autover recipe trains on the KB's name (the trie's spelling), so a differing record
+    name is a note, not an error; a record whose entity the KB lacks is skipped (counted) and
+    could never be decoded, so it is a note with a count too.
+    """
+    import polars as pl
+
+    pairs = records.select("entity_id", "entity_name").drop_nulls("entity_id").unique()
+    ids = pairs["entity_id"].unique().to_list()
+    kb = (
+        pl.scan_parquet(kb_path)
+        .select("entity_id", pl.col("entity_name").alias("kb_name"))
+        .filter(pl.col("entity_id").is_in(ids))
+        .collect()
+    )
+    joined = pairs.join(kb, on="entity_id", how="left")
+    notes = []
+    missing = joined.filter(pl.col("kb_name").is_null())
+    if missing.height:
+        notes.append(
+            f"{missing.height} entity ids of the records are not in {kb_path} (their records "
+            f"are skipped; e.g. {missing['entity_id'].sort().head(3).to_list()})"
+        )
+    differ = joined.filter(
+        pl.col("kb_name").is_not_null() & (pl.col("entity_name") != pl.col("kb_name"))
+    ).sort("entity_id")
+    if differ.height:
+        eg = [f"{r['entity_id']}: {r['entity_name']!r} -> {r['kb_name']!r}"
+              for r in differ.head(3).iter_rows(named=True)]  # fmt: skip
+        notes.append(
+            f"{differ.height} record entity names differ from the KB's (training targets and "
+            f"the trie use the KB's): {'; '.join(eg)}"
+        )
+    return notes

@@ -138,6 +138,9 @@ def build_engine(cfg: TrainConfig, model, total_steps: int, world: int, micro: i
     schedule = WarmupCosine(cfg.schedule.warmup_steps, total_steps, cfg.schedule.min_lr_ratio)
     ds_cfg = deepspeed_config(cfg, world, micro)
     groups = param_groups(model, cfg.optim.weight_decay)
+    for module in list(model.modules()):  # gathered whole under ZeRO-3 (see the module's doc)
+        for leaf in getattr(module, "zero3_leaf_modules", lambda: [])():
+            deepspeed.utils.set_z3_leaf_module(leaf, True)
     optimizer = None
     if "optimizer" not in ds_cfg:  # built on the device (fused AdamW where supported)
         optimizer = adamw_factory(_adamw_args(cfg))
@@ -240,6 +243,10 @@ def build_parts(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)  # same random init on every rank
     tokenizer = load_tokenizer(_tokenizer_path(cfg))
     model = build_model(cfg.model, tokenizer)
+    if cfg.init_projector:
+        from vlmtrain.model.projector_init import load_llava_projector
+
+        load_llava_projector(model.projector, cfg.init_projector)
     if cfg.init_from:
         init_from_export(model, cfg.init_from)
     recipe = get_recipe(cfg.recipe.name, **cfg.recipe.options)

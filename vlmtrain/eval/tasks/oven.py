@@ -141,6 +141,10 @@ def run_oven(
     trie: str | os.PathLike | None = None,
     entities: str | os.PathLike | None = None,
     candidates: str | os.PathLike | None = None,
+    retrieve: int | None = None,
+    kb_cache: str | os.PathLike | None = None,
+    kb_images: str | os.PathLike | None = None,
+    save_candidates: str | os.PathLike | None = None,
     beams: int = 5,
     max_new_tokens: int = 32,
     batch_size: int = 8,
@@ -160,6 +164,7 @@ def run_oven(
         raise DataError("give --references (OVEN JSONL) or --data (OVEN shards)")
     if not refs:
         raise DataError("no OVEN references to score")
+    recall = None
     if predictions:
         preds = read_oven_predictions(predictions)
     else:
@@ -167,6 +172,12 @@ def run_oven(
             raise DataError("model predictions need --data, --trie and --entities")
         from vlmtrain.eval.generation import recognise_entities
 
+        if retrieve is not None:
+            model_bundle, candidates, recall = _retrieve(
+                refs, checkpoint, model_bundle, device, data_dir, entities, retrieve, candidates,
+                kb_cache=kb_cache, kb_images=kb_images, save_candidates=save_candidates,
+                batch_size=batch_size, progress=progress,
+            )  # fmt: skip
         preds = recognise_entities(
             checkpoint, data_dir, [r["data_id"] for r in refs], trie=trie, entities=entities,
             candidates=candidates, beams=beams, max_new_tokens=max_new_tokens,
@@ -178,7 +189,8 @@ def run_oven(
     report = Report(
         task="oven",
         config={"split_prefix": split_prefix, "beams": beams if checkpoint else None,
-                "candidates": str(candidates) if candidates else None,
+                "candidates": str(candidates) if candidates and not retrieve else None,
+                "retrieve": retrieve,
                 "references": [str(p) for p in references],
                 "predictions": [str(p) for p in predictions]},
         checkpoint=str(checkpoint) if checkpoint else None,
@@ -186,8 +198,32 @@ def run_oven(
     )  # fmt: skip
     for name, value, count in rows:
         report.add(name, value, count, unit="percent")  # as oven_eval.py reports
+    if recall is not None:
+        report.add(f"retrieval_recall@{retrieve}", recall[0], recall[1])
     report.details = {k: v for k, v in res.items() if k.endswith("_result")}
     return report
+
+
+def _retrieve(refs, checkpoint, bundle, device, data_dir, entities, k, candidates, *, kb_cache,
+              kb_images, save_candidates, batch_size, progress):  # fmt: skip
+    """(model bundle, {data_id: entity ids}, (recall@k %, count)) for `--retrieve K`."""
+    from vlmtrain.eval.generation import load_model
+    from vlmtrain.eval.tasks.oven_retrieval import (
+        recall_at_k,
+        retrieve_candidates,
+        write_candidates,
+    )
+
+    if candidates is not None:
+        raise DataError("give --candidates or --retrieve, not both")
+    bundle = bundle or load_model(checkpoint, device)
+    cands = retrieve_candidates(
+        bundle, data_dir, [r["data_id"] for r in refs], entities, k, cache_dir=kb_cache,
+        kb_images=kb_images, batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+    if save_candidates is not None:
+        write_candidates(save_candidates, cands)
+    return bundle, cands, recall_at_k(refs, cands)
 
 
 def _write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
