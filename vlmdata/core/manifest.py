@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.core.rejects import RejectWriter, check_reject_ratio, format_summary
 
@@ -131,7 +132,12 @@ class ManifestSink:
     Checks the contract on every row (key format, url or path, texts) so a reader cannot write
     a manifest that a later stage chokes on, and makes keys unique: a key seen before gets the
     first free suffix `_1`, `_2`, ... (deterministic: input order), counted in `renamed`.
+    Memory does not grow with the rows: kept rows wait in batches of KEY_BATCH, whose keys are
+    then settled against a `HashSet` of every earlier key (16 bytes a key, no Python object).
     """
+
+    KEY_BATCH = 8192
+    SUFFIX_MEMORY = 1 << 16  # next-suffix hints kept (a cache: correctness never needs it)
 
     def __init__(
         self, out_dir: str | os.PathLike, extra_columns: Sequence[str] = (), stage: str = "source"
@@ -141,7 +147,8 @@ class ManifestSink:
         self.stage = stage
         self.manifest = ManifestWriter(self.out_dir / "manifest.parquet", extra_columns)
         self.rejects = RejectWriter(self.out_dir / "rejects.parquet")
-        self._keys: set[str] = set()
+        self._keys = HashSet()
+        self._pending: list[dict[str, Any]] = []
         self._next_suffix: dict[str, int] = {}
         self.renamed = 0
 
@@ -150,19 +157,45 @@ class ManifestSink:
         if problem is not None:
             self.reject(problem[0], file=file, line=line, detail=problem[1], record=row)
             return
-        if row["key"] in self._keys:
-            row = {**row, "key": self._suffixed(row["key"])}
-            self.renamed += 1
-        self._keys.add(row["key"])
-        self.manifest.write(row)
+        self._pending.append(row)
+        if len(self._pending) >= self.KEY_BATCH:
+            self._settle()
 
-    def _suffixed(self, key: str) -> str:
-        """The first `key_N` (N = 1, 2, ...) not taken yet."""
+    def _settle(self) -> None:
+        """Give the pending rows unique keys (in order) and write them to the manifest."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        hi, lo = hash128([r["key"] for r in rows])
+        earlier = self._keys.contains(hi, lo)
+        batch: set[str] = set()  # final keys of this batch so far
+        final: list[str] = []
+        for row, seen in zip(rows, earlier, strict=True):
+            key = row["key"]
+            if seen or key in batch:
+                key = self._suffixed(key, batch)
+                row = {**row, "key": key}
+                self.renamed += 1
+            batch.add(key)
+            final.append(key)
+            self.manifest.write(row)
+        self._keys.add(*hash128(final))
+
+    def _suffixed(self, key: str, batch: set[str]) -> str:
+        """The first `key_N` (N = 1, 2, ...) not taken yet, in earlier batches or this one."""
         n = self._next_suffix.get(key, 1)
-        while f"{key}_{n}" in self._keys:
-            n += 1
-        self._next_suffix[key] = n + 1
-        return f"{key}_{n}"
+        while True:
+            names = [f"{key}_{i}" for i in range(n, n + 16)]
+            taken = self._keys.contains(*hash128(names))
+            free = [s for s, t in zip(names, taken, strict=True) if not t and s not in batch]
+            if free:
+                name = free[0]
+                break
+            n += 16
+        if len(self._next_suffix) >= self.SUFFIX_MEMORY:
+            self._next_suffix.clear()
+        self._next_suffix[key] = int(name.rsplit("_", 1)[1]) + 1
+        return name
 
     def reject(
         self,
@@ -181,6 +214,11 @@ class ManifestSink:
         )
 
     def close(self) -> None:
+        try:
+            self._settle()
+        except BaseException:
+            self.abort()
+            raise
         self.manifest.close()
         self.rejects.close()
 
@@ -199,7 +237,7 @@ class ManifestSink:
 
     @property
     def kept(self) -> int:
-        return self.manifest.count
+        return self.manifest.count + len(self._pending)
 
     def summary(self) -> str:
         return format_summary(self.kept, self.rejects.counts)

@@ -15,9 +15,16 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import temp_path_for
 
+CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often (a multiple of 1024, see below)
+
 
 class RowsWriter:
-    """Rows to Parquet `batch_rows` at a time; the file appears (renamed) on `close()` only."""
+    """Rows to Parquet, one row group per `batch_rows` rows; the file appears (renamed) on
+    `close()` only. Rows wait as Python dicts for at most CHUNK_ROWS rows, then as Arrow
+    batches (compact: a 1.6 KB LLaVA conversation is 1.6 KB, not a dict of Python objects);
+    a row group is written from their concatenation (one chunk), so the file is byte-identical
+    to writing all `batch_rows` dicts at once.
+    """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, batch_rows: int = 8192):
         self.path = Path(path)
@@ -25,19 +32,48 @@ class RowsWriter:
         self._tmp = temp_path_for(self.path)
         self._writer = pq.ParquetWriter(self._tmp, schema)
         self._rows: list[dict[str, Any]] = []
+        self._batches: list[pa.RecordBatch] = []
+        self._buffered = 0  # rows in _batches
         self._batch_rows = batch_rows
         self.count = 0
 
     def write(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         self.count += 1
-        if len(self._rows) >= self._batch_rows:
+        if len(self._rows) >= CHUNK_ROWS:
+            self._to_arrow()
+        if self._buffered + len(self._rows) >= self._batch_rows:
             self._flush()
 
-    def _flush(self) -> None:
+    def _to_arrow(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self.schema))
+            self._buffered += len(self._rows)
             self._rows = []
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append rows already in the schema's columns; row groups stay `batch_rows` rows."""
+        self._to_arrow()
+        self._batches.extend(table.select(self.schema.names).cast(self.schema).to_batches())
+        self._buffered += table.num_rows
+        self.count += table.num_rows
+        if self._buffered >= self._batch_rows:
+            self._flush(whole_groups=True)
+
+    def _flush(self, whole_groups: bool = False) -> None:
+        """Write the buffered rows as row groups of `batch_rows` (the tail too unless
+        `whole_groups`), each from one contiguous chunk."""
+        self._to_arrow()
+        if not self._batches:
+            return
+        table = pa.Table.from_batches(self._batches, schema=self.schema).combine_chunks()
+        self._batches, self._buffered = [], 0
+        while table.num_rows >= self._batch_rows or (table.num_rows and not whole_groups):
+            self._writer.write_table(table.slice(0, self._batch_rows))
+            table = table.slice(self._batch_rows)
+        if table.num_rows:  # a copy, so the written groups' buffers are freed
+            self._batches = table.combine_chunks().to_batches()
+            self._buffered = table.num_rows
 
     def close(self) -> None:
         """Write what is buffered and rename the file into place (on failure: no file)."""

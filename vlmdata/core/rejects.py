@@ -74,6 +74,13 @@ class RejectWriter(RowsWriter):
             self.counts[reason] += n
         self._writer.write_table(table)
 
+    def stream_table(self, table: pa.Table) -> None:
+        """Append rows in REJECT_SCHEMA columns, buffered like single rows (bounded memory;
+        row groups of `batch_rows`, as one `add_table` of all of them would write)."""
+        for reason, n in Counter(table.column("reason").to_pylist()).items():
+            self.counts[reason] += n
+        self.write_table(table)
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

@@ -195,7 +195,7 @@ def google_frame(path: Path, split: str | None = None) -> GoogleTSV:
 
 
 def iter_google_frames(
-    path: Path, split: str | None = None, block_bytes: int | None = 1 << 26
+    path: Path, split: str | None = None, block_bytes: int | None = 1 << 23
 ) -> Iterator[GoogleTSV]:
     """The Google TSV in blocks of whole lines (one block when `block_bytes` is None)."""
     split = split_from_name(path.name, split)

@@ -1,0 +1,177 @@
+"""Peak memory and CPU of the row-count-bound stages at 10^5 and 10^6 rows (issue 23).
+
+Inputs are generated in the published shapes, with the quirks the readers must handle:
+- CC3M `Train_GCC-training.tsv`: `caption<TAB>url`, no header, ~1% repeated URLs, a few
+  non-http and private URLs, a few lines with a wrong field count (Google's CC3M release).
+- LLaVA `llava_v1_5_mix665k.json`: one JSON list of `{id, image, conversations}`, ids that
+  repeat (the 665k mix repeats COCO image ids), ~1.6 KB of conversation per record, ~5%
+  text-only records (LLaVA-1.5 repository, `llava_v1_5_mix665k.json`).
+- OVEN `Wiki6M_ver_1_0.jsonl`: `{wikidata_id, wikipedia_title, wikipedia_content,
+  wikipedia_image_url}` per line, ~40% without an image URL (OVEN repository, Wiki6M).
+- build-trie: the `entities.parquet` that `manifest oven-kb` writes, a 32k byte-level BPE
+  trained on the names; build-ids: the CC3M manifest (numeric and string schemes).
+
+Each stage runs as a child process of `/usr/bin/time -v`-like accounting (resource.getrusage
+of the child: user+sys CPU, max RSS). Usage:
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --rows 100000 1000000
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --gen-only --rows 1000 --dir d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORDS = (
+    "a man woman dog cat red blue small large standing sitting on the in with of street "
+    "beach mountain city river table field car bike tree house people group young old black "
+    "white green holding looking running water snow light view portrait close up"
+).split()
+
+
+def _caption(rng: random.Random, n: int = 10) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def gen_cc3m(path: Path, rows: int, seed: int = 0) -> None:
+    """Google's CC3M TSV shape: caption<TAB>url, no header."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(rows):
+            url = f"http://img{i % 977}.example-cdn.com/photos/{i:09d}/{rng.getrandbits(40):x}.jpg"
+            r = rng.random()
+            if r < 0.01 and i > 10:
+                url = f"http://img{(i - 7) % 977}.example-cdn.com/photos/dup{i % 500}.jpg"
+            elif r < 0.012:
+                url = "ftp://files.example.org/a.jpg"
+            elif r < 0.013:
+                url = "http://192.168.1.7/x.jpg"
+            line = f"{_caption(rng, rng.randint(6, 14))}\t{url}"
+            if r > 0.9995:
+                line = line + "\textra"
+            f.write(line + "\n")
+
+
+def _conversation(rng: random.Random, image: bool) -> list[dict]:
+    turns = []
+    for j in range(3):
+        q = _caption(rng, 12) + "?"
+        if j == 0 and image:
+            q = "<image>\n" + q
+        turns.append({"from": "human", "value": q})
+        turns.append({"from": "gpt", "value": _caption(rng, 70)})
+    return turns
+
+
+def gen_llava(path: Path, rows: int, seed: int = 0) -> None:
+    """llava_v1_5_mix665k.json shape, written as one JSON list."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        for i in range(rows):
+            image = rng.random() > 0.05
+            rid = f"{rng.randrange(max(rows // 2, 1)):012d}"
+            rec = {"id": rid, "conversations": _conversation(rng, image)}
+            if image:
+                rec = {"id": rid, "image": f"coco/train2017/{rid}.jpg", **rec}
+            f.write(("," if i else "") + json.dumps(rec))
+        f.write("]")
+
+
+def gen_wiki6m(path: Path, rows: int, seed: int = 0) -> None:
+    """Wiki6M_ver_1_0.jsonl shape; ~0.1% repeated ids, ~40% without an image."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(rows):
+            qid = f"Q{i + 1}" if rng.random() > 0.001 else f"Q{max(i // 2, 1)}"
+            title = " ".join(rng.choice(WORDS).title() for _ in range(rng.randint(1, 4)))
+            title = f"{title} ({i})" if rng.random() < 0.5 else title
+            url = None
+            if rng.random() > 0.4:
+                url = f"https://upload.wikimedia.org/wikipedia/commons/{i % 16:x}/{qid}.jpg"
+            rec = {"wikidata_id": qid, "wikipedia_title": title,
+                   "wikipedia_content": _caption(rng, 30), "wikipedia_image_url": url}  # fmt: skip
+            f.write(json.dumps(rec) + "\n")
+
+
+def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
+    """(user+sys CPU s, max RSS MB, return code, wall s) of one child process."""
+    t0 = time.perf_counter()
+    pid = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL).pid
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.perf_counter() - t0
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), wall
+
+
+def stages(d: Path, n: int) -> list[tuple[str, list[str]]]:
+    v = [sys.executable, "-c", "from cli.vlmdata import main; main()"]
+    return [
+        ("manifest cc3m", v + ["manifest", "cc3m", str(d / "Train_GCC-training.tsv"),
+                               "-o", str(d / "cc3m"), "--max-reject-ratio", "1"]),
+        ("filter-urls", v + ["filter-urls", str(d / "Train_GCC-training.tsv"),
+                             "-o", str(d / "urls")]),
+        ("manifest llava", v + ["manifest", "llava", str(d / "llava_v1_5_mix665k.json"),
+                                "-o", str(d / "llava"), "--max-reject-ratio", "1"]),
+        ("manifest oven-kb", v + ["manifest", "oven-kb", str(d / "Wiki6M_ver_1_0.jsonl"),
+                                  "-o", str(d / "kb"), "--max-reject-ratio", "1"]),
+        ("build-ids numeric", v + ["build-ids", str(d / "cc3m"), "--scheme", "numeric",
+                                   "--seed", "0", "-o", str(d / "ids.parquet")]),
+        ("build-trie entities", v + ["build-trie", "--entities", str(d / "kb/entities.parquet"),
+                                     "--tokenizer", str(d.parent / "tok32k"),
+                                     "-o", str(d / "entities.trie")]),
+    ]  # fmt: skip
+
+
+def generate(d: Path, n: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    gen_cc3m(d / "Train_GCC-training.tsv", n)
+    gen_llava(d / "llava_v1_5_mix665k.json", max(n // 10, 1))  # ~1.6 KB records: 10x fewer
+    gen_wiki6m(d / "Wiki6M_ver_1_0.jsonl", n)
+
+
+def ensure_tokenizer(root: Path) -> None:
+    if (root / "tok32k").exists():
+        return
+    from vlmdata.core.tokenizer import train_tokenizer
+
+    rng = random.Random(1)
+    names = [" ".join(rng.choice(WORDS).title() for _ in range(3)) + f" {i}" for i in range(50000)]
+    train_tokenizer(names, root / "tok32k", vocab_size=32000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/bench_scale"))
+    ap.add_argument("--gen-only", action="store_true")
+    ap.add_argument("--stages", nargs="*", default=None, help="substrings of stage names")
+    args = ap.parse_args()
+    env = dict(os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", "2"))
+    results = []
+    for n in args.rows:
+        d = args.dir / str(n)
+        if not (d / "Wiki6M_ver_1_0.jsonl").exists():
+            generate(d, n)
+        if args.gen_only:
+            continue
+        ensure_tokenizer(args.dir)
+        for name, cmd in stages(d, n):
+            if args.stages and not any(s in name for s in args.stages):
+                continue
+            cpu, rss, rc, wall = run_child(cmd, env)
+            results.append({"stage": name, "rows": n, "cpu_s": round(cpu, 1),
+                            "peak_rss_mb": round(rss), "wall_s": round(wall, 1), "rc": rc})  # fmt: skip
+            print(json.dumps(results[-1]), flush=True)
+    print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
+
+
+if __name__ == "__main__":
+    main()
