@@ -32,8 +32,8 @@ class RowsWriter:
         self._tmp = temp_path_for(self.path)
         self._writer = pq.ParquetWriter(self._tmp, schema)
         self._rows: list[dict[str, Any]] = []
-        self._batches: list[pa.RecordBatch] = []
-        self._buffered = 0  # rows in _batches
+        self._columns: list[list[pa.Array]] = [[] for _ in schema.names]  # Arrow chunks
+        self._buffered = 0  # rows in _columns
         self._batch_rows = batch_rows
         self.count = 0
 
@@ -47,33 +47,46 @@ class RowsWriter:
 
     def _to_arrow(self) -> None:
         if self._rows:
-            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self.schema))
-            self._buffered += len(self._rows)
+            batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
+            self._add(batch.columns, batch.num_rows)
             self._rows = []
+
+    def _add(self, arrays: list[pa.Array], rows: int) -> None:
+        for chunks, array in zip(self._columns, arrays, strict=True):
+            chunks.append(array)
+        self._buffered += rows
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already in the schema's columns; row groups stay `batch_rows` rows."""
         self._to_arrow()
-        self._batches.extend(table.select(self.schema.names).cast(self.schema).to_batches())
-        self._buffered += table.num_rows
+        table = table.select(self.schema.names).cast(self.schema)
+        for batch in table.to_batches():
+            self._add(batch.columns, batch.num_rows)
         self.count += table.num_rows
         if self._buffered >= self._batch_rows:
             self._flush(whole_groups=True)
 
     def _flush(self, whole_groups: bool = False) -> None:
         """Write the buffered rows as row groups of `batch_rows` (the tail too unless
-        `whole_groups`), each from one contiguous chunk."""
+        `whole_groups`), each from one contiguous chunk (concatenated a column at a time, so
+        the buffer is held about once, not twice)."""
         self._to_arrow()
-        if not self._batches:
+        if not self._buffered:
             return
-        table = pa.Table.from_batches(self._batches, schema=self.schema).combine_chunks()
-        self._batches, self._buffered = [], 0
+        arrays = []
+        for j, field in enumerate(self.schema):
+            chunks, self._columns[j] = self._columns[j], []
+            arrays.append(pa.concat_arrays(chunks) if chunks else pa.array([], field.type))
+            del chunks
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        del arrays
+        self._buffered = 0
         while table.num_rows >= self._batch_rows or (table.num_rows and not whole_groups):
             self._writer.write_table(table.slice(0, self._batch_rows))
             table = table.slice(self._batch_rows)
-        if table.num_rows:  # a copy, so the written groups' buffers are freed
-            self._batches = table.combine_chunks().to_batches()
-            self._buffered = table.num_rows
+        if table.num_rows:  # copied, so the written groups' buffers are freed
+            tail = [pa.concat_arrays(c.chunks) for c in table.columns]
+            self._add([pa.concat_arrays([a, a.slice(0, 0)]) for a in tail], table.num_rows)
 
     def close(self) -> None:
         """Write what is buffered and rename the file into place (on failure: no file)."""
