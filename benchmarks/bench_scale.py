@@ -1,6 +1,7 @@
 """Peak memory and CPU of the row-count-bound stages at 10^5 and 10^6 rows (issue 23).
 
-Inputs are generated in the published shapes, with the quirks the readers must handle:
+Inputs are generated in the published shapes (tests/scale_inputs.py, also used by the
+bounded-memory tests), with the quirks the readers must handle:
 - CC3M `Train_GCC-training.tsv`: `caption<TAB>url`, no header, ~1% repeated URLs, a few
   non-http and private URLs, a few lines with a wrong field count (Google's CC3M release).
 - LLaVA `llava_v1_5_mix665k.json`: one JSON list of `{id, image, conversations}`, ids that
@@ -30,76 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-WORDS = (
-    "a man woman dog cat red blue small large standing sitting on the in with of street "
-    "beach mountain city river table field car bike tree house people group young old black "
-    "white green holding looking running water snow light view portrait close up"
-).split()
-
-
-def _caption(rng: random.Random, n: int = 10) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def gen_cc3m(path: Path, rows: int, seed: int = 0) -> None:
-    """Google's CC3M TSV shape: caption<TAB>url, no header."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            url = f"http://img{i % 977}.example-cdn.com/photos/{i:09d}/{rng.getrandbits(40):x}.jpg"
-            r = rng.random()
-            if r < 0.01 and i > 10:
-                url = f"http://img{(i - 7) % 977}.example-cdn.com/photos/dup{i % 500}.jpg"
-            elif r < 0.012:
-                url = "ftp://files.example.org/a.jpg"
-            elif r < 0.013:
-                url = "http://192.168.1.7/x.jpg"
-            line = f"{_caption(rng, rng.randint(6, 14))}\t{url}"
-            if r > 0.9995:
-                line = line + "\textra"
-            f.write(line + "\n")
-
-
-def _conversation(rng: random.Random, image: bool) -> list[dict]:
-    turns = []
-    for j in range(3):
-        q = _caption(rng, 12) + "?"
-        if j == 0 and image:
-            q = "<image>\n" + q
-        turns.append({"from": "human", "value": q})
-        turns.append({"from": "gpt", "value": _caption(rng, 70)})
-    return turns
-
-
-def gen_llava(path: Path, rows: int, seed: int = 0) -> None:
-    """llava_v1_5_mix665k.json shape, written as one JSON list."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("[")
-        for i in range(rows):
-            image = rng.random() > 0.05
-            rid = f"{rng.randrange(max(rows // 2, 1)):012d}"
-            rec = {"id": rid, "conversations": _conversation(rng, image)}
-            if image:
-                rec = {"id": rid, "image": f"coco/train2017/{rid}.jpg", **rec}
-            f.write(("," if i else "") + json.dumps(rec))
-        f.write("]")
-
-
-def gen_wiki6m(path: Path, rows: int, seed: int = 0) -> None:
-    """Wiki6M_ver_1_0.jsonl shape; ~0.1% repeated ids, ~40% without an image."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            qid = f"Q{i + 1}" if rng.random() > 0.001 else f"Q{max(i // 2, 1)}"
-            title = " ".join(rng.choice(WORDS).title() for _ in range(rng.randint(1, 4)))
-            title = f"{title} ({i})" if rng.random() < 0.5 else title
-            url = None
-            if rng.random() > 0.4:
-                url = f"https://upload.wikimedia.org/wikipedia/commons/{i % 16:x}/{qid}.jpg"
-            rec = {"wikidata_id": qid, "wikipedia_title": title,
-                   "wikipedia_content": _caption(rng, 30), "wikipedia_image_url": url}  # fmt: skip
-            f.write(json.dumps(rec) + "\n")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.scale_inputs import WORDS, gen_cc3m, gen_llava, gen_wiki6m  # noqa: E402
 
 
 def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
@@ -167,8 +100,8 @@ def main() -> None:
             if args.stages and not any(s in name for s in args.stages):
                 continue
             cpu, rss, rc, wall = run_child(cmd, env)
-            results.append({"stage": name, "rows": n, "cpu_s": round(cpu, 1),
-                            "peak_rss_mb": round(rss), "wall_s": round(wall, 1), "rc": rc})  # fmt: skip
+            row = {"stage": name, "rows": n, "cpu_s": round(cpu, 1), "peak_rss_mb": round(rss)}
+            results.append(row | {"wall_s": round(wall, 1), "rc": rc})
             print(json.dumps(results[-1]), flush=True)
     print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
 

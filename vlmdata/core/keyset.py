@@ -51,10 +51,12 @@ class HashSet:
         order = np.argsort(hi, kind="stable")
         self._runs.append((hi[order], lo[order]))
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            (a_hi, a_lo), (b_hi, b_lo) = self._runs.pop(), self._runs.pop()
-            m_hi, m_lo = np.concatenate([b_hi, a_hi]), np.concatenate([b_lo, a_lo])
+            b, a = self._runs.pop(), self._runs.pop()
+            m_hi, m_lo = np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+            del a, b  # the runs are freed before sorting: ~32 bytes a hash at the peak
             order = np.argsort(m_hi, kind="stable")
-            self._runs.append((m_hi[order], m_lo[order]))
+            m_hi = m_hi[order]
+            self._runs.append((m_hi, m_lo[order]))
 
 
 def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,35 +167,46 @@ class ManifestSink:
         rows, self._pending = self._pending, []
         if not rows:
             return
-        hi, lo = hash128([r["key"] for r in rows])
-        earlier = self._keys.contains(hi, lo)
+        keys = [r["key"] for r in rows]
+        earlier = self._keys.contains(*hash128(keys))
+        taken = self._taken_suffixes(keys, earlier)
         batch: set[str] = set()  # final keys of this batch so far
-        final: list[str] = []
         for row, seen in zip(rows, earlier, strict=True):
             key = row["key"]
             if seen or key in batch:
-                key = self._suffixed(key, batch)
+                key = self._suffixed(key, batch, taken)
                 row = {**row, "key": key}
                 self.renamed += 1
             batch.add(key)
-            final.append(key)
             self.manifest.write(row)
-        self._keys.add(*hash128(final))
+        self._keys.add(*hash128(list(batch)))
 
-    def _suffixed(self, key: str, batch: set[str]) -> str:
+    def _taken_suffixes(self, keys: list[str], earlier) -> dict[str, bool]:
+        """For each key that will need a suffix: whether its next candidate names (as many as
+        it repeats, plus 16) are taken by earlier batches; one hash lookup for the batch."""
+        counts = Counter(keys)
+        names = []
+        for key in {k for k, e in zip(keys, earlier, strict=True) if e or counts[k] > 1}:
+            n = self._next_suffix.get(key, 1)
+            names.extend(f"{key}_{i}" for i in range(n, n + counts[key] + 16))
+        if not names:
+            return {}
+        return dict(zip(names, self._keys.contains(*hash128(names)).tolist(), strict=True))
+
+    def _suffixed(self, key: str, batch: set[str], taken: dict[str, bool]) -> str:
         """The first `key_N` (N = 1, 2, ...) not taken yet, in earlier batches or this one."""
         n = self._next_suffix.get(key, 1)
         while True:
-            names = [f"{key}_{i}" for i in range(n, n + 16)]
-            taken = self._keys.contains(*hash128(names))
-            free = [s for s, t in zip(names, taken, strict=True) if not t and s not in batch]
-            if free:
-                name = free[0]
+            name = f"{key}_{n}"
+            if name not in taken:  # beyond the names looked up ahead: 16 more
+                more = [f"{key}_{i}" for i in range(n, n + 16)]
+                taken.update(zip(more, self._keys.contains(*hash128(more)).tolist(), strict=True))
+            if not taken[name] and name not in batch:
                 break
-            n += 16
+            n += 1
         if len(self._next_suffix) >= self.SUFFIX_MEMORY:
             self._next_suffix.clear()
-        self._next_suffix[key] = int(name.rsplit("_", 1)[1]) + 1
+        self._next_suffix[key] = n + 1
         return name
 
     def reject(

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 FROMAGE_HEADER = "caption\timage"
 GOOGLE_HEADERS = ("caption\turl",)  # img2dataset's CC3M guide: sed -i '1s/^/caption\turl\n/'
+BLOCK_BYTES = 1 << 23  # `manifest cc3m` reads the TSV 8 MB (~50k rows) at a time
 
 
 def key_prefix(split: str) -> str:
@@ -101,7 +102,7 @@ def _read_fromage(path: Path, sink: ManifestSink, split: str) -> None:
 def _read_google(path: Path, sink: ManifestSink, split: str | None) -> int:
     """Google TSV rows into the sink in line order, block by block; returns the header count."""
     header = 0
-    for tsv in iter_google_frames(path, split):
+    for tsv in iter_google_frames(path, split, BLOCK_BYTES):
         header += tsv.header
         bad = tsv.rejects.iter_rows(named=True)  # both in line order: merged as they stream
         pending = next(bad, None)
