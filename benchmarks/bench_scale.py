@@ -44,30 +44,40 @@ def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), wall
 
 
-def stages(d: Path, n: int) -> list[tuple[str, list[str]]]:
+TSV, LLAVA, WIKI = "Train_GCC-training.tsv", "llava_v1_5_mix665k.json", "Wiki6M_ver_1_0.jsonl"
+
+
+def stages(d: Path) -> list[tuple[str, str, list[str]]]:
+    """(name, input file it needs, command) of each stage, in run order."""
     v = [sys.executable, "-c", "from cli.vlmdata import main; main()"]
+    tok = str(d.parent / "tok32k")
     return [
-        ("manifest cc3m", v + ["manifest", "cc3m", str(d / "Train_GCC-training.tsv"),
-                               "-o", str(d / "cc3m"), "--max-reject-ratio", "1"]),
-        ("filter-urls", v + ["filter-urls", str(d / "Train_GCC-training.tsv"),
-                             "-o", str(d / "urls")]),
-        ("manifest llava", v + ["manifest", "llava", str(d / "llava_v1_5_mix665k.json"),
-                                "-o", str(d / "llava"), "--max-reject-ratio", "1"]),
-        ("manifest oven-kb", v + ["manifest", "oven-kb", str(d / "Wiki6M_ver_1_0.jsonl"),
-                                  "-o", str(d / "kb"), "--max-reject-ratio", "1"]),
-        ("build-ids numeric", v + ["build-ids", str(d / "cc3m"), "--scheme", "numeric",
-                                   "--seed", "0", "-o", str(d / "ids.parquet")]),
-        ("build-trie entities", v + ["build-trie", "--entities", str(d / "kb/entities.parquet"),
-                                     "--tokenizer", str(d.parent / "tok32k"),
-                                     "-o", str(d / "entities.trie")]),
+        ("manifest cc3m", TSV, v + ["manifest", "cc3m", str(d / TSV), "-o", str(d / "cc3m"),
+                                    "--max-reject-ratio", "1"]),
+        ("filter-urls", TSV, v + ["filter-urls", str(d / TSV), "-o", str(d / "urls")]),
+        ("manifest llava", LLAVA, v + ["manifest", "llava", str(d / LLAVA), "-o", str(d / "llava"),
+                                       "--max-reject-ratio", "1"]),
+        ("manifest oven-kb", WIKI, v + ["manifest", "oven-kb", str(d / WIKI), "-o", str(d / "kb"),
+                                        "--max-reject-ratio", "1"]),
+        ("build-ids numeric", "cc3m", v + ["build-ids", str(d / "cc3m"), "--scheme", "numeric",
+                                           "--seed", "0", "-o", str(d / "ids.parquet")]),
+        ("build-ids string+tokens", "cc3m", v + ["build-ids", str(d / "cc3m"), "--scheme",
+                                                 "string", "--tokenizer", tok,
+                                                 "-o", str(d / "ids_tok.parquet")]),
+        ("build-trie entities", "kb", v + ["build-trie", "--entities",
+                                           str(d / "kb/entities.parquet"), "--tokenizer", tok,
+                                           "-o", str(d / "entities.trie")]),
     ]  # fmt: skip
 
 
-def generate(d: Path, n: int) -> None:
+def generate(d: Path, name: str, n: int) -> None:
+    """The input `name` at n rows (LLaVA: n/10 records of ~2.5 KB), if not there yet."""
     d.mkdir(parents=True, exist_ok=True)
-    gen_cc3m(d / "Train_GCC-training.tsv", n)
-    gen_llava(d / "llava_v1_5_mix665k.json", max(n // 10, 1))  # ~1.6 KB records: 10x fewer
-    gen_wiki6m(d / "Wiki6M_ver_1_0.jsonl", n)
+    if (d / name).exists() or name in ("cc3m", "kb"):  # made by the manifest stages
+        return
+    {TSV: gen_cc3m, LLAVA: gen_llava, WIKI: gen_wiki6m}[name](
+        d / name, max(n // 10, 1) if name == LLAVA else n
+    )
 
 
 def ensure_tokenizer(root: Path) -> None:
@@ -91,13 +101,12 @@ def main() -> None:
     results = []
     for n in args.rows:
         d = args.dir / str(n)
-        if not (d / "Wiki6M_ver_1_0.jsonl").exists():
-            generate(d, n)
-        if args.gen_only:
-            continue
         ensure_tokenizer(args.dir)
-        for name, cmd in stages(d, n):
+        for name, needs, cmd in stages(d):
             if args.stages and not any(s in name for s in args.stages):
+                continue
+            generate(d, needs, n)
+            if args.gen_only:
                 continue
             cpu, rss, rc, wall = run_child(cmd, env)
             row = {"stage": name, "rows": n, "cpu_s": round(cpu, 1), "peak_rss_mb": round(rss)}
