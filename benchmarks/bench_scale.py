@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.scale_inputs import WORDS, gen_cc3m, gen_llava, gen_wiki6m  # noqa: E402
+from tests.scale_inputs import WORDS, gen_cc3m, gen_entities, gen_llava, gen_wiki6m  # noqa: E402
 
 
 def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
@@ -73,6 +73,8 @@ def stages(d: Path) -> list[tuple[str, str, list[str]]]:
 def generate(d: Path, name: str, n: int) -> None:
     """The input `name` at n rows (LLaVA: n/10 records of ~2.5 KB), if not there yet."""
     d.mkdir(parents=True, exist_ok=True)
+    if name == "kb" and not (d / "kb").exists() and not (d / WIKI).exists():
+        gen_entities(d / "kb/entities.parquet", n)  # build-trie alone (OVEN's 6M names)
     if (d / name).exists() or name in ("cc3m", "kb"):  # made by the manifest stages
         return
     {TSV: gen_cc3m, LLAVA: gen_llava, WIKI: gen_wiki6m}[name](

@@ -28,7 +28,7 @@ from vlmdata.filter import urls
 from vlmdata.ids import schemes
 from vlmdata.sources import cc3m, oven_kb, read_source
 
-N = 12_000
+N = 8_000
 GROWTH_PER_ROW = 80  # bytes of traced peak per added row (a Python str in a set: ~100)
 
 
