@@ -256,3 +256,30 @@ def test_fast_tokenizer_path_gives_the_transformers_ids(tmp_path):
     assert flat.dtype == np.int32
     tok.backend_tokenizer.enable_truncation(4)  # the backend would truncate: not used
     assert _backend(tok) is None
+
+
+def test_generic_tokenizer_loads_without_torch_as_autotokenizer_would(tmp_path):
+    """build-trie / build-ids need no torch: a generic fast tokenizer directory is loaded by
+    its own class (no AutoTokenizer import, which pulls torch in) into the same object."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from vlmdata.core.tokenizer import load_tokenizer, train_tokenizer
+
+    texts = [f"Entity {i} (Zürich) 東京" for i in range(200)]
+    tok = train_tokenizer(texts, tmp_path / "tok", vocab_size=300, extra_special_tokens=["<e>"])
+    tok.add_tokens(["<piece_1>"])
+    tok.save_pretrained(str(tmp_path / "tok"))
+    ours, auto = load_tokenizer(tmp_path / "tok"), AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert type(ours) is type(auto) and len(ours) == len(auto) == len(tok)
+    assert ours.special_tokens_map == auto.special_tokens_map
+    assert (ours.eos_token_id, ours.pad_token_id) == (auto.eos_token_id, auto.pad_token_id)
+    probe = texts[:3] + ["x<piece_1>y<e>", ""]
+    assert ours(probe)["input_ids"] == auto(probe)["input_ids"]
+    load = f"load_tokenizer({str(tmp_path / 'tok')!r})"
+    code = f"import sys; from vlmdata.core.tokenizer import load_tokenizer; {load}; "
+    code += "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
