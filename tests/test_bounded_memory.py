@@ -283,3 +283,16 @@ def test_generic_tokenizer_loads_without_torch_as_autotokenizer_would(tmp_path):
     code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("content", ["", "a\tb\tc\n", "cap\tftp://x/y\n"])
+def test_filter_urls_without_kept_rows_writes_one_empty_row_group(tmp_path, content):
+    """No kept row (or no row at all): like one `pq.write_table` of the empty table (the
+    code before streaming; its files were compared byte for byte), one row group of 0 rows."""
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text(content)
+    urls.filter_urls(tsv, tmp_path / "out", split="train")
+    kept = pq.ParquetFile(tmp_path / "out/manifest.parquet").metadata
+    assert (kept.num_rows, kept.num_row_groups) == (0, 1)
+    rejects = pq.ParquetFile(tmp_path / "out/rejects.parquet").metadata
+    assert (rejects.num_rows, rejects.num_row_groups) == (len(content.splitlines()), 1)

@@ -26,8 +26,17 @@ class RowsWriter:
     to writing all `batch_rows` dicts at once.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema, batch_rows: int = 8192):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        schema: pa.Schema,
+        batch_rows: int = 8192,
+        empty_group: bool = False,
+    ):
+        """`empty_group`: with no rows, write one empty row group, as one `pq.write_table` of
+        an empty table does (for writers replacing such a call byte for byte)."""
         self.path = Path(path)
+        self._empty_group = empty_group
         self.schema = schema
         self._tmp = temp_path_for(self.path)
         self._writer = pq.ParquetWriter(self._tmp, schema)
@@ -92,6 +101,8 @@ class RowsWriter:
         """Write what is buffered and rename the file into place (on failure: no file)."""
         try:
             self._flush()
+            if self._empty_group and self.count == 0:
+                self._writer.write_table(self.schema.empty_table())
             self._writer.close()
             os.replace(self._tmp, self.path)
         except BaseException:

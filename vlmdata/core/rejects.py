@@ -38,8 +38,10 @@ def record_json(record: Any) -> str:
 class RejectWriter(RowsWriter):
     """Streams reject rows to Parquet in bounded memory; renamed into place on `close()`."""
 
-    def __init__(self, path: str | os.PathLike, batch_rows: int = 8192) -> None:
-        super().__init__(path, REJECT_SCHEMA, batch_rows)
+    def __init__(
+        self, path: str | os.PathLike, batch_rows: int = 8192, empty_group: bool = False
+    ) -> None:
+        super().__init__(path, REJECT_SCHEMA, batch_rows, empty_group)
         self.counts: Counter[str] = Counter()
 
     def add(

@@ -331,7 +331,6 @@ def _manifest_blocks(path: Path, **rules) -> Blocks:
     """Like `_cc3m_blocks` for a manifest.parquet, MANIFEST_BATCH rows at a time; `line` in
     rejects is the 0-based row index."""
     import polars as pl
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
@@ -339,8 +338,8 @@ def _manifest_blocks(path: Path, **rules) -> Blocks:
         if column not in names:
             raise DataError(f"manifest has no {column!r} column", file=str(path))
     seen, start = HashSet(), 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=MANIFEST_BATCH):
-        rows = pl.from_arrow(pa.Table.from_batches([batch]))
+    for table in _manifest_tables(path):
+        rows = pl.from_arrow(table)
         original = rows.columns
         rows = rows.with_columns(pl.col("url").str.strip_chars())
         text_ok = pl.col("texts").list.eval(pl.element().str.strip_chars() != "").list.any()
@@ -356,6 +355,19 @@ def _manifest_blocks(path: Path, **rules) -> Blocks:
             record=pl.struct(original).struct.json_encode(),
         )
         yield kept, rejects, 0
+
+
+def _manifest_tables(path: Path):
+    """The manifest MANIFEST_BATCH rows at a time; an empty manifest is one empty table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = True
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=MANIFEST_BATCH):
+        empty = False
+        yield pa.Table.from_batches([batch])
+    if empty:
+        yield pq.read_schema(path).empty_table()
 
 
 def _kept_schema(kept: pl.DataFrame):
@@ -379,21 +391,22 @@ def _write(blocks, out: Path, path: Path) -> tuple[int, Counter, int]:
 
     header, kept_writer = 0, None
     try:
-        with RejectWriter(out / "rejects.parquet", batch_rows=GROUP_ROWS) as rejects_writer:
+        with RejectWriter(out / "rejects.parquet", GROUP_ROWS, empty_group=True) as rejects_writer:
             for kept, rejects, head in blocks:
                 header += head
                 if kept_writer is None:
-                    schema = _kept_schema(kept)
-                    kept_writer = RowsWriter(out / "manifest.parquet", schema, GROUP_ROWS)
+                    kept_writer = RowsWriter(
+                        out / "manifest.parquet", _kept_schema(kept), GROUP_ROWS, empty_group=True
+                    )
                 kept_writer.write_table(kept.to_arrow())
                 rejects = rejects.with_columns(stage=pl.lit(STAGE), file=pl.lit(str(path)))
                 rejects_writer.stream_table(rejects.to_arrow())
             counts = Counter(rejects_writer.counts)
+            kept_writer.close()  # the manifest first, then the rejects (as before)
     except BaseException:
         if kept_writer is not None:
             kept_writer.abort()
         raise
-    kept_writer.close()
     return kept_writer.count, counts, header
 
 
