@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.core.rejects import RejectWriter, check_reject_ratio, format_summary
 
@@ -131,7 +133,12 @@ class ManifestSink:
     Checks the contract on every row (key format, url or path, texts) so a reader cannot write
     a manifest that a later stage chokes on, and makes keys unique: a key seen before gets the
     first free suffix `_1`, `_2`, ... (deterministic: input order), counted in `renamed`.
+    Memory does not grow with the rows: kept rows wait in batches of KEY_BATCH, whose keys are
+    then settled against a `HashSet` of every earlier key (16 bytes a key, no Python object).
     """
+
+    KEY_BATCH = 8192
+    SUFFIX_MEMORY = 1 << 16  # next-suffix hints kept (a cache: correctness never needs it)
 
     def __init__(
         self,
@@ -149,7 +156,8 @@ class ManifestSink:
         self.stage = stage
         self.manifest = ManifestWriter(self.out_dir / "manifest.parquet", extra_columns)
         self.rejects = RejectWriter(self.out_dir / "rejects.parquet")
-        self._keys: set[str] = set()
+        self._keys = HashSet()
+        self._pending: list[dict[str, Any]] = []
         self._next_suffix: dict[str, int] = {}
         self.renamed = 0
 
@@ -158,20 +166,57 @@ class ManifestSink:
         if problem is not None:
             self.reject(problem[0], file=file, line=line, detail=problem[1], record=row)
             return
-        if row["key"] in self._keys:
-            row = {**row, "key": self._suffixed(row["key"])}
-            self.renamed += 1
-        self._keys.add(row["key"])
-        self.manifest.write(row)
+        self._pending.append(row)
         self._bar.update()
+        if len(self._pending) >= self.KEY_BATCH:
+            self._settle()
 
-    def _suffixed(self, key: str) -> str:
-        """The first `key_N` (N = 1, 2, ...) not taken yet."""
+    def _settle(self) -> None:
+        """Give the pending rows unique keys (in order) and write them to the manifest."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        keys = [r["key"] for r in rows]
+        earlier = self._keys.contains(*hash128(keys))
+        taken = self._taken_suffixes(keys, earlier)
+        batch: set[str] = set()  # final keys of this batch so far
+        for row, seen in zip(rows, earlier, strict=True):
+            key = row["key"]
+            if seen or key in batch:
+                key = self._suffixed(key, batch, taken)
+                row = {**row, "key": key}
+                self.renamed += 1
+            batch.add(key)
+            self.manifest.write(row)
+        self._keys.add(*hash128(list(batch)))
+
+    def _taken_suffixes(self, keys: list[str], earlier) -> dict[str, bool]:
+        """For each key that will need a suffix: whether its next candidate names (as many as
+        it repeats, plus 16) are taken by earlier batches; one hash lookup for the batch."""
+        counts = Counter(keys)
+        names = []
+        for key in {k for k, e in zip(keys, earlier, strict=True) if e or counts[k] > 1}:
+            n = self._next_suffix.get(key, 1)
+            names.extend(f"{key}_{i}" for i in range(n, n + counts[key] + 16))
+        if not names:
+            return {}
+        return dict(zip(names, self._keys.contains(*hash128(names)).tolist(), strict=True))
+
+    def _suffixed(self, key: str, batch: set[str], taken: dict[str, bool]) -> str:
+        """The first `key_N` (N = 1, 2, ...) not taken yet, in earlier batches or this one."""
         n = self._next_suffix.get(key, 1)
-        while f"{key}_{n}" in self._keys:
+        while True:
+            name = f"{key}_{n}"
+            if name not in taken:  # beyond the names looked up ahead: 16 more
+                more = [f"{key}_{i}" for i in range(n, n + 16)]
+                taken.update(zip(more, self._keys.contains(*hash128(more)).tolist(), strict=True))
+            if not taken[name] and name not in batch:
+                break
             n += 1
+        if len(self._next_suffix) >= self.SUFFIX_MEMORY:
+            self._next_suffix.clear()
         self._next_suffix[key] = n + 1
-        return f"{key}_{n}"
+        return name
 
     def reject(
         self,
@@ -191,6 +236,11 @@ class ManifestSink:
         self._bar.update()
 
     def close(self) -> None:
+        try:
+            self._settle()
+        except BaseException:
+            self.abort()
+            raise
         self._bar.close()
         self.manifest.close()
         self.rejects.close()
@@ -211,7 +261,7 @@ class ManifestSink:
 
     @property
     def kept(self) -> int:
-        return self.manifest.count
+        return self.manifest.count + len(self._pending)
 
     def summary(self) -> str:
         return format_summary(self.kept, self.rejects.counts)

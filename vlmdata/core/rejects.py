@@ -38,8 +38,10 @@ def record_json(record: Any) -> str:
 class RejectWriter(RowsWriter):
     """Streams reject rows to Parquet in bounded memory; renamed into place on `close()`."""
 
-    def __init__(self, path: str | os.PathLike, batch_rows: int = 8192) -> None:
-        super().__init__(path, REJECT_SCHEMA, batch_rows)
+    def __init__(
+        self, path: str | os.PathLike, batch_rows: int = 8192, empty_group: bool = False
+    ) -> None:
+        super().__init__(path, REJECT_SCHEMA, batch_rows, empty_group)
         self.counts: Counter[str] = Counter()
 
     def add(
@@ -73,6 +75,13 @@ class RejectWriter(RowsWriter):
         for reason, n in Counter(table.column("reason").to_pylist()).items():
             self.counts[reason] += n
         self._writer.write_table(table)
+
+    def stream_table(self, table: pa.Table) -> None:
+        """Append rows in REJECT_SCHEMA columns, buffered like single rows (bounded memory;
+        row groups of `batch_rows`, as one `add_table` of all of them would write)."""
+        for reason, n in Counter(table.column("reason").to_pylist()).items():
+            self.counts[reason] += n
+        self.write_table(table)
 
     @property
     def total(self) -> int:

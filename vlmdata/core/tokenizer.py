@@ -19,16 +19,38 @@ SPECIAL_TOKENS = {
 }
 
 
+GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")  # one class in transformers 5
+
+
 def load_tokenizer(path: str | os.PathLike):
-    """A `PreTrainedTokenizerFast` from a saved directory or a `tokenizer.json` file."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    """A `PreTrainedTokenizerFast` from a saved directory or a `tokenizer.json` file.
+
+    A directory saved with the generic fast class (every tokenizer `train_tokenizer` makes) is
+    loaded by that class itself: the object AutoTokenizer would build, without AutoTokenizer's
+    import of torch (~600 MB of RSS in `build-trie` / `build-ids`, which need no torch)."""
+    from transformers import PreTrainedTokenizerFast
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer not found: {path}")
     if path.is_file():
         return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
+    if _saved_class(path) in GENERIC_CLASSES:
+        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def _saved_class(path: Path) -> str | None:
+    """`tokenizer_class` of a saved directory's tokenizer_config.json (None if unreadable)."""
+    import json
+
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("tokenizer_class") if isinstance(config, dict) else None
 
 
 def train_tokenizer(

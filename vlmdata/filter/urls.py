@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.rejects import Tally
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ REASON_ORDER = (
 MAX_URL_CHARS = 2048
 NON_PUBLIC_TLDS = ("onion", "i2p", "local", "internal")
 STAGE = "filter-urls"
+BLOCK_BYTES = 1 << 23  # TSV read 8 MB at a time (~50k CC3M rows)
+MANIFEST_BATCH = 65536  # manifest rows read at a time
+GROUP_ROWS = 1 << 20  # output row groups: pyarrow's default for one write_table
 
 _SCHEME_AUTHORITY = r"^(?<_scheme>[A-Za-z][A-Za-z0-9+.\-]*):(?://(?<_auth>[^/?#]*))?"
 _HOSTPORT = r"(?s)^(?<host>\[[^\]]*\]|[^:\[\]]*)(?::(?<port>[0-9]*))?$"
@@ -155,10 +159,13 @@ def url_reasons(
     text_ok: pl.Expr | None = None,
     denylist: list[str] | tuple[str, ...] = (),
     allow_private: bool = False,
+    seen: HashSet | None = None,
 ) -> pl.DataFrame:
     """Columns `reason` (null: keep) and `host`, one row per row of `frame`, reasons checked in
     REASON_ORDER. `text_ok`: a boolean expression over `frame`, false where the text is empty.
-    Rows whose URL is null (a manifest row with a local path) only get the text check."""
+    Rows whose URL is null (a manifest row with a local path) only get the text check.
+    `seen`: the URLs that passed 1-8 in earlier blocks of the same file (a duplicate of one is
+    a duplicate_url); this block's are added to it."""
     import polars as pl
 
     work = _parse(
@@ -208,10 +215,29 @@ def url_reasons(
     work = work.with_columns(reason=reason)
     work = work.with_columns(_ok=pl.col("reason").is_null() & has_url)
     dup = pl.col("_ok") & ~u.is_first_distinct().over("_ok")
+    work = work.with_columns(_dup=dup)
+    if seen is not None:
+        work = _earlier_duplicates(work, seen)
     return work.select(
-        pl.when(dup).then(pl.lit("duplicate_url")).otherwise(pl.col("reason")).alias("reason"),
+        pl.when("_dup").then(pl.lit("duplicate_url")).otherwise(pl.col("reason")).alias("reason"),
         host.alias("host"),
     )
+
+
+def _earlier_duplicates(work: pl.DataFrame, seen: HashSet) -> pl.DataFrame:
+    """Mark rows whose URL passed 1-8 in an earlier block; add this block's new URLs."""
+    import numpy as np
+    import polars as pl
+
+    first = work.select(pl.col("_ok") & ~pl.col("_dup")).to_series().to_numpy()
+    rows = np.flatnonzero(first)
+    urls = work["_url"].gather(rows)
+    hi, lo = hash128(urls)
+    earlier = seen.contains(hi, lo)
+    seen.add(hi[~earlier], lo[~earlier])
+    dup = np.zeros(work.height, dtype=bool)
+    dup[rows[earlier]] = True
+    return work.with_columns(_dup=pl.col("_dup") | pl.Series(dup))
 
 
 def url_reason(url: str, *, denylist: list[str] = (), allow_private: bool = False) -> str | None:
@@ -271,68 +297,127 @@ def _detail(reason: pl.Expr, host: pl.Expr) -> pl.Expr:
     return pl.when(host.is_not_null()).then(pl.format("{} (host {})", text, host)).otherwise(text)
 
 
-def _filter_cc3m(path: Path, split: str | None, **rules) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+Blocks = Iterator[tuple["pl.DataFrame", "pl.DataFrame", int]]
+
+
+def _cc3m_blocks(path: Path, split: str | None, **rules) -> Blocks:
     """(kept rows in manifest columns, rejects in REJECT_SCHEMA columns, header lines skipped)
-    of a Google TSV; rows and keys from the one CC3M builder (`manifest cc3m` uses it too)."""
+    of a Google TSV, block by block (bounded memory; URLs of earlier blocks kept as 128-bit
+    hashes); rows and keys from the one CC3M builder (`manifest cc3m` uses it too)."""
     import polars as pl
 
-    from vlmdata.sources.cc3m import google_frame
+    from vlmdata.sources.cc3m import iter_google_frames
 
-    tsv = google_frame(path, split)
-    rows, bad_lines = tsv.rows, tsv.rejects
-    verdict = url_reasons(rows, text_ok=pl.col("caption") != "", **rules)
-    rows = pl.concat([rows, verdict], how="horizontal")
-    kept = tsv.manifest_columns(rows.filter(pl.col("reason").is_null()))
-    url_rejects = rows.filter(pl.col("reason").is_not_null()).select(
-        "line",
-        "key",
-        "reason",
-        detail=_detail(pl.col("reason"), pl.col("host")),
-        record=pl.struct("caption", "url").struct.json_encode(),
-    )
-    rejects = pl.concat(
-        [url_rejects, bad_lines.with_columns(key=pl.lit(None, pl.String))], how="diagonal"
-    )
-    return kept, rejects.sort("line"), tsv.header
+    seen = HashSet()
+    for tsv in iter_google_frames(path, split, block_bytes=BLOCK_BYTES):
+        rows, bad_lines = tsv.rows, tsv.rejects
+        verdict = url_reasons(rows, text_ok=pl.col("caption") != "", seen=seen, **rules)
+        rows = pl.concat([rows, verdict], how="horizontal")
+        kept = tsv.manifest_columns(rows.filter(pl.col("reason").is_null()))
+        url_rejects = rows.filter(pl.col("reason").is_not_null()).select(
+            "line",
+            "key",
+            "reason",
+            detail=_detail(pl.col("reason"), pl.col("host")),
+            record=pl.struct("caption", "url").struct.json_encode(),
+        )
+        rejects = pl.concat(
+            [url_rejects, bad_lines.with_columns(key=pl.lit(None, pl.String))], how="diagonal"
+        )
+        yield kept, rejects.sort("line"), tsv.header
 
 
-def _filter_manifest(path: Path, **rules) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _manifest_blocks(path: Path, **rules) -> Blocks:
+    """Like `_cc3m_blocks` for a manifest.parquet, MANIFEST_BATCH rows at a time; `line` in
+    rejects is the 0-based row index."""
     import polars as pl
-
-    rows = pl.read_parquet(path)
-    for column in ("key", "url", "texts"):
-        if column not in rows.columns:
-            raise DataError(f"manifest has no {column!r} column", file=str(path))
-    original = rows.columns
-    rows = rows.with_columns(pl.col("url").str.strip_chars())
-    text_ok = pl.col("texts").list.eval(pl.element().str.strip_chars() != "").list.any()
-    verdict = url_reasons(rows, text_ok=text_ok, **rules)
-    rows = pl.concat([rows.with_row_index("line"), verdict], how="horizontal")
-    kept = rows.filter(pl.col("reason").is_null()).select(original)
-    rejects = rows.filter(pl.col("reason").is_not_null()).select(
-        pl.col("line").cast(pl.Int64),
-        "key",
-        "reason",
-        detail=pl.concat_str(pl.lit("row index: "), _detail(pl.col("reason"), pl.col("host"))),
-        record=pl.struct(original).struct.json_encode(),
-    )
-    return kept, rejects
-
-
-def _write_kept(kept: pl.DataFrame, path: Path) -> None:
-    """Manifest columns get the manifest's exact Arrow types (so it concats with others)."""
     import pyarrow.parquet as pq
 
-    from vlmdata.core.atomic import atomic_path
+    names = pq.read_schema(path).names
+    for column in ("key", "url", "texts"):
+        if column not in names:
+            raise DataError(f"manifest has no {column!r} column", file=str(path))
+    seen, start = HashSet(), 0
+    for table in _manifest_tables(path):
+        rows = pl.from_arrow(table)
+        original = rows.columns
+        rows = rows.with_columns(pl.col("url").str.strip_chars())
+        text_ok = pl.col("texts").list.eval(pl.element().str.strip_chars() != "").list.any()
+        verdict = url_reasons(rows, text_ok=text_ok, seen=seen, **rules)
+        rows = pl.concat([rows.with_row_index("line", start), verdict], how="horizontal")
+        start += rows.height
+        kept = rows.filter(pl.col("reason").is_null()).select(original)
+        rejects = rows.filter(pl.col("reason").is_not_null()).select(
+            pl.col("line").cast(pl.Int64),
+            "key",
+            "reason",
+            detail=pl.concat_str(pl.lit("row index: "), _detail(pl.col("reason"), pl.col("host"))),
+            record=pl.struct(original).struct.json_encode(),
+        )
+        yield kept, rejects, 0
+
+
+def _manifest_tables(path: Path):
+    """The manifest MANIFEST_BATCH rows at a time; an empty manifest is one empty table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = True
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=MANIFEST_BATCH):
+        empty = False
+        yield pa.Table.from_batches([batch])
+    if empty:
+        yield pq.read_schema(path).empty_table()
+
+
+def _kept_schema(kept: pl.DataFrame):
+    """Manifest columns get the manifest's exact Arrow types (so it concats with others)."""
     from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS, manifest_schema
 
-    table = kept.to_arrow()
     known = {name for name, _ in CORE_FIELDS} | set(OPTIONAL_COLUMNS)
     if set(kept.columns) <= known and {n for n, _ in CORE_FIELDS} <= set(kept.columns):
-        schema = manifest_schema([c for c in kept.columns if c in OPTIONAL_COLUMNS])
-        table = table.select(schema.names).cast(schema)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        return manifest_schema([c for c in kept.columns if c in OPTIONAL_COLUMNS])
+    return kept.to_arrow().schema
+
+
+def _write(blocks, out: Path, path: Path) -> tuple[int, Counter, int]:
+    """Stream (kept, rejects, header) blocks into OUT/manifest.parquet and rejects.parquet,
+    row groups of GROUP_ROWS (pyarrow's default for one whole-table write: byte-identical to
+    writing everything at once). Returns (kept, reject counts, header lines)."""
+    import polars as pl
+
+    from vlmdata.core.parquet_rows import RowsWriter
+    from vlmdata.core.rejects import RejectWriter
+
+    header, kept_writer = 0, None
+    try:
+        with RejectWriter(out / "rejects.parquet", GROUP_ROWS, empty_group=True) as rejects_writer:
+            for kept, rejects, head in blocks:
+                header += head
+                if kept_writer is None:
+                    kept_writer = RowsWriter(
+                        out / "manifest.parquet", _kept_schema(kept), GROUP_ROWS, empty_group=True
+                    )
+                kept_writer.write_table(kept.to_arrow())
+                rejects = rejects.with_columns(stage=pl.lit(STAGE), file=pl.lit(str(path)))
+                rejects_writer.stream_table(rejects.to_arrow())
+            counts = Counter(rejects_writer.counts)
+            kept_writer.close()  # the manifest first, then the rejects (as before)
+    except BaseException:
+        if kept_writer is not None:
+            kept_writer.abort()
+        raise
+    return kept_writer.count, counts, header
+
+
+def _counted(blocks, progress: bool):
+    """The blocks as they come, with a bar of the rows read (kept + rejected) when `progress`."""
+    from tqdm import tqdm
+
+    with tqdm(desc="filter-urls", unit=" rows", disable=not progress, mininterval=0.5) as bar:
+        for kept, rejects, head in blocks:
+            bar.update(kept.height + rejects.height)
+            yield kept, rejects, head
 
 
 def filter_urls(
@@ -347,18 +432,7 @@ def filter_urls(
 ) -> FilterResult:
     """Filter a Google CC3M TSV (`fmt="cc3m"`) or a manifest.parquet (`fmt="manifest"`; the
     default for *.parquet) into OUT/manifest.parquet (kept) and OUT/rejects.parquet.
-    `progress`: each stage and its seconds on stderr (one vectorised pass: no per-row bar)."""
-    import time
-
-    import polars as pl
-
-    start = time.monotonic()
-
-    def stage(what: str) -> None:
-        if progress:
-            print(f"filter-urls [{time.monotonic() - start:5.1f}s] {what}", file=sys.stderr)
-
-    from vlmdata.core.rejects import RejectWriter
+    `progress`: a running count of the rows read, block by block (8 MB blocks)."""
 
     path = Path(input_path)
     if not path.is_file():
@@ -368,22 +442,15 @@ def filter_urls(
         "denylist": load_denylist(denylist) if denylist else [],
         "allow_private": allow_private,
     }
-    header = 0
-    stage(f"reading and checking {path.name}")
     if fmt == "cc3m":
-        kept, rejects, header = _filter_cc3m(path, split, **rules)
+        blocks = _cc3m_blocks(path, split, **rules)
     elif fmt == "manifest":
         if split:
             raise DataError("--split applies to cc3m input; a manifest has its own splits")
-        kept, rejects = _filter_manifest(path, **rules)
+        blocks = _manifest_blocks(path, **rules)
     else:
         raise DataError(f"unknown format {fmt!r}; use cc3m or manifest")
-    stage(f"writing {kept.height:,} kept and {rejects.height:,} rejected rows")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_kept(kept, out / "manifest.parquet")
-    rejects = rejects.with_columns(stage=pl.lit(STAGE), file=pl.lit(str(path)))
-    with RejectWriter(out / "rejects.parquet") as writer:
-        writer.add_table(rejects.to_arrow())
-        counts = Counter(writer.counts)
-    return FilterResult(kept=kept.height, rejects=Counter(counts), header=header)
+    kept, counts, header = _write(_counted(blocks, progress), out, path)
+    return FilterResult(kept=kept, rejects=counts, header=header)

@@ -24,6 +24,7 @@ from vlmdata.ids.source import read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
 
 SCHEMES = ("numeric", "string", "semantic", "structured", "atomic")
+POSITION_SCHEMES = ("numeric", "string", "atomic")
 META_KEYS = ("scheme", "params", "seed", "tokenizer", "stats")
 
 
@@ -46,17 +47,14 @@ def build_ids(
     `progress`: a bar over the structured scheme's k-means (the one slow scheme)."""
     if scheme not in SCHEMES:
         raise DataError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
-    images = read_images(out)
+    images = read_images(out, texts=scheme not in POSITION_SCHEMES)
     n = images.num_rows
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {"rows": n}
     many: list[list[str]] | None = None
-    if scheme == "numeric":
-        ids = schemes.numeric_ids(n, seed)
-    elif scheme == "string":
-        ids = schemes.string_ids(n, seed)
-    elif scheme == "atomic":
-        ids = schemes.atomic_ids(n, seed)
+    ids: list[str] | pa.Array
+    if scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check needed
+        ids = schemes.position_id_array(scheme, n, seed)
     elif scheme == "semantic":
         many, stats["collisions"] = _semantic(images, pseudo_queries, out)
         params["pseudo_queries"] = Path(pseudo_queries).name if pseudo_queries else None
@@ -68,12 +66,12 @@ def build_ids(
         params.update(
             k=k, leaf_size=leaf_size, kmeans=kmeans, embeddings=Path(str(embeddings)).name
         )
-    if many is None and len(set(ids)) != n:
+    if scheme == "structured" and len(set(ids)) != n:
         raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
-    tok_name, token_lists = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
+    tok_name, tokens_flat = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
     if add_tokens is not None:
         params["add_tokens"] = True
-    table = _table(images, ids, token_lists, many)
+    table = _table(images, ids, tokens_flat, many)
     meta = {
         "scheme": scheme,
         "params": json.dumps(params, sort_keys=True),
@@ -138,7 +136,7 @@ def _structured(
     )
 
 
-def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | None]:
+def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, tuple | None]:
     """Tokens of each identifier (`identifier_sequence` rule, no prefix, no eos)."""
     if tokenizer is None:
         if add_tokens is not None:
@@ -151,35 +149,50 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, list | No
     if scheme == "atomic" and add_tokens is None:
         raise DataError("the atomic scheme needs --add-tokens DIR (one new token per image)")
     if add_tokens is not None:
-        new = structured.pieces(ids) if scheme == "structured" else list(ids)
+        new = structured.pieces(ids) if scheme == "structured" else _as_list(ids)
         if scheme not in ("structured", "atomic"):
             raise DataError("--add-tokens applies to the structured and atomic schemes")
         stats["added_tokens"] = tok.add_tokens(new)
         Path(add_tokens).mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(str(add_tokens))
         name = str(add_tokens)
-    present = [i for i in ids if i is not None]  # semantic: val images may have none
-    token_lists: list = []
-    for flat, lengths in identifier_sequences(tok, present, eos=False):
-        token_lists.extend(np.split(flat, np.cumsum(lengths)[:-1]))
-    it = iter(t.astype(np.int32) for t in token_lists)
-    return name, [None if i is None else next(it) for i in ids]
+    flats, lens = [], []
+    for i in range(0, len(ids), schemes.CHUNK):  # a slice of Python strings at a time
+        chunk = ids[i : i + schemes.CHUNK]
+        chunk = chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk
+        present = [x for x in chunk if x is not None]  # semantic: val images may have none
+        chunk_lens = np.zeros(len(chunk), np.int64)
+        where = np.flatnonzero([x is not None for x in chunk])
+        got = []
+        for flat, lengths in identifier_sequences(tok, present, eos=False):
+            flats.append(flat.astype(np.int32))
+            got.append(lengths)
+        if got:
+            chunk_lens[where] = np.concatenate(got)
+        lens.append(chunk_lens)
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
+    return name, (flat, np.concatenate(lens) if lens else np.zeros(0, np.int64))
 
 
-def _table(images: pa.Table, ids: list[str], token_lists, many) -> pa.Table:
-    if token_lists is None:
+def _as_list(ids: list[str] | pa.Array) -> list[str]:
+    return ids.to_pylist() if isinstance(ids, pa.Array) else list(ids)
+
+
+def _table(images: pa.Table, ids, tokens_flat: tuple | None, many) -> pa.Table:
+    """`tokens_flat`: (flat int32 tokens, lengths) of all identifiers, or None."""
+    if tokens_flat is None:
         tokens = pa.nulls(len(ids), type=pa.list_(pa.int32()))
     else:
-        present = [t for t in token_lists if t is not None]
-        offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
-        np.cumsum([0 if t is None else len(t) for t in token_lists], out=offsets[1:])
-        flat = np.concatenate(present) if present else np.zeros(0, np.int32)
-        mask = pa.array([t is None for t in token_lists]) if len(present) < len(ids) else None
+        flat, lengths = tokens_flat
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        missing = [i is None for i in ids] if not isinstance(ids, pa.Array) else []
+        mask = pa.array(missing) if any(missing) else None  # semantic: no identifier, no tokens
         tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()), mask=mask)
     cols = {
         "key": images.column("key"),
         "split": images.column("split"),
-        "identifier": pa.array(ids, pa.string()),
+        "identifier": ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string()),
         "tokens": tokens,
     }
     if many is not None:

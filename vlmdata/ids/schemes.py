@@ -6,7 +6,12 @@ permutation of it (`seed`), so identifiers carry no information about the index 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import pyarrow as pa
+
+CHUNK = 65536
 
 
 def positions(n: int, seed: int | None) -> np.ndarray:
@@ -29,3 +34,19 @@ def string_ids(n: int, seed: int | None = None) -> list[str]:
 def atomic_ids(n: int, seed: int | None = None) -> list[str]:
     """ "image_N": with --add-tokens each identifier becomes one new vocabulary token."""
     return [f"image_{p}" for p in positions(n, seed)]
+
+
+_FORMATS = {"numeric": lambda p: " ".join(str(p)), "string": str, "atomic": "image_{}".format}
+
+
+def position_id_array(scheme: str, n: int, seed: int | None = None) -> pa.Array:
+    """The identifiers of `numeric_ids` / `string_ids` / `atomic_ids` as one Arrow string
+    array, made CHUNK positions at a time (no Python string per row held)."""
+    return pa.chunked_array(list(_chunks(scheme, n, seed)), pa.string()).combine_chunks()
+
+
+def _chunks(scheme: str, n: int, seed: int | None) -> Iterator[pa.Array]:
+    fmt = _FORMATS[scheme]
+    pos = positions(n, seed)
+    for i in range(0, n, CHUNK):
+        yield pa.array([fmt(int(p)) for p in pos[i : i + CHUNK]], pa.string())

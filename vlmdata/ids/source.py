@@ -28,14 +28,16 @@ def source_path(out: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{out}: no index.parquet or manifest.parquet (run `vlmdata shard`)")
 
 
-def read_images(out: str | os.PathLike) -> pa.Table:
-    """Columns key, split, texts (and image_id, path when present) of every image, index order."""
+def read_images(out: str | os.PathLike, texts: bool = True) -> pa.Table:
+    """Columns key, split, texts (and image_id, path when present) of every image, in index
+    order; only key and split when `texts` is False (position schemes: less to hold)."""
     path = source_path(out)
     names = pq.read_schema(path).names
     missing = [c for c in ("key", "split", "texts") if c not in names]
     if missing:
         raise DataError(f"missing columns {missing}", file=str(path))
-    table = pq.read_table(path, columns=[c for c in COLUMNS if c in names])
+    wanted = COLUMNS if texts else ("key", "split")
+    table = pq.read_table(path, columns=[c for c in wanted if c in names])
     keys = table.column("key")
     if keys.null_count:
         raise DataError("null key", file=str(path))

@@ -7,6 +7,8 @@ the prompt/identifier boundary would otherwise make the two disagree.
 
 from __future__ import annotations
 
+import itertools
+
 
 def eos_token_id(tokenizer, eos_token: str | None = None) -> int:
     """The id identifiers end with: `eos_token` (one token of the vocabulary, e.g. GRACE's
@@ -39,20 +41,38 @@ def identifier_sequences(
     eos: bool = True,
     batch_size: int = 65536,
 ):
-    """`identifier_sequence` for many identifiers, tokenized in batches (fast tokenizers batch
-    in Rust). Yields (flat int64 tokens, lengths) per batch, so millions of entity names never
-    exist as Python lists all at once.
+    """`identifier_sequence` for many identifiers, tokenized in batches. Yields (flat int32
+    tokens, int64 lengths) per batch, so millions of entity names never exist as Python lists
+    all at once. A fast tokenizer is called through its `tokenizers` backend (`_backend`):
+    the same ids at half the CPU of transformers' per-result Python objects.
     """
     import numpy as np
 
     if eos and tokenizer.eos_token_id is None:
         raise ValueError("tokenizer has no eos token; pass eos=False or add one")
+    backend = _backend(tokenizer)
     for i in range(0, len(identifiers), batch_size):
         texts = [prefix + s for s in identifiers[i : i + batch_size]]
-        enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if backend is not None:
+            enc = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        else:
+            enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
         lengths = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
-        flat = np.fromiter((t for ids in enc for t in ids), dtype=np.int64, count=lengths.sum())
+        flat = np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32, count=lengths.sum())
+        del enc
         if eos:
-            flat = np.insert(flat, np.cumsum(lengths), tokenizer.eos_token_id)
+            flat = np.insert(flat, np.cumsum(lengths), np.int32(tokenizer.eos_token_id))
             lengths = lengths + 1
         yield flat, lengths
+
+
+def _backend(tokenizer):
+    """The `tokenizers.Tokenizer` behind a fast transformers tokenizer when calling it gives
+    exactly what `tokenizer(texts, add_special_tokens=False)` gives: none configured with
+    truncation or padding (transformers turns those off per call). None otherwise."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    return backend

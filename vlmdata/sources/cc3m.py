@@ -4,9 +4,9 @@ Google (`Train_GCC-training.tsv`, `Validation_GCC-1.1.0-Validation.tsv`): `capti
 header as published, though img2dataset's CC3M guide has users add `caption<TAB>url` as a first
 line: it is recognised, skipped and counted (`header` in the summary). Key
 `cc3m_{split}_{row:08d}`, row = the 1-based data row (the header is not a row), so a file gives
-the same keys with or without the header. ONE builder, `google_frame`, makes the rows (key,
-line, caption and url stripped) for `manifest cc3m` (block by block, bounded memory) and
-`filter-urls --format cc3m` (whole file), and `manifest_columns` their manifest columns, so both
+the same keys with or without the header. ONE builder, `iter_google_frames`, makes the rows
+(key, line, caption and url stripped) for `manifest cc3m` and `filter-urls --format cc3m` (both
+block by block, bounded memory), and `manifest_columns` their manifest columns, so both
 commands give the same keys for the same file and --split. FROMAGe (`cc3m_train.tsv`): header
 `caption<TAB>image`, image = a file under the image folder; key from the image name.
 """
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 FROMAGE_HEADER = "caption\timage"
 GOOGLE_HEADERS = ("caption\turl",)  # img2dataset's CC3M guide: sed -i '1s/^/caption\turl\n/'
+BLOCK_BYTES = 1 << 23  # `manifest cc3m` reads the TSV 8 MB (~50k rows) at a time
 
 
 def key_prefix(split: str) -> str:
@@ -101,7 +102,7 @@ def _read_fromage(path: Path, sink: ManifestSink, split: str) -> None:
 def _read_google(path: Path, sink: ManifestSink, split: str | None) -> int:
     """Google TSV rows into the sink in line order, block by block; returns the header count."""
     header = 0
-    for tsv in iter_google_frames(path, split):
+    for tsv in iter_google_frames(path, split, BLOCK_BYTES):
         header += tsv.header
         bad = tsv.rejects.iter_rows(named=True)  # both in line order: merged as they stream
         pending = next(bad, None)
@@ -181,21 +182,8 @@ class GoogleTSV:
         )
 
 
-def google_frame(path: Path, split: str | None = None) -> GoogleTSV:
-    """The whole Google TSV, vectorised (3.3M rows in seconds); see `GoogleTSV`."""
-    import polars as pl
-
-    parts = list(iter_google_frames(path, split, block_bytes=None))
-    return GoogleTSV(
-        pl.concat([p.rows for p in parts]),
-        pl.concat([p.rejects for p in parts]),
-        parts[0].split,
-        sum(p.header for p in parts),
-    )
-
-
 def iter_google_frames(
-    path: Path, split: str | None = None, block_bytes: int | None = 1 << 26
+    path: Path, split: str | None = None, block_bytes: int | None = 1 << 23
 ) -> Iterator[GoogleTSV]:
     """The Google TSV in blocks of whole lines (one block when `block_bytes` is None)."""
     split = split_from_name(path.name, split)

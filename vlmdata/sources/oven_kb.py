@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.sources.fields import RowError, nonempty_text, optional, require
@@ -39,38 +40,66 @@ def entity(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+BATCH = 4096  # lines whose entity ids are checked against the earlier ones at once
+
+
 def read(inputs: list[Path], sink: ManifestSink, split: str = "kb") -> dict[str, int]:
-    seen: set[str] = set()  # entity ids: duplicates are rejected, not written twice
-    no_image = 0
+    seen = HashSet()  # entity ids: duplicates are rejected, not written twice (16 B an id)
+    counts = {"no_image": 0}
     with RowsWriter(sink.out_dir / "entities.parquet", ENTITY_SCHEMA, batch_rows=4096) as out:
         for path in inputs:
-            for line, record, error in iter_jsonl(path):
-                try:
-                    if error is not None:
-                        raise error
-                    ent = entity(record)
-                    if ent["entity_id"] in seen:
-                        raise RowError("duplicate_key", f"entity {ent['entity_id']} seen before")
-                except RowError as e:
-                    original = getattr(e, "record", record)
-                    sink.reject(
-                        e.reason, file=str(path), line=line, detail=e.detail, record=original
-                    )
-                    continue
-                seen.add(ent["entity_id"])
-                out.write(ent)
-                if ent["url"] is None:
-                    no_image += 1
-                    continue
-                row = {
-                    "key": make_key("wiki", ent["entity_id"]),
-                    "source": "oven-kb",
-                    "split": split,
-                    "url": ent["url"],
-                    "path": None,
-                    "texts": [ent["entity_name"]],
-                    "entity_id": ent["entity_id"],
-                    "entity_name": ent["entity_name"],
-                }
-                sink.keep(row, file=str(path), line=line)
-        return {"entities": out.count, "no_image": no_image}
+            batch: list[tuple[int, Any, Any]] = []
+            for item in iter_jsonl(path):
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    _read_batch(batch, path, seen, sink, out, split, counts)
+                    batch = []
+            _read_batch(batch, path, seen, sink, out, split, counts)
+        return {"entities": out.count, "no_image": counts["no_image"]}
+
+
+def _parse(batch: list[tuple[int, Any, Any]]) -> list[dict[str, Any] | RowError]:
+    parsed: list[dict[str, Any] | RowError] = []
+    for _, record, error in batch:
+        try:
+            if error is not None:
+                raise error
+            parsed.append(entity(record))
+        except RowError as e:
+            parsed.append(e)
+    return parsed
+
+
+def _read_batch(batch, path: Path, seen: HashSet, sink: ManifestSink, out, split, counts) -> None:
+    """One batch of lines in line order; entity ids checked against `seen`, then added."""
+    parsed = _parse(batch)
+    ids = [p["entity_id"] for p in parsed if isinstance(p, dict)]
+    earlier = iter(seen.contains(*hash128(ids)) if ids else ())
+    new: list[str] = []
+    batch_ids: set[str] = set()
+    for (line, record, _), ent in zip(batch, parsed, strict=True):
+        if isinstance(ent, dict) and (next(earlier) or ent["entity_id"] in batch_ids):
+            ent = RowError("duplicate_key", f"entity {ent['entity_id']} seen before")
+        if isinstance(ent, RowError):
+            original = getattr(ent, "record", record)
+            sink.reject(ent.reason, file=str(path), line=line, detail=ent.detail, record=original)
+            continue
+        batch_ids.add(ent["entity_id"])
+        new.append(ent["entity_id"])
+        out.write(ent)
+        if ent["url"] is None:
+            counts["no_image"] += 1
+            continue
+        row = {
+            "key": make_key("wiki", ent["entity_id"]),
+            "source": "oven-kb",
+            "split": split,
+            "url": ent["url"],
+            "path": None,
+            "texts": [ent["entity_name"]],
+            "entity_id": ent["entity_id"],
+            "entity_name": ent["entity_name"],
+        }
+        sink.keep(row, file=str(path), line=line)
+    if new:
+        seen.add(*hash128(new))

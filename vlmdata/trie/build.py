@@ -66,29 +66,36 @@ def build_csr(
     live = np.append(live, 0)  # live[d] = number of sequences longer than d
     node = np.zeros(len(lengths), dtype=np.int64)  # current node of each sequence
     ends_nodes, ends_rows = [node[live[0] :]], [rows[live[0] :]]  # empty sequences: the root
-    parents, toks, level_starts, next_id = [], [], [0, 1], 1
+    # Per level only compact arrays are kept: tokens in their final dtype and the child count
+    # of each node of the level above (int32: no node has 2^31 children), never an int64
+    # array over all nodes (31M nodes for OVEN's 6M names).
+    counts, toks, level_starts, next_id = [], [], [0, 1], 1
+    tok_dtype = token_dtype(vocab_size)
     for depth in range(len(live) - 2):
         k = int(live[depth])
         key = node[:k] * vocab_size + flat[starts[:k] + depth]
         uniq, inv = np.unique(key, return_inverse=True)
-        parents.append(uniq // vocab_size)
-        toks.append(uniq % vocab_size)
+        above = level_starts[-2], level_starts[-1]  # the nodes these edges leave
+        counts.append(_child_counts(uniq // vocab_size - above[0], above[1] - above[0]))
+        toks.append((uniq % vocab_size).astype(tok_dtype))
+        del key, uniq
         node[:k] = next_id + inv.reshape(-1)
-        next_id += len(uniq)
+        next_id += len(toks[-1])
         level_starts.append(next_id)
         done = slice(int(live[depth + 1]), k)
         ends_nodes.append(node[done])
         ends_rows.append(rows[done])
     n_nodes = next_id
-    parent = np.concatenate(parents) if parents else np.zeros(0, np.int64)
-    counts = np.bincount(parent, minlength=n_nodes)
-    offsets = np.zeros(n_nodes + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    fanout = [int(counts[a:b].max()) if b > a else 0 for a, b in itertools.pairwise(level_starts)]
+    counts.append(np.zeros(n_nodes - level_starts[-2], dtype=np.int32))  # the deepest: leaves
+    fanout = [int(c.max()) if len(c) else 0 for c in counts]
+    n_edges = n_nodes - 1
+    offsets = np.zeros(n_nodes + 1, dtype=np.int32 if n_edges < 2**31 else np.int64)
+    np.cumsum(np.concatenate(counts), out=offsets[1:])
+    del counts
     term, dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
     return CSRArrays(
-        offsets=offsets.astype(np.int32 if offsets[-1] < 2**31 else np.int64),
-        tokens=(np.concatenate(toks) if toks else np.zeros(0)).astype(token_dtype(vocab_size)),
+        offsets=offsets,
+        tokens=np.concatenate(toks) if toks else np.zeros(0, token_dtype(vocab_size)),
         term_nodes=term[0],
         term_rows=term[1],
         dup_nodes=dup[0],
@@ -98,6 +105,11 @@ def build_csr(
         n_sequences=len(lengths),
         n_duplicates=len(dup[0]),
     )
+
+
+def _child_counts(parents: np.ndarray, n: int) -> np.ndarray:
+    """Children of each of the `n` nodes of a level, from its edges' parents (0-based)."""
+    return np.bincount(parents, minlength=n).astype(np.int32)
 
 
 def _terminals(

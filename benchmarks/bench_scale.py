@@ -1,0 +1,121 @@
+"""Peak memory and CPU of the row-count-bound stages at 10^5 and 10^6 rows (issue 23).
+
+Inputs are generated in the published shapes (tests/scale_inputs.py, also used by the
+bounded-memory tests), with the quirks the readers must handle:
+- CC3M `Train_GCC-training.tsv`: `caption<TAB>url`, no header, ~1% repeated URLs, a few
+  non-http and private URLs, a few lines with a wrong field count (Google's CC3M release).
+- LLaVA `llava_v1_5_mix665k.json`: one JSON list of `{id, image, conversations}`, ids that
+  repeat (the 665k mix repeats COCO image ids), ~1.6 KB of conversation per record, ~5%
+  text-only records (LLaVA-1.5 repository, `llava_v1_5_mix665k.json`).
+- OVEN `Wiki6M_ver_1_0.jsonl`: `{wikidata_id, wikipedia_title, wikipedia_content,
+  wikipedia_image_url}` per line, ~40% without an image URL (OVEN repository, Wiki6M).
+- build-trie: the `entities.parquet` that `manifest oven-kb` writes, a 32k byte-level BPE
+  trained on the names; build-ids: the CC3M manifest (numeric and string schemes).
+
+Each stage runs as a child process of `/usr/bin/time -v`-like accounting (resource.getrusage
+of the child: user+sys CPU, max RSS). Usage:
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --rows 100000 1000000
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --gen-only --rows 1000 --dir d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.scale_inputs import WORDS, gen_cc3m, gen_entities, gen_llava, gen_wiki6m  # noqa: E402
+
+
+def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
+    """(user+sys CPU s, max RSS MB, return code, wall s) of one child process."""
+    t0 = time.perf_counter()
+    pid = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL).pid
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.perf_counter() - t0
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), wall
+
+
+TSV, LLAVA, WIKI = "Train_GCC-training.tsv", "llava_v1_5_mix665k.json", "Wiki6M_ver_1_0.jsonl"
+
+
+def stages(d: Path) -> list[tuple[str, str, list[str]]]:
+    """(name, input file it needs, command) of each stage, in run order."""
+    v = [sys.executable, "-c", "from cli.vlmdata import main; main()"]
+    tok = str(d.parent / "tok32k")
+    return [
+        ("manifest cc3m", TSV, v + ["manifest", "cc3m", str(d / TSV), "-o", str(d / "cc3m"),
+                                    "--max-reject-ratio", "1"]),
+        ("filter-urls", TSV, v + ["filter-urls", str(d / TSV), "-o", str(d / "urls")]),
+        ("manifest llava", LLAVA, v + ["manifest", "llava", str(d / LLAVA), "-o", str(d / "llava"),
+                                       "--max-reject-ratio", "1"]),
+        ("manifest oven-kb", WIKI, v + ["manifest", "oven-kb", str(d / WIKI), "-o", str(d / "kb"),
+                                        "--max-reject-ratio", "1"]),
+        ("build-ids numeric", "cc3m", v + ["build-ids", str(d / "cc3m"), "--scheme", "numeric",
+                                           "--seed", "0", "-o", str(d / "ids.parquet")]),
+        ("build-ids string+tokens", "cc3m", v + ["build-ids", str(d / "cc3m"), "--scheme",
+                                                 "string", "--tokenizer", tok,
+                                                 "-o", str(d / "ids_tok.parquet")]),
+        ("build-trie entities", "kb", v + ["build-trie", "--entities",
+                                           str(d / "kb/entities.parquet"), "--tokenizer", tok,
+                                           "-o", str(d / "entities.trie")]),
+    ]  # fmt: skip
+
+
+def generate(d: Path, name: str, n: int) -> None:
+    """The input `name` at n rows (LLaVA: n/10 records of ~2.5 KB), if not there yet."""
+    d.mkdir(parents=True, exist_ok=True)
+    if name == "kb" and not (d / "kb").exists() and not (d / WIKI).exists():
+        gen_entities(d / "kb/entities.parquet", n)  # build-trie alone (OVEN's 6M names)
+    if (d / name).exists() or name in ("cc3m", "kb"):  # made by the manifest stages
+        return
+    {TSV: gen_cc3m, LLAVA: gen_llava, WIKI: gen_wiki6m}[name](
+        d / name, max(n // 10, 1) if name == LLAVA else n
+    )
+
+
+def ensure_tokenizer(root: Path) -> None:
+    if (root / "tok32k").exists():
+        return
+    from vlmdata.core.tokenizer import train_tokenizer
+
+    rng = random.Random(1)
+    names = [" ".join(rng.choice(WORDS).title() for _ in range(3)) + f" {i}" for i in range(50000)]
+    train_tokenizer(names, root / "tok32k", vocab_size=32000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/bench_scale"))
+    ap.add_argument("--gen-only", action="store_true")
+    ap.add_argument("--stages", nargs="*", default=None, help="substrings of stage names")
+    args = ap.parse_args()
+    env = dict(os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", "2"))
+    results = []
+    for n in args.rows:
+        d = args.dir / str(n)
+        ensure_tokenizer(args.dir)
+        for name, needs, cmd in stages(d):
+            if args.stages and not any(s in name for s in args.stages):
+                continue
+            generate(d, needs, n)
+            if args.gen_only:
+                continue
+            cpu, rss, rc, wall = run_child(cmd, env)
+            row = {"stage": name, "rows": n, "cpu_s": round(cpu, 1), "peak_rss_mb": round(rss)}
+            results.append(row | {"wall_s": round(wall, 1), "rc": rc})
+            print(json.dumps(results[-1]), flush=True)
+    print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
+
+
+if __name__ == "__main__":
+    main()

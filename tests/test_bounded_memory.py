@@ -1,0 +1,298 @@
+"""Memory that does not grow with the rows (issue 23), at sizes CI can afford.
+
+Each stage runs at n and 2n rows (inputs in the published shapes, tests/scale_inputs.py) with
+small batches, and its peak traced memory (tracemalloc: Python objects and numpy arrays; Arrow
+and polars buffers are not traced) may grow by at most GROWTH_PER_ROW bytes per added row: a
+16-byte hash per key is compact state, a Python string in a set (~100 bytes) is not. The key
+rules stay exact across batches: checked against oracles written from their definitions.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import tracemalloc
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.scale_inputs import gen_cc3m, gen_llava, gen_wiki6m
+from vlmdata.core import parquet_rows
+from vlmdata.core.keyset import HashSet, hash128
+from vlmdata.core.manifest import ManifestSink
+from vlmdata.filter import urls
+from vlmdata.ids import schemes
+from vlmdata.sources import cc3m, oven_kb, read_source
+
+N = 8_000
+GROWTH_PER_ROW = 80  # bytes of traced peak per added row (a Python str in a set: ~100)
+
+
+def traced_peak(fn) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def assert_bounded(run, n: int = N, prepare=None) -> tuple[int, int]:
+    """`run(rows, tag)` at n and 2n rows (after a warm-up, so imports are not counted);
+    `prepare(rows, tag)`, untraced, writes the inputs when that is not streamed."""
+    for rows, tag in ((n // 4, "warm"), (n, "one"), (2 * n, "two")):
+        if prepare is not None:
+            prepare(rows, tag)
+    run(n // 4, "warm")
+    one = traced_peak(lambda: run(n, "one"))
+    two = traced_peak(lambda: run(2 * n, "two"))
+    assert two - one <= GROWTH_PER_ROW * n, (one, two)
+    return one, two
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    monkeypatch.setattr(parquet_rows, "CHUNK_ROWS", 256)
+    monkeypatch.setattr(ManifestSink, "KEY_BATCH", 256)
+    monkeypatch.setattr(oven_kb, "BATCH", 256)
+    monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(cc3m, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(schemes, "CHUNK", 1024)
+
+
+def test_manifest_cc3m_bounded(tmp_path, small_batches):
+    def run(rows, tag):
+        gen_cc3m(tmp_path / f"{tag}.tsv", rows)
+        read_source("cc3m", [tmp_path / f"{tag}.tsv"], tmp_path / tag, split="train")
+
+    assert_bounded(run)
+
+
+def test_manifest_llava_bounded(tmp_path, small_batches):
+    def run(rows, tag):
+        gen_llava(tmp_path / f"{tag}.json", rows // 4)  # ~2.5 KB records: fewer of them
+        read_source("llava", [tmp_path / f"{tag}.json"], tmp_path / tag)
+
+    assert_bounded(run)
+
+
+def test_manifest_oven_kb_bounded(tmp_path, small_batches):
+    def run(rows, tag):
+        gen_wiki6m(tmp_path / f"{tag}.jsonl", rows)
+        read_source("oven-kb", [tmp_path / f"{tag}.jsonl"], tmp_path / tag)
+
+    assert_bounded(run)
+
+
+def test_filter_urls_bounded(tmp_path, small_batches):
+    def run(rows, tag):
+        gen_cc3m(tmp_path / f"{tag}.tsv", rows)
+        urls.filter_urls(tmp_path / f"{tag}.tsv", tmp_path / tag, split="train")
+
+    assert_bounded(run)
+
+
+def test_build_ids_bounded(tmp_path, small_batches):
+    from vlmdata.ids.build import build_ids
+
+    def prepare(rows, tag):
+        keys = [f"k{i:07d}" for i in range(rows)]
+        table = pa.table({"key": keys, "split": ["train"] * rows, "texts": [["a b"]] * rows})
+        pq.write_table(table, tmp_path / f"{tag}.parquet")
+
+    def run(rows, tag):
+        build_ids(tmp_path / f"{tag}.parquet", tmp_path / f"{tag}_ids.parquet", scheme="numeric")
+
+    assert_bounded(run, n=4 * N, prepare=prepare)
+
+
+def test_build_trie_holds_no_int64_array_over_all_nodes():
+    """The build's traced peak stays within 3x of the flat input plus the finished arrays
+    (int64 arrays sized to all nodes, held to the end, were 5x)."""
+    from vlmdata.trie.core import Trie
+
+    rng = np.random.default_rng(0)
+    n, vocab = 200_000, 32_000
+    lengths = rng.integers(2, 9, size=n)
+    flat = rng.integers(0, vocab, size=int(lengths.sum())).astype(np.int32)
+    box = {}
+    peak = traced_peak(lambda: box.update(t=Trie.from_flat(flat, lengths, vocab_size=vocab,
+                                                           eos_id=None)))  # fmt: skip
+    assert box["t"].n_nodes > 0.8 * len(flat)  # random tokens: few shared prefixes
+    assert peak <= 3 * (flat.nbytes + lengths.nbytes + box["t"].nbytes), (peak, box["t"].nbytes)
+
+
+# -- the exact rules across batches ------------------------------------------------------------
+
+
+def test_hash_set_membership_is_exact_against_a_python_set():
+    rng = random.Random(0)
+    words = [f"k{rng.randrange(50_000)}" for _ in range(30_000)]
+    hs, ref = HashSet(), set()
+    for i in range(0, len(words), 1000):
+        chunk = list(dict.fromkeys(words[i : i + 1000]))  # distinct within the chunk
+        found = hs.contains(*hash128(chunk))
+        assert found.tolist() == [w in ref for w in chunk]
+        new = [w for w, f in zip(chunk, found, strict=True) if not f]
+        hs.add(*hash128(new))
+        ref.update(new)
+    assert len(hs) == len(ref)
+
+
+def unique_keys_oracle(keys: list[str]) -> list[str]:
+    """The manifest rule from its definition: a key seen before gets the first `_N` (N = 1,
+    2, ...) not taken yet, in input order."""
+    taken: set[str] = set()
+    out = []
+    for key in keys:
+        if key in taken:
+            n = 1
+            while f"{key}_{n}" in taken:
+                n += 1
+            key = f"{key}_{n}"
+        taken.add(key)
+        out.append(key)
+    return out
+
+
+def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch):
+    monkeypatch.setattr(ManifestSink, "KEY_BATCH", 7)
+    monkeypatch.setattr(ManifestSink, "SUFFIX_MEMORY", 3)  # hints forgotten: still exact
+    rng = random.Random(1)
+    keys = [rng.choice(["a", "b", "a_1", "b_2", "c", "a_1_1"]) for _ in range(300)]
+    with ManifestSink(tmp_path) as sink:
+        for key in keys:
+            sink.keep({"key": key, "source": "t", "split": "s", "url": "http://x/",
+                       "path": None, "texts": ["t"]})  # fmt: skip
+    got = pl.read_parquet(tmp_path / "manifest.parquet")["key"].to_list()
+    assert got == unique_keys_oracle(keys)
+    assert sink.renamed == sum(a != b for a, b in zip(keys, got, strict=True))
+
+
+def test_oven_kb_duplicate_ids_across_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(oven_kb, "BATCH", 5)
+    ids = ["Q1", "Q2", "Q1", "Q3", "Q4", "Q5", "Q2", "Q6", "Q6", "Q7", "Q1"]
+    lines = [{"wikidata_id": q, "wikipedia_title": f"T{i}", "wikipedia_content": "",
+              "wikipedia_image_url": f"https://u/{i}.jpg"} for i, q in enumerate(ids)]  # fmt: skip
+    path = tmp_path / "Wiki6M_ver_1_0.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    read_source("oven-kb", [path], tmp_path / "out")
+    rejects = pl.read_parquet(tmp_path / "out/rejects.parquet")
+    first = [i for i, q in enumerate(ids) if q not in ids[:i]]
+    assert rejects["line"].to_list() == [i + 1 for i in range(len(ids)) if i not in first]
+    assert set(rejects["reason"]) == {"duplicate_key"}
+    entities = pl.read_parquet(tmp_path / "out/entities.parquet")
+    assert entities["entity_name"].to_list() == [f"T{i}" for i in first]
+
+
+@pytest.mark.parametrize("fmt", ["cc3m", "manifest"])
+def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypatch, fmt):
+    """Duplicates across blocks (URL hashes carried over), row groups and bytes unchanged."""
+    tsv = tmp_path / "Train_GCC-training.tsv"
+    gen_cc3m(tsv, 6000, seed=3)
+    src = tsv
+    if fmt == "manifest":
+        read_source("cc3m", [tsv], tmp_path / "m")
+        src = tmp_path / "m/manifest.parquet"
+    monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 30)
+    monkeypatch.setattr(urls, "MANIFEST_BATCH", 1 << 30)
+    urls.filter_urls(src, tmp_path / "one")
+    monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 13)  # ~60 rows a block
+    monkeypatch.setattr(urls, "MANIFEST_BATCH", 61)
+    monkeypatch.setattr(urls, "GROUP_ROWS", 1000)
+    many = urls.filter_urls(src, tmp_path / "many")
+    assert many.rejects["duplicate_url"] > 30
+    for name in ("manifest.parquet", "rejects.parquet"):
+        a, b = pq.read_table(tmp_path / "one" / name), pq.read_table(tmp_path / "many" / name)
+        assert a.equals(b)
+        assert pq.ParquetFile(tmp_path / "many" / name).metadata.row_group(0).num_rows == min(
+            1000, a.num_rows
+        )
+    monkeypatch.setattr(urls, "GROUP_ROWS", 1 << 20)
+    urls.filter_urls(src, tmp_path / "many2")
+    for name in ("manifest.parquet", "rejects.parquet"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many2" / name).read_bytes()
+
+
+def test_rows_writer_file_is_the_one_write_of_each_row_group(tmp_path):
+    """Rows buffered as Arrow chunks give the bytes of writing each group's rows at once."""
+    schema = pa.schema([("key", pa.string()), ("texts", pa.list_(pa.string()))])
+    rng = random.Random(2)
+    rows = [{"key": f"k{i}", "texts": ["w" * rng.randrange(50)] * rng.randrange(1, 4)}
+            for i in range(10_000)]  # fmt: skip
+    with parquet_rows.RowsWriter(tmp_path / "a.parquet", schema, batch_rows=3000) as w:
+        for r in rows[:5000]:
+            w.write(r)
+        table = pa.Table.from_pylist(rows[5000:], schema=schema)
+        for i in range(0, table.num_rows, 777):  # odd-sized tables: re-cut into groups
+            w.write_table(table.slice(i, 777))
+    with pq.ParquetWriter(tmp_path / "b.parquet", schema) as ref:
+        for i in range(0, len(rows), 3000):
+            ref.write_table(pa.Table.from_pylist(rows[i : i + 3000], schema=schema))
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_fast_tokenizer_path_gives_the_transformers_ids(tmp_path):
+    from vlmdata.core.tokenizer import train_tokenizer
+    from vlmdata.ids.tokens import _backend, identifier_sequences
+
+    names = [f"Entity {i} ({w})" for i, w in enumerate(["Paris", "Zürich", "東京", "", " a"])]
+    tok = train_tokenizer(names * 20, tmp_path / "tok", vocab_size=300)
+    tok.add_tokens(["<new_piece>"])
+    names.append("x<new_piece>y")
+    assert _backend(tok) is not None
+    (flat, lengths), = identifier_sequences(tok, names, prefix="id ")  # fmt: skip
+    want = [tok("id " + s, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            for s in names]  # fmt: skip
+    assert (
+        np.split(flat, np.cumsum(lengths)[:-1])
+        and [list(x) for x in np.split(flat, np.cumsum(lengths)[:-1])] == want
+    )
+    assert flat.dtype == np.int32
+    tok.backend_tokenizer.enable_truncation(4)  # the backend would truncate: not used
+    assert _backend(tok) is None
+
+
+def test_generic_tokenizer_loads_without_torch_as_autotokenizer_would(tmp_path):
+    """build-trie / build-ids need no torch: a generic fast tokenizer directory is loaded by
+    its own class (no AutoTokenizer import, which pulls torch in) into the same object."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from vlmdata.core.tokenizer import load_tokenizer, train_tokenizer
+
+    texts = [f"Entity {i} (Zürich) 東京" for i in range(200)]
+    tok = train_tokenizer(texts, tmp_path / "tok", vocab_size=300, extra_special_tokens=["<e>"])
+    tok.add_tokens(["<piece_1>"])
+    tok.save_pretrained(str(tmp_path / "tok"))
+    ours, auto = load_tokenizer(tmp_path / "tok"), AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert type(ours) is type(auto) and len(ours) == len(auto) == len(tok)
+    assert ours.special_tokens_map == auto.special_tokens_map
+    assert (ours.eos_token_id, ours.pad_token_id) == (auto.eos_token_id, auto.pad_token_id)
+    probe = texts[:3] + ["x<piece_1>y<e>", ""]
+    assert ours(probe)["input_ids"] == auto(probe)["input_ids"]
+    load = f"load_tokenizer({str(tmp_path / 'tok')!r})"
+    code = f"import sys; from vlmdata.core.tokenizer import load_tokenizer; {load}; "
+    code += "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("content", ["", "a\tb\tc\n", "cap\tftp://x/y\n"])
+def test_filter_urls_without_kept_rows_writes_one_empty_row_group(tmp_path, content):
+    """No kept row (or no row at all): like one `pq.write_table` of the empty table (the
+    code before streaming; its files were compared byte for byte), one row group of 0 rows."""
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text(content)
+    urls.filter_urls(tsv, tmp_path / "out", split="train")
+    kept = pq.ParquetFile(tmp_path / "out/manifest.parquet").metadata
+    assert (kept.num_rows, kept.num_row_groups) == (0, 1)
+    rejects = pq.ParquetFile(tmp_path / "out/rejects.parquet").metadata
+    assert (rejects.num_rows, rejects.num_row_groups) == (len(content.splitlines()), 1)

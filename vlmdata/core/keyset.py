@@ -1,0 +1,75 @@
+"""A set of millions of strings in 16 bytes each: 128-bit hashes in sorted numpy runs.
+
+Unique keys (manifest), repeated entity ids (oven-kb) and repeated URLs (filter-urls) need
+every earlier row, but a Python `set` costs ~100 bytes and an object per string. Here a
+string is two independent 64-bit polars hashes; membership is exact unless two different
+strings share all 128 bits (at 10^9 strings: probability ~10^-21). New hashes arrive as a
+sorted run; runs are merged LSM-style (the last two while they are of similar size), so adding
+n strings costs O(n log n) numpy work and a lookup batch searches O(log n) runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_SEEDS = (0x5EED_0001, 0x9E37_79B9)  # fixed: the same string hashes alike in a run
+
+
+def hash128(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) uint64 hashes of `values` (polars' string hash under two seeds)."""
+    import polars as pl
+
+    s = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.String)
+    return s.hash(_SEEDS[0]).to_numpy(), s.hash(_SEEDS[1]).to_numpy()
+
+
+class HashSet:
+    """Membership of 128-bit hashes; add only hashes not in the set yet (callers check)."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # each sorted by hi
+
+    def __len__(self) -> int:
+        return sum(len(hi) for hi, _ in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(hi.nbytes + lo.nbytes for hi, lo in self._runs)
+
+    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """A boolean per (hi, lo) pair: already in the set."""
+        found = np.zeros(len(hi), dtype=bool)
+        for run_hi, run_lo in self._runs:
+            found |= _in_run(run_hi, run_lo, hi, lo)
+        return found
+
+    def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        if len(hi) == 0:
+            return
+        order = np.argsort(hi, kind="stable")
+        self._runs.append((hi[order], lo[order]))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            b, a = self._runs.pop(), self._runs.pop()
+            m_hi, m_lo = np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+            del a, b  # the runs are freed before sorting: ~32 bytes a hash at the peak
+            order = np.argsort(m_hi, kind="stable")
+            m_hi = m_hi[order]
+            self._runs.append((m_hi, m_lo[order]))
+
+
+def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(run_hi, hi)
+    ok = idx < len(run_hi)
+    at = np.where(ok, idx, 0)
+    same_hi = ok & (run_hi[at] == hi)
+    found = same_hi & (run_lo[at] == lo)
+    for i in np.flatnonzero(same_hi & ~found):  # equal hi, other lo: look at the next equal his
+        j = int(idx[i]) + 1
+        while j < len(run_hi) and run_hi[j] == hi[i]:
+            if run_lo[j] == lo[i]:
+                found[i] = True
+                break
+            j += 1
+    return found
