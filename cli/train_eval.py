@@ -62,6 +62,12 @@ QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 SAVE = click.option(
     "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
 )
+SAVE_RANKED = click.option(
+    "--save-predictions",
+    type=click.Path(dir_okay=False),
+    help="Also write JSONL, a line per query: {direction, key, query, answers, ranked, rank} "
+    "(a text's key is IMAGEKEY#i; rank 0: not retrieved).",
+)
 
 
 def _metric_names(known: tuple[str, ...]):
@@ -145,6 +151,7 @@ def eval_cmd() -> None:
 )
 @BATCH
 @LIMIT
+@SAVE_RANKED
 @OUT
 @DEVICE
 @QUIET
@@ -160,6 +167,7 @@ def retrieval_generative(
     length_penalty,
     batch_size,
     limit,
+    save_predictions,
     output,
     device,
     quiet,
@@ -189,6 +197,7 @@ def retrieval_generative(
         batch_size=batch_size,
         length_penalty=length_penalty,
         limit=limit,
+        save_predictions=save_predictions,
         device=device,
         progress=not quiet,
     )
@@ -217,6 +226,7 @@ def retrieval_generative(
 @click.option("--clip-pretrained", help="Local open_clip checkpoint file (no downloads).")
 @BATCH
 @LIMIT
+@SAVE_RANKED
 @OUT
 @DEVICE
 @QUIET
@@ -230,6 +240,7 @@ def retrieval_embedding(
     clip_pretrained,
     batch_size,
     limit,
+    save_predictions,
     output,
     device,
     quiet,
@@ -258,6 +269,7 @@ def retrieval_embedding(
         clip_pretrained=clip_pretrained,
         batch_size=batch_size,
         limit=limit,
+        save_predictions=save_predictions,
         device=device,
         progress=not quiet,
     )
