@@ -35,8 +35,8 @@ def test_clip_baseline_cli(shards_dir, tmp_path):
     (tmp_path / "clip.json").write_text(json.dumps(cfg))
     out = tmp_path / "clip_report.json"
     args = ["eval", "retrieval-embedding", "--encoder", "clip", "--clip-model",
-            str(tmp_path / "clip.json"), "--data", str(shards_dir), "-q",
-            "-o", str(out)]  # fmt: skip
+            str(tmp_path / "clip.json"), "--data", str(shards_dir), "--split", "test",
+            "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rep = load_report(out)

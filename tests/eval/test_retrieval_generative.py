@@ -101,8 +101,8 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
 
     out = tmp_path / "grace.json"
     args = ["eval", "retrieval-generative", "--checkpoint", str(grace_export), "--data",
-            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path), "-q",
-            "-o", str(out)]  # fmt: skip
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "recall@1" in res.output
@@ -216,8 +216,8 @@ def test_identifiers_ending_in_another_eos_are_retrieved_through_the_cli(
     assert trie.eos_id == eoc != grace_bundle.tokenizer.eos_token_id
     out = tmp_path / "eoc.json"
     args = ["eval", "retrieval-generative", "--checkpoint", str(export), "--data",
-            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path),
-            "--length-penalty", "0", "-q", "-o", str(out)]  # fmt: skip
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "--length-penalty", "0", "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rep = load_report(out)

@@ -16,6 +16,7 @@ import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
+from vlmtrain.eval.data import load_index
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
 from vlmtrain.eval.report import TOP_K, Report, spread
 
@@ -61,6 +62,7 @@ def load_split(data_dir: str | os.PathLike, split: str, limit: int | None):
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import sample_texts
 
+    load_index(data_dir, split, columns=["split"])  # no such split: names those there are
     reader = ShardReader(data_dir, filter=pl.col("split") == split)
     if len(reader) == 0:
         raise DataError(f"no {split} images in {data_dir}")
@@ -161,6 +163,7 @@ def run_embedding_retrieval(
 ) -> Report:
     """Recall@K both ways on the `split` images (limit: first N images); `save_predictions`:
     each query's top max(ks) as JSONL (vlmtrain.eval.ranked_predictions)."""
+    samples, texts, text_keys = load_split(data_dir, split, limit)  # bad data before a model
     if encoder == "model":
         if model_bundle is None:
             from vlmtrain.eval.generation import load_model
@@ -171,7 +174,6 @@ def run_embedding_retrieval(
         enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
     else:
         raise DataError(f"unknown encoder {encoder!r} (model or clip)")
-    samples, texts, text_keys = load_split(data_dir, split, limit)
     img = _batched(enc_images, samples, batch_size, progress, "images")
     txt = _batched(enc_texts, texts, batch_size, progress, "texts")
     image_keys = [s["key"] for s in samples]
