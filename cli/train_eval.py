@@ -50,7 +50,11 @@ def OUT(fn):  # used as @OUT, like the other shared options
     return _JSON(_HTML(fn))
 
 
-SPLIT = click.option("--split", default="test", show_default=True, help="Index split to score.")
+DEFAULT_SPLIT = "val"  # the split one tunes on; a paper's test figure is asked for by name
+SPLIT_HELP = "(val, the split one tunes on; --split test for a paper's test figure)"
+SPLIT = click.option(
+    "--split", default=DEFAULT_SPLIT, show_default=True, help=f"Index split to score {SPLIT_HELP}."
+)
 BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
 LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
 DEVICE = click.option(
@@ -61,6 +65,12 @@ DEVICE = click.option(
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 SAVE = click.option(
     "--save-predictions", type=click.Path(dir_okay=False), help="Also write the predictions."
+)
+SAVE_RANKED = click.option(
+    "--save-predictions",
+    type=click.Path(dir_okay=False),
+    help="Also write JSONL, a line per query: {direction, key, query, answers, ranked, rank} "
+    "(a text's key is IMAGEKEY#i; rank 0: not retrieved).",
 )
 
 
@@ -104,13 +114,14 @@ def eval_cmd() -> None:
     top-5 images marked right/wrong).
     Units: OVEN in percent (as oven_eval.py), other accuracies, Recall@K, BLEU/METEOR/ROUGE-L,
     ANLS fractions.
-    --split (with --data) is test everywhere except vqa and oven, whose published test answers
-    are private: val there; a split the shards lack is an error naming the ones they have.
+    --split defaults to val on every task, the split one tunes on: a paper's test figure is
+    asked for with --split test (VQAv2 and OVEN test answers are private). A split the shards
+    lack is an error naming the ones they have.
 
     \b
-      vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ \\
+      vlmtrain eval retrieval-generative --checkpoint runs/grace --data out/ --split test \\
           --trie test.trie --ids ids.parquet -o grace.json
-      vlmtrain eval caption --predictions captions.json --data coco/ -o cap.json
+      vlmtrain eval caption --predictions captions.json --data coco/ --split test -o cap.json
       vlmtrain eval vist --checkpoint runs/fromage --stories val.story-in-sequence.json \\
           --images vist/ -o vist.json
       vlmtrain eval vqa --predictions answers.json --questions q.json --annotations a.json \\
@@ -145,6 +156,7 @@ def eval_cmd() -> None:
 )
 @BATCH
 @LIMIT
+@SAVE_RANKED
 @OUT
 @DEVICE
 @QUIET
@@ -160,6 +172,7 @@ def retrieval_generative(
     length_penalty,
     batch_size,
     limit,
+    save_predictions,
     output,
     device,
     quiet,
@@ -173,7 +186,7 @@ def retrieval_generative(
       vlmdata build-trie --ids ids.parquet --tokenizer runs/grace/export/tokenizer \\
           --split test -o test.trie
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data flickr30k/ \\
-          --trie test.trie --ids ids.parquet -o grace.json
+          --split test --trie test.trie --ids ids.parquet -o grace.json
     """
     from vlmtrain.eval.tasks.retrieval import run_generative_retrieval
 
@@ -189,6 +202,7 @@ def retrieval_generative(
         batch_size=batch_size,
         length_penalty=length_penalty,
         limit=limit,
+        save_predictions=save_predictions,
         device=device,
         progress=not quiet,
     )
@@ -217,6 +231,7 @@ def retrieval_generative(
 @click.option("--clip-pretrained", help="Local open_clip checkpoint file (no downloads).")
 @BATCH
 @LIMIT
+@SAVE_RANKED
 @OUT
 @DEVICE
 @QUIET
@@ -230,6 +245,7 @@ def retrieval_embedding(
     clip_pretrained,
     batch_size,
     limit,
+    save_predictions,
     output,
     device,
     quiet,
@@ -239,9 +255,10 @@ def retrieval_embedding(
     image->text is a hit when any of the image's captions is in the top K.
 
     \b
-      vlmtrain eval retrieval-embedding --checkpoint runs/fromage --data coco/ -o r.json
+      vlmtrain eval retrieval-embedding --checkpoint runs/fromage --data coco/ --split test \\
+          -o r.json
       vlmtrain eval retrieval-embedding --encoder clip --clip-model ViT-B-32 \\
-          --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/
+          --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/ --split test
       vlmtrain eval retrieval-embedding --encoder clip --clip-model local-dir:clip/ --data out/
     """
     from vlmtrain.eval.tasks.embedding import run_embedding_retrieval
@@ -258,6 +275,7 @@ def retrieval_embedding(
         clip_pretrained=clip_pretrained,
         batch_size=batch_size,
         limit=limit,
+        save_predictions=save_predictions,
         device=device,
         progress=not quiet,
     )
@@ -328,8 +346,9 @@ def caption(
     That is the only place where the scores differ from pycocoevalcap's.
 
     \b
-      vlmtrain eval caption --checkpoint runs/caption --data coco/ --beams 3 -o cap.json
-      vlmtrain eval caption --predictions results.json --data coco/ --metrics CIDEr-D
+      vlmtrain eval caption --checkpoint runs/caption --data coco/ --split test --beams 3 \\
+          -o cap.json
+      vlmtrain eval caption --predictions results.json --data coco/ --split test --metrics CIDEr-D
     """
     from vlmtrain.eval.tasks.caption import run_caption
 
@@ -367,7 +386,10 @@ def caption(
     help="Official v2_mscoco_*_annotations.json (with --questions).",
 )
 @click.option(
-    "--split", default="val", show_default=True, help="Records' split, without --questions."
+    "--split",
+    default=DEFAULT_SPLIT,
+    show_default=True,
+    help=f"Records' split, without --questions {SPLIT_HELP}.",
 )
 @click.option(
     "--predictions",
@@ -502,9 +524,10 @@ def vqa(
 @click.option(
     "--split",
     type=click.Choice(["train", "val", "test"]),
-    default="test",
+    default=DEFAULT_SPLIT,
     show_default=True,
-    help="OCR-VQA only: the split of dataset.json to score (question ids: IMAGEID_INDEX).",
+    help=f"OCR-VQA only: the split of dataset.json to score {SPLIT_HELP}; question ids: "
+    "IMAGEID_INDEX.",
 )
 @click.option(
     "--predictions",
@@ -600,7 +623,7 @@ def text_vqa(
     "--split",
     "--split-prefix",
     "split_prefix",
-    default="val",
+    default=DEFAULT_SPLIT,
     show_default=True,
     help="With --data: the OVEN splits to score, by a word of their names (val: query_val_seen, "
     "query_val_unseen, entity_val_seen, entity_val_unseen; query_val: the query family).",
@@ -724,7 +747,10 @@ def oven(
 )
 @click.option("--image-folder", type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--split", default="test", show_default=True, help="Records' split, without --questions."
+    "--split",
+    default=DEFAULT_SPLIT,
+    show_default=True,
+    help=f"Records' split, without --questions {SPLIT_HELP}.",
 )
 @click.option(
     "--answers",

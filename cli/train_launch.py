@@ -45,7 +45,11 @@ from cli.common import handle_errors
 )
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in output_dir.")
 @click.option("--stop-after", type=int, default=None, hidden=True)
-@click.option("--dry-run", is_flag=True, help="Print the launcher command and exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Write the resolved config, print the launcher command that trains from it, and exit.",
+)
 @click.option(
     "--peak-tflops",
     type=float,
@@ -83,7 +87,9 @@ def launch(
     weights (safetensors) + tokenizer to OUTPUT_DIR/export. A local run without CUDA gets
     DS_ACCELERATOR=cpu and --num-gpus counts CPU ranks (gloo). Before any rank starts, the data,
     tokenizer and ids paths, the stream mix and the recipe's columns are checked (not with
-    --dry-run, which only prints the command).
+    --dry-run, which writes the resolved config and prints the command that runs as written:
+    OUTPUT_DIR/config.yaml, or OUTPUT_DIR/config.dry-run.yaml when an earlier run's config is
+    there, left as it was).
 
     \b
     Examples:
@@ -110,9 +116,11 @@ def launch(
         resume=resume,
         stop_after=stop_after,
         launcher_log=launcher_log,
-        write=not dry_run,
+        dry_run=dry_run,
         check=not (dry_run or skip_checks),
     )
+    if plan.note:
+        click.echo(f"note: {plan.note}", err=True)
     if dry_run:
         click.echo(plan.display())
         return

@@ -15,7 +15,7 @@ def main() -> None:
     \b
       vlmtrain launch examples/configs/grace_tiny.yaml --num-gpus 2
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data shards/ \\
-          --trie test.trie --ids ids.parquet -o report.json
+          --split test --trie test.trie --ids ids.parquet -o report.json
       vlmtrain plot runs/grace        # PNGs of loss per stream, lr, samples/s, MFU/padding
     """
 

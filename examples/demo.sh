@@ -75,7 +75,7 @@ vlmtrain launch "$CONFIGS/demo_grace.yaml" --num-gpus "$RANKS" \
 
 step "8/10 generative retrieval: test captions -> constrained beam search -> Recall@K"
 vlmtrain eval retrieval-generative --checkpoint "$OUT/runs/grace" --data "$OUT/shards" \
-  --trie "$OUT/ids/test-structured.trie" --ids "$OUT/ids/structured.parquet" \
+  --split test --trie "$OUT/ids/test-structured.trie" --ids "$OUT/ids/structured.parquet" \
   --batch-size 50 -o "$OUT/reports/grace.json" --html "$OUT/reports/grace.html"
 
 step "9/10 FROMAGe (frozen LM and CLIP; [RET] + linear maps): 1 rank, $FROMAGE_STEPS steps"
@@ -83,7 +83,7 @@ vlmtrain launch "$CONFIGS/demo_fromage.yaml" --num-gpus 1 \
   "model.vision=local-dir:$OUT/clip" "model.tokenizer=$OUT/tok" \
   "data.shards=$OUT/shards" "schedule.max_steps=$FROMAGE_STEPS" "output_dir=$OUT/runs/fromage"
 vlmtrain eval retrieval-embedding --checkpoint "$OUT/runs/fromage" --data "$OUT/shards" \
-  --batch-size 50 -o "$OUT/reports/fromage.json"
+  --split test --batch-size 50 -o "$OUT/reports/fromage.json"
 
 step "10/10 results"
 vlmdata demo-report "$OUT/shards" \

@@ -110,7 +110,8 @@ def test_grace_tiny_config_retrieves_twice_chance_on_the_demo_data(demo):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = out / "reports" / "grace-tiny.json"
     ev = [str(BIN / "vlmtrain"), "eval", "retrieval-generative", "--checkpoint", str(run)]
-    ev += ["--data", str(out / "shards"), "--trie", str(out / "ids/test-structured.trie")]
+    ev += ["--data", str(out / "shards"), "--split", "test"]
+    ev += ["--trie", str(out / "ids/test-structured.trie")]
     ev += ["--ids", str(out / "ids/structured.parquet"), "--batch-size", "50", "-o", str(report)]
     res = subprocess.run(ev, env=_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -41,6 +41,16 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+def saved_recall(rows: list[dict], k: int) -> float:
+    """Recall@K by its definition from --save-predictions rows: the share of queries with one of
+    their answers among the first K distinct retrieved items (null beams take no place)."""
+    hits = 0
+    for row in rows:
+        distinct = list(dict.fromkeys(x for x in row["ranked"] if x is not None))
+        hits += any(a in distinct[:k] for a in row["answers"])
+    return hits / len(rows)
+
+
 def png_bytes(i: int) -> bytes:
     im = Image.new("RGB", (24, 20), ((37 * i) % 256, (91 * i) % 256, (53 * i + 40) % 256))
     buf = io.BytesIO()

@@ -119,7 +119,8 @@ def test_caption_from_predictions_on_real_shards(shards_dir, tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps(preds))
     out = tmp_path / "cap.json"
     res = _run(["caption", "--predictions", str(tmp_path / "pred.json"), "--data",
-                str(shards_dir), "--metrics", "BLEU-4,ROUGE-L", "-o", str(out)])  # fmt: skip
+                str(shards_dir), "--split", "test", "--metrics", "BLEU-4,ROUGE-L",
+                "-o", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     rep = load_report(out)
     assert [m["metric"] for m in rep["metrics"]] == ["BLEU-4", "ROUGE-L"]
@@ -131,7 +132,7 @@ def test_caption_from_predictions_on_real_shards(shards_dir, tmp_path):
 def test_caption_unknown_image_names_file_and_record(shards_dir, tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps([{"image_id": 999, "caption": "x"}]))
     res = _run(["caption", "--predictions", str(tmp_path / "pred.json"), "--data",
-                str(shards_dir), "--metrics", "BLEU-4"])  # fmt: skip
+                str(shards_dir), "--split", "test", "--metrics", "BLEU-4"])  # fmt: skip
     assert res.exit_code == 2
     assert "pred.json:1:" in res.output and "999" in res.output
 
@@ -149,3 +150,29 @@ def test_task_needs_its_inputs():
     res = _run(["retrieval-embedding", "--encoder", "model"])
     assert res.exit_code == 2
     assert "--data" in res.output
+
+
+def test_every_eval_split_defaults_to_val():
+    """One --split default across eval tasks: val (a paper's test figure is asked for by name)."""
+    from cli.train_eval import eval_cmd
+
+    defaults = {
+        name: p.default
+        for name, cmd in eval_cmd.commands.items()
+        for p in cmd.params
+        if "--split" in p.opts
+    }
+    assert set(defaults) == {"retrieval-generative", "retrieval-embedding", "caption", "vqa",
+                             "text-vqa", "oven", "llava"}  # fmt: skip
+    assert set(defaults.values()) == {"val"}
+    page = CliRunner().invoke(main, ["eval", "--help"]).output
+    assert "--split defaults to val on every task" in " ".join(page.split())
+
+
+def test_the_default_split_missing_from_the_shards_names_those_there_are(shards_dir, tmp_path):
+    """The eval fixture's shards hold train and test only (tests/eval/conftest.py)."""
+    res = _run(["retrieval-embedding", "--encoder", "clip", "--clip-model", "random:ViT-B-32",
+                "--data", str(shards_dir)])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "no rows with split == 'val' (the index has ['test', 'train'])" in res.output
+    assert "pass --split with one of them" in res.output

@@ -86,8 +86,9 @@ def test_cli_writes_the_html_report(grace_export, shards_dir, ids_path, trie_pat
     from vlmtrain.eval.tasks.retrieval import split_queries
 
     args = ["eval", "retrieval-generative", "--checkpoint", str(grace_export), "--data",
-            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path), "-q",
-            "-o", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")]  # fmt: skip
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "-q", "-o", str(tmp_path / "r.json"), "--html",
+            str(tmp_path / "r.html")]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     got = Page((tmp_path / "r.html").read_text(encoding="utf-8"))

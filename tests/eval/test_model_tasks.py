@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.eval.conftest import TINY_VISION, png_bytes
+from tests.eval.conftest import TINY_VISION, png_bytes, saved_recall
 from vlmtrain.eval.tasks.embedding import retrieval_recalls, run_embedding_retrieval
 
 NO_JAVA = shutil.which("java") is None
@@ -35,8 +35,8 @@ def test_clip_baseline_cli(shards_dir, tmp_path):
     (tmp_path / "clip.json").write_text(json.dumps(cfg))
     out = tmp_path / "clip_report.json"
     args = ["eval", "retrieval-embedding", "--encoder", "clip", "--clip-model",
-            str(tmp_path / "clip.json"), "--data", str(shards_dir), "-q",
-            "-o", str(out)]  # fmt: skip
+            str(tmp_path / "clip.json"), "--data", str(shards_dir), "--split", "test",
+            "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rep = load_report(out)
@@ -47,6 +47,42 @@ def test_clip_baseline_cli(shards_dir, tmp_path):
     first = out.read_bytes()
     assert CliRunner().invoke(main, args).exit_code == 0
     assert out.read_bytes() == first  # seeded tiny CLIP: identical rerun
+
+
+def test_clip_baseline_saves_every_querys_ranked_list(shards_dir, tmp_path):
+    """--save-predictions: a line per query (12 texts t2i, 6 images i2t), each with its answers
+    and top 10; Recall@K recounted from those lists is the reported Recall@K."""
+    from click.testing import CliRunner
+
+    from cli.vlmtrain import main
+    from vlmtrain.eval.report import load_report
+
+    cfg = {"embed_dim": 16, "vision_cfg": dict(TINY_VISION["vision_cfg"]),
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                        "layers": 1}}  # fmt: skip
+    (tmp_path / "clip.json").write_text(json.dumps(cfg))
+    saved, out = tmp_path / "ranked.jsonl", tmp_path / "r.json"
+    args = ["eval", "retrieval-embedding", "--encoder", "clip", "--clip-model",
+            str(tmp_path / "clip.json"), "--data", str(shards_dir), "--split", "test", "-q",
+            "--save-predictions", str(saved), "-o", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    t2i = [r for r in rows if r["direction"] == "t2i"]
+    i2t = [r for r in rows if r["direction"] == "i2t"]
+    assert (len(t2i), len(i2t), len(rows)) == (12, 6, 18)
+    # the fixture's test images are im2..im7, two captions each (tests/eval/conftest.py)
+    assert [r["key"] for r in i2t] == [f"im{i}" for i in range(2, 8)]
+    assert [r["key"] for r in t2i] == [f"im{i}#{j}" for i in range(2, 8) for j in (0, 1)]
+    assert all(r["answers"] == [r["key"].split("#")[0]] for r in t2i)
+    assert all(r["answers"] == [f"{r['key']}#0", f"{r['key']}#1"] for r in i2t)
+    assert [len(r["ranked"]) for r in rows] == [6] * 12 + [10] * 6  # top 10 of 6 / 12 items
+    rep = {m["metric"]: m["value"] for m in load_report(out)["metrics"]}
+    for k in (1, 5, 10):
+        assert saved_recall(t2i, k) == pytest.approx(rep[f"t2i_recall@{k}"])
+        assert saved_recall(i2t, k) == pytest.approx(rep[f"i2t_recall@{k}"])
+        assert np.mean([0 < r["rank"] <= k for r in t2i]) == pytest.approx(rep[f"t2i_recall@{k}"])
+    assert rep["t2i_recall@1"] < 1.0 and rep["i2t_recall@1"] < 1.0  # an untrained CLIP misses
 
 
 def test_fromage_encoders(tiny_bundle, shards_dir):

@@ -8,6 +8,7 @@ import pytest
 from vlmtrain.eval.metrics.recall import (
     grace_counting_recall,
     positive_ranks,
+    ranked_indices,
     ranked_list_ranks,
     recall_at_k,
     recall_at_k_ranked,
@@ -27,6 +28,17 @@ def test_ranks_break_ties_pessimistically():
     assert positive_ranks(scores, pos).tolist() == [1, 2, 4]
     r = recall_at_k(scores, pos, ks=(1, 2, 3, 4))
     assert r == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: pytest.approx(2 / 3), 4: 1.0}
+
+
+def test_saved_top_lists_order_ties_as_the_ranks_count_them():
+    """--save-predictions writes these lists: the first positive's position is its rank."""
+    scores = np.array([[0.5, 0.9, 0.9, 0.1], [0.2, 0.2, 0.2, 0.2], [0.3, 0.8, 0.8, 0.8]])
+    pos = np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=bool)
+    # by hand: row 0 the tied negative 2 before positive 1; row 1 negatives 0, 1 before the
+    # positives; row 2 negative 1 ahead of the tied positives 2, 3, then negative 0
+    assert ranked_indices(scores, pos, 3).tolist() == [[2, 1, 0], [0, 1, 2], [1, 2, 3]]
+    assert positive_ranks(scores, pos).tolist() == [2, 3, 2]
+    assert ranked_indices(scores, pos, 9).shape == (3, 4)  # never more than the items
 
 
 def test_any_positive_counts_and_other_positives_do_not_push_down():

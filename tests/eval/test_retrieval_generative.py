@@ -101,8 +101,8 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
 
     out = tmp_path / "grace.json"
     args = ["eval", "retrieval-generative", "--checkpoint", str(grace_export), "--data",
-            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path), "-q",
-            "-o", str(out)]  # fmt: skip
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "recall@1" in res.output
@@ -118,6 +118,47 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
     first = out.read_bytes()
     assert CliRunner().invoke(main, args).exit_code == 0
     assert out.read_bytes() == first
+
+
+@pytest.mark.slow
+def test_saved_predictions_are_the_beams_and_reproduce_the_recall(
+    grace_bundle, grace_export, shards_dir, ids_path, trie_path, tmp_path
+):
+    """--save-predictions: a line per query (12), its gold image and every returned beam's
+    image in beam order; Recall@K recounted from the lines is the reported one."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.vlmtrain import main
+    from tests.eval.conftest import saved_recall
+    from vlmdata.trie import Trie
+    from vlmtrain.eval.report import load_report
+    from vlmtrain.recipes import get_recipe
+
+    saved, out = tmp_path / "ranked.jsonl", tmp_path / "grace.json"
+    args = ["eval", "retrieval-generative", "--checkpoint", str(grace_export), "--data",
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "--batch-size", "4", "-q", "--save-predictions", str(saved),
+            "-o", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    queries = split_queries(shards_dir, "test")
+    assert len(rows) == len(queries) == 12
+    assert [r["query"] for r in rows] == [q.text for q in queries]
+    assert [r["key"] for r in rows] == [f"im{i}#{j}" for i in range(2, 8) for j in (0, 1)]
+    assert [r["answers"] for r in rows] == [[q.key] for q in queries]
+    assert {r["direction"] for r in rows} == {"t2i"} and all(len(r["ranked"]) == 10 for r in rows)
+    rep = {m["metric"]: m["value"] for m in load_report(out)["metrics"]}
+    for k in (1, 5, 10):
+        assert saved_recall(rows, k) == pytest.approx(rep[f"recall@{k}"])
+        assert sum(0 < r["rank"] <= k for r in rows) / 12 == pytest.approx(rep[f"recall@{k}"])
+    # the lines are the beams themselves (the same search on the same weights, in memory)
+    row_keys, _ = read_id_keys(ids_path)
+    beams = retrieve_generative(grace_bundle.model, get_recipe("grace"), Trie.load(trie_path),
+                                row_keys, queries, batch_size=4, length_penalty=-2.0)  # fmt: skip
+    assert [r["ranked"] for r in rows] == beams
 
 
 def test_trie_built_with_another_prefix_is_refused(grace_bundle, shards_dir, ids_path,
@@ -175,8 +216,8 @@ def test_identifiers_ending_in_another_eos_are_retrieved_through_the_cli(
     assert trie.eos_id == eoc != grace_bundle.tokenizer.eos_token_id
     out = tmp_path / "eoc.json"
     args = ["eval", "retrieval-generative", "--checkpoint", str(export), "--data",
-            str(shards_dir), "--trie", str(trie_path), "--ids", str(ids_path),
-            "--length-penalty", "0", "-q", "-o", str(out)]  # fmt: skip
+            str(shards_dir), "--split", "test", "--trie", str(trie_path), "--ids",
+            str(ids_path), "--length-penalty", "0", "-q", "-o", str(out)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rep = load_report(out)

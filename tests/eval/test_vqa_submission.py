@@ -151,8 +151,8 @@ def test_eval_caption_cli_decodes_a_git_checkpoint_as_its_recipe_says(
                                      {"image_attention": "causal", "beams": 1})):  # fmt: skip
         saved = tmp_path / f"caps{len(extra)}.json"
         args = ["eval", "caption", "--checkpoint", str(export), "--data", str(shards_dir),
-                "--metrics", "BLEU-1", "--save-predictions", str(saved), "--device", "cpu",
-                "-q", *extra]  # fmt: skip
+                "--split", "test", "--metrics", "BLEU-1", "--save-predictions", str(saved),
+                "--device", "cpu", "-q", *extra]  # fmt: skip
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 0, res.output
         got = {r["key"]: r["caption"] for r in json.loads(saved.read_text())}

@@ -86,12 +86,13 @@ def stand_ins(argv: list[str], dataset, lm: Path, out: Path) -> tuple[list[str],
 
 
 @pytest.mark.parametrize("config", FROMAGE, ids=[c.stem for c in FROMAGE])
-def test_example_command_runs(config, dataset, tiny_opt, tmp_path, one_rank):
+def test_example_command_runs(config, dataset, tiny_opt, tmp_path, one_rank, monkeypatch):
     from click.testing import CliRunner
 
     from cli.vlmtrain import main
     from tests.train_loop.test_train import run_in_process
 
+    monkeypatch.chdir(tmp_path)  # the dry run writes its config to a relative output_dir here
     argv = example_command(config)
     assert (CONFIGS.parent.parent / argv[2]).resolve() == config.resolve()
     out = tmp_path / "run"

@@ -1,9 +1,11 @@
-"""`vlmtrain launch --dry-run`: the exact DeepSpeed launcher command, nothing written; the
-accelerator and rendezvous port of a hostfile run are not taken from the launching machine."""
+"""`vlmtrain launch --dry-run`: the exact DeepSpeed launcher command and the resolved config it
+reads (written, so the command runs as printed; an earlier run's config is never overwritten);
+the accelerator and rendezvous port of a hostfile run are not taken from the launching machine."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import pytest
@@ -39,7 +41,44 @@ def test_dry_run_prints_the_exact_command(tmp_path):
         f"--module vlmtrain.train.entry --config {out}/config.yaml\n"
     )
     assert res.output == want
-    assert not out.exists()  # a dry run writes nothing
+    # the printed command reads the resolved config: written, and equal to the resolution
+    from vlmtrain.train.config import load_config
+
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]  # and nothing else
+    resolved = load_config(CONFIGS / "grace_tiny.yaml", [f"output_dir={out}", "optim.lr=1e-3"])
+    assert load_config(printed_config(res.output)) == resolved
+
+
+def printed_config(output: str) -> str:
+    """The --config path of the printed launcher command (parsed as a shell would)."""
+    argv = shlex.split(output.strip().splitlines()[-1])
+    return argv[argv.index("--config") + 1]
+
+
+def test_dry_run_never_overwrites_an_earlier_runs_config(tmp_path):
+    """A run's config.yaml is what --resume checks its schedule against: a dry run with other
+    values writes config.dry-run.yaml beside it, says so, and the command reads that one."""
+    from vlmtrain.train.config import load_config
+    from vlmtrain.train.launch import plan_launch
+
+    out = tmp_path / "run"
+    plan_launch(CONFIGS / "grace_tiny.yaml", [f"output_dir={out}", "schedule.max_steps=8"],
+                check=False)  # fmt: skip
+    before = (out / "config.yaml").read_bytes()
+    args = ["launch", str(CONFIGS / "grace_tiny.yaml"), f"output_dir={out}",
+            "schedule.max_steps=16", "--master-port", "29999", "--dry-run"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "config.yaml").read_bytes() == before
+    assert printed_config(res.output) == str(out / "config.dry-run.yaml")
+    assert load_config(out / "config.dry-run.yaml").schedule.max_steps == 16
+    assert f"note: {out / 'config.yaml'} holds another config" in res.output
+    # the same values again: config.yaml is already that config, so the command reads it
+    args[3] = "schedule.max_steps=8"
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "note:" not in res.output and printed_config(res.output) == str(out / "config.yaml")
+    assert (out / "config.yaml").read_bytes() == before
 
 
 def test_multi_node_resume_command(tmp_path):

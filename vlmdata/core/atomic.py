@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -69,3 +69,12 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[object]) -> None:
+    """Write one JSON value a line, atomically (keys in the rows' own order)."""
+    import json
+
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.net import free_port
-from vlmtrain.train.config import load_config, save_config
+from vlmtrain.train.config import load_config, save_config, to_dict
 
 ENTRY_MODULE = "vlmtrain.train.entry"
 
@@ -37,6 +37,7 @@ class LaunchPlan:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)  # variables added to the environment
     config_path: Path = Path()
+    note: str | None = None  # said on stderr: where a dry run wrote the config, if not there
 
     def display(self) -> str:
         """The command as one could type it (for --dry-run; never executed as a string)."""
@@ -72,11 +73,12 @@ def plan_launch(
     resume: bool = False,
     stop_after: int | None = None,
     launcher_log: str = "warning",
-    write: bool = True,
+    dry_run: bool = False,
     check: bool = True,
 ) -> LaunchPlan:
     """The launcher command for CONFIG + overrides; runs the pre-flight checks unless `check`
-    is False and writes OUTPUT/config.yaml unless `write` is False (dry run)."""
+    is False and writes the resolved config the command reads: OUTPUT/config.yaml, or for a
+    `dry_run` that finds another config there, OUTPUT/config.dry-run.yaml (`plan.note` says)."""
     if accelerator not in ACCELERATORS:
         raise DataError(f"--accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
     cfg = load_config(config, list(overrides))
@@ -90,9 +92,15 @@ def plan_launch(
         from vlmtrain.train.preflight import preflight
 
         preflight(cfg)
-    if write:
-        resolved.parent.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, resolved)
+    note = None
+    if dry_run and _holds_another_config(resolved, cfg):
+        kept, resolved = resolved, resolved.with_name(DRY_RUN_CONFIG)
+        note = (
+            f"{kept} holds another config (an earlier run's; --resume checks against it), so "
+            f"the dry run left it and wrote the resolved config to {resolved}"
+        )
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, resolved)
     argv = [sys.executable, "-m", "deepspeed.launcher.runner"]
     if hostfile:
         argv += ["--hostfile", str(hostfile)]
@@ -109,7 +117,21 @@ def plan_launch(
         argv.append("--resume")
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
-    return LaunchPlan(argv=argv, env=accelerator_env(accelerator, local), config_path=resolved)
+    env = accelerator_env(accelerator, local)
+    return LaunchPlan(argv=argv, env=env, config_path=resolved, note=note)
+
+
+DRY_RUN_CONFIG = "config.dry-run.yaml"
+
+
+def _holds_another_config(path: Path, cfg) -> bool:
+    """Whether `path` exists with a config other than `cfg` (unreadable counts as other)."""
+    if not path.exists():
+        return False
+    try:
+        return to_dict(load_config(path)) != to_dict(cfg)
+    except (DataError, OSError):
+        return True
 
 
 _SCHEDULE_FIELDS = ("max_steps", "epochs", "warmup_steps", "min_lr_ratio")

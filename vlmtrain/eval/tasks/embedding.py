@@ -16,6 +16,7 @@ import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
+from vlmtrain.eval.data import load_index
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
 from vlmtrain.eval.report import TOP_K, Report, spread
 
@@ -61,6 +62,7 @@ def load_split(data_dir: str | os.PathLike, split: str, limit: int | None):
     from vlmdata.shards import ShardReader
     from vlmtrain.recipes.base import sample_texts
 
+    load_index(data_dir, split, columns=["split"])  # no such split: names those there are
     reader = ShardReader(data_dir, filter=pl.col("split") == split)
     if len(reader) == 0:
         raise DataError(f"no {split} images in {data_dir}")
@@ -154,11 +156,14 @@ def run_embedding_retrieval(
     batch_size: int = 32,
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    save_predictions: str | os.PathLike | None = None,
     model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
-    """Recall@K both ways on the `split` images (limit: first N images)."""
+    """Recall@K both ways on the `split` images (limit: first N images); `save_predictions`:
+    each query's top max(ks) as JSONL (vlmtrain.eval.ranked_predictions)."""
+    samples, texts, text_keys = load_split(data_dir, split, limit)  # bad data before a model
     if encoder == "model":
         if model_bundle is None:
             from vlmtrain.eval.generation import load_model
@@ -169,10 +174,15 @@ def run_embedding_retrieval(
         enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
     else:
         raise DataError(f"unknown encoder {encoder!r} (model or clip)")
-    samples, texts, text_keys = load_split(data_dir, split, limit)
     img = _batched(enc_images, samples, batch_size, progress, "images")
     txt = _batched(enc_texts, texts, batch_size, progress, "texts")
-    rec = retrieval_recalls(txt, img, text_keys, [s["key"] for s in samples], ks)
+    image_keys = [s["key"] for s in samples]
+    rec = retrieval_recalls(txt, img, text_keys, image_keys, ks)
+    if save_predictions is not None:
+        from vlmtrain.eval.ranked_predictions import embedding_rows, write_ranked_predictions
+
+        rows = embedding_rows(txt, img, texts, text_keys, image_keys, max(ks))
+        write_ranked_predictions(save_predictions, rows)
     report = Report(
         task="retrieval-embedding",
         config={"split": split, "encoder": encoder, "limit": limit,
@@ -185,5 +195,5 @@ def run_embedding_retrieval(
     for k in ks:
         report.add(f"i2t_recall@{k}", rec["i2t"][k], len(samples))
     report.details = {"images": len(samples), "texts": len(texts)}
-    report.examples = _t2i_examples(txt, img, texts, text_keys, [s["key"] for s in samples])
+    report.examples = _t2i_examples(txt, img, texts, text_keys, image_keys)
     return report

@@ -151,11 +151,13 @@ def run_generative_retrieval(
     length_penalty: float = GRACE_LENGTH_PENALTY,
     limit: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    save_predictions: str | os.PathLike | None = None,
     model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
-    """Recall@K of text->image generative retrieval on the `split` images.
+    """Recall@K of text->image generative retrieval on the `split` images; `save_predictions`:
+    each query's returned beams as JSONL (vlmtrain.eval.ranked_predictions).
 
     `model_bundle` (a `ModelBundle`) skips loading `checkpoint` (tests, notebooks). Decoding
     stops at the trie's eos, whatever token that is.
@@ -188,6 +190,11 @@ def run_generative_retrieval(
     )  # fmt: skip
     ranks = ranked_list_ranks(ranked, [q.key for q in queries])
     recall = recall_from_ranks(ranks, ks)
+    if save_predictions is not None:
+        from vlmtrain.eval.ranked_predictions import generative_rows, write_ranked_predictions
+
+        rows = generative_rows([q.text for q in queries], [q.key for q in queries], ranked, ranks)
+        write_ranked_predictions(save_predictions, rows)
     semantic = read_ids_scheme(ids_path) == "semantic"
     paper, counted = grace_counting_recall(
         ranked, [q.key for q in queries], [q.text for q in queries], ks, semantic=semantic
