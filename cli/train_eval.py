@@ -672,6 +672,11 @@ def text_vqa(
 @click.option("--beams", default=5, show_default=True)
 @click.option("--max-new-tokens", default=32, show_default=True)
 @BATCH
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Only the first N references of each split (smoke runs; keeps seen and unseen).",
+)
 @SAVE
 @OUT
 @DEVICE
@@ -693,6 +698,7 @@ def oven(
     beams,
     max_new_tokens,
     batch_size,
+    limit,
     save_predictions,
     output,
     device,
@@ -730,6 +736,7 @@ def oven(
         beams=beams,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        limit=limit,
         save_predictions=save_predictions,
         device=device,
         progress=not quiet,

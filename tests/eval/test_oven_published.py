@@ -137,3 +137,35 @@ def test_manifest_shard_then_eval_with_the_default_split(tmp_path):
     )
     assert res.exit_code == 2
     assert "no OVEN references in split 'test'" in res.output and "query_val_seen" in res.output
+
+
+def test_limit_scores_the_first_n_references_of_each_split(tmp_path):
+    # --limit N equals scoring files cut by hand to the first N references of each data_split
+    # (and the predictions to those references)
+    kept_ids, args = set(), []
+    for name in ("oven_query_val.jsonl", "oven_entity_val.jsonl"):
+        rows = [json.loads(x) for x in (FIX / name).read_text().splitlines()]
+        firsts = {}
+        for r in rows:
+            firsts.setdefault(r["data_split"], r)
+        kept = list(firsts.values())
+        assert len(kept) < len(rows)  # the cut drops something
+        kept_ids |= {r["data_id"] for r in kept}
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in kept))
+        args += ["--references", tmp_path / name]
+    for name in ("query_preds.jsonl", "entity_preds.jsonl"):
+        rows = [json.loads(x) for x in (FIX / name).read_text().splitlines()]
+        (tmp_path / name).write_text(
+            "".join(json.dumps(r) + "\n" for r in rows if r["data_id"] in kept_ids)
+        )
+        args += ["--predictions", tmp_path / name]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    by_hand, _ = _eval(args, tmp_path / "a")
+    full = ["--references", FIX / "oven_query_val.jsonl", "--references",
+            FIX / "oven_entity_val.jsonl", "--predictions", FIX / "query_preds.jsonl",
+            "--predictions", FIX / "entity_preds.jsonl"]  # fmt: skip
+    limited, report = _eval([*full, "--limit", "1"], tmp_path / "b")
+    assert limited == by_hand
+    assert report["config"]["limit"] == 1
+    assert report["details"]["query_result"]["unseen"]["count"] == 1

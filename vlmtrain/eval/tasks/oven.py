@@ -86,6 +86,20 @@ def read_oven_predictions(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
     return out
 
 
+def first_per_split(refs: list[dict], n: int) -> list[dict]:
+    """The first `n` references of each data_split, in file order."""
+    if n < 1:
+        raise DataError(f"--limit {n}: give at least 1 (references per split)")
+    seen: dict[str, int] = {}
+    out = []
+    for r in refs:
+        k = seen.get(r["data_split"], 0)
+        if k < n:
+            out.append(r)
+        seen[r["data_split"]] = k + 1
+    return out
+
+
 def score_oven(
     refs: list[dict], preds: dict[str, str]
 ) -> tuple[dict, list[tuple[str, float, int]]]:
@@ -149,11 +163,14 @@ def run_oven(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     save_predictions: str | os.PathLike | None = None,
+    limit: int | None = None,
     model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> Report:
-    """Score OVEN predictions (percent, as the toolkit reports) from files or the model."""
+    """Score OVEN predictions (percent, as the toolkit reports) from files or the model.
+    `limit`: the first N references of each split (a smoke run keeps seen and unseen of each
+    family, which the harmonic means need); predictions for the others are set aside."""
     if bool(checkpoint or model_bundle) == bool(predictions):
         raise DataError("give exactly one of --checkpoint or --predictions")
     if references:
@@ -164,9 +181,14 @@ def run_oven(
         raise DataError("give --references (OVEN JSONL) or --data (OVEN shards)")
     if not refs:
         raise DataError("no OVEN references to score")
+    if limit is not None:
+        refs = first_per_split(refs, limit)
     recall = None
     if predictions:
         preds = read_oven_predictions(predictions)
+        if limit is not None:
+            kept = {r["data_id"] for r in refs}
+            preds = {d: p for d, p in preds.items() if d in kept}
     else:
         if data_dir is None or trie is None or entities is None:
             raise DataError("model predictions need --data, --trie and --entities")
@@ -190,7 +212,7 @@ def run_oven(
         task="oven",
         config={"split_prefix": split_prefix, "beams": beams if checkpoint else None,
                 "candidates": str(candidates) if candidates and not retrieve else None,
-                "retrieve": retrieve,
+                "retrieve": retrieve, "limit": limit,
                 "references": [str(p) for p in references],
                 "predictions": [str(p) for p in predictions]},
         checkpoint=str(checkpoint) if checkpoint else None,
