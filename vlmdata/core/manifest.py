@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +268,3 @@ class ManifestSink:
 
     def check(self, max_reject_ratio: float) -> None:
         check_reject_ratio(self.kept, self.rejects.total, max_reject_ratio)
-
-
-def read_manifest(path: str | os.PathLike, columns: Iterable[str] | None = None):
-    """The manifest as a polars DataFrame (polars imported lazily: the CLI must start fast)."""
-    import polars as pl
-
-    return pl.read_parquet(path, columns=list(columns) if columns else None)

@@ -97,8 +97,3 @@ def sample_pieces(key: str, image_ext: str, parts: dict[str, bytes]) -> list[byt
         _ZEROS[: padding(len(txt))],
     )
     return [member_header(names["image"], len(image)), image, b"".join(tail)]
-
-
-def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
-    """The sample's tar bytes (headers, data, padding), matching `layout`; one copy."""
-    return b"".join(sample_pieces(key, image_ext, parts))
