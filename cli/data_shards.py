@@ -326,12 +326,11 @@ def _local_resize(images: str | None, mode: str | None, side: int | None) -> dic
 )
 @click.option(
     "--resize-side",
-    "--image-size",
     "resize_side",
     default=256,
     show_default=True,
     type=click.IntRange(1),
-    help="Target side for --resize (--image-size is the old name).",
+    help="Target side for --resize.",
 )
 @click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
 @click.option(
