@@ -70,7 +70,6 @@ def plan_launch(
     master_port: int | None = None,
     accelerator: str = "auto",
     resume: bool = False,
-    stop_after: int | None = None,
     launcher_log: str = "warning",
     write: bool = True,
     check: bool = True,
@@ -107,8 +106,6 @@ def plan_launch(
         argv += ["--accelerator", accelerator]
     if resume:
         argv.append("--resume")
-    if stop_after is not None:
-        argv += ["--stop-after", str(stop_after)]
     return LaunchPlan(argv=argv, env=accelerator_env(accelerator, local), config_path=resolved)
 
 
