@@ -462,7 +462,7 @@ def inspect(out, as_json, storage_options):
 def verify(out, quiet, storage_options):
     """Re-read every sample in OUT against index.parquet and wids.json.
 
-    Checks each member's tar header and sha256 and each shard's size and md5. Prints one line
+    Checks each member's tar header and sha256 and each shard's size and xxh3_128. Prints one line
     per mismatch (shard, key, problem) and exits 1 if there is any.
 
     \b
