@@ -26,7 +26,6 @@ from vlmdata.core.storage import Location
 from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader
 
 RECORDS_FILE = "records.parquet"
-RECORD_META = tuple(n for n, _ in CORE_FIELDS) + tuple(OPTIONAL_COLUMNS)
 
 
 def records_schema(extras: list[str]) -> pa.Schema:

@@ -19,7 +19,6 @@ from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.shards.tarfmt import header_size, member_header, padding
 
 META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)
-MEMBER_COLUMNS = ("image", "json", "txt")
 
 
 def meta_of(row: dict[str, Any]) -> dict[str, Any]:

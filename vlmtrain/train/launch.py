@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.net import free_port
+from vlmtrain.train.checkpoint import CHECKPOINT_DIR
 from vlmtrain.train.config import load_config, save_config
 
 ENTRY_MODULE = "vlmtrain.train.entry"
@@ -84,7 +85,7 @@ def plan_launch(
     if resume:  # checked first: a refusal writes nothing
         check_resume_schedule(cfg, resolved)
     if resume and local:
-        num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
+        num_gpus = resume_ranks(Path(cfg.output_dir) / CHECKPOINT_DIR, num_gpus)
     if check:
         from vlmtrain.train.preflight import preflight
 

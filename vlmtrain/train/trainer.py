@@ -18,6 +18,7 @@ from typing import Any
 
 from vlmdata.core.net import free_port
 from vlmtrain.train import testing
+from vlmtrain.train.checkpoint import CHECKPOINT_DIR
 from vlmtrain.train.config import TrainConfig, save_config
 from vlmtrain.train.resume import install_safe_checkpoint_engine
 
@@ -282,7 +283,7 @@ class Run:
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.out = Path(cfg.output_dir)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir = self.out / CHECKPOINT_DIR
         self.model, self.tokenizer, self.recipe, ctx = build_parts(cfg)
         self.flop_model, self.peak = self._efficiency()  # also sets the recipe's packing
         self.data = TrainData(cfg, self.recipe, ctx, rank, world)
