@@ -116,7 +116,7 @@ def shard_layout_options(fn: Callable) -> Callable:
     "--image-size",
     "image_size",
     type=click.IntRange(1),
-    help="Target side for --resize (implies border; --image-size is the old name).",
+    help="Target side for --resize (implies border; --image-size: img2dataset's name).",
 )
 @click.option(
     "--resize",
@@ -124,8 +124,8 @@ def shard_layout_options(fn: Callable) -> Callable:
     "resize_mode",
     type=click.Choice(FETCH_RESIZE_MODES),
     help="Resize mode (img2dataset's; with --images as `vlmdata shard --resize`: border, "
-    "keep_ratio, center_crop). Default: keep the bytes as they are. --resize-mode is the old "
-    "name.",
+    "keep_ratio, center_crop). Default: keep the bytes as they are. --resize-mode: "
+    "img2dataset's name.",
 )
 @click.option(
     "--encode-format",
