@@ -75,3 +75,18 @@ def checked_device(ctx: click.Context, param: click.Parameter, value: str | None
         return check_device(value)
     except DataError as e:
         raise click.BadParameter(str(e), ctx, param) from None
+
+
+OUT_URL_HELP = "Output folder or URL (s3://bucket/prefix)."
+
+
+def out_option(help: str = OUT_URL_HELP, local: bool = False) -> Callable[[Any], Any]:
+    """The required `-o/--output` OUT of a stage (`--out` kept as an alias), declared once;
+    `local`: a local folder only (no URL)."""
+    kind = click.Path(file_okay=False) if local else None
+    return click.option("-o", "--output", "--out", "out", required=True, type=kind, help=help)
+
+
+max_reject_ratio_option = click.option(
+    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
+)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import click
 
 from cli.common import checked_device, handle_errors
-
-SCHEMES = ["numeric", "string", "semantic", "structured", "atomic"]
+from vlmdata.core.choices import ID_SCHEMES
 
 
 @click.command("build-ids")
 @click.argument("out", type=click.Path(exists=True))
-@click.option("--scheme", type=click.Choice(SCHEMES), required=True, help="Identifier scheme.")
+@click.option("--scheme", type=click.Choice(ID_SCHEMES), required=True, help="Identifier scheme.")
 @click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False), required=True)
 @click.option(
     "--seed",

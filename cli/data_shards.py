@@ -5,7 +5,16 @@ from collections.abc import Callable
 
 import click
 
-from cli.common import handle_errors
+from cli.common import handle_errors, max_reject_ratio_option, out_option
+from vlmdata.core.choices import (
+    DISTRIBUTORS,
+    DUPLICATE_IMAGE_RULES,
+    FETCH_ENCODE_FORMATS,
+    FETCH_RESIZE_MODES,
+    REENCODE_FORMATS,
+    RESIZE_MODES,
+    RESTVAL_RULES,
+)
 
 DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "oven", "llava"]
 
@@ -90,14 +99,7 @@ def shard_layout_options(fn: Callable) -> Callable:
 @click.command("download")
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "out",
-    required=True,
-    help="Output folder or URL (s3://bucket/prefix).",
-)
+@out_option()
 @click.option(
     "--images", type=click.Path(file_okay=False), help="Local image folder (no download)."
 )
@@ -108,28 +110,28 @@ def shard_layout_options(fn: Callable) -> Callable:
     "folder in ~/.cache/vlmdata for an OUT URL.",
 )
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
-@click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
+@click.option("--restval", type=click.Choice(RESTVAL_RULES), help="karpathy: restval images.")
 @click.option(
     "--resize-side",
     "--image-size",
     "image_size",
     type=click.IntRange(1),
-    help="Target side for --resize (implies border; --image-size is the old name).",
+    help="Target side for --resize (implies border; --image-size: img2dataset's name).",
 )
 @click.option(
     "--resize",
     "--resize-mode",
     "resize_mode",
-    type=click.Choice(["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"]),
+    type=click.Choice(FETCH_RESIZE_MODES),
     help="Resize mode (img2dataset's; with --images as `vlmdata shard --resize`: border, "
-    "keep_ratio, center_crop). Default: keep the bytes as they are. --resize-mode is the old "
-    "name.",
+    "keep_ratio, center_crop). Default: keep the bytes as they are. --resize-mode: "
+    "img2dataset's name.",
 )
 @click.option(
     "--encode-format",
     default="jpg",
     show_default=True,
-    type=click.Choice(["jpg", "png", "webp"]),
+    type=click.Choice(FETCH_ENCODE_FORMATS),
     help="Format of resized images.",
 )
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1))
@@ -156,7 +158,7 @@ def shard_layout_options(fn: Callable) -> Callable:
     "--distributor",
     default="multiprocessing",
     show_default=True,
-    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    type=click.Choice(DISTRIBUTORS),
     help="Engine of the fetch (img2dataset's) and of the repack (image checks, then one task "
     "per output shard); the output is the same on every engine.",
 )
@@ -178,9 +180,7 @@ def shard_layout_options(fn: Callable) -> Callable:
     help="URLs per img2dataset shard (its unit of resume).",
 )
 @shard_layout_options
-@click.option(
-    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
-)
+@max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def download(dataset, inputs, out, **opts):
@@ -310,50 +310,40 @@ def _local_resize(images: str | None, mode: str | None, side: int | None) -> dic
 @click.command("shard")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Image folder.")
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "out",
-    required=True,
-    help="Output folder or URL (s3://bucket/prefix).",
-)
+@out_option()
 @shard_layout_options
 @click.option(
     "--resize",
-    type=click.Choice(["keep_ratio", "center_crop", "border"]),
+    type=click.Choice(RESIZE_MODES),
     help="Resize images (off by default: original bytes are kept).",
 )
 @click.option(
     "--resize-side",
-    "--image-size",
     "resize_side",
     default=256,
     show_default=True,
     type=click.IntRange(1),
-    help="Target side for --resize (--image-size is the old name).",
+    help="Target side for --resize.",
 )
-@click.option("--reencode", type=click.Choice(["jpg", "png", "webp"]), help="Re-encode images.")
+@click.option("--reencode", type=click.Choice(REENCODE_FORMATS), help="Re-encode images.")
 @click.option(
     "--distributor",
     default="multiprocessing",
     show_default=True,
-    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    type=click.Choice(DISTRIBUTORS),
     help="Where the image checks and the one-task-per-shard writes run: --workers local "
     "processes, the active Spark session (else local[--workers]) or Ray (RAY_ADDRESS, else "
     "local with --workers CPUs). The output is the same on every engine.",
 )
 @click.option(
     "--duplicate-images",
-    type=click.Choice(["share", "reject"]),
+    type=click.Choice(DUPLICATE_IMAGE_RULES),
     help="A byte-identical image under another image id: another record of the stored image "
     "(share), or a duplicate_image reject. Default per source: share for llava, vqav2, oven; "
     "reject where the image is the retrieval or contrastive target (flickr8k/30k, coco, demo, "
     "cc3m, oven-kb) and for unknown sources.",
 )
-@click.option(
-    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
-)
+@max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def shard(
@@ -463,7 +453,7 @@ def inspect(out, as_json, storage_options):
 def verify(out, quiet, storage_options):
     """Re-read every sample in OUT against index.parquet and wids.json.
 
-    Checks each member's tar header and sha256 and each shard's size and md5. Prints one line
+    Checks each member's tar header and sha256 and each shard's size and xxh3_128. Prints one line
     per mismatch (shard, key, problem) and exits 1 if there is any.
 
     \b
@@ -536,14 +526,7 @@ def get(out, key, dest, storage_options):
 
 @click.command("ingest-img2dataset")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "out",
-    required=True,
-    help="Output folder or URL (s3://bucket/prefix).",
-)
+@out_option()
 @click.option("--split", help="The split of every row (a folder under shards/; default nosplit).")
 @click.option("--source", default="img2dataset", show_default=True, help="The source column.")
 @shard_layout_options
@@ -551,12 +534,10 @@ def get(out, key, dest, storage_options):
     "--distributor",
     default="multiprocessing",
     show_default=True,
-    type=click.Choice(["multiprocessing", "pyspark", "ray"]),
+    type=click.Choice(DISTRIBUTORS),
     help="Where the image checks and the one-task-per-shard writes run (as for shard).",
 )
-@click.option(
-    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
-)
+@max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def ingest_img2dataset(folder, out, split, source, distributor, **opts):

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors
-
-SOURCE_NAMES = ["cc3m", "karpathy", "coco", "oven", "oven-kb", "llava", "vqav2"]
+from cli.common import handle_errors, max_reject_ratio_option, out_option
+from vlmdata.core.choices import RESTVAL_RULES, SOURCE_NAMES
 
 
 @click.command("manifest")
 @click.argument("source", type=click.Choice(SOURCE_NAMES))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Output folder.",
-)
+@out_option("Output folder.", local=True)
 @click.option("--images", type=click.Path(file_okay=False), help="Image folder (oven: .jpg/.JPEG).")
-@click.option("--restval", type=click.Choice(["train", "skip"]), help="karpathy: restval images.")
+@click.option("--restval", type=click.Choice(RESTVAL_RULES), help="karpathy: restval images.")
 @click.option("--split", help="Split for every row (default: from the file name or the data).")
-@click.option(
-    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
-)
+@max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No running count of the rows read.")
 @handle_errors
 def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quiet):
@@ -73,15 +62,7 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
 
 @click.command("filter-urls")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Output folder.",
-)
+@out_option("Output folder.", local=True)
 @click.option(
     "--format",
     "fmt",
@@ -91,9 +72,7 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
 @click.option("--denylist", type=click.Path(dir_okay=False), help="Domains file, one per line.")
 @click.option("--allow-private", is_flag=True, help="Keep localhost / private IPs (test servers).")
 @click.option("--split", help="cc3m: split for every row (default: from the file name).")
-@click.option(
-    "--max-reject-ratio", default=0.5, show_default=True, help="Exit 1 above this reject ratio."
-)
+@max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No stage messages on stderr.")
 @handle_errors
 def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio, quiet):

@@ -44,7 +44,6 @@ from cli.common import handle_errors
     "does not mount the data.",
 )
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in output_dir.")
-@click.option("--stop-after", type=int, default=None, hidden=True)
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -75,7 +74,6 @@ def launch(
     accelerator,
     skip_checks,
     resume,
-    stop_after,
     dry_run,
     peak_tflops,
     launcher_log,
@@ -114,7 +112,6 @@ def launch(
         master_port=master_port,
         accelerator=accelerator,
         resume=resume,
-        stop_after=stop_after,
         launcher_log=launcher_log,
         dry_run=dry_run,
         check=not (dry_run or skip_checks),

@@ -259,17 +259,17 @@ def test_core_imports_neither_decoding_module():
     }
 
 
-def test_a_trie_file_without_stored_duplicates_refuses_subsets(tmp_path):
+def test_a_trie_file_without_stored_duplicates_is_refused(tmp_path):
     from vlmdata.core.errors import DataError
     from vlmdata.trie.storage import load_arrays, save_arrays
 
     trie = Trie.build([[5, 0], [5, 0], [6, 0]], vocab_size=10, eos_id=0)
     trie.save(tmp_path / "t.trie")
     header, arrays = load_arrays(tmp_path / "t.trie")
-    old = {k: v for k, v in arrays.items() if not k.startswith("dup_")}  # an older file
+    old = {k: v for k, v in arrays.items() if not k.startswith("dup_")}  # dup arrays dropped
     keep = {k: v for k, v in header.items() if k not in ("arrays", "format", "version")}
     save_arrays(tmp_path / "old.trie", keep, old)
-    back = Trie.load(tmp_path / "old.trie")
-    assert back.lookup([5, 0]) == 0  # lookups are unaffected
-    with pytest.raises(DataError, match="rebuild it"):
-        back.subset([1])
+    with pytest.raises(
+        DataError, match=r"lacks the array\(s\) \['dup_nodes', 'dup_rows'\]; rebuild it"
+    ):
+        Trie.load(tmp_path / "old.trie")

@@ -190,7 +190,7 @@ def test_the_entry_takes_the_accelerator_before_deepspeed_loads(monkeypatch):
 
     seen = {}
 
-    def fake_train(cfg, resume, stop_after):
+    def fake_train(cfg, resume):
         seen["accelerator"] = os.environ.get("DS_ACCELERATOR")
         return {"last": {}, "steps": 0, "total": 0, "export": None}
 

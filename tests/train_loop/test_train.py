@@ -162,7 +162,8 @@ def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_pa
     resume with plain `--resume` from step 3 and end with the same batches, losses and export."""
     import torch
 
-    from vlmtrain.train.resume import KILL_ENV, incomplete_reason, latest_tag
+    from vlmtrain.train.resume import incomplete_reason, latest_tag
+    from vlmtrain.train.testing import KILL_ENV
 
     extra = QUIET + ["deepspeed.zero_stage=3", "schedule.max_steps=6", "schedule.save_every=3"]
     grace = str(CONFIGS / "grace_tiny.yaml")

@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core.choices import DUPLICATE_IMAGE_RULES
+from vlmdata.core.errors import DataError
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.core.rejects import RejectWriter, check_reject_ratio, format_summary
@@ -62,23 +64,36 @@ def key_problem(key: object) -> str | None:
     return None
 
 
-def texts_problem(texts: object) -> tuple[str, str] | None:
-    """(reason, detail) when `texts` cannot caption a sample: null, empty, a null or blank
-    element (empty_text), or not a list of strings (wrong_type)."""
+def texts_problem(texts: object, *, blank_ok: bool = False) -> tuple[str, str] | None:
+    """THE texts rule: (reason, detail) when `texts` cannot caption a sample: null, empty, a
+    null or blank element (empty_text), or not a list of strings (wrong_type). `blank_ok`
+    checks the type alone (what a source reader may write: a null is then wrong_type);
+    `texts_ok` is the same rule over a column."""
+    missing = "wrong_type" if blank_ok else "empty_text"
     if texts is None:
-        return "empty_text", "texts is null"
+        return missing, "texts is null"
     if not isinstance(texts, list | tuple):
         return "wrong_type", f"texts is a {type(texts).__name__}, not a list of strings"
-    if not texts:
+    if not texts and not blank_ok:
         return "empty_text", "texts is an empty list"
     for i, text in enumerate(texts):
         if text is None:
-            return "empty_text", f"texts[{i}] is null"
+            return missing, f"texts[{i}] is null"
         if not isinstance(text, str):
             return "wrong_type", f"texts[{i}] is a {type(text).__name__}, not a string"
-        if not text.strip():
+        if not blank_ok and not text.strip():
             return "empty_text", f"texts[{i}] is blank"
     return None
+
+
+def texts_ok(column: str = "texts"):
+    """`texts_problem` (blank_ok False) as a polars expression over a list<string> column:
+    true where the texts can caption a sample, false or null where not."""
+    import polars as pl  # lazily: the CLI must start fast
+
+    col = pl.col(column)
+    blank = pl.element().str.strip_chars() == ""
+    return (col.list.len() > 0) & ~col.list.eval(blank.fill_null(True)).list.any()
 
 
 def make_key(*parts: object) -> str:
@@ -89,8 +104,10 @@ def make_key(*parts: object) -> str:
 def duplicate_image_rule(source: Any, override: str | None = None) -> str:
     """ "share" or "reject": what a byte-identical second image of `source` becomes."""
     if override is not None:
-        if override not in ("share", "reject"):
-            raise ValueError(f"duplicate image rule must be share or reject, not {override!r}")
+        if override not in DUPLICATE_IMAGE_RULES:
+            raise ValueError(
+                f"duplicate image rule must be one of {DUPLICATE_IMAGE_RULES}, not {override!r}"
+            )
         return override
     return "share" if source in SHARED_IMAGE_SOURCES else "reject"
 
@@ -101,6 +118,42 @@ def manifest_schema(extra_columns: Sequence[str] = ()) -> pa.Schema:
         raise ValueError(f"unknown manifest columns {unknown}; known: {OPTIONAL_COLUMNS}")
     extra = [(c, pa.string()) for c in OPTIONAL_COLUMNS if c in extra_columns]
     return pa.schema(CORE_FIELDS + extra)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _is_text_list(t: pa.DataType) -> bool:
+    is_list = pa.types.is_list(t) or pa.types.is_large_list(t)
+    return pa.types.is_null(t) or (is_list and _is_text(t.value_type))
+
+
+# Checked before any work: a wrong type is one error, not a reject per row (a `texts` column of
+# plain strings would otherwise be read as lists of characters).
+_COLUMN_TYPES = [
+    ("key", "string", _is_text),
+    ("path", "string", _is_text),
+    ("texts", "list<string>", _is_text_list),
+    *[(c, "string", _is_text) for c in ("source", "split", "url", *OPTIONAL_COLUMNS)],
+]
+
+
+def check_manifest_schema(
+    schema: pa.Schema, required: Sequence[str], file: str | os.PathLike
+) -> None:
+    """THE manifest schema check (contract 1): one DataError naming `file` when a `required`
+    column is missing or a known column has the wrong type; the stage says what it needs."""
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise DataError(f"manifest lacks columns {missing} (contract 1)", file=str(file))
+    wrong = [
+        f"{name} is {schema.field(name).type}, not {want}"
+        for name, want, ok in _COLUMN_TYPES
+        if name in schema.names and not ok(schema.field(name).type)
+    ]
+    if wrong:
+        raise DataError(f"manifest column types: {'; '.join(wrong)} (contract 1)", file=str(file))
 
 
 class ManifestWriter(RowsWriter):
@@ -121,10 +174,7 @@ def validate_row(row: dict[str, Any]) -> tuple[str, str] | None:
         return "bad_key", f"image_key: {problem}"
     if not row.get("url") and not row.get("path"):
         return "missing_field", "neither url nor path"
-    texts = row.get("texts")
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        return "wrong_type", "texts must be a list of strings"
-    return None
+    return texts_problem(row.get("texts"), blank_ok=True)
 
 
 class ManifestSink:
@@ -268,10 +318,3 @@ class ManifestSink:
 
     def check(self, max_reject_ratio: float) -> None:
         check_reject_ratio(self.kept, self.rejects.total, max_reject_ratio)
-
-
-def read_manifest(path: str | os.PathLike, columns: Iterable[str] | None = None):
-    """The manifest as a polars DataFrame (polars imported lazily: the CLI must start fast)."""
-    import polars as pl
-
-    return pl.read_parquet(path, columns=list(columns) if columns else None)

@@ -75,13 +75,6 @@ def recall_table(labelled: list[tuple[str, str | os.PathLike]], ks: tuple[int, .
     return format_table(rows, n_images, ks)
 
 
-def environment() -> str:
-    """This process's library versions and pins (see vlmdata.core.environment)."""
-    from vlmdata.core.environment import format_made_with, made_with
-
-    return format_made_with(made_with())
-
-
 def reports_made_with(paths: list[str | os.PathLike]) -> str:
     """The footer from the reports' own `made_with` (what the runs used); reports made in
     different environments are each named; a report without the field says so."""

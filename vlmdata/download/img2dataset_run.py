@@ -20,12 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmdata.core.choices import DISTRIBUTORS, FETCH_RESIZE_MODES
 from vlmdata.core.errors import DataError
 from vlmdata.download.guard import REFUSED as REFUSED_REDIRECT
 from vlmdata.download.guard import TOO_LARGE, TOO_SLOW, FetchPolicy
 
-DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
-RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 RAW_FORMATS = ("parquet", "webdataset")
 KEY_COLUMN = "vlm_key"  # img2dataset reserves "key" for its positional keys
 
@@ -66,8 +65,8 @@ def check_options(opts: FetchOptions) -> None:
             f"--distributor {opts.distributor} needs the {opts.distributor} package, which is "
             f"not installed (pip install {opts.distributor}); or use --distributor multiprocessing"
         )
-    if opts.resize_mode is not None and opts.resize_mode not in RESIZE_MODES:
-        raise DataError(f"unknown --resize-mode {opts.resize_mode!r}; use {RESIZE_MODES}")
+    if opts.resize_mode is not None and opts.resize_mode not in FETCH_RESIZE_MODES:
+        raise DataError(f"unknown --resize-mode {opts.resize_mode!r}; use {FETCH_RESIZE_MODES}")
     if opts.raw_format not in RAW_FORMATS:
         raise DataError(f"unknown raw format {opts.raw_format!r}; use {RAW_FORMATS}")
     for name in ("processes", "threads", "raw_shard_size", "timeout", "max_image_bytes"):

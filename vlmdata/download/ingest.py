@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlmdata.core.choices import FETCH_ENCODE_FORMATS  # img2dataset's encode_format choices
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import manifest_schema
@@ -31,7 +31,6 @@ from vlmdata.download.repack import RawImages
 from vlmdata.download.results import shard_name
 from vlmdata.shards.options import ShardOptions
 
-IMAGE_FORMATS = ("jpg", "png", "webp")  # img2dataset's encode_format choices
 _META = ("key", "url", "caption", "status", "error_message")
 
 
@@ -54,7 +53,7 @@ def output_format(raw: Path, shard_id: int) -> tuple[str, str]:
 
 
 def _one_format(names: set[str], where: Path) -> str:
-    found = [f for f in IMAGE_FORMATS if f in names]
+    found = [f for f in FETCH_ENCODE_FORMATS if f in names]
     if len(found) > 1:
         raise DataError(
             f"images in several formats {found}: one encode_format expected", file=str(where)
@@ -129,13 +128,7 @@ def ingest_img2dataset(
             reject_file=str(raw),
             progress=progress,
         )
-    return DownloadSummary(
-        kept=summary.kept,
-        rejects=Counter(summary.rejects),
-        shards=summary.shards,
-        bytes=summary.bytes,
-        splits=summary.splits,
-    )
+    return DownloadSummary.of(summary)
 
 
 def _manifest_row(r: dict[str, Any]) -> dict[str, Any]:

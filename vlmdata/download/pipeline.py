@@ -66,6 +66,18 @@ class DownloadSummary(Tally):
     up_to_date: bool = False
     splits: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # see format_splits
 
+    @classmethod
+    def of(cls, summary, **more) -> DownloadSummary:
+        """From the shard writer's ShardSummary, plus the download's own fields."""
+        return cls(
+            kept=summary.kept,
+            rejects=Counter(summary.rejects),
+            shards=summary.shards,
+            bytes=summary.bytes,
+            splits=summary.splits,
+            **more,
+        )
+
     def format(self) -> str:
         lines = [format_summary(self.kept, self.rejects, "samples")]
         lines.append(f"shards    {self.shards:>10,}  ({self.bytes / 1e6:,.1f} MB)")
@@ -181,13 +193,7 @@ def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> 
         progress=progress,
     )
     shutil.rmtree(work)  # the manifest was copied to OUT; nothing here is needed to resume
-    return DownloadSummary(
-        kept=summary.kept,
-        rejects=Counter(summary.rejects),
-        shards=summary.shards,
-        bytes=summary.bytes,
-        splits=summary.splits,
-    )
+    return DownloadSummary.of(summary)
 
 
 def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[pa.Table, Path]:
@@ -309,15 +315,7 @@ def _download_urls(
         write_json(work / "state.json", {**state, "complete": True})
         if not keep_raw and raw.exists():
             shutil.rmtree(raw)
-    return DownloadSummary(
-        kept=summary.kept,
-        rejects=Counter(summary.rejects),
-        shards=summary.shards,
-        bytes=summary.bytes,
-        splits=summary.splits,
-        urls=rows.num_rows,
-        incomplete=incomplete,
-    )
+    return DownloadSummary.of(summary, urls=rows.num_rows, incomplete=incomplete)
 
 
 def _fetch(rows, work, raw, fetch, n_shards, policy, progress) -> set[int]:

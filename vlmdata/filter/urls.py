@@ -333,17 +333,15 @@ def _manifest_blocks(path: Path, **rules) -> Blocks:
     import polars as pl
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
-    for column in ("key", "url", "texts"):
-        if column not in names:
-            raise DataError(f"manifest has no {column!r} column", file=str(path))
+    from vlmdata.core.manifest import check_manifest_schema, texts_ok
+
+    check_manifest_schema(pq.read_schema(path), ("key", "url", "texts"), path)
     seen, start = HashSet(), 0
     for table in _manifest_tables(path):
         rows = pl.from_arrow(table)
         original = rows.columns
         rows = rows.with_columns(pl.col("url").str.strip_chars())
-        text_ok = pl.col("texts").list.eval(pl.element().str.strip_chars() != "").list.any()
-        verdict = url_reasons(rows, text_ok=text_ok, seen=seen, **rules)
+        verdict = url_reasons(rows, text_ok=texts_ok(), seen=seen, **rules)
         rows = pl.concat([rows.with_row_index("line", start), verdict], how="horizontal")
         start += rows.height
         kept = rows.filter(pl.col("reason").is_null()).select(original)

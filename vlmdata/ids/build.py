@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import atomic_path
+from vlmdata.core.choices import ID_SCHEMES
 from vlmdata.core.errors import DataError
 from vlmdata.ids import schemes, semantic, structured
 from vlmdata.ids.source import read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
 
-SCHEMES = ("numeric", "string", "semantic", "structured", "atomic")
+SCHEMES = ID_SCHEMES  # declared with the CLI's other choices
 POSITION_SCHEMES = ("numeric", "string", "atomic")
 META_KEYS = ("scheme", "params", "seed", "tokenizer", "stats")
 

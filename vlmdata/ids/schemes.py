@@ -21,26 +21,14 @@ def positions(n: int, seed: int | None) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
-def numeric_ids(n: int, seed: int | None = None) -> list[str]:
-    """Digits of the position separated by spaces ("1 2 3 4"): one token per digit."""
-    return [" ".join(str(p)) for p in positions(n, seed)]
-
-
-def string_ids(n: int, seed: int | None = None) -> list[str]:
-    """The position as one string ("1234"), tokenized however the tokenizer splits it."""
-    return [str(p) for p in positions(n, seed)]
-
-
-def atomic_ids(n: int, seed: int | None = None) -> list[str]:
-    """ "image_N": with --add-tokens each identifier becomes one new vocabulary token."""
-    return [f"image_{p}" for p in positions(n, seed)]
-
-
+# numeric: digits separated by spaces ("1 2 3 4"), one token per digit; string: the position as
+# one string ("1234"), split however the tokenizer splits it; atomic: "image_N", with
+# --add-tokens one new vocabulary token per identifier.
 _FORMATS = {"numeric": lambda p: " ".join(str(p)), "string": str, "atomic": "image_{}".format}
 
 
 def position_id_array(scheme: str, n: int, seed: int | None = None) -> pa.Array:
-    """The identifiers of `numeric_ids` / `string_ids` / `atomic_ids` as one Arrow string
+    """The identifiers of the numeric / string / atomic scheme as one Arrow string
     array, made CHUNK positions at a time (no Python string per row held)."""
     return pa.chunked_array(list(_chunks(scheme, n, seed)), pa.string()).combine_chunks()
 

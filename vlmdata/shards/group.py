@@ -80,7 +80,6 @@ class Gate:
     ) -> None:
         self.rejects, self.file, self.stage = rejects, file, stage
         self.rule, self.grouped = duplicate_images, grouped
-        duplicate_image_rule(None, duplicate_images)  # a bad value fails before any work
         self.keys: set[str] = set()
         self.images: dict[str, Planned] = {}
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from vlmdata.core.choices import RESIZE_MODES
+
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS
-RESIZE_MODES = ("keep_ratio", "center_crop", "border")
 FORMATS = ("jpg", "png", "webp")
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 

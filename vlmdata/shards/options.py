@@ -14,11 +14,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from vlmdata.core.choices import DISTRIBUTORS, REENCODE_FORMATS, RESIZE_MODES
+from vlmdata.core.manifest import duplicate_image_rule
 from vlmdata.shards.images import DEFAULT_MAX_PIXELS
 
-RESIZE_MODES = ("keep_ratio", "center_crop", "border")
-REENCODE_FORMATS = ("jpg", "png", "webp")
-DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 # fields that change how fast a run goes, never what it writes
 RUN_FIELDS = ("workers", "distributor")
 
@@ -74,8 +73,8 @@ class ShardOptions:
             raise ValueError(f"resize {self.resize!r}: use one of {RESIZE_MODES}")
         if self.reencode is not None and self.reencode not in REENCODE_FORMATS:
             raise ValueError(f"reencode {self.reencode!r}: use one of {REENCODE_FORMATS}")
-        if self.duplicate_images not in (None, "share", "reject"):
-            raise ValueError(f"duplicate_images {self.duplicate_images!r}: use share or reject")
+        if self.duplicate_images is not None:
+            duplicate_image_rule(None, self.duplicate_images)  # ValueError when not a rule
         if self.distributor not in DISTRIBUTORS:
             raise ValueError(f"distributor {self.distributor!r}: use one of {DISTRIBUTORS}")
 

@@ -221,8 +221,6 @@ def read_index(location: Location) -> pl.DataFrame:
     except Exception as e:  # polars raises several types for bytes that are not Parquet
         where = location.join("index.parquet")
         raise DataError(f"not a readable Parquet index ({type(e).__name__})", file=where) from None
-    if "offset" in df.columns and "sample_offset" not in df.columns:  # written before the rename
-        df = df.rename({"offset": "sample_offset"})
     return df
 
 

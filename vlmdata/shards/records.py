@@ -23,10 +23,9 @@ import pyarrow as pa
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
-from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader, read_index
+from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader
 
 RECORDS_FILE = "records.parquet"
-RECORD_META = tuple(n for n, _ in CORE_FIELDS) + tuple(OPTIONAL_COLUMNS)
 
 
 def records_schema(extras: list[str]) -> pa.Schema:
@@ -52,16 +51,13 @@ def load_records(
     columns: list[str] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """The records table (OUT may be an fsspec URL); for a shard folder written before records
-    existed, the index rows (each image its own single record, image_key = key)."""
+    """The records table (OUT may be an fsspec URL)."""
     root = _location(out_dir, storage_options)
-    if root.exists(RECORDS_FILE):
-        return pl.read_parquet(io.BytesIO(root.read_bytes(RECORDS_FILE)), columns=columns)
-    df = read_index(root)
-    df = df.with_columns(image_key=pl.col("key"))
-    keep = [c for c in df.columns if c in (*RECORD_META, "image_key")]
-    df = df.select(keep)
-    return df.select(columns) if columns else df
+    try:
+        data = root.read_bytes(RECORDS_FILE)
+    except FileNotFoundError:
+        raise DataError(f"no {RECORDS_FILE} here: not a shard folder", file=str(root)) from None
+    return pl.read_parquet(io.BytesIO(data), columns=columns)
 
 
 def record_meta(row: dict[str, Any]) -> dict[str, Any]:
@@ -70,11 +66,12 @@ def record_meta(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def records_of_sample(sample: Sample) -> Iterator[Sample]:
-    """The records of one streamed tar sample, each as a Sample carrying the image bytes.
-    A KEY.json without `records` (older shards) is one record: the sample itself."""
+    """The records of one streamed tar sample, each as a Sample carrying the image bytes."""
     meta = sample.get("meta") or {}
     listed = meta.get("records")
-    if not listed or (len(listed) == 1 and listed[0].get("key") == sample["key"]):
+    if not listed:
+        raise DataError(f"sample {sample['key']!r}: its KEY.json lists no `records`")
+    if len(listed) == 1 and listed[0].get("key") == sample["key"]:
         own = {k: v for k, v in meta.items() if k != "records" and v is not None}
         yield {**sample, "meta": own}
         return

@@ -19,7 +19,6 @@ from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.shards.tarfmt import header_size, member_header, padding
 
 META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)
-MEMBER_COLUMNS = ("image", "json", "txt")
 
 
 def meta_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +96,3 @@ def sample_pieces(key: str, image_ext: str, parts: dict[str, bytes]) -> list[byt
         _ZEROS[: padding(len(txt))],
     )
     return [member_header(names["image"], len(image)), image, b"".join(tail)]
-
-
-def sample_bytes(key: str, image_ext: str, parts: dict[str, bytes]) -> bytes:
-    """The sample's tar bytes (headers, data, padding), matching `layout`; one copy."""
-    return b"".join(sample_pieces(key, image_ext, parts))

@@ -81,11 +81,6 @@ def header_size(name: str) -> int:
     return 2 * BLOCK + pax + padding(pax)
 
 
-def member_bytes(name: str, data: bytes) -> bytes:
-    """Header + data + padding for one member."""
-    return member_header(name, len(data)) + data + b"\0" * padding(len(data))
-
-
 def archive_end(size_so_far: int) -> bytes:
     """Two zero blocks, then zeros up to a whole record (like GNU tar)."""
     total = size_so_far + len(END_OF_ARCHIVE)

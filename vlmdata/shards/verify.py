@@ -1,7 +1,7 @@
 """`vlmdata verify`: re-read every sample against the index and the shard list.
 
-Checks, per shard: the file exists and matches wids.json's size and checksum (xxh3_128, or
-md5sum in folders written before); per sample and member:
+Checks, per shard: the file exists and matches wids.json's size and checksum (xxh3_128); per
+sample and member:
 the tar header before the data is a valid header (checksum) naming `KEY.ext` with the indexed
 size, and the data's sha256 equals the index; and the index's metadata columns (split, source,
 texts, url, path ...) equal the sample's own KEY.json, so a sample moved from test to train by

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import die_with_parent, holds_out_lock
-from vlmdata.core.manifest import OPTIONAL_COLUMNS, manifest_schema
+from vlmdata.core.manifest import OPTIONAL_COLUMNS, check_manifest_schema, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
@@ -366,36 +366,8 @@ def _read_manifest(path: Path) -> pa.Table:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
-    missing = [c for c in ("key", "path", "texts") if c not in table.column_names]
-    if missing:
-        raise DataError(f"manifest lacks columns {missing} (contract 1)", file=str(path))
-    wrong = [
-        f"{name} is {table.schema.field(name).type}, not {want}"
-        for name, want, ok in _COLUMN_TYPES
-        if name in table.column_names and not ok(table.schema.field(name).type)
-    ]
-    if wrong:
-        raise DataError(f"manifest column types: {'; '.join(wrong)} (contract 1)", file=str(path))
+    check_manifest_schema(table.schema, ("key", "path", "texts"), path)
     return table
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
-
-
-def _is_text_list(t: pa.DataType) -> bool:
-    is_list = pa.types.is_list(t) or pa.types.is_large_list(t)
-    return pa.types.is_null(t) or (is_list and _is_text(t.value_type))
-
-
-# Checked before any work: a wrong type is one error, not a reject per row (a `texts` column of
-# plain strings would otherwise be read as lists of characters).
-_COLUMN_TYPES = [
-    ("key", "string", _is_text),
-    ("path", "string", _is_text),
-    ("texts", "list<string>", _is_text_list),
-    *[(c, "string", _is_text) for c in ("source", "split", "url", *OPTIONAL_COLUMNS)],
-]
 
 
 def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:

@@ -50,11 +50,6 @@ def key_prefix(split: str) -> str:
     return make_key("cc3m", split)
 
 
-def google_key(split: str, row: int) -> str:
-    """The key of data row `row` (1-based, header excluded)."""
-    return f"{key_prefix(split)}_{row:08d}"
-
-
 def is_google_header(text: str | None) -> bool:
     return (text or "").strip().lower() in GOOGLE_HEADERS
 

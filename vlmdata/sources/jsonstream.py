@@ -106,7 +106,7 @@ class JsonStream:
 
     def iter_object(self) -> Iterator[str]:
         """The keys of the object at the cursor; the caller must consume each value (with
-        `value()`, `iter_array()` or `skip()`) before asking for the next key."""
+        `value()` or `iter_array()`) before asking for the next key."""
         self._expect("{")
         if self._peek() == "}":
             self._pos += 1
@@ -119,14 +119,6 @@ class JsonStream:
             yield key
             if self._expect(",}") == "}":
                 return
-
-    def skip(self) -> None:
-        """Consume the value at the cursor; arrays are skipped element by element."""
-        if self._peek() == "[":
-            for _ in self.iter_array():
-                pass
-        else:
-            self.value()
 
     def peek_kind(self) -> str:
         return self._peek()

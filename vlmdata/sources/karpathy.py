@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vlmdata.core.choices import RESTVAL_RULES
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.sources.fields import (
@@ -86,7 +87,7 @@ def image_row(image: dict[str, Any], dataset: str, restval: str) -> tuple[dict, 
 def read(inputs: list[Path], sink: ManifestSink, restval: str = "train") -> None:
     """`restval`: "train" folds restval images into train (the usual 113k COCO train split);
     "skip" lists them in rejects as `skipped_restval` (not counted as errors)."""
-    if restval not in ("train", "skip"):
+    if restval not in RESTVAL_RULES:
         raise DataError(f"--restval must be train or skip, not {restval!r}")
     for path in inputs:
         dataset = dataset_name(path)

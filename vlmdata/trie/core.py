@@ -28,10 +28,8 @@ class Trie:
         self.tokens = arrays["tokens"]
         self.term_nodes = arrays["term_nodes"]
         self.term_rows = arrays["term_rows"]
-        # Tries saved before duplicates were kept have no dup arrays (see `_require_dups`).
-        self._dups_stored = "dup_nodes" in arrays
-        self.dup_nodes = arrays.get("dup_nodes", np.zeros(0, np.int32))
-        self.dup_rows = arrays.get("dup_rows", np.zeros(0, np.int32))
+        self.dup_nodes = arrays["dup_nodes"]
+        self.dup_rows = arrays["dup_rows"]
         self.header = header
         self.vocab_size: int = _checked_vocab_size(header.get("vocab_size"))
         self.eos_id: int | None = _checked_eos_id(header.get("eos_id"), self.vocab_size)
@@ -224,7 +222,6 @@ class Trie:
         pairs, and a row whose sequence equals another row's (two entities with one name) is
         found too. Rows the trie does not hold are left out.
         """
-        self._require_dups()
         by_row, nodes = self._pairs_by_row()
         want = np.unique(np.asarray(rows, dtype=np.int64))
         lo = np.searchsorted(by_row, want, side="left")
@@ -240,14 +237,6 @@ class Trie:
             order = np.lexsort((nodes, rows))
             self._by_row = (rows[order], nodes[order])
         return self._by_row
-
-    def _require_dups(self) -> None:
-        if self.header.get("n_duplicates", 0) and not self._dups_stored:
-            raise DataError(
-                f"this trie file predates stored duplicates ({self.header['n_duplicates']} rows "
-                "share a sequence with another row): rebuild it with `vlmdata build-trie` so a "
-                "subset can keep them"
-            )
 
     def paths(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(flat tokens, lengths) of the root-to-node paths, walking parents level by level."""
@@ -268,7 +257,6 @@ class Trie:
         Duplicates included, so `Trie.from_flat(*trie.sequences())` rebuilds the same trie.
         """
         if rows is None:
-            self._require_dups()
             out_rows, nodes = self._pairs_by_row()
         else:
             nodes, out_rows = self.pairs_of_rows(rows)
@@ -318,7 +306,7 @@ class TrieFileError(DataError, ValueError):
     """A trie file that cannot be used: the message names the file and what is wrong."""
 
 
-REQUIRED_ARRAYS = ("offsets", "tokens", "term_nodes", "term_rows")
+REQUIRED_ARRAYS = ("offsets", "tokens", "term_nodes", "term_rows", "dup_nodes", "dup_rows")
 REQUIRED_LISTS = ("level_starts", "level_max_fanout")
 
 

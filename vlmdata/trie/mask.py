@@ -60,24 +60,6 @@ def mask_scores(
     return out
 
 
-def allowed_mask(
-    trie: Trie,
-    generated: np.ndarray,
-    width: int,
-    *,
-    fallback: list[int],
-    start_nodes: np.ndarray | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Boolean (rows × width) mask of the tokens each row may emit next."""
-    nodes = trie.walk(generated, start_nodes)
-    lo, n = trie.fanout(nodes)
-    _check_width(trie, lo, n, width)
-    uniq, inv = np.unique(nodes, return_inverse=True)
-    dense = _dense_rows(trie, uniq, width, fallback, device)
-    return dense[torch.from_numpy(inv.reshape(-1)).to(device)]
-
-
 def _check_width(trie: Trie, lo: np.ndarray, n: np.ndarray, width: int) -> None:
     if trie.vocab_size > width and n.any():
         top = int(trie.tokens[lo[n > 0] + n[n > 0] - 1].max())  # children are sorted

@@ -39,7 +39,7 @@ from vlmtrain.train.config import StreamConfig, TrainConfig, resolve_streams
 
 
 class IndexedBatches(Dataset):
-    """Map-style: item `b` is this rank's collated batch `b` (see data_plan.StepPlan)."""
+    """Map-style: item `b` is this rank's collated batch `b` (see data/plan.py StepPlan)."""
 
     def __init__(self, readers: list, plan: StepPlan, recipe, contexts: list, seed: int) -> None:
         self.readers, self.plan, self.recipe = readers, plan, recipe

@@ -272,11 +272,9 @@ def answer_questions(
         samples.append(reader.get(key))
         if recipe.name == "caption":
             prompts.append(recipe.prompt(ctx, q["question"], prompt).input_ids)
-        elif recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
-            prompts.append(llava_prompt(recipe, ctx, q["question"]))
         else:
             text = (prompt or DEFAULT_VQA_PROMPT).format(question=q["question"])
-            prompts.append(image_prompt(recipe, ctx, text))
+            prompts.append(question_prompt(recipe, ctx, q["question"], text))
     opts = decoding_options(recipe, beams=beams, length_penalty=length_penalty,
                             max_new_tokens=max_new_tokens, image_attention=None)  # fmt: skip
     if recipe.name != "caption" and max_new_tokens is None:
@@ -287,6 +285,14 @@ def answer_questions(
         length_penalty=opts["length_penalty"], image_attention=opts["image_attention"],
     )  # fmt: skip
     return {qid: decode_text(tok, o[0]) for (qid, _), o in zip(items, outs, strict=True)}
+
+
+def question_prompt(recipe, ctx, question: str, text: str | None = None) -> list[int]:
+    """Prompt ids for an image and a question: LLaVA stage 2's chat prompt of the question,
+    else `image_prompt` of `text` (default: the question itself)."""
+    if recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
+        return llava_prompt(recipe, ctx, question)
+    return image_prompt(recipe, ctx, question if text is None else text)
 
 
 def llava_prompt(recipe, ctx, question: str) -> list[int]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import texts_problem
 from vlmdata.core.tokenizer import pad_id
 from vlmdata.shards.reader import Sample  # the shard sample (docs/DESIGN.md, contract 3)
 from vlmtrain.recipes.losses import IGNORE_INDEX, causal_lm_loss
@@ -140,7 +141,8 @@ class SequenceBuilder:
 
 def sample_texts(sample: Sample) -> list[str]:
     """The sample's captions/queries: meta["texts"], else the .txt member."""
-    texts = [t for t in (sample.get("meta") or {}).get("texts") or [] if t and t.strip()]
+    listed = (sample.get("meta") or {}).get("texts") or []
+    texts = [t for t in listed if texts_problem([t]) is None]  # the one texts rule, per text
     if not texts and sample.get("txt"):
         texts = [sample["txt"]]
     return texts

@@ -16,9 +16,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="resolved YAML config (output_dir/config.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument(
-        "--stop-after", type=int, default=None, help="stop after N optimizer steps (as a kill)"
-    )
-    p.add_argument(
         "--accelerator",
         default=None,
         help="DeepSpeed accelerator (DS_ACCELERATOR) for this rank; default: cuda when this "
@@ -38,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             os.environ["DS_ACCELERATOR"] = "cpu"
     from vlmdata.core.errors import DataError
+    from vlmtrain.train import testing
     from vlmtrain.train.config import load_config
     from vlmtrain.train.trainer import train
 
+    testing.install_from_env()  # tests' fault injection (VLMTRAIN_TEST_KILL_AT); else nothing
     try:
-        summary = train(load_config(args.config), resume=args.resume, stop_after=args.stop_after)
+        summary = train(load_config(args.config), resume=args.resume)
     except (DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.net import free_port
+from vlmtrain.train.checkpoint import CHECKPOINT_DIR
 from vlmtrain.train.config import load_config, save_config, to_dict
 
 ENTRY_MODULE = "vlmtrain.train.entry"
@@ -71,7 +72,6 @@ def plan_launch(
     master_port: int | None = None,
     accelerator: str = "auto",
     resume: bool = False,
-    stop_after: int | None = None,
     launcher_log: str = "warning",
     dry_run: bool = False,
     check: bool = True,
@@ -87,7 +87,7 @@ def plan_launch(
     if resume:  # checked first: a refusal writes nothing
         check_resume_schedule(cfg, resolved)
     if resume and local:
-        num_gpus = resume_ranks(Path(cfg.output_dir) / "checkpoints", num_gpus)
+        num_gpus = resume_ranks(Path(cfg.output_dir) / CHECKPOINT_DIR, num_gpus)
     if check:
         from vlmtrain.train.preflight import preflight
 
@@ -115,8 +115,6 @@ def plan_launch(
         argv += ["--accelerator", accelerator]
     if resume:
         argv.append("--resume")
-    if stop_after is not None:
-        argv += ["--stop-after", str(stop_after)]
     env = accelerator_env(accelerator, local)
     return LaunchPlan(argv=argv, env=env, config_path=resolved, note=note)
 

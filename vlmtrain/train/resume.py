@@ -20,18 +20,17 @@ import os
 import pickle
 import re
 import shutil
-import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from vlmdata.core.atomic import atomic_open, atomic_path, write_json
 from vlmdata.core.errors import DataError
+from vlmtrain.train import testing
 
 LATEST = "latest"
 POSITION = "data_position.json"
 COMPLETE = "complete.json"
-KILL_ENV = "VLMTRAIN_TEST_KILL_AT"  # tests: "POINT@STEP" SIGKILLs the rank there (see kill_point)
 
 
 def checkpoint_tag(step: int) -> str:
@@ -205,7 +204,7 @@ def install_safe_checkpoint_engine(engine) -> None:
         def save(self, state_dict, path: str):
             super().save(state_dict, path)
             if path.endswith("model_states.pt"):
-                kill_point("model_states")  # tests: between the model and optimizer files
+                testing.reached("model_states")  # between the model and optimizer files
 
     current = engine.checkpoint_engine
     if type(current) is not TorchCheckpointEngine:
@@ -216,28 +215,3 @@ def install_safe_checkpoint_engine(engine) -> None:
     safe = SafeCheckpointEngine.__new__(SafeCheckpointEngine)
     safe.__dict__.update(current.__dict__)
     engine.checkpoint_engine = safe
-
-
-# ---- test hook: a real SIGKILL at a named point of a save ------------------------------------
-
-
-_kill_step: list[int] = []  # the step being saved (set by the trainer around a save)
-
-
-def set_saving_step(step: int | None) -> None:
-    _kill_step[:] = [] if step is None else [step]
-
-
-def kill_point(name: str) -> None:
-    """SIGKILL this process when VLMTRAIN_TEST_KILL_AT is "NAME@STEP" for the step being saved.
-
-    Points: `model_states` (a rank wrote its model-states file, not yet its optimizer one),
-    `deepspeed_saved` (DeepSpeed's files written: where its own `latest` used to appear),
-    `before_latest` (complete.json written, `latest` not yet). Tests use it to kill a real run.
-    """
-    want = os.environ.get(KILL_ENV)
-    if not want or not _kill_step:
-        return
-    point, _, step = want.partition("@")
-    if point == name and step.isdigit() and int(step) == _kill_step[0]:
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.net import free_port
+from vlmtrain.train import testing
+from vlmtrain.train.checkpoint import CHECKPOINT_DIR
 from vlmtrain.train.config import TrainConfig, save_config
 from vlmtrain.train.resume import install_safe_checkpoint_engine
 
@@ -281,7 +283,7 @@ class Run:
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.out = Path(cfg.output_dir)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir = self.out / CHECKPOINT_DIR
         self.model, self.tokenizer, self.recipe, ctx = build_parts(cfg)
         self.flop_model, self.peak = self._efficiency()  # also sets the recipe's packing
         self.data = TrainData(cfg, self.recipe, ctx, rank, world)
@@ -336,7 +338,7 @@ class Run:
 
         tag = rs.checkpoint_tag(self.step)
         pos = self.data.position(self.next_batch)
-        rs.set_saving_step(self.step)
+        testing.saving(self.step)
         if self.rank == 0:  # debris of a killed save of this very step
             shutil.rmtree(self.ckpt_dir / tag, ignore_errors=True)
         dist.barrier()
@@ -347,16 +349,16 @@ class Run:
             save_latest=False,  # ours is written last, once the checkpoint is complete
             exclude_frozen_parameters=True,  # rebuilt by build_parts; a 7B frozen LM stays out
         )
-        rs.kill_point("deepspeed_saved")
+        testing.reached("deepspeed_saved")
         rs.save_rng(self.ckpt_dir, tag, self.rank)
         dist.barrier()
         if self.rank == 0:
             rs.write_position(self.ckpt_dir, tag, pos)
             rs.mark_complete(self.ckpt_dir, tag)
-            rs.kill_point("before_latest")
+            testing.reached("before_latest")
             rs.write_latest(self.ckpt_dir, tag)
             rs.prune_checkpoints(self.ckpt_dir, self.cfg.schedule.keep_checkpoints, [tag])
-        rs.set_saving_step(None)
+        testing.saving(None)
         dist.barrier()
 
     def resume(self) -> bool:
@@ -504,7 +506,7 @@ class Run:
         return logger, keys_log
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict:
+def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
     """Train on this rank; called in every rank (see module doc). Returns a summary."""
     rank, world = setup_distributed()
     if rank == 0:
@@ -515,4 +517,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     if rank == 0 and resume:
         where = f"step {run.step} (batch {run.next_batch})" if resumed else "the start (none saved)"
         print(f"resuming from {where}", flush=True)
-    return run.train(stop_after=stop_after)
+    return run.train()

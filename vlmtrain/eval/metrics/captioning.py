@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from vlmdata.core.errors import DataError
 
 ALL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
-JAVA_METRICS = frozenset({"METEOR"})  # besides tokenization, which always needs Java
 # Characters Stanford's PTBTokenizer (-preserveLines) ends a line at, besides "\n" (which the
 # pycocoevalcap wrapper already turns into a space). Found by feeding each candidate through
 # the tokenizer: "\x85" and "\x1c"-"\x1e" do not break lines, these do.

@@ -131,7 +131,7 @@ def generate_answers(
 ):
     """Greedy answers with the recipe's chat prompt (llava stage 2) or image + question."""
     from vlmtrain.data.transforms import decode_image
-    from vlmtrain.eval.generation import decode_text, generate_tokens, image_prompt, llava_prompt
+    from vlmtrain.eval.generation import decode_text, generate_tokens, question_prompt
     from vlmtrain.recipes.base import RecipeContext
 
     ctx = RecipeContext.for_model(model)
@@ -142,10 +142,7 @@ def generate_answers(
         reader = ShardReader(data_dir)
     prompts, pixels = [], []
     for q in questions:
-        if recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
-            prompts.append(llava_prompt(recipe, ctx, q["text"]))
-        else:
-            prompts.append(image_prompt(recipe, ctx, q["text"]))
+        prompts.append(question_prompt(recipe, ctx, q["text"]))
         if "_image_key" in q:
             data = reader.get(q["_image_key"])["image"]
         else:
