@@ -42,6 +42,7 @@ class Planned:
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
+    n_records: int = 0  # len(records) when sealed (records are dropped once json is made)
 
     @property
     def key(self) -> str:
@@ -54,7 +55,12 @@ class Planned:
     def seal(self) -> Planned:
         self.json = json_bytes(self.row, self.records)
         self.txt = txt_bytes(self.row)
+        self.n_records = len(self.records)
         return self
+
+    def release(self) -> None:
+        """Drop the record dicts once KEY.json is made: records.parquet has them (as Arrow)."""
+        self.records = []
 
 
 def image_key_of(row: dict[str, Any], grouped: bool = True) -> Any:
@@ -77,7 +83,10 @@ class Gate:
         stage: str,
         duplicate_images: str | None = None,
         grouped: bool = True,
+        records: Any = None,
     ) -> None:
+        """`records`: where placed records go (a list by default; the planned writer passes
+        tables.ArrowRows, so they are not held as dicts)."""
         self.rejects, self.file, self.stage = rejects, file, stage
         self.rule, self.grouped = duplicate_images, grouped
         duplicate_image_rule(None, duplicate_images)  # a bad value fails before any work
@@ -85,7 +94,21 @@ class Gate:
         self.images: dict[str, Planned] = {}
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
-        self.records: list[dict[str, Any]] = []  # placed records, `image_key` filled in
+        self._opened = 0
+        # placed records, `image_key` filled in: append() and len()
+        self.records: Any = [] if records is None else records
+
+    @property
+    def opened(self) -> int:
+        """Image samples opened so far."""
+        return self._opened
+
+    def close(self) -> list[Planned]:
+        """The samples, once every row is placed; drops the lookup state (keys, image keys,
+        hashes) the rules needed."""
+        samples, self.samples = self.samples, []
+        self.keys, self.images, self.by_hash = set(), {}, {}
+        return samples
 
     def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
         key = row.get("key") if isinstance(row.get("key"), str) else None
@@ -138,6 +161,7 @@ class Gate:
             self.images[ik] = sample
             self.by_hash[result.source_sha256] = ik
             self.samples.append(sample)
+            self._opened += 1
         record = {**row, "image_key": sample.key}
         sample.records.append(record)
         self.records.append(record)
@@ -161,7 +185,7 @@ def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
             if key in taken:
                 raise DataError(f"--every-text: sample key {key!r} is also a record key")
             row = {**p.row, "key": key}
-            copy = Planned(row, p.prepared, p.records, ref=p.ref)
+            copy = Planned(row, p.prepared, p.records, ref=p.ref, n_records=p.n_records)
             copy.json = json_bytes(row, p.records)
             copy.txt = text.encode("utf-8")
             out.append(copy)
