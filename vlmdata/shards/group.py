@@ -32,30 +32,35 @@ from vlmdata.shards.samples import json_bytes, txt_bytes
 
 @dataclass
 class Planned:
-    """An image sample: its own fields (its first record's, key = the image key), the checked
-    image, and every record on it. `seal()` fixes the KEY.json / KEY.txt bytes once all its
-    records are known; image bytes are read again when writing."""
+    """An image sample: its first record's row as read (its fields are the sample's, but its
+    key is `key`, the image key), the checked image and the records after the first (rows as
+    read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
+    are known; image bytes are read again when writing."""
 
     row: dict[str, Any]
     prepared: Prepared
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # the 2nd record onwards
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
-    n_records: int = 0  # len(records) when sealed (records are dropped once json is made)
+    n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
+    image_key: str | None = None  # the sample's key when it is not row["key"]
 
     @property
     def key(self) -> str:
-        return self.row["key"]
+        return self.row["key"] if self.image_key is None else self.image_key
+
+    def all_records(self) -> list[dict[str, Any]]:
+        return [self.row, *self.records]
 
     @property
     def sizes(self) -> dict[str, int]:
         return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
 
     def seal(self) -> Planned:
-        self.json = json_bytes(self.row, self.records)
+        self.json = json_bytes({**self.row, "key": self.key}, self.all_records())
         self.txt = txt_bytes(self.row)
-        self.n_records = len(self.records)
+        self.n_records = 1 + len(self.records)
         return self
 
     def release(self) -> None:
@@ -157,14 +162,14 @@ class Gate:
         self.keys.add(row["key"])
         opened = sample is None
         if sample is None:
-            sample = Planned({**row, "key": ik}, result)
+            sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
             self.images[ik] = sample
             self.by_hash[result.source_sha256] = ik
             self.samples.append(sample)
             self._opened += 1
-        record = {**row, "image_key": sample.key}
-        sample.records.append(record)
-        self.records.append(record)
+        if not opened:
+            sample.records.append(row)
+        self.records.append({**row, "image_key": sample.key})
         return sample if opened else None
 
 
@@ -186,7 +191,7 @@ def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
                 raise DataError(f"--every-text: sample key {key!r} is also a record key")
             row = {**p.row, "key": key}
             copy = Planned(row, p.prepared, p.records, ref=p.ref, n_records=p.n_records)
-            copy.json = json_bytes(row, p.records)
+            copy.json = json_bytes(row, p.all_records())
             copy.txt = text.encode("utf-8")
             out.append(copy)
     return out

@@ -119,7 +119,7 @@ class _Cutter:
 
 
 def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tuple[dict, int]:
-    key, fmt = p.row["key"], p.prepared.info.format
+    key, fmt = p.key, p.prepared.info.format
     lay = layout(key, fmt, p.sizes, start)
     row: dict[str, Any] = {"key": key, "shard": shard_rel, "sample_offset": lay.offset}
     row["size"] = lay.size
@@ -136,7 +136,7 @@ def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tup
 def _shard_digest(samples: list[Planned]) -> str:
     h = hashlib.sha256()
     for p in samples:
-        line = f"{p.row['key']}\t{p.prepared.info.format}\t{p.prepared.sha256}\t"
+        line = f"{p.key}\t{p.prepared.info.format}\t{p.prepared.sha256}\t"
         h.update(line.encode() + sha256(p.json).encode() + sha256(p.txt).encode() + b"\n")
     return h.hexdigest()
 
@@ -442,7 +442,7 @@ def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, l
     for split, samples in by_split.items():
         cutter, mine = _Cutter(spp, cap), []
         for p in samples:
-            size = layout(p.row["key"], p.prepared.info.format, p.sizes, 0).size
+            size = layout(p.key, p.prepared.info.format, p.sizes, 0).size
             if cutter.starts_new(size):
                 mine.append([])
             mine[-1].append(p)
@@ -481,7 +481,7 @@ def _layout_shards(
             index_rows.append(row)
             pos += size
         digest = _shard_digest(samples)
-        entries = [(p.row["key"], p.ref, p.prepared, p.json, p.txt) for p in samples]
+        entries = [(p.key, p.ref, p.prepared, p.json, p.txt) for p in samples]
         jobs.append(ShardJob(out, rel, digest, opts, source, entries))
         stats.append(shard_is_finished(out, rel, digest))
     return index_rows, jobs, stats
@@ -645,7 +645,7 @@ class _Stream:
         if state is None:
             state = self.splits[split] = _OpenSplit(_Cutter(self.spp, self.cap))
         fmt = p.prepared.info.format
-        size = layout(p.row["key"], fmt, p.sizes, 0).size
+        size = layout(p.key, fmt, p.sizes, 0).size
         if state.cutter.starts_new(size):
             state.close_shard()
             rel = shard_rel(self.name, len(state.stats), split)
@@ -656,7 +656,7 @@ class _Stream:
         state.rows[-1].append(row)
         state.samples.append(p)
         state.shard.add_sample(
-            sample_pieces(p.row["key"], fmt, {"image": data, "json": p.json, "txt": p.txt})
+            sample_pieces(p.key, fmt, {"image": data, "json": p.json, "txt": p.txt})
         )
         self.kept += 1
 
