@@ -159,8 +159,9 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
             if name == "shard: webdataset.ShardWriter" and results[-2]["stage"] == "shard":
                 ours, theirs = results[-2], results[-1]
-                print(f"shard / ShardWriter at {n:,}: CPU {ours['cpu_s'] / theirs['cpu_s']:.2f}x,"
-                      f" wall {ours['wall_s'] / theirs['wall_s']:.2f}x", flush=True)  # fmt: skip
+                print(f"ShardWriter / shard at {n:,}: CPU {theirs['cpu_s'] / ours['cpu_s']:.2f}x,"
+                      f" wall {theirs['wall_s'] / ours['wall_s']:.2f}x (above 1: shard is faster)",
+                      flush=True)  # fmt: skip
     print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
 
 
