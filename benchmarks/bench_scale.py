@@ -17,6 +17,8 @@ of the child: user+sys CPU, max RSS). Usage:
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --rows 100000 1000000
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --gen-only --rows 1000 --dir d
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scale.py --rows 10000 100000 --stages shard
+      (`shard` on generated tiny JPEGs, then webdataset.ShardWriter on the same images)
 """
 
 from __future__ import annotations
@@ -26,13 +28,21 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.scale_inputs import WORDS, gen_cc3m, gen_entities, gen_llava, gen_wiki6m  # noqa: E402
+from tests.scale_inputs import (  # noqa: E402
+    WORDS,
+    gen_cc3m,
+    gen_entities,
+    gen_llava,
+    gen_shard_folder,
+    gen_wiki6m,
+)
 
 
 def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
@@ -45,6 +55,27 @@ def run_child(cmd: list[str], env: dict) -> tuple[float, float, int, float]:
 
 
 TSV, LLAVA, WIKI = "Train_GCC-training.tsv", "llava_v1_5_mix665k.json", "Wiki6M_ver_1_0.jsonl"
+IMAGES = "images"  # gen_shard_folder: IMAGES/manifest.parquet + IMAGES/images/
+
+
+def shardwriter_baseline(folder: str, out: str) -> None:
+    """The same samples (image bytes, first text, the row as JSON) through
+    `webdataset.ShardWriter`, 1,000 a shard: what `shard` is compared with. No checks, no
+    index, no duplicate rules: the floor for writing these tars."""
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    table = pq.read_table(Path(folder) / "manifest.parquet")
+    with wds.ShardWriter(f"{out}/data-%06d.tar", maxcount=1000, verbose=0) as sink:
+        for batch in table.to_batches(8192):
+            for row in batch.to_pylist():
+                try:
+                    image = (Path(folder) / row["path"]).read_bytes()
+                except OSError:
+                    continue
+                texts = row["texts"] or [""]
+                sink.write({"__key__": row["key"], "jpg": image, "txt": texts[0], "json": row})
 
 
 def stages(d: Path) -> list[tuple[str, str, list[str]]]:
@@ -67,15 +98,22 @@ def stages(d: Path) -> list[tuple[str, str, list[str]]]:
         ("build-trie entities", "kb", v + ["build-trie", "--entities",
                                            str(d / "kb/entities.parquet"), "--tokenizer", tok,
                                            "-o", str(d / "entities.trie")]),
+        ("shard", IMAGES, v + ["shard", str(d / IMAGES / "manifest.parquet"), "--images",
+                               str(d / IMAGES), "-o", str(d / "shards"), "-q",
+                               "--max-reject-ratio", "1"]),
+        ("shard: webdataset.ShardWriter", IMAGES, [sys.executable, __file__, "--shardwriter",
+                                            str(d / IMAGES), str(d / "wds")]),
     ]  # fmt: skip
 
 
 def generate(d: Path, name: str, n: int) -> None:
     """The input `name` at n rows (LLaVA: n/10 records of ~2.5 KB), if not there yet."""
     d.mkdir(parents=True, exist_ok=True)
+    if name == IMAGES and not (d / IMAGES).exists():
+        gen_shard_folder(d / IMAGES, n)  # tiny JPEGs: per-row costs, not image bytes
     if name == "kb" and not (d / "kb").exists() and not (d / WIKI).exists():
         gen_entities(d / "kb/entities.parquet", n)  # build-trie alone (OVEN's 6M names)
-    if (d / name).exists() or name in ("cc3m", "kb"):  # made by the manifest stages
+    if (d / name).exists() or name in ("cc3m", "kb", IMAGES):  # made by the manifest stages
         return
     {TSV: gen_cc3m, LLAVA: gen_llava, WIKI: gen_wiki6m}[name](
         d / name, max(n // 10, 1) if name == LLAVA else n
@@ -98,9 +136,12 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--gen-only", action="store_true")
     ap.add_argument("--stages", nargs="*", default=None, help="substrings of stage names")
+    ap.add_argument("--shardwriter", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.shardwriter:
+        return shardwriter_baseline(*args.shardwriter)
     env = dict(os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", "2"))
-    results = []
+    results: list[dict] = []
     for n in args.rows:
         d = args.dir / str(n)
         ensure_tokenizer(args.dir)
@@ -110,10 +151,17 @@ def main() -> None:
             generate(d, needs, n)
             if args.gen_only:
                 continue
+            if name.startswith("shard"):  # a fresh OUT, not a resume
+                shutil.rmtree(cmd[cmd.index("-o") + 1] if "-o" in cmd else cmd[-1], True)
             cpu, rss, rc, wall = run_child(cmd, env)
             row = {"stage": name, "rows": n, "cpu_s": round(cpu, 1), "peak_rss_mb": round(rss)}
             results.append(row | {"wall_s": round(wall, 1), "rc": rc})
             print(json.dumps(results[-1]), flush=True)
+            if name == "shard: webdataset.ShardWriter" and results[-2]["stage"] == "shard":
+                ours, theirs = results[-2], results[-1]
+                print(f"ShardWriter / shard at {n:,}: CPU {theirs['cpu_s'] / ours['cpu_s']:.2f}x,"
+                      f" wall {theirs['wall_s'] / ours['wall_s']:.2f}x (above 1: shard is faster)",
+                      flush=True)  # fmt: skip
     print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
 
 

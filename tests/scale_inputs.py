@@ -118,3 +118,57 @@ def gen_entities(path: Path, rows: int, seed: int = 0) -> None:
             cols = {"entity_id": [f"Q{i + 1}" for i in range(start, start + n)],
                     "entity_name": names, "url": [None] * n, "content": [""] * n}  # fmt: skip
             w.write_table(pa.table(cols, schema=ENTITY_SCHEMA))
+
+
+def gen_shard_folder(d: Path, images: int, seed: int = 0) -> None:
+    """`d/manifest.parquet` + `d/images/`: `images` tiny distinct JPEGs (8x8, ~700 bytes) and
+    their manifest rows (contract 1) with what `shard`'s plan must handle: splits train / val /
+    none; ~5% extra records sharing an image through `image_key` (LLaVA-style questions about
+    one image); ~1% byte-identical copies under another key (`duplicate_image`, or joined for
+    source "llava"), and a few rejects: empty texts, a repeated key, a missing file, a bad
+    split, an image_key naming another file."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = random.Random(seed)
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for i in range(images):
+        path = f"images/{i:07d}.jpg"
+        if rng.random() < 0.01 and i > 0:  # same bytes as an earlier image
+            data = (d / f"images/{rng.randrange(i):07d}.jpg").read_bytes()
+        else:
+            px = bytes(rng.randrange(256) for _ in range(8 * 8 * 3))
+            buf = io.BytesIO()
+            Image.frombytes("RGB", (8, 8), px).save(buf, "JPEG", quality=90)
+            data = buf.getvalue()
+        (d / path).write_bytes(data)
+        source = "llava" if i % 7 == 0 else "cc3m"
+        split = ("train", "train", "train", "val", None)[i % 5]
+        rows.append(dict(key=f"k{i}", path=path, texts=[_caption(rng), _caption(rng, 4)],
+                         source=source, split=split, question=None, image_key=None))  # fmt: skip
+        if rng.random() < 0.05:  # another record on the same image
+            q = _caption(rng, 5)
+            rows.append(dict(key=f"k{i}_q", path=path, texts=[_caption(rng)], source=source,
+                             split=split, question=q, image_key=f"k{i}"))  # fmt: skip
+        r = rng.random()
+        if r < 0.002:
+            rows.append(dict(rows[-1], texts=[]))
+        elif r < 0.004:
+            rows.append(dict(rows[-1], texts=["again"]))  # duplicate_key
+        elif r < 0.006:
+            rows.append(dict(rows[-1], key=f"m{i}", path="images/missing.jpg", image_key=None))
+        elif r < 0.007:
+            rows.append(dict(rows[-1], key=f"s{i}", split="a/b", image_key=None))
+        elif r < 0.008 and i > 0:
+            rows.append(dict(rows[-1], key=f"c{i}", path=f"images/{i - 1:07d}.jpg",
+                             image_key=rows[-1]["key"]))  # fmt: skip
+    fields = [("key", pa.string()), ("source", pa.string()), ("split", pa.string()),
+              ("url", pa.string()), ("path", pa.string()), ("texts", pa.list_(pa.string())),
+              ("question", pa.string()), ("image_key", pa.string())]  # fmt: skip
+    schema = pa.schema(fields)
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+    pq.write_table(table, d / "manifest.parquet")

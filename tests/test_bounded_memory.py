@@ -296,3 +296,61 @@ def test_filter_urls_without_kept_rows_writes_one_empty_row_group(tmp_path, cont
     assert (kept.num_rows, kept.num_row_groups) == (0, 1)
     rejects = pq.ParquetFile(tmp_path / "out/rejects.parquet").metadata
     assert (rejects.num_rows, rejects.num_row_groups) == (len(content.splitlines()), 1)
+
+
+# `shard` still holds per image sample: its first record's row, the checked image's facts and
+# its KEY.json bytes (~2.2 KB traced; 5.6 KB before the manifest rows were read in batches and
+# records / index rows were held as Arrow). Not yet constant: this bound catches a return of
+# the per-row dicts (a list of every manifest row, every record and every index row).
+SHARD_GROWTH_PER_IMAGE = 3_000
+
+
+@pytest.fixture
+def small_shard_batches(monkeypatch):
+    from vlmdata.shards import tables, writer
+
+    monkeypatch.setattr(tables.ArrowRows, "CHUNK_ROWS", 256)
+    monkeypatch.setattr(writer._ManifestRows, "ROWS", 256)
+
+
+def test_shard_planning_memory_per_image(tmp_path, small_shard_batches):
+    from tests.scale_inputs import gen_shard_folder
+    from vlmdata.shards.writer import write_shards
+
+    n = 1_000
+    for images, tag in ((n // 4, "warm"), (n, "one"), (2 * n, "two")):
+        gen_shard_folder(tmp_path / tag, images)
+
+    def run(tag):
+        folder = tmp_path / tag
+        write_shards(folder / "manifest.parquet", folder, tmp_path / f"out_{tag}", progress=False)
+
+    run("warm")
+    one = traced_peak(lambda: run("one"))
+    two = traced_peak(lambda: run("two"))
+    assert two - one <= SHARD_GROWTH_PER_IMAGE * n, (one, two)
+
+
+@pytest.mark.parametrize("options", [{}, {"every_text": True, "duplicate_images": "share"}])
+def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options):
+    """Rows read and records / index rows buffered 256 at a time give the same files as one
+    batch: every Parquet table is written from one chunk per column, as from a whole list."""
+    from tests.scale_inputs import gen_shard_folder
+    from vlmdata.shards import tables, writer
+
+    folder = tmp_path / "in"
+    gen_shard_folder(folder, 700, seed=3)
+    args = (folder / "manifest.parquet", folder)
+    writer.write_shards(*args, tmp_path / "whole", progress=False, samples_per_shard=50, **options)
+    monkeypatch.setattr(tables.ArrowRows, "CHUNK_ROWS", 256)
+    monkeypatch.setattr(writer._ManifestRows, "ROWS", 256)
+    writer.write_shards(*args, tmp_path / "small", progress=False, samples_per_shard=50, **options)
+    whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*"))
+    small = sorted(p.relative_to(tmp_path / "small") for p in (tmp_path / "small").rglob("*"))
+    assert whole == small and len(whole) > 20
+    for rel in whole:
+        a, b = tmp_path / "whole" / rel, tmp_path / "small" / rel
+        if a.is_file():
+            assert a.read_bytes() == b.read_bytes(), rel
+    records = pq.read_table(tmp_path / "small/records.parquet")
+    assert records.num_rows > 700  # records sharing an image are all there

@@ -32,29 +32,40 @@ from vlmdata.shards.samples import json_bytes, txt_bytes
 
 @dataclass
 class Planned:
-    """An image sample: its own fields (its first record's, key = the image key), the checked
-    image, and every record on it. `seal()` fixes the KEY.json / KEY.txt bytes once all its
-    records are known; image bytes are read again when writing."""
+    """An image sample: its first record's row as read (its fields are the sample's, but its
+    key is `key`, the image key), the checked image and the records after the first (rows as
+    read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
+    are known; image bytes are read again when writing."""
 
     row: dict[str, Any]
     prepared: Prepared
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # the 2nd record onwards
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
+    n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
+    image_key: str | None = None  # the sample's key when it is not row["key"]
 
     @property
     def key(self) -> str:
-        return self.row["key"]
+        return self.row["key"] if self.image_key is None else self.image_key
+
+    def all_records(self) -> list[dict[str, Any]]:
+        return [self.row, *self.records]
 
     @property
     def sizes(self) -> dict[str, int]:
         return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
 
     def seal(self) -> Planned:
-        self.json = json_bytes(self.row, self.records)
+        self.json = json_bytes({**self.row, "key": self.key}, self.all_records())
         self.txt = txt_bytes(self.row)
+        self.n_records = 1 + len(self.records)
         return self
+
+    def release(self) -> None:
+        """Drop the record dicts once KEY.json is made: records.parquet has them (as Arrow)."""
+        self.records = []
 
 
 def image_key_of(row: dict[str, Any], grouped: bool = True) -> Any:
@@ -77,14 +88,31 @@ class Gate:
         stage: str,
         duplicate_images: str | None = None,
         grouped: bool = True,
+        records: Any = None,
     ) -> None:
+        """`records`: where placed records go (a list by default; the planned writer passes
+        tables.ArrowRows, so they are not held as dicts)."""
         self.rejects, self.file, self.stage = rejects, file, stage
         self.rule, self.grouped = duplicate_images, grouped
         self.keys: set[str] = set()
         self.images: dict[str, Planned] = {}
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
-        self.records: list[dict[str, Any]] = []  # placed records, `image_key` filled in
+        self._opened = 0
+        # placed records, `image_key` filled in: append() and len()
+        self.records: Any = [] if records is None else records
+
+    @property
+    def opened(self) -> int:
+        """Image samples opened so far."""
+        return self._opened
+
+    def close(self) -> list[Planned]:
+        """The samples, once every row is placed; drops the lookup state (keys, image keys,
+        hashes) the rules needed."""
+        samples, self.samples = self.samples, []
+        self.keys, self.images, self.by_hash = set(), {}, {}
+        return samples
 
     def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
         key = row.get("key") if isinstance(row.get("key"), str) else None
@@ -133,13 +161,14 @@ class Gate:
         self.keys.add(row["key"])
         opened = sample is None
         if sample is None:
-            sample = Planned({**row, "key": ik}, result)
+            sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
             self.images[ik] = sample
             self.by_hash[result.source_sha256] = ik
             self.samples.append(sample)
-        record = {**row, "image_key": sample.key}
-        sample.records.append(record)
-        self.records.append(record)
+            self._opened += 1
+        if not opened:
+            sample.records.append(row)
+        self.records.append({**row, "image_key": sample.key})
         return sample if opened else None
 
 
@@ -160,8 +189,8 @@ def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
             if key in taken:
                 raise DataError(f"--every-text: sample key {key!r} is also a record key")
             row = {**p.row, "key": key}
-            copy = Planned(row, p.prepared, p.records, ref=p.ref)
-            copy.json = json_bytes(row, p.records)
+            copy = Planned(row, p.prepared, p.records, ref=p.ref, n_records=p.n_records)
+            copy.json = json_bytes(row, p.all_records())
             copy.txt = text.encode("utf-8")
             out.append(copy)
     return out

@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.storage import Location
@@ -23,8 +24,8 @@ INDEX_FILE = "index.parquet"
 
 def stage_tables(
     out: Location,
-    index_rows: list[dict[str, Any]],
-    records: list[dict[str, Any]],
+    index_rows: list[dict[str, Any]] | ArrowRows,
+    records: list[dict[str, Any]] | ArrowRows,
     extras: list[str],
     params: dict[str, Any],
 ) -> dict[str, Path]:
@@ -32,8 +33,8 @@ def stage_tables(
     staged: dict[str, Path] = {}
     try:
         for rel, make in (
-            (RECORDS_FILE, lambda: records_table(records, extras)),
-            (INDEX_FILE, lambda: index_table(index_rows, extras, params)),
+            (RECORDS_FILE, lambda: _table(records, lambda r: records_table(r, extras))),
+            (INDEX_FILE, lambda: _table(index_rows, lambda r: index_table(r, extras, params))),
         ):
             staged[rel] = out.temp_for(rel)
             pq.write_table(make(), staged[rel], compression="zstd")
@@ -41,6 +42,10 @@ def stage_tables(
         drop_staged(staged)
         raise
     return staged
+
+
+def _table(rows: list[dict[str, Any]] | ArrowRows, make) -> pa.Table:
+    return rows.table() if isinstance(rows, ArrowRows) else make(rows)
 
 
 def publish_tables(out: Location, staged: dict[str, Path]) -> None:
@@ -72,3 +77,44 @@ class SideTables:
             drop_staged(self._future.result())
         except BaseException:
             pass  # its own failure already cleaned up; the first error is the one to report
+
+
+class ArrowRows:
+    """Rows appended one at a time, held as Arrow record batches (a Python dict per row for at
+    most CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
+    of a list of dicts (issue 23). `table()` is one chunk per column, so the Parquet file is
+    byte-identical to one written from `pa.Table.from_pylist` of all the rows."""
+
+    CHUNK_ROWS = 4096
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._rows: list[dict[str, Any]] = []
+        self._batches: list[pa.RecordBatch] = []
+        self._count = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._rows.append({k: row.get(k) for k in self.schema.names})
+        self._count += 1
+        if len(self._rows) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self.schema))
+            self._rows = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        self._flush()
+        return self.table().column(name)
+
+    def table(self) -> pa.Table:
+        self._flush()
+        if not self._batches:
+            return pa.Table.from_pylist([], schema=self.schema)
+        table = pa.Table.from_batches(self._batches, schema=self.schema).combine_chunks()
+        self._batches = table.to_batches()  # held once, not as chunks and as their copy
+        return table

@@ -40,6 +40,7 @@ from vlmdata.shards.output import (
     clean_stale,
     clean_top_temps,
     format_splits,
+    index_table,
     shard_is_finished,
     shard_rel,
     split_patterns,
@@ -52,8 +53,15 @@ from vlmdata.shards.prepare import (
     PreparedBytes,
     prepare_bytes,
 )
+from vlmdata.shards.records import records_schema
 from vlmdata.shards.samples import layout, sample_pieces, sha256
-from vlmdata.shards.tables import SideTables, drop_staged, publish_tables, stage_tables
+from vlmdata.shards.tables import (
+    ArrowRows,
+    SideTables,
+    drop_staged,
+    publish_tables,
+    stage_tables,
+)
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
 
 
@@ -111,7 +119,7 @@ class _Cutter:
 
 
 def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tuple[dict, int]:
-    key, fmt = p.row["key"], p.prepared.info.format
+    key, fmt = p.key, p.prepared.info.format
     lay = layout(key, fmt, p.sizes, start)
     row: dict[str, Any] = {"key": key, "shard": shard_rel, "sample_offset": lay.offset}
     row["size"] = lay.size
@@ -119,7 +127,7 @@ def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tup
     for role, (off, size) in lay.members.items():
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
-    row["n_records"] = max(1, len(p.records))
+    row["n_records"] = max(1, p.n_records)
     for col in ("source", "split", "texts", "url", "path", *extras):
         row[col] = p.row.get(col)
     return row, lay.size
@@ -128,7 +136,7 @@ def _index_row(p: Planned, shard_rel: str, start: int, extras: list[str]) -> tup
 def _shard_digest(samples: list[Planned]) -> str:
     h = hashlib.sha256()
     for p in samples:
-        line = f"{p.row['key']}\t{p.prepared.info.format}\t{p.prepared.sha256}\t"
+        line = f"{p.key}\t{p.prepared.info.format}\t{p.prepared.sha256}\t"
         h.update(line.encode() + sha256(p.json).encode() + sha256(p.txt).encode() + b"\n")
     return h.hexdigest()
 
@@ -251,10 +259,9 @@ def write_shards(
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
-    rows = _read_manifest(manifest_path).to_pylist()
     return write_planned(
-        rows,
-        [r.get("path") for r in rows],
+        _ManifestRows(_read_manifest(manifest_path)),
+        None,
         folder_source(images_dir),
         _location(out_dir, storage_options),
         opt,
@@ -265,9 +272,23 @@ def write_shards(
     )
 
 
+class _ManifestRows:
+    """A manifest table's rows as dicts, ROWS at a time, each time it is iterated: the planned
+    writer reads the rows twice and never holds them all as dicts (issue 23)."""
+
+    ROWS = 8192
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.table.to_batches(max_chunksize=self.ROWS):
+            yield from batch.to_pylist()
+
+
 def write_planned(
-    rows: list[dict[str, Any]],
-    refs: list[Any],
+    rows: Iterable[dict[str, Any]],
+    refs: list[Any] | None,
     source: Any,
     out: Location,
     opt: ShardOptions,
@@ -280,8 +301,9 @@ def write_planned(
 ) -> ShardSummary:
     """Plan (check + hash every distinct image once, in tasks), then write one task per shard.
 
-    `rows` are manifest rows (records) in output order, `refs[i]` where `source` finds row i's
-    image; `manifest` is copied to OUT. Records are placed on images on the driver from the
+    `rows` are manifest rows (records) in output order, iterated twice (a list, or rows read
+    in batches); `refs[i]` is where `source` finds row i's image (None: its `path`);
+    `manifest` is copied to OUT. Records are placed on images on the driver from the
     plan's hashes, in row order (group.py), so they are exact whatever engine ran the tasks;
     shards already finished by an earlier run with the same plan are skipped.
     """
@@ -293,29 +315,41 @@ def write_planned(
     rejects, rejects_tmp = _open_rejects(out)
     if prior_rejects is not None:
         rejects.add_table(pq.read_table(prior_rejects))
-    gate = Gate(rejects, reject_file, stage, opt.duplicate_images)
+    records = ArrowRows(records_schema(extras))
+    gate = Gate(rejects, reject_file, stage, opt.duplicate_images, records=records)
     engine = Engine(opt.distributor, opt.workers)
     t0 = time.perf_counter()
     tables: SideTables | None = None
     try:
-        firsts: dict[Any, int] = {}  # image key -> its first row: each image is checked once
+        firsts: dict[Any, int] = {}  # image key -> its number: each image is checked once
+        first_refs: list[Any] = []  # the image's ref (its first row's)
         for i, row in enumerate(rows):
-            firsts.setdefault(image_key_of(row), i)
-        checked = _plan(source, [refs[i] for i in firsts.values()], opts, engine, progress)
+            if firsts.setdefault(image_key_of(row), len(first_refs)) == len(first_refs):
+                first_refs.append(row.get("path") if refs is None else refs[i])
+        checked = _plan(source, first_refs, opts, engine, progress)
         planned = dict(zip(firsts, checked, strict=True))
         for line, row in enumerate(rows, 1):
             ik = image_key_of(row)
             sample = gate.admit(row, line, planned[ik])
             if sample is not None:
-                sample.ref = refs[firsts[ik]]
-        kept = [p.seal() for p in gate.samples]
+                sample.ref = first_refs[firsts[ik]]
+        del firsts, first_refs
+        kept = [p.seal() for p in gate.close()]
         if opt.every_text:
-            kept = per_text_samples(kept, {r["key"] for r in gate.records} | set(planned))
+            taken = set(records.column("key").to_pylist()) | set(planned)
+            kept = per_text_samples(kept, taken)
+            del taken
+        del planned
+        for p in kept:
+            p.release()
         shards = _assign(kept, opt.samples_per_shard, opt.max_shard_bytes)
-        index_rows, jobs, stats = _layout_shards(shards, out, opt.name, opts, extras, source)
+        index_rows, jobs, stats = _layout_shards(
+            shards, out, opt.name, opts, extras, source, opt.params()
+        )
+        del shards, kept
         clean_stale(out, opt.name, _split_counts([j.rel for j in jobs]))
         t1 = time.perf_counter()
-        tables = SideTables(out, index_rows, gate.records, extras, opt.params())
+        tables = SideTables(out, index_rows, records, extras, opt.params())
         todo = _write_jobs(jobs, stats, engine, progress)
         rejects.close()
         staged = tables.result()
@@ -332,7 +366,7 @@ def write_planned(
     summary.splits = _finish(out, opt.name, [j.rel for j in jobs], stats, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.kept, summary.rejects = len(gate.records), rejects.counts
-    summary.images = len(gate.samples)  # --every-text copies are samples, not images
+    summary.images = gate.opened  # --every-text copies are samples, not images
     summary.shards, summary.written, summary.skipped = len(jobs), len(todo), len(jobs) - len(todo)
     summary.bytes = sum(s["filesize"] for s in stats)
     return summary
@@ -380,7 +414,7 @@ def _assign(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, l
     for split, samples in by_split.items():
         cutter, mine = _Cutter(spp, cap), []
         for p in samples:
-            size = layout(p.row["key"], p.prepared.info.format, p.sizes, 0).size
+            size = layout(p.key, p.prepared.info.format, p.sizes, 0).size
             if cutter.starts_new(size):
                 mine.append([])
             mine[-1].append(p)
@@ -404,9 +438,11 @@ def _layout_shards(
     opts: ImageOptions,
     extras: list[str],
     source: Any,
-) -> tuple[list[dict], list[ShardJob], list[dict | None]]:
-    """Index rows (from sizes alone), a job per shard, and the stats of shards already done."""
-    index_rows, jobs, stats = [], [], []
+    params: dict[str, Any] | None = None,
+) -> tuple[ArrowRows, list[ShardJob], list[dict | None]]:
+    """Index rows (from sizes alone, held as Arrow), a job per shard, and the stats of shards
+    already done."""
+    index_rows, jobs, stats = ArrowRows(index_table([], extras, params or {}).schema), [], []
     numbers: dict[Any, int] = {}
     for split, samples in shards:
         numbers[split] = number = numbers.get(split, -1) + 1
@@ -417,7 +453,7 @@ def _layout_shards(
             index_rows.append(row)
             pos += size
         digest = _shard_digest(samples)
-        entries = [(p.row["key"], p.ref, p.prepared, p.json, p.txt) for p in samples]
+        entries = [(p.key, p.ref, p.prepared, p.json, p.txt) for p in samples]
         jobs.append(ShardJob(out, rel, digest, opts, source, entries))
         stats.append(shard_is_finished(out, rel, digest))
     return index_rows, jobs, stats
@@ -581,7 +617,7 @@ class _Stream:
         if state is None:
             state = self.splits[split] = _OpenSplit(_Cutter(self.spp, self.cap))
         fmt = p.prepared.info.format
-        size = layout(p.row["key"], fmt, p.sizes, 0).size
+        size = layout(p.key, fmt, p.sizes, 0).size
         if state.cutter.starts_new(size):
             state.close_shard()
             rel = shard_rel(self.name, len(state.stats), split)
@@ -592,7 +628,7 @@ class _Stream:
         state.rows[-1].append(row)
         state.samples.append(p)
         state.shard.add_sample(
-            sample_pieces(p.row["key"], fmt, {"image": data, "json": p.json, "txt": p.txt})
+            sample_pieces(p.key, fmt, {"image": data, "json": p.json, "txt": p.txt})
         )
         self.kept += 1
 
