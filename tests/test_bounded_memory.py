@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.scale_inputs import gen_cc3m, gen_llava, gen_wiki6m
-from vlmdata.core import parquet_rows
+from vlmdata.core import layout, parquet_rows
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.filter import urls
@@ -169,7 +169,7 @@ def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch):
         for key in keys:
             sink.keep({"key": key, "source": "t", "split": "s", "url": "http://x/",
                        "path": None, "texts": ["t"]})  # fmt: skip
-    got = pl.read_parquet(tmp_path / "manifest.parquet")["key"].to_list()
+    got = pl.read_parquet(tmp_path / layout.MANIFEST)["key"].to_list()
     assert got == unique_keys_oracle(keys)
     assert sink.renamed == sum(a != b for a, b in zip(keys, got, strict=True))
 
@@ -207,7 +207,7 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
     monkeypatch.setattr(urls, "GROUP_ROWS", 1000)
     many = urls.filter_urls(src, tmp_path / "many")
     assert many.rejects["duplicate_url"] > 30
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         a, b = pq.read_table(tmp_path / "one" / name), pq.read_table(tmp_path / "many" / name)
         assert a.equals(b)
         assert pq.ParquetFile(tmp_path / "many" / name).metadata.row_group(0).num_rows == min(
@@ -215,7 +215,7 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
         )
     monkeypatch.setattr(urls, "GROUP_ROWS", 1 << 20)
     urls.filter_urls(src, tmp_path / "many2")
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many2" / name).read_bytes()
 
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from cli.vlmdata import main
 from tests.s3_server import moto_s3
 from tests.shards.conftest import image_bytes, make_good_set, row, write_manifest
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards import ShardReader, iter_samples, list_shards, write_shards
@@ -303,7 +304,7 @@ def test_download_writes_to_s3_and_reruns_up_to_date(s3, tmp_path):
         again = download("cc3m", [tsv], url, **kw)
     assert again.up_to_date and again.kept == 5
     names = set(s3.objects("download"))
-    assert {"index.parquet", "manifest.parquet", "rejects.parquet", "wids.json"} <= names
+    assert {layout.INDEX, layout.MANIFEST, layout.REJECTS, "wids.json"} <= names
     assert not any(n.startswith(".download") for n in names)  # work files are not uploaded
     assert verify_shards(url, storage_options=s3.options).ok
     reader = ShardReader(url, storage_options=s3.options)

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.sources.conftest import manifest_rows
+from vlmdata.core import layout
 
 
 def run(*args):
@@ -71,7 +72,7 @@ def test_filter_urls_cli(tmp_path, out):
     assert len(manifest_rows(out)) == 2
     result = run("filter-urls", tsv, "-o", out, "--denylist", deny)
     assert result.exit_code == 1 and "denylisted_domain" in result.output
-    result = run("filter-urls", out / "manifest.parquet", "-o", tmp_path / "o2", "--split", "x")
+    result = run("filter-urls", out / layout.MANIFEST, "-o", tmp_path / "o2", "--split", "x")
     assert result.exit_code == 2
     assert run("filter-urls", tmp_path / "nope.tsv", "-o", out).exit_code == 2
 

@@ -112,6 +112,7 @@ def ingest_img2dataset(
     kept = [r for r in rows if r["status"] == "success"]
     with tempfile.TemporaryDirectory(prefix="vlmdata-ingest-") as tmp:
         manifest, rejects = Path(tmp) / layout.MANIFEST, Path(tmp) / layout.REJECTS
+        manifest.parent.mkdir()
         _write_manifest(manifest, rows)
         with RejectWriter(rejects) as w:
             for r in rows:
