@@ -64,6 +64,7 @@ def test_metric_name_typo(task, metrics, message):
 
 
 def test_embed_weights_file_missing(tmp_path):
+    (tmp_path / layout.INDEX).parent.mkdir()
     (tmp_path / layout.INDEX).write_bytes(b"")  # only its presence is checked first
     res = _run(vlmdata, ["embed", tmp_path, "--model", "ViT-L-14:ViT-L-14-openai.safetensors",
                          "-o", tmp_path / "e.npy"])  # fmt: skip

@@ -225,7 +225,7 @@ def test_cli_errors_are_one_line_with_exit_2(manifest_dir, tok_dir, tmp_path):
     )
     assert r.exit_code == 2 and "no rows with split 'val'" in r.output
     r = run("embed", manifest_dir, "--model", "ViT-B-32", "-o", tmp_path / "e.npy")
-    assert r.exit_code == 2 and "no index.parquet" in r.output
+    assert r.exit_code == 2 and "no index here" in r.output
 
 
 @pytest.mark.parametrize(

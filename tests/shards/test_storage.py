@@ -169,7 +169,7 @@ def test_cli_get_inspect_verify_with_environment_credentials(s3, data, uploaded,
     r = CliRunner().invoke(main, ["inspect", uploaded, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["samples"] == 23
     r = CliRunner().invoke(main, ["get", uploaded, "nope"])
-    assert r.exit_code == 2 and f"{uploaded}/index.parquet" in r.output
+    assert r.exit_code == 2 and f"{uploaded}/{layout.INDEX}" in r.output
 
 
 def test_cli_shard_with_storage_options_json(s3, data):
@@ -258,7 +258,7 @@ def test_killed_upload_run_resumes_byte_identical(s3, data, tmp_path):
     assert {k: want[k] for k in after_kill} == after_kill  # every object whole
     committed = [k for k in after_kill if k.endswith("_stats.json")]
     assert all(k.replace("_stats.json", ".tar") in after_kill for k in committed)
-    with pytest.raises(DataError, match="no index.parquet"):
+    with pytest.raises(DataError, match=f"no {layout.INDEX} here"):
         ShardReader(url)
     summary = write_shards(manifest, images, url, samples_per_shard=5, progress=False)
     assert (summary.skipped, summary.written) == (len(committed), 6 - len(committed))

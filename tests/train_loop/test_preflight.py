@@ -62,7 +62,8 @@ def _shards_of_its_format(config: Path, tmp_path: Path) -> Path:
     read_source(source, inputs, tmp_path / "m")
     records = pl.read_parquet(tmp_path / "m" / layout.MANIFEST)
     shards = tmp_path / "shards"
-    shards.mkdir()
+    for rel in (layout.RECORDS, layout.INDEX):
+        (shards / rel).parent.mkdir(parents=True)
     records.write_parquet(shards / layout.RECORDS)
     records.select("key").write_parquet(shards / layout.INDEX)
     return shards
@@ -92,7 +93,7 @@ def test_missing_paths_are_named(dataset, tmp_path):
         f"init_from={tmp_path / 'stage1'}",
     )
     assert got == [
-        f"data.shards: no index.parquet in {tmp_path / 'nope'} (not a `vlmdata shard` output)",
+        f"data.shards: no {layout.INDEX} in {tmp_path / 'nope'} (not a `vlmdata shard` output)",
         f"model.tokenizer: {tmp_path / 'tok'} does not exist",
         f"data.ids: {tmp_path / 'ids.parquet'} does not exist",
         "init_from: no export (model.safetensors + config.yaml) in "
