@@ -196,13 +196,12 @@ def download(dataset, inputs, out, **opts):
 
     \b
     OUT gets: shards/SPLIT/NAME-000000.tar (one folder per split; KEY.jpg|png|webp sniffed,
-    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), one folder per table (DuckDB:
-    read_parquet('OUT/index/*.parquet')): index/index.parquet, records/records.parquet,
-    manifest/manifest.parquet, and rejects/rejects.parquet with
-    every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
-    http_404, timeout, connection_failed, redirect_refused, response_too_large,
-    download_deadline, decode_failed ... with
-    img2dataset's message in `detail`), image checks (not_an_image, duplicate_image ...).
+    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), wids.json, and one folder per
+    table (DuckDB: read_parquet('OUT/index/*.parquet')): index/, records/, manifest/, and
+    rejects/ with every dropped row: source rows, filter-urls reasons, failed URLs (stage
+    "download": http_404, timeout, connection_failed, redirect_refused, response_too_large,
+    download_deadline, decode_failed ... with img2dataset's message in `detail`), image checks
+    (not_an_image, duplicate_image ...).
 
     \b
     Examples:
@@ -372,13 +371,15 @@ def shard(
                                 record's fields; `records`: every record on the image), KEY.txt
                                 (first text; --every-text: one sample per text)
       OUT/shards/SPLIT/sizes.json (OpenCLIP's), NAME-000000_stats.json, OUT/wids.json
-      OUT/index/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of every
-                          member, width, height, n_records, the first record's metadata
-      OUT/records/records.parquet one row per record: key, image_key, split, texts, question, ...
-      OUT/rejects/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
-                          too_large, too_small, duplicate_image, bad_key, duplicate_key,
-                          image_key_conflict, bad_split
-      OUT/manifest/manifest.parquet (a copy of MANIFEST)
+      One folder per table, so read_parquet('OUT/index/*.parquet') reads that table alone:
+      OUT/index/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of
+                                every member, width, height, n_records, the first record's
+                                metadata
+      OUT/records/records.parquet  one row per record: key, image_key, split, texts, ...
+      OUT/rejects/rejects.parquet  missing_file, path_escape, empty_file, not_an_image,
+                                truncated, too_large, too_small, duplicate_image, bad_key,
+                                duplicate_key, image_key_conflict, bad_split
+      OUT/manifest/manifest.parquet  a copy of MANIFEST
 
     A path that is missing is also looked for with its other JPEG spellings (.jpg/.JPEG) and,
     when its folder does not exist, at the top of --images (a flat folder such as coco_images/).
@@ -568,7 +569,8 @@ def ingest_img2dataset(folder, out, split, source, distributor, **opts):
     (NNNNN/ + .parquet), as img2dataset writes them; only shards it finished (NNNNN_stats.json)
     are read. Keys, captions, urls and per-row status come from its parquet, the images are
     its bytes unchanged; its failed rows are rejects with their reasons (http_404, timeout,
-    ...). Resumable, on the same distributors as `shard`.
+    ...). Resumable, on the same distributors as `shard`. OUT is laid out as `shard` writes it:
+    shards/SPLIT/, wids.json and one folder per table (index/, records/, manifest/, rejects/).
 
     \b
     Examples:
