@@ -1,6 +1,6 @@
 """Records, not images: four published shapes where many records share one image, end to end.
 
-manifest (read_source) -> shards (write_shards) -> records.parquet / KEY.json / a peer reader
+manifest (read_source) -> shards (write_shards) -> the records table / KEY.json / a peer reader
 -> a training batch. Every record reaches the shards and one epoch's batches; each distinct
 image's bytes are in the tars exactly once (counted member by member with `tarfile`).
 """

@@ -123,7 +123,7 @@ def test_documented_manifest_examples_use_options_their_source_takes():
 
 def test_readme_tour_commands_write_to_different_folders():
     """`manifest cc3m` and `filter-urls` once shared `-o cc3m/`: the second overwrote the
-    first's manifest.parquet and rejects.parquet."""
+    first's manifest and rejects tables."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -1,7 +1,7 @@
 """`vlmdata view`: the page opened in real headless Chromium shows what the shard folder holds.
 
-Oracles are read straight from the folder with pyarrow (records.parquet, index.parquet,
-rejects.parquet), not through the code under test.
+Oracles are read straight from the folder with pyarrow (the records, index and
+rejects tables), not through the code under test.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def browser():
 
 
 def records_by_image(out) -> dict[str, list[tuple[str, str]]]:
-    """image_key -> [(record key, split)] in records.parquet order."""
+    """image_key -> [(record key, split)] in the records table's order."""
     t = pq.read_table(out / layout.RECORDS, columns=["key", "image_key", "split"]).to_pylist()
     found: dict[str, list[tuple[str, str]]] = {}
     for r in t:
