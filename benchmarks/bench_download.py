@@ -6,7 +6,7 @@ Not a test. Serves N generated images from the tests' loopback server, fetches t
 img2dataset (raw output_format webdataset, then parquet; same child-process runner as
 `vlmdata download`), then times the step from raw output to a finished OUT, median of
 --repeats, on the same raw files:
-  index-in-place   scan img2dataset's tars, write index.parquet + wids.json, keep the tars
+  index-in-place   scan img2dataset's tars, write index/index.parquet + wids.json, keep the tars
                    (breaks the contract: positional keys, told-not-sniffed extension, its own
                    JSON, no dedup, thread-order members -> not reproducible)
   repack-wds       read tars + parquet, write_samples (the full contract)
@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.shards.http_server import serve_images  # noqa: E402
+from vlmdata.core import layout  # noqa: E402
 from vlmdata.core.atomic import write_json  # noqa: E402
 from vlmdata.download.img2dataset_run import (  # noqa: E402
     KEY_COLUMN,
@@ -130,7 +131,8 @@ def index_in_place(rows: list[dict], raw: Path, out: Path) -> int:
         md5.update(tar.read_bytes())
         shardlist.append({"url": tar.name, "nsamples": count, "md5sum": md5.hexdigest()})
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(index), out / "index.parquet", compression="zstd")
+    (out / layout.INDEX).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(index), out / layout.INDEX, compression="zstd")
     write_json(out / "wids.json", {"__kind__": "wids-shard-index-v1", "shardlist": shardlist})
     return len(index)
 

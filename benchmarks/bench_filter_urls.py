@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_filter_urls.py [--rows 3300000] [--repeats 1] [--work DIR]
 
 Generates a Google-format CC3M TSV (caption<TAB>url, no header) with realistic URLs plus a
-share of every reject reason, then times, end to end (read TSV -> write manifest.parquet +
-rejects.parquet), `vlmdata.filter.urls.filter_urls` and the peer: a loop over lines applying
+share of every reject reason, then times, end to end (read TSV -> write manifest/manifest.parquet +
+rejects/rejects.parquet), `vlmdata.filter.urls.filter_urls` and the peer: a loop over lines applying
 the same rules in the same order with the standard library (the tests' oracle,
 tests/sources/url_oracle.py). Prints wall and
 CPU seconds of both (CPU time = the work done, which wall time hides on a shared machine), the
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the oracle lives in tests/
 
 from tests.sources.url_oracle import reference_reason  # noqa: E402
+from vlmdata.core import layout  # noqa: E402
 from vlmdata.core.rejects import REJECT_SCHEMA, record_json  # noqa: E402
 from vlmdata.filter.urls import filter_urls  # noqa: E402
 
@@ -141,9 +142,10 @@ def peer(tsv: Path, out: Path, deny: set[str]) -> Counter[str]:
                         "record": record_json(fields),
                     }
                 )
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(kept), out / "manifest.parquet")
-    pq.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out / "rejects.parquet")
+    for rel in (layout.MANIFEST, layout.REJECTS):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(kept), out / layout.MANIFEST)
+    pq.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out / layout.REJECTS)
     return counts
 
 
@@ -177,8 +179,8 @@ def main() -> None:
             wall["peer"].append(time.perf_counter() - t)
             cpu["peer"].append(time.process_time() - c)
         ours_counts = Counter(result.rejects) + Counter({"kept": result.kept})
-        same_keys = pq.read_table(work / "ours" / "manifest.parquet", columns=["key"]).equals(
-            pq.read_table(work / "peer" / "manifest.parquet", columns=["key"])
+        same_keys = pq.read_table(work / "ours" / layout.MANIFEST, columns=["key"]).equals(
+            pq.read_table(work / "peer" / layout.MANIFEST, columns=["key"])
         )
         w = {k: min(v) for k, v in wall.items()}
         c = {k: min(v) for k, v in cpu.items()}

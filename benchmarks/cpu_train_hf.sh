@@ -16,8 +16,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" DS_ACCELERATOR=cpu TOKENIZE
 vlmdata() { "$PY" -c 'import sys; from cli.vlmdata import main; sys.argv[0] = "vlmdata"; main()' "$@"; }
 if [ ! -f "$W/ids.parquet" ]; then
   vlmdata demo "$W/data" --images 240 --test 20 --val 0 --tokenizer "$W/tok" --quiet
-  vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/manifest"
-  vlmdata shard "$W/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
+  vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/work"
+  vlmdata shard "$W/work/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
   vlmdata build-ids "$W/shards" --scheme numeric --seed 0 --tokenizer "$W/tok" -o "$W/ids.parquet"
 fi
 CFG="$ROOT/examples/configs/grace_tiny.yaml"

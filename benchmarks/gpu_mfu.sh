@@ -27,8 +27,8 @@ fi
 "$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")'
 if [ ! -f "$W/ids.parquet" ]; then
   vlmdata demo "$W/data" --images "${IMAGES:-1200}" --test 100 --val 0 --tokenizer "$W/tok" --quiet
-  vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/manifest"
-  vlmdata shard "$W/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
+  vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/work"
+  vlmdata shard "$W/work/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
   vlmdata build-ids "$W/shards" --scheme numeric --seed 0 --tokenizer "$W/tok" -o "$W/ids.parquet"
 fi
 echo "== data ready after ${SECONDS}s"

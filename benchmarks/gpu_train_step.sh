@@ -15,8 +15,8 @@ vlmtrain() { "$PY" -c 'import sys; from cli.vlmtrain import main; sys.argv[0] = 
 SECONDS=0
 "$PY" -c 'import torch, transformers, deepspeed, open_clip; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__, "open_clip", open_clip.__version__, torch.cuda.get_device_name())'
 vlmdata demo "$W/data" --images 1200 --test 100 --val 0 --tokenizer "$W/tok" --quiet
-vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/manifest"
-vlmdata shard "$W/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
+vlmdata manifest karpathy "$W/data/dataset_demo.json" -o "$W/work"
+vlmdata shard "$W/work/manifest/manifest.parquet" --images "$W/data/images" -o "$W/shards" --quiet
 vlmdata build-ids "$W/shards" --scheme numeric --seed 0 --tokenizer "$W/tok" -o "$W/ids.parquet"
 echo "data ready after ${SECONDS}s"
 vlmtrain launch "$ROOT/benchmarks/configs/grace_1b_vitl14_random.yaml" --num-gpus 1 \

@@ -1,6 +1,6 @@
 """Records vs one image per record on the published-shape test files (tests/records).
 
-For each data set: records in the input files, records in records.parquet (+ text-only),
+For each data set: records in the input files, records in records/records.parquet (+ text-only),
 image samples stored, image bytes in the tars (counted member by member), and the image bytes a
 one-image-per-record layout would write (every record carrying its own copy).
 
@@ -20,6 +20,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.records.conftest import CASES  # noqa: E402
+from vlmdata.core import layout  # noqa: E402
 from vlmdata.shards import list_shards, write_shards  # noqa: E402
 from vlmdata.sources import read_source  # noqa: E402
 
@@ -52,9 +53,9 @@ def main() -> None:
             tmp = Path(tmp)
             case = build(tmp)
             res = read_source(case.source, case.inputs, tmp / "m", **case.options)
-            write_shards(tmp / "m" / "manifest.parquet", case.images, tmp / "o", progress=False)
-            records = pl.read_parquet(tmp / "o" / "records.parquet")
-            index = pl.read_parquet(tmp / "o" / "index.parquet")
+            write_shards(tmp / "m" / layout.MANIFEST, case.images, tmp / "o", progress=False)
+            records = pl.read_parquet(tmp / "o" / layout.RECORDS)
+            index = pl.read_parquet(tmp / "o" / layout.INDEX)
             stored = tar_image_bytes(tmp / "o")
             sizes = index.select(pl.col("key").alias("image_key"), "image_size")
             naive = int(records.join(sizes, on="image_key")["image_size"].sum())

@@ -42,7 +42,7 @@ def demo(out, n_images, seed, size, n_test, n_val, tokenizer, clip, quiet):
                                       # + a BPE for tiny LMs and a tiny random open_clip
       vlmdata demo small/ --images 300 --test 50 --val 0 --size 96
       vlmdata manifest karpathy demo-data/dataset_demo.json -o work/
-      vlmdata shard work/manifest.parquet --images demo-data/images -o shards/
+      vlmdata shard work/manifest/manifest.parquet --images demo-data/images -o shards/
       bash examples/demo.sh demo-out/               # the whole pipeline (make demo)
     """
     from vlmdata.demo.dataset import generate_demo

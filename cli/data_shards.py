@@ -196,12 +196,12 @@ def download(dataset, inputs, out, **opts):
 
     \b
     OUT gets: shards/SPLIT/NAME-000000.tar (one folder per split; KEY.jpg|png|webp sniffed,
-    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), index.parquet, records.parquet,
-    manifest.parquet, wids.json, shards/SPLIT/*_stats.json, and rejects.parquet with
-    every dropped row: source rows, filter-urls reasons, failed URLs (stage "download":
-    http_404, timeout, connection_failed, redirect_refused, response_too_large,
-    download_deadline, decode_failed ... with
-    img2dataset's message in `detail`), image checks (not_an_image, duplicate_image ...).
+    KEY.json, KEY.txt), shards/SPLIT/sizes.json (OpenCLIP's), wids.json, and one folder per
+    table (DuckDB: read_parquet('OUT/index/*.parquet')): index/, records/, manifest/, and
+    rejects/ with every dropped row: source rows, filter-urls reasons, failed URLs (stage
+    "download": http_404, timeout, connection_failed, redirect_refused, response_too_large,
+    download_deadline, decode_failed ... with img2dataset's message in `detail`), image checks
+    (not_an_image, duplicate_image ...).
 
     \b
     Examples:
@@ -361,21 +361,23 @@ def shard(
                                 record's fields; `records`: every record on the image), KEY.txt
                                 (first text; --every-text: one sample per text)
       OUT/shards/SPLIT/sizes.json (OpenCLIP's), NAME-000000_stats.json, OUT/wids.json
-      OUT/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of every
-                          member, width, height, n_records, the first record's metadata
-      OUT/records.parquet one row per record: key, image_key, split, texts, question, ...
-      OUT/rejects.parquet missing_file, path_escape, empty_file, not_an_image, truncated,
-                          too_large, too_small, duplicate_image, bad_key, duplicate_key,
-                          image_key_conflict, bad_split
-      OUT/manifest.parquet (a copy of MANIFEST)
+      One folder per table, so read_parquet('OUT/index/*.parquet') reads that table alone:
+      OUT/index/index.parquet   one row per sample: sample_offset/size, offset/size/sha256 of
+                                every member, width, height, n_records, the first record's
+                                metadata
+      OUT/records/records.parquet  one row per record: key, image_key, split, texts, ...
+      OUT/rejects/rejects.parquet  missing_file, path_escape, empty_file, not_an_image,
+                                truncated, too_large, too_small, duplicate_image, bad_key,
+                                duplicate_key, image_key_conflict, bad_split
+      OUT/manifest/manifest.parquet  a copy of MANIFEST
 
     A path that is missing is also looked for with its other JPEG spellings (.jpg/.JPEG) and,
     when its folder does not exist, at the top of --images (a flat folder such as coco_images/).
 
     \b
     Examples:
-      vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
-      vlmdata shard coco/manifest.parquet --images coco_images/ -o out/ --workers 4 \\
+      vlmdata shard work/manifest/manifest.parquet --images flickr30k-images/ -o shards/
+      vlmdata shard coco/manifest/manifest.parquet --images coco_images/ -o out/ --workers 4 \\
           --max-shard-bytes 500000000 --min-side 64
       vlmdata shard m.parquet --images imgs/ -o out/ --resize center_crop --resize-side 224
       vlmdata shard m.parquet --images imgs/ -o s3://bucket/prefix  # AWS_* in the environment
@@ -451,7 +453,7 @@ def inspect(out, as_json, storage_options):
 @storage_option
 @handle_errors
 def verify(out, quiet, storage_options):
-    """Re-read every sample in OUT against index.parquet and wids.json.
+    """Re-read every sample in OUT against index/index.parquet and wids.json.
 
     Checks each member's tar header and sha256 and each shard's size and xxh3_128. Prints one line
     per mismatch (shard, key, problem) and exits 1 if there is any.
@@ -494,7 +496,7 @@ def get(out, key, dest, storage_options):
     """Fetch one sample by key with a single random-access read.
 
     With -o, files are written only inside that folder: the key and image format read from
-    index.parquet must pass the key rule and be jpg/png/webp (a crafted index is refused).
+    index/index.parquet must pass the key rule and be jpg/png/webp (a crafted index is refused).
 
     \b
     Examples:
@@ -504,6 +506,7 @@ def get(out, key, dest, storage_options):
     """
     import json
 
+    from vlmdata.core import layout
     from vlmdata.core.errors import DataError
     from vlmdata.shards import ShardReader
 
@@ -511,7 +514,7 @@ def get(out, key, dest, storage_options):
     try:
         row = reader.row_of(key)
     except KeyError:
-        index = reader.location.join("index.parquet")
+        index = reader.location.join(layout.INDEX)
         raise DataError(f"key {key!r} not in the index", file=index) from None
     if dest is None:
         s = reader[row]
@@ -547,7 +550,8 @@ def ingest_img2dataset(folder, out, split, source, distributor, **opts):
     (NNNNN/ + .parquet), as img2dataset writes them; only shards it finished (NNNNN_stats.json)
     are read. Keys, captions, urls and per-row status come from its parquet, the images are
     its bytes unchanged; its failed rows are rejects with their reasons (http_404, timeout,
-    ...). Resumable, on the same distributors as `shard`.
+    ...). Resumable, on the same distributors as `shard`. OUT is laid out as `shard` writes it:
+    shards/SPLIT/, wids.json and one folder per table (index/, records/, manifest/, rejects/).
 
     \b
     Examples:

@@ -19,7 +19,7 @@ from vlmdata.core.choices import RESTVAL_RULES, SOURCE_NAMES
 @click.option("-q", "--quiet", is_flag=True, help="No running count of the rows read.")
 @handle_errors
 def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quiet):
-    """Read a published data set's files into OUT/manifest.parquet + OUT/rejects.parquet.
+    """Read a published data set's files into OUT/manifest/ + OUT/rejects/ (one table each).
 
     \b
     Sources and their files:
@@ -31,7 +31,7 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
                 the split from --split, else from the file name)
       oven-kb   Wiki6M_ver_1_0.jsonl (also writes OUT/entities.parquet)
       llava     llava_v1_5_mix665k.json, llava_instruct_150k.json, LLaVAR json
-                (text-only records: OUT/text_only.parquet)
+                (text-only records: OUT/text_only/text_only.parquet)
       vqav2     v2_OpenEnded_mscoco_{train,val}2014_questions.json together with
                 v2_mscoco_{train,val}2014_annotations.json (test: questions only)
 
@@ -49,7 +49,7 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
       vlmdata manifest vqav2 v2_OpenEnded_mscoco_train2014_questions.json \\
           v2_mscoco_train2014_annotations.json -o vqa/
 
-    Unreadable rows go to rejects.parquet with file, line (JSON: list index) and reason; the
+    Unreadable rows go to rejects/rejects.parquet with file, line (JSON: list index) and reason; the
     summary counts them. Exit 1 when rejects pass --max-reject-ratio, 2 on unusable input.
     """
     from vlmdata.sources import read_source
@@ -76,7 +76,7 @@ def manifest(source, inputs, out, images, restval, split, max_reject_ratio, quie
 @click.option("-q", "--quiet", is_flag=True, help="No stage messages on stderr.")
 @handle_errors
 def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject_ratio, quiet):
-    """Drop URLs a downloader must not fetch: OUT/manifest.parquet (kept) + OUT/rejects.parquet.
+    """Drop URLs a downloader must not fetch: OUT/manifest/ (kept) + OUT/rejects/ (one table each).
 
     \b
     Reasons, checked in this order (one per row):
@@ -93,7 +93,7 @@ def filter_urls(input_path, out, fmt, denylist, allow_private, split, max_reject
     \b
     Examples:
       vlmdata filter-urls Train_GCC-training.tsv -o cc3m/ --denylist blocked.txt
-      vlmdata filter-urls work/oven-kb/manifest.parquet -o work/oven-kb-clean
+      vlmdata filter-urls work/oven-kb/manifest/manifest.parquet -o work/oven-kb-clean
       vlmdata filter-urls test.tsv --format cc3m --split train --allow-private -o t/
     """
     from vlmdata.filter.urls import filter_urls as run

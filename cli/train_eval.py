@@ -17,7 +17,7 @@ DATA = click.option(
     "--data",
     "data_dir",
     type=click.Path(exists=True, file_okay=False),
-    help="A `vlmdata shard` output folder (index.parquet + shards/).",
+    help="A `vlmdata shard` output folder (index/index.parquet + shards/).",
 )
 _JSON = click.option(
     "-o",

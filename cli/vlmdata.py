@@ -16,7 +16,7 @@ def main() -> None:
     Typical flow:
       vlmdata manifest karpathy dataset_flickr30k.json -o work/      # read a data set
       vlmdata filter-urls Train_GCC-training.tsv --format cc3m -o cc3m/
-      vlmdata shard work/manifest.parquet --images flickr30k-images/ -o shards/
+      vlmdata shard work/manifest/manifest.parquet --images flickr30k-images/ -o shards/
       vlmdata build-ids shards/ --scheme numeric -o ids.parquet
       vlmdata build-trie --ids ids.parquet --tokenizer tok/ --split test -o ids.trie
     """

@@ -45,10 +45,10 @@ vlmdata demo "$OUT/data" --images "$IMAGES" --test "$TEST" --val "$VAL" \
   --tokenizer "$OUT/tok" --clip "$OUT/clip"
 
 step "2/10 manifest (Karpathy JSON reader)"
-vlmdata manifest karpathy "$OUT/data/dataset_demo.json" -o "$OUT/manifest"
+vlmdata manifest karpathy "$OUT/data/dataset_demo.json" -o "$OUT/work"
 
 step "3/10 shards + index"
-vlmdata shard "$OUT/manifest/manifest.parquet" --images "$OUT/data/images" -o "$OUT/shards" \
+vlmdata shard "$OUT/work/manifest/manifest.parquet" --images "$OUT/data/images" -o "$OUT/shards" \
   --samples-per-shard 1000
 vlmdata view "$OUT/shards" -o "$OUT/shards.html"   # a page to look at: samples, histograms
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.scale_inputs import gen_cc3m, gen_llava, gen_wiki6m
-from vlmdata.core import parquet_rows
+from vlmdata.core import layout, parquet_rows
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.filter import urls
@@ -169,7 +169,7 @@ def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch):
         for key in keys:
             sink.keep({"key": key, "source": "t", "split": "s", "url": "http://x/",
                        "path": None, "texts": ["t"]})  # fmt: skip
-    got = pl.read_parquet(tmp_path / "manifest.parquet")["key"].to_list()
+    got = pl.read_parquet(tmp_path / layout.MANIFEST)["key"].to_list()
     assert got == unique_keys_oracle(keys)
     assert sink.renamed == sum(a != b for a, b in zip(keys, got, strict=True))
 
@@ -182,7 +182,7 @@ def test_oven_kb_duplicate_ids_across_batches(tmp_path, monkeypatch):
     path = tmp_path / "Wiki6M_ver_1_0.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     read_source("oven-kb", [path], tmp_path / "out")
-    rejects = pl.read_parquet(tmp_path / "out/rejects.parquet")
+    rejects = pl.read_parquet(tmp_path / "out" / layout.REJECTS)
     first = [i for i, q in enumerate(ids) if q not in ids[:i]]
     assert rejects["line"].to_list() == [i + 1 for i in range(len(ids)) if i not in first]
     assert set(rejects["reason"]) == {"duplicate_key"}
@@ -198,7 +198,7 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
     src = tsv
     if fmt == "manifest":
         read_source("cc3m", [tsv], tmp_path / "m")
-        src = tmp_path / "m/manifest.parquet"
+        src = tmp_path / "m" / layout.MANIFEST
     monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 30)
     monkeypatch.setattr(urls, "MANIFEST_BATCH", 1 << 30)
     urls.filter_urls(src, tmp_path / "one")
@@ -207,7 +207,7 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
     monkeypatch.setattr(urls, "GROUP_ROWS", 1000)
     many = urls.filter_urls(src, tmp_path / "many")
     assert many.rejects["duplicate_url"] > 30
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         a, b = pq.read_table(tmp_path / "one" / name), pq.read_table(tmp_path / "many" / name)
         assert a.equals(b)
         assert pq.ParquetFile(tmp_path / "many" / name).metadata.row_group(0).num_rows == min(
@@ -215,7 +215,7 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
         )
     monkeypatch.setattr(urls, "GROUP_ROWS", 1 << 20)
     urls.filter_urls(src, tmp_path / "many2")
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many2" / name).read_bytes()
 
 
@@ -292,9 +292,9 @@ def test_filter_urls_without_kept_rows_writes_one_empty_row_group(tmp_path, cont
     tsv = tmp_path / "t.tsv"
     tsv.write_text(content)
     urls.filter_urls(tsv, tmp_path / "out", split="train")
-    kept = pq.ParquetFile(tmp_path / "out/manifest.parquet").metadata
+    kept = pq.ParquetFile(tmp_path / "out" / layout.MANIFEST).metadata
     assert (kept.num_rows, kept.num_row_groups) == (0, 1)
-    rejects = pq.ParquetFile(tmp_path / "out/rejects.parquet").metadata
+    rejects = pq.ParquetFile(tmp_path / "out" / layout.REJECTS).metadata
     assert (rejects.num_rows, rejects.num_row_groups) == (len(content.splitlines()), 1)
 
 

@@ -8,6 +8,7 @@ import sys
 import polars as pl
 import pytest
 
+from vlmdata.core import layout
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.core.rejects import RejectRatioExceeded
 
@@ -49,8 +50,8 @@ def test_manifest_sink_rejects_contract_violations(tmp_path):
         sink.keep({"key": "b.c", "source": "s", "split": "train", "path": "c.jpg", "texts": []})
         sink.keep({"key": "a\n", "source": "s", "split": "train", "path": "e.jpg", "texts": []})
         sink.keep({"key": "d", "source": "s", "split": "train", "texts": ["z"]}, file="f", line=4)
-    kept = pl.read_parquet(tmp_path / "manifest.parquet")
-    rej = pl.read_parquet(tmp_path / "rejects.parquet")
+    kept = pl.read_parquet(tmp_path / layout.MANIFEST)
+    rej = pl.read_parquet(tmp_path / layout.REJECTS)
     assert kept["key"].to_list() == ["a"]
     assert sorted(rej["reason"].to_list()) == ["bad_key", "bad_key", "missing_field"]
     assert rej.filter(pl.col("reason") == "missing_field")["line"].to_list() == [4]
@@ -64,7 +65,7 @@ def test_repeated_keys_get_the_first_free_suffix(tmp_path):
     with ManifestSink(tmp_path) as sink:
         for key, path in [("a", "1.jpg"), ("a", "2.jpg"), ("a", "3.jpg"), ("a_1", "4.jpg")]:
             sink.keep({"key": key, "source": "s", "split": "t", "path": path, "texts": ["x"]})
-    kept = pl.read_parquet(tmp_path / "manifest.parquet")
+    kept = pl.read_parquet(tmp_path / layout.MANIFEST)
     assert kept.select("key", "path").rows() == [
         ("a", "1.jpg"),
         ("a_1", "2.jpg"),
@@ -73,8 +74,8 @@ def test_repeated_keys_get_the_first_free_suffix(tmp_path):
     ]
     assert sink.renamed == 3
     assert (
-        not (tmp_path / "rejects.parquet").exists()
-        or pl.read_parquet(tmp_path / "rejects.parquet").is_empty()
+        not (tmp_path / layout.REJECTS).exists()
+        or pl.read_parquet(tmp_path / layout.REJECTS).is_empty()
     )
 
 
@@ -82,7 +83,7 @@ def test_aborted_sink_leaves_no_files(tmp_path):
     with pytest.raises(RuntimeError), ManifestSink(tmp_path) as sink:
         sink.keep({"key": "a", "source": "s", "split": "t", "path": "a.jpg", "texts": []})
         raise RuntimeError("killed")
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []  # table folders may stay
 
 
 def test_trained_tokenizer_round_trips(tmp_path):

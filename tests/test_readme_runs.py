@@ -23,6 +23,7 @@ from cli.vlmdata import main as vlmdata
 from cli.vlmtrain import main as vlmtrain
 from tests.records.conftest import llava_mix665k, oven_pair, vqav2
 from tests.test_documented_examples import readme_examples
+from vlmdata.core import layout
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +172,7 @@ RUN_ORDER = [
     "manifest vqav2",
     "filter-urls Train_GCC",
     "download flickr30k",
-    "shard work/f30k/manifest.parquet --images flickr30k-images/ -o f30k/",
+    "shard work/f30k/manifest/manifest.parquet --images flickr30k-images/ -o f30k/",
     "inspect demo-out/shards",
     "verify demo-out/shards",
     "get demo-out/shards demo_5",
@@ -191,25 +192,25 @@ RUN_ORDER = [
 def test_readme_examples_run_as_written(ws):
     ok = CliRunner().invoke
     run(RUN_ORDER[0])
-    assert pl.read_parquet("work/f30k/manifest.parquet").height == 40
+    assert pl.read_parquet(f"work/f30k/{layout.MANIFEST}").height == 40
     run(RUN_ORDER[1])
-    assert pl.read_parquet("cc3m/manifest.parquet").height == 4
+    assert pl.read_parquet(f"cc3m/{layout.MANIFEST}").height == 4
     run(RUN_ORDER[2])
-    assert pl.read_parquet("oven/manifest.parquet").height == 9
+    assert pl.read_parquet(f"oven/{layout.MANIFEST}").height == 9
     run(RUN_ORDER[3])
     assert pl.read_parquet("kb/entities.parquet")["entity_id"].to_list() == ["Q100", "Q101", "Q102"]
     run(RUN_ORDER[4])
     run(RUN_ORDER[5])
-    assert pl.read_parquet("vqa/manifest.parquet").height == 12
+    assert pl.read_parquet(f"vqa/{layout.MANIFEST}").height == 12
     run(RUN_ORDER[6])  # the blocked domain's URL is a denylisted_domain reject
-    reasons = pl.read_parquet("cc3m-urls/rejects.parquet")["reason"].to_list()
+    reasons = pl.read_parquet(f"cc3m-urls/{layout.REJECTS}")["reason"].to_list()
     assert reasons.count("denylisted_domain") == 1
     run(RUN_ORDER[7])
     run(RUN_ORDER[8])
-    assert pl.read_parquet("f30k/index.parquet").height == 40
+    assert pl.read_parquet(f"f30k/{layout.INDEX}").height == 40
     # the README's demo-out/shards: the demo data through manifest and shard (quietly)
     for args in (["manifest", "karpathy", "demo-data/dataset_demo.json", "-o", "demo-out/work"],
-                 ["shard", "demo-out/work/manifest.parquet", "--images", "demo-data/images",
+                 ["shard", f"demo-out/work/{layout.MANIFEST}", "--images", "demo-data/images",
                   "-o", "demo-out/shards", "-q"]):  # fmt: skip
         assert ok(vlmdata, args).exit_code == 0
     assert "records 40 on 40 images" in run(RUN_ORDER[9]).output
@@ -254,7 +255,7 @@ def _run_reader_snippet() -> None:
 HELP_RUN = [  # --help examples run as written, in this order (a unique part of each)
     "vlmdata manifest karpathy dataset_flickr30k.json -o work/flickr30k",
     "vlmdata manifest karpathy dataset_flickr30k.json -o work/",
-    "shard work/manifest.parquet --images flickr30k-images/ -o shards/",
+    "shard work/manifest/manifest.parquet --images flickr30k-images/ -o shards/",
     "build-ids shards/ --scheme numeric -o ids.parquet",
     "build-trie --ids ids.parquet --tokenizer tok/ --split test -o ids.trie",
     "build-ids shards/ --scheme numeric --seed 0 --tokenizer tok/ -o ids.parquet",
@@ -305,7 +306,7 @@ def test_help_examples_run_as_written(tmp_path, monkeypatch):
         shutil.copy(FIX / name, name)
     for part in HELP_RUN[:4]:
         run_help(part)
-    assert pl.read_parquet("shards/index.parquet").height == 40
+    assert pl.read_parquet(f"shards/{layout.INDEX}").height == 40
     run_help(HELP_RUN[4])  # the trie over numeric ids without tokens: tokenized with tok/
     assert Path("ids.trie").stat().st_size > 0
     for part in HELP_RUN[5:7]:
@@ -320,8 +321,8 @@ def test_help_examples_run_as_written(tmp_path, monkeypatch):
     assert len(list(Path("small/images").iterdir())) == 300
     for part in HELP_RUN[11:17]:
         run_help(part)
-    assert pl.read_parquet("t/manifest.parquet")["split"].to_list() == ["train"]
-    shutil.copy("work/manifest.parquet", "m.parquet")
+    assert pl.read_parquet(f"t/{layout.MANIFEST}")["split"].to_list() == ["train"]
+    shutil.copy(f"work/{layout.MANIFEST}", "m.parquet")
     shutil.copytree("flickr30k-images", "imgs")
     run_help(HELP_RUN[17])
     import io

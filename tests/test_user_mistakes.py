@@ -12,6 +12,7 @@ from PIL import Image
 
 from cli.vlmdata import main as vlmdata
 from cli.vlmtrain import main as vlmtrain
+from vlmdata.core import layout
 
 NO_GPU = pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="checks the message on a machine with no GPU"
@@ -63,7 +64,8 @@ def test_metric_name_typo(task, metrics, message):
 
 
 def test_embed_weights_file_missing(tmp_path):
-    (tmp_path / "index.parquet").write_bytes(b"")  # only its presence is checked first
+    (tmp_path / layout.INDEX).parent.mkdir()
+    (tmp_path / layout.INDEX).write_bytes(b"")  # only its presence is checked first
     res = _run(vlmdata, ["embed", tmp_path, "--model", "ViT-L-14:ViT-L-14-openai.safetensors",
                          "-o", tmp_path / "e.npy"])  # fmt: skip
     assert res.exit_code == 2, res.output
@@ -100,7 +102,7 @@ def _sides(out):
 def test_shard_resize_side_without_resize_is_refused(tmp_path):
     path, images = _karpathy(tmp_path)
     assert _run(vlmdata, ["manifest", "karpathy", path, "-o", tmp_path / "m"]).exit_code == 0
-    args = ["shard", tmp_path / "m" / "manifest.parquet", "--images", images, "-o", tmp_path / "s"]
+    args = ["shard", tmp_path / "m" / layout.MANIFEST, "--images", images, "-o", tmp_path / "s"]
     res = _run(vlmdata, [*args, "--resize-side", 64])
     assert res.exit_code == 2
     assert "--resize-side 64 does nothing without --resize" in res.output
@@ -153,7 +155,7 @@ def test_shard_of_a_url_manifest_says_to_download(tmp_path):
                    "a red car\thttp://example.com/2.jpg\n")  # fmt: skip
     assert _run(vlmdata, ["manifest", "cc3m", tsv, "-o", tmp_path / "cc3m"]).exit_code == 0
     (tmp_path / "imgs").mkdir()
-    res = _run(vlmdata, ["shard", tmp_path / "cc3m" / "manifest.parquet", "--images",
+    res = _run(vlmdata, ["shard", tmp_path / "cc3m" / layout.MANIFEST, "--images",
                          tmp_path / "imgs", "-o", tmp_path / "out"])  # fmt: skip
     assert res.exit_code == 2, res.output
     assert "every row names a URL and no local file (a cc3m manifest)" in res.output
@@ -172,7 +174,7 @@ def test_llava_split_without_questions_names_the_splits(tmp_path):
     (tmp_path / "llava.json").write_text(json.dumps(rows))
     assert _run(vlmdata, ["manifest", "llava", tmp_path / "llava.json", "-o", tmp_path / "m"]
                 ).exit_code == 0  # fmt: skip
-    res = _run(vlmdata, ["shard", tmp_path / "m" / "manifest.parquet", "--images",
+    res = _run(vlmdata, ["shard", tmp_path / "m" / layout.MANIFEST, "--images",
                          tmp_path / "imgs", "-o", tmp_path / "s", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     from vlmdata.core.errors import DataError
@@ -188,7 +190,7 @@ def test_a_split_the_shards_lack_names_the_ones_they_have(tmp_path):
 
     path, images = _karpathy(tmp_path)  # both images are in test
     assert _run(vlmdata, ["manifest", "karpathy", path, "-o", tmp_path / "m"]).exit_code == 0
-    res = _run(vlmdata, ["shard", tmp_path / "m" / "manifest.parquet", "--images", images, "-o",
+    res = _run(vlmdata, ["shard", tmp_path / "m" / layout.MANIFEST, "--images", images, "-o",
                          tmp_path / "s", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     with pytest.raises(

@@ -19,6 +19,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from vlmdata.core import layout
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TEST_IMAGES = 50
@@ -61,7 +63,7 @@ def demo(tmp_path_factory):
 @pytest.mark.timeout(1800)
 def test_demo_pipeline_retrieves_well_above_chance(demo):
     out, stdout = demo
-    index = pl.read_parquet(out / "shards" / "index.parquet")
+    index = pl.read_parquet(out / "shards" / layout.INDEX)
     assert index.height == 800
     # one split per shard, in its own folder (issue 24)
     for shard, splits in index.group_by("shard").agg(pl.col("split").unique()).iter_rows():

@@ -9,6 +9,8 @@ import io
 import pytest
 from PIL import Image
 
+from vlmdata.core import layout
+
 # (caption A, caption B) per image; the last six images form the test split
 CAPTIONS = [
     ("a red circle on a blue background", "one red circle over blue"),
@@ -73,7 +75,7 @@ def shards_dir(tmp_path_factory):
             split = "train" if i < N_TRAIN else "test"
             sink.keep({"key": f"im{i}", "source": "test", "split": split, "path": f"im{i}.png",
                        "texts": list(caps), "image_id": str(100 + i)})  # fmt: skip
-    write_shards(root / "work" / "manifest.parquet", images, root / "out", progress=False)
+    write_shards(root / "work" / layout.MANIFEST, images, root / "out", progress=False)
     return root / "out"
 
 

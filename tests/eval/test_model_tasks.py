@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.eval.conftest import TINY_VISION, png_bytes, saved_recall
+from vlmdata.core import layout
 from vlmtrain.eval.tasks.embedding import retrieval_recalls, run_embedding_retrieval
 
 NO_JAVA = shutil.which("java") is None
@@ -155,7 +156,7 @@ def oven_data(tmp_path_factory, tokenizer_dir):
             sink.keep({"key": f"o{i}", "source": "oven", "split": splits[i], "path": f"o{i}.png",
                        "texts": ["what is this?"], "data_id": f"d{i}", "entity_id": f"Q{i}",
                        "entity_name": names[i], "question": "what is this?"})  # fmt: skip
-    write_shards(root / "work" / "manifest.parquet", root / "images", root / "out", progress=False)
+    write_shards(root / "work" / layout.MANIFEST, root / "images", root / "out", progress=False)
     ents = root / "entities.parquet"
     # Q5 shares its name with Q3 (two entities, one name: the trie keeps both rows)
     pl.DataFrame(
@@ -280,7 +281,7 @@ def test_llava_reads_images_and_questions_from_record_shards(tiny_bundle, tmp_pa
             sink.keep({"key": key, "source": "llava", "split": "test", "path": path,
                        "texts": ["red"], "conversations": json.dumps(chat),
                        "image_key": f"img_{path[0]}"})  # fmt: skip
-    write_shards(tmp_path / "m" / "manifest.parquet", tmp_path / "img", tmp_path / "s",
+    write_shards(tmp_path / "m" / layout.MANIFEST, tmp_path / "img", tmp_path / "s",
                  progress=False)  # fmt: skip
     bundle = tiny_bundle("llava", {"stage": 2})
     common = dict(checkpoint=None, model_id="tiny", max_new_tokens=4, model_bundle=bundle)

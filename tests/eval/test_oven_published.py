@@ -14,6 +14,7 @@ from PIL import Image
 
 from cli.vlmdata import main as vlmdata_main
 from cli.vlmtrain import main
+from vlmdata.core import layout
 from vlmtrain.eval.report import load_report
 
 FIX = Path(__file__).parent / "fixtures" / "oven"
@@ -116,7 +117,7 @@ def test_manifest_shard_then_eval_with_the_default_split(tmp_path):
                              str(FIX / "oven_entity_val.jsonl"), "--images", str(images), "-o",
                              str(tmp_path / "m")])  # fmt: skip
     assert res.exit_code == 0, res.output
-    res = run(vlmdata_main, ["shard", str(tmp_path / "m" / "manifest.parquet"), "--images",
+    res = run(vlmdata_main, ["shard", str(tmp_path / "m" / layout.MANIFEST), "--images",
                              str(images), "-o", str(tmp_path / "s")])  # fmt: skip
     assert res.exit_code == 0, res.output
     values, _ = _eval(["--data", tmp_path / "s", "--predictions", FIX / "query_preds.jsonl",

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.eval.conftest import png_bytes
+from vlmdata.core import layout
 
 TINY_CLIP = {
     "text": {"vocab_size": 512, "hidden_size": 16, "intermediate_size": 32,
@@ -49,7 +50,7 @@ def kb_data(tmp_path_factory, tokenizer_dir):
                        "path": f"o{j}.png", "texts": ["what is this?"], "data_id": f"d{j}",
                        "entity_id": f"Q{e}", "entity_name": _name(e),
                        "question": "what is this?"})  # fmt: skip
-    write_shards(root / "work" / "manifest.parquet", root / "images", root / "out", progress=False)
+    write_shards(root / "work" / layout.MANIFEST, root / "images", root / "out", progress=False)
     ents = root / "entities.parquet"
     pl.DataFrame({
         "entity_id": [f"Q{i}" for i in range(N_ENTITIES)],

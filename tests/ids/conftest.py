@@ -22,7 +22,7 @@ def captions(i: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def manifest_dir(tmp_path_factory):
-    """OUT with only a manifest.parquet: 30 train then 10 test images."""
+    """OUT with only a manifest table: 30 train then 10 test images."""
     out = tmp_path_factory.mktemp("images")
     with ManifestSink(out, extra_columns=["image_id"]) as sink:
         for i in range(N_IMAGES):

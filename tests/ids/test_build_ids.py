@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.ids.conftest import N_IMAGES, N_TEST, captions
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import build_ids, read_ids
@@ -182,7 +183,7 @@ def test_bad_inputs_name_the_problem(manifest_dir, tmp_path):
         build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured", embeddings=bad)
     with pytest.raises(DataError, match="needs --embeddings"):
         build_ids(manifest_dir, tmp_path / "x.parquet", scheme="structured")
-    with pytest.raises(FileNotFoundError, match="no index.parquet or manifest.parquet"):
+    with pytest.raises(FileNotFoundError, match=f"no {layout.INDEX} or {layout.MANIFEST}"):
         build_ids(tmp_path, tmp_path / "x.parquet", scheme="numeric")
 
 

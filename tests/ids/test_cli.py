@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.vlmdata import main
+from vlmdata.core import layout
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.core.tokenizer import load_tokenizer
 from vlmdata.ids.build import read_ids
@@ -55,7 +56,7 @@ def shards_dir(tmp_path_factory):
                 }
             )
     write_shards(
-        root / "work" / "manifest.parquet",
+        root / "work" / layout.MANIFEST,
         images,
         root / "out",
         samples_per_shard=4,
@@ -82,7 +83,7 @@ def clip_dir(tmp_path_factory):
 
 
 def test_embed_then_structured_ids_then_trie(shards_dir, clip_dir, tok_dir, tmp_path):
-    index_keys = pq.read_table(shards_dir / "index.parquet").column("key").to_pylist()
+    index_keys = pq.read_table(shards_dir / layout.INDEX).column("key").to_pylist()
     assert len(index_keys) == 11 and "k04" not in index_keys
     r = run("embed", shards_dir, "--model", clip_dir, "--batch-size", 4, "-o", tmp_path / "e.npy")
     assert r.exit_code == 0, r.output
@@ -224,7 +225,7 @@ def test_cli_errors_are_one_line_with_exit_2(manifest_dir, tok_dir, tmp_path):
     )
     assert r.exit_code == 2 and "no rows with split 'val'" in r.output
     r = run("embed", manifest_dir, "--model", "ViT-B-32", "-o", tmp_path / "e.npy")
-    assert r.exit_code == 2 and "no index.parquet" in r.output
+    assert r.exit_code == 2 and "no index here" in r.output
 
 
 @pytest.mark.parametrize(

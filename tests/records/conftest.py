@@ -64,7 +64,7 @@ def llava_mix665k(tmp: Path) -> Case:
     """LLaVA-1.5's `llava_v1_5_mix665k.json`: LLaVA-Instruct, VQAv2, OK-VQA, A-OKVQA and RefCOCO
     records name the same `coco/train2017/*.jpg` files (ids repeat across them), plus GQA,
     OCR-VQA (`ocr_vqa/images/*.jpg`), TextVQA and VG records, and text-only ShareGPT records
-    (no `image`, a `model` field) that go to text_only.parquet."""
+    (no `image`, a `model` field) that go to the text_only table."""
     root, files = tmp / "llava_images", {}
     coco = [f"coco/train2017/{33471 + i:012d}.jpg" for i in range(3)]
     for i, rel in enumerate(coco):

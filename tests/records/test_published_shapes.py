@@ -1,6 +1,6 @@
 """Records, not images: four published shapes where many records share one image, end to end.
 
-manifest (read_source) -> shards (write_shards) -> records.parquet / KEY.json / a peer reader
+manifest (read_source) -> shards (write_shards) -> the records table / KEY.json / a peer reader
 -> a training batch. Every record reaches the shards and one epoch's batches; each distinct
 image's bytes are in the tars exactly once (counted member by member with `tarfile`).
 """
@@ -17,6 +17,7 @@ import pytest
 
 from tests.records.conftest import CASES
 from tests.train_loop.conftest import CONFIGS
+from vlmdata.core import layout
 from vlmdata.shards import list_shards, write_shards
 from vlmdata.sources import read_source
 
@@ -51,7 +52,7 @@ def built(request, tmp_path_factory):
     case = CASES[request.param](tmp)
     result = read_source(case.source, case.inputs, tmp / "m", **case.options)
     summary = write_shards(
-        tmp / "m" / "manifest.parquet", case.images, tmp / "out", samples_per_shard=4,
+        tmp / "m" / layout.MANIFEST, case.images, tmp / "out", samples_per_shard=4,
         progress=False,
     )  # fmt: skip
     return request.param, case, result, summary, tmp / "out"
@@ -61,11 +62,11 @@ def test_every_record_reaches_the_shards(built):
     name, case, result, summary, out = built
     assert result.kept == case.records and sum(result.rejects.values()) == 0
     assert summary.kept == case.records and summary.rejected == 0
-    records = pl.read_parquet(out / "records.parquet")
+    records = pl.read_parquet(out / layout.RECORDS)
     assert records.height == case.records == records["key"].n_unique()
-    manifest = pl.read_parquet(out / "manifest.parquet")
+    manifest = pl.read_parquet(out / layout.MANIFEST)
     assert records["key"].to_list() == manifest["key"].to_list()  # manifest order
-    index = pl.read_parquet(out / "index.parquet")
+    index = pl.read_parquet(out / layout.INDEX)
     assert set(records["image_key"]) == set(index["key"])
     per_image = dict(records.group_by("image_key").len().iter_rows())
     assert dict(zip(index["key"], index["n_records"], strict=True)) == per_image
@@ -85,7 +86,7 @@ def test_key_json_lists_the_records_and_peers_read_them(built):
     from vlmdata.shards import iter_tar_samples, records_of_sample
 
     name, case, result, summary, out = built
-    records = pl.read_parquet(out / "records.parquet")
+    records = pl.read_parquet(out / layout.RECORDS)
     want = {k: list(g["key"]) for (k,), g in records.group_by("image_key", maintain_order=True)}
     urls = [str(p) for p in list_shards(out)]
     seen = {}
@@ -100,7 +101,7 @@ def test_key_json_lists_the_records_and_peers_read_them(built):
 
 def test_repeated_ids_are_suffixed_and_kept(built):
     name, case, result, summary, out = built
-    records = pl.read_parquet(out / "records.parquet")
+    records = pl.read_parquet(out / layout.RECORDS)
     if case.source == "llava":
         originals = records["data_id"].to_list()
         assert len(set(originals)) < len(originals)  # the published files repeat ids
@@ -163,7 +164,7 @@ def test_one_epoch_of_batches_visits_every_record_once(built, tokenizer_dir, tmp
     data = TrainData(cfg, recipe, recipe_context(cfg, tokenizer_dir), rank=0, world=1)
     assert data.sizes == [case.records] and data.batches_per_epoch == 1
     (batch,) = list(data.batches(0, 1))
-    records = pl.read_parquet(out / "records.parquet")
+    records = pl.read_parquet(out / layout.RECORDS)
     assert sorted(batch.keys) == sorted(records["key"])  # each record once
     assert batch.skipped == {}
     assert batch.batch["pixel_values"].shape[0] == case.records
@@ -183,7 +184,7 @@ def test_vqa_is_scored_on_the_records(built, tmp_path):
     name, case, result, summary, out = built
     if name != "vqav2":
         pytest.skip("VQAv2 records only")
-    qids = pl.read_parquet(out / "records.parquet")["data_id"].cast(pl.Int64).to_list()
+    qids = pl.read_parquet(out / layout.RECORDS)["data_id"].cast(pl.Int64).to_list()
     for answer, want in [("yes", 1.0), ("no", 0.6)]:
         preds = tmp_path / f"{answer}.json"
         preds.write_text(json.dumps([{"question_id": q, "answer": answer} for q in qids]))
@@ -214,4 +215,4 @@ def test_hf_datasets_reads_every_record(built, tmp_path):
     )
     assert ds.num_rows == len(case.image_files)
     keys = [r["key"] for row in ds for r in (row["json"].get("records") or [row["json"]])]
-    assert sorted(keys) == sorted(pl.read_parquet(out / "records.parquet")["key"])
+    assert sorted(keys) == sorted(pl.read_parquet(out / layout.RECORDS)["key"])

@@ -9,6 +9,7 @@ import json
 import polars as pl
 
 from tests.shards.conftest import image_bytes
+from vlmdata.core import layout
 from vlmdata.shards import write_shards
 from vlmdata.sources import read_source
 
@@ -36,7 +37,7 @@ def test_grace_flat_coco_images_folder(tmp_path):
     flat.mkdir()
     for i, name in enumerate(names):
         (flat / name).write_bytes(image_bytes(i))
-    summary = write_shards(tmp_path / "m" / "manifest.parquet", flat, tmp_path / "o1",
+    summary = write_shards(tmp_path / "m" / layout.MANIFEST, flat, tmp_path / "o1",
                            progress=False)  # fmt: skip
     assert (summary.kept, summary.images, summary.rejected) == (3, 3, 0)
     nested = tmp_path / "coco"
@@ -44,7 +45,7 @@ def test_grace_flat_coco_images_folder(tmp_path):
     for i, name in enumerate(names[:2]):
         (nested / "val2014" / name).write_bytes(image_bytes(i))
     (nested / names[2]).write_bytes(image_bytes(2))  # at the top, but val2014/ exists
-    summary = write_shards(tmp_path / "m" / "manifest.parquet", nested, tmp_path / "o2",
+    summary = write_shards(tmp_path / "m" / layout.MANIFEST, nested, tmp_path / "o2",
                            progress=False)  # fmt: skip
     assert summary.kept == 2 and dict(summary.rejects) == {"missing_file": 1}
 
@@ -56,17 +57,15 @@ def test_oven_jpeg_is_resolved_at_shard_time(tmp_path):
     path = tmp_path / "oven_entity_val.jsonl"
     path.write_text(json.dumps(rec) + "\n")
     read_source("oven", [path], tmp_path / "m")  # no --images: the manifest says .jpg
-    assert pl.read_parquet(tmp_path / "m" / "manifest.parquet")["path"][0] == (
-        "01/oven_01000002.jpg"
-    )
+    assert pl.read_parquet(tmp_path / "m" / layout.MANIFEST)["path"][0] == ("01/oven_01000002.jpg")
     images = tmp_path / "oven_images"
     (images / "01").mkdir(parents=True)
     data = image_bytes(5)
     (images / "01" / "oven_01000002.JPEG").write_bytes(data)
-    summary = write_shards(tmp_path / "m" / "manifest.parquet", images, tmp_path / "o",
+    summary = write_shards(tmp_path / "m" / layout.MANIFEST, images, tmp_path / "o",
                            progress=False)  # fmt: skip
     assert summary.kept == 1 and summary.rejected == 0
-    index = pl.read_parquet(tmp_path / "o" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "o" / layout.INDEX)
     assert index["image_sha256"][0] == hashlib.sha256(data).hexdigest()
 
 
@@ -78,14 +77,12 @@ def test_oven_test_files_without_data_split(tmp_path):
     named = tmp_path / "oven_query_test.jsonl"
     named.write_text(json.dumps(rec) + "\n")
     read_source("oven", [named], tmp_path / "a")
-    assert pl.read_parquet(tmp_path / "a" / "manifest.parquet")["split"].to_list() == ["query_test"]
+    assert pl.read_parquet(tmp_path / "a" / layout.MANIFEST)["split"].to_list() == ["query_test"]
     read_source("oven", [named], tmp_path / "b", split="query_test_v2")
-    assert pl.read_parquet(tmp_path / "b" / "manifest.parquet")["split"].to_list() == [
-        "query_test_v2"
-    ]
+    assert pl.read_parquet(tmp_path / "b" / layout.MANIFEST)["split"].to_list() == ["query_test_v2"]
     other = tmp_path / "my_questions.jsonl"
     other.write_text(json.dumps(rec) + "\n")
     result = read_source("oven", [other], tmp_path / "c")
     assert result.kept == 0 and dict(result.rejects) == {"missing_field": 1}
-    detail = pl.read_parquet(tmp_path / "c" / "rejects.parquet")["detail"][0]
+    detail = pl.read_parquet(tmp_path / "c" / layout.REJECTS)["detail"][0]
     assert "--split" in detail

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from tests.shards.conftest import image_bytes, write_manifest
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.shards import write_samples, write_shards
 
@@ -33,7 +34,7 @@ def shard(tmp_path, images, rows, **kw):
     manifest = write_manifest(tmp_path / "m.parquet", rows, ("image_key",))
     out = tmp_path / "out"
     summary = write_shards(manifest, images, out, progress=False, **kw)
-    return summary, pl.read_parquet(out / "records.parquet")
+    return summary, pl.read_parquet(out / layout.RECORDS)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_image_key_groups_conflicts_and_bad_images(tmp_path, images):
     assert records.select("key", "image_key").rows() == [
         ("q1", "img_a"), ("q2", "img_b"), ("q3", "img_a")
     ]  # fmt: skip
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     assert dict(zip(index["key"], index["n_records"], strict=True)) == {"img_a": 2, "img_b": 1}
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from vlmdata.core import layout
 from vlmdata.core.manifest import manifest_schema
 
 
@@ -44,6 +45,7 @@ def bomb_png(side: int = 10_000) -> bytes:
 def write_manifest(path: Path, rows: list[dict], extras: tuple[str, ...] = ()) -> Path:
     schema = manifest_schema(extras)
     full = [{c: r.get(c) for c in schema.names} for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(full, schema=schema), path)
     return path
 
@@ -65,7 +67,7 @@ def make_good_set(root: Path, n: int, *, splits=("train", "test")) -> tuple[Path
         (images / name).parent.mkdir(exist_ok=True)
         (images / name).write_bytes(image_bytes(i, (32 + i % 9, 24 + i % 5), fmt))
         rows.append(row(f"s{i:04d}", name, splits[i % len(splits)], entity_id=f"Q{i}"))
-    return write_manifest(root / "manifest.parquet", rows, ("entity_id",)), images
+    return write_manifest(root / layout.MANIFEST, rows, ("entity_id",)), images
 
 
 @pytest.fixture

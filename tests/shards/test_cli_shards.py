@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.shards.conftest import BAD_COUNTS, MIN_SIDE, make_bad_set
+from vlmdata.core import layout
 
 
 def run(*args: str):
@@ -72,7 +73,7 @@ def test_verify_passes_then_names_the_flipped_key(cli_out):
     out, keys, _, _ = cli_out
     ok = run("verify", out, "--quiet")
     assert ok.exit_code == 0 and "checked 12 samples in 4 shards: ok" in ok.output
-    index = pl.read_parquet(out / "index.parquet")
+    index = pl.read_parquet(out / layout.INDEX)
     r = index.filter(pl.col("key") == "s0007").row(0, named=True)
     path = out / r["shard"]
     blob = bytearray(path.read_bytes())
@@ -90,7 +91,7 @@ def test_verify_passes_then_names_the_flipped_key(cli_out):
 
 def test_verify_catches_a_broken_header_and_missing_shard(cli_out):
     out, _, _, _ = cli_out
-    index = pl.read_parquet(out / "index.parquet")
+    index = pl.read_parquet(out / layout.INDEX)
     r = index.filter(pl.col("key") == "s0001").row(0, named=True)
     path = out / r["shard"]
     blob = bytearray(path.read_bytes())

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from tests.shards.conftest import make_good_set
+from vlmdata.core import layout
 from vlmdata.shards import ShardOptions, write_shards
 
 
@@ -32,7 +33,7 @@ def reference(tmp_path_factory):
     (images / dup).write_bytes((images / orig).read_bytes())
     s = write_shards(manifest, images, root / "local", samples_per_shard=10, progress=False)
     assert (s.kept, dict(s.rejects), s.shards) == (79, {"duplicate_image": 1}, 8)
-    rejects = pl.read_parquet(root / "local" / "rejects.parquet")
+    rejects = pl.read_parquet(root / "local" / layout.REJECTS)
     assert rejects["key"].to_list() == ["s0070"]
     return manifest, images, root
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.shards.http_server import image_bytes, serve_images
+from vlmdata.core import layout
 from vlmdata.download.img2dataset_run import FetchOptions, reject_reason
 from vlmdata.download.pipeline import WORK_DIR, download
 from vlmdata.shards import ShardReader
@@ -107,7 +108,7 @@ def test_exact_kept_and_reject_counts(downloaded):
     lines, out, summary = downloaded["lines"], downloaded["out"], downloaded["summary"]
     expected = Counter(o for _, _, o in lines if o is not None)
     expected["wrong_field_count"] += 1
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     assert Counter(rejects["reason"].to_list()) == expected
     assert summary.kept == len(expected_kept(lines)) == 12
     assert Counter(summary.rejects) == expected
@@ -119,7 +120,7 @@ def test_exact_kept_and_reject_counts(downloaded):
 
 
 def test_failed_urls_keep_img2dataset_message(downloaded):
-    rejects = pl.read_parquet(downloaded["out"] / "rejects.parquet")
+    rejects = pl.read_parquet(downloaded["out"] / layout.REJECTS)
     fetch = rejects.filter(pl.col("stage") == "download").sort("key")
     assert fetch["reason"].to_list() == [
         "http_404",
@@ -141,7 +142,7 @@ def test_failed_urls_keep_img2dataset_message(downloaded):
 
 def test_layout_readable_with_original_bytes(downloaded):
     out, lines = downloaded["out"], downloaded["lines"]
-    for name in ("index.parquet", "manifest.parquet", "wids.json", "rejects.parquet"):
+    for name in (layout.INDEX, layout.MANIFEST, "wids.json", layout.REJECTS):
         assert (out / name).is_file()
     tars = sorted(p.name for p in (out / "shards" / "val").glob("*.tar"))  # the file's split
     assert tars == ["data-000000.tar", "data-000001.tar", "data-000002.tar"]
@@ -161,7 +162,7 @@ def test_layout_readable_with_original_bytes(downloaded):
     assert png["image"] == image_bytes(3, "png") and png["image_ext"] == "png"
     assert png["txt"] == "a png picture" and png["meta"]["split"] == "val"
     assert png["meta"]["url"] == lines[3][1]
-    assert pl.read_parquet(out / "manifest.parquet").height == len(lines)
+    assert pl.read_parquet(out / layout.MANIFEST).height == len(lines)
 
 
 @pytest.mark.slow
@@ -175,7 +176,7 @@ def test_killed_download_resumes_byte_identical(downloaded):
     for p in raw.glob("00001*"):  # as if killed while raw shard 1 was being fetched
         p.unlink()
     shutil.rmtree(out / "shards")
-    (out / "index.parquet").unlink()
+    (out / layout.INDEX).unlink()
     hits_before = len(server.hits)
     # the rerun goes through the CLI: its options must map to the same fetch fingerprint
     args = ["download", "cc3m", str(tsv), "-o", str(out), "--allow-private", "--quiet"]

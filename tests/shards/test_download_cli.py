@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.shards.http_server import image_bytes, serve_images
+from vlmdata.core import layout
 from vlmdata.shards import ShardReader
 
 
@@ -54,7 +55,7 @@ def test_local_dataset_shards_images_dir(tmp_path):
     assert list(reader.index["key"]) == ["flickr30k_1", "flickr30k_2", "flickr30k_3"]
     assert reader.get("flickr30k_2")["image"] == image_bytes(2)
     assert reader.get("flickr30k_2")["meta"]["split"] == "test"
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     reasons = dict(zip(rejects["reason"], rejects["stage"], strict=True))
     assert Counter(rejects["reason"].to_list()) == Counter(
         {"missing_field": 1, "missing_file": 1, "duplicate_image": 1}
@@ -74,7 +75,7 @@ def test_loopback_urls_refused_and_exit_code(tmp_path):
         assert server.hits == []
     assert result.exit_code == 1  # every row rejected: above --max-reject-ratio
     assert "private_address" in result.output
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     assert rejects["reason"].to_list() == ["private_address", "private_address"]
     assert rejects["stage"].unique().to_list() == ["filter-urls"]
 
@@ -113,14 +114,14 @@ def test_coco_urls_filtered_and_missing_urls_rejected(tmp_path):
     args = ["download", "coco", str(path), "-o", str(out), "--max-reject-ratio", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     got = sorted(zip(rejects["key"], rejects["reason"], rejects["stage"], strict=True))
     assert [g[1:] for g in got] == [
         ("private_address", "filter-urls"),
         ("missing_url", "download"),
         ("private_address", "filter-urls"),
     ]
-    assert pl.read_parquet(out / "manifest.parquet").height == 3
+    assert pl.read_parquet(out / layout.MANIFEST).height == 3
     assert not (out / ".download" / "raw").exists()
 
 

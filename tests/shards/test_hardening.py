@@ -25,6 +25,7 @@ from PIL import Image
 
 from cli.vlmdata import main
 from tests.shards.conftest import image_bytes, make_good_set
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import out_lock
 from vlmdata.shards import write_shards
@@ -47,10 +48,10 @@ def sharded(tmp_path):
 
 
 def _rewrite_index(out: Path, fn) -> None:
-    table = pq.read_table(out / "index.parquet")
+    table = pq.read_table(out / layout.INDEX)
     pq.write_table(
         fn(pl.from_arrow(table)).to_arrow().replace_schema_metadata(table.schema.metadata),
-        out / "index.parquet",
+        out / layout.INDEX,
     )
 
 
@@ -61,7 +62,7 @@ def _rewrite_index(out: Path, fn) -> None:
 )
 def test_get_refuses_a_crafted_index(sharded, tmp_path, column, value):
     value = str(tmp_path / "abs_escaped") if value == "ABS" else value  # an absolute path
-    first = pl.read_parquet(sharded / "index.parquet")["key"][0]
+    first = pl.read_parquet(sharded / layout.INDEX)["key"][0]
     _rewrite_index(
         sharded,
         lambda df: df.with_columns(
@@ -81,7 +82,7 @@ def test_get_refuses_a_crafted_index(sharded, tmp_path, column, value):
 # -- verify -----------------------------------------------------------------------------------
 def test_verify_catches_a_sample_moved_between_splits(sharded):
     assert verify_shards(sharded).ok
-    index = pl.read_parquet(sharded / "index.parquet")
+    index = pl.read_parquet(sharded / layout.INDEX)
     moved = index.filter(pl.col("split") == "test")["key"][0]
     _rewrite_index(
         sharded,
@@ -106,10 +107,10 @@ def test_verify_reports_an_empty_tar(sharded):
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda out: (out / "index.parquet").write_bytes(b"PAR1 not really"), "not a readable"),
+        (lambda out: (out / layout.INDEX).write_bytes(b"PAR1 not really"), "not a readable"),
         (
             lambda out: pq.write_table(
-                pq.read_table(out / "index.parquet").drop(["image_sha256"]), out / "index.parquet"
+                pq.read_table(out / layout.INDEX).drop(["image_sha256"]), out / layout.INDEX
             ),
             "index lacks columns",
         ),
@@ -300,7 +301,7 @@ def _big_set(root: Path, n: int = 6):
         )
     from tests.shards.conftest import write_manifest
 
-    return write_manifest(root / "manifest.parquet", rows), images
+    return write_manifest(root / layout.MANIFEST, rows), images
 
 
 def test_full_disk_is_a_clean_error_without_temp_files(tmp_path):
@@ -341,7 +342,7 @@ def test_an_early_flush_error_fails_the_shard(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="Input/output error"):
         write_shards(manifest, images, tmp_path / "out", samples_per_shard=3, progress=False)
     out = tmp_path / "out"
-    assert calls and not (out / "index.parquet").exists()
+    assert calls and not (out / layout.INDEX).exists()
     assert list(out.rglob("*_stats.json")) == [] and list(out.rglob("*.tar")) == []
     assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == []
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main as vlmdata_cli
 from tests.shards.http_server import image_bytes, serve_images
+from vlmdata.core import layout
 from vlmdata.shards import ShardReader
 
 BIN = Path(sys.executable).parent
@@ -78,7 +79,7 @@ def test_ingest_img2dataset_output_offline(tmp_path, fmt):
     assert f"{out}/shards/train/data-{{000000..000001}}.tar" in res.output
 
     reader = ShardReader(out)
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     by_caption = dict(zip(meta["caption"], meta["key"], strict=True))
     # every row in the shards or in rejects, once
     assert sorted(reader.index["key"].to_list() + rejects["key"].to_list()) == sorted(meta["key"])
@@ -96,12 +97,12 @@ def test_ingest_img2dataset_output_offline(tmp_path, fmt):
     # resumable: a rerun keeps every finished shard (not rewritten) and ends byte-identical
     tars = sorted((out / "shards").glob("*/*.tar"))
     written = {p: p.stat().st_mtime_ns for p in tars}
-    before = hashlib.sha256((out / "index.parquet").read_bytes()).hexdigest()
+    before = hashlib.sha256((out / layout.INDEX).read_bytes()).hexdigest()
     tars[0].with_name(tars[0].stem + "_stats.json").unlink()  # as if killed before its marker
     again = CliRunner().invoke(vlmdata_cli, args, catch_exceptions=False)
     assert again.exit_code == 0, again.output
     assert [p for p in tars if p.stat().st_mtime_ns != written[p]] == [tars[0]]
-    assert hashlib.sha256((out / "index.parquet").read_bytes()).hexdigest() == before
+    assert hashlib.sha256((out / layout.INDEX).read_bytes()).hexdigest() == before
 
 
 def test_ingest_refuses_a_folder_without_finished_shards(tmp_path):

@@ -19,6 +19,7 @@ import pytest
 
 from tests.shards.conftest import make_good_set
 from tests.shards.http_server import serve_images
+from vlmdata.core import layout
 from vlmdata.shards import ShardReader, write_shards
 
 pytestmark = [
@@ -103,7 +104,7 @@ def test_shard_workers_die_with_a_killed_shard_and_a_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     fresh = tmp_path / "fresh"
     write_shards(manifest, images, fresh, samples_per_shard=100, progress=False)
-    for name in ("index.parquet", "wids.json", "shards/train/data-000007.tar"):
+    for name in (layout.INDEX, "wids.json", "shards/train/data-000007.tar"):
         assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
 
 
@@ -125,4 +126,4 @@ def test_img2dataset_dies_with_a_killed_download_and_a_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     keys = ShardReader(out).index["key"].to_list()
     assert keys == [f"cc3m_val_{i:08d}" for i in range(1, 13)]
-    assert pl.read_parquet(out / "rejects.parquet").height == 0
+    assert pl.read_parquet(out / layout.REJECTS).height == 0

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.vlmdata import main as vlmdata_cli
+from vlmdata.core import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN, TEST = 130, 30
@@ -39,7 +40,7 @@ def demo_manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("peers")
     generate_demo(root / "data", images=TRAIN + TEST, test=TEST, val=0, size=32, progress=False)
     _cli("manifest", "karpathy", root / "data" / "dataset_demo.json", "-o", root / "m")
-    return root, root / "m" / "manifest.parquet", root / "data" / "images"
+    return root, root / "m" / layout.MANIFEST, root / "data" / "images"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def _run_python(code: str, out: Path) -> list[str]:
 
 def test_demo_shards_hold_one_split_each_with_sizes_json(demo_manifest, peer_set):
     out, printed = peer_set
-    index = pl.read_parquet(out / "index.parquet")
+    index = pl.read_parquet(out / layout.INDEX)
     per_shard = index.group_by("shard").agg(pl.col("split").unique())
     assert all(len(s) == 1 for s in per_shard["split"])
     for shard, (split,) in per_shard.iter_rows():
@@ -194,7 +195,7 @@ def test_readme_webdataset_wids_duckdb_commands(demo_manifest, peer_set):
     wds_count = _run_python(_block("python", "import webdataset"), out)
     assert wds_count == [str(TRAIN)]
     n, first_key = _run_python(_block("python", "import wids"), out)[0].split()
-    index = pl.read_parquet(out / "index.parquet")
+    index = pl.read_parquet(out / layout.INDEX)
     assert int(n) == TRAIN + TEST and first_key == index["key"][0]
     images, records, first = _run_python(_block("python", "import duckdb"), out)
     manifest = pl.read_parquet(demo_manifest[1])
@@ -250,7 +251,7 @@ def test_a_split_that_cannot_name_a_folder_is_a_reject_and_none_is_nosplit(tmp_p
     s = write_shards(write_manifest(tmp_path / "m.parquet", rows), images, tmp_path / "out",
                      progress=False)  # fmt: skip
     assert dict(s.rejects) == {"bad_split": 2}
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     assert index.select("key", "shard").rows() == [
         ("k0", "shards/train/data-000000.tar"),
         ("k4", "shards/train/data-000000.tar"),

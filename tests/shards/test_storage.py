@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from cli.vlmdata import main
 from tests.s3_server import moto_s3
 from tests.shards.conftest import image_bytes, make_good_set, row, write_manifest
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards import ShardReader, iter_samples, list_shards, write_shards
@@ -168,7 +169,7 @@ def test_cli_get_inspect_verify_with_environment_credentials(s3, data, uploaded,
     r = CliRunner().invoke(main, ["inspect", uploaded, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["samples"] == 23
     r = CliRunner().invoke(main, ["get", uploaded, "nope"])
-    assert r.exit_code == 2 and f"{uploaded}/index.parquet" in r.output
+    assert r.exit_code == 2 and f"{uploaded}/{layout.INDEX}" in r.output
 
 
 def test_cli_shard_with_storage_options_json(s3, data):
@@ -257,7 +258,7 @@ def test_killed_upload_run_resumes_byte_identical(s3, data, tmp_path):
     assert {k: want[k] for k in after_kill} == after_kill  # every object whole
     committed = [k for k in after_kill if k.endswith("_stats.json")]
     assert all(k.replace("_stats.json", ".tar") in after_kill for k in committed)
-    with pytest.raises(DataError, match="no index.parquet"):
+    with pytest.raises(DataError, match=f"no {layout.INDEX} here"):
         ShardReader(url)
     summary = write_shards(manifest, images, url, samples_per_shard=5, progress=False)
     assert (summary.skipped, summary.written) == (len(committed), 6 - len(committed))
@@ -303,7 +304,7 @@ def test_download_writes_to_s3_and_reruns_up_to_date(s3, tmp_path):
         again = download("cc3m", [tsv], url, **kw)
     assert again.up_to_date and again.kept == 5
     names = set(s3.objects("download"))
-    assert {"index.parquet", "manifest.parquet", "rejects.parquet", "wids.json"} <= names
+    assert {layout.INDEX, layout.MANIFEST, layout.REJECTS, "wids.json"} <= names
     assert not any(n.startswith(".download") for n in names)  # work files are not uploaded
     assert verify_shards(url, storage_options=s3.options).ok
     reader = ShardReader(url, storage_options=s3.options)

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.shards.conftest import BAD_COUNTS, MIN_SIDE, make_bad_set, make_good_set
+from vlmdata.core import layout
 from vlmdata.shards import write_samples, write_shards
 from vlmdata.shards.tarfmt import parse_header
 
 
 def tree_hashes(out: Path) -> dict[str, str]:
     """sha256 of every tar, the index and wids.json (the files that must be byte-identical)."""
-    files = sorted(out.glob("shards/*/*.tar")) + [out / "index.parquet", out / "wids.json"]
+    files = sorted(out.glob("shards/*/*.tar")) + [out / layout.INDEX, out / "wids.json"]
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -28,7 +29,7 @@ def test_every_reject_reason_counted_exactly(tmp_path, decode):
     s = write_shards(manifest, images, out, min_side=MIN_SIDE, decode_check=decode, progress=False)
     assert dict(s.rejects) == BAD_COUNTS
     assert s.kept == len(keys) == 12
-    rej = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
+    rej = pl.read_parquet(tmp_path / "out" / layout.REJECTS)
     assert dict(rej["reason"].value_counts().iter_rows()) == BAD_COUNTS
     assert set(rej["stage"]) == {"shard"}
     by_key = {k: r for k, r in zip(rej["key"], rej["reason"], strict=True)}
@@ -40,7 +41,7 @@ def test_every_reject_reason_counted_exactly(tmp_path, decode):
         if key != "bad.key" and key != keys[3]:
             assert m[line - 1]["key"] == key
         assert json.loads(record)["key"] == key
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     # one split per shard: the index runs split by split (first seen first), manifest order within
     split_of: dict[str, str] = {}
     for r in m:  # a later row reusing a key is a duplicate_key reject
@@ -50,14 +51,14 @@ def test_every_reject_reason_counted_exactly(tmp_path, decode):
     assert {(r["split"], r["shard"].split("/")[1]) for r in index.iter_rows(named=True)} == {
         (s, s) for s in order
     }
-    copied = tmp_path / "out" / "manifest.parquet"
+    copied = tmp_path / "out" / layout.MANIFEST
     assert copied.read_bytes() == manifest.read_bytes()
 
 
 def test_index_offsets_point_at_the_members(good_set, tmp_path):
     manifest, images = good_set
     write_shards(manifest, images, tmp_path / "out", samples_per_shard=4, progress=False)
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     m = {r["key"]: r for r in pq.read_table(manifest).to_pylist()}
     # 12 train and 11 test images (alternating), 4 per shard, each split cut on its own
     assert index["shard"].unique().sort().to_list() == [
@@ -105,7 +106,7 @@ def test_resume_after_simulated_kill(good_set, tmp_path):
     (shards / "data-000002_stats.json").unlink()
     blob = (shards / "data-000001.tar").read_bytes()
     (shards / "data-000001.tar").write_bytes(blob[:3000])
-    (out / "index.parquet").unlink()
+    (out / layout.INDEX).unlink()
     (out / "wids.json").unlink()
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
     assert (s.written, s.skipped) == (2, 4)  # train 3 shards + test 3
@@ -135,8 +136,8 @@ def test_two_workers_equal_one(tmp_path):
     two = write_shards(manifest, images, tmp_path / "w2", workers=2, **kw)
     assert tree_hashes(tmp_path / "w1") == tree_hashes(tmp_path / "w2")
     assert one.rejects == two.rejects and one.kept == two.kept == 12
-    r1 = (tmp_path / "w1" / "rejects.parquet").read_bytes()
-    assert r1 == (tmp_path / "w2" / "rejects.parquet").read_bytes()
+    r1 = (tmp_path / "w1" / layout.REJECTS).read_bytes()
+    assert r1 == (tmp_path / "w2" / layout.REJECTS).read_bytes()
 
 
 def test_max_shard_bytes_caps_every_shard(good_set, tmp_path):
@@ -150,7 +151,7 @@ def test_max_shard_bytes_caps_every_shard(good_set, tmp_path):
     assert {e["url"]: e["filesize"] for e in wids["shardlist"]} == sizes
     assert sum(e["nsamples"] for e in wids["shardlist"]) == 23
     # the greedy cut: the next shard's first sample would have pushed this one past the cap
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     per_shard = index.group_by("shard", maintain_order=True).agg(
         pl.col("size").sum().alias("used"), pl.col("size").first().alias("first")
     )
@@ -174,12 +175,10 @@ def test_resize_writes_resized_images_and_sizes(good_set, tmp_path):
         reencode="png",
         progress=False,
     )
-    index = pl.read_parquet(tmp_path / "out" / "index.parquet")
+    index = pl.read_parquet(tmp_path / "out" / layout.INDEX)
     assert set(index["format"]) == {"png"}
     assert set(index["width"]) == {16} and set(index["height"]) == {16}
-    meta = json.loads(
-        pq.read_metadata(tmp_path / "out" / "index.parquet").metadata[b"vlmdata.shards"]
-    )
+    meta = json.loads(pq.read_metadata(tmp_path / "out" / layout.INDEX).metadata[b"vlmdata.shards"])
     assert meta["resize"] == "center_crop" and meta["reencode"] == "png"
     assert meta["resize_side"] == 16
 
@@ -197,7 +196,7 @@ def test_write_samples_matches_write_shards(tmp_path):
                 yield r, p.read_bytes()
 
     prior = tmp_path / "download_rejects.parquet"
-    pq.write_table(pq.read_table(tmp_path / "a" / "rejects.parquet").slice(0, 2), prior)
+    pq.write_table(pq.read_table(tmp_path / "a" / layout.REJECTS).slice(0, 2), prior)
     s = write_samples(items(), tmp_path / "b", manifest=manifest, prior_rejects=prior, **kw)
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
     expected = {k: v for k, v in BAD_COUNTS.items() if k not in ("missing_file", "path_escape")}
@@ -213,7 +212,7 @@ def test_write_samples_without_manifest_writes_the_rows_it_saw(tmp_path):
     items = [(r, (images / r["path"]).read_bytes()) for r in rows]
     s = write_samples(items, tmp_path / "out", samples_per_shard=4, progress=False)
     assert (s.kept, s.shards) == (6, 2)
-    written = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    written = pl.read_parquet(tmp_path / "out" / layout.MANIFEST)
     assert written["key"].to_list() == [r["key"] for r in rows]
     assert written["entity_id"].to_list() == [f"Q{i}" for i in range(6)]
 
@@ -249,7 +248,7 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert stats.exists() and not (out / "index.parquet").exists()
+    assert stats.exists() and not (out / layout.INDEX).exists()
     assert len(list((out / "shards").glob("*/*.tar"))) == 1
     s = write_shards(manifest, images, out, samples_per_shard=5, progress=False)
     assert (s.written, s.skipped) == (5, 1)  # train 3 shards + test 3
@@ -259,17 +258,20 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
 
 def test_a_rerun_removes_temp_tables_a_killed_run_left(good_set, tmp_path):
     """The index and records tables are staged while shards are written: a kill leaves their
-    temp files beside OUT's tables; the next run removes them (and nothing else)."""
+    temp files beside OUT's tables (in each table's folder); the next run removes them (and
+    nothing else)."""
     manifest, images = good_set
     out = tmp_path / "out"
-    out.mkdir()
-    left = [".index.parquet.tmp-k1", ".records.parquet.tmp-k2", ".rejects.parquet.tmp-k3"]
-    for name in [*left, ".index.parquet.keep", "notes.tmp-1"]:
+    left = ["index/.index.parquet.tmp-k1", "records/.records.parquet.tmp-k2"]
+    left += ["rejects/.rejects.parquet.tmp-k3", ".wids.json.tmp-k4"]
+    kept = ["index/.index.parquet.keep", "notes.tmp-1", "records/notes.tmp-2"]
+    for name in [*left, *kept]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"x")
     write_shards(manifest, images, out, progress=False)
-    names = {p.name for p in out.iterdir()}
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*")}
     assert not names & set(left)
-    assert {".index.parquet.keep", "notes.tmp-1", "index.parquet", "records.parquet"} <= names
+    assert {*kept, layout.INDEX, layout.RECORDS, layout.REJECTS} <= names
 
 
 def test_writer_refuses_an_image_changed_after_planning(good_set):

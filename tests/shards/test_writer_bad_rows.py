@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.shards.conftest import image_bytes, make_good_set, row, write_manifest
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import key_problem
 from vlmdata.shards import ShardReader, write_samples, write_shards
@@ -73,7 +74,7 @@ def test_messy_rows_become_rejects_and_the_run_ends(tmp_path):
     assert not worker.is_alive(), "write_shards hangs"
     summary = done["s"]
     assert summary.kept == len(good_keys)
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     got = dict(zip(rejects["key"].to_list(), rejects["reason"].to_list(), strict=True))
     assert got == BAD_ROWS
     details = dict(zip(rejects["key"], rejects["detail"], strict=True))
@@ -123,7 +124,7 @@ def test_wrong_schema_is_one_error_before_any_work(tmp_path, column, array, mess
     with pytest.raises(DataError, match="manifest column types") as err:
         write_shards(manifest, images, out, progress=False)
     assert message in str(err.value) and str(manifest) in str(err.value)
-    assert not (out / "shards").exists() and not (out / "rejects.parquet").exists()
+    assert not (out / "shards").exists() and not (out / layout.REJECTS).exists()
 
 
 def test_exit_codes_tell_rejects_from_crashes(tmp_path, monkeypatch):

@@ -9,13 +9,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from vlmdata.core import layout
+
 
 def reject_counts(out: Path) -> dict[str, int]:
-    return dict(Counter(pl.read_parquet(out / "rejects.parquet")["reason"].to_list()))
+    return dict(Counter(pl.read_parquet(out / layout.REJECTS)["reason"].to_list()))
 
 
 def manifest_rows(out: Path) -> list[dict]:
-    return pl.read_parquet(out / "manifest.parquet").to_dicts()
+    return pl.read_parquet(out / layout.MANIFEST).to_dicts()
 
 
 def write_json_bytes(path: Path, obj: object, replace: dict[str, bytes] | None = None) -> Path:

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from tests.sources.conftest import manifest_rows, reject_counts
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.sources import read_source
 
@@ -41,7 +42,7 @@ def test_google_tsv_rows_and_rejects(tmp_path, out):
         "empty_text": 1,
         "missing_field": 1,
     }
-    rejects = pl.read_parquet(out / "rejects.parquet").sort("line")
+    rejects = pl.read_parquet(out / layout.REJECTS).sort("line")
     assert rejects["line"].to_list() == [2, 3, 5, 6, 7]
     assert (
         rejects.row(2, named=True)["record"]
@@ -103,13 +104,13 @@ def test_header_row_is_skipped_and_counted_on_both_paths(tmp_path):
     assert res.kept == res_plain.kept == 4 and res.rejects == res_plain.rejects
     keys = [r["key"] for r in manifest_rows(tmp_path / "m1")]
     assert keys == [r["key"] for r in manifest_rows(tmp_path / "m0")]
-    lines = pl.read_parquet(tmp_path / "m1" / "rejects.parquet")["line"].to_list()
-    assert lines == [x + 1 for x in pl.read_parquet(tmp_path / "m0" / "rejects.parquet")["line"]]
+    lines = pl.read_parquet(tmp_path / "m1" / layout.REJECTS)["line"].to_list()
+    assert lines == [x + 1 for x in pl.read_parquet(tmp_path / "m0" / layout.REJECTS)["line"]]
     filtered = filter_urls(headed, tmp_path / "f1", split=None, allow_private=True)
     assert filtered.header == 1 and "header" in filtered.summary()
     unheaded = filter_urls(plain, tmp_path / "f0", split=None, allow_private=True)
     assert filtered.rejects == unheaded.rejects  # the header is not a row with a bad URL
-    kept = pl.read_parquet(tmp_path / "f1" / "manifest.parquet")["key"].to_list()
+    kept = pl.read_parquet(tmp_path / "f1" / layout.MANIFEST)["key"].to_list()
     assert kept == keys
 
 
@@ -126,8 +127,8 @@ def test_manifest_and_filter_urls_build_the_same_rows(tmp_path, split):
     read_source("cc3m", [tsv], tmp_path / "m", split=split)
     filter_urls(tsv, tmp_path / "f", split=split, allow_private=True)
     cols = ["key", "split", "url", "texts"]
-    manifest = pl.read_parquet(tmp_path / "m" / "manifest.parquet").select(cols)
-    filtered = pl.read_parquet(tmp_path / "f" / "manifest.parquet").select(cols)
+    manifest = pl.read_parquet(tmp_path / "m" / layout.MANIFEST).select(cols)
+    filtered = pl.read_parquet(tmp_path / "f" / layout.MANIFEST).select(cols)
     both = manifest.join(filtered, on="key", how="inner", suffix="_f")
     assert both.height == filtered.height >= 40  # every row filter-urls keeps, manifest keeps
     for col in ("split", "url", "texts"):

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from cli.vlmdata import main
 from tests.sources.conftest import manifest_rows
+from vlmdata.core import layout
 
 
 def run(*args):
@@ -71,7 +72,7 @@ def test_filter_urls_cli(tmp_path, out):
     assert len(manifest_rows(out)) == 2
     result = run("filter-urls", tsv, "-o", out, "--denylist", deny)
     assert result.exit_code == 1 and "denylisted_domain" in result.output
-    result = run("filter-urls", out / "manifest.parquet", "-o", tmp_path / "o2", "--split", "x")
+    result = run("filter-urls", out / layout.MANIFEST, "-o", tmp_path / "o2", "--split", "x")
     assert result.exit_code == 2
     assert run("filter-urls", tmp_path / "nope.tsv", "-o", out).exit_code == 2
 
@@ -122,7 +123,7 @@ def test_documented_manifest_examples_use_options_their_source_takes():
 
 def test_readme_tour_commands_write_to_different_folders():
     """`manifest cc3m` and `filter-urls` once shared `-o cc3m/`: the second overwrote the
-    first's manifest.parquet and rejects.parquet."""
+    first's manifest and rejects tables."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from tests.sources.conftest import manifest_rows, reject_counts, write_json_bytes
+from vlmdata.core import layout
 from vlmdata.sources import read_source
 
 
@@ -58,7 +59,7 @@ def test_captions_json(tmp_path, out):
         "empty_text": 1,
         "duplicate_key": 1,
     }
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     orphan = rejects.filter(pl.col("reason") == "unknown_image").row(0, named=True)
     assert orphan["line"] == 3 and orphan["detail"].startswith("annotations[3]")
     no_caption = rejects.filter(pl.col("reason") == "empty_text").row(0, named=True)
@@ -74,5 +75,5 @@ def test_val_split_and_rerun_is_byte_identical(tmp_path):
     read_source("coco", [path], tmp_path / "a")
     read_source("coco", [path], tmp_path / "b")
     assert manifest_rows(tmp_path / "a")[0]["split"] == "val"
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

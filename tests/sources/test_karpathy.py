@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from tests.sources.conftest import manifest_rows, reject_counts, write_json_bytes
+from vlmdata.core import layout
 from vlmdata.sources import read_source
 
 
@@ -58,7 +59,7 @@ def test_flickr30k_rows_and_rejects(tmp_path, out):
         "unsafe_path": 1,
         "empty_caption": 1,
     }
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     bad = rejects.filter(pl.col("reason") == "bad_utf8").row(0, named=True)
     assert bad["line"] == 7 and bad["detail"].startswith("images[7]:")
     assert "\\\\xff\\\\xfe bytes" in bad["record"]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sources.conftest import manifest_rows, reject_counts, write_json_bytes
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.sources import jsonstream, read_source
 
@@ -66,7 +67,7 @@ def test_llava_rows_text_only_and_rejects(tmp_path, out):
     ]
     assert json.loads(rows[0]["conversations"]) == RECORDS[0]["conversations"]
     assert {r["split"] for r in rows} == {"train"}
-    text_only = pl.read_parquet(out / "text_only.parquet").to_dicts()
+    text_only = pl.read_parquet(out / layout.TEXT_ONLY).to_dicts()
     assert [(r["key"], r["texts"]) for r in text_only] == [("llava_text-1", ["Hi!"])]
     assert reject_counts(out) == {
         "no_image_token": 1,
@@ -76,7 +77,7 @@ def test_llava_rows_text_only_and_rejects(tmp_path, out):
         "empty_text": 1,
         "unsafe_path": 1,
     }
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     assert rejects.filter(pl.col("reason") == "bad_utf8")["line"].to_list() == [7]
     assert "list index" in rejects["detail"][0]
     assert result.extra == {"text_only": 1}
@@ -87,7 +88,7 @@ def test_invalid_json_names_the_file(tmp_path, out):
     path.write_text('[{"id": "a"}, {"id": ')
     with pytest.raises(DataError, match="broken.json"):
         read_source("llava", [path], out)
-    assert not (out / "manifest.parquet").exists()  # aborted: nothing half-written
+    assert not (out / layout.MANIFEST).exists()  # aborted: nothing half-written
 
 
 json_values = st.recursive(

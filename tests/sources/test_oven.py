@@ -7,6 +7,7 @@ import json
 import polars as pl
 
 from tests.sources.conftest import manifest_rows, reject_counts
+from vlmdata.core import layout
 from vlmdata.sources import read_source
 
 
@@ -78,7 +79,7 @@ def test_entity_val_and_test_splits(tmp_path, out):
         "empty_text": 1,
         "bad_image_id": 1,
     }
-    lines = pl.read_parquet(out / "rejects.parquet").sort("line")["line"].to_list()
+    lines = pl.read_parquet(out / layout.REJECTS).sort("line")["line"].to_list()
     assert lines == [3, 4, 5, 6, 7, 8, 9]
     assert result.kept == 3
 

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from tests.sources.conftest import manifest_rows, reject_counts
+from vlmdata.core import layout
 from vlmdata.filter.urls import filter_urls, ip_is_private, load_denylist, url_reasons
 from vlmdata.sources import read_source
 
@@ -95,7 +96,7 @@ def test_one_url_per_reason_cc3m(tmp_path, out, denylist):
     assert [r["key"] for r in kept] == [f"cc3m_train_{n:08d}" for n in expected_kept]
     assert kept[0]["url"] == "http://example.com/a.jpg"  # the first of the duplicates is kept
     assert kept[1]["url"] == "https://Img.Example.org:8443/x/y.png?s=1#f"  # stripped
-    rejects = pl.read_parquet(out / "rejects.parquet").sort("line")
+    rejects = pl.read_parquet(out / layout.REJECTS).sort("line")
     got = dict(zip(rejects["line"].to_list(), rejects["reason"].to_list(), strict=True))
     want = {i + 1: case[2] for i, case in enumerate(CASES) if case[2] is not None}
     assert got == want
@@ -128,7 +129,7 @@ def test_keys_match_the_cc3m_reader(tmp_path, denylist):
     assert manifest_rows(tmp_path / "f") == manifest_rows(tmp_path / "m")
     assert reject_counts(tmp_path / "f") == reject_counts(tmp_path / "m")
     assert [r["key"][-1] for r in manifest_rows(tmp_path / "f")] == ["1", "4", "6", "8"]
-    lines = [pl.read_parquet(tmp_path / d / "rejects.parquet").sort("line")["line"] for d in "fm"]
+    lines = [pl.read_parquet(tmp_path / d / layout.REJECTS).sort("line")["line"] for d in "fm"]
     assert lines[0].to_list() == lines[1].to_list() == [2, 3, 5, 7]
 
 
@@ -151,14 +152,14 @@ def test_manifest_format_keeps_extra_columns_and_path_rows(tmp_path, out):
             "entity_id": ["Q1", "Q2", "Q3", None, "Q4"],
         }
     )
-    src.mkdir()
-    rows.write_parquet(src / "manifest.parquet")
-    filter_urls(src / "manifest.parquet", out)
-    kept = pl.read_parquet(out / "manifest.parquet")
+    (src / layout.MANIFEST).parent.mkdir(parents=True)
+    rows.write_parquet(src / layout.MANIFEST)
+    filter_urls(src / layout.MANIFEST, out)
+    kept = pl.read_parquet(out / layout.MANIFEST)
     assert kept["key"].to_list() == ["wiki_Q1", "local"]
     assert kept.columns == rows.columns
     assert reject_counts(out) == {"private_address": 1, "duplicate_url": 1, "empty_text": 1}
-    rejects = pl.read_parquet(out / "rejects.parquet")
+    rejects = pl.read_parquet(out / layout.REJECTS)
     assert rejects.sort("line")["line"].to_list() == [1, 2, 4]
     assert json.loads(rejects.sort("line")["record"][0])["entity_id"] == "Q2"
 
@@ -218,9 +219,9 @@ def test_rerun_is_byte_identical_and_schema_is_the_manifest_contract(tmp_path, d
     tsv = write_tsv(tmp_path / "Train_GCC-training.tsv", CASES)
     filter_urls(tsv, tmp_path / "a", denylist=denylist)
     filter_urls(tsv, tmp_path / "b", denylist=denylist)
-    for name in ("manifest.parquet", "rejects.parquet"):
+    for name in (layout.MANIFEST, layout.REJECTS):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert pq.read_schema(tmp_path / "a" / "manifest.parquet").equals(manifest_schema())
+    assert pq.read_schema(tmp_path / "a" / layout.MANIFEST).equals(manifest_schema())
 
 
 def test_single_url_reason_for_redirect_checks():

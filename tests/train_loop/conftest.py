@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmdata.core import layout
 from vlmdata.core.net import free_port
 
 SHAPES = ["circle", "square", "star", "triangle", "boat", "dog", "cat", "house"]
@@ -81,7 +82,7 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
         for row in rows:
             sink.keep(row)
     write_shards(
-        root / "src" / "manifest.parquet",
+        root / "src" / layout.MANIFEST,
         images,
         root / "shards",
         samples_per_shard=5,

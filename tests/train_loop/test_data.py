@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from tests.train_loop.conftest import CONFIGS, N_TRAIN, data_overrides
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmtrain.data.plan import StepPlan, streaming_batches
 from vlmtrain.data.train_data import TrainData
@@ -76,7 +77,7 @@ def test_ranks_split_each_epoch_without_overlap(dataset, tmp_path, grace_ctx):
                 k for k, kind in zip(b.keys, b.batch["kind"], strict=True) if kind == "image2id"
             ]
     assert len(seen) == 20 == len(set(seen))  # no sample twice within the epoch
-    train = pl.read_parquet(dataset["shards"] / "index.parquet").filter(pl.col("split") == "train")
+    train = pl.read_parquet(dataset["shards"] / layout.INDEX).filter(pl.col("split") == "train")
     assert set(seen) <= set(train["key"])
 
 
@@ -104,7 +105,7 @@ def test_resume_continues_the_same_stream(dataset, tmp_path, grace_ctx, mode, wo
 
 
 def test_streaming_counts_equal_on_every_rank_with_uneven_shards(dataset, tmp_path, grace_ctx):
-    sizes = pl.read_parquet(dataset["shards"] / "index.parquet").group_by("shard").len()
+    sizes = pl.read_parquet(dataset["shards"] / layout.INDEX).group_by("shard").len()
     # uneven: 22 train and 4 test images, 5 per shard, one split per shard (issue 24)
     assert sorted(sizes["len"].to_list()) == [2, 4, 5, 5, 5, 5]
     assert streaming_batches(N_TRAIN, 2, world=2, workers=2) == 6  # ceil(ceil(22/4)/2)*2

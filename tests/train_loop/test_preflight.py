@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cli.vlmtrain import main
 from tests.train_loop.conftest import CONFIGS, data_overrides
+from vlmdata.core import layout
 from vlmtrain.train.config import load_config
 from vlmtrain.train.preflight import check_config
 
@@ -59,11 +60,12 @@ def _shards_of_its_format(config: Path, tmp_path: Path) -> Path:
     cfg = load_config(config)
     source, inputs = data_for(config, cfg.recipe.name, tmp_path)
     read_source(source, inputs, tmp_path / "m")
-    records = pl.read_parquet(tmp_path / "m" / "manifest.parquet")
+    records = pl.read_parquet(tmp_path / "m" / layout.MANIFEST)
     shards = tmp_path / "shards"
-    shards.mkdir()
-    records.write_parquet(shards / "records.parquet")
-    records.select("key").write_parquet(shards / "index.parquet")
+    for rel in (layout.RECORDS, layout.INDEX):
+        (shards / rel).parent.mkdir(parents=True)
+    records.write_parquet(shards / layout.RECORDS)
+    records.select("key").write_parquet(shards / layout.INDEX)
     return shards
 
 
@@ -91,7 +93,7 @@ def test_missing_paths_are_named(dataset, tmp_path):
         f"init_from={tmp_path / 'stage1'}",
     )
     assert got == [
-        f"data.shards: no index.parquet in {tmp_path / 'nope'} (not a `vlmdata shard` output)",
+        f"data.shards: no {layout.INDEX} in {tmp_path / 'nope'} (not a `vlmdata shard` output)",
         f"model.tokenizer: {tmp_path / 'tok'} does not exist",
         f"data.ids: {tmp_path / 'ids.parquet'} does not exist",
         "init_from: no export (model.safetensors + config.yaml) in "
@@ -149,7 +151,7 @@ def test_columns_the_recipe_reads_must_be_in_the_records(dataset, tmp_path):
 
     shards = tmp_path / "shards"
     shutil.copytree(dataset["shards"], shards)
-    for name in ("records.parquet", "index.parquet"):
+    for name in (layout.RECORDS, layout.INDEX):
         table = pl.read_parquet(shards / name)
         table.drop("conversations", "question", strict=False).write_parquet(shards / name)
     llava = _problems(dataset, tmp_path, "llava_stage2_tiny.yaml", f"data.shards={shards}",

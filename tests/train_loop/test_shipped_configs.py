@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from tests.train_loop.conftest import CONFIGS
+from vlmdata.core import layout
 from vlmdata.sources import read_source
 from vlmtrain.data.train_data import stream_sizes
 from vlmtrain.recipes import get_recipe
@@ -93,7 +94,7 @@ def test_filters_select_records_of_the_configs_data(config, tmp_path):
     source, inputs = data_for(config, cfg.recipe.name, tmp_path)
     result = read_source(source, inputs, tmp_path / "m")
     assert result.kept > 0 and not result.rejects
-    records = pl.read_parquet(tmp_path / "m" / "manifest.parquet")
+    records = pl.read_parquet(tmp_path / "m" / layout.MANIFEST)
     streams = resolve_streams(cfg.data, dict(recipe.mix))
     sizes = stream_sizes(records, streams, where=str(config))
     assert all(n > 0 for n in sizes)
@@ -103,7 +104,7 @@ def test_a_filter_selecting_nothing_names_the_splits_there(tmp_path):
     cfg = load_config(CONFIGS / "autover_tiny.yaml", ["data.filter={split: train}"])
     oven(tmp_path)
     read_source("oven", sorted(tmp_path.glob("*.jsonl")), tmp_path / "m")
-    records = pl.read_parquet(tmp_path / "m" / "manifest.parquet")
+    records = pl.read_parquet(tmp_path / "m" / layout.MANIFEST)
     streams = resolve_streams(cfg.data, {"entity": 1})
     from vlmdata.core.errors import DataError
 
@@ -122,7 +123,7 @@ def test_grace_configs_memorise_every_retrievable_image_and_query_on_train(confi
     cfg = load_config(config)
     source, inputs = karpathy(tmp_path, "flickr30k")
     read_source(source, inputs, tmp_path / "m")
-    records = pl.read_parquet(tmp_path / "m" / "manifest.parquet")
+    records = pl.read_parquet(tmp_path / "m" / layout.MANIFEST)
     streams = {s.kind: s for s in resolve_streams(cfg.data, {"image2id": 1, "query2id": 1})}
     assert set(streams) == {"image2id", "query2id"}
     from vlmtrain.data.batches import row_filter

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.shards.conftest import make_bad_set, row, write_manifest
+from vlmdata.core import layout
 from vlmdata.shards import write_shards
 
 LLAVA_EXTRAS = ("entity_id", "question", "conversations")
@@ -27,7 +28,7 @@ def demo_shards(tmp_path_factory):
     generate_demo(root / "data", images=90, seed=3, size=64, test=20, val=20, progress=False)
     read_source("karpathy", [root / "data" / "dataset_demo.json"], root / "m")
     write_shards(
-        root / "m" / "manifest.parquet", root / "data" / "images", root / "shards",
+        root / "m" / layout.MANIFEST, root / "data" / "images", root / "shards",
         samples_per_shard=40, progress=False,
     )  # fmt: skip
     return root / "shards"

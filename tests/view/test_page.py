@@ -1,7 +1,7 @@
 """`vlmdata view`: the page opened in real headless Chromium shows what the shard folder holds.
 
-Oracles are read straight from the folder with pyarrow (records.parquet, index.parquet,
-rejects.parquet), not through the code under test.
+Oracles are read straight from the folder with pyarrow (the records, index and
+rejects tables), not through the code under test.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from PIL import Image
 
 from cli.vlmdata import main
 from tests.view.browser import install_chromium, probe, screenshot
+from vlmdata.core import layout
 from vlmdata.view import ViewOptions, write_view
 
 
@@ -27,8 +28,8 @@ def browser():
 
 
 def records_by_image(out) -> dict[str, list[tuple[str, str]]]:
-    """image_key -> [(record key, split)] in records.parquet order."""
-    t = pq.read_table(out / "records.parquet", columns=["key", "image_key", "split"]).to_pylist()
+    """image_key -> [(record key, split)] in the records table's order."""
+    t = pq.read_table(out / layout.RECORDS, columns=["key", "image_key", "split"]).to_pylist()
     found: dict[str, list[tuple[str, str]]] = {}
     for r in t:
         found.setdefault(r["image_key"], []).append((r["key"], r["split"]))
@@ -60,12 +61,12 @@ def test_demo_page_in_chromium(demo_shards, browser, tmp_path):
     assert {s: len(keys) for s, keys in dom["splits"].items()} == {s: 8 for s in splits}
     for split, keys in dom["splits"].items():
         assert len(set(keys)) == 8 and set(keys) <= splits[split]
-    index = pq.read_table(demo_shards / "index.parquet").to_pylist()
+    index = pq.read_table(demo_shards / layout.INDEX).to_pylist()
     size = {r["key"]: (r["width"], r["height"]) for r in index}
     assert len(dom["images"]) == 24  # one per card, each decoded at its stored size (< 160 px)
     for alt, w, h in dom["images"]:
         assert w > 0 and (w, h) == size[alt]
-    texts = pq.read_table(demo_shards / "records.parquet", columns=["texts"])["texts"]
+    texts = pq.read_table(demo_shards / layout.RECORDS, columns=["texts"])["texts"]
     assert dict(dom["hists"]) == {
         "image width (px)": 90,
         "image height (px)": 90,
@@ -87,7 +88,7 @@ def test_records_and_rejects_page_in_chromium(mixed_shards, browser, tmp_path):
     assert dom["cards"] == {k: [key for key, _ in recs] for k, recs in by_image.items()}
     assert all(w > 0 and h > 0 for _, w, h in dom["images"])
     assert len(dom["images"]) > len(by_image)  # reject examples show their images too
-    rejects = pq.read_table(out / "rejects.parquet", columns=["stage", "reason"]).to_pylist()
+    rejects = pq.read_table(out / layout.REJECTS, columns=["stage", "reason"]).to_pylist()
     expected = Counter((r["stage"], r["reason"]) for r in rejects)
     assert {(s, r): int(n.replace(",", "")) for s, r, n in dom["bars"]} == expected
     assert dom["examples"] == {r: min(3, n) for (_, r), n in expected.items()}
@@ -121,7 +122,7 @@ def test_cli_writes_the_page_and_refuses_a_folder_without_shards(mixed_shards, t
     assert res.exit_code == 0, res.output
     assert "page:" in res.output and (tmp_path / "p.html").stat().st_size > 1000
     res = CliRunner().invoke(main, ["view", str(tmp_path), "-o", str(tmp_path / "q.html")])
-    assert res.exit_code == 2 and "index.parquet" in res.output
+    assert res.exit_code == 2 and layout.INDEX in res.output
     assert not (tmp_path / "q.html").exists()
 
 
@@ -154,11 +155,11 @@ def test_a_record_on_a_missing_image_is_a_clear_error(mixed_shards, tmp_path):
 
     out = tmp_path / "out"
     shutil.copytree(mixed_shards[0], out)
-    table = pq.read_table(out / "records.parquet")
+    table = pq.read_table(out / layout.RECORDS)
     keys = table["image_key"].to_pylist()
     keys[0] = "gone"
     i = table.schema.get_field_index("image_key")
-    pq.write_table(table.set_column(i, "image_key", pa.array(keys)), out / "records.parquet")
+    pq.write_table(table.set_column(i, "image_key", pa.array(keys)), out / layout.RECORDS)
     args = ["view", str(out), "-o", str(tmp_path / "p.html"), "--samples", "50"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "'gone'" in res.output and "not in the index" in res.output

@@ -1,4 +1,4 @@
-"""Contract 1: `manifest.parquet`, one row per RECORD, written by every source reader.
+"""Contract 1: `manifest/manifest.parquet`, one row per RECORD, written by every source reader.
 
 A record is the unit of training and evaluation (a caption set, a conversation, a question);
 several records may name the same image (docs/DESIGN.md, "Records"). Core columns: `key`
@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core import layout
 from vlmdata.core.choices import DUPLICATE_IMAGE_RULES
 from vlmdata.core.errors import DataError
 from vlmdata.core.keyset import HashSet, hash128
@@ -204,8 +205,8 @@ class ManifestSink:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
-        self.manifest = ManifestWriter(self.out_dir / "manifest.parquet", extra_columns)
-        self.rejects = RejectWriter(self.out_dir / "rejects.parquet")
+        self.manifest = ManifestWriter(self.out_dir / layout.MANIFEST, extra_columns)
+        self.rejects = RejectWriter(self.out_dir / layout.REJECTS)
         self._keys = HashSet()
         self._pending: list[dict[str, Any]] = []
         self._next_suffix: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""Contract 2: `rejects.parquet`, one row per dropped input row or image, with its reason.
+"""Contract 2: `rejects/rejects.parquet`, one row per dropped input row or image, with its reason.
 
 Every stage writes the same schema so `vlmdata inspect` can count reasons across stages:
 `stage`, `reason`, `file`, `line` (1-based, null when not line-based), `key`, `detail` (a human
@@ -97,7 +97,7 @@ def check_reject_ratio(kept: int, rejected: int, max_ratio: float, what: str = "
     if total and rejected / total > max_ratio:
         raise RejectRatioExceeded(
             f"{rejected} of {total} {what} rejected ({rejected / total:.1%}), "
-            f"above --max-reject-ratio {max_ratio:g}; see rejects.parquet"
+            f"above --max-reject-ratio {max_ratio:g}; see rejects/rejects.parquet"
         )
 
 

@@ -4,7 +4,7 @@ For users who downloaded CC3M / LAION with img2dataset themselves: nothing is fe
 from img2dataset's own files, in any of its output formats (`webdataset`: NNNNN.tar + .parquet,
 `parquet`: NNNNN.parquet with the image column, `files`: NNNNN/ + .parquet): each row's key
 (img2dataset's), caption, url and status come from the shard's parquet, the image bytes from
-its tar, column or file, unchanged. Failed rows go to rejects.parquet with img2dataset's
+its tar, column or file, unchanged. Failed rows go to rejects/rejects.parquet with img2dataset's
 message mapped to our reasons (download/img2dataset_run.py `reject_reason`); successes are
 repacked like `download`'s (the same planned writer, distributors and resume).
 """
@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlmdata.core import layout
 from vlmdata.core.choices import FETCH_ENCODE_FORMATS  # img2dataset's encode_format choices
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
@@ -94,7 +95,7 @@ def ingest_img2dataset(
 ) -> DownloadSummary:
     """Shard the finished shards (`NNNNN_stats.json`) of an img2dataset output folder into OUT.
 
-    Every row of them ends in the shards or in rejects.parquet; a shard img2dataset did not
+    Every row of them ends in the shards or in rejects/rejects.parquet; a shard img2dataset did not
     finish is left out (rerun img2dataset, then this). Resumable like `shard`.
     """
     from vlmdata.shards.writer import write_planned
@@ -109,7 +110,8 @@ def ingest_img2dataset(
     rows = [r for sid in done for r in _shard_rows(raw, sid, split, source)]
     kept = [r for r in rows if r["status"] == "success"]
     with tempfile.TemporaryDirectory(prefix="vlmdata-ingest-") as tmp:
-        manifest, rejects = Path(tmp) / "manifest.parquet", Path(tmp) / "rejects.parquet"
+        manifest, rejects = Path(tmp) / layout.MANIFEST, Path(tmp) / layout.REJECTS
+        manifest.parent.mkdir()
         _write_manifest(manifest, rows)
         with RejectWriter(rejects) as w:
             for r in rows:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vlmdata.core import layout
 from vlmdata.core.atomic import atomic_path, write_json
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
@@ -142,7 +143,7 @@ def download(
     keep_raw: bool = False,
     progress: bool = True,
 ) -> DownloadSummary:
-    """Build OUT (shards/, index.parquet, rejects.parquet, manifest.parquet, wids.json).
+    """Build OUT (shards/, wids.json, the index, records, rejects and manifest tables).
 
     With `images`, the data set's images are read from that folder; otherwise its URLs are
     fetched. A rerun with the same arguments resumes (img2dataset's incremental mode) and ends
@@ -183,9 +184,9 @@ def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> 
     from vlmdata.shards import write_shards
 
     source = _read_source(name, inputs, work, images=str(images), **src_opts)
-    source_rejects = source.out_dir / "rejects.parquet"
+    source_rejects = source.out_dir / layout.REJECTS
     summary = write_shards(
-        source.out_dir / "manifest.parquet",
+        source.out_dir / layout.MANIFEST,
         images,
         out,
         shard,
@@ -203,20 +204,20 @@ def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[p
     """
     from vlmdata.filter.urls import filter_urls
 
-    manifest = pq.read_table(src / "manifest.parquet")
+    manifest = pq.read_table(src / layout.MANIFEST)
     if manifest.num_rows and manifest.column("url").null_count == manifest.num_rows:
         raise DataError(
             "this data set has no image URLs; pass --images DIR to shard local images",
-            file=str(src / "manifest.parquet"),
+            file=str(src / layout.MANIFEST),
         )
     filter_urls(
-        src / "manifest.parquet",
+        src / layout.MANIFEST,
         work / "urls",
         fmt="manifest",
         allow_private=allow_private,
         denylist=denylist,
     )
-    kept = pq.read_table(work / "urls" / "manifest.parquet")
+    kept = pq.read_table(work / "urls" / layout.MANIFEST)
     has_url = pc.is_valid(kept.column("url"))
     _write_rejects(
         work / "no_url.parquet",
@@ -224,9 +225,9 @@ def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[p
             (row, "missing_url", "manifest row has no url")
             for row in kept.filter(pc.invert(has_url)).to_pylist()
         ],
-        str(src / "manifest.parquet"),
+        str(src / layout.MANIFEST),
     )
-    return kept.filter(has_url), work / "urls" / "rejects.parquet"
+    return kept.filter(has_url), work / "urls" / layout.REJECTS
 
 
 def _write_rejects(path: Path, rejects: list[tuple[dict, str, str]], file: str) -> None:
@@ -275,12 +276,12 @@ def _download_urls(
 ) -> DownloadSummary:
     rows, url_rejects = _fetch_list(src, work, allow_private, denylist)
     raw = work / "raw"
-    earlier = [src / "rejects.parquet", url_rejects, work / "no_url.parquet"]
+    earlier = [src / layout.REJECTS, url_rejects, work / "no_url.parquet"]
     fetch_fp = _fetch_fingerprint(rows, fetch)
-    output_fp = _output_fingerprint(fetch_fp, [src / "manifest.parquet", *earlier], shard)
+    output_fp = _output_fingerprint(fetch_fp, [src / layout.MANIFEST, *earlier], shard)
     state = _load_state(work)
     done_before = state.get("output") == output_fp and state.get("complete")
-    if done_before and not raw.exists() and out.exists("index.parquet"):
+    if done_before and not raw.exists() and out.exists(layout.INDEX):
         return _existing_summary(out, rows.num_rows)
     if state.get("fetch") != fetch_fp and raw.exists():
         shutil.rmtree(raw)  # a different URL list or options: positional shards no longer match
@@ -307,7 +308,7 @@ def _download_urls(
         RawImages(str(raw), fetch.raw_format, fetch.encode_format),
         out,
         shard,
-        manifest=src / "manifest.parquet",
+        manifest=src / layout.MANIFEST,
         prior_rejects=prior,
         progress=progress,
     )
@@ -349,7 +350,7 @@ def _download_rejects(
                 found.append((row, "download_failed", "no result from img2dataset"))
             elif got.status != "success":
                 found.append((row, reject_reason(got.status, got.error), got.error or got.status))
-    _write_rejects(path, found, str(src / "manifest.parquet"))
+    _write_rejects(path, found, str(src / layout.MANIFEST))
 
 
 def _concat_rejects(target: Path, parts: list[Path]) -> None:
@@ -361,8 +362,8 @@ def _concat_rejects(target: Path, parts: list[Path]) -> None:
 
 def _existing_summary(out: Location, urls: int) -> DownloadSummary:
     """The figures of a finished OUT, read back from its files (for an up-to-date rerun)."""
-    index = pq.read_table(io.BytesIO(out.read_bytes("index.parquet")), columns=["shard"])
-    rejects = pq.read_table(io.BytesIO(out.read_bytes("rejects.parquet")), columns=["reason"])
+    index = pq.read_table(io.BytesIO(out.read_bytes(layout.INDEX)), columns=["shard"])
+    rejects = pq.read_table(io.BytesIO(out.read_bytes(layout.REJECTS)), columns=["reason"])
     reasons = rejects.column("reason")
     wids = json.loads(out.read_text("wids.json"))["shardlist"]
     return DownloadSummary(

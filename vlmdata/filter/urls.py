@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.rejects import Tally
@@ -328,7 +329,7 @@ def _cc3m_blocks(path: Path, split: str | None, **rules) -> Blocks:
 
 
 def _manifest_blocks(path: Path, **rules) -> Blocks:
-    """Like `_cc3m_blocks` for a manifest.parquet, MANIFEST_BATCH rows at a time; `line` in
+    """Like `_cc3m_blocks` for a manifest parquet, MANIFEST_BATCH rows at a time; `line` in
     rejects is the 0-based row index."""
     import polars as pl
     import pyarrow.parquet as pq
@@ -379,7 +380,7 @@ def _kept_schema(kept: pl.DataFrame):
 
 
 def _write(blocks, out: Path, path: Path) -> tuple[int, Counter, int]:
-    """Stream (kept, rejects, header) blocks into OUT/manifest.parquet and rejects.parquet,
+    """Stream (kept, rejects, header) blocks into OUT's manifest and rejects tables,
     row groups of GROUP_ROWS (pyarrow's default for one whole-table write: byte-identical to
     writing everything at once). Returns (kept, reject counts, header lines)."""
     import polars as pl
@@ -389,12 +390,12 @@ def _write(blocks, out: Path, path: Path) -> tuple[int, Counter, int]:
 
     header, kept_writer = 0, None
     try:
-        with RejectWriter(out / "rejects.parquet", GROUP_ROWS, empty_group=True) as rejects_writer:
+        with RejectWriter(out / layout.REJECTS, GROUP_ROWS, empty_group=True) as rejects_writer:
             for kept, rejects, head in blocks:
                 header += head
                 if kept_writer is None:
                     kept_writer = RowsWriter(
-                        out / "manifest.parquet", _kept_schema(kept), GROUP_ROWS, empty_group=True
+                        out / layout.MANIFEST, _kept_schema(kept), GROUP_ROWS, empty_group=True
                     )
                 kept_writer.write_table(kept.to_arrow())
                 rejects = rejects.with_columns(stage=pl.lit(STAGE), file=pl.lit(str(path)))
@@ -428,8 +429,8 @@ def filter_urls(
     split: str | None = None,
     progress: bool = False,
 ) -> FilterResult:
-    """Filter a Google CC3M TSV (`fmt="cc3m"`) or a manifest.parquet (`fmt="manifest"`; the
-    default for *.parquet) into OUT/manifest.parquet (kept) and OUT/rejects.parquet.
+    """Filter a Google CC3M TSV (`fmt="cc3m"`) or a manifest parquet (`fmt="manifest"`; the default
+    for *.parquet) into OUT/manifest/manifest.parquet (kept) and OUT/rejects/rejects.parquet.
     `progress`: a running count of the rows read, block by block (8 MB blocks)."""
 
     path = Path(input_path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmdata.core import layout
 from vlmdata.core.atomic import atomic_open
 from vlmdata.core.errors import DataError
 
@@ -49,8 +50,8 @@ def embed_images(
 
     from vlmdata.shards import ShardReader
 
-    if not (Path(out) / "index.parquet").exists():
-        raise DataError("embed reads images from shards: no index.parquet here", file=str(out))
+    if not (Path(out) / layout.INDEX).exists():
+        raise DataError("embed reads images from shards: no index here", file=str(out))
     clip, preprocess = load_clip(model, device)
     reader = ShardReader(out)
     chunks: list[np.ndarray] = []

@@ -12,20 +12,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 
 COLUMNS = ("key", "split", "texts", "image_id", "path")
 
 
 def source_path(out: str | os.PathLike) -> Path:
-    """OUT/index.parquet if present, else OUT/manifest.parquet; OUT may also be a .parquet file."""
+    """OUT's index if present, else its manifest; OUT may also be a .parquet file."""
     out = Path(out)
     if out.is_file():
         return out
-    for name in ("index.parquet", "manifest.parquet"):
+    for name in (layout.INDEX, layout.MANIFEST):
         if (out / name).is_file():
             return out / name
-    raise FileNotFoundError(f"{out}: no index.parquet or manifest.parquet (run `vlmdata shard`)")
+    raise FileNotFoundError(f"{out}: no {layout.INDEX} or {layout.MANIFEST} (run `vlmdata shard`)")
 
 
 def read_images(out: str | os.PathLike, texts: bool = True) -> pa.Table:

@@ -2,7 +2,7 @@
 and streaming readers.
 
 from vlmdata.shards import write_shards, ShardReader, RecordReader, iter_samples
-write_shards("work/manifest.parquet", "images/", "out/")
+write_shards("work/manifest/manifest.parquet", "images/", "out/")
 r = ShardReader("out/", filter=pl.col("split") == "test"); r[0]["image"]   # one per image
 q = RecordReader("out/", filter=pl.col("split") == "train"); q[0]["meta"]   # one per record
 """

@@ -1,6 +1,6 @@
 """`vlmdata get -o DEST`: one sample's members as files, never outside DEST.
 
-The file names come from index.parquet (`key`, `format`), which is data, not trusted: a crafted
+The file names come from the index (`key`, `format`), which is data, not trusted: a crafted
 index could say `key = "../../home/u/.bashrc"`. The key must pass the one key rule
 (core/manifest.key_problem), the format must be one the writer produces, and each final path
 must still lie in DEST; otherwise nothing is written.
@@ -22,10 +22,10 @@ def member_paths(dest: str | os.PathLike, key: object, fmt: object) -> dict[str,
     """role -> file in DEST for a sample; DataError if the index's key or format is unsafe."""
     problem = key_problem(key)
     if problem is not None:
-        raise DataError(f"index.parquet: {problem}; refusing to write it as a file name")
+        raise DataError(f"index/index.parquet: {problem}; refusing to write it as a file name")
     if fmt not in FORMATS:
         raise DataError(
-            f"index.parquet: format {fmt!r} of key {key!r} is not one of {FORMATS}; "
+            f"index/index.parquet: format {fmt!r} of key {key!r} is not one of {FORMATS}; "
             "refusing to write it as a file name"
         )
     root = Path(dest)

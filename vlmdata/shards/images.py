@@ -26,7 +26,7 @@ _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
 class ImageReject(Exception):
-    """An image that cannot be sharded; `reason` is the rejects.parquet reason."""
+    """An image that cannot be sharded; `reason` is the rejects/rejects.parquet reason."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -1,7 +1,7 @@
 """`vlmdata inspect`: what is in a shard folder, as small plain-text tables.
 
-Counts both units: records (records.parquet, what training and evaluation iterate) and images
-(index.parquet, one stored sample each); per split and source, the images are those the
+Counts both units: records (the records table, what training and evaluation iterate) and images
+(the index, one stored sample each); per split and source, the images are those the
 group's records use, so an image shared across splits counts in each.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from vlmdata.core import layout
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import format_splits, splits_from_wids
 from vlmdata.shards.reader import read_index
@@ -48,8 +49,8 @@ def summarize(
         .sort("split", "source")
     )  # fmt: skip
     rejects = pl.DataFrame({"stage": [], "reason": [], "count": []})
-    if root.exists("rejects.parquet"):
-        rej = pl.read_parquet(io.BytesIO(root.read_bytes("rejects.parquet")))
+    if root.exists(layout.REJECTS):
+        rej = pl.read_parquet(io.BytesIO(root.read_bytes(layout.REJECTS)))
         rejects = rej.group_by("stage", "reason").agg(pl.len().alias("count"))
         rejects = rejects.sort(["count", "reason"], descending=[True, False])
     return {

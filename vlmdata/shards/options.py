@@ -90,7 +90,7 @@ class ShardOptions:
         )
 
     def params(self) -> dict[str, Any]:
-        """What the output depends on (index.parquet metadata, download fingerprints)."""
+        """What the output depends on (index/index.parquet metadata, download fingerprints)."""
         d = {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
         if self.resize is None:
             d["resize_side"] = None

@@ -1,8 +1,8 @@
-"""Files around the tars: per-shard `_stats.json`, `index.parquet`, `wids.json`.
+"""Files around the tars: per-shard `_stats.json`, `index/index.parquet`, `wids.json`.
 
 A shard is finished when its tar is in place AND its `_stats.json` records the tar's size and
 checksum and the digest of what the plan put in it; only then does a rerun skip it. OUT is a
-`Location` (a local folder or an fsspec URL, see core/storage.py); index.parquet is written
+`Location` (a local folder or an fsspec URL, see core/storage.py); index/index.parquet is written
 last, so a reader that goes by the index only meets shards that are complete.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core import layout
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
 from vlmdata.shards.tarfmt import archive_end
@@ -270,21 +271,23 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 TOP_LEVEL_FILES = (
-    "index.parquet",
-    "records.parquet",
-    "rejects.parquet",
+    layout.INDEX,
+    layout.RECORDS,
+    layout.REJECTS,
     "wids.json",
-    "manifest.parquet",
+    layout.MANIFEST,
 )
 
 
 def clean_top_temps(out: Location) -> None:
-    """Remove the temp files a killed run left beside OUT's tables (call holding OUT's lock,
-    before this run makes its own)."""
-    prefixes = tuple(f"{n}.tmp-" for n in TOP_LEVEL_FILES)
-    for stem in out.listdir(""):  # ".rejects.parquet.tmp-…" and the writer's "..rejects…"
-        if stem.startswith(".") and stem.lstrip(".").startswith(prefixes):
-            out.remove(stem)
+    """Remove the temp files a killed run left beside OUT's tables and wids.json (call holding
+    OUT's lock, before this run makes its own)."""
+    for rel in TOP_LEVEL_FILES:
+        folder, _, name = rel.rpartition("/")
+        prefix = f"{name}.tmp-"
+        for stem in out.listdir(folder):  # ".rejects.parquet.tmp-…" and the writer's "..rejects…"
+            if stem.startswith(".") and stem.lstrip(".").startswith(prefix):
+                out.remove(f"{folder}/{stem}" if folder else stem)
 
 
 def clean_stale(out: Location, name: str, counts: dict[str, int] | None) -> None:
@@ -329,7 +332,7 @@ def index_schema(extras: list[str]) -> pa.Schema:
         ("format", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("n_records", pa.int32()),  # records on this image (records.parquet, KEY.json)
+        ("n_records", pa.int32()),  # records on this image (records/records.parquet, KEY.json)
         ("source", pa.string()),
         ("split", pa.string()),
         ("texts", pa.list_(pa.string())),
@@ -341,7 +344,7 @@ def index_schema(extras: list[str]) -> pa.Schema:
 
 
 def index_table(rows: list[dict[str, Any]], extras: list[str], params: dict[str, Any]) -> pa.Table:
-    """index.parquet's table: one row per sample in shard order, parameters in its metadata."""
+    """The index table: one row per sample in shard order, parameters in its metadata."""
     schema = index_schema(extras).with_metadata(
         {"vlmdata.shards": json.dumps(params, sort_keys=True)}
     )

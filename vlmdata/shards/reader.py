@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location, is_url
 from vlmdata.shards.images import FORMATS
@@ -96,7 +97,7 @@ class KeyedAccess:
 
 
 class ShardReader(KeyedAccess):
-    """Random access to samples through OUT/index.parquet.
+    """Random access to samples through OUT/index/index.parquet.
 
     `filter` is a polars expression over index columns, e.g. `pl.col("split") == "test"`;
     `verify=True` checks each member's sha256 against the index on every read. OUT may be an
@@ -211,15 +212,15 @@ def _key_ext(name: str) -> tuple[str, str]:
 
 
 def read_index(location: Location) -> pl.DataFrame:
-    """OUT/index.parquet (one GET on object stores); DataError when OUT has none."""
+    """OUT/index/index.parquet (one GET on object stores); DataError when OUT has none."""
     try:
-        data = location.read_bytes("index.parquet")
+        data = location.read_bytes(layout.INDEX)
     except FileNotFoundError:
-        raise DataError("no index.parquet here: not a shard folder", file=str(location)) from None
+        raise DataError(f"no {layout.INDEX} here: not a shard folder", file=str(location)) from None
     try:
         df = pl.read_parquet(io.BytesIO(data))
     except Exception as e:  # polars raises several types for bytes that are not Parquet
-        where = location.join("index.parquet")
+        where = location.join(layout.INDEX)
         raise DataError(f"not a readable Parquet index ({type(e).__name__})", file=where) from None
     return df
 

@@ -1,7 +1,7 @@
 """Records: the unit of training and evaluation, many per stored image (see docs/DESIGN.md).
 
 A shard folder holds each distinct image once, as a WebDataset sample `IMAGE_KEY.*`, and
-`records.parquet`: one row per record (manifest order) with its own unique `key`, the
+`records/records.parquet`: one row per record (manifest order) with its own unique `key`, the
 `image_key` of the sample holding its image, and the record's columns (split, texts, question,
 answers, conversations, entity_id ...). The sample's KEY.json lists the same records under
 `records`, so a peer reading only the tars sees them too.
@@ -20,12 +20,13 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
 from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader
 
-RECORDS_FILE = "records.parquet"
+RECORDS_FILE = layout.RECORDS
 
 
 def records_schema(extras: list[str]) -> pa.Schema:
@@ -37,7 +38,7 @@ def records_schema(extras: list[str]) -> pa.Schema:
 
 
 def records_table(rows: list[dict[str, Any]], extras: list[str]) -> pa.Table:
-    """records.parquet's table; `rows` are manifest rows with their final image_key."""
+    """records/records.parquet's table; `rows` are manifest rows with their final image_key."""
     schema = records_schema(extras)
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
 

@@ -1,4 +1,4 @@
-"""index.parquet and records.parquet: staged as temp files, published after the shards.
+"""The index and records tables: staged as temp files, published after the shards.
 
 Both follow from the plan alone (offsets come from sizes, records from the gate), so the
 planned writer makes them on a thread while the shards are being written (Arrow's encoding
@@ -15,11 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlmdata.core import layout
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
 
-INDEX_FILE = "index.parquet"
+INDEX_FILE = layout.INDEX
 
 
 def stage_tables(

@@ -5,8 +5,8 @@ sample and member:
 the tar header before the data is a valid header (checksum) naming `KEY.ext` with the indexed
 size, and the data's sha256 equals the index; and the index's metadata columns (split, source,
 texts, url, path ...) equal the sample's own KEY.json, so a sample moved from test to train by
-editing index.parquet is caught. Every problem is reported, not just the first. A folder that
-is not a shard folder (no, unreadable or incomplete index.parquet, bad wids.json) is one
+editing index/index.parquet is caught. Every problem is reported, not just the first. A folder that
+is not a shard folder (no, unreadable or incomplete index/index.parquet, bad wids.json) is one
 DataError.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import new_hasher, shard_checksum
@@ -141,7 +142,7 @@ def _read_index(root: Location) -> pl.DataFrame:
     index = read_index(root)
     missing = [c for c in _REQUIRED if c not in index.columns]
     if missing:
-        raise DataError(f"index lacks columns {missing}", file=str(root.join("index.parquet")))
+        raise DataError(f"index lacks columns {missing}", file=str(root.join(layout.INDEX)))
     return index
 
 
@@ -161,7 +162,7 @@ def verify_shards(
     progress: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
-    """Check every shard and sample in OUT against index.parquet and wids.json.
+    """Check every shard and sample in OUT against index/index.parquet and wids.json.
     OUT may be an fsspec URL; each shard is then read with one GET."""
     from tqdm import tqdm
 

@@ -7,7 +7,7 @@ write_shards works in two passes so that it can write shards in parallel and res
    shards by count/bytes, and compute the whole index from sizes;
 2. write: each shard that is not already finished (same plan digest, size and checksum as its
    `_stats.json`) is written by a worker under a temp name and renamed.
-Same inputs → same plan → byte-identical tars, index.parquet and wids.json, killed or not.
+Same inputs → same plan → byte-identical tars, index/index.parquet and wids.json, killed or not.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.layout import MANIFEST, REJECTS
 from vlmdata.core.lifetime import die_with_parent, holds_out_lock
 from vlmdata.core.manifest import OPTIONAL_COLUMNS, check_manifest_schema, manifest_schema
 from vlmdata.core.rejects import RejectWriter, Tally
@@ -231,8 +232,8 @@ def resolve_options(options: ShardOptions | None, overrides: dict[str, Any]) -> 
 
 
 def _open_rejects(out: Location) -> tuple[RejectWriter, Path]:
-    """A RejectWriter on a local temp file that `out.commit` publishes as rejects.parquet."""
-    tmp = out.temp_for("rejects.parquet")
+    """A RejectWriter on a local temp file that `out.commit` publishes as OUT's rejects."""
+    tmp = out.temp_for(REJECTS)
     return RejectWriter(tmp), tmp
 
 
@@ -252,7 +253,7 @@ def write_shards(
 
     OUT is a folder or an fsspec URL (`s3://bucket/prefix`, with `storage_options`).
     `overrides` are ShardOptions fields (`write_shards(m, i, o, samples_per_shard=100)`);
-    `prior_rejects` (contract 2, e.g. the source reader's) go first in OUT/rejects.parquet.
+    `prior_rejects` (contract 2, e.g. the source reader's) go first in OUT/rejects/rejects.parquet.
     Rerunning after a kill skips shards that are already complete and ends byte-identical.
     """
     opt = resolve_options(options, overrides)
@@ -361,7 +362,7 @@ def write_planned(
         raise
     finally:
         engine.close()
-    out.commit(rejects_tmp, "rejects.parquet")
+    out.commit(rejects_tmp, REJECTS)
     _copy_manifest(manifest, out)
     summary.splits = _finish(out, opt.name, [j.rel for j in jobs], stats, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
@@ -461,17 +462,17 @@ def _layout_shards(
 
 def _copy_manifest(manifest_path: Path, out: Location) -> None:
     if out.is_local:
-        target = out.local("manifest.parquet")
+        target = out.local(MANIFEST)
         if target.exists() and target.resolve() == manifest_path.resolve():
             return
-    out.put_file(manifest_path, "manifest.parquet")
+    out.put_file(manifest_path, MANIFEST)
 
 
 def _finish(
     out: Location, name: str, rels: list[str], stats: list[dict], tables: dict[str, Path]
 ) -> dict[str, tuple[str, int, int]]:
-    """wids.json and each split's sizes.json, then the staged records.parquet and
-    index.parquet (see tables.py); the split patterns."""
+    """wids.json and each split's sizes.json, then the staged records/records.parquet and
+    index/index.parquet (see tables.py); the split patterns."""
     pairs = list(zip(rels, stats, strict=True))
     try:
         write_wids(out, name, pairs)
@@ -498,9 +499,9 @@ def write_samples(
 ) -> ShardSummary:
     """The same output as `write_shards`, fed with (manifest row, image bytes) pairs in order.
 
-    For download: `manifest` is copied to OUT/manifest.parquet (else the rows fed are written
+    For download: `manifest` is copied to OUT's manifest table (else the rows fed are written
     there); `prior_rejects` (a contract-2 parquet, e.g. failed URLs) is put first in
-    OUT/rejects.parquet and counted. Streaming: shards are written one after another, so a
+    OUT's rejects table and counted. Streaming: shards are written one after another, so a
     rerun rewrites them (with identical bytes) instead of skipping them, and a written sample
     cannot take more records: every row's image is stored on its own (`image_key` is not
     grouped) and byte-identical images are `duplicate_image` rejects ("share" is refused).
@@ -549,7 +550,7 @@ def write_samples(
             pool.shutdown(cancel_futures=True)
     rels = [rel for rel, _ in stats]
     clean_stale(out, opt.name, _split_counts(rels))
-    out.commit(rejects_tmp, "rejects.parquet")
+    out.commit(rejects_tmp, REJECTS)
     if manifest is not None:
         _copy_manifest(Path(manifest), out)
     extras = _extras(_column_names(manifest, seen_rows))
@@ -580,7 +581,7 @@ def _column_names(manifest: str | os.PathLike | None, rows: list[dict]) -> list[
 def _write_rows_manifest(out: Location, rows: list[dict], extras: list[str]) -> None:
     schema = manifest_schema(extras)
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-    with out.staged("manifest.parquet") as tmp:
+    with out.staged(MANIFEST) as tmp:
         pq.write_table(table, tmp)
 
 

@@ -1,4 +1,4 @@
-"""Source readers: published data set files in, `manifest.parquet` + `rejects.parquet` out.
+"""Source readers: published data set files in, the manifest and rejects tables out.
 
     from vlmdata.sources import read_source
     result = read_source("karpathy", ["dataset_flickr30k.json"], "work/", restval="train")
@@ -20,7 +20,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.core.rejects import Tally, check_reject_ratio
 
-# Reasons for rows dropped on purpose (an option asked for it): listed in rejects.parquet and
+# Reasons for rows dropped on purpose (an option asked for it): listed in the rejects table and
 # the summary, but not counted against --max-reject-ratio.
 SKIP_REASONS = frozenset({"skipped_restval"})
 
@@ -106,7 +106,7 @@ SOURCES: dict[str, Source] = {
 def read_source(
     name: str, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, **options
 ) -> SourceResult:
-    """Read `inputs` with source `name` into OUT_DIR/manifest.parquet and rejects.parquet.
+    """Read `inputs` with source `name` into OUT_DIR's manifest and rejects tables.
 
     Options (None means unset): images (image folder), split, restval ("train" | "skip");
     progress (a running row count on stderr).

@@ -1,6 +1,6 @@
 """Small checks shared by the source readers: typed field access, splits, safe relative paths.
 
-Each check raises `RowError(reason, detail)`; the reader turns it into one `rejects.parquet` row,
+Each check raises `RowError(reason, detail)`; the reader turns it into one rejects row,
 so every reader reports the same reasons for the same kind of damage.
 """
 

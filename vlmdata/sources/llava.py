@@ -8,7 +8,7 @@ image_key from the image path, so every record naming one file shares one stored
 images, `id` = the image id; the 665k mix: LLaVA, VQAv2, OK-VQA, A-OKVQA, RefCOCO records on
 the same coco/train2017 files): the manifest suffixes repeated keys (`_1`, `_2`, ...).
 Records without `image` are legitimate text-only instruction data, but the manifest contract
-needs an image, so they go to OUT/text_only.parquet (same columns, no path) and are counted as
+needs an image, so they go to OUT/text_only/ (same columns, no path) and are counted as
 `text_only` in the summary. The file (~1 GB for the 665k mix) is streamed element by element
 (`jsonstream`), so memory stays bounded; `line` in rejects is the list index.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlmdata.core import layout
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.sources.fields import (
@@ -89,7 +90,7 @@ def record_row(record: dict[str, Any], split: str) -> dict[str, Any]:
 
 
 def read(inputs: list[Path], sink: ManifestSink, split: str = "train") -> dict[str, int]:
-    with RowsWriter(sink.out_dir / "text_only.parquet", TEXT_ONLY_SCHEMA) as text_only:
+    with RowsWriter(sink.out_dir / layout.TEXT_ONLY, TEXT_ONLY_SCHEMA) as text_only:
         for path in inputs:
             for i, record in iter_json_list(path):
                 try:

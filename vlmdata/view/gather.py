@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.storage import Location
 from vlmdata.shards.reader import ShardReader
@@ -49,7 +50,7 @@ class ViewOptions:
 class Card:
     image_key: str
     thumb: Thumb | None
-    records: list[dict[str, Any]]  # shown records, in records.parquet order
+    records: list[dict[str, Any]]  # shown records, in records/records.parquet order
     total_records: int
 
 
@@ -86,7 +87,7 @@ class PageData:
     shards: int
     options: ViewOptions
     splits: list[SplitView] = field(default_factory=list)
-    rejects: list[Reason] | None = None  # None: no rejects.parquet
+    rejects: list[Reason] | None = None  # None: no rejects/rejects.parquet
     other_rejects: tuple[int, int] = (0, 0)  # (reasons, rejects) beyond max_reasons
     histograms: list[Histogram] = field(default_factory=list)
 
@@ -102,8 +103,8 @@ def gather(
         index = reader.index
         page = PageData(str(out_dir), records.height, index.height, index["shard"].n_unique(), opt)
         page.splits = _splits(reader, records, opt)
-        if root.exists("rejects.parquet"):
-            rejects = pl.read_parquet(io.BytesIO(root.read_bytes("rejects.parquet")))
+        if root.exists(layout.REJECTS):
+            rejects = pl.read_parquet(io.BytesIO(root.read_bytes(layout.REJECTS)))
             page.rejects, page.other_rejects = _rejects(rejects, opt)
         page.histograms = _histograms(index, records, opt.bins)
     finally:

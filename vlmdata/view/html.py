@@ -130,7 +130,7 @@ def _record(r: dict[str, Any], max_chars: int) -> str:
 
 
 def _field(name: str, value: Any, max_chars: int) -> str:
-    """answers / conversations are JSON text in records.parquet: shown as their content."""
+    """answers / conversations are JSON text in records/records.parquet: shown as their content."""
     if name in ("answers", "conversations") and isinstance(value, str):
         try:
             value = json.loads(value)
@@ -155,7 +155,7 @@ def _turn(t: Any, max_chars: int) -> str:
 
 def _rejects(page: PageData) -> str:
     if page.rejects is None:
-        none = '<p class="muted">no rejects.parquet</p>'
+        none = '<p class="muted">no rejects/rejects.parquet</p>'
         return f'<section id="rejects"><h2>Rejects</h2>{none}</section>'
     total = sum(r.count for r in page.rejects) + page.other_rejects[1]
     top = max([r.count for r in page.rejects] + [page.other_rejects[1], 1])

@@ -1,6 +1,6 @@
 """Training batches from vlmdata shards: per-rank, equal in count, mixed per step, resumable.
 
-The unit is the RECORD (records.parquet: a caption set, a conversation, a question), not the
+The unit is the RECORD (records/records.parquet: a caption set, a conversation, a question), not the
 stored image: an epoch of a stream visits each of its records once, and records sharing an
 image each read it (one `pread` through the index). `data.filter` selects record columns.
 
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmtrain.data.batches import (
     MAX_REDRAWS,
@@ -90,8 +91,8 @@ class TrainData:
         # a folder or an fsspec URL (s3://bucket/prefix: credentials from the environment)
         self.location = Location(cfg.data.shards)
         self.root = self.location.local() if self.location.is_local else self.location.url
-        if not self.location.exists("index.parquet"):
-            raise DataError("no index.parquet: not a `vlmdata shard` output", file=str(self.root))
+        if not self.location.exists(layout.INDEX):
+            raise DataError("no index: not a `vlmdata shard` output", file=str(self.root))
         if cfg.data.mode != "indexed" and (cfg.data.unique_in_batch or cfg.data.subset):
             raise DataError("data.unique_in_batch and data.subset need data.mode: indexed")
         self._subset = None

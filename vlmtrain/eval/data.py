@@ -1,6 +1,6 @@
 """Reading what an evaluation compares against: the shard index, prediction and question files.
 
-References come from OUT/index.parquet (one row per image, `texts` = its captions or queries),
+References come from OUT/index/index.parquet (one row per image, `texts` = its captions or queries),
 so evaluation needs no second copy of the data set. Prediction files are the formats the
 benchmarks' own tools use (COCO results JSON, VQA results JSON, OVEN JSONL, LLaVA JSONL).
 """
@@ -13,18 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 
 
 def index_path(data_dir: str | os.PathLike) -> Path:
-    path = Path(data_dir) / "index.parquet"
+    path = Path(data_dir) / layout.INDEX
     if not path.exists():
-        raise DataError(f"no index.parquet in {data_dir} (run `vlmdata shard` first)")
+        raise DataError(f"no index/index.parquet in {data_dir} (run `vlmdata shard` first)")
     return path
 
 
 def load_index(data_dir: str | os.PathLike, split: str | None = "test", columns=None):
-    """Rows of OUT/index.parquet (a polars DataFrame), optionally one split, in index order."""
+    """Rows of OUT's index (a polars DataFrame), optionally one split, in index order."""
     import polars as pl
 
     path = index_path(data_dir)

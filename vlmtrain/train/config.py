@@ -46,7 +46,7 @@ class DataConfig:
     query2id, with batch_size 8 it is 2 + 6.
     """
 
-    shards: str = ""  # a `vlmdata shard` output folder (index.parquet + shards/)
+    shards: str = ""  # a `vlmdata shard` output folder (index/index.parquet + shards/)
     ids: str | None = None  # ids.parquet (identifier per key), for grace
     mode: str = "indexed"  # "indexed" (pread by index) | "streaming" (sequential tar reads)
     batch_size: int = 8  # examples per rank per micro-batch (when `streams` is empty)

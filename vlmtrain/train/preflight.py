@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmtrain.train.config import TrainConfig, resolve_streams
 
@@ -50,7 +51,7 @@ def check_config(cfg: TrainConfig) -> list[str]:
                 f"({list(recipe.kinds)})"
             )
     shards = Path(cfg.data.shards)
-    if _is_local(cfg.data.shards) and (shards / "index.parquet").is_file():
+    if _is_local(cfg.data.shards) and (shards / layout.INDEX).is_file():
         problems += data_problems(shards, recipe, streams)
     return problems
 
@@ -65,8 +66,8 @@ def path_problems(cfg: TrainConfig) -> list[str]:
     out = []
     if not d.shards:
         out.append("data.shards: not set (a `vlmdata shard` output folder)")
-    elif _is_local(d.shards) and not (Path(d.shards) / "index.parquet").is_file():
-        out.append(f"data.shards: no index.parquet in {d.shards} (not a `vlmdata shard` output)")
+    elif _is_local(d.shards) and not (Path(d.shards) / layout.INDEX).is_file():
+        out.append(f"data.shards: no {layout.INDEX} in {d.shards} (not a `vlmdata shard` output)")
     tokenizer = m.tokenizer or m.lm
     if not tokenizer:
         out.append("model.tokenizer: not set (a local tokenizer dir/file; or model.lm)")
@@ -131,7 +132,7 @@ def data_problems(shards: Path, recipe, streams) -> list[str]:
 def config_notes(cfg: TrainConfig) -> list[str]:
     """Things worth knowing before a run that do not stop it (the KB name check)."""
     kb, shards = cfg.recipe.options.get("kb"), Path(cfg.data.shards)
-    if not kb or not Path(kb).is_file() or not (shards / "index.parquet").is_file():
+    if not kb or not Path(kb).is_file() or not (shards / layout.INDEX).is_file():
         return []
     from vlmdata.shards.records import load_records
 

@@ -1,6 +1,6 @@
 """`vlmtrain eval caption`: COCO caption metrics on a test split, from a model or a file.
 
-References are the test images' texts in OUT/index.parquet (COCO Karpathy test: 5,000 images,
+References are the test images' texts in OUT/index/index.parquet (COCO Karpathy test: 5,000 images,
 about five captions each). Predictions come from decoding the caption recipe's prompt
 (the recipe's decoding: greedy, or beam search with a length penalty; GIT's image attention
 for a recipe trained with it; each overridable: --beams, --length-penalty, --max-new-tokens,

@@ -46,7 +46,7 @@ def split_matches(data_split: str, wanted: str) -> bool:
 
 
 def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val") -> list[dict]:
-    """OVEN references from the shards' records (records.parquet: one per OVEN example, several
+    """OVEN references from the shards' records (the records table: one per OVEN example, several
     per image) whose split `split_matches` `split_prefix` (`val`: the four val splits)."""
     import polars as pl
 
