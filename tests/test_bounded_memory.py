@@ -352,5 +352,5 @@ def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options
         a, b = tmp_path / "whole" / rel, tmp_path / "small" / rel
         if a.is_file():
             assert a.read_bytes() == b.read_bytes(), rel
-    records = pq.read_table(tmp_path / "small/records.parquet")
+    records = pq.read_table(tmp_path / "small" / layout.RECORDS)
     assert records.num_rows > 700  # records sharing an image are all there

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlmdata.core import choices
+from vlmdata.core import choices, layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import texts_ok, texts_problem
 
@@ -60,9 +60,9 @@ def test_filter_urls_rejects_what_the_shard_writer_would(tmp_path):
 
     path = _manifest(tmp_path / "m.parquet", [t for t, _ in TEXTS])
     filter_urls(path, tmp_path / "out", allow_private=True)
-    kept = pl.read_parquet(tmp_path / "out" / "manifest.parquet")["key"].to_list()
+    kept = pl.read_parquet(tmp_path / "out" / layout.MANIFEST)["key"].to_list()
     assert kept == [f"k{i}" for i, (_, ok) in enumerate(TEXTS) if ok]
-    rejects = pl.read_parquet(tmp_path / "out" / "rejects.parquet")
+    rejects = pl.read_parquet(tmp_path / "out" / layout.REJECTS)
     assert set(rejects["reason"]) == {"empty_text"}
 
 
