@@ -153,12 +153,19 @@ def kb_name_notes(records, kb_path: str | Path) -> list[str]:
 
     pairs = records.select("entity_id", "entity_name").drop_nulls("entity_id").unique()
     ids = pairs["entity_id"].unique().to_list()
-    kb = (
-        pl.scan_parquet(kb_path)
-        .select("entity_id", pl.col("entity_name").alias("kb_name"))
-        .filter(pl.col("entity_id").is_in(ids))
-        .collect()
-    )
+    try:
+        kb = (
+            pl.scan_parquet(kb_path)
+            .select("entity_id", pl.col("entity_name").alias("kb_name"))
+            .filter(pl.col("entity_id").is_in(ids))
+            .collect()
+        )
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(
+            f"recipe.options.kb: not an entities table with entity_id and entity_name "
+            f"(`vlmdata manifest oven-kb` writes one): {e}",
+            file=str(kb_path),
+        ) from e
     joined = pairs.join(kb, on="entity_id", how="left")
     notes = []
     missing = joined.filter(pl.col("kb_name").is_null())
