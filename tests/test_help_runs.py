@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from cli.vlmdata import main as vlmdata
 from tests.test_documented_examples import help_examples
 from tests.test_readme_runs import HELP_RUN, _make_inputs, run_help
+from tests.train_loop.conftest import CONFIGS, data_overrides, dataset  # noqa: F401 (fixture)
 from vlmdata.core import layout
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,6 @@ HELP_NOT_RUN = {
     "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "launch runs/grace/config.yaml --resume": "needs a trained run",
-    "plot runs/grace": "needs a trained run",
-    "eval retrieval-generative --checkpoint runs/grace": "needs a trained GRACE run",
     "eval retrieval-embedding --checkpoint runs/fromage": "needs a trained FROMAGe run",
     "eval caption --checkpoint runs/caption": "needs a trained captioner",
     "eval vqa --checkpoint runs/caption": "needs a trained captioner",
@@ -83,8 +82,18 @@ def test_every_help_example_is_run_or_said_why_not():
         run_by = [p for p in HELP_RUN if p in e]
         if run_by:
             continue
-        hits = [p for p in [*RUN, *HELP_NOT_RUN] if p in e]
+        hits = [p for p in [*RUN, *GRACE_RUN, *HELP_NOT_RUN] if p in e]
         assert hits, f"--help example neither run nor listed with a reason: {e}"
+
+
+GRACE_RUN = [  # run on a GRACE run trained here for 2 steps (runs/grace links to it)
+    "build-trie --ids ids.parquet --tokenizer runs/grace/export/tokenizer",
+    "--checkpoint runs/grace --data flickr30k/",
+    "--checkpoint runs/grace --data out/",
+    "--checkpoint runs/grace --data shards/",
+    "vlmtrain plot runs/grace",
+    "vlmtrain plot runs/grace -o /tmp/grace-plots",
+]
 
 
 def _ok(*args: str) -> None:
@@ -201,3 +210,55 @@ def _answer_files() -> None:
     }
     # "yes": 10 of 10 humans; "two" is read as "2", which all 10 gave: min(1, n/3) = 1 each
     assert values == {"accuracy": 1.0, "containment": 1.0}
+
+
+@pytest.fixture(scope="module")
+def grace_run(dataset, tmp_path_factory, monkeypatch_module):  # noqa: F811
+    """grace_tiny.yaml trained for 2 steps in this process (one CPU rank) on the train-loop
+    tests' generated shards, ids and tokenizer: a real run folder (config, export, metrics)."""
+    from vlmdata.core.net import free_port
+    from vlmtrain.train.config import load_config
+    from vlmtrain.train.trainer import Run, setup_distributed
+
+    monkeypatch_module.setenv("DS_ACCELERATOR", "cpu")
+    for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1").items():
+        monkeypatch_module.setenv(k, v)
+    monkeypatch_module.setenv("MASTER_PORT", str(free_port()))
+    root = tmp_path_factory.mktemp("grace")
+    out, ids = root / "run", root / "ids.parquet"  # ids as `vlmdata build-ids` writes them
+    _ok("build-ids", str(dataset["shards"]), "--scheme", "numeric", "--seed", "0",
+        "--tokenizer", str(dataset["tokenizer"]), "-o", str(ids))  # fmt: skip
+    extra = ["log.progress=false", "schedule.max_steps=2", f"data.ids={ids}"]
+    cfg = load_config(CONFIGS / "grace_tiny.yaml", data_overrides(dataset, out) + extra)
+    Run(cfg, *setup_distributed()).train()
+    return out, ids
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_help_examples_on_a_trained_grace_run(grace_run, dataset, tmp_path, monkeypatch):  # noqa: F811
+    grace_run, ids = grace_run
+    monkeypatch.chdir(tmp_path)
+    Path("runs").mkdir()
+    Path("runs/grace").symlink_to(grace_run)
+    Path("ids.parquet").symlink_to(ids)
+    for name in ("shards", "flickr30k", "out"):  # the examples' names for the run's shards
+        Path(name).symlink_to(dataset["shards"])
+    run_help(GRACE_RUN[0])
+    assert Path("test.trie").stat().st_size > 0
+    for part in GRACE_RUN[1:4]:
+        run_help(part)
+    for report in ("grace.json", "report.json"):
+        metrics = json.loads(Path(report).read_text())["metrics"]
+        counts = {m["metric"]: m["count"] for m in metrics}
+        assert counts["recall@1"] == 8, metrics  # 4 test images x 2 captions as queries
+    run_help(GRACE_RUN[4])
+    assert (grace_run / "plots" / "loss.png").stat().st_size > 0
+    shutil.rmtree("/tmp/grace-plots", ignore_errors=True)
+    run_help(GRACE_RUN[5])
+    assert (Path("/tmp/grace-plots") / "loss.png").stat().st_size > 0
+    shutil.rmtree("/tmp/grace-plots", ignore_errors=True)
