@@ -43,8 +43,6 @@ HELP_NOT_RUN = {
     "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "launch runs/grace/config.yaml --resume": "needs a trained run",
-    "eval retrieval-embedding --checkpoint runs/fromage": "needs a trained FROMAGe run",
-    "eval caption --checkpoint runs/caption": "needs a trained captioner",
     "eval vqa --checkpoint runs/caption": "needs a trained captioner",
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
     "eval llava --checkpoint runs/llava": "needs a trained LLaVA run",
@@ -82,7 +80,7 @@ def test_every_help_example_is_run_or_said_why_not():
         run_by = [p for p in HELP_RUN if p in e]
         if run_by:
             continue
-        hits = [p for p in [*RUN, *GRACE_RUN, *HELP_NOT_RUN] if p in e]
+        hits = [p for p in [*RUN, *GRACE_RUN, *TRAINED_RUN, *HELP_NOT_RUN] if p in e]
         assert hits, f"--help example neither run nor listed with a reason: {e}"
 
 
@@ -93,6 +91,10 @@ GRACE_RUN = [  # run on a GRACE run trained here for 2 steps (runs/grace links t
     "--checkpoint runs/grace --data shards/",
     "vlmtrain plot runs/grace",
     "vlmtrain plot runs/grace -o /tmp/grace-plots",
+]
+TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 steps
+    "eval retrieval-embedding --checkpoint runs/fromage --data coco/ --split test  -o r.json",
+    "eval caption --checkpoint runs/caption --data coco/ --split test --beams 3  -o cap.json",
 ]
 
 
@@ -213,9 +215,10 @@ def _answer_files() -> None:
 
 
 @pytest.fixture(scope="module")
-def grace_run(dataset, tmp_path_factory, monkeypatch_module):  # noqa: F811
-    """grace_tiny.yaml trained for 2 steps in this process (one CPU rank) on the train-loop
-    tests' generated shards, ids and tokenizer: a real run folder (config, export, metrics)."""
+def trained_runs(dataset, tmp_path_factory, monkeypatch_module):  # noqa: F811
+    """grace_tiny, fromage_tiny and caption_tiny.yaml trained for 2 steps each in this process
+    (one CPU rank) on the train-loop tests' generated shards and tokenizer, with ids written by
+    `vlmdata build-ids`: real run folders (config, export, metrics, plots)."""
     from vlmdata.core.net import free_port
     from vlmtrain.train.config import load_config
     from vlmtrain.train.trainer import Run, setup_distributed
@@ -225,13 +228,16 @@ def grace_run(dataset, tmp_path_factory, monkeypatch_module):  # noqa: F811
         monkeypatch_module.setenv(k, v)
     monkeypatch_module.setenv("MASTER_PORT", str(free_port()))
     root = tmp_path_factory.mktemp("grace")
-    out, ids = root / "run", root / "ids.parquet"  # ids as `vlmdata build-ids` writes them
+    ids = root / "ids.parquet"  # ids as `vlmdata build-ids` writes them
     _ok("build-ids", str(dataset["shards"]), "--scheme", "numeric", "--seed", "0",
         "--tokenizer", str(dataset["tokenizer"]), "-o", str(ids))  # fmt: skip
-    extra = ["log.progress=false", "schedule.max_steps=2", f"data.ids={ids}"]
-    cfg = load_config(CONFIGS / "grace_tiny.yaml", data_overrides(dataset, out) + extra)
-    Run(cfg, *setup_distributed()).train()
-    return out, ids
+    runs = {}
+    for name in ("grace", "fromage", "caption"):
+        runs[name] = root / name
+        extra = ["log.progress=false", "schedule.max_steps=2", f"data.ids={ids}"]
+        overrides = data_overrides(dataset, runs[name]) + extra
+        Run(load_config(CONFIGS / f"{name}_tiny.yaml", overrides), *setup_distributed()).train()
+    return runs, ids
 
 
 @pytest.fixture(scope="module")
@@ -240,13 +246,15 @@ def monkeypatch_module():
         yield mp
 
 
-def test_help_examples_on_a_trained_grace_run(grace_run, dataset, tmp_path, monkeypatch):  # noqa: F811
-    grace_run, ids = grace_run
+def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypatch):  # noqa: F811
+    runs, ids = trained_runs
+    grace_run = runs["grace"]
     monkeypatch.chdir(tmp_path)
     Path("runs").mkdir()
-    Path("runs/grace").symlink_to(grace_run)
+    for name, run in runs.items():
+        Path("runs", name).symlink_to(run)
     Path("ids.parquet").symlink_to(ids)
-    for name in ("shards", "flickr30k", "out"):  # the examples' names for the run's shards
+    for name in ("shards", "flickr30k", "out", "coco"):  # the examples' names for the run's shards
         Path(name).symlink_to(dataset["shards"])
     run_help(GRACE_RUN[0])
     assert Path("test.trie").stat().st_size > 0
@@ -262,3 +270,9 @@ def test_help_examples_on_a_trained_grace_run(grace_run, dataset, tmp_path, monk
     run_help(GRACE_RUN[5])
     assert (Path("/tmp/grace-plots") / "loss.png").stat().st_size > 0
     shutil.rmtree("/tmp/grace-plots", ignore_errors=True)
+    out = run_help(TRAINED_RUN[0]).output
+    metrics = json.loads(Path("r.json").read_text())["metrics"]
+    assert {m["metric"]: m["count"] for m in metrics}["t2i_recall@1"] == 8, out
+    run_help(TRAINED_RUN[1])
+    metrics = json.loads(Path("cap.json").read_text())["metrics"]
+    assert {m["count"] for m in metrics} == {4}, metrics  # one caption per test image
