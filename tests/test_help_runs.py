@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.vlmdata import main as vlmdata
+from tests.records.conftest import vqav2
 from tests.test_documented_examples import help_examples
 from tests.test_readme_runs import HELP_RUN, _make_inputs, run_help
 from tests.train_loop.conftest import CONFIGS, data_overrides, dataset  # noqa: F401 (fixture)
@@ -43,7 +44,6 @@ HELP_NOT_RUN = {
     "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "launch runs/grace/config.yaml --resume": "needs a trained run",
-    "eval vqa --checkpoint runs/caption": "needs a trained captioner",
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
     "eval llava --checkpoint runs/llava": "needs a trained LLaVA run",
     "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
@@ -95,6 +95,9 @@ GRACE_RUN = [  # run on a GRACE run trained here for 2 steps (runs/grace links t
 TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 steps
     "eval retrieval-embedding --checkpoint runs/fromage --data coco/ --split test  -o r.json",
     "eval caption --checkpoint runs/caption --data coco/ --split test --beams 3  -o cap.json",
+    "eval vqa --checkpoint runs/caption --data coco_val/ --questions q.json",
+    "eval vqa --checkpoint runs/caption --data vqav2_val/ --split val -o vqa.json",
+    "--data coco_test2015/",
 ]
 
 
@@ -276,3 +279,29 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     run_help(TRAINED_RUN[1])
     metrics = json.loads(Path("cap.json").read_text())["metrics"]
     assert {m["count"] for m in metrics} == {4}, metrics  # one caption per test image
+    _vqa_on_the_captioner()
+
+
+def _vqa_on_the_captioner() -> None:
+    """VQAv2 records (tests/records/conftest.py vqav2: 12 questions on 3 COCO images) as val
+    shards: coco_val/ and vqav2_val/ are that folder; q.json/a.json its question/answer pair."""
+    Path("v").mkdir()
+    case = vqav2(Path("v"))
+    q, a = case.inputs
+    _ok("manifest", "vqav2", str(q), str(a), "--split", "val", "-o", "v/work")
+    _ok("shard", f"v/work/{layout.MANIFEST}", "--images", "v/coco", "-o", "vqav2_val", "-q")
+    Path("coco_val").symlink_to(Path("vqav2_val").resolve())
+    shutil.copy(q, "q.json")
+    shutil.copy(a, "a.json")
+    for part, n in ((TRAINED_RUN[2], 12), (TRAINED_RUN[3], 12)):
+        run_help(part)
+        metrics = json.loads(Path("vqa.json").read_text())["metrics"]
+        assert {m["metric"]: m["count"] for m in metrics}["accuracy"] == n, metrics
+        Path("vqa.json").unlink()
+    Path("coco_test2015").symlink_to(Path("vqav2_val").resolve())
+    shutil.copy(q, "v2_OpenEnded_mscoco_test2015_questions.json")
+    run_help(TRAINED_RUN[4])  # EvalAI's format: [{"question_id", "answer"}], one per question
+    rows = json.loads(Path("results.json").read_text())
+    assert sorted(r["question_id"] for r in rows) == sorted(
+        x["question_id"] for x in json.loads(q.read_text())["questions"]
+    )
