@@ -45,7 +45,6 @@ HELP_NOT_RUN = {
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "launch runs/grace/config.yaml --resume": "needs a trained run",
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
-    "eval llava --checkpoint runs/llava": "needs a trained LLaVA run",
     "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
     "eval visdial --checkpoint runs/fromage": "needs a trained FROMAGe run and VisDial's images",
     "--checkpoint runs/llavar": "needs a trained LLaVAR run",
@@ -98,6 +97,9 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "eval vqa --checkpoint runs/caption --data coco_val/ --questions q.json",
     "eval vqa --checkpoint runs/caption --data vqav2_val/ --split val -o vqa.json",
     "--data coco_test2015/",
+    "--image-folder images/ --answers answers.jsonl -o llava.json",
+    "--questions questions.jsonl  --data llava-shards/ --answers answers.jsonl",
+    "eval llava --checkpoint runs/llava --data llava-shards/ --split train",
 ]
 
 
@@ -235,11 +237,13 @@ def trained_runs(dataset, tmp_path_factory, monkeypatch_module):  # noqa: F811
     _ok("build-ids", str(dataset["shards"]), "--scheme", "numeric", "--seed", "0",
         "--tokenizer", str(dataset["tokenizer"]), "-o", str(ids))  # fmt: skip
     runs = {}
-    for name in ("grace", "fromage", "caption"):
+    configs = {"grace": "grace_tiny", "fromage": "fromage_tiny", "caption": "caption_tiny",
+               "llava": "llava_stage1_tiny"}  # fmt: skip
+    for name, config in configs.items():
         runs[name] = root / name
         extra = ["log.progress=false", "schedule.max_steps=2", f"data.ids={ids}"]
         overrides = data_overrides(dataset, runs[name]) + extra
-        Run(load_config(CONFIGS / f"{name}_tiny.yaml", overrides), *setup_distributed()).train()
+        Run(load_config(CONFIGS / f"{config}.yaml", overrides), *setup_distributed()).train()
     return runs, ids
 
 
@@ -280,6 +284,7 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     metrics = json.loads(Path("cap.json").read_text())["metrics"]
     assert {m["count"] for m in metrics} == {4}, metrics  # one caption per test image
     _vqa_on_the_captioner()
+    _llava(dataset)
 
 
 def _vqa_on_the_captioner() -> None:
@@ -305,3 +310,21 @@ def _vqa_on_the_captioner() -> None:
     assert sorted(r["question_id"] for r in rows) == sorted(
         x["question_id"] for x in json.loads(q.read_text())["questions"]
     )
+
+
+def _llava(data: dict[str, Path]) -> None:
+    """LLaVA's questions JSONL ({question_id, image, text[, answer]}, LLaVA-Bench model_vqa
+    input) on three of the train-loop images; llava-shards/ is their shard folder (records
+    with LLaVA conversations, 22 in the train split)."""
+    Path("images").symlink_to(data["shards"].parent / "images")
+    Path("llava-shards").symlink_to(data["shards"])
+    qs = [{"question_id": i, "image": f"img{i:03d}.png", "text": "what is shown?",
+           "answer": "it is a red circle"} for i in range(3)]  # fmt: skip
+    Path("questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    for part, n in ((TRAINED_RUN[5], 3), (TRAINED_RUN[6], 3), (TRAINED_RUN[7], 22)):
+        run_help(part)
+        answers = Path("answers.jsonl").read_text().splitlines()
+        assert len(answers) == n, part
+        Path("answers.jsonl").unlink()
+    metrics = json.loads(Path("llava.json").read_text())["metrics"]
+    assert {m["count"] for m in metrics} == {3}, metrics
