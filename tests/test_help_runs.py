@@ -47,7 +47,6 @@ HELP_NOT_RUN = {
     "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
     "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
     "eval visdial --checkpoint runs/fromage": "needs a trained FROMAGe run and VisDial's images",
-    "--checkpoint runs/llavar": "needs a trained LLaVAR run",
 }
 
 RUN = [  # run here, in this order (a unique part of each)
@@ -100,6 +99,7 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "--image-folder images/ --answers answers.jsonl -o llava.json",
     "--questions questions.jsonl  --data llava-shards/ --answers answers.jsonl",
     "eval llava --checkpoint runs/llava --data llava-shards/ --split train",
+    "--checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json",
 ]
 
 
@@ -328,3 +328,16 @@ def _llava(data: dict[str, Path]) -> None:
         Path("answers.jsonl").unlink()
     metrics = json.loads(Path("llava.json").read_text())["metrics"]
     assert {m["count"] for m in metrics} == {3}, metrics
+    # DocVQA's val_v1.0.json (docvqa.org: {"data": [{"questionId", "question", "answers",
+    # "image"}]}) on two train-loop images; the LLaVA run stands in for runs/llavar
+    Path("runs/llavar").symlink_to(Path("runs/llava").resolve())
+    Path("docvqa/val/documents").mkdir(parents=True)
+    recs = []
+    for i in range(2):
+        shutil.copy(f"images/img{i:03d}.png", f"docvqa/val/documents/d{i}.png")
+        recs.append({"questionId": i + 1, "question": "What is shown?",
+                     "answers": ["a red circle"], "image": f"documents/d{i}.png"})  # fmt: skip
+    Path("val_v1.0.json").write_text(json.dumps({"dataset_name": "docvqa", "data": recs}))
+    run_help(TRAINED_RUN[8])
+    metrics = json.loads(Path("docvqa.json").read_text())["metrics"]
+    assert {m["count"] for m in metrics} == {2}, metrics
