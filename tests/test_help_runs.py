@@ -39,8 +39,6 @@ HELP_NOT_RUN = {
     "--num-gpus": "needs GPUs",
     "ingest-img2dataset cc3m-img2dataset/": "needs an img2dataset download (tests/shards/"
     "test_ingest.py runs img2dataset on a loopback server and ingests all three formats)",
-    "demo-report demo-out/shards": "needs the demo's trained GRACE and FROMAGe reports "
-    "(tests/demo/test_pipeline.py makes them)",
     "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "launch runs/grace/config.yaml --resume": "needs a trained run",
@@ -100,6 +98,7 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "--questions questions.jsonl  --data llava-shards/ --answers answers.jsonl",
     "eval llava --checkpoint runs/llava --data llava-shards/ --split train",
     "--checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json",
+    "vlmdata demo-report demo-out/shards",
 ]
 
 
@@ -283,6 +282,7 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     run_help(TRAINED_RUN[1])
     metrics = json.loads(Path("cap.json").read_text())["metrics"]
     assert {m["count"] for m in metrics} == {4}, metrics  # one caption per test image
+    _demo_report(dataset)
     _vqa_on_the_captioner()
     _llava(dataset)
 
@@ -341,3 +341,14 @@ def _llava(data: dict[str, Path]) -> None:
     run_help(TRAINED_RUN[8])
     metrics = json.loads(Path("docvqa.json").read_text())["metrics"]
     assert {m["count"] for m in metrics} == {2}, metrics
+
+
+def _demo_report(data: dict[str, Path]) -> None:
+    """demo-report on the GRACE and FROMAGe reports just written (demo-out/ names them)."""
+    Path("demo-out/reports").mkdir(parents=True)
+    Path("demo-out/shards").symlink_to(data["shards"])
+    shutil.copy("grace.json", "demo-out/reports/grace.json")
+    shutil.copy("r.json", "demo-out/reports/fromage.json")
+    run_help(TRAINED_RUN[9])
+    table = Path("demo-out/results.md").read_text()
+    assert "GRACE" in table and "FROMAGe" in table, table
