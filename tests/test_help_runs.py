@@ -41,10 +41,13 @@ HELP_NOT_RUN = {
     "test_ingest.py runs img2dataset on a loopback server and ingests all three formats)",
     "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
     "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
-    "launch runs/grace/config.yaml --resume": "needs a trained run",
-    "eval oven --checkpoint runs/autover": "needs a trained AutoVER run",
-    "eval vist --checkpoint runs/fromage": "needs a trained FROMAGe run and VIST's images",
-    "eval visdial --checkpoint runs/fromage": "needs a trained FROMAGe run and VisDial's images",
+    "eval oven --checkpoint runs/autover": "NOT YET stood in: needs an AutoVER run with OVEN "
+    "records, an entity table, its trie and KB shards that agree (tests/eval/"
+    "test_oven_retrieve.py runs --checkpoint --retrieve on such a set)",
+    "eval vist --checkpoint runs/fromage": "NOT YET stood in: needs VIST's story-in-sequence "
+    "file and images generated (runs/fromage is trained here)",
+    "eval visdial --checkpoint runs/fromage": "NOT YET stood in: needs VisDial's dialog file "
+    "and images generated (runs/fromage is trained here)",
 }
 
 RUN = [  # run here, in this order (a unique part of each)
@@ -99,6 +102,7 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "eval llava --checkpoint runs/llava --data llava-shards/ --split train",
     "--checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json",
     "vlmdata demo-report demo-out/shards",
+    "launch runs/grace/config.yaml --resume",
 ]
 
 
@@ -285,6 +289,13 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     _demo_report(dataset)
     _vqa_on_the_captioner()
     _llava(dataset)
+    # launch writes OUTPUT_DIR/config.yaml, the in-process Run does not: the export holds the
+    # same resolved config. The run is at its max_steps: resume loads step 2 and trains none.
+    shutil.copy(grace_run / "export" / "config.yaml", grace_run / "config.yaml")
+    steps = (grace_run / "metrics.jsonl").read_text().count("\n")
+    run_help(TRAINED_RUN[10])
+    assert json.loads((grace_run / "export" / "export.json").read_text())["step"] == 2
+    assert (grace_run / "metrics.jsonl").read_text().count("\n") == steps
 
 
 def _vqa_on_the_captioner() -> None:
