@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.vlmdata import main as vlmdata
+from tests.eval.test_fromage_protocols import sis_file, visdial_file
 from tests.records.conftest import vqav2
 from tests.test_documented_examples import help_examples
 from tests.test_readme_runs import HELP_RUN, _make_inputs, run_help
@@ -44,10 +45,6 @@ HELP_NOT_RUN = {
     "eval oven --checkpoint runs/autover": "NOT YET stood in: needs an AutoVER run with OVEN "
     "records, an entity table, its trie and KB shards that agree (tests/eval/"
     "test_oven_retrieve.py runs --checkpoint --retrieve on such a set)",
-    "eval vist --checkpoint runs/fromage": "NOT YET stood in: needs VIST's story-in-sequence "
-    "file and images generated (runs/fromage is trained here)",
-    "eval visdial --checkpoint runs/fromage": "NOT YET stood in: needs VisDial's dialog file "
-    "and images generated (runs/fromage is trained here)",
 }
 
 RUN = [  # run here, in this order (a unique part of each)
@@ -103,6 +100,9 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "--checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json",
     "vlmdata demo-report demo-out/shards",
     "launch runs/grace/config.yaml --resume",
+    "--stories sis/val.story-in-sequence.json  --images vist/val/ -o vist.json",
+    "--stories val.story-in-sequence.json  --images vist/ -o vist.json",
+    "eval visdial --checkpoint runs/fromage",
 ]
 
 
@@ -289,6 +289,7 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     _demo_report(dataset)
     _vqa_on_the_captioner()
     _llava(dataset)
+    _vist_and_visdial()
     # launch writes OUTPUT_DIR/config.yaml, the in-process Run does not: the export holds the
     # same resolved config. The run is at its max_steps: resume loads step 2 and trains none.
     shutil.copy(grace_run / "export" / "config.yaml", grace_run / "config.yaml")
@@ -363,3 +364,30 @@ def _demo_report(data: dict[str, Path]) -> None:
     run_help(TRAINED_RUN[9])
     table = Path("demo-out/results.md").read_text()
     assert "GRACE" in table and "FROMAGe" in table, table
+
+
+def _vist_and_visdial() -> None:
+    """VIST SIS and VisDial 1.0 files as tests/eval/test_fromage_protocols.py writes them (their
+    published shapes), over train-loop images, for the 2-step FROMAGe run."""
+    stories = {"s1": [(f"p{i}", f"a red circle {i}") for i in range(5)],
+               "s2": [(f"p{i}", f"a green square {i}") for i in range(3, 8)]}  # fmt: skip
+    Path("sis").mkdir()
+    sis_file(Path("sis/val.story-in-sequence.json"), stories)
+    shutil.copy("sis/val.story-in-sequence.json", "val.story-in-sequence.json")
+    Path("vist/val").mkdir(parents=True)
+    for i in range(8):
+        shutil.copy(f"images/img{i:03d}.png", f"vist/val/p{i}.png")
+        shutil.copy(f"images/img{i:03d}.png", f"vist/p{i}.png")
+    for part in TRAINED_RUN[11:13]:
+        run_help(part)
+        assert json.loads(Path("vist.json").read_text())["details"]["scored"] == 2
+        Path("vist.json").unlink()
+    dialogs = [(i, [("is it red", "yes"), (f"is it number {i}", "no")]) for i in range(1, 5)]
+    visdial_file(Path("visdial_1.0_val.json"), dialogs)
+    Path("VisualDialog_val2018").mkdir()
+    for i in range(1, 5):
+        shutil.copy(
+            f"images/img{i:03d}.png", f"VisualDialog_val2018/VisualDialog_val2018_{i:012d}.jpg"
+        )
+    run_help(TRAINED_RUN[13])
+    assert json.loads(Path("visdial.json").read_text())["details"] == {"dialogs": 4}
