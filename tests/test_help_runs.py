@@ -40,8 +40,6 @@ HELP_NOT_RUN = {
     "--num-gpus": "needs GPUs",
     "ingest-img2dataset cc3m-img2dataset/": "needs an img2dataset download (tests/shards/"
     "test_ingest.py runs img2dataset on a loopback server and ingests all three formats)",
-    "launch examples/configs/grace_tiny.yaml data.shards=shards/": "trains for minutes "
-    "(tests/demo/test_pipeline.py trains grace_tiny.yaml)",
     "eval oven --checkpoint runs/autover": "NOT YET stood in: needs an AutoVER run with OVEN "
     "records, an entity table, its trie and KB shards that agree (tests/eval/"
     "test_oven_retrieve.py runs --checkpoint --retrieve on such a set)",
@@ -103,6 +101,7 @@ TRAINED_RUN = [  # run on fromage_tiny / caption_tiny runs trained here for 2 st
     "--stories sis/val.story-in-sequence.json  --images vist/val/ -o vist.json",
     "--stories val.story-in-sequence.json  --images vist/ -o vist.json",
     "eval visdial --checkpoint runs/fromage",
+    "launch examples/configs/grace_tiny.yaml data.shards=shards/",
 ]
 
 
@@ -290,6 +289,17 @@ def test_help_examples_on_trained_runs(trained_runs, dataset, tmp_path, monkeypa
     _vqa_on_the_captioner()
     _llava(dataset)
     _vist_and_visdial()
+    # grace_tiny.yaml launched as written (its 12 steps) in a folder of its own: examples/ is
+    # the repository's, shards/ ids.parquet tok/ the train-loop data, runs/grace is new
+    Path("launch").mkdir()
+    monkeypatch.chdir("launch")
+    Path("examples").symlink_to(CONFIGS.parent)
+    Path("shards").symlink_to(dataset["shards"])
+    Path("ids.parquet").symlink_to(ids)
+    Path("tok").symlink_to(dataset["tokenizer"])
+    run_help(TRAINED_RUN[14])
+    assert Path("runs/grace/metrics.jsonl").read_text().count("\n") == 12
+    assert Path("runs/grace/export/model.safetensors").stat().st_size > 0
     # launch writes OUTPUT_DIR/config.yaml, the in-process Run does not: the export holds the
     # same resolved config. The run is at its max_steps: resume loads step 2 and trains none.
     shutil.copy(grace_run / "export" / "config.yaml", grace_run / "config.yaml")
