@@ -1,7 +1,7 @@
 """Every `--help` example that tests/test_readme_runs.py's HELP_RUN does not run is run here AS
 WRITTEN (the exact text, read from the help pages) on tiny generated inputs named as the pages
 name them, each checked for its exit status and one concrete output; the rest are listed in
-HELP_NOT_RUN with the reason, and every example is in exactly one list."""
+HELP_NOT_RUN with the reason, and every example is run or listed."""
 
 from __future__ import annotations
 
