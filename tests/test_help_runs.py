@@ -40,9 +40,9 @@ HELP_NOT_RUN = {
     "--num-gpus": "needs GPUs",
     "ingest-img2dataset cc3m-img2dataset/": "needs an img2dataset download (tests/shards/"
     "test_ingest.py runs img2dataset on a loopback server and ingests all three formats)",
-    "eval oven --checkpoint runs/autover": "NOT YET stood in: needs an AutoVER run with OVEN "
-    "records, an entity table, its trie and KB shards that agree (tests/eval/"
-    "test_oven_retrieve.py runs --checkpoint --retrieve on such a set)",
+    "eval oven --checkpoint runs/autover": "run as written by tests/eval/test_oven_retrieve.py"
+    "::test_help_examples_with_a_checkpoint_run_as_written (tiny AutoVER export, OVEN shards, "
+    "1,000-entity KB, its trie and KB image shards)",
 }
 
 RUN = [  # run here, in this order (a unique part of each)

@@ -211,3 +211,58 @@ def test_cli_retrieve_from_an_export(autover_bundle, kb_data, tmp_path):
     metric = {m["metric"]: m for m in rep["metrics"]}["retrieval_recall@4"]
     assert metric["value"] == pytest.approx(100 * hits / len(gold)) and metric["count"] == 6
     assert CliRunner().invoke(main, [*args, "--retrieve", "0"]).exit_code == 2
+
+
+def test_help_examples_with_a_checkpoint_run_as_written(autover_bundle, kb_data, tmp_path):
+    """`vlmtrain eval oven --help`'s two --checkpoint examples, run as written in a folder where
+    runs/autover is an export of the tiny AutoVER model, oven/ its OVEN shards (published split
+    names, so the default --split val selects them), entities.* the 1,000-entity KB and its trie,
+    kb-shards/ the KB's image shards (keys wiki_QID; the other entities have no image)."""
+    import json
+    import os
+    import shlex
+
+    from click.testing import CliRunner
+
+    from cli.vlmtrain import main
+    from tests.test_documented_examples import help_examples
+    from vlmdata.core.manifest import ManifestSink
+    from vlmdata.shards import write_shards
+    from vlmtrain.train.checkpoint import export_names, write_export
+
+    root, gold = kb_data
+    model, cfg = autover_bundle.model, autover_bundle.cfg
+    names = set(export_names(model, cfg.model, "full"))
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    (tmp_path / "runs").mkdir()
+    write_export(tmp_path / "runs" / "autover", state, cfg, autover_bundle.tokenizer, {"step": 0})
+    (tmp_path / "kb").mkdir()
+    for link, target in (("oven", root / "out"), ("entities.trie", root / "entities.trie"),
+                         ("entities.parquet", root / "entities.parquet"),
+                         ("kb/entities.parquet", root / "entities.parquet")):  # fmt: skip
+        (tmp_path / link).symlink_to(target)
+    (tmp_path / "kb-images").mkdir()
+    with ManifestSink(tmp_path / "kb-work") as sink:
+        for e in gold[:3]:
+            (tmp_path / "kb-images" / f"Q{e}.png").write_bytes(png_bytes(e))
+            sink.keep({"key": f"wiki_Q{e}", "source": "oven_kb", "split": "train",
+                       "path": f"Q{e}.png", "texts": [_name(e)]})  # fmt: skip
+    write_shards(tmp_path / "kb-work" / layout.MANIFEST, tmp_path / "kb-images",
+                 tmp_path / "kb-shards", progress=False)  # fmt: skip
+    examples = [e for page, e in help_examples() if "eval oven --checkpoint runs/autover" in e]
+    assert len(examples) == 2
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for example in examples:
+            res = CliRunner().invoke(main, shlex.split(example)[1:])
+            assert res.exit_code == 0, f"{example}\n{res.output}"
+            rep = json.loads((tmp_path / "oven.json").read_text())
+            counts = {m["metric"]: m["count"] for m in rep["metrics"]}
+            assert counts["final_score"] == len(gold)  # every val reference scored
+            assert counts["query_score"] + counts["entity_score"] == len(gold)
+            if "--retrieve 100" in example:
+                assert rep["config"]["retrieve"] == 100
+                assert counts["retrieval_recall@100"] == len(gold)
+    finally:
+        os.chdir(cwd)
