@@ -86,8 +86,6 @@ def run_caption(
         if limit is not None:
             preds = {k: v for k, v in preds.items() if k in refs}
     else:
-        from vlmtrain.eval.generation import caption_images
-
         preds = caption_images(
             checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
             length_penalty=length_penalty, image_attention=image_attention,
@@ -109,6 +107,43 @@ def run_caption(
             name, scores[name], len(preds), unit="score" if name == "CIDEr-D" else "fraction"
         )
     return report
+
+
+def caption_images(
+    checkpoint,
+    data_dir,
+    keys: Sequence[str],
+    *,
+    beams: int | None = None,
+    max_new_tokens: int | None = None,
+    length_penalty: float | None = None,
+    image_attention: str | None = None,
+    batch_size: int = 16,
+    model_bundle: ModelBundle | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, str]:
+    """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt;
+    unset options take the recipe's (`decoding_options`)."""
+    from vlmdata.shards import ShardReader
+    from vlmtrain.eval.generation import load_model, recipe_of, unpack
+    from vlmtrain.eval.tasks.prompts import decode_images, decoding_options, image_prompt
+    from vlmtrain.recipes.base import RecipeContext
+
+    model, tok, cfg = unpack(model_bundle or load_model(checkpoint, device))
+    recipe = recipe_of(cfg)
+    ctx = RecipeContext.for_model(model)
+    reader = ShardReader(data_dir)
+    samples = [reader.get(k) for k in keys]
+    prompts = [image_prompt(recipe, ctx) for _ in samples]
+    opts = decoding_options(
+        recipe, beams=beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+        image_attention=image_attention,
+    )  # fmt: skip
+    pixels = [ctx.pixel_values(s) for s in samples]
+    texts = decode_images(model, tok, prompts, pixels, opts, batch_size=batch_size,
+                          progress=progress)  # fmt: skip
+    return dict(zip(keys, texts, strict=True))
 
 
 def _write_predictions(path: str | os.PathLike, preds: dict[str, str], df) -> None:

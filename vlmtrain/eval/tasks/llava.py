@@ -131,7 +131,8 @@ def generate_answers(
 ):
     """Greedy answers with the recipe's chat prompt (llava stage 2) or image + question."""
     from vlmtrain.data.transforms import decode_image
-    from vlmtrain.eval.generation import decode_text, generate_tokens, question_prompt
+    from vlmtrain.eval.generation import decode_text, generate_tokens
+    from vlmtrain.eval.tasks.prompts import question_prompt
     from vlmtrain.recipes.base import RecipeContext
 
     ctx = RecipeContext.for_model(model)

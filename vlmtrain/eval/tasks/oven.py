@@ -192,7 +192,7 @@ def run_oven(
     else:
         if data_dir is None or trie is None or entities is None:
             raise DataError("model predictions need --data, --trie and --entities")
-        from vlmtrain.eval.generation import recognise_entities
+        from vlmtrain.eval.tasks.oven_decoding import recognise_entities
 
         if retrieve is not None:
             model_bundle, candidates, recall = _retrieve(

@@ -27,6 +27,7 @@ from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.textvqa import ANLS_THRESHOLD, TEXTVQA_ANSWERS, text_vqa_scores
 from vlmtrain.eval.report import Report
+from vlmtrain.eval.tasks.prompts import DEFAULT_VQA_PROMPT
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
@@ -39,7 +40,6 @@ DATASETS = {
     "ocrvqa": ("question_id", "imageURL", ("containment",)),
 }
 OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
-DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def run_text_vqa(
     image_folder: str | os.PathLike | None = None,
     metrics: tuple[str, ...] | None = None,
     split: str = "test",
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str = DEFAULT_VQA_PROMPT,
     max_new_tokens: int = 16,
     batch_size: int = 16,
     limit: int | None = None,

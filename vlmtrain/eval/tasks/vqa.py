@@ -20,6 +20,7 @@ refusing unannotated questions.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
@@ -29,8 +30,6 @@ from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
-
-DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
 def load_questions(questions: str | os.PathLike) -> dict:
@@ -134,6 +133,63 @@ def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
+def answer_questions(
+    checkpoint,
+    data_dir,
+    items: Sequence[tuple[int, dict]],
+    *,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    beams: int | None = None,
+    length_penalty: float | None = None,
+    batch_size: int = 16,
+    model_bundle: ModelBundle | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[int, str]:
+    """{question_id: answer} for VQA questions ({image_id, question}).
+
+    The caption recipe's checkpoints decode with its own question prompt (or `prompt`), image
+    attention and `decoding` (unset options); other recipes put the question into `prompt`
+    (default "Question: {question} Answer:"), greedy with 10 new tokens unless set.
+
+    The image is the one a record with the question's `image_id` (COCO ids) points at: VQAv2
+    shards hold one record per question, several per image, and each image once.
+    """
+    from vlmdata.shards import ShardReader, load_records
+    from vlmtrain.eval.generation import load_model, recipe_of, unpack
+    from vlmtrain.eval.tasks.prompts import decode_images, decoding_options, vqa_prompt
+    from vlmtrain.recipes.base import RecipeContext
+
+    model, tok, cfg = unpack(model_bundle or load_model(checkpoint, device))
+    recipe = recipe_of(cfg)
+    ctx = RecipeContext.for_model(model)
+    reader = ShardReader(data_dir)
+    records = load_records(data_dir)
+    if "image_id" not in records.columns:
+        raise DataError(f"{data_dir}: records have no image_id column to find VQA images by")
+    key_of = {
+        str(i): k
+        for i, k in zip(records["image_id"], records["image_key"], strict=True)
+        if i is not None
+    }
+    samples, prompts = [], []
+    for qid, q in items:
+        key = key_of.get(str(q["image_id"]))
+        if key is None:
+            raise DataError(f"question {qid}: image_id {q['image_id']} is not in {data_dir}")
+        samples.append(reader.get(key))
+        prompts.append(vqa_prompt(recipe, ctx, q["question"], prompt))
+    opts = decoding_options(recipe, beams=beams, length_penalty=length_penalty,
+                            max_new_tokens=max_new_tokens, image_attention=None)  # fmt: skip
+    if recipe.name != "caption" and max_new_tokens is None:
+        opts["max_new_tokens"] = 10
+    pixels = [ctx.pixel_values(s) for s in samples]
+    texts = decode_images(model, tok, prompts, pixels, opts, batch_size=batch_size,
+                          progress=progress)  # fmt: skip
+    return {qid: t for (qid, _), t in zip(items, texts, strict=True)}
+
+
 def run_vqa(
     *,
     questions: str | os.PathLike | None = None,
@@ -182,8 +238,6 @@ def run_vqa(
     else:
         if data_dir is None:
             raise DataError("--data (the shards holding the VQA images) is needed with a model")
-        from vlmtrain.eval.generation import answer_questions
-
         items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
         preds = answer_questions(
             checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
@@ -242,7 +296,6 @@ def write_submission(
     """Answer every question (annotated or not) and write EvalAI's VQAv2 results JSON,
     [{"question_id": int, "answer": str}], sorted by question_id; nothing is scored."""
     from vlmdata.core.atomic import write_json
-    from vlmtrain.eval.generation import answer_questions
 
     if checkpoint is None and model_bundle is None:
         raise DataError("--submission answers with a model: give --checkpoint")
