@@ -3,7 +3,7 @@
 Parsing, progress and exit codes only: each command fills its task's options object
 (vlmtrain.eval.options) from its parameters, named as the object's fields, and hands it to the
 task's `run_*` (imported inside commands so `vlmtrain --help` stays light). Options that several
-tasks share are declared once below; a task's own options are declared at its command.
+tasks share are declared once in cli/eval_options.py; a task's own are declared at its command.
 """
 
 from __future__ import annotations
@@ -12,129 +12,28 @@ from typing import Any
 
 import click
 
-from cli.common import checked_device, handle_errors
-
-DEFAULT_SPLIT = "val"  # the split one tunes on; a paper's test figure is asked for by name
-SPLIT_HELP = "(val, the split one tunes on; --split test for a paper's test figure)"
-IN_FILE = click.Path(exists=True, dir_okay=False)
-IN_DIR = click.Path(exists=True, file_okay=False)
-OUT_FILE = click.Path(dir_okay=False)
-
-CKPT = click.option(
-    "--checkpoint", type=click.Path(exists=True), help="Training run dir or export dir."
+from cli.common import handle_errors
+from cli.eval_options import (
+    CKPT,
+    DATA,
+    IMAGES,
+    IN_DIR,
+    IN_PATH,
+    OUT_FILE,
+    SAVE,
+    SAVE_RANKED,
+    SPLIT_HELP,
+    fill_options,
+    finish,
+    input_file,
+    metric_names,
+    need,
+    number,
+    records_split,
+    required_file,
+    run_options,
+    split_option,
 )
-DATA = click.option(
-    "--data",
-    "data_dir",
-    type=IN_DIR,
-    help="A `vlmdata shard` output folder (index/index.parquet + shards/).",
-)
-_JSON = click.option(
-    "-o", "--output", "--out", "output", type=OUT_FILE, help="Write the JSON report here."
-)
-_HTML = click.option(
-    "--html",
-    type=OUT_FILE,
-    help="Also write the report as a self-contained HTML page (metrics, config; for retrieval "
-    "a few queries with their top-5 images marked right/wrong).",
-)
-BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
-LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
-DEVICE = click.option(
-    "--device",
-    callback=checked_device,
-    help="cpu, cuda, cuda:1 ... (default: cuda when available).",
-)
-QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-SAVE = click.option("--save-predictions", type=OUT_FILE, help="Also write the predictions.")
-SAVE_RANKED = click.option(
-    "--save-predictions",
-    type=OUT_FILE,
-    help="Also write JSONL, a line per query: {direction, key, query, answers, ranked, rank} "
-    "(a text's key is IMAGEKEY#i; rank 0: not retrieved).",
-)
-
-
-def OUT(fn):  # used as @OUT, like the other shared options
-    """-o JSON report and --html page."""
-    return _JSON(_HTML(fn))
-
-
-def run_options(save=None, limit=LIMIT):
-    """The options every task ends with: --batch-size, --limit, `save` (a --save-predictions),
-    -o/--html, --device, -q."""
-
-    def wrap(fn):
-        fn = OUT(DEVICE(QUIET(fn)))
-        return BATCH(limit(save(fn) if save else fn))
-
-    return wrap
-
-
-def split_option(help: str, *names: str, **attrs: Any):
-    """--split (default val, shown) with a task's help; `names`: other flags and the field."""
-    return click.option("--split", *names, default=DEFAULT_SPLIT, show_default=True, help=help,
-                        **attrs)  # fmt: skip
-
-
-def records_split(fn):
-    """--split of the tasks whose questions come from the records without --questions."""
-    return split_option(f"Records' split, without --questions {SPLIT_HELP}.")(fn)
-
-
-def input_file(*names: str, **attrs: Any):
-    """An input file that must exist (--predictions, --questions, --annotations, ...)."""
-    return click.option(*names, type=IN_FILE, **attrs)
-
-
-def number(flag: str, default: int | float | None = None, help: str | None = None, **attrs):
-    """A decoding number: with a default, shown; without one, unset means the recipe's."""
-    if default is None:
-        return click.option(flag, type=attrs.pop("type", int), help=help, **attrs)
-    return click.option(flag, default=default, show_default=True, help=help, **attrs)
-
-
-def _metric_names(known: tuple[str, ...]):
-    """A --metrics callback: every comma-separated name must be one of `known` (a typo is a
-    usage error naming the closest metric, exit 2, before any model or file is loaded)."""
-    import difflib
-
-    def check(ctx: click.Context, param: click.Parameter, value: str | None):
-        if value is None:
-            return None
-        names = tuple(m.strip() for m in value.split(",") if m.strip())
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise click.BadParameter(f"unknown metric {name!r}: {hint}choose from "
-                                         f"{', '.join(known)}", ctx, param)  # fmt: skip
-        return names
-
-    return check
-
-
-def _options(cls, params: dict[str, Any]):
-    """The task's options object from a command's parameters (-q: no progress bar)."""
-    return cls(**{k: v for k, v in params.items() if k != "quiet"}, progress=not params["quiet"])
-
-
-def _finish(report, opts) -> None:
-    click.echo(report.table())
-    if opts.output:
-        report.write(opts.output)
-        click.echo(f"report: {opts.output}")
-    if opts.html:
-        from vlmtrain.eval.html_report import write_html_report
-
-        write_html_report(report, opts.html)
-        click.echo(f"html report: {opts.html}")
-
-
-def _need(**options) -> None:
-    missing = [f"--{k}" for k, v in options.items() if not v]
-    if missing:
-        raise click.UsageError(f"this task needs {' and '.join(missing)}")
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,14 +70,14 @@ def eval_cmd() -> None:
     "--trie",
     "trie_path",
     required=True,
-    type=click.Path(exists=True),
+    type=IN_PATH,
     help="Trie over the test identifiers (vlmdata build-trie --split test).",
 )
 @click.option(
     "--ids",
     "ids_path",
     required=True,
-    type=click.Path(exists=True),
+    type=IN_PATH,
     help="ids.parquet the trie was built from.",
 )
 @split_option(f"Index split to score {SPLIT_HELP}.")
@@ -202,9 +101,8 @@ def retrieval_generative(**params: Any) -> None:
     from vlmtrain.eval.options import GenerativeRetrievalOptions
     from vlmtrain.eval.tasks.retrieval import run_generative_retrieval
 
-    opts = _options(GenerativeRetrievalOptions, params)
-    _need(checkpoint=opts.checkpoint, data=opts.data_dir)
-    _finish(run_generative_retrieval(opts), opts)
+    opts = fill_options(GenerativeRetrievalOptions, params, "checkpoint", "data")
+    finish(run_generative_retrieval(opts), opts)
 
 
 @eval_cmd.command("retrieval-embedding")
@@ -244,11 +142,10 @@ def retrieval_embedding(**params: Any) -> None:
     from vlmtrain.eval.options import EmbeddingRetrievalOptions
     from vlmtrain.eval.tasks.embedding import run_embedding_retrieval
 
-    opts = _options(EmbeddingRetrievalOptions, params)
-    _need(data=opts.data_dir)
+    opts = fill_options(EmbeddingRetrievalOptions, params, "data")
     if opts.encoder == "model":
-        _need(checkpoint=opts.checkpoint)
-    _finish(run_embedding_retrieval(opts), opts)
+        need(checkpoint=opts.checkpoint)
+    finish(run_embedding_retrieval(opts), opts)
 
 
 @eval_cmd.command("caption")
@@ -262,9 +159,7 @@ def retrieval_embedding(**params: Any) -> None:
     "--metrics",
     default="BLEU-4,METEOR,ROUGE-L,CIDEr-D",
     show_default=True,
-    callback=_metric_names(
-        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
-    ),
+    callback=metric_names(("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")),
     help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
 )
 @number("--beams", help="1 = greedy. [default: the recipe's decoding, else 1]")
@@ -299,9 +194,8 @@ def caption(**params: Any) -> None:
     from vlmtrain.eval.options import CaptionOptions
     from vlmtrain.eval.tasks.caption import run_caption
 
-    opts = _options(CaptionOptions, params)
-    _need(data=opts.data_dir)
-    _finish(run_caption(opts), opts)
+    opts = fill_options(CaptionOptions, params, "data")
+    finish(run_caption(opts), opts)
 
 
 @eval_cmd.command("vqa")
@@ -366,18 +260,18 @@ def vqa(**params: Any) -> None:
     from vlmtrain.eval.options import VqaOptions
     from vlmtrain.eval.tasks.vqa import run_vqa, write_submission
 
-    opts = _options(VqaOptions, params)
+    opts = fill_options(VqaOptions, params)
     if not opts.submission:
-        return _finish(run_vqa(opts), opts)
+        return finish(run_vqa(opts), opts)
     if opts.annotations or opts.predictions or opts.save_predictions:
         raise click.UsageError(
             "--submission answers with a model and scores nothing: leave out "
             "--annotations, --predictions and --save-predictions"
         )
-    _need(data=opts.data_dir)
+    need(data=opts.data_dir)
     report = write_submission(opts)
     click.echo(f"submission: {opts.submission}")
-    _finish(report, opts)
+    finish(report, opts)
 
 
 @eval_cmd.command("text-vqa")
@@ -411,7 +305,7 @@ def vqa(**params: Any) -> None:
 @click.option(
     "--metrics",
     default=None,
-    callback=_metric_names(("accuracy", "anls", "containment")),
+    callback=metric_names(("accuracy", "anls", "containment")),
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
     "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )
@@ -438,8 +332,13 @@ def text_vqa(**params: Any) -> None:
     from vlmtrain.eval.options import TextVqaOptions
     from vlmtrain.eval.tasks.textvqa import run_text_vqa
 
-    opts = _options(TextVqaOptions, params)
-    _finish(run_text_vqa(opts), opts)
+    opts = fill_options(TextVqaOptions, params)
+    finish(run_text_vqa(opts), opts)
+
+
+def with_retrieve(flag: str, kind: click.ParamType, help: str):
+    """An option that only `oven --retrieve` reads (its help says so first)."""
+    return click.option(flag, type=kind, help=f"With --retrieve: {help}")
 
 
 OVEN_LIMIT = click.option(
@@ -469,15 +368,11 @@ OVEN_LIMIT = click.option(
     help="JSONL {data_id, pred_entity_id} (repeatable) instead of a model.",
     multiple=True,
 )
-@click.option(
-    "--trie",
-    type=click.Path(exists=True),
-    help="Entity-name trie (vlmdata build-trie --entities).",
-)
-@click.option("--entities", type=click.Path(exists=True), help="entities.parquet of the trie.")
+@click.option("--trie", type=IN_PATH, help="Entity-name trie (vlmdata build-trie --entities).")
+@click.option("--entities", type=IN_PATH, help="entities.parquet of the trie.")
 @click.option(
     "--candidates",
-    type=click.Path(exists=True),
+    type=IN_PATH,
     help="JSONL {data_id, candidates: [entity_id...]}: each example decodes among its own "
     "candidates (every entity of theirs, a batch at a time); none listed: the whole trie.",
 )
@@ -487,21 +382,16 @@ OVEN_LIMIT = click.option(
     help="AutoVER: each query decodes among the K entities nearest to its <ret> embedding "
     "(the KB embedded once by the checkpoint's entity side; the report gives recall@K).",
 )
-@click.option(
+@with_retrieve(
     "--kb-cache",
-    type=click.Path(file_okay=False),
-    help="With --retrieve: folder of the cached KB embeddings (default: kb-embeddings/ next "
-    "to --entities).",
+    click.Path(file_okay=False),
+    "folder of the cached KB embeddings (default: kb-embeddings/ next to --entities).",
 )
-@click.option(
-    "--kb-images",
-    type=IN_DIR,
-    help="With --retrieve: the KB image shards (keys wiki_QID; default: the recipe's kb_images).",
+@with_retrieve(
+    "--kb-images", IN_DIR, "the KB image shards (keys wiki_QID; default: the recipe's kb_images)."
 )
-@click.option(
-    "--save-candidates",
-    type=OUT_FILE,
-    help="With --retrieve: write the retrieved candidates here (the --candidates format).",
+@with_retrieve(
+    "--save-candidates", OUT_FILE, "write the retrieved candidates here (the --candidates format)."
 )
 @number("--beams", 5)
 @number("--max-new-tokens", 32)
@@ -525,8 +415,8 @@ def oven(**params: Any) -> None:
     from vlmtrain.eval.options import OvenOptions
     from vlmtrain.eval.tasks.oven import run_oven
 
-    opts = _options(OvenOptions, params)
-    _finish(run_oven(opts), opts)
+    opts = fill_options(OvenOptions, params)
+    finish(run_oven(opts), opts)
 
 
 @eval_cmd.command("llava")
@@ -563,29 +453,13 @@ def llava(**params: Any) -> None:
     from vlmtrain.eval.options import LlavaOptions
     from vlmtrain.eval.tasks.llava import run_llava
 
-    opts = _options(LlavaOptions, params)
-    _need(checkpoint=opts.checkpoint)
-    _finish(run_llava(opts), opts)
-
-
-IMAGES = click.option(
-    "--images",
-    "images_dir",
-    required=True,
-    type=IN_DIR,
-    help="Folder of the benchmark's images (VIST: <photo id>.jpg; VisDial: "
-    "VisualDialog_val2018_<12-digit id>.jpg).",
-)
+    opts = fill_options(LlavaOptions, params, "checkpoint")
+    finish(run_llava(opts), opts)
 
 
 @eval_cmd.command("vist")
 @CKPT
-@input_file(
-    "--stories",
-    "stories_path",
-    required=True,
-    help="VIST SIS file (sis/val.story-in-sequence.json).",
-)
+@required_file("--stories", "stories_path", "VIST SIS file (sis/val.story-in-sequence.json).")
 @IMAGES
 @click.option(
     "--captions",
@@ -616,19 +490,13 @@ def vist(**params: Any) -> None:
     from vlmtrain.eval.options import VistOptions
     from vlmtrain.eval.tasks.vist import run_vist
 
-    opts = _options(VistOptions, params)
-    _need(checkpoint=opts.checkpoint)
-    _finish(run_vist(opts), opts)
+    opts = fill_options(VistOptions, params, "checkpoint")
+    finish(run_vist(opts), opts)
 
 
 @eval_cmd.command("visdial")
 @CKPT
-@input_file(
-    "--dialogs",
-    "dialogs_path",
-    required=True,
-    help="VisDial 1.0 file (visdial_1.0_val.json).",
-)
+@required_file("--dialogs", "dialogs_path", "VisDial 1.0 file (visdial_1.0_val.json).")
 @IMAGES
 @run_options()
 @handle_errors
@@ -645,6 +513,5 @@ def visdial(**params: Any) -> None:
     from vlmtrain.eval.options import VisdialOptions
     from vlmtrain.eval.tasks.visdial import run_visdial
 
-    opts = _options(VisdialOptions, params)
-    _need(checkpoint=opts.checkpoint)
-    _finish(run_visdial(opts), opts)
+    opts = fill_options(VisdialOptions, params, "checkpoint")
+    finish(run_visdial(opts), opts)

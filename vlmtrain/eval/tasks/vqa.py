@@ -270,6 +270,8 @@ def write_submission(o: VqaOptions, *, model_bundle: ModelBundle | None = None) 
     [{"question_id": int, "answer": str}], sorted by question_id; nothing is scored."""
     from vlmdata.core.atomic import write_json
 
+    if o.submission is None:
+        raise DataError("write_submission needs the submission file to write")
     if o.checkpoint is None and model_bundle is None:
         raise DataError("--submission answers with a model: give --checkpoint")
     qs = (
