@@ -108,7 +108,7 @@ def test_quiet_output_and_html_land_in_the_options(monkeypatch, paths, tmp_path)
     assert (tmp_path / "r.json").is_file() and (tmp_path / "r.html").is_file()
 
 
-def test_python_callers_pass_fields_by_name(monkeypatch):
+def test_python_callers_pass_fields_by_name():
     """run_x(opts) and run_x(*positional, **fields) build the same object; a misspelt field
     or one given twice is a TypeError, not ignored."""
     from vlmtrain.eval.options import VistOptions, takes_options

@@ -20,8 +20,8 @@ from vlmtrain.eval.metrics.recall import DEFAULT_KS
 from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT
 from vlmtrain.eval.tasks.prompts import DEFAULT_VQA_PROMPT
 
-Path = str | os.PathLike
-O = TypeVar("O", bound="EvalOptions")  # noqa: E741
+PathLike = str | os.PathLike  # a local path (the CLI passes str)
+Opts = TypeVar("Opts", bound="EvalOptions")
 
 GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
 
@@ -30,107 +30,121 @@ GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
 class EvalOptions:
     """What every task takes: where the model is, how much to score, where the report goes."""
 
-    checkpoint: Path | None = None  # a training run or export dir (or model_bundle=)
+    checkpoint: PathLike | None = None  # a training run or export dir (or model_bundle=)
     batch_size: int = 16
     limit: int | None = None  # only the first N queries/items (smoke runs)
     device: str | None = None  # None: cuda when available
     progress: bool = False
-    output: Path | None = None  # -o: the JSON report (written by the CLI)
-    html: Path | None = None  # --html: the report as a page (written by the CLI)
+    output: PathLike | None = None  # -o: the JSON report (written by the CLI)
+    html: PathLike | None = None  # --html: the report as a page (written by the CLI)
 
 
 @dataclass(kw_only=True)
 class GenerativeRetrievalOptions(EvalOptions):
-    data_dir: Path
-    trie_path: Path
-    ids_path: Path
+    """GRACE text->image retrieval by trie-constrained beam search (GRACE's decoding defaults)."""
+
+    data_dir: PathLike
+    trie_path: PathLike
+    ids_path: PathLike
     split: str = "test"
     beams: int = 10
     returns: int = 10
     length_penalty: float = GRACE_LENGTH_PENALTY
     ks: Sequence[int] = DEFAULT_KS
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class EmbeddingRetrievalOptions(EvalOptions):
-    data_dir: Path
+    """Recall@K from the checkpoint's (or an open_clip model's) embeddings."""
+
+    data_dir: PathLike
     split: str = "test"
     encoder: str = "model"  # "model" (the checkpoint's encoders) or "clip"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
     batch_size: int = 32
     ks: Sequence[int] = DEFAULT_KS
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class CaptionOptions(EvalOptions):
-    data_dir: Path
-    predictions: Path | None = None
+    """COCO caption metrics; unset decoding options take the caption recipe's."""
+
+    data_dir: PathLike
+    predictions: PathLike | None = None
     split: str = "test"
     metrics: Sequence[str] = ALL_METRICS
     beams: int | None = None  # None: the recipe's decoding
     max_new_tokens: int | None = None
     length_penalty: float | None = None
     image_attention: str | None = None
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class VqaOptions(EvalOptions):
-    questions: Path | None = None
-    annotations: Path | None = None
+    """VQAv2 accuracy, or with `submission` EvalAI's answer file."""
+
+    questions: PathLike | None = None
+    annotations: PathLike | None = None
     split: str = "val"
-    predictions: Path | None = None
-    data_dir: Path | None = None
+    predictions: PathLike | None = None
+    data_dir: PathLike | None = None
     prompt: str | None = None
-    submission: Path | None = None  # answer every question into this file, score nothing
+    submission: PathLike | None = None  # answer every question into this file, score nothing
     script: str = DEFAULT_SCRIPT  # the official vqaEval.py version
     max_new_tokens: int | None = None
     beams: int | None = None
     length_penalty: float | None = None
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class TextVqaOptions(EvalOptions):
+    """TextVQA / ST-VQA / DocVQA / OCR-VQA: accuracy, ANLS, containment."""
+
     dataset: str
-    annotations: Path
-    predictions: Path | None = None
-    image_folder: Path | None = None
+    annotations: PathLike
+    predictions: PathLike | None = None
+    image_folder: PathLike | None = None
     metrics: Sequence[str] | None = None  # None: the data set's
     split: str = "test"
     prompt: str = DEFAULT_VQA_PROMPT
     max_new_tokens: int = 16
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class OvenOptions(EvalOptions):
-    references: Sequence[Path] = ()
-    data_dir: Path | None = None
+    """OVEN accuracy from predictions files or trie-constrained entity decoding."""
+
+    references: Sequence[PathLike] = ()
+    data_dir: PathLike | None = None
     split_prefix: str = "val"
-    predictions: Sequence[Path] = ()
-    trie: Path | None = None
-    entities: Path | None = None
-    candidates: Path | None = None
+    predictions: Sequence[PathLike] = ()
+    trie: PathLike | None = None
+    entities: PathLike | None = None
+    candidates: PathLike | None = None
     retrieve: int | None = None
-    kb_cache: Path | None = None
-    kb_images: Path | None = None
-    save_candidates: Path | None = None
+    kb_cache: PathLike | None = None
+    kb_images: PathLike | None = None
+    save_candidates: PathLike | None = None
     beams: int = 5
     max_new_tokens: int = 32
     batch_size: int = 8
-    save_predictions: Path | None = None
+    save_predictions: PathLike | None = None
 
 
 @dataclass(kw_only=True)
 class LlavaOptions(EvalOptions):
-    answers_file: Path
-    questions: Path | None = None
-    image_folder: Path | None = None
-    data_dir: Path | None = None
+    """LLaVA model_vqa answers (`answers_file`), accuracy where references exist."""
+
+    answers_file: PathLike
+    questions: PathLike | None = None
+    image_folder: PathLike | None = None
+    data_dir: PathLike | None = None
     split: str = "test"
     model_id: str | None = None
     max_new_tokens: int = 128
@@ -139,8 +153,10 @@ class LlavaOptions(EvalOptions):
 
 @dataclass(kw_only=True)
 class VistOptions(EvalOptions):
-    stories_path: Path
-    images_dir: Path
+    """FROMAGe's VIST contextual image retrieval."""
+
+    stories_path: PathLike
+    images_dir: PathLike
     captions: int = 5  # context captions, the last N
     with_images: bool = True
     ks: Sequence[int] = DEFAULT_KS
@@ -149,13 +165,15 @@ class VistOptions(EvalOptions):
 
 @dataclass(kw_only=True)
 class VisdialOptions(EvalOptions):
-    dialogs_path: Path
-    images_dir: Path
+    """FROMAGe's VisDial image retrieval from a dialog."""
+
+    dialogs_path: PathLike
+    images_dir: PathLike
     ks: Sequence[int] = DEFAULT_KS
     batch_size: int = 32
 
 
-def takes_options(cls: type[O], *positional: str) -> Callable[[Callable[..., Any]], Any]:
+def takes_options(cls: type[Opts], *positional: str) -> Callable[[Callable[..., Any]], Any]:
     """Decorate `run(opts, *, model_bundle=None)` so that it is called as `run(opts)` (the CLI)
     or as `run(*positional, **fields)`, the fields of `cls` by name (scripts, tests); both take
     `model_bundle=` (a loaded `ModelBundle` instead of the checkpoint)."""
