@@ -1,4 +1,5 @@
-"""`vlmdata view`: a page of a shard folder to look at (the work is in vlmdata.view)."""
+"""`vlmdata view`: a page of a shard folder to look at (the work is in vlmdata.view; the
+options besides OUT, -o and --storage-options are ViewOptions' fields, by name)."""
 
 import click
 
@@ -22,7 +23,7 @@ from cli.data_shards import storage_option
     help="Records listed under one image (the rest are counted).",
 )  # fmt: skip
 @click.option(
-    "--examples", default=3, show_default=True, type=click.IntRange(0),
+    "--examples", "reject_examples", default=3, show_default=True, type=click.IntRange(0),
     help="Examples shown per reject reason.",
 )  # fmt: skip
 @click.option(
@@ -35,7 +36,7 @@ from cli.data_shards import storage_option
 )  # fmt: skip
 @storage_option
 @handle_errors
-def view(out, output, samples, seed, max_records, examples, thumb_side, images, storage_options):
+def view(out: str, output: str, storage_options, **options) -> None:
     """Write one self-contained HTML page of shard folder OUT: per split a seeded sample of
     images with all their records (captions, questions/answers, conversations, entity),
     the reject reasons as a chart with a few examples each, and histograms of image size
@@ -53,15 +54,7 @@ def view(out, output, samples, seed, max_records, examples, thumb_side, images, 
     """
     from vlmdata.view import ViewOptions, write_view
 
-    opt = ViewOptions(
-        samples=samples,
-        seed=seed,
-        thumb_side=thumb_side,
-        max_records=max_records,
-        reject_examples=examples,
-        images=images,
-    )
-    size = write_view(out, output, opt, storage_options)
+    size = write_view(out, output, ViewOptions(**options), storage_options)
     click.echo(f"page: {output} ({size / 1e6:.2f} MB)")
 
 

@@ -83,7 +83,8 @@ def test_top_k_blocks_equal_one_argsort():
 
 
 def test_retrieve_equals_brute_force_and_decodes_within(autover_bundle, kb_data, tmp_path):
-    from vlmtrain.eval.generation import _oven_samples, recognise_entities
+    from vlmtrain.eval.tasks.oven_decoding import oven_samples as _oven_samples
+    from vlmtrain.eval.tasks.oven_decoding import recognise_entities
     from vlmtrain.eval.tasks.oven_retrieval import retrieve_candidates
     from vlmtrain.recipes import RecipeContext
     from vlmtrain.recipes.autover import open_kb

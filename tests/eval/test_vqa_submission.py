@@ -30,8 +30,7 @@ TEST_DEV = {
 def test_submission_answers_every_unannotated_question_in_evalai_format(
     tiny_bundle, shards_dir, tmp_path
 ):
-    from vlmtrain.eval.generation import answer_questions
-    from vlmtrain.eval.tasks.vqa import write_submission
+    from vlmtrain.eval.tasks.vqa import answer_questions, write_submission
 
     (tmp_path / "q.json").write_text(json.dumps(TEST_DEV))
     bundle = tiny_bundle("caption", {"decoding": {"max_new_tokens": 3}})
@@ -71,8 +70,7 @@ def test_scoring_still_refuses_unannotated_questions(tmp_path):
 
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])
 def test_caption_decoding_defaults_come_from_the_recipe(tiny_bundle, shards_dir, attention):
-    from vlmtrain.eval.generation import caption_images
-    from vlmtrain.eval.tasks.caption import load_index
+    from vlmtrain.eval.tasks.caption import caption_images, load_index
 
     options = {"image_attention": attention, "decoding": {"beams": 2, "max_new_tokens": 2,
                                                           "length_penalty": 0.6}}  # fmt: skip
@@ -88,7 +86,9 @@ def test_caption_decoding_defaults_come_from_the_recipe(tiny_bundle, shards_dir,
 
 def test_git_mode_answers_do_not_depend_on_batching(tiny_bundle, shards_dir):
     """Questions of different lengths share a left-padded batch: padding must change nothing."""
-    from vlmtrain.eval.generation import answer_questions, image_prompt, recipe_of
+    from vlmtrain.eval.generation import recipe_of
+    from vlmtrain.eval.tasks.prompts import image_prompt
+    from vlmtrain.eval.tasks.vqa import answer_questions
     from vlmtrain.recipes import RecipeContext
 
     options = {"image_attention": "bidirectional", "decoding": {"beams": 2, "max_new_tokens": 3}}
@@ -109,7 +109,7 @@ def test_git_mode_answers_do_not_depend_on_batching(tiny_bundle, shards_dir):
 
 
 def test_submission_through_the_cli_from_an_exported_checkpoint(tiny_bundle, shards_dir, tmp_path):
-    from vlmtrain.eval.generation import answer_questions
+    from vlmtrain.eval.tasks.vqa import answer_questions
     from vlmtrain.train.checkpoint import export_names, write_export
 
     bundle = tiny_bundle("caption", {"decoding": {"max_new_tokens": 3}})
@@ -134,8 +134,7 @@ def test_submission_through_the_cli_from_an_exported_checkpoint(tiny_bundle, sha
 def test_eval_caption_cli_decodes_a_git_checkpoint_as_its_recipe_says(
     tiny_bundle, shards_dir, tmp_path
 ):
-    from vlmtrain.eval.generation import caption_images
-    from vlmtrain.eval.tasks.caption import load_index
+    from vlmtrain.eval.tasks.caption import caption_images, load_index
     from vlmtrain.train.checkpoint import export_names, write_export
 
     options = {"image_attention": "bidirectional", "decoding": {"beams": 2, "max_new_tokens": 4,

@@ -3,6 +3,8 @@
 Prompts are sorted by length before batching so a batch pads little, and results come back in
 the caller's order. `VLM.generate` left-aligns right-padded prompts itself and feeds the prompt
 ids to logits processors first, so a trie's `prompt_length` is the padded batch width.
+Generic only: which prompt a recipe's checkpoint is asked with, and how a task reads the tokens
+back, live with the task (vlmtrain.eval.tasks: prompts.py, caption.py, vqa.py, oven_decoding.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import torch
 
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.recipes.base import pad_sequences
-
-DEFAULT_VQA_PROMPT = "Question: {question} Answer:"
 
 
 @dataclass(frozen=True)
@@ -147,17 +147,6 @@ def _image_block_rows(model, ids, mask, pixels, eos, n_return, processor_for, kw
     )  # fmt: skip
 
 
-def decoding_options(recipe, **given: Any) -> dict[str, Any]:
-    """Decoding settings: those given (not None), else the caption recipe's `decoding` and
-    `image_attention`, else the defaults (greedy, 30 new tokens, causal)."""
-    from vlmtrain.recipes.caption import DECODING
-
-    base = {**DECODING, "image_attention": "causal"}
-    if recipe.name == "caption":
-        base = {**recipe.decoding, "image_attention": recipe.image_attention}
-    return {k: (v if v is not None else base[k]) for k, v in given.items()}
-
-
 def decode_text(tokenizer, tokens: Sequence[int]) -> str:
     return tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
 
@@ -168,242 +157,6 @@ def _progress(items, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(items, desc="decoding", unit="batch")
-
-
-# ---- task-specific decoding (prompts come from the recipe the checkpoint trained with) --------
-
-
-def image_prompt(recipe, ctx, text: str = ""):
-    """Prompt ids for an image (+ text): the caption recipe's own prompt (or its <s> and image
-    slots, in its order, then the text), else image then text."""
-    from vlmtrain.recipes.base import SequenceBuilder
-
-    if recipe.name == "caption":
-        return (recipe.start(ctx).text(text) if text else recipe.prompt(ctx)).input_ids
-    seq = SequenceBuilder(ctx).image()
-    return (seq.text(text) if text else seq).input_ids
-
-
-def _pixels(ctx, samples):
-    return [ctx.pixel_values(s) for s in samples]
-
-
-def caption_images(
-    checkpoint,
-    data_dir,
-    keys: Sequence[str],
-    *,
-    beams: int | None = None,
-    max_new_tokens: int | None = None,
-    length_penalty: float | None = None,
-    image_attention: str | None = None,
-    batch_size: int = 16,
-    model_bundle=None,
-    device: str | None = None,
-    progress: bool = False,
-) -> dict[str, str]:
-    """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt;
-    unset options take the recipe's (`decoding_options`)."""
-    from vlmdata.shards import ShardReader
-    from vlmtrain.recipes.base import RecipeContext
-
-    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
-    recipe = recipe_of(cfg)
-    ctx = RecipeContext.for_model(model)
-    reader = ShardReader(data_dir)
-    samples = [reader.get(k) for k in keys]
-    prompts = [image_prompt(recipe, ctx) for _ in samples]
-    opts = decoding_options(
-        recipe, beams=beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
-        image_attention=image_attention,
-    )  # fmt: skip
-    outs = generate_tokens(
-        model, prompts, images=_pixels(ctx, samples), batch_size=batch_size, progress=progress,
-        num_beams=opts["beams"], do_sample=False, max_new_tokens=opts["max_new_tokens"],
-        length_penalty=opts["length_penalty"], image_attention=opts["image_attention"],
-    )  # fmt: skip
-    return {k: decode_text(tok, o[0]) for k, o in zip(keys, outs, strict=True)}
-
-
-def answer_questions(
-    checkpoint,
-    data_dir,
-    items: Sequence[tuple[int, dict]],
-    *,
-    prompt: str | None = None,
-    max_new_tokens: int | None = None,
-    beams: int | None = None,
-    length_penalty: float | None = None,
-    batch_size: int = 16,
-    model_bundle=None,
-    device: str | None = None,
-    progress: bool = False,
-) -> dict[int, str]:
-    """{question_id: answer} for VQA questions ({image_id, question}).
-
-    The caption recipe's checkpoints decode with its own question prompt (or `prompt`), image
-    attention and `decoding` (unset options); other recipes put the question into `prompt`
-    (default "Question: {question} Answer:"), greedy with 10 new tokens unless set.
-
-    The image is the one a record with the question's `image_id` (COCO ids) points at: VQAv2
-    shards hold one record per question, several per image, and each image once.
-    """
-    from vlmdata.core.errors import DataError
-    from vlmdata.shards import ShardReader, load_records
-    from vlmtrain.recipes.base import RecipeContext
-
-    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
-    recipe = recipe_of(cfg)
-    ctx = RecipeContext.for_model(model)
-    reader = ShardReader(data_dir)
-    records = load_records(data_dir)
-    if "image_id" not in records.columns:
-        raise DataError(f"{data_dir}: records have no image_id column to find VQA images by")
-    key_of = {
-        str(i): k
-        for i, k in zip(records["image_id"], records["image_key"], strict=True)
-        if i is not None
-    }
-    samples, prompts = [], []
-    for qid, q in items:
-        key = key_of.get(str(q["image_id"]))
-        if key is None:
-            raise DataError(f"question {qid}: image_id {q['image_id']} is not in {data_dir}")
-        samples.append(reader.get(key))
-        if recipe.name == "caption":
-            prompts.append(recipe.prompt(ctx, q["question"], prompt).input_ids)
-        else:
-            text = (prompt or DEFAULT_VQA_PROMPT).format(question=q["question"])
-            prompts.append(question_prompt(recipe, ctx, q["question"], text))
-    opts = decoding_options(recipe, beams=beams, length_penalty=length_penalty,
-                            max_new_tokens=max_new_tokens, image_attention=None)  # fmt: skip
-    if recipe.name != "caption" and max_new_tokens is None:
-        opts["max_new_tokens"] = 10
-    outs = generate_tokens(
-        model, prompts, images=_pixels(ctx, samples), batch_size=batch_size, progress=progress,
-        num_beams=opts["beams"], do_sample=False, max_new_tokens=opts["max_new_tokens"],
-        length_penalty=opts["length_penalty"], image_attention=opts["image_attention"],
-    )  # fmt: skip
-    return {qid: decode_text(tok, o[0]) for (qid, _), o in zip(items, outs, strict=True)}
-
-
-def question_prompt(recipe, ctx, question: str, text: str | None = None) -> list[int]:
-    """Prompt ids for an image and a question: LLaVA stage 2's chat prompt of the question,
-    else `image_prompt` of `text` (default: the question itself)."""
-    if recipe.name == "llava" and getattr(recipe, "stage", 1) == 2:
-        return llava_prompt(recipe, ctx, question)
-    return image_prompt(recipe, ctx, question if text is None else text)
-
-
-def llava_prompt(recipe, ctx, question: str) -> list[int]:
-    """Stage-2 Vicuna prompt ids with the `<image>` mark expanded to the model's slots."""
-    from vlmtrain.recipes.base import SequenceBuilder
-
-    image_str = ctx.tokenizer.convert_ids_to_tokens(ctx.image_token_id)
-    if image_str not in question:
-        question = f"{image_str}\n{question}"
-    ids = ctx.tokenizer(recipe.prompt_text(question), add_special_tokens=False)["input_ids"]
-    seq = SequenceBuilder(ctx)
-    for t in ids:
-        if t == ctx.image_token_id:
-            seq.image()
-        else:
-            seq.tokens([t], train=False)
-    return seq.input_ids
-
-
-def _unpack(bundle: ModelBundle) -> tuple[Any, Any, Any]:
-    return bundle.model, bundle.tokenizer, bundle.cfg
-
-
-def recognise_entities(
-    checkpoint,
-    data_dir,
-    data_ids: Sequence[str],
-    *,
-    trie,
-    entities,
-    candidates=None,
-    beams: int = 5,
-    max_new_tokens: int = 32,
-    batch_size: int = 8,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> dict[str, str]:
-    """{data_id: entity_id}: autover prompt, then the entity name decoded under the trie.
-
-    With `candidates` (JSONL {data_id, candidates: [entity_id]}) each example decodes among its
-    own candidates (AutoVER's retrieval-augmented constraint): a batch's candidate sets become
-    one forest (`vlmdata.trie.forest`), so examples still decode `batch_size` at a time.
-    Examples without candidates (no line, or an empty list) decode over the whole trie.
-    Generation stops at the trie's eos.
-    """
-    from vlmdata.core.errors import DataError
-    from vlmdata.trie import Trie
-    from vlmdata.trie.mask import TrieLogitsProcessor
-    from vlmtrain.recipes.base import RecipeContext
-
-    model, tok, cfg = _unpack(model_bundle or load_model(checkpoint, device))
-    recipe = recipe_of(cfg, "autover")
-    ctx = RecipeContext.for_model(model)
-    full = trie if isinstance(trie, Trie) else Trie.load(trie)
-    check_recipe_eos(full, recipe, ctx)
-    eos = trie_eos(full)
-    ent = _entity_ids(entities)
-    samples = _oven_samples(data_dir, data_ids)
-    prompts = [recipe.prompt(ctx, s["meta"].get("question") or "").input_ids for s in samples]
-    pixels = _pixels(ctx, samples)
-    pad = pad_id(tok)
-    kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=max_new_tokens, eos_id=eos)
-    if candidates is None or isinstance(candidates, dict):  # a dict: {data_id: entity ids}
-        cands = None if candidates is None else candidate_rows(candidates, ent)
-    else:
-        cands = read_candidates(candidates, ent)
-    boxed = [i for i, d in enumerate(data_ids) if cands is not None and cands.get(d)]
-    free = sorted(set(range(len(data_ids))) - set(boxed))
-    rows: dict[int, int | None] = {}
-    if free:
-        outs = generate_tokens(
-            model, [prompts[i] for i in free], images=[pixels[i] for i in free],
-            batch_size=batch_size, progress=progress,
-            processor_for=lambda width, _idx: TrieLogitsProcessor(full, width, pad_id=pad),
-            **kwargs,
-        )  # fmt: skip
-        rows.update({i: full.lookup(o[0]) for i, o in zip(free, outs, strict=True)})
-    if boxed:
-        sets = [cands[data_ids[i]] for i in boxed]
-        rows.update(_decode_in_candidates(
-            model, full, boxed, sets, [prompts[i] for i in boxed], [pixels[i] for i in boxed],
-            pad=pad, batch_size=batch_size, progress=progress, **kwargs,
-        ))  # fmt: skip
-    if any(r is not None and not 0 <= r < len(ent) for r in rows.values()):
-        raise DataError("the trie holds rows beyond the entities file: built from another one?")
-    return {d: (ent[rows[i]] if rows[i] is not None else "") for i, d in enumerate(data_ids)}
-
-
-def _decode_in_candidates(model, full, items, sets, prompts, pixels, *, pad, batch_size,
-                          progress, **kwargs) -> dict[int, int | None]:  # fmt: skip
-    """{item: looked-up row} decoding each item among its own rows, a forest per batch."""
-    from vlmdata.trie.forest import batch_subset
-
-    forests: dict[int, tuple] = {}
-
-    def processor(width: int, idx: list[int]):
-        forest = batch_subset(full, [sets[i] for i in idx])
-        for j, i in enumerate(idx):
-            forests[i] = (forest, j)
-        return forest.logits_processor(width, pad_id=pad)
-
-    outs = generate_tokens(
-        model, prompts, images=pixels, batch_size=batch_size, progress=progress,
-        processor_for=processor, **kwargs,
-    )  # fmt: skip
-    out = {}
-    for k, (item, o) in enumerate(zip(items, outs, strict=True)):
-        forest, j = forests[k]
-        out[item] = forest.lookup(j, o[0])
-    return out
 
 
 def trie_eos(trie) -> int:
@@ -431,50 +184,6 @@ def check_recipe_eos(trie, recipe, ctx) -> None:
         )
 
 
-def _entity_ids(entities) -> list[str]:
-    import polars as pl
-
-    return pl.read_parquet(entities, columns=["entity_id"])["entity_id"].to_list()
-
-
-def _oven_samples(data_dir, data_ids: Sequence[str]) -> list[dict]:
-    from vlmdata.core.errors import DataError
-    from vlmdata.shards import RecordReader
-
-    reader = RecordReader(data_dir)  # OVEN records share images: one record per data_id
-    if "data_id" not in reader.records.columns:
-        raise DataError(f"{data_dir}: records have no data_id column (not OVEN shards?)")
-    key_of = dict(zip(reader.records["data_id"], reader.records["key"], strict=True))
-    missing = [d for d in data_ids if d not in key_of]
-    if missing:
-        raise DataError(f"{len(missing)} data_ids are not in {data_dir} (e.g. {missing[:3]})")
-    return [reader.get(key_of[d]) for d in data_ids]
-
-
-def candidate_rows(candidates: dict, entity_ids: Sequence[str]) -> dict[str, list[int]]:
-    """{data_id: entity rows} of {data_id: entity ids} (retrieved from the same entities file)."""
-    row_of = {e: i for i, e in enumerate(entity_ids)}
-    return {d: [row_of[e] for e in ids] for d, ids in candidates.items()}
-
-
-def read_candidates(path, entity_ids: Sequence[str]) -> dict[str, list[int]]:
-    """{data_id: entity rows} from JSONL {data_id, candidates: [entity_id]}; an entity id the
-    entities file lacks is an error (its name could never be decoded)."""
-    from vlmdata.core.errors import DataError
-    from vlmtrain.eval.data import iter_jsonl
-
-    row_of = {e: i for i, e in enumerate(entity_ids)}
-    out: dict[str, list[int]] = {}
-    for line, rec in iter_jsonl(path):
-        if "data_id" not in rec or not isinstance(rec.get("candidates"), list):
-            raise DataError("record needs data_id and a candidates list", file=str(path),
-                            line=line)  # fmt: skip
-        unknown = [e for e in rec["candidates"] if e not in row_of]
-        if unknown:
-            raise DataError(f"candidates {unknown[:3]} are not in the entities file",
-                            file=str(path), line=line)  # fmt: skip
-        if rec["data_id"] in out:
-            raise DataError(f"second candidate list for {rec['data_id']}", file=str(path),
-                            line=line)  # fmt: skip
-        out[rec["data_id"]] = [row_of[e] for e in rec["candidates"]]
-    return out
+def unpack(bundle: ModelBundle) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, cfg) of a bundle."""
+    return bundle.model, bundle.tokenizer, bundle.cfg

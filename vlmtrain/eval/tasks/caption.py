@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index, one_answer_source, read_records
-from vlmtrain.eval.metrics.captioning import ALL_METRICS, caption_scores, require_java
+from vlmtrain.eval.metrics.captioning import caption_scores, require_java
+from vlmtrain.eval.options import CaptionOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -53,62 +54,82 @@ def read_caption_predictions(
     return out
 
 
-def run_caption(
-    data_dir: str | os.PathLike,
+@takes_options(CaptionOptions, "data_dir")
+def run_caption(o: CaptionOptions, *, model_bundle: ModelBundle | None = None) -> Report:
+    """Score captions of the `split` images; exactly one of checkpoint/predictions. Unset
+    decoding options take the checkpoint's caption recipe's (`decoding`, `image_attention`)."""
+    one_answer_source(o.checkpoint, model_bundle, o.predictions)
+    require_java()  # fail before minutes of decoding, not after
+    df = load_index(o.data_dir, o.split, columns=None)
+    if o.limit is not None:
+        df = df.head(o.limit)
+    refs = {
+        k: list(t or []) for k, t in zip(df["key"].to_list(), df["texts"].to_list(), strict=True)
+    }
+    if o.predictions is not None:
+        preds = read_caption_predictions(o.predictions, o.data_dir, o.split)
+        if o.limit is not None:
+            preds = {k: v for k, v in preds.items() if k in refs}
+    else:
+        preds = caption_images(
+            o.checkpoint, o.data_dir, list(refs), beams=o.beams, max_new_tokens=o.max_new_tokens,
+            length_penalty=o.length_penalty, image_attention=o.image_attention,
+            batch_size=o.batch_size, model_bundle=model_bundle, device=o.device,
+            progress=o.progress,
+        )  # fmt: skip
+    if o.save_predictions is not None:
+        _write_predictions(o.save_predictions, preds, df)
+    scores = caption_scores(preds, refs, o.metrics)
+    report = Report(
+        task="caption",
+        config={"split": o.split, "beams": o.beams, "max_new_tokens": o.max_new_tokens,
+                "length_penalty": o.length_penalty, "image_attention": o.image_attention,
+                "limit": o.limit, "predictions": str(o.predictions) if o.predictions else None},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir),
+    )  # fmt: skip
+    for name in o.metrics:
+        report.add(
+            name, scores[name], len(preds), unit="score" if name == "CIDEr-D" else "fraction"
+        )
+    return report
+
+
+def caption_images(
+    checkpoint,
+    data_dir,
+    keys: Sequence[str],
     *,
-    checkpoint: str | os.PathLike | None = None,
-    predictions: str | os.PathLike | None = None,
-    split: str = "test",
-    metrics: Sequence[str] = ALL_METRICS,
     beams: int | None = None,
     max_new_tokens: int | None = None,
     length_penalty: float | None = None,
     image_attention: str | None = None,
     batch_size: int = 16,
-    limit: int | None = None,
-    save_predictions: str | os.PathLike | None = None,
     model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
-) -> Report:
-    """Score captions of the `split` images; exactly one of checkpoint/predictions. Unset
-    decoding options take the checkpoint's caption recipe's (`decoding`, `image_attention`)."""
-    one_answer_source(checkpoint, model_bundle, predictions)
-    require_java()  # fail before minutes of decoding, not after
-    df = load_index(data_dir, split, columns=None)
-    if limit is not None:
-        df = df.head(limit)
-    refs = {
-        k: list(t or []) for k, t in zip(df["key"].to_list(), df["texts"].to_list(), strict=True)
-    }
-    if predictions is not None:
-        preds = read_caption_predictions(predictions, data_dir, split)
-        if limit is not None:
-            preds = {k: v for k, v in preds.items() if k in refs}
-    else:
-        from vlmtrain.eval.generation import caption_images
+) -> dict[str, str]:
+    """{key: caption} by greedy (beams=1) or beam decoding of the recipe's caption prompt;
+    unset options take the recipe's (`decoding_options`)."""
+    from vlmdata.shards import ShardReader
+    from vlmtrain.eval.generation import load_model, recipe_of, unpack
+    from vlmtrain.eval.tasks.prompts import decode_images, decoding_options, image_prompt
+    from vlmtrain.recipes.base import RecipeContext
 
-        preds = caption_images(
-            checkpoint, data_dir, list(refs), beams=beams, max_new_tokens=max_new_tokens,
-            length_penalty=length_penalty, image_attention=image_attention,
-            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
-        )  # fmt: skip
-    if save_predictions is not None:
-        _write_predictions(save_predictions, preds, df)
-    scores = caption_scores(preds, refs, metrics)
-    report = Report(
-        task="caption",
-        config={"split": split, "beams": beams, "max_new_tokens": max_new_tokens,
-                "length_penalty": length_penalty, "image_attention": image_attention,
-                "limit": limit, "predictions": str(predictions) if predictions else None},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir),
+    model, tok, cfg = unpack(model_bundle or load_model(checkpoint, device))
+    recipe = recipe_of(cfg)
+    ctx = RecipeContext.for_model(model)
+    reader = ShardReader(data_dir)
+    samples = [reader.get(k) for k in keys]
+    prompts = [image_prompt(recipe, ctx) for _ in samples]
+    opts = decoding_options(
+        recipe, beams=beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+        image_attention=image_attention,
     )  # fmt: skip
-    for name in metrics:
-        report.add(
-            name, scores[name], len(preds), unit="score" if name == "CIDEr-D" else "fraction"
-        )
-    return report
+    pixels = [ctx.pixel_values(s) for s in samples]
+    texts = decode_images(model, tok, prompts, pixels, opts, batch_size=batch_size,
+                          progress=progress)  # fmt: skip
+    return dict(zip(keys, texts, strict=True))
 
 
 def _write_predictions(path: str | os.PathLike, preds: dict[str, str], df) -> None:

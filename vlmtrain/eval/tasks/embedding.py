@@ -18,6 +18,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
+from vlmtrain.eval.options import EmbeddingRetrievalOptions, takes_options
 from vlmtrain.eval.report import TOP_K, Report, spread
 
 if TYPE_CHECKING:
@@ -145,54 +146,42 @@ def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
     return images, texts
 
 
+@takes_options(EmbeddingRetrievalOptions, "data_dir")
 def run_embedding_retrieval(
-    data_dir: str | os.PathLike,
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    split: str = "test",
-    encoder: str = "model",
-    clip_model: str = "ViT-B-32",
-    clip_pretrained: str | None = None,
-    batch_size: int = 32,
-    limit: int | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
-    save_predictions: str | os.PathLike | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    o: EmbeddingRetrievalOptions, *, model_bundle: ModelBundle | None = None
 ) -> Report:
     """Recall@K both ways on the `split` images (limit: first N images); `save_predictions`:
     each query's top max(ks) as JSONL (vlmtrain.eval.ranked_predictions)."""
-    samples, texts, text_keys = load_split(data_dir, split, limit)  # bad data before a model
-    if encoder == "model":
+    samples, texts, text_keys = load_split(o.data_dir, o.split, o.limit)  # bad data before a model
+    if o.encoder == "model":
         if model_bundle is None:
             from vlmtrain.eval.generation import load_model
 
-            model_bundle = load_model(checkpoint, device)
+            model_bundle = load_model(o.checkpoint, o.device)
         enc_images, enc_texts = model_encoders(model_bundle.model)
-    elif encoder == "clip":
-        enc_images, enc_texts = clip_encoders(clip_model, clip_pretrained, device)
+    elif o.encoder == "clip":
+        enc_images, enc_texts = clip_encoders(o.clip_model, o.clip_pretrained, o.device)
     else:
-        raise DataError(f"unknown encoder {encoder!r} (model or clip)")
-    img = _batched(enc_images, samples, batch_size, progress, "images")
-    txt = _batched(enc_texts, texts, batch_size, progress, "texts")
+        raise DataError(f"unknown encoder {o.encoder!r} (model or clip)")
+    img = _batched(enc_images, samples, o.batch_size, o.progress, "images")
+    txt = _batched(enc_texts, texts, o.batch_size, o.progress, "texts")
     image_keys = [s["key"] for s in samples]
-    rec = retrieval_recalls(txt, img, text_keys, image_keys, ks)
-    if save_predictions is not None:
+    rec = retrieval_recalls(txt, img, text_keys, image_keys, o.ks)
+    if o.save_predictions is not None:
         from vlmtrain.eval.ranked_predictions import embedding_rows, write_ranked_predictions
 
-        rows = embedding_rows(txt, img, texts, text_keys, image_keys, max(ks))
-        write_ranked_predictions(save_predictions, rows)
+        rows = embedding_rows(txt, img, texts, text_keys, image_keys, max(o.ks))
+        write_ranked_predictions(o.save_predictions, rows)
     report = Report(
         task="retrieval-embedding",
-        config={"split": split, "encoder": encoder, "limit": limit,
-                "clip_model": clip_model if encoder == "clip" else None},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir),
+        config={"split": o.split, "encoder": o.encoder, "limit": o.limit,
+                "clip_model": o.clip_model if o.encoder == "clip" else None},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir),
     )  # fmt: skip
-    for k in ks:
+    for k in o.ks:
         report.add(f"t2i_recall@{k}", rec["t2i"][k], len(texts))
-    for k in ks:
+    for k in o.ks:
         report.add(f"i2t_recall@{k}", rec["i2t"][k], len(samples))
     report.details = {"images": len(samples), "texts": len(texts)}
     report.examples = _t2i_examples(txt, img, texts, text_keys, image_keys)

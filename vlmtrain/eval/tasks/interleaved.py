@@ -40,6 +40,12 @@ def load_squashed(path: Path, size: tuple[int, int]) -> Image.Image | None:
         return None
 
 
+def load_for_tower(model, path: Path) -> Image.Image | None:
+    """`load_squashed` to the size of the model's vision tower."""
+    h, w = model.vision.image_size
+    return load_squashed(path, (w, h))
+
+
 def context_ids(model, pieces: list[Piece]) -> tuple[list[int], list[Image.Image]]:
     """Token ids with image placeholders for `pieces`, [RET] after the last; and the images."""
     tok = model.tokenizer
@@ -86,3 +92,13 @@ def image_embeddings(model, images: list[Image.Image], batch_size: int = 32) -> 
             pixels = torch.stack([transform(im) for im in images[i : i + batch_size]])
             out.append(model.encode_images(pixels.to(dev)).float().cpu())
     return torch.cat(out).numpy()
+
+
+def ret_embeddings(model, contexts: list[list[Piece]], progress: bool, unit: str) -> Any:
+    """(N, D) float [RET] embeddings of the contexts (one forward pass each); the progress bar
+    counts `unit`s."""
+    import numpy as np
+    from tqdm import tqdm
+
+    steps = tqdm(contexts, desc=f"{unit}s", unit=unit, disable=not progress)
+    return np.stack([ret_embedding(model, c).float().cpu().numpy() for c in steps])

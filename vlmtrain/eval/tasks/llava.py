@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import iter_jsonl, require
 from vlmtrain.eval.metrics.vqa import normalize_answer
+from vlmtrain.eval.options import LlavaOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -131,7 +132,8 @@ def generate_answers(
 ):
     """Greedy answers with the recipe's chat prompt (llava stage 2) or image + question."""
     from vlmtrain.data.transforms import decode_image
-    from vlmtrain.eval.generation import decode_text, generate_tokens, question_prompt
+    from vlmtrain.eval.generation import decode_text, generate_tokens
+    from vlmtrain.eval.tasks.prompts import question_prompt
     from vlmtrain.recipes.base import RecipeContext
 
     ctx = RecipeContext.for_model(model)
@@ -156,53 +158,39 @@ def generate_answers(
     return [decode_text(model.tokenizer, o[0]) for o in outs]
 
 
-def run_llava(
-    *,
-    checkpoint: str | os.PathLike | None,
-    questions: str | os.PathLike | None,
-    image_folder: str | os.PathLike | None,
-    answers_file: str | os.PathLike,
-    data_dir: str | os.PathLike | None = None,
-    split: str = "test",
-    model_id: str | None = None,
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    limit: int | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(LlavaOptions)
+def run_llava(o: LlavaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Write the answers JSONL (atomically) and report accuracy on the referenced questions."""
     from vlmdata.core.atomic import atomic_open
     from vlmtrain.eval.generation import load_model, recipe_of
 
-    if questions is None and data_dir is None:
+    if o.questions is None and o.data_dir is None:
         raise DataError("give --questions (with --image-folder or --data), or --data")
-    if questions is not None and image_folder is None and data_dir is None:
+    if o.questions is not None and o.image_folder is None and o.data_dir is None:
         raise DataError("--questions needs --image-folder or --data for the images")
-    if questions is not None:
-        qs = read_questions(questions, image_folder, limit, data_dir=data_dir)
+    if o.questions is not None:
+        qs = read_questions(o.questions, o.image_folder, o.limit, data_dir=o.data_dir)
     else:
-        qs = questions_from_records(data_dir, split, limit)
+        qs = questions_from_records(o.data_dir, o.split, o.limit)
     if not qs:
-        raise DataError("no questions", file=str(questions or data_dir))
-    bundle = model_bundle or load_model(checkpoint, device)
-    model_id = model_id or (Path(str(checkpoint)).name if checkpoint else "model")
+        raise DataError("no questions", file=str(o.questions or o.data_dir))
+    bundle = model_bundle or load_model(o.checkpoint, o.device)
+    model_id = o.model_id or (Path(str(o.checkpoint)).name if o.checkpoint else "model")
     texts = generate_answers(
-        bundle.model, recipe_of(bundle.cfg), qs, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, progress=progress, data_dir=data_dir,
+        bundle.model, recipe_of(bundle.cfg), qs, max_new_tokens=o.max_new_tokens,
+        batch_size=o.batch_size, progress=o.progress, data_dir=o.data_dir,
     )  # fmt: skip
-    with atomic_open(answers_file, "w", encoding="utf-8") as f:
+    with atomic_open(o.answers_file, "w", encoding="utf-8") as f:
         for q, text in zip(qs, texts, strict=True):
             f.write(json.dumps(answer_record(q, text, model_id), ensure_ascii=False) + "\n")
     scored = [(t, reference_of(q)) for q, t in zip(qs, texts, strict=True) if reference_of(q)]
     report = Report(
         task="llava",
-        config={"questions": str(questions) if questions else None,
-                "split": None if questions else split, "answers": str(answers_file),
-                "model_id": model_id, "max_new_tokens": max_new_tokens, "limit": limit},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir or image_folder),
+        config={"questions": str(o.questions) if o.questions else None,
+                "split": None if o.questions else o.split, "answers": str(o.answers_file),
+                "model_id": model_id, "max_new_tokens": o.max_new_tokens, "limit": o.limit},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir or o.image_folder),
     )  # fmt: skip
     report.add("answered", len(qs), len(qs), unit="count")
     if scored:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import index_path, read_records
 from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy, split_family
+from vlmtrain.eval.options import OvenOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -145,89 +146,71 @@ def score_oven(
     return res, rows
 
 
-def run_oven(
-    *,
-    references: Sequence[str | os.PathLike] = (),
-    data_dir: str | os.PathLike | None = None,
-    split_prefix: str = "val",
-    predictions: Sequence[str | os.PathLike] = (),
-    checkpoint: str | os.PathLike | None = None,
-    trie: str | os.PathLike | None = None,
-    entities: str | os.PathLike | None = None,
-    candidates: str | os.PathLike | None = None,
-    retrieve: int | None = None,
-    kb_cache: str | os.PathLike | None = None,
-    kb_images: str | os.PathLike | None = None,
-    save_candidates: str | os.PathLike | None = None,
-    beams: int = 5,
-    max_new_tokens: int = 32,
-    batch_size: int = 8,
-    save_predictions: str | os.PathLike | None = None,
-    limit: int | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(OvenOptions)
+def run_oven(o: OvenOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Score OVEN predictions (percent, as the toolkit reports) from files or the model.
     `limit`: the first N references of each split (a smoke run keeps seen and unseen of each
     family, which the harmonic means need); predictions for the others are set aside."""
-    if bool(checkpoint or model_bundle) == bool(predictions):
+    if bool(o.checkpoint or model_bundle) == bool(o.predictions):
         raise DataError("give exactly one of --checkpoint or --predictions")
-    if references:
-        refs = read_oven_references(references)
-    elif data_dir is not None:
-        refs = references_from_index(data_dir, split_prefix)
+    if o.references:
+        refs = read_oven_references(o.references)
+    elif o.data_dir is not None:
+        refs = references_from_index(o.data_dir, o.split_prefix)
     else:
         raise DataError("give --references (OVEN JSONL) or --data (OVEN shards)")
     if not refs:
         raise DataError("no OVEN references to score")
-    if limit is not None:
-        refs = first_per_split(refs, limit)
+    if o.limit is not None:
+        refs = first_per_split(refs, o.limit)
     recall = None
-    if predictions:
-        preds = read_oven_predictions(predictions)
-        if limit is not None:
+    if o.predictions:
+        preds = read_oven_predictions(o.predictions)
+        if o.limit is not None:
             kept = {r["data_id"] for r in refs}
             preds = {d: p for d, p in preds.items() if d in kept}
     else:
-        if data_dir is None or trie is None or entities is None:
+        if o.data_dir is None or o.trie is None or o.entities is None:
             raise DataError("model predictions need --data, --trie and --entities")
-        from vlmtrain.eval.generation import recognise_entities
+        from vlmtrain.eval.tasks.oven_decoding import recognise_entities
 
-        if retrieve is not None:
-            model_bundle, candidates, recall = _retrieve(
-                refs, checkpoint, model_bundle, device, data_dir, entities, retrieve, candidates,
-                kb_cache=kb_cache, kb_images=kb_images, save_candidates=save_candidates,
-                batch_size=batch_size, progress=progress,
-            )  # fmt: skip
+        candidates = o.candidates
+        if o.retrieve is not None:
+            model_bundle, candidates, recall = _retrieve(refs, o, model_bundle)
         preds = recognise_entities(
-            checkpoint, data_dir, [r["data_id"] for r in refs], trie=trie, entities=entities,
-            candidates=candidates, beams=beams, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, model_bundle=model_bundle, device=device, progress=progress,
+            o.checkpoint, o.data_dir, [r["data_id"] for r in refs], trie=o.trie,
+            entities=o.entities, candidates=candidates, beams=o.beams,
+            max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, model_bundle=model_bundle,
+            device=o.device, progress=o.progress,
         )  # fmt: skip
-    if save_predictions is not None:
-        _write_jsonl(save_predictions, [{"data_id": k, "pred_entity_id": preds[k]} for k in preds])
+    if o.save_predictions is not None:
+        _write_jsonl(
+            o.save_predictions, [{"data_id": k, "pred_entity_id": preds[k]} for k in preds]
+        )
     res, rows = score_oven(refs, preds)
     report = Report(
         task="oven",
-        config={"split_prefix": split_prefix, "beams": beams if checkpoint else None,
-                "candidates": str(candidates) if candidates and not retrieve else None,
-                "retrieve": retrieve, "limit": limit,
-                "references": [str(p) for p in references],
-                "predictions": [str(p) for p in predictions]},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir) if data_dir else None,
-    )  # fmt: skip
+        config={
+            "split_prefix": o.split_prefix,
+            "beams": o.beams if o.checkpoint else None,
+            "candidates": str(o.candidates) if o.candidates and not o.retrieve else None,
+            "retrieve": o.retrieve,
+            "limit": o.limit,
+            "references": [str(p) for p in o.references],
+            "predictions": [str(p) for p in o.predictions],
+        },
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir) if o.data_dir else None,
+    )
     for name, value, count in rows:
         report.add(name, value, count, unit="percent")  # as oven_eval.py reports
     if recall is not None:
-        report.add(f"retrieval_recall@{retrieve}", recall[0], recall[1])
+        report.add(f"retrieval_recall@{o.retrieve}", recall[0], recall[1])
     report.details = {k: v for k, v in res.items() if k.endswith("_result")}
     return report
 
 
-def _retrieve(refs, checkpoint, bundle, device, data_dir, entities, k, candidates, *, kb_cache,
-              kb_images, save_candidates, batch_size, progress):  # fmt: skip
+def _retrieve(refs, o: OvenOptions, bundle):
     """(model bundle, {data_id: entity ids}, (recall@k %, count)) for `--retrieve K`."""
     from vlmtrain.eval.generation import load_model
     from vlmtrain.eval.tasks.oven_retrieval import (
@@ -236,15 +219,16 @@ def _retrieve(refs, checkpoint, bundle, device, data_dir, entities, k, candidate
         write_candidates,
     )
 
-    if candidates is not None:
+    if o.candidates is not None:
         raise DataError("give --candidates or --retrieve, not both")
-    bundle = bundle or load_model(checkpoint, device)
+    bundle = bundle or load_model(o.checkpoint, o.device)
     cands = retrieve_candidates(
-        bundle, data_dir, [r["data_id"] for r in refs], entities, k, cache_dir=kb_cache,
-        kb_images=kb_images, batch_size=batch_size, progress=progress,
+        bundle, o.data_dir, [r["data_id"] for r in refs], o.entities, o.retrieve,
+        cache_dir=o.kb_cache, kb_images=o.kb_images, batch_size=o.batch_size,
+        progress=o.progress,
     )  # fmt: skip
-    if save_candidates is not None:
-        write_candidates(save_candidates, cands)
+    if o.save_candidates is not None:
+        write_candidates(o.save_candidates, cands)
     return bundle, cands, recall_at_k(refs, cands)
 
 

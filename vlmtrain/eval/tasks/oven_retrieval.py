@@ -161,7 +161,8 @@ def retrieve_candidates(
     batch_size: int = 8, progress: bool = False,
 ) -> dict[str, list[str]]:  # fmt: skip
     """{data_id: the K entity ids nearest to its `<ret>` embedding, best first}."""
-    from vlmtrain.eval.generation import _oven_samples, recipe_of
+    from vlmtrain.eval.generation import recipe_of
+    from vlmtrain.eval.tasks.oven_decoding import oven_samples
     from vlmtrain.recipes.autover import open_kb
     from vlmtrain.recipes.base import RecipeContext
 
@@ -176,7 +177,7 @@ def retrieve_candidates(
     kb = open_kb(str(entities), str(images) if images else None)
     cache = cache_dir if cache_dir is not None else Path(entities).parent / "kb-embeddings"
     emb = kb_embeddings(model, recipe, ctx, kb, cache, progress=progress)
-    samples = _oven_samples(data_dir, data_ids)
+    samples = oven_samples(data_dir, data_ids)
     prompts = [recipe.prompt(ctx, s["meta"].get("question") or "").input_ids for s in samples]
     pixels = [ctx.pixel_values(s) for s in samples]
     queries = query_embeddings(model, prompts, pixels, batch_size)

@@ -21,14 +21,12 @@ from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.generation import ModelBundle, check_recipe_eos, trie_eos
 from vlmtrain.eval.metrics.recall import (
-    DEFAULT_KS,
     grace_counting_recall,
     ranked_list_ranks,
     recall_from_ranks,
 )
+from vlmtrain.eval.options import GRACE_LENGTH_PENALTY, GenerativeRetrievalOptions, takes_options
 from vlmtrain.eval.report import Report, pick_examples
-
-GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
 
 
 @dataclass(frozen=True)
@@ -138,23 +136,9 @@ def retrieve_generative(
     return ranked
 
 
+@takes_options(GenerativeRetrievalOptions, "data_dir")
 def run_generative_retrieval(
-    data_dir: str | os.PathLike,
-    *,
-    checkpoint: str | os.PathLike,
-    trie_path: str | os.PathLike,
-    ids_path: str | os.PathLike,
-    split: str = "test",
-    beams: int = 10,
-    returns: int = 10,
-    batch_size: int = 16,
-    length_penalty: float = GRACE_LENGTH_PENALTY,
-    limit: int | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
-    save_predictions: str | os.PathLike | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
+    o: GenerativeRetrievalOptions, *, model_bundle: ModelBundle | None = None
 ) -> Report:
     """Recall@K of text->image generative retrieval on the `split` images; `save_predictions`:
     each query's returned beams as JSONL (vlmtrain.eval.ranked_predictions).
@@ -166,51 +150,58 @@ def run_generative_retrieval(
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext
 
-    trie = Trie.load(trie_path)  # before the model: a bad file fails in milliseconds
-    bundle = model_bundle or load_model(checkpoint, device)
+    trie = Trie.load(o.trie_path)  # before the model: a bad file fails in milliseconds
+    bundle = model_bundle or load_model(o.checkpoint, o.device)
     trained = getattr(getattr(bundle.cfg, "recipe", None), "name", None)
     if trained not in (None, "grace"):
         raise DataError(
-            f"{checkpoint or 'the model'} was trained with the {trained} recipe: "
+            f"{o.checkpoint or 'the model'} was trained with the {trained} recipe: "
             "retrieval-generative decodes GRACE identifiers (recipe grace); an embedding "
             "model (fromage) is scored by `vlmtrain eval retrieval-embedding`"
         )
     model, recipe = bundle.model, recipe_of(bundle.cfg, "grace")
-    row_keys, identifiers = read_id_keys(ids_path)
-    queries = split_queries(data_dir, split)
-    if limit is not None:
-        queries = queries[:limit]
+    row_keys, identifiers = read_id_keys(o.ids_path)
+    queries = split_queries(o.data_dir, o.split)
+    if o.limit is not None:
+        queries = queries[: o.limit]
     image_keys = sorted({q.key for q in queries})
     check_trie_matches_recipe(
         trie, recipe, RecipeContext.for_model(model), row_keys, identifiers, image_keys
     )
     ranked = retrieve_generative(
-        model, recipe, trie, row_keys, queries, beams=beams, returns=returns,
-        batch_size=batch_size, length_penalty=length_penalty, progress=progress,
+        model, recipe, trie, row_keys, queries, beams=o.beams, returns=o.returns,
+        batch_size=o.batch_size, length_penalty=o.length_penalty, progress=o.progress,
     )  # fmt: skip
     ranks = ranked_list_ranks(ranked, [q.key for q in queries])
-    recall = recall_from_ranks(ranks, ks)
-    if save_predictions is not None:
+    recall = recall_from_ranks(ranks, o.ks)
+    if o.save_predictions is not None:
         from vlmtrain.eval.ranked_predictions import generative_rows, write_ranked_predictions
 
         rows = generative_rows([q.text for q in queries], [q.key for q in queries], ranked, ranks)
-        write_ranked_predictions(save_predictions, rows)
-    semantic = read_ids_scheme(ids_path) == "semantic"
+        write_ranked_predictions(o.save_predictions, rows)
+    semantic = read_ids_scheme(o.ids_path) == "semantic"
     paper, counted = grace_counting_recall(
-        ranked, [q.key for q in queries], [q.text for q in queries], ks, semantic=semantic
+        ranked, [q.key for q in queries], [q.text for q in queries], o.ks, semantic=semantic
     )
     report = Report(
         task="retrieval-generative",
-        config={"split": split, "beams": beams, "returns": returns, "batch_size": batch_size,
-                "length_penalty": length_penalty, "limit": limit, "trie": str(trie_path),
-                "ids": str(ids_path)},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir),
-    )  # fmt: skip
-    for k in ks:
+        config={
+            "split": o.split,
+            "beams": o.beams,
+            "returns": o.returns,
+            "batch_size": o.batch_size,
+            "length_penalty": o.length_penalty,
+            "limit": o.limit,
+            "trie": str(o.trie_path),
+            "ids": str(o.ids_path),
+        },
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir),
+    )
+    for k in o.ks:
         report.add(f"recall@{k}", recall[k], len(queries))
     report.examples = pick_examples([q.text for q in queries], [[q.key] for q in queries], ranked)
-    for k in ks:
+    for k in o.ks:
         report.add(f"grace_recall@{k}", paper[k], counted["queries"])
     n_beams = sum(len(r) for r in ranked)
     report.details = {

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.textvqa import ANLS_THRESHOLD, TEXTVQA_ANSWERS, text_vqa_scores
+from vlmtrain.eval.options import TextVqaOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ DATASETS = {
     "ocrvqa": ("question_id", "imageURL", ("containment",)),
 }
 OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
-DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
 @dataclass(frozen=True)
@@ -143,78 +143,56 @@ def check_coverage(preds: dict, questions: list[TextQuestion], source: str) -> N
         )
 
 
-def model_answers(questions, annotations, image_folder, prompt, *, checkpoint, model_bundle,
-                  device, max_new_tokens, batch_size, progress) -> dict:  # fmt: skip
-    """{qid: answer} decoded greedily from each image and the question put into `prompt`
+def model_answers(questions: list[TextQuestion], o: TextVqaOptions, model_bundle) -> dict:
+    """{qid: answer} decoded greedily from each image and the question put into `o.prompt`
     (for the llava stage-2 recipe, that text inside its chat template)."""
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.eval.tasks.llava import generate_answers, resolve_image
 
     records = [
-        {"text": prompt.format(question=q.question),
-         "_image_path": resolve_image(image_folder, q.image, annotations, q.line)}
+        {"text": o.prompt.format(question=q.question),
+         "_image_path": resolve_image(o.image_folder, q.image, o.annotations, q.line)}
         for q in questions
     ]  # fmt: skip
-    bundle = model_bundle or load_model(checkpoint, device)
+    bundle = model_bundle or load_model(o.checkpoint, o.device)
     texts = generate_answers(
-        bundle.model, recipe_of(bundle.cfg), records, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, progress=progress,
+        bundle.model, recipe_of(bundle.cfg), records, max_new_tokens=o.max_new_tokens,
+        batch_size=o.batch_size, progress=o.progress,
     )  # fmt: skip
     return {q.qid: t for q, t in zip(questions, texts, strict=True)}
 
 
-def run_text_vqa(
-    *,
-    dataset: str,
-    annotations: str | os.PathLike,
-    predictions: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    image_folder: str | os.PathLike | None = None,
-    metrics: tuple[str, ...] | None = None,
-    split: str = "test",
-    prompt: str = DEFAULT_PROMPT,
-    max_new_tokens: int = 16,
-    batch_size: int = 16,
-    limit: int | None = None,
-    save_predictions: str | os.PathLike | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(TextVqaOptions)
+def run_text_vqa(o: TextVqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """TextVQA accuracy / ANLS / containment of an answers file or a checkpoint's answers."""
-    one_answer_source(checkpoint, model_bundle, predictions)
-    questions = load_questions(annotations, dataset, split)
-    metrics = tuple(metrics or DATASETS[dataset][2])
-    if "accuracy" in metrics and dataset != "textvqa":
+    one_answer_source(o.checkpoint, model_bundle, o.predictions)
+    questions = load_questions(o.annotations, o.dataset, o.split)
+    metrics = tuple(o.metrics or DATASETS[o.dataset][2])
+    if "accuracy" in metrics and o.dataset != "textvqa":
         raise DataError("accuracy is TextVQA's ten-answer metric: use anls or containment")
-    if predictions is not None:
-        preds = read_answers(predictions, dataset)
-        check_coverage(preds, questions, str(predictions))
-    if limit is not None:
-        questions = questions[:limit]
-    if predictions is not None:
+    if o.predictions is not None:
+        preds = read_answers(o.predictions, o.dataset)
+        check_coverage(preds, questions, str(o.predictions))
+    if o.limit is not None:
+        questions = questions[: o.limit]
+    if o.predictions is not None:
         preds = {q.qid: preds[q.qid] for q in questions}
     else:
-        if image_folder is None:
+        if o.image_folder is None:
             raise DataError("--image-folder (the data set's images) is needed with a model")
-        preds = model_answers(
-            questions, annotations, image_folder, prompt, checkpoint=checkpoint,
-            model_bundle=model_bundle,
-            device=device, max_new_tokens=max_new_tokens, batch_size=batch_size,
-            progress=progress,
-        )  # fmt: skip
-    if save_predictions is not None:
-        _write_submission(save_predictions, preds, DATASETS[dataset][0])
+        preds = model_answers(questions, o, model_bundle)
+    if o.save_predictions is not None:
+        _write_submission(o.save_predictions, preds, DATASETS[o.dataset][0])
     scores = text_vqa_scores(preds, {q.qid: q.answers for q in questions}, metrics)
     report = Report(
         task="text-vqa",
-        config={"dataset": dataset, "annotations": str(annotations), "metrics": list(metrics),
-                "split": split if dataset == "ocrvqa" else None,
-                "anls_threshold": ANLS_THRESHOLD, "limit": limit,
-                "predictions": str(predictions) if predictions else None,
-                "prompt": None if predictions else prompt},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(image_folder) if image_folder else None,
+        config={"dataset": o.dataset, "annotations": str(o.annotations), "metrics": list(metrics),
+                "split": o.split if o.dataset == "ocrvqa" else None,
+                "anls_threshold": ANLS_THRESHOLD, "limit": o.limit,
+                "predictions": str(o.predictions) if o.predictions else None,
+                "prompt": None if o.predictions else o.prompt},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.image_folder) if o.image_folder else None,
     )  # fmt: skip
     for name in metrics:
         report.add(name, scores[name], len(questions))

@@ -12,17 +12,13 @@ vlmtrain.eval.metrics.context_retrieval (`recall@K` = the script's figure, `t2i_
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json
 from vlmtrain.eval.metrics.context_retrieval import visdial_recall
-from vlmtrain.eval.metrics.recall import DEFAULT_KS
+from vlmtrain.eval.options import VisdialOptions, takes_options
 from vlmtrain.eval.report import Report
-from vlmtrain.eval.tasks.vist import _wh
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
@@ -61,59 +57,41 @@ def image_name(split: str, image_id: int) -> str:
     return f"VisualDialog_{split}_{image_id:012d}"
 
 
-def run_visdial(
-    dialogs_path: str | os.PathLike,
-    images_dir: str | os.PathLike,
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    limit: int | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
-    batch_size: int = 32,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(VisdialOptions, "dialogs_path", "images_dir")
+def run_visdial(o: VisdialOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Recall@K over the dialogs (limit: the first N); every dialog's image must be there."""
+    from vlmtrain.eval.generation import load_model
     from vlmtrain.eval.tasks.interleaved import (
         image_embeddings,
         image_files,
-        load_squashed,
-        ret_embedding,
+        load_for_tower,
+        ret_embeddings,
     )
 
-    split, dialogs = read_dialogs(dialogs_path)
-    dialogs = dialogs[:limit]
-    if model_bundle is None:
-        from vlmtrain.eval.generation import load_model
-
-        model_bundle = load_model(checkpoint, device)
-    model = model_bundle.model
-    files = image_files(images_dir)
+    split, dialogs = read_dialogs(o.dialogs_path)
+    dialogs = dialogs[: o.limit]
+    model = (model_bundle or load_model(o.checkpoint, o.device)).model
+    files = image_files(o.images_dir)
     images = []
     for image_id, _ in dialogs:
         path = files.get(image_name(split, image_id)) or files.get(str(image_id))
-        im = None if path is None else load_squashed(path, _wh(model))
+        im = None if path is None else load_for_tower(model, path)
         if im is None:
             raise DataError(f"image {image_name(split, image_id)}.jpg missing or unreadable",
-                            file=str(images_dir))  # fmt: skip
+                            file=str(o.images_dir))  # fmt: skip
         images.append(im)
-    image_emb = image_embeddings(model, images, batch_size)
-    steps = dialogs
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(dialogs, desc="dialogs", unit="dialog")
-    text_emb = np.stack([ret_embedding(model, [ctx]).float().cpu().numpy() for _, ctx in steps])
-    rec = visdial_recall(text_emb, image_emb, ks)
+    image_emb = image_embeddings(model, images, o.batch_size)
+    text_emb = ret_embeddings(model, [[ctx] for _, ctx in dialogs], o.progress, "dialog")
+    rec = visdial_recall(text_emb, image_emb, o.ks)
     report = Report(
         task="visdial",
-        config={"limit": limit, "split": split},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(dialogs_path),
+        config={"limit": o.limit, "split": split},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.dialogs_path),
     )
-    for k in ks:
+    for k in o.ks:
         report.add(f"recall@{k}", rec["script"][k], len(dialogs))
-    for k in ks:
+    for k in o.ks:
         report.add(f"t2i_recall@{k}", rec["t2i"][k], len(dialogs))
     report.details = {"dialogs": len(dialogs)}
     return report

@@ -12,16 +12,13 @@ retrieved. `captions` (1-5) keeps only the last N captions (the paper's "1 capti
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json
 from vlmtrain.eval.metrics.context_retrieval import vist_recall
-from vlmtrain.eval.metrics.recall import DEFAULT_KS
+from vlmtrain.eval.options import VistOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -74,73 +71,46 @@ def story_context(story: Story, images: dict, captions: int = 5, with_images: bo
     return pieces
 
 
-def _wh(model) -> tuple[int, int]:
-    h, w = model.vision.image_size
-    return w, h
-
-
-def run_vist(
-    stories_path: str | os.PathLike,
-    images_dir: str | os.PathLike,
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    captions: int = 5,
-    with_images: bool = True,
-    limit: int | None = None,
-    ks: Sequence[int] = DEFAULT_KS,
-    batch_size: int = 32,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(VistOptions, "stories_path", "images_dir")
+def run_vist(o: VistOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Recall@K over the stories (limit: the first N stories and the images they use)."""
+    from vlmtrain.eval.generation import load_model
     from vlmtrain.eval.tasks.interleaved import (
         image_embeddings,
         image_files,
-        load_squashed,
-        ret_embedding,
+        load_for_tower,
+        ret_embeddings,
     )
 
-    stories = read_stories(stories_path)[:limit]
-    if model_bundle is None:
-        from vlmtrain.eval.generation import load_model
-
-        model_bundle = load_model(checkpoint, device)
-    model = model_bundle.model
-    files = image_files(images_dir)
+    stories = read_stories(o.stories_path)[: o.limit]
+    model = (model_bundle or load_model(o.checkpoint, o.device)).model
+    files = image_files(o.images_dir)
     used = list(dict.fromkeys(i for s in stories for i in s.image_ids))
     loaded = {}
     for image_id in used:
-        im = load_squashed(files[image_id], _wh(model)) if image_id in files else None
+        im = load_for_tower(model, files[image_id]) if image_id in files else None
         if im is not None:
             loaded[image_id] = im
     if not loaded:
-        raise DataError(f"none of the stories' images is in {images_dir} (<photo id>.<ext>)")
+        raise DataError(f"none of the stories' images is in {o.images_dir} (<photo id>.<ext>)")
     ids = list(loaded)
-    image_emb = image_embeddings(model, [loaded[i] for i in ids], batch_size)
+    image_emb = image_embeddings(model, [loaded[i] for i in ids], o.batch_size)
     kept = [s for s in stories if all(i in loaded for i in s.image_ids)]
     if not kept:
         raise DataError("every story has an image missing from the image folder")
-    steps = kept
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(kept, desc="stories", unit="story")
-    queries = np.stack(
-        [ret_embedding(model, story_context(s, loaded, captions, with_images)).float().cpu().numpy()
-         for s in steps]
-    )  # fmt: skip
+    contexts = [story_context(s, loaded, o.captions, o.with_images) for s in kept]
+    queries = ret_embeddings(model, contexts, o.progress, "story")
     rec = vist_recall(
         queries, image_emb, ids, [s.image_ids[-1] for s in kept], [s.image_ids[:-1] for s in kept],
-        ks,
+        o.ks,
     )  # fmt: skip
     report = Report(
         task="vist",
-        config={"captions": captions, "images": with_images, "limit": limit},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(stories_path),
+        config={"captions": o.captions, "images": o.with_images, "limit": o.limit},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.stories_path),
     )
-    for k in ks:
+    for k in o.ks:
         report.add(f"recall@{k}", rec[k], len(kept))
     report.details = {"stories": len(stories), "scored": len(kept), "candidates": len(ids),
                       "skipped_missing_image": len(stories) - len(kept)}  # fmt: skip

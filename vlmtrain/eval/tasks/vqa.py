@@ -20,17 +20,17 @@ refusing unannotated questions.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import one_answer_source, read_json, read_records
-from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT, VQA_SCRIPTS, vqa_accuracy
+from vlmtrain.eval.metrics.vqa import VQA_SCRIPTS, vqa_accuracy
+from vlmtrain.eval.options import VqaOptions, takes_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
     from vlmtrain.eval.generation import ModelBundle
-
-DEFAULT_PROMPT = "Question: {question} Answer:"
 
 
 def load_questions(questions: str | os.PathLike) -> dict:
@@ -134,84 +134,126 @@ def read_vqa_predictions(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
-def run_vqa(
+def answer_questions(
+    checkpoint,
+    data_dir,
+    items: Sequence[tuple[int, dict]],
     *,
-    questions: str | os.PathLike | None = None,
-    annotations: str | os.PathLike | None = None,
-    split: str = "val",
-    predictions: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
     prompt: str | None = None,
     max_new_tokens: int | None = None,
     beams: int | None = None,
     length_penalty: float | None = None,
     batch_size: int = 16,
-    limit: int | None = None,
-    save_predictions: str | os.PathLike | None = None,
-    script: str = DEFAULT_SCRIPT,
     model_bundle: ModelBundle | None = None,
     device: str | None = None,
     progress: bool = False,
-) -> Report:
+) -> dict[int, str]:
+    """{question_id: answer} for VQA questions ({image_id, question}).
+
+    The caption recipe's checkpoints decode with its own question prompt (or `prompt`), image
+    attention and `decoding` (unset options); other recipes put the question into `prompt`
+    (default "Question: {question} Answer:"), greedy with 10 new tokens unless set.
+
+    The image is the one a record with the question's `image_id` (COCO ids) points at: VQAv2
+    shards hold one record per question, several per image, and each image once.
+    """
+    from vlmdata.shards import ShardReader, load_records
+    from vlmtrain.eval.generation import load_model, recipe_of, unpack
+    from vlmtrain.eval.tasks.prompts import decode_images, decoding_options, vqa_prompt
+    from vlmtrain.recipes.base import RecipeContext
+
+    model, tok, cfg = unpack(model_bundle or load_model(checkpoint, device))
+    recipe = recipe_of(cfg)
+    ctx = RecipeContext.for_model(model)
+    reader = ShardReader(data_dir)
+    records = load_records(data_dir)
+    if "image_id" not in records.columns:
+        raise DataError(f"{data_dir}: records have no image_id column to find VQA images by")
+    key_of = {
+        str(i): k
+        for i, k in zip(records["image_id"], records["image_key"], strict=True)
+        if i is not None
+    }
+    samples, prompts = [], []
+    for qid, q in items:
+        key = key_of.get(str(q["image_id"]))
+        if key is None:
+            raise DataError(f"question {qid}: image_id {q['image_id']} is not in {data_dir}")
+        samples.append(reader.get(key))
+        prompts.append(vqa_prompt(recipe, ctx, q["question"], prompt))
+    opts = decoding_options(recipe, beams=beams, length_penalty=length_penalty,
+                            max_new_tokens=max_new_tokens, image_attention=None)  # fmt: skip
+    if recipe.name != "caption" and max_new_tokens is None:
+        opts["max_new_tokens"] = 10
+    pixels = [ctx.pixel_values(s) for s in samples]
+    texts = decode_images(model, tok, prompts, pixels, opts, batch_size=batch_size,
+                          progress=progress)  # fmt: skip
+    return {qid: t for (qid, _), t in zip(items, texts, strict=True)}
+
+
+def _answer(o: VqaOptions, items: Sequence[tuple[int, dict]], model_bundle) -> dict[int, str]:
+    """`answer_questions` with the decoding options of `o`."""
+    return answer_questions(
+        o.checkpoint, o.data_dir, items, prompt=o.prompt, max_new_tokens=o.max_new_tokens,
+        beams=o.beams, length_penalty=o.length_penalty, batch_size=o.batch_size,
+        model_bundle=model_bundle, device=o.device, progress=o.progress,
+    )  # fmt: skip
+
+
+@takes_options(VqaOptions)
+def run_vqa(o: VqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
-    one_answer_source(checkpoint, model_bundle, predictions)
-    if script not in VQA_SCRIPTS:
-        raise DataError(f"unknown --vqa-script {script!r}; choose from {sorted(VQA_SCRIPTS)}")
-    if (questions is None) != (annotations is None):
+    one_answer_source(o.checkpoint, model_bundle, o.predictions)
+    if o.script not in VQA_SCRIPTS:
+        raise DataError(f"unknown --vqa-script {o.script!r}; choose from {sorted(VQA_SCRIPTS)}")
+    if (o.questions is None) != (o.annotations is None):
         raise DataError("give --questions and --annotations together (or neither: records)")
-    if questions is not None:
-        qs, anns = load_vqa(questions, annotations)
-    elif data_dir is not None:
-        qs, anns = vqa_from_records(data_dir, split)
+    if o.questions is not None:
+        qs, anns = load_vqa(o.questions, o.annotations)
+    elif o.data_dir is not None:
+        qs, anns = vqa_from_records(o.data_dir, o.split)
     else:
         raise DataError("give --questions and --annotations, or --data (VQAv2 shards)")
     annotated = {a["question_id"] for a in anns}
-    if limit is not None:
-        anns = anns[:limit]
+    if o.limit is not None:
+        anns = anns[: o.limit]
     wanted = {a["question_id"] for a in anns}
-    if predictions is not None:
-        preds = read_vqa_predictions(predictions)
+    if o.predictions is not None:
+        preds = read_vqa_predictions(o.predictions)
         extra = sorted(set(preds) - annotated, key=str)
         if extra:
             raise DataError(f"{len(extra)} answers to questions without annotation (e.g. "
                             f"question_id {extra[:3]}); the official loader refuses them too",
-                            file=str(predictions))  # fmt: skip
-        if limit is not None:
+                            file=str(o.predictions))  # fmt: skip
+        if o.limit is not None:
             preds = {k: v for k, v in preds.items() if k in wanted}
     else:
-        if data_dir is None:
+        if o.data_dir is None:
             raise DataError("--data (the shards holding the VQA images) is needed with a model")
-        from vlmtrain.eval.generation import answer_questions
-
         items = [(a["question_id"], qs[a["question_id"]]) for a in anns]
-        preds = answer_questions(
-            checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens,
-            beams=beams, length_penalty=length_penalty, batch_size=batch_size,
-            model_bundle=model_bundle, device=device, progress=progress,
-        )  # fmt: skip
-    if save_predictions is not None:
+        preds = _answer(o, items, model_bundle)
+    if o.save_predictions is not None:
         from vlmdata.core.atomic import write_json
 
         write_json(
-            save_predictions, [{"question_id": k, "answer": preds[k]} for k in sorted(preds)]
+            o.save_predictions, [{"question_id": k, "answer": preds[k]} for k in sorted(preds)]
         )
     missing = sorted(wanted - set(preds), key=str)
     if missing:
         raise DataError(f"{len(missing)} annotated questions have no answer (e.g. {missing[:3]})")
-    res = vqa_accuracy(preds, anns, script)
+    res = vqa_accuracy(preds, anns, o.script)
     report = Report(
         task="vqa",
-        config={"prompt": prompt if checkpoint else None, "limit": limit,
-                "beams": beams, "length_penalty": length_penalty,
-                "max_new_tokens": max_new_tokens,
-                "predictions": str(predictions) if predictions else None,
-                "questions": str(questions) if questions else None,
-                "annotations": str(annotations) if annotations else None,
-                "split": None if questions else split,
-                "vqa_script": script, "vqa_script_source": VQA_SCRIPTS[script]},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir) if data_dir else None,
+        config={"prompt": o.prompt if o.checkpoint else None, "limit": o.limit,
+                "beams": o.beams, "length_penalty": o.length_penalty,
+                "max_new_tokens": o.max_new_tokens,
+                "predictions": str(o.predictions) if o.predictions else None,
+                "questions": str(o.questions) if o.questions else None,
+                "annotations": str(o.annotations) if o.annotations else None,
+                "split": None if o.questions else o.split,
+                "vqa_script": o.script, "vqa_script_source": VQA_SCRIPTS[o.script]},
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir) if o.data_dir else None,
     )  # fmt: skip
     report.add("accuracy", res["overall"], res["count"])
     for ans_type, (acc, n) in res["per_answer_type"].items():
@@ -222,46 +264,38 @@ def run_vqa(
     return report
 
 
-def write_submission(
-    path: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike,
-    questions: str | os.PathLike | None = None,
-    split: str = "test-dev",
-    checkpoint: str | os.PathLike | None = None,
-    prompt: str | None = None,
-    max_new_tokens: int | None = None,
-    beams: int | None = None,
-    length_penalty: float | None = None,
-    batch_size: int = 16,
-    limit: int | None = None,
-    model_bundle: ModelBundle | None = None,
-    device: str | None = None,
-    progress: bool = False,
-) -> Report:
+@takes_options(VqaOptions, "submission")
+def write_submission(o: VqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Answer every question (annotated or not) and write EvalAI's VQAv2 results JSON,
     [{"question_id": int, "answer": str}], sorted by question_id; nothing is scored."""
     from vlmdata.core.atomic import write_json
-    from vlmtrain.eval.generation import answer_questions
 
-    if checkpoint is None and model_bundle is None:
+    if o.submission is None:
+        raise DataError("write_submission needs the submission file to write")
+    if o.checkpoint is None and model_bundle is None:
         raise DataError("--submission answers with a model: give --checkpoint")
-    qs = load_questions(questions) if questions else vqa_from_records(data_dir, split, False)[0]
-    items = sorted(qs.items(), key=lambda kv: kv[0])[:limit]
-    preds = answer_questions(
-        checkpoint, data_dir, items, prompt=prompt, max_new_tokens=max_new_tokens, beams=beams,
-        length_penalty=length_penalty, batch_size=batch_size, model_bundle=model_bundle,
-        device=device, progress=progress,
-    )  # fmt: skip
-    write_json(path, [{"question_id": int(q), "answer": preds[q]} for q, _ in items])
+    qs = (
+        load_questions(o.questions)
+        if o.questions
+        else vqa_from_records(o.data_dir, o.split, False)[0]
+    )
+    items = sorted(qs.items(), key=lambda kv: kv[0])[: o.limit]
+    preds = _answer(o, items, model_bundle)
+    write_json(o.submission, [{"question_id": int(q), "answer": preds[q]} for q, _ in items])
     report = Report(
         task="vqa-submission",
-        config={"submission": str(path), "questions": str(questions) if questions else None,
-                "split": None if questions else split, "prompt": prompt, "beams": beams,
-                "length_penalty": length_penalty, "max_new_tokens": max_new_tokens,
-                "limit": limit},
-        checkpoint=str(checkpoint) if checkpoint else None,
-        data=str(data_dir),
-    )  # fmt: skip
+        config={
+            "submission": str(o.submission),
+            "questions": str(o.questions) if o.questions else None,
+            "split": None if o.questions else o.split,
+            "prompt": o.prompt,
+            "beams": o.beams,
+            "length_penalty": o.length_penalty,
+            "max_new_tokens": o.max_new_tokens,
+            "limit": o.limit,
+        },
+        checkpoint=str(o.checkpoint) if o.checkpoint else None,
+        data=str(o.data_dir),
+    )
     report.add("questions_answered", float(len(items)), len(items))
     return report
