@@ -431,7 +431,7 @@ def filter_urls(
 ) -> FilterResult:
     """Filter a Google CC3M TSV (`fmt="cc3m"`) or a manifest parquet (`fmt="manifest"`; the default
     for *.parquet) into OUT/manifest/manifest.parquet (kept) and OUT/rejects/rejects.parquet.
-    `progress`: a running count of the rows read, block by block (8 MB blocks)."""
+    `progress`: a running count of the rows read, block by block (2 MB blocks)."""
 
     path = Path(input_path)
     if not path.is_file():
