@@ -110,11 +110,15 @@ print(pa.default_memory_pool().max_memory())
 def test_a_row_group_is_held_once(tmp_path):
     """The Arrow pool's peak while writing one 40 MB row group stays near 40 MB: concatenating
     chunks held in memory peaked at twice that (chunks + result)."""
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
+    root = str(Path(__file__).resolve().parents[1])  # this tree's vlmdata, not an installed one
+    env = {**os.environ, "PYTHONPATH": root}
     out = subprocess.run([sys.executable, "-c", ONE_GROUP, str(tmp_path / "g.parquet")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+                         capture_output=True, text=True, check=True, env=env)  # fmt: skip
     group = pq.read_table(tmp_path / "g.parquet").combine_chunks().nbytes
     assert group > 40_000_000
     assert int(out.stdout) < 1.35 * group, (int(out.stdout), group)
