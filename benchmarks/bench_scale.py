@@ -162,7 +162,24 @@ def main() -> None:
                 print(f"ShardWriter / shard at {n:,}: CPU {theirs['cpu_s'] / ours['cpu_s']:.2f}x,"
                       f" wall {theirs['wall_s'] / ours['wall_s']:.2f}x (above 1: shard is faster)",
                       flush=True)  # fmt: skip
+    print(growth_table(results, args.rows))
     print(f"load average: {os.getloadavg()}  max RSS unit: {resource.getpagesize()} B pages")
+
+
+def growth_table(results: list[dict], sizes: list[int]) -> str:
+    """Markdown: each stage's peak RSS (CPU) per size, and its growth from the smallest size
+    to each larger one (issue 23's goal: within 1.2x)."""
+    sizes = sorted(sizes)
+    head = " | ".join(f"{n:,}: MB (CPU s)" for n in sizes)
+    lines = [f"| stage | {head} | growth |", "|---" * (len(sizes) + 2) + "|"]
+    for stage in dict.fromkeys(r["stage"] for r in results):
+        at = {r["rows"]: r for r in results if r["stage"] == stage}
+        cells = [f"{at[n]['peak_rss_mb']:,} ({at[n]['cpu_s']})" if n in at else "" for n in sizes]
+        base = at.get(sizes[0])
+        growth = [f"{at[n]['peak_rss_mb'] / base['peak_rss_mb']:.2f}x" for n in sizes[1:]
+                  if base and n in at]  # fmt: skip
+        lines.append(f"| `{stage}` | {' | '.join(cells)} | {' / '.join(growth)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,26 @@ def test_hash_set_membership_is_exact_against_a_python_set():
     assert len(hs) == len(ref)
 
 
+def test_hash_set_merges_keep_every_hash_sorted():
+    """After LSM merges (equal hi values included), each run is sorted by hi and the runs
+    hold exactly the pairs added."""
+    rng = np.random.default_rng(0)
+    hs, added = HashSet(), []
+    for size in [5, 3, 900, 1, 64, 64, 2000, 7] * 3:
+        hi = rng.integers(0, 50, size, dtype=np.uint64)  # many equal hi values
+        lo = rng.integers(0, 2**63, size, dtype=np.uint64)
+        hs.add(hi, lo)
+        added += list(zip(hi.tolist(), lo.tolist(), strict=True))
+    assert len(hs._runs) < 8  # merged, not one run per add
+    pairs = []
+    for run_hi, run_lo in hs._runs:
+        assert (np.diff(run_hi.astype(np.int64)) >= 0).all()
+        pairs += list(zip(run_hi.tolist(), run_lo.tolist(), strict=True))
+    assert sorted(pairs) == sorted(added)
+    assert hs.contains(np.array([h for h, _ in added], np.uint64),
+                       np.array([lo for _, lo in added], np.uint64)).all()  # fmt: skip
+
+
 def unique_keys_oracle(keys: list[str]) -> list[str]:
     """The manifest rule from its definition: a key seen before gets the first `_N` (N = 1,
     2, ...) not taken yet, in input order."""

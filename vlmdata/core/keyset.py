@@ -51,12 +51,25 @@ class HashSet:
         order = np.argsort(hi, kind="stable")
         self._runs.append((hi[order], lo[order]))
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            b, a = self._runs.pop(), self._runs.pop()
-            m_hi, m_lo = np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
-            del a, b  # the runs are freed before sorting: ~32 bytes a hash at the peak
-            order = np.argsort(m_hi, kind="stable")
-            m_hi = m_hi[order]
-            self._runs.append((m_hi, m_lo[order]))
+            self._merge_last_two()
+
+    def _merge_last_two(self) -> None:
+        """Merge the two newest runs by insertion positions (no argsort): the inputs' hi
+        arrays are freed before the lo array is made, so the peak is ~26 bytes a hash, not
+        32; equal hi keep the older run's first, as a stable sort would."""
+        b_hi, b_lo = self._runs.pop()
+        a_hi, a_lo = self._runs.pop()
+        n = len(a_hi) + len(b_hi)
+        at = np.searchsorted(a_hi, b_hi, side="right")
+        at += np.arange(len(b_hi), dtype=at.dtype)  # b's places in the merged run
+        from_a = np.ones(n, dtype=bool)
+        from_a[at] = False
+        hi = np.empty(n, dtype=np.uint64)
+        hi[at], hi[from_a] = b_hi, a_hi
+        del a_hi, b_hi
+        lo = np.empty(n, dtype=np.uint64)
+        lo[at], lo[from_a] = b_lo, a_lo
+        self._runs.append((hi, lo))
 
 
 def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

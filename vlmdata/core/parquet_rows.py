@@ -14,16 +14,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import temp_path_for
+from vlmdata.core.column_spill import SpilledColumn, spill_path
 
-CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often (a multiple of 1024, see below)
+CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often
 
 
 class RowsWriter:
     """Rows to Parquet, one row group per `batch_rows` rows; the file appears (renamed) on
     `close()` only. Rows wait as Python dicts for at most CHUNK_ROWS rows, then as Arrow
-    batches (compact: a 1.6 KB LLaVA conversation is 1.6 KB, not a dict of Python objects);
-    a row group is written from their concatenation (one chunk), so the file is byte-identical
-    to writing all `batch_rows` dicts at once.
+    chunks per column (`column_spill`: on disk past 16 MB a column), and each row group is
+    written from one contiguous array per column, so the file is byte-identical to writing all
+    `batch_rows` rows at once while memory holds the row group once, at write time only.
     """
 
     def __init__(
@@ -41,61 +42,53 @@ class RowsWriter:
         self._tmp = temp_path_for(self.path)
         self._writer = pq.ParquetWriter(self._tmp, schema)
         self._rows: list[dict[str, Any]] = []
-        self._columns: list[list[pa.Array]] = [[] for _ in schema.names]  # Arrow chunks
-        self._buffered = 0  # rows in _columns
+        self._columns = [SpilledColumn(f, spill_path(self._tmp, j)) for j, f in enumerate(schema)]
+        self._buffered = 0  # rows in _columns (never more than batch_rows)
         self._batch_rows = batch_rows
         self.count = 0
 
     def write(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         self.count += 1
-        if len(self._rows) >= CHUNK_ROWS:
+        if len(self._rows) >= CHUNK_ROWS or self._buffered + len(self._rows) >= self._batch_rows:
             self._to_arrow()
-        if self._buffered + len(self._rows) >= self._batch_rows:
-            self._flush()
 
     def _to_arrow(self) -> None:
         if self._rows:
             batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
-            self._add(batch.columns, batch.num_rows)
             self._rows = []
+            self._add(batch.columns, batch.num_rows)
 
     def _add(self, arrays: list[pa.Array], rows: int) -> None:
-        for chunks, array in zip(self._columns, arrays, strict=True):
-            chunks.append(array)
-        self._buffered += rows
+        """Buffer the rows; each time `batch_rows` are buffered, they become a row group."""
+        start = 0
+        while start < rows:
+            take = min(rows - start, self._batch_rows - self._buffered)
+            for column, array in zip(self._columns, arrays, strict=True):
+                column.append(array.slice(start, take) if take < len(array) else array)
+            self._buffered += take
+            start += take
+            if self._buffered >= self._batch_rows:
+                self._flush()
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already in the schema's columns; row groups stay `batch_rows` rows."""
         self._to_arrow()
         table = table.select(self.schema.names).cast(self.schema)
+        self.count += table.num_rows
         for batch in table.to_batches():
             self._add(batch.columns, batch.num_rows)
-        self.count += table.num_rows
-        if self._buffered >= self._batch_rows:
-            self._flush(whole_groups=True)
 
-    def _flush(self, whole_groups: bool = False) -> None:
-        """Write the buffered rows as row groups of `batch_rows` (the tail too unless
-        `whole_groups`), each from one contiguous chunk (concatenated a column at a time, so
-        the buffer is held about once, not twice)."""
+    def _flush(self) -> None:
+        """Write the buffered rows as one row group (each column rebuilt contiguous)."""
         self._to_arrow()
         if not self._buffered:
             return
-        arrays = []
-        for j, field in enumerate(self.schema):
-            chunks, self._columns[j] = self._columns[j], []
-            arrays.append(pa.concat_arrays(chunks) if chunks else pa.array([], field.type))
-            del chunks
+        arrays = [column.take() for column in self._columns]
+        self._buffered = 0
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         del arrays
-        self._buffered = 0
-        while table.num_rows >= self._batch_rows or (table.num_rows and not whole_groups):
-            self._writer.write_table(table.slice(0, self._batch_rows))
-            table = table.slice(self._batch_rows)
-        if table.num_rows:  # copied, so the written groups' buffers are freed
-            tail = [pa.concat_arrays(c.chunks) for c in table.columns]
-            self._add([pa.concat_arrays([a, a.slice(0, 0)]) for a in tail], table.num_rows)
+        self._writer.write_table(table, row_group_size=table.num_rows)
 
     def close(self) -> None:
         """Write what is buffered and rename the file into place (on failure: no file)."""
@@ -116,6 +109,8 @@ class RowsWriter:
         except OSError:
             pass
         finally:
+            for column in self._columns:
+                column.discard()
             self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RowsWriter:

@@ -16,6 +16,7 @@ from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 
 COLUMNS = ("key", "split", "texts", "image_id", "path")
+HASH_SEED = 0x5EED_0001
 
 
 def source_path(out: str | os.PathLike) -> Path:
@@ -42,6 +43,25 @@ def read_images(out: str | os.PathLike, texts: bool = True) -> pa.Table:
     keys = table.column("key")
     if keys.null_count:
         raise DataError("null key", file=str(path))
-    if len(pa.compute.unique(keys)) != len(keys):
+    if has_duplicates(keys):
         raise DataError("duplicate keys; an identifier map needs one row per image", file=str(path))
     return table
+
+
+def has_duplicates(keys: pa.ChunkedArray, slice_rows: int = 65536) -> bool:
+    """Whether a string repeats: 64-bit hashes sorted (8 bytes a key, not a hash table of the
+    strings), and the strings behind equal hashes compared, so the answer is exact."""
+    import numpy as np
+    import polars as pl
+
+    hashes = np.empty(len(keys), dtype=np.uint64)
+    for start in range(0, len(keys), slice_rows):
+        part = pl.Series(keys.slice(start, slice_rows).combine_chunks())
+        hashes[start : start + len(part)] = part.hash(HASH_SEED).to_numpy()
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(repeated):
+        return False
+    rows = np.flatnonzero(np.isin(hashes, repeated))  # equal hashes: rare, compared exactly
+    same_hash = keys.take(pa.array(rows)).to_pylist()
+    return len(set(same_hash)) != len(same_hash)

@@ -1,0 +1,184 @@
+"""One Parquet row group's column, buffered on disk and rebuilt as ONE contiguous Arrow array.
+
+pyarrow writes a row group's column chunk from the array it is given, and cuts pages where its
+chunks end: the same rows in several chunks give other file bytes. So a row group must reach
+`write_table` as one contiguous array per column, and `pa.concat_arrays` over chunks held in
+memory needs the row group twice (chunks + result). Here chunks wait in an Arrow IPC file
+beside the output once they pass SPILL_BYTES, and `contiguous` copies them, a chunk at a time,
+into buffers sized in a first pass: the row group is held once, at flush time only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+SPILL_BYTES = 16 << 20  # a column's chunks beyond this wait on disk, not in memory
+
+Chunks = Callable[[], Iterator[pa.Array]]  # a fresh pass over the chunks, in order
+
+
+class SpilledColumn:
+    """Chunks of one column in order: in memory up to SPILL_BYTES, then in an IPC file."""
+
+    def __init__(self, field: pa.Field, path: Path) -> None:
+        self.field, self.path = field, path
+        self._memory: list[pa.Array] = []
+        self._bytes = 0
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def append(self, array: pa.Array) -> None:
+        self._memory.append(array)
+        self._bytes += array.nbytes
+        if self._bytes >= SPILL_BYTES:
+            if self._writer is None:
+                schema = pa.schema([self.field])
+                self._writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), schema)
+            for chunk in self._memory:
+                self._writer.write_batch(pa.record_batch([chunk], names=[self.field.name]))
+            self._memory, self._bytes = [], 0
+
+    def take(self) -> pa.Array:
+        """Every chunk as one contiguous array; the column is empty afterwards."""
+        if self._writer is not None:
+            self._writer.close()
+        spilled, memory = self._writer is not None, self._memory
+        self._writer, self._memory, self._bytes = None, [], 0
+
+        def chunks() -> Iterator[pa.Array]:
+            if spilled:
+                with pa.OSFile(str(self.path)) as f:
+                    for batch in pa.ipc.open_stream(f):
+                        yield batch.column(0)
+            yield from memory
+
+        try:
+            return contiguous(self.field.type, chunks)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer, self._memory, self._bytes = None, [], 0
+        Path(self.path).unlink(missing_ok=True)
+
+
+def contiguous(type_: pa.DataType, chunks: Chunks) -> pa.Array:
+    """The chunks (each of `type_`) as one array whose buffers are filled a chunk at a time.
+    Strings, binaries, fixed-width numbers and lists of them; other types: `concat_arrays`."""
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _lists(type_, chunks)
+    if _is_binary_like(type_):
+        return _binaries(type_, chunks)
+    if _is_fixed_width(type_):
+        return _fixed(type_, chunks)
+    return pa.concat_arrays(list(chunks()))
+
+
+def _is_binary_like(t: pa.DataType) -> bool:
+    return any(f(t) for f in (pa.types.is_string, pa.types.is_binary,
+                              pa.types.is_large_string, pa.types.is_large_binary))  # fmt: skip
+
+
+def _is_fixed_width(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _alloc(n: int, dtype) -> tuple[np.ndarray, pa.Buffer]:
+    """A writable numpy view of a new Arrow-pool buffer (Arrow memory, like the chunks)."""
+    buf = pa.allocate_buffer(max(n, 1) * np.dtype(dtype).itemsize)
+    return np.frombuffer(buf, dtype=dtype, count=n), buf
+
+
+def _validity(chunks: Chunks, length: int, nulls: int) -> pa.Buffer | None:
+    if not nulls:
+        return None
+    bits, buf = _alloc((length + 7) // 8, np.uint8)
+    bits[:] = 0
+    at = 0
+    for c in chunks():  # a chunk's bits at any bit position: unpacked, placed, repacked
+        valid = c.is_valid().to_numpy(zero_copy_only=False)
+        lo, hi = at // 8, (at + len(c) + 7) // 8
+        window = np.unpackbits(bits[lo:hi], bitorder="little")
+        window[at - 8 * lo : at - 8 * lo + len(c)] = valid
+        bits[lo:hi] = np.packbits(window, bitorder="little")
+        at += len(c)
+    return buf
+
+
+def _totals(chunks: Chunks) -> tuple[int, int]:
+    length = nulls = 0
+    for c in chunks():
+        length, nulls = length + len(c), nulls + c.null_count
+    return length, nulls
+
+
+def _offsets_of(c: pa.Array, dtype) -> np.ndarray:
+    """The chunk's own offsets (length + 1), as they are in its buffer (slices included)."""
+    raw = np.frombuffer(c.buffers()[1], dtype=dtype)
+    return raw[c.offset : c.offset + len(c) + 1]
+
+
+def _binaries(type_: pa.DataType, chunks: Chunks) -> pa.Array:
+    large = pa.types.is_large_string(type_) or pa.types.is_large_binary(type_)
+    dtype = np.int64 if large else np.int32
+    length, nulls, size = 0, 0, 0
+    for c in chunks():
+        off = _offsets_of(c, dtype) if len(c) else np.zeros(1, dtype)
+        length, nulls, size = length + len(c), nulls + c.null_count, size + int(off[-1] - off[0])
+    offsets, offsets_buf = _alloc(length + 1, dtype)
+    data, data_buf = _alloc(size, np.uint8)
+    offsets[0], row, at = 0, 0, 0
+    for c in chunks():
+        if not len(c):
+            continue
+        off = _offsets_of(c, dtype)
+        n, span = len(c), int(off[-1] - off[0])
+        offsets[row + 1 : row + n + 1] = off[1:] - off[0] + at
+        if span:
+            data[at : at + span] = np.frombuffer(c.buffers()[2], np.uint8, span, int(off[0]))
+        row, at = row + n, at + span
+    buffers = [_validity(chunks, length, nulls), offsets_buf, data_buf]
+    return pa.Array.from_buffers(type_, length, buffers, null_count=nulls)
+
+
+def _fixed(type_: pa.DataType, chunks: Chunks) -> pa.Array:
+    length, nulls = _totals(chunks)
+    width = type_.bit_width // 8
+    values, values_buf = _alloc(length * width, np.uint8)
+    at = 0
+    for c in chunks():
+        n = len(c) * width
+        if n:
+            values[at : at + n] = np.frombuffer(c.buffers()[1], np.uint8, n, c.offset * width)
+        at += n
+    buffers = [_validity(chunks, length, nulls), values_buf]
+    return pa.Array.from_buffers(type_, length, buffers, null_count=nulls)
+
+
+def _lists(type_: pa.DataType, chunks: Chunks) -> pa.Array:
+    """List offsets from the value lengths (a null list: 0), values from `flatten()` (which
+    drops what a null list hides and honours slices), rebuilt recursively."""
+    import pyarrow.compute as pc
+
+    dtype = np.int64 if pa.types.is_large_list(type_) else np.int32
+    length, nulls = _totals(chunks)
+    offsets, offsets_buf = _alloc(length + 1, dtype)
+    offsets[0], row = 0, 0
+    for c in chunks():
+        lengths = pc.list_value_length(c).fill_null(0).to_numpy(zero_copy_only=False)
+        np.cumsum(lengths, out=offsets[row + 1 : row + len(c) + 1])
+        offsets[row + 1 : row + len(c) + 1] += offsets[row]
+        row += len(c)
+    child = contiguous(type_.value_type, lambda: (c.flatten() for c in chunks()))
+    buffers = [_validity(chunks, length, nulls), offsets_buf]
+    return pa.Array.from_buffers(type_, length, buffers, null_count=nulls, children=[child])
+
+
+def spill_path(base: Path, column: int) -> Path:
+    """Where column `column` of the file being written at `base` waits (removed after use)."""
+    return base.with_name(f"{base.name}.col{column}.arrows")
