@@ -25,9 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
+from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS, manifest_schema
 
 FIELDS: tuple[str, ...] = (*(name for name, _ in CORE_FIELDS), *OPTIONAL_COLUMNS)
+SCHEMA = manifest_schema(OPTIONAL_COLUMNS)  # every field as an Arrow column
 LIST_FIELDS = frozenset(n for n, t in CORE_FIELDS if pa.types.is_list(t))  # texts
 
 
@@ -133,7 +134,8 @@ def records_from_arrow(data: pa.Table | pa.RecordBatch) -> list[Record]:
     ]
 
 
-def records_to_arrow(records: Iterable[Record], schema: pa.Schema) -> pa.Table:
-    """records.parquet's table (or any table of record columns) from Records."""
+def records_to_arrow(records: Iterable[Record], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """records.parquet's table (or any table of record columns; default: every field) from
+    Records."""
     rows = list(records)
     return pa.table({n: [getattr(r, n) for r in rows] for n in schema.names}, schema=schema)

@@ -29,7 +29,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
 from vlmdata.core.record import Record, records_of_json, records_to_arrow
 from vlmdata.core.storage import Location
-from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader
+from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader, iter_tar_samples
 
 RECORDS_FILE = layout.RECORDS
 
@@ -65,14 +65,28 @@ def load_records(
     return pl.read_parquet(io.BytesIO(data), columns=columns)
 
 
-def records_of_sample(sample: Sample) -> Iterator[Sample]:
-    """The records of one streamed tar sample (its KEY.json's `records`), each as the Sample
-    `RecordReader` gives for it, carrying the image bytes."""
+def _records_on(sample: Sample) -> list[Record]:
     records = records_of_json(sample.get("meta") or {}, sample["key"])
     if not records:
         raise DataError(f"sample {sample['key']!r}: its KEY.json lists no `records`")
-    for record in records:
+    return records
+
+
+def records_of_sample(sample: Sample) -> Iterator[Sample]:
+    """The records of one streamed tar sample (its KEY.json's `records`), each as the Sample
+    `RecordReader` gives for it, carrying the image bytes."""
+    for record in _records_on(sample):
         yield record.sample(sample["image"], sample["image_ext"])
+
+
+def iter_records(
+    path: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> Iterator[tuple[Record, bytes, str]]:
+    """(record, image bytes, image format) for every record of one tar, in order: the
+    streaming twin of `RecordReader` (sequential reads; records from KEY.json)."""
+    for sample in iter_tar_samples(path, storage_options):
+        for record in _records_on(sample):
+            yield record, sample["image"], sample["image_ext"]
 
 
 def image_rows(records: pl.DataFrame, images: ShardReader, where: str) -> np.ndarray:
