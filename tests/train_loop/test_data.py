@@ -216,3 +216,33 @@ def test_both_paths_redraw_by_one_rule(dataset, tmp_path, grace_ctx):
         assert sum(b.skipped.get("picky", 0) for b in batches) == rare.calls - 3 * 8
     assert errors["indexed"] == errors["streaming"]
     assert f"the recipe made no example in {MAX_DRAWS} draws in a row" in errors["indexed"]
+
+
+# (spec, records it selects) from conftest's rows: k000..k025, split train below N_TRAIN = 22,
+# entity_id Q{i % 8}, entity_name SHAPES[i % 8] ("dog" at i % 8 == 5), every question set
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        (None, 26),
+        ({"split": "train"}, 22),
+        ({"split": ["test"], "entity_id": ["Q1", "Q2", "Q9"]}, 1),  # k025
+        ({"entity_name": "dog", "split": "train"}, 3),  # k005, k013, k021
+        ({"split": []}, 0),
+        ({"question": None}, 0),  # a null passes nothing
+        ({"split": "nope"}, 0),
+    ],
+)
+def test_one_filter_rule_on_tables_and_records(dataset, spec, want):
+    """The indexed path's expression over records.parquet and the streaming path's test of
+    each Record select the same records (RecordFilter: one rule, two inputs)."""
+    from vlmdata.core.record import Record
+    from vlmdata.shards import load_records
+    from vlmtrain.data.batches import RecordFilter
+
+    table = load_records(dataset["shards"])
+    rule = RecordFilter.of(spec)
+    expr = rule.expr()
+    by_table = (table if expr is None else table.filter(expr))["key"].to_list()
+    by_record = [r["key"] for r in table.to_dicts() if rule.keeps(Record.from_row(r))]
+    assert by_table == by_record
+    assert len(by_record) == want

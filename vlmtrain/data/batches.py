@@ -55,7 +55,7 @@ class RecordFilter:
 
         expr = None
         for col, values in self.terms:
-            e = pl.col(col).is_in(list(values)) if len(values) != 1 else pl.col(col) == values[0]
+            e = pl.col(col).is_in(list(values))  # a null is in no list
             expr = e if expr is None else expr & e
         return expr
 
