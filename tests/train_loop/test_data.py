@@ -172,3 +172,77 @@ def test_resume_with_another_plan_is_refused(dataset, tmp_path, grace_ctx):
     other = make_data(dataset, tmp_path, grace_ctx, 0, 1)
     with pytest.raises(DataError, match="world: 2 -> 1"):
         other.check_position(state)
+
+
+class Picky:
+    """The grace recipe making examples only of the records in `makes` (the rest: None, counted
+    as "picky"), counting every call: what the redraw rule sees."""
+
+    def __init__(self, makes: set[str]) -> None:
+        self.base, self.makes, self.calls = get_recipe("grace"), makes, 0
+        self.mix = self.base.mix
+
+    def example(self, sample, ctx):
+        self.calls += 1
+        if sample["key"] not in self.makes:
+            ctx.skipped["picky"] += 1
+            return None
+        return self.base.example(sample, ctx)
+
+    def collate(self, items):
+        return self.base.collate(items)
+
+
+def test_both_paths_redraw_by_one_rule(dataset, tmp_path, grace_ctx):
+    """Indexed and streaming replace an example the recipe cannot make by the stream's next
+    draw, and give up after the same MAX_DRAWS draws in a row with the same error."""
+    from vlmtrain.data.batches import MAX_DRAWS
+
+    errors = {}
+    for mode in ("indexed", "streaming"):
+        over = data_overrides(dataset, tmp_path / "run") + MIX_FORM
+        mode_over = [f"data.mode={mode}", "data.num_workers=0"]  # calls counted here
+        cfg = load_config(CONFIGS / "grace_tiny.yaml", over + mode_over)
+        never = Picky(set())
+        with pytest.raises(DataError) as err:
+            next(iter(TrainData(cfg, never, grace_ctx, 0, 1).batches(0, 1)))
+        assert never.calls == MAX_DRAWS
+        errors[mode] = str(err.value)
+        # 3 of the 22 train records: 16 draws in a row would miss with p = (19/22)^16 ~ 0.1
+        # per example (the old indexed rule failed here); the rule fills every batch
+        rare = Picky({f"k{i:03d}" for i in (1, 7, 12)})
+        batches = list(TrainData(cfg, rare, grace_ctx, 0, 1).batches(0, 3))
+        assert all(len(b.keys) == 8 and set(b.keys) <= rare.makes for b in batches)
+        assert sum(b.skipped.get("picky", 0) for b in batches) == rare.calls - 3 * 8
+    assert errors["indexed"] == errors["streaming"]
+    assert f"the recipe made no example in {MAX_DRAWS} draws in a row" in errors["indexed"]
+
+
+# (spec, records it selects) from conftest's rows: k000..k025, split train below N_TRAIN = 22,
+# entity_id Q{i % 8}, entity_name SHAPES[i % 8] ("dog" at i % 8 == 5), every question set
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        (None, 26),
+        ({"split": "train"}, 22),
+        ({"split": ["test"], "entity_id": ["Q1", "Q2", "Q9"]}, 1),  # k025
+        ({"entity_name": "dog", "split": "train"}, 3),  # k005, k013, k021
+        ({"split": []}, 0),
+        ({"question": None}, 0),  # a null passes nothing
+        ({"split": "nope"}, 0),
+    ],
+)
+def test_one_filter_rule_on_tables_and_records(dataset, spec, want):
+    """The indexed path's expression over records.parquet and the streaming path's test of
+    each Record select the same records (RecordFilter: one rule, two inputs)."""
+    from vlmdata.core.record import Record
+    from vlmdata.shards import load_records
+    from vlmtrain.data.batches import RecordFilter
+
+    table = load_records(dataset["shards"])
+    rule = RecordFilter.of(spec)
+    expr = rule.expr()
+    by_table = (table if expr is None else table.filter(expr))["key"].to_list()
+    by_record = [r["key"] for r in table.to_dicts() if rule.keeps(Record.from_row(r))]
+    assert by_table == by_record
+    assert len(by_record) == want

@@ -172,6 +172,21 @@ class ShardReader(KeyedAccess):
             self._check(i, parts)
         return parts
 
+    def image(self, i: int) -> tuple[bytes, str]:
+        """Row i's image bytes and format from one read of the image member alone (what a
+        record needs: its fields are in records.parquet, so KEY.json is not read)."""
+        i = self._row(i)
+        shard, start, _, offset, size = self._table[i, :5].tolist()
+        if self.location.is_local:
+            data = os.pread(self._fd(shard), size, start + offset)
+        else:
+            data = self.location.read_range(self._shards[shard], start + offset, size)
+        if len(data) != size:
+            raise DataError(f"sample {self._keys[i]!r}: shard shorter than the index says")
+        if self.verify:
+            self._check(i, {"image": data})
+        return data, self._formats[i]
+
     def _check(self, i: int, parts: dict[str, bytes]) -> None:
         for role, data in parts.items():
             if sha256(data) != self.index[f"{role}_sha256"][i]:

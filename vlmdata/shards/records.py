@@ -3,11 +3,14 @@
 A shard folder holds each distinct image once, as a WebDataset sample `IMAGE_KEY.*`, and
 `records/records.parquet`: one row per record (manifest order) with its own unique `key`, the
 `image_key` of the sample holding its image, and the record's columns (split, texts, question,
-answers, conversations, entity_id ...). The sample's KEY.json lists the same records under
-`records`, so a peer reading only the tars sees them too.
+answers, conversations, entity_id ...): the one place records are stored. The sample's KEY.json
+lists the same records under `records` (written from the same `Record`s), for a peer reading
+only the tars.
 
-`RecordReader` is map-style over records (one `pread` of the image per record through the
-index); `records_of_sample` expands a streamed tar sample into its records.
+`RecordReader` is map-style over records: the records from records.parquet, each record's image
+from one `pread` of its bytes alone (the index's image offset; KEY.json is not read).
+`records_of_sample` expands a streamed tar sample into its records. Both make a record's
+Sample with `Record.sample` (core/record.py), so the two training paths see the same dicts.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS
+from vlmdata.core.record import Record, records_of_json, records_to_arrow
 from vlmdata.core.storage import Location
-from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader
+from vlmdata.shards.reader import KeyedAccess, Sample, ShardReader, iter_tar_samples
 
 RECORDS_FILE = layout.RECORDS
 
@@ -39,8 +44,7 @@ def records_schema(extras: list[str]) -> pa.Schema:
 
 def records_table(rows: list[dict[str, Any]], extras: list[str]) -> pa.Table:
     """records/records.parquet's table; `rows` are manifest rows with their final image_key."""
-    schema = records_schema(extras)
-    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+    return records_to_arrow((Record.from_row(r) for r in rows), records_schema(extras))
 
 
 def _location(out_dir, storage_options: dict[str, Any] | None) -> Location:
@@ -61,30 +65,41 @@ def load_records(
     return pl.read_parquet(io.BytesIO(data), columns=columns)
 
 
-def record_meta(row: dict[str, Any]) -> dict[str, Any]:
-    """A record's non-null fields: what a recipe reads as `sample["meta"]`."""
-    return {k: v for k, v in row.items() if v is not None}
+def _records_on(sample: Sample) -> list[Record]:
+    records = records_of_json(sample.get("meta") or {}, sample["key"])
+    if not records:
+        raise DataError(f"sample {sample['key']!r}: its KEY.json lists no `records`")
+    return records
 
 
 def records_of_sample(sample: Sample) -> Iterator[Sample]:
-    """The records of one streamed tar sample, each as a Sample carrying the image bytes."""
-    meta = sample.get("meta") or {}
-    listed = meta.get("records")
-    if not listed:
-        raise DataError(f"sample {sample['key']!r}: its KEY.json lists no `records`")
-    if len(listed) == 1 and listed[0].get("key") == sample["key"]:
-        own = {k: v for k, v in meta.items() if k != "records" and v is not None}
-        yield {**sample, "meta": own}
-        return
-    for rec in listed:
-        texts = rec.get("texts") or []
-        yield {
-            "key": rec["key"],
-            "image": sample["image"],
-            "image_ext": sample["image_ext"],
-            "meta": {**record_meta(rec), "image_key": sample["key"]},
-            "txt": texts[0] if texts else "",
-        }
+    """The records of one streamed tar sample (its KEY.json's `records`), each as the Sample
+    `RecordReader` gives for it, carrying the image bytes."""
+    for record in _records_on(sample):
+        yield record.sample(sample["image"], sample["image_ext"])
+
+
+def iter_records(
+    path: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> Iterator[tuple[Record, bytes, str]]:
+    """(record, image bytes, image format) for every record of one tar, in order: the
+    streaming twin of `RecordReader` (sequential reads; records from KEY.json)."""
+    for sample in iter_tar_samples(path, storage_options):
+        for record in _records_on(sample):
+            yield record, sample["image"], sample["image_ext"]
+
+
+def image_rows(records: pl.DataFrame, images: ShardReader, where: str) -> np.ndarray:
+    """The index row of each record's image (int64, record order): a join, no dict per key."""
+    index = pl.DataFrame({"image_key": images.index["key"]}).with_row_index("_row")
+    rows = records.select("image_key").join(
+        index, on="image_key", how="left", maintain_order="left"
+    )
+    missing = rows.filter(pl.col("_row").is_null())
+    if missing.height:
+        raise DataError(f"a record points at image {missing['image_key'][0]!r}, which is not in "
+                        "the index", file=where)  # fmt: skip
+    return rows["_row"].to_numpy().astype(np.int64)
 
 
 class RecordReader(KeyedAccess):
@@ -109,30 +124,22 @@ class RecordReader(KeyedAccess):
         except pl.exceptions.PolarsError as e:
             raise DataError(f"record filter: {e}", file=str(self.root)) from e
         self.images = ShardReader(location.url, verify=verify, storage_options=location.options)
-        try:
-            self._image_row = [self.images.row_of(k) for k in self.records["image_key"]]
-        except KeyError as e:
-            raise DataError(f"a record points at image {e}, which is not in the index",
-                            file=str(self.root)) from None  # fmt: skip
+        self._image_row = image_rows(self.records, self.images, str(self.root))
 
     def __len__(self) -> int:
         return self.records.height
 
-    def __getitem__(self, i: int) -> Sample:
+    def record(self, i: int) -> Record:
+        """Record i (placed: its image_key is its image's sample key)."""
         n = self.records.height
         if not -n <= i < n:
             raise IndexError(f"record {i} out of range ({n} records)")
-        i = int(i) % n
-        row = self.records.row(i, named=True)
-        image = self.images[self._image_row[i]]
-        texts = row.get("texts") or []
-        return {
-            "key": row["key"],
-            "image": image["image"],
-            "image_ext": image["image_ext"],
-            "meta": record_meta(row),
-            "txt": texts[0] if texts else "",
-        }
+        return Record.from_row(self.records.row(int(i) % n, named=True))
+
+    def __getitem__(self, i: int) -> Sample:
+        record = self.record(i)
+        image, ext = self.images.image(int(self._image_row[int(i) % len(self)]))
+        return record.sample(image, ext)
 
     def _lookup_keys(self) -> pl.Series:
         return self.records["key"]

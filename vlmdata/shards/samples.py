@@ -3,7 +3,7 @@
 A sample is one stored image: `KEY.<jpg|png|webp>`, `KEY.json`, `KEY.txt`, in that order.
 KEY.json holds the fields of the image's first record and `records`: every record on it, in
 manifest order, each with its own `key` (docs/DESIGN.md, "Records"); the same fields in every
-sample, null where a record has none. Because headers are
+sample, null where a record has none; core/record.py makes it from Records. Because headers are
 fixed-size, offsets follow from the member sizes alone: the index is computed from the plan,
 before (or without) writing any bytes.
 """
@@ -11,42 +11,27 @@ before (or without) writing any bytes.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from vlmdata.core.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.record import FIELDS, Record, columns_of, json_member, sample_json
 from vlmdata.shards.tarfmt import header_size, member_header, padding
 
-META_FIELDS = ("key", "source", "split", "texts", "url", "path", *OPTIONAL_COLUMNS)
-
-
-def meta_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A record's KEY.json fields: every manifest column the row has, null included, so every
-    sample of a shard set has the same fields (readers that infer columns from the first
-    samples, like HF `datasets`, drop none)."""
-    return {k: row.get(k) for k in META_FIELDS if k in row}
-
-
-def sample_meta(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> dict:
-    """KEY.json of an image sample: `row` (its first record, key = the image key) plus
-    `records`, always: every record on the image in manifest order (the one record itself
-    when it is alone; docs/DESIGN.md, "Records")."""
-    meta = meta_of(row)
-    meta["records"] = [
-        {k: v for k, v in meta_of(r).items() if k != "image_key"} for r in records or [row]
-    ]
-    return meta
+META_FIELDS = FIELDS  # KEY.json's fields: the record's (core/record.py)
 
 
 def json_bytes(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> bytes:
-    meta = sample_meta(row, records)
-    return json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    """KEY.json of an image sample, written from Records: `row` is its first record as read
+    from the manifest with `key` = the sample key; `records` every record on the image in
+    manifest order (None: `row` alone). Every record carries the manifest's columns, null
+    included, so every sample of a shard set has the same fields (readers that infer columns
+    from the first samples, like HF `datasets`, drop none)."""
+    placed = [Record.from_row(r) for r in records or [row]]
+    return json_member(sample_json(row["key"], placed, columns_of(row)))
 
 
 def txt_bytes(row: dict[str, Any]) -> bytes:
-    texts = row.get("texts") or []
-    return (texts[0] if texts else "").encode("utf-8")
+    return Record.from_row(row).txt.encode("utf-8")
 
 
 def sha256(data: bytes) -> str:

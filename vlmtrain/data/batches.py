@@ -1,19 +1,26 @@
-"""What both batch paths (indexed and streaming) share: the step batch, the config-safe row
-filter and its streaming twin, the per-example RNG and the per-stream skip counters."""
+"""What both batch paths (indexed and streaming) share: the step batch, THE row filter, THE
+redraw rule, the per-example RNG and the per-stream skip counters."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from vlmdata.core.errors import DataError
 from vlmtrain.train.config import StreamConfig
 
-MAX_REDRAWS = 16  # replacement draws for an example the recipe could not make
+# Draws in a row that make no example before a stream is an error (docs/DESIGN.md, "The data
+# path"): high enough that a stream where the recipe cannot make a real share of the records
+# never trips it by chance (at 1 in 2, 16 would fail once in 65,536 examples), low enough that
+# a stream that makes nothing fails within seconds.
+MAX_DRAWS = 1000
 
 
 @dataclass
@@ -26,24 +33,59 @@ class StepBatch:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> examples redrawn
 
 
+@dataclass(frozen=True)
+class RecordFilter:
+    """THE row filter of both training paths: `data.filter`'s {column: value or [values]}
+    (config-safe: no expressions). A record passes when each column's value is one of the
+    values; a null passes nothing. `expr` applies the rule to a records table (the indexed
+    path, stream sizes), `keeps` to one `Record` (the streaming path: DataLoader workers are
+    forked, and polars must not run in a forked child)."""
+
+    terms: tuple[tuple[str, tuple], ...] = ()
+
+    @classmethod
+    def of(cls, spec: dict[str, Any] | None) -> RecordFilter:
+        return cls(
+            tuple((c, tuple(w) if isinstance(w, list) else (w,)) for c, w in (spec or {}).items())
+        )
+
+    def expr(self):
+        """A polars expression (None: keep every record)."""
+        import polars as pl
+
+        expr = None
+        for col, values in self.terms:
+            e = pl.col(col).is_in(list(values))  # a null is in no list
+            expr = e if expr is None else expr & e
+        return expr
+
+    def keeps(self, record: Any) -> bool:
+        for col, values in self.terms:
+            value = getattr(record, col, None)
+            if value is None or value not in values:
+                return False
+        return True
+
+
 def row_filter(filter: dict[str, Any] | None):
-    """A polars expression from {column: value or [values]} (config-safe: no expressions)."""
-    import polars as pl
-
-    expr = None
-    for col, want in (filter or {}).items():
-        e = pl.col(col).is_in(list(want)) if isinstance(want, list) else pl.col(col) == want
-        expr = e if expr is None else expr & e
-    return expr
+    """`data.filter` as a polars expression (RecordFilter.expr)."""
+    return RecordFilter.of(filter).expr()
 
 
-def meta_matches(meta: dict[str, Any], filter: dict[str, Any] | None) -> bool:
-    """The streaming twin of `row_filter`, on a sample's KEY.json."""
-    for col, want in (filter or {}).items():
-        value = meta.get(col)
-        if not (value in want if isinstance(want, list) else value == want):
-            return False
-    return True
+def first_example(recipe, ctx, draws: Iterable[tuple[dict, random.Random]], stream: int):
+    """THE redraw rule of both paths: the first example the recipe makes from `draws` (sample,
+    rng) of one stream, each draw replacing one it could not make (counted in ctx.skipped);
+    MAX_DRAWS draws in a row without one is a DataError. The indexed path draws deterministic
+    random rows, the streaming path the next records of its shuffled stream."""
+    for sample, rng in itertools.islice(draws, MAX_DRAWS):
+        ctx.rng = rng
+        example = recipe.example(sample, ctx)
+        if example is not None:
+            return example
+    raise DataError(
+        f"stream {stream} ({ctx.kind}): the recipe made no example in {MAX_DRAWS} draws in a row "
+        f"(skipped: {dict(ctx.skipped)}); check data.filter / ids / max_length"
+    )
 
 
 def example_rng(seed: int, stream: int, position: int, attempt: int = 0) -> random.Random:

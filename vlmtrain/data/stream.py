@@ -21,7 +21,13 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlmdata.core.errors import DataError
-from vlmtrain.data.batches import StepBatch, StreamSource, meta_matches, take_skipped
+from vlmtrain.data.batches import (
+    RecordFilter,
+    StepBatch,
+    StreamSource,
+    first_example,
+    take_skipped,
+)
 
 
 def shard_sequence(
@@ -87,22 +93,15 @@ class StreamingBatches(IterableDataset):
         return shuffled(samples, max(1, cfg.shuffle_buffer), rng)
 
     def _examples(self, epoch: int, slot: int, k: int) -> Iterator[dict[str, Any]]:
-        """Endless examples of stream k for one slot; None from the recipe reads the next one."""
+        """Endless examples of stream k for one slot, each the first the recipe makes from the
+        slot's next records (batches.first_example: the indexed path's rule)."""
         d = self.data
-        ctx = d.contexts[k]
-        misses = 0
-        for n, sample in enumerate(self._samples(epoch, slot, k)):
-            ctx.rng = random.Random(f"{d.seed}:{k}:{epoch}:{d.rank}:{slot}:{n}")
-            example = d.recipe.example(sample, ctx)
-            if example is None:
-                misses += 1
-                if misses > 1000:
-                    raise DataError(
-                        f"stream {ctx.kind!r}: the recipe made no example in 1000 reads"
-                    )
-                continue
-            misses = 0
-            yield example
+        draws = (
+            (sample, random.Random(f"{d.seed}:{k}:{epoch}:{d.rank}:{slot}:{n}"))
+            for n, sample in enumerate(self._samples(epoch, slot, k))
+        )
+        while True:
+            yield first_example(d.recipe, d.contexts[k], draws, k)
 
     def _epoch(self, epoch: int, slot: int, first: int) -> Iterator[tuple[int, list]]:
         """(local batch j, examples) for j >= first; earlier batches are read and dropped."""
@@ -147,18 +146,18 @@ class StreamingBatches(IterableDataset):
 
 
 def _matching(shard_seq: Iterator, filter: dict | None, patience: int) -> Iterator[dict]:
-    """Records of the shard sequence that pass `filter`; an error after `patience` shards in a
-    row without one (a slot whose shards hold none would otherwise spin forever)."""
-    from vlmdata.shards import iter_tar_samples, records_of_sample
+    """Records of the shard sequence that pass `filter` (batches.RecordFilter, the indexed
+    path's rule), as Samples; an error after `patience` shards in a row without one (a slot
+    whose shards hold none would otherwise spin forever)."""
+    from vlmdata.shards.records import iter_records
 
-    dry = 0
+    keep, dry = RecordFilter.of(filter), 0
     for path in shard_seq:
         found = False
-        for image in iter_tar_samples(path):
-            for sample in records_of_sample(image):  # one per record on the image
-                if meta_matches(sample.get("meta") or {}, filter):
-                    found = True
-                    yield sample
+        for record, image, ext in iter_records(path):
+            if keep.keeps(record):
+                found = True
+                yield record.sample(image, ext)
         dry = 0 if found else dry + 1
         if dry >= patience:
             raise DataError(

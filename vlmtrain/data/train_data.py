@@ -10,13 +10,18 @@ pure function of (seed, b, rank, world) on the indexed path, and of (seed, epoch
 workers) on the streaming path, so the data position saved with a checkpoint is one number,
 `next_batch`, and `--resume` continues the very same sample stream.
 
-Examples the recipe cannot make (returns None; it counts why in `ctx.skipped`) are replaced by a
-deterministic draw from the same stream, so batch sizes stay equal on every rank (InfoNCE
-gathers across ranks and needs equal shapes) and the skips are reported per batch.
+Both paths read records (core/record.py `Record`, made into Samples by vlmdata.shards.records),
+filter them with one expression (`batches.row_filter`) and redraw by one rule
+(`batches.first_example`): an example the recipe cannot make (returns None; it counts why in
+`ctx.skipped`) is replaced by the stream's next draw (indexed: a deterministic random row;
+streaming: the next record), MAX_DRAWS in a row without one is an error. So batch sizes stay
+equal on every rank (InfoNCE gathers across ranks and needs equal shapes) and the skips are
+reported per batch.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmtrain.data.batches import (
-    MAX_REDRAWS,
     StepBatch,
     StreamSource,
     example_rng,
+    first_example,
     row_filter,
     stream_contexts,
     take_skipped,
@@ -49,19 +54,16 @@ class IndexedBatches(Dataset):
     def __len__(self) -> int:  # endless in principle; the sampler bounds it
         return 2**62
 
-    def _example(self, k: int, row: int, pos: int) -> dict[str, Any]:
-        ctx, reader = self.contexts[k], self.readers[k]
-        for attempt in range(MAX_REDRAWS):
-            if attempt:  # deterministic replacement from the same stream
+    def _draws(self, k: int, row: int, pos: int) -> Iterator[tuple[dict[str, Any], Any]]:
+        """The planned row, then deterministic replacements from the same stream."""
+        reader = self.readers[k]
+        for attempt in itertools.count():
+            if attempt:
                 row = example_rng(self.seed, k, pos, attempt).randrange(len(reader))
-            ctx.rng = example_rng(self.seed, k, pos, attempt)
-            example = self.recipe.example(reader[row], ctx)
-            if example is not None:
-                return example
-        raise DataError(
-            f"stream {k} ({ctx.kind}): the recipe made no example in {MAX_REDRAWS} draws "
-            f"(skipped: {dict(ctx.skipped)}); check data.filter / ids / max_length"
-        )
+            yield reader[row], example_rng(self.seed, k, pos, attempt)
+
+    def _example(self, k: int, row: int, pos: int) -> dict[str, Any]:
+        return first_example(self.recipe, self.contexts[k], self._draws(k, row, pos), k)
 
     def __getitem__(self, b: int) -> StepBatch:
         take_skipped(self.contexts)

@@ -1,8 +1,11 @@
-"""Reading what an evaluation compares against: the shard index, prediction and question files.
+"""Reading what an evaluation compares against: the shards' records, prediction and question files.
 
-References come from OUT/index/index.parquet (one row per image, `texts` = its captions or queries),
-so evaluation needs no second copy of the data set. Prediction files are the formats the
-benchmarks' own tools use (COCO results JSON, VQA results JSON, OVEN JSONL, LLaVA JSONL).
+References come from OUT/records/records.parquet, the one place records are stored (read by
+`vlmdata.shards.load_records`, the training readers' table): one row per stored image, its
+first record's fields keyed by the image key (`texts` = its captions or queries), so evaluation
+needs no second copy of the data set and never counts an --every-text copy as an image.
+Prediction files are the formats the benchmarks' own tools use (COCO results JSON, VQA results
+JSON, OVEN JSONL, LLaVA JSONL).
 """
 
 from __future__ import annotations
@@ -25,12 +28,24 @@ def index_path(data_dir: str | os.PathLike) -> Path:
 
 
 def load_index(data_dir: str | os.PathLike, split: str | None = "test", columns=None):
-    """Rows of OUT's index (a polars DataFrame), optionally one split, in index order."""
+    """One row per stored image (a polars DataFrame), optionally of one split, in index order:
+    the image's first record's fields with `key` = the image key (what the index's metadata
+    columns hold, from records.parquet)."""
     import polars as pl
 
-    path = index_path(data_dir)
-    df = pl.read_parquet(path, columns=columns)
-    if split is not None:
+    from vlmdata.shards import load_records
+
+    path = index_path(data_dir)  # DATA must be a shard folder
+    records = load_records(data_dir)
+    first = records.unique("image_key", keep="first", maintain_order=True)
+    df = first.drop("key").rename({"image_key": "key"})
+    if split is None:  # the index's order: splits in first-seen order (a shard never mixes)
+        order = {s: i for i, s in enumerate(df["split"].unique(maintain_order=True).to_list())}
+        rank = pl.Series([order[s] for s in df["split"].to_list()])
+        df = (
+            df.with_columns(rank.alias("_split")).sort("_split", maintain_order=True).drop("_split")
+        )
+    else:
         if "split" not in df.columns:
             raise DataError("index has no split column", file=str(path))
         have = sorted(set(df["split"].drop_nulls().to_list()))
@@ -38,7 +53,7 @@ def load_index(data_dir: str | os.PathLike, split: str | None = "test", columns=
         if df.height == 0:
             raise DataError(f"no rows with split == {split!r} (the index has {have[:8]}): pass "
                             "--split with one of them", file=str(path))  # fmt: skip
-    return df
+    return df if columns is None else df.select(columns)
 
 
 def references_by_key(data_dir: str | os.PathLike, split: str = "test") -> dict[str, list[str]]:
