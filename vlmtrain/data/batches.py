@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from vlmtrain.train.config import StreamConfig
+from vlmtrain.data.config import StreamConfig
 
 MAX_REDRAWS = 16  # replacement draws for an example the recipe could not make
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vlmtrain.recipes.losses import IGNORE_INDEX
+from vlmtrain.contract import IGNORE_INDEX
 
 
 def segment_lengths(positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import texts_problem
 from vlmdata.core.tokenizer import pad_id
 from vlmdata.shards.reader import Sample  # the shard sample (docs/DESIGN.md, contract 3)
-from vlmtrain.recipes.losses import IGNORE_INDEX, causal_lm_loss
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.model.losses import causal_lm_loss
 
 Example = dict[str, Any]
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vlmdata.core.tokenizer import pad_id
+from vlmtrain.contract import IGNORE_INDEX
 from vlmtrain.recipes.base import (
     Example,
     Recipe,
@@ -33,7 +34,7 @@ from vlmtrain.recipes.base import (
     pad_sequences,
     sample_texts,
 )
-from vlmtrain.recipes.losses import IGNORE_INDEX, MAX_LOGIT_SCALE, causal_lm_loss, info_nce
+from vlmtrain.recipes.losses import MAX_LOGIT_SCALE, causal_lm_loss, info_nce
 
 __all__ = [
     "MAX_LOGIT_SCALE",

@@ -25,6 +25,7 @@ import torch
 
 from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequence
+from vlmtrain.contract import IGNORE_INDEX
 from vlmtrain.recipes.base import (
     Example,
     Recipe,
@@ -33,7 +34,6 @@ from vlmtrain.recipes.base import (
     SequenceBuilder,
     sample_texts,
 )
-from vlmtrain.recipes.losses import IGNORE_INDEX
 
 IMAGE2ID, QUERY2ID = "image2id", "query2id"
 

@@ -10,10 +10,10 @@ The conversation comes from the manifest's `conversations` column (JSON text, LL
 from __future__ import annotations
 
 from vlmdata.core.errors import DataError
+from vlmtrain.contract import IGNORE_INDEX
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import pick_text
 from vlmtrain.recipes.llava_template import SYSTEM, answer_mask, parse_conversation, render
-from vlmtrain.recipes.losses import IGNORE_INDEX
 
 PLAIN, CONVERSATION = "plain", "conversation"
 
