@@ -21,6 +21,7 @@ from vlmdata.core.atomic import atomic_open
 from vlmtrain.data.config import DataConfig, StreamConfig, resolve_streams
 from vlmtrain.errors import ConfigError
 from vlmtrain.model.config import ModelConfig
+from vlmtrain.recipes import recipe_options
 from vlmtrain.typed import field_types, from_dict, is_dataclass_type
 
 __all__ = [
@@ -36,7 +37,8 @@ __all__ = [
 @dataclass
 class RecipeConfig:
     name: str = "caption"
-    options: dict[str, Any] = field(default_factory=dict)  # passed to the recipe
+    # as written in the YAML; the recipe's typed Options checks it (vlmtrain.recipes.get_recipe)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,6 +175,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConf
     raw = apply_overrides(raw, list(overrides))
     try:
         cfg = from_dict(TrainConfig, raw)
+        recipe_options(cfg.recipe.name, cfg.recipe.options)  # the recipe checks its own
     except ConfigError as e:
         raise ConfigError(str(e), file=str(path)) from e
     validate(cfg)
