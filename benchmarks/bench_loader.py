@@ -23,14 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(cfg, batches: int, skip: int) -> dict:
-    from vlmtrain.data.packing import configure_packing
     from vlmtrain.data.train_data import TrainData
-    from vlmtrain.train.trainer import build_parts
+    from vlmtrain.train.setup import build_parts
 
-    _, _, recipe, ctx = build_parts(cfg)
-    d = cfg.data
-    packing = configure_packing(recipe, d.packing, d.pack_length or d.max_length)
-    data = TrainData(cfg, recipe, ctx, 0, 1)
+    parts = build_parts(cfg)  # the recipe packs as data.packing says
+    packing = parts.packing
+    data = TrainData(cfg, parts.recipe, parts.ctx, 0, 1)
     stamps, samples = [], []
     t0 = time.perf_counter()
     for sb in data.batches(0, batches):
@@ -38,7 +36,7 @@ def measure(cfg, batches: int, skip: int) -> dict:
         samples.append(len(sb.keys))
     span = stamps[-1] - stamps[skip - 1]
     return {
-        "workers": d.num_workers,
+        "workers": cfg.data.num_workers,
         "packing": packing,
         "first_batch_s": stamps[0] - t0,
         "batches_timed": batches - skip,

@@ -121,7 +121,7 @@ def first(items):
 
 def hf_deepspeed_config(cfg, world: int, micro: int) -> dict:
     """Our DeepSpeed config with the Trainer's "auto" where it insists on filling values."""
-    from vlmtrain.train.trainer import deepspeed_config
+    from vlmtrain.train.setup import deepspeed_config
 
     ds = deepspeed_config(cfg, world, micro)
     for key in (
@@ -138,17 +138,16 @@ def run_hf(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from vlmtrain.data.packing import configure_packing
     from vlmtrain.data.train_data import TrainData
     from vlmtrain.train.flops import FlopModel
     from vlmtrain.train.perf import choose_stage_for
-    from vlmtrain.train.trainer import build_parts, setup_distributed
+    from vlmtrain.train.setup import build_parts, setup_distributed
 
     cfg = load(args)
     rank, world = setup_distributed()
-    model, _, recipe, ctx = build_parts(cfg)
-    d = cfg.data
-    configure_packing(recipe, args.hf_packed and d.packing, d.pack_length or d.max_length)
+    cfg.data.packing = args.hf_packed and cfg.data.packing  # the peer packs only if asked
+    parts = build_parts(cfg)
+    model, recipe, ctx = parts.model, parts.recipe, parts.ctx
     flop_model = FlopModel.from_model(model)
     data = TrainData(cfg, recipe, ctx, rank, world)
     micro = sum(s.per_step for s in data.streams)
@@ -211,7 +210,7 @@ def run_hf(args) -> dict:
         bf16=cfg.deepspeed.precision == "bf16",
         fp16=cfg.deepspeed.precision == "fp16",
         deepspeed=hf_deepspeed_config(cfg, world, micro),
-        dataloader_num_workers=d.num_workers,
+        dataloader_num_workers=cfg.data.num_workers,
         remove_unused_columns=False,
         save_strategy="no",
         report_to=[],

@@ -108,7 +108,7 @@ def test_streams_from_the_recipe_mix():
 
 
 def test_deepspeed_dict():
-    from vlmtrain.train.trainer import deepspeed_config
+    from vlmtrain.train.setup import deepspeed_config
 
     cfg = load_config(
         GRACE,
@@ -135,7 +135,7 @@ def test_deepspeed_dict():
 
 
 def test_warmup_cosine():
-    from vlmtrain.train.trainer import WarmupCosine
+    from vlmtrain.train.setup import WarmupCosine
 
     f = WarmupCosine(warmup=2, total=6, min_ratio=0.1)
     got = [f(s) for s in range(7)]

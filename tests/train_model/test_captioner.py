@@ -259,16 +259,16 @@ def test_git_step_logits_of_a_left_padded_row_equal_the_row_alone(build, tokeniz
 
 def test_git_mode_is_never_packed():
     from vlmdata.core.errors import DataError
-    from vlmtrain.data.packing import configure_packing
+    from vlmtrain.data.packing import packing_decision
 
     git = get_recipe("caption", image_attention="bidirectional")
-    assert configure_packing(git, "auto", 64).startswith("packing: off (caption: GIT's")
-    assert git.pack_length is None
+    row_length, line = packing_decision(git, "auto", 64)
+    assert line.startswith("packing: off (caption: GIT's")
+    assert row_length is None
     with pytest.raises(DataError, match="cannot pack rows"):
-        configure_packing(git, True, 64)
+        packing_decision(git, True, 64)
     causal = get_recipe("caption")
-    configure_packing(causal, "auto", 64)
-    assert causal.pack_length == 64
+    assert packing_decision(causal, "auto", 64)[0] == 64
 
 
 def test_seed_grid_of_a_resnet_is_its_last_stage_grid():

@@ -108,14 +108,15 @@ def loss_and_grads(model, recipe, batch):
     ids=["gpt2-sdpa", "gpt2-eager", "llama-sdpa"],
 )
 def test_packed_loss_and_gradients_equal_padded(build, samples, lm, attn):
-    from vlmtrain.data.packing import configure_packing
+    from vlmtrain.data.packing import packing_decision
 
     overrides = {"lm_config": lm} if lm else {}
     model = build(train=["projector", "lm"], attn_implementation=attn, **overrides).eval()
     recipe, items = grace_examples(model, samples)
     padded = recipe.collate(items)
-    assert configure_packing(recipe, "auto", 40).startswith("packing: rows of up to 40")
-    packed = recipe.collate(items)
+    row_length, line = packing_decision(recipe, "auto", 40)
+    assert row_length == 40 and line.startswith("packing: rows of up to 40")
+    packed = recipe.packed(row_length).collate(items)
     assert "position_ids" in packed and "position_ids" not in padded
     assert packed["input_ids"].numel() < padded["input_ids"].numel()  # less padding
     assert packed["attention_mask"].sum() == padded["attention_mask"].sum()
@@ -151,18 +152,23 @@ def test_packing_would_leak_without_the_mask(build, samples):
     assert abs(float(a - b)) > 1e-3
 
 
-def test_configure_packing_by_recipe():
-    from vlmtrain.data.packing import configure_packing
+def test_packing_decision_by_recipe():
+    """The decision is made from the recipe; packing builds a new recipe, the old one unchanged
+    (the trainer never sets anything on a recipe)."""
+    from vlmtrain.data.packing import packing_decision
 
     fromage = get_recipe("fromage")
-    assert "off" in configure_packing(fromage, "auto", 64) and fromage.pack_length is None
+    row_length, line = packing_decision(fromage, "auto", 64)
+    assert "off" in line and row_length is None
     with pytest.raises(DataError, match="fromage"):
-        configure_packing(fromage, True, 64)
+        packing_decision(fromage, True, 64)
     contrastive = get_recipe("autover", contrastive=True)
-    assert "off" in configure_packing(contrastive, "auto", 64)
+    assert packing_decision(contrastive, "auto", 64)[0] is None
     for name in ("grace", "caption", "autover", "llava"):
         recipe = get_recipe(name)
-        configure_packing(recipe, "auto", 64)
-        assert recipe.pack_length == 64, name
+        assert packing_decision(recipe, "auto", 64)[0] == 64, name
+        packed = recipe.packed(64)
+        assert packed.pack_length == 64 and recipe.pack_length is None, name
+        assert type(packed) is type(recipe) and packed.options == recipe.options, name
     caption = get_recipe("caption")
-    assert "off" in configure_packing(caption, False, 64) and caption.pack_length is None
+    assert packing_decision(caption, False, 64) == (None, "packing: off (data.packing=false)")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vlmdata.core.errors import DataError
-from vlmtrain.train.config import StreamConfig
+from vlmtrain.data.config import StreamConfig
 
 # Draws in a row that make no example before a stream is an error (docs/DESIGN.md, "The data
 # path"): high enough that a stream where the recipe cannot make a real share of the records

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from vlmtrain.recipes.losses import IGNORE_INDEX
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.errors import ConfigError
 
 
 def segment_lengths(positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,19 +117,17 @@ def block_causal_mask(
     return additive.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def configure_packing(recipe, packing: bool | str, row_length: int) -> str:
-    """Set `recipe.pack_length` per `data.packing`; returns a line for the run's log."""
-    from vlmdata.core.errors import DataError
-
+def packing_decision(recipe, packing: bool | str, row_length: int) -> tuple[int | None, str]:
+    """(row length the recipe's collate packs to, or None; a line for the run's log) per
+    `data.packing`. Decides only: the trainer builds the packed recipe (`recipe.packed`)."""
     if packing is False:
-        return "packing: off (data.packing=false)"
+        return None, "packing: off (data.packing=false)"
     if not recipe.packable:
         why = getattr(recipe, "unpackable_reason", "its loss reads per-row hidden states")
         if packing is True:
-            raise DataError(
+            raise ConfigError(
                 f"data.packing=true, but the {recipe.name} recipe cannot pack rows ({why}); "
                 "use data.packing=auto or false"
             )
-        return f"packing: off ({recipe.name}: {why})"
-    recipe.pack_length = row_length
-    return f"packing: rows of up to {row_length} tokens, attention within each example"
+        return None, f"packing: off ({recipe.name}: {why})"
+    return row_length, f"packing: rows of up to {row_length} tokens, attention within each example"

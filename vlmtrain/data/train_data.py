@@ -39,9 +39,9 @@ from vlmtrain.data.batches import (
     stream_contexts,
     take_skipped,
 )
+from vlmtrain.data.config import RunData, StreamConfig, resolve_streams
 from vlmtrain.data.plan import StepPlan, streaming_batches
 from vlmtrain.data.stream import StreamingBatches
-from vlmtrain.train.config import StreamConfig, TrainConfig, resolve_streams
 
 
 class IndexedBatches(Dataset):
@@ -83,7 +83,7 @@ def _keep(item: StepBatch) -> StepBatch:
 class TrainData:
     """This rank's batches for a training run (indexed or streaming, see the module doc)."""
 
-    def __init__(self, cfg: TrainConfig, recipe, ctx, rank: int, world: int) -> None:
+    def __init__(self, cfg: RunData, recipe, ctx, rank: int, world: int) -> None:
         self.cfg, self.recipe = cfg, recipe
         self.rank, self.world, self.seed = rank, world, cfg.seed
         self.streams = resolve_streams(cfg.data, dict(recipe.mix))

@@ -31,7 +31,7 @@ def subset_filter(path: str | os.PathLike):
     """A polars expression over record columns (split, data_id) for an OVEN subset JSONL."""
     import polars as pl
 
-    from vlmtrain.eval.data import iter_jsonl
+    from vlmtrain.data.jsonl import iter_jsonl
 
     ids, splits = set(), set()
     for line, rec in iter_jsonl(path):

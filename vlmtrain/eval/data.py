@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
+from vlmtrain.data.jsonl import iter_jsonl as iter_jsonl  # the strict reader, for eval tasks
 
 
 def index_path(data_dir: str | os.PathLike) -> Path:
@@ -70,17 +70,6 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg}", file=str(path), line=e.lineno) from e
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line of a JSONL file; the first bad line is an
-    error (eval inputs are all-or-nothing, unlike source readers, which reject per row)."""
-    from vlmdata.sources.lines import iter_jsonl as iter_jsonl_rows
-
-    for n, rec, error in iter_jsonl_rows(path):
-        if error is not None:
-            raise DataError(f"{error.reason}: {error.detail}", file=str(path), line=n)
-        yield n, rec
 
 
 def read_records(path: str | os.PathLike) -> list[tuple[int, dict]]:

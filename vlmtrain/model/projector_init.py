@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from vlmdata.core.errors import DataError
+from vlmtrain.errors import CheckpointError
 
 KEYWORD = "mm_projector."
 
@@ -24,20 +24,22 @@ def read_llava_projector(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise DataError(f"cannot read as a weights-only torch file: {e}", file=str(path)) from e
+        raise CheckpointError(
+            f"cannot read as a weights-only torch file: {e}", file=str(path)
+        ) from e
     except Exception as e:  # noqa: BLE001 - torch's refusal of an unsafe global (UnpicklingError)
-        raise DataError(f"refused (not a plain tensor file): {e}", file=str(path)) from e
+        raise CheckpointError(f"refused (not a plain tensor file): {e}", file=str(path)) from e
     if not isinstance(state, dict):
-        raise DataError(f"holds a {type(state).__name__}, not a {{name: tensor}} dict",
+        raise CheckpointError(f"holds a {type(state).__name__}, not a {{name: tensor}} dict",
                         file=str(path))  # fmt: skip
     out = {}
     for name, value in state.items():
         if not isinstance(name, str) or not torch.is_tensor(value):
-            raise DataError(f"entry {name!r} is not a named tensor", file=str(path))
+            raise CheckpointError(f"entry {name!r} is not a named tensor", file=str(path))
         if KEYWORD in name:
             out[name.split(KEYWORD, 1)[1]] = value
     if not out:
-        raise DataError(f"no {KEYWORD}* tensors (keys: {sorted(state)[:5]})", file=str(path))
+        raise CheckpointError(f"no {KEYWORD}* tensors (keys: {sorted(state)[:5]})", file=str(path))
     return out
 
 
@@ -48,11 +50,11 @@ def load_llava_projector(projector: nn.Module, path: str | os.PathLike) -> None:
     own = dict(projector.named_parameters())
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or extra:
-        raise DataError(f"projector layout differs: missing {missing}, unexpected {extra}",
+        raise CheckpointError(f"projector layout differs: missing {missing}, unexpected {extra}",
                         file=str(path))  # fmt: skip
     for name, p in own.items():
         if tuple(weights[name].shape) != tuple(p.shape):
-            raise DataError(f"{name}: shape {tuple(weights[name].shape)} in the file, "
+            raise CheckpointError(f"{name}: shape {tuple(weights[name].shape)} in the file, "
                             f"{tuple(p.shape)} in the model", file=str(path))  # fmt: skip
     with torch.no_grad():
         for name, p in own.items():

@@ -17,10 +17,10 @@ from torch import nn
 
 from vlmtrain.model.config import PARTS, ModelConfig
 from vlmtrain.model.lm import build_lm, lm_hidden_size
+from vlmtrain.model.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
 from vlmtrain.model.projector import build_projector
 from vlmtrain.model.tokens import NewTokenEmbedding, install_new_tokens
 from vlmtrain.model.vision import POOLED_FEATURES, VisionTower, build_visual, pool_tokens
-from vlmtrain.recipes.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
 
 __all__ = ["ModelConfig", "VLM", "build_model"]
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from vlmdata.ids.tokens import identifier_sequence
+from vlmtrain.errors import ConfigError
 from vlmtrain.model.vlm import token_positions
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import require_ret
@@ -36,6 +39,24 @@ from vlmtrain.recipes.losses import autover_contrastive, causal_lm_loss, info_nc
 
 ENTITY = "entity"
 OBJECTIVES = ("autover", "infonce")
+
+
+@dataclass(frozen=True)
+class AutoverOptions:
+    question_prompt: str = "question: "
+    answer_prompt: str = " answer:"
+    id_prefix: str = ""
+    entity_prompt: str = "entity: "
+    contrastive: bool = False
+    contrastive_weight: float = 1.0
+    eos_token: str | None = None  # None: the tokenizer's eos (the trie's --eos must match)
+    objective: str = "autover"
+    kb: str | None = None  # entities.parquet: targets are the KB's names
+    kb_images: str | None = None  # the KB's image shards (the entity encoder's images)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,27 +78,20 @@ class AutoverRecipe(Recipe):
     mix = {ENTITY: 1}
     columns = (("question",), ("entity_name",))
 
-    def __init__(
-        self,
-        question_prompt: str = "question: ",
-        answer_prompt: str = " answer:",
-        id_prefix: str = "",
-        entity_prompt: str = "entity: ",
-        contrastive: bool = False,
-        contrastive_weight: float = 1.0,
-        eos_token: str | None = None,
-        objective: str = "autover",
-        kb: str | None = None,
-        kb_images: str | None = None,
-    ):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        self.objective, self.kb, self.kb_images = objective, kb, kb_images
-        self.question_prompt, self.answer_prompt = question_prompt, answer_prompt
-        self.id_prefix, self.entity_prompt = id_prefix, entity_prompt
-        self.contrastive, self.contrastive_weight = contrastive, contrastive_weight
-        self.eos_token = eos_token  # None: the tokenizer's eos (the trie's --eos must match)
-        self.packable = not contrastive  # the contrastive term reads each row's <ret> state
+    Options = AutoverOptions
+
+    def __init__(self, options: AutoverOptions | None = None, pack_length: int | None = None):
+        super().__init__(options, pack_length)
+        self.packable = not self.contrastive  # the contrastive term reads each row's <ret> state
+
+    def config_problems(self, data) -> list[str]:
+        """The KB files the options name must be there."""
+        out = []
+        if self.kb and not Path(self.kb).is_file():
+            out.append(f"recipe.options.kb: {self.kb} does not exist (entities.parquet)")
+        if self.kb_images and not Path(self.kb_images).is_dir():
+            out.append(f"recipe.options.kb_images: {self.kb_images} is not a shard folder")
+        return out
 
     def required_columns(self) -> tuple[tuple[str, ...], ...]:
         """With a KB the entity_id column names each record's target too."""

@@ -13,6 +13,7 @@ without a count.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -25,7 +26,8 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import texts_problem
 from vlmdata.core.tokenizer import pad_id
 from vlmdata.shards.reader import Sample  # the shard sample (docs/DESIGN.md, contract 3)
-from vlmtrain.recipes.losses import IGNORE_INDEX, causal_lm_loss
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.model.losses import causal_lm_loss
 
 Example = dict[str, Any]
 
@@ -177,15 +179,42 @@ def collate_examples(items: list[Example]) -> dict[str, Any]:
     return batch
 
 
-class Recipe:
-    """Base recipe: one example kind, LM loss on the supervised tokens."""
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a recipe that takes none."""
 
+
+class Recipe:
+    """Base recipe: one example kind, LM loss on the supervised tokens.
+
+    A recipe is built once from its typed `Options` (a frozen dataclass per recipe, filled from
+    the config's `recipe.options` by `vlmtrain.recipes.get_recipe`) and a packing row length,
+    and not changed after: `packed(n)` is a new recipe. Each option is also an attribute of the
+    recipe (unless a method has its name); a subclass adds what it derives from them.
+    """
+
+    Options: type = NoOptions
     name = "base"
     kinds: tuple[str, ...] = ("default",)
     mix: dict[str, int] = {"default": 1}  # per-step mixing weights the data loader applies
     packable = True  # the loss reads nothing per row: examples may share rows (data.packing)
-    pack_length: int | None = None  # set by the trainer: collate packs rows of this many tokens
     columns: tuple[tuple[str, ...], ...] = ()  # index columns read: each entry, one of these
+
+    def __init__(self, options: Any = None, pack_length: int | None = None) -> None:
+        self.options = self.Options() if options is None else options
+        self.pack_length = pack_length  # collate packs rows of this many tokens (None: pads)
+        for f in dataclasses.fields(self.options):
+            if not callable(getattr(type(self), f.name, None)):
+                setattr(self, f.name, getattr(self.options, f.name))
+
+    def packed(self, row_length: int) -> Recipe:
+        """This recipe with the same options, collating packed rows of `row_length` tokens."""
+        return type(self)(self.options, pack_length=row_length)
+
+    def config_problems(self, data) -> list[str]:
+        """What this recipe needs of the data config (a DataConfig) that it lacks; checked by
+        the launcher's pre-flight before any rank starts."""
+        return []
 
     def required_columns(self) -> tuple[tuple[str, ...], ...]:
         """Columns the shards' index must carry (each entry: any one of its names); checked by

@@ -28,14 +28,43 @@ GIT: beam 4, length penalty 0.6).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from vlmtrain.errors import ConfigError
 from vlmtrain.model.attention import IMAGE_ATTENTION
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import pick_text
 
 DEFAULT_QUESTION_PROMPT = "Question: {question} Answer:"
 DECODING = {"beams": 1, "length_penalty": 1.0, "max_new_tokens": 30}
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    prompt: str = ""
+    question_prompt: str = DEFAULT_QUESTION_PROMPT
+    image_attention: str = "causal"
+    label_smoothing: float = 0.0
+    max_text_tokens: int | None = None
+    decoding: dict[str, Any] | None = None  # over DECODING: what eval decodes with
+    images_first: bool | None = None  # None: first when image_attention is bidirectional (GIT)
+
+    def __post_init__(self) -> None:
+        if "{question}" not in (self.question_prompt or ""):
+            raise ConfigError(
+                "caption recipe: question_prompt needs a {question} field (VQA records would "
+                f"train without their question); the default is {DEFAULT_QUESTION_PROMPT!r}"
+            )
+        if self.image_attention not in IMAGE_ATTENTION:
+            raise ConfigError(f"caption recipe: image_attention must be one of {IMAGE_ATTENTION}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("caption recipe: label_smoothing must be in [0, 1)")
+        if self.max_text_tokens is not None and self.max_text_tokens < 3:
+            raise ConfigError("caption recipe: max_text_tokens must be at least 3 (<s> x </s>)")
+        unknown = sorted(set(self.decoding or {}) - set(DECODING))
+        if unknown:
+            raise ConfigError(f"caption recipe: decoding has unknown key(s) {unknown}")
 
 
 def git_text_cap(prompt: list[int], target: list[int], cap: int) -> tuple[list[int], list[int]]:
@@ -56,38 +85,16 @@ class CaptionRecipe(Recipe):
     mix = {"caption": 1}
     columns = (("texts",),)
 
-    def __init__(
-        self,
-        prompt: str = "",
-        question_prompt: str = DEFAULT_QUESTION_PROMPT,
-        image_attention: str = "causal",
-        label_smoothing: float = 0.0,
-        max_text_tokens: int | None = None,
-        decoding: dict[str, Any] | None = None,
-        images_first: bool | None = None,
-    ):
-        if "{question}" not in (question_prompt or ""):
-            raise ValueError(
-                "caption recipe: question_prompt needs a {question} field (VQA records would "
-                f"train without their question); the default is {DEFAULT_QUESTION_PROMPT!r}"
-            )
-        if image_attention not in IMAGE_ATTENTION:
-            raise ValueError(f"caption recipe: image_attention must be one of {IMAGE_ATTENTION}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError("caption recipe: label_smoothing must be in [0, 1)")
-        if max_text_tokens is not None and max_text_tokens < 3:
-            raise ValueError("caption recipe: max_text_tokens must be at least 3 (<s> x </s>)")
-        unknown = sorted(set(decoding or {}) - set(DECODING))
-        if unknown:
-            raise ValueError(f"caption recipe: decoding has unknown key(s) {unknown}")
-        self.prompt_text, self.question_prompt = prompt, question_prompt
-        self.image_attention, self.label_smoothing = image_attention, float(label_smoothing)
-        self.max_text_tokens = max_text_tokens
-        self.images_first = (
-            image_attention == "bidirectional" if images_first is None else images_first
-        )
-        self.decoding = {**DECODING, **(decoding or {})}
-        self.packable = image_attention == "causal"  # packed rows take only the causal mask
+    Options = CaptionOptions
+
+    def __init__(self, options: CaptionOptions | None = None, pack_length: int | None = None):
+        super().__init__(options, pack_length)
+        o = self.options
+        self.prompt_text = o.prompt  # `prompt` is a method
+        bidirectional = o.image_attention == "bidirectional"
+        self.images_first = bidirectional if o.images_first is None else o.images_first
+        self.decoding = {**DECODING, **(o.decoding or {})}
+        self.packable = o.image_attention == "causal"  # packed rows take only the causal mask
         self.unpackable_reason = "GIT's image attention is not a packed row's mask"
 
     def start(self, ctx: RecipeContext) -> SequenceBuilder:

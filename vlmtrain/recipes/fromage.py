@@ -20,11 +20,14 @@ Trainable (model.train): ["projector", "new_tokens", "heads"].
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from vlmdata.core.tokenizer import pad_id
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.errors import ConfigError
 from vlmtrain.recipes.base import (
     Example,
     Recipe,
@@ -33,7 +36,7 @@ from vlmtrain.recipes.base import (
     pad_sequences,
     sample_texts,
 )
-from vlmtrain.recipes.losses import IGNORE_INDEX, MAX_LOGIT_SCALE, causal_lm_loss, info_nce
+from vlmtrain.recipes.losses import MAX_LOGIT_SCALE, causal_lm_loss, info_nce
 
 __all__ = [
     "MAX_LOGIT_SCALE",
@@ -77,6 +80,27 @@ def concat_caption_pairs(batch: dict[str, Any], pad: int) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class FromageOptions:
+    """caption_weight / retrieval_weight: FROMAGe's cap_loss_scale / ret_loss_scale;
+    concat_captions_prob: FROMAGe's --concat-captions-prob (0.5); ret_norm: rescale the
+    [RET] row after every step; contrastive_batch: the InfoNCE candidates a step must have
+    (FROMAGe: 180), an error otherwise; seed: with the batch's keys, the concatenation coin
+    (no state: a resumed run tosses the coins the uninterrupted one tossed)."""
+
+    caption_weight: float = 1.0
+    retrieval_weight: float = 1.0
+    concat_captions_prob: float = 0.5
+    ret_norm: bool = True
+    contrastive_batch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p = self.concat_captions_prob
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"concat_captions_prob must be in [0, 1], got {p}")
+
+
 class FromageRecipe(Recipe):
     name = "fromage"
     kinds = ("caption",)
@@ -84,26 +108,7 @@ class FromageRecipe(Recipe):
     packable = False  # retrieval reads each row's [RET] hidden state
     columns = (("texts",),)
 
-    def __init__(
-        self,
-        caption_weight: float = 1.0,
-        retrieval_weight: float = 1.0,
-        concat_captions_prob: float = 0.5,
-        ret_norm: bool = True,
-        contrastive_batch: int | None = None,
-        seed: int = 0,
-    ):
-        """caption_weight / retrieval_weight: FROMAGe's cap_loss_scale / ret_loss_scale;
-        concat_captions_prob: FROMAGe's --concat-captions-prob (0.5); ret_norm: rescale the
-        [RET] row after every step; contrastive_batch: the InfoNCE candidates a step must have
-        (FROMAGe: 180), an error otherwise; seed: with the batch's keys, the concatenation coin
-        (no state: a resumed run tosses the coins the uninterrupted one tossed)."""
-        if not 0.0 <= concat_captions_prob <= 1.0:
-            raise ValueError(f"concat_captions_prob must be in [0, 1], got {concat_captions_prob}")
-        self.contrastive_batch = contrastive_batch
-        self.caption_weight, self.retrieval_weight = caption_weight, retrieval_weight
-        self.concat_captions_prob, self.ret_norm = concat_captions_prob, ret_norm
-        self.seed = seed
+    Options = FromageOptions
 
     def make(
         self, sample: Sample, ctx: RecipeContext, kind: str, text_index: int | None = None

@@ -18,13 +18,15 @@ shipped configs say so with two `data.streams` filters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from vlmdata.core.errors import DataError
 from vlmdata.ids.tokens import identifier_sequence
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.errors import ConfigError
 from vlmtrain.recipes.base import (
     Example,
     Recipe,
@@ -33,9 +35,25 @@ from vlmtrain.recipes.base import (
     SequenceBuilder,
     sample_texts,
 )
-from vlmtrain.recipes.losses import IGNORE_INDEX
 
 IMAGE2ID, QUERY2ID = "image2id", "query2id"
+
+
+@dataclass(frozen=True)
+class GraceOptions:
+    id_prefix: str = ""
+    image_prompt: str = "image:"
+    query_prompt: str = "caption: "
+    id_prompt: str = " id:"
+    mix: dict[str, int] | None = None  # kind -> weight; None: GRACE's 16 image2id : 48 query2id
+    eos_token: str | None = None  # None: the tokenizer's eos; GRACE's own: "<|endofchunk|>"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mix or {}) - {IMAGE2ID, QUERY2ID}
+        if unknown:
+            raise ConfigError(
+                f"grace mix: unknown kind(s) {sorted(unknown)}; kinds: {(IMAGE2ID, QUERY2ID)}"
+            )
 
 
 class GraceRecipe(Recipe):
@@ -43,22 +61,16 @@ class GraceRecipe(Recipe):
     kinds = (IMAGE2ID, QUERY2ID)
     columns = (("texts",),)  # the queries (captions)
 
-    def __init__(
-        self,
-        id_prefix: str = "",
-        image_prompt: str = "image:",
-        query_prompt: str = "caption: ",
-        id_prompt: str = " id:",
-        mix: Mapping[str, int] | None = None,
-        eos_token: str | None = None,
-    ):
-        self.id_prefix, self.image_prompt = id_prefix, image_prompt
-        self.eos_token = eos_token  # None: the tokenizer's eos; GRACE's own: "<|endofchunk|>"
-        self.query_prompt, self.id_prompt = query_prompt, id_prompt
-        self.mix = dict(mix or {IMAGE2ID: 16, QUERY2ID: 48})
-        unknown = set(self.mix) - set(self.kinds)
-        if unknown:
-            raise ValueError(f"grace mix: unknown kind(s) {sorted(unknown)}; kinds: {self.kinds}")
+    Options = GraceOptions
+
+    def __init__(self, options: GraceOptions | None = None, pack_length: int | None = None):
+        super().__init__(options, pack_length)
+        self.mix = dict(self.options.mix or {IMAGE2ID: 16, QUERY2ID: 48})
+
+    def config_problems(self, data) -> list[str]:
+        if data.ids:
+            return []
+        return ["data.ids: the grace recipe needs an ids.parquet (vlmdata build-ids)"]
 
     def prompt(self, ctx: RecipeContext, kind: str, query: str | None = None) -> SequenceBuilder:
         """The unsupervised prompt of `kind` (also what retrieval evaluation generates from)."""

@@ -9,22 +9,36 @@ The conversation comes from the manifest's `conversations` column (JSON text, LL
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vlmdata.core.errors import DataError
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.errors import ConfigError
 from vlmtrain.recipes.base import Example, Recipe, RecipeContext, Sample, SequenceBuilder
 from vlmtrain.recipes.fromage import pick_text
 from vlmtrain.recipes.llava_template import SYSTEM, answer_mask, parse_conversation, render
-from vlmtrain.recipes.losses import IGNORE_INDEX
 
 PLAIN, CONVERSATION = "plain", "conversation"
+
+
+@dataclass(frozen=True)
+class LlavaOptions:
+    stage: int = 2
+    system: str = SYSTEM
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ConfigError(f"llava stage must be 1 or 2, got {self.stage!r}")
 
 
 class LlavaRecipe(Recipe):
     name = "llava"
 
-    def __init__(self, stage: int = 2, system: str = SYSTEM):
-        if stage not in (1, 2):
-            raise ValueError(f"llava stage must be 1 or 2, got {stage!r}")
-        self.stage, self.system = stage, system
+    Options = LlavaOptions
+
+    def __init__(self, options: LlavaOptions | None = None, pack_length: int | None = None):
+        super().__init__(options, pack_length)
+        stage = self.stage
         kind = PLAIN if stage == 1 else CONVERSATION
         self.kinds, self.mix = (kind,), {kind: 1}
         # stage 1 reads a caption (LCS-558K's one-turn chats, or texts); stage 2 a conversation

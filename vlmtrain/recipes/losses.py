@@ -1,4 +1,7 @@
-"""Losses shared by the recipes: next-token loss on supervised positions, and InfoNCE.
+"""Losses shared by the recipes: label-smoothed next-token loss, and InfoNCE.
+
+The plain next-token loss and CLIP's temperature constants are the model's
+(vlmtrain.model.losses: the model layer sits below the recipes); they are re-exported here.
 
 InfoNCE gathers embeddings from every rank (negatives from the whole global batch, as CLIP and
 FROMAGe train). `all_gather` returns tensors without gradient, so the local slice is put back
@@ -13,24 +16,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature, as a log scale
-MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
+from vlmtrain.contract import IGNORE_INDEX
+from vlmtrain.model.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
 
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy of position t predicting labels[t+1]; (-100 = not supervised)."""
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:].to(shift_logits.device)
-    n_tokens = int((shift_labels != IGNORE_INDEX).sum())
-    if n_tokens == 0:
-        return shift_logits.sum() * 0.0, 0  # keeps the graph; callers report tokens=0
-    loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-    )
-    return loss, n_tokens
+__all__ = [
+    "CLIP_LOGIT_SCALE",
+    "MAX_LOGIT_SCALE",
+    "autover_contrastive",
+    "causal_lm_loss",
+    "gather_batch",
+    "info_nce",
+    "smoothed_lm_loss",
+    "world_size",
+]
 
 
 def smoothed_lm_loss(

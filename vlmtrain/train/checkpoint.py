@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.atomic import atomic_path, write_json
-from vlmdata.core.errors import DataError
+from vlmtrain.errors import CheckpointError
 
 EXPORT_DIR = "export"
 CHECKPOINT_DIR = "checkpoints"
@@ -121,14 +121,25 @@ def load_weights_into(model, model_cfg, state: dict[str, Any], source: str) -> N
     names = {n for n, _ in model.named_parameters()}
     missing = sorted(n for n in names - set(state) if not rebuildable(model_cfg, n))
     if missing:
-        raise DataError(
+        raise CheckpointError(
             f"export lacks {len(missing)} parameter(s) that cannot be rebuilt, e.g. {missing[:3]}",
             file=source,
         )
     try:
         model.load_trainable_state_dict(state)
     except (KeyError, RuntimeError) as e:
-        raise DataError(f"export does not fit this model: {e}", file=source) from e
+        raise CheckpointError(f"export does not fit this model: {e}", file=source) from e
+
+
+def init_from_export(model, path: str) -> None:
+    """Start from a previous stage's export (LLaVA stage 2 from stage 1's projector)."""
+    export = find_export(path)
+    try:
+        model.load_trainable_state_dict(read_weights(export / WEIGHTS))
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"init_from: export does not fit this model: {e}", file=str(export)
+        ) from e
 
 
 def load_checkpoint(path: str | os.PathLike):

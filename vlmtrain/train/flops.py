@@ -30,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlmtrain.data.packing import segment_lengths
 
 # (pattern on torch.cuda.get_device_name(), 16-bit dense TFLOP/s, fp32 TFLOP/s), first match wins.
 # 16-bit: bf16/fp16 tensor cores, dense (no 2:4 sparsity), fp32 accumulate; V100/T4: fp16 only.
@@ -132,9 +136,6 @@ def image_forward_flops(model) -> tuple[float, float]:
     """(vision tower, projector) forward FLOPs for one image, counted on the meta device: the
     tower and projector run with meta stand-ins for their weights (no memory, no compute; fake
     tensors would start autograd's device threads, which breaks a later fork)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
     h, w = model.vision.image_size
     dtype = next(model.vision.parameters()).dtype
     wrapper = _ImageFeatures(model)
@@ -218,8 +219,6 @@ def sequence_lengths(batch: dict[str, Any]) -> list[torch.Tensor]:
 
     A packed batch (with `position_ids`) counts its examples, not its rows.
     """
-    from vlmtrain.data.packing import segment_lengths
-
     out = []
     for name, mask in batch.items():
         if not name.endswith("attention_mask") or not torch.is_tensor(mask) or mask.ndim != 2:

@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmdata.core.errors import DataError
 from vlmdata.core.net import free_port
+from vlmtrain.errors import CheckpointError, ConfigError, TrainError
 from vlmtrain.train.checkpoint import CHECKPOINT_DIR
 from vlmtrain.train.config import load_config, save_config, to_dict
 
@@ -80,7 +80,7 @@ def plan_launch(
     is False and writes the resolved config the command reads: OUTPUT/config.yaml, or for a
     `dry_run` that finds another config there, OUTPUT/config.dry-run.yaml (`plan.note` says)."""
     if accelerator not in ACCELERATORS:
-        raise DataError(f"--accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
+        raise ConfigError(f"--accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
     cfg = load_config(config, list(overrides))
     resolved = (Path(cfg.output_dir) / "config.yaml").absolute()
     local = not hostfile and not (num_nodes and num_nodes > 1)
@@ -128,7 +128,7 @@ def _holds_another_config(path: Path, cfg) -> bool:
         return False
     try:
         return to_dict(load_config(path)) != to_dict(cfg)
-    except (DataError, OSError):
+    except (TrainError, OSError):
         return True
 
 
@@ -149,7 +149,7 @@ def check_resume_schedule(cfg, saved: Path) -> None:
         if getattr(old, f) != getattr(new, f)
     ]
     if changed:
-        raise DataError(
+        raise ConfigError(
             f"--resume restores the run's learning-rate schedule from its checkpoint, so "
             f"{', '.join(changed)} would not take effect (steps past the old end would run at "
             f"lr x min_lr_ratio): resume without changing schedule.*, or start a new run "
@@ -172,7 +172,7 @@ def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:
         return num_gpus
     world = int(pos["world"])
     if num_gpus is not None and num_gpus != world:
-        raise DataError(
+        raise CheckpointError(
             f"checkpoint {tag} was written by {world} ranks; resume with --num-gpus {world} "
             "(ZeRO partitions and data positions cannot be re-split)",
             file=str(ckpt_dir / tag),

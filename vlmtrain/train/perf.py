@@ -18,6 +18,7 @@ Model-state bytes per parameter (mixed precision with fp32 Adam, ZeRO paper §3.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -89,8 +90,6 @@ def choose_stage_for(cfg, model, world: int) -> tuple[int, str]:
 
 def with_stage(cfg, stage: int):
     """A copy of `cfg` with the chosen ZeRO stage (the saved config keeps what was asked)."""
-    import dataclasses
-
     return dataclasses.replace(cfg, deepspeed=dataclasses.replace(cfg.deepspeed, zero_stage=stage))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.atomic import atomic_open
-from vlmdata.core.errors import DataError
+from vlmtrain.errors import TrainError
 
 METRICS = "metrics.jsonl"
 PLOTS_DIR = "plots"
@@ -22,10 +22,10 @@ TOTAL = "total"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The logged steps of a run; DataError naming the file and line when it cannot be read."""
+    """The logged steps of a run; TrainError naming the file and line when it cannot be read."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
-        raise DataError("no metrics.jsonl here: not a run folder (or nothing logged yet)",
+        raise TrainError("no metrics.jsonl here: not a run folder (or nothing logged yet)",
                         file=str(path))  # fmt: skip
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -34,12 +34,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise DataError("not a JSON line", file=str(path), line=n) from None
+            raise TrainError("not a JSON line", file=str(path), line=n) from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-            raise DataError("a metrics line without an integer step", file=str(path), line=n)
+            raise TrainError("a metrics line without an integer step", file=str(path), line=n)
         rows.append(row)
     if not rows:
-        raise DataError("no logged steps yet", file=str(path))
+        raise TrainError("no logged steps yet", file=str(path))
     return rows
 
 

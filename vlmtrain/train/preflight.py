@@ -13,11 +13,12 @@ from pathlib import Path
 
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
+from vlmtrain.errors import ConfigError
 from vlmtrain.train.config import TrainConfig, resolve_streams
 
 
 def preflight(cfg: TrainConfig) -> None:
-    """Raise a DataError listing every problem `check_config` finds (nothing when none); print
+    """Raise a ConfigError listing every problem `check_config` finds (nothing when none); print
     the notes (`kb_name_notes`) that do not stop a run."""
     import sys
 
@@ -26,7 +27,8 @@ def preflight(cfg: TrainConfig) -> None:
     problems = check_config(cfg)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
-        raise DataError(f"pre-flight: {len(problems)} problem(s) before any rank starts:\n{lines}")
+        n = len(problems)
+        raise ConfigError(f"pre-flight: {n} problem(s) before any rank starts:\n{lines}")
 
 
 def check_config(cfg: TrainConfig) -> list[str]:
@@ -36,10 +38,9 @@ def check_config(cfg: TrainConfig) -> list[str]:
     problems = path_problems(cfg)
     try:
         recipe = get_recipe(cfg.recipe.name, **cfg.recipe.options)
-    except (TypeError, ValueError) as e:
+    except ConfigError as e:
         return [*problems, f"recipe: {e}"]
-    if recipe.name == "grace" and not cfg.data.ids:
-        problems.append("data.ids: the grace recipe needs an ids.parquet (vlmdata build-ids)")
+    problems += recipe.config_problems(cfg.data)
     try:
         streams = resolve_streams(cfg.data, dict(recipe.mix))
     except DataError as e:
@@ -90,11 +91,6 @@ def path_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"model.entity_encoder: {m.entity_encoder} is not a directory (a local CLIP)")
     if m.entity_tokenizer and not Path(m.entity_tokenizer).exists():
         out.append(f"model.entity_tokenizer: {m.entity_tokenizer} does not exist")
-    opts = cfg.recipe.options
-    if opts.get("kb") and not Path(opts["kb"]).is_file():
-        out.append(f"recipe.options.kb: {opts['kb']} does not exist (entities.parquet)")
-    if opts.get("kb_images") and not Path(opts["kb_images"]).is_dir():
-        out.append(f"recipe.options.kb_images: {opts['kb_images']} is not a shard folder")
     if cfg.init_projector and not Path(cfg.init_projector).is_file():
         out.append(f"init_projector: {cfg.init_projector} does not exist (LLaVA mm_projector.bin)")
     if cfg.init_from:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.atomic import atomic_open, atomic_path, write_json
-from vlmdata.core.errors import DataError
+from vlmtrain.errors import CheckpointError
 from vlmtrain.train import testing
 
 LATEST = "latest"
@@ -123,7 +123,7 @@ def read_position(ckpt_dir: str | os.PathLike, tag: str) -> dict[str, Any] | Non
     try:
         return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
     except ValueError as e:
-        raise DataError(f"not valid JSON: {e}", file=str(f)) from e
+        raise CheckpointError(f"not valid JSON: {e}", file=str(f)) from e
 
 
 def save_rng(ckpt_dir: str | os.PathLike, tag: str, rank: int) -> None:
@@ -145,7 +145,7 @@ def load_rng(ckpt_dir: str | os.PathLike, tag: str, rank: int) -> None:
 
     f = Path(ckpt_dir) / tag / f"rng-rank{rank}.safetensors"
     if not f.exists():
-        raise DataError(f"no RNG state for rank {rank}", file=str(f))
+        raise CheckpointError(f"no RNG state for rank {rank}", file=str(f))
     state = load_file(str(f))
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
@@ -176,7 +176,7 @@ def allowed_globals() -> list[Any]:
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     """`torch.load` with `weights_only=True` and only `allowed_globals`; a file holding anything
-    else is refused with a DataError naming it (nothing in it is executed)."""
+    else is refused with a CheckpointError naming it (nothing in it is executed)."""
     import torch
 
     try:
@@ -185,7 +185,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         what = found.group(1) if found else str(e).splitlines()[0]
-        raise DataError(
+        raise CheckpointError(
             f"refusing to load a checkpoint file: it holds {what}, which is neither a tensor nor "
             "one of DeepSpeed's allowlisted plain types (unpickling it could run code)",
             file=str(path),
@@ -208,7 +208,7 @@ def install_safe_checkpoint_engine(engine) -> None:
 
     current = engine.checkpoint_engine
     if type(current) is not TorchCheckpointEngine:
-        raise DataError(
+        raise CheckpointError(
             f"checkpoint engine {type(current).__name__} is not supported: vlmtrain loads "
             "checkpoints only through its no-pickle reader (leave DeepSpeed's default engine)"
         )
