@@ -14,7 +14,4 @@ IGNORE_NAMES = {
 # Decorators that register the function they wrap, so the function is used by being defined.
 IGNORE_DECORATORS = {
     "@*.command": "click: a group's command() adds the function as a subcommand",
-    "@*.group": "click: a group's group() adds the function as a subgroup",
-    "@click.command": "click: the command object is the entry point or added to a group",
-    "@click.group": "click: the group object is the entry point (pyproject scripts)",
 }
