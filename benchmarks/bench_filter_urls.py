@@ -95,7 +95,7 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
 def peer_reason(caption: str, url: str, seen: set[str], deny: set[str]) -> str | None:
     """The same rules, one row at a time: the oracle the tests compare filter-urls against
     (tests/sources/url_oracle.py, written from the rules' definitions with the standard
-    library, sharing no regex with vlmdata/filter/urls.py)."""
+    library, sharing no regex with vlmdata/filter/rules.py)."""
     if not caption.strip():
         return "empty_text"
     return reference_reason(url, seen, deny)

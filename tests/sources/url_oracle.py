@@ -1,6 +1,6 @@
 """filter-urls' rules written again from their definitions, one URL at a time, for comparison.
 
-Independent of vlmdata/filter/urls.py on purpose: no regex or constant is shared with it. The
+Independent of vlmdata/filter/rules.py on purpose: no regex or constant is shared with it. The
 authority is cut by hand (RFC 3986: after `//`, up to `/ ? #`), hosts are normalised as a
 resolver would (Unicode NFKC, ideographic full stops as dots), "ends in a number" is WHATWG's
 IPv4 rule, the canonical dotted quad is checked digit by digit, and the address ranges come from
