@@ -20,7 +20,7 @@ So every distinct image's bytes are written once, and no record is lost for shar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
@@ -29,17 +29,20 @@ from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 
+Row = dict[str, Any]  # a manifest row (one record), as read
+Problem = tuple[str, str]  # (reject reason, detail)
 
-@dataclass
+
+@dataclass(slots=True)
 class Planned:
     """An image sample: its first record's row as read (its fields are the sample's, but its
     key is `key`, the image key), the checked image and the records after the first (rows as
     read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
-    are known; image bytes are read again when writing."""
+    are known; image bytes are read again when writing. Slots: one is held per image."""
 
-    row: dict[str, Any]
+    row: Row
     prepared: Prepared
-    records: list[dict[str, Any]] = field(default_factory=list)  # the 2nd record onwards
+    records: list[Row] = field(default_factory=list)  # the 2nd record onwards, until release()
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
@@ -50,7 +53,7 @@ class Planned:
     def key(self) -> str:
         return self.row["key"] if self.image_key is None else self.image_key
 
-    def all_records(self) -> list[dict[str, Any]]:
+    def all_records(self) -> list[Row]:
         return [self.row, *self.records]
 
     @property
@@ -68,7 +71,15 @@ class Planned:
         self.records = []
 
 
-def image_key_of(row: dict[str, Any], grouped: bool = True) -> Any:
+class RecordSink(Protocol):
+    """Where placed records go: a list, or tables.ArrowRows (records held as Arrow)."""
+
+    def append(self, row: Row) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+def image_key_of(row: Row, grouped: bool = True) -> Any:
     """The key of the image sample a record's image is stored under."""
     ik = row.get("image_key") if grouped else None
     return ik if ik is not None else row.get("key")
@@ -87,25 +98,18 @@ class Gate:
         file: str,
         stage: str,
         duplicate_images: str | None = None,
+        *,
         grouped: bool = True,
-        records: Any = None,
+        records: RecordSink | None = None,
     ) -> None:
-        """`records`: where placed records go (a list by default; the planned writer passes
-        tables.ArrowRows, so they are not held as dicts)."""
         self.rejects, self.file, self.stage = rejects, file, stage
         self.rule, self.grouped = duplicate_images, grouped
-        self.keys: set[str] = set()
-        self.images: dict[str, Planned] = {}
+        self.keys: set[str] = set()  # record keys placed
+        self.images: dict[str, Planned] = {}  # image key -> its sample
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
-        self._opened = 0
-        # placed records, `image_key` filled in: append() and len()
-        self.records: Any = [] if records is None else records
-
-    @property
-    def opened(self) -> int:
-        """Image samples opened so far."""
-        return self._opened
+        self.opened = 0  # image samples opened so far
+        self.records: RecordSink = [] if records is None else records  # `image_key` filled in
 
     def close(self) -> list[Planned]:
         """The samples, once every row is placed; drops the lookup state (keys, image keys,
@@ -114,13 +118,13 @@ class Gate:
         self.keys, self.images, self.by_hash = set(), {}, {}
         return samples
 
-    def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
+    def reject(self, row: Row, line: int, reason: str, detail: str) -> None:
         key = row.get("key") if isinstance(row.get("key"), str) else None
         self.rejects.add(
             reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
         )
 
-    def _problem(self, row: dict, ik: Any) -> tuple[str, str] | None:
+    def _problem(self, row: Row, ik: Any) -> Problem | None:
         """The record's own problem (key, texts, image key), checked before its image's."""
         key = row.get("key")
         if (problem := key_problem(key)) is not None:
@@ -133,43 +137,44 @@ class Gate:
             return "bad_split", problem
         return texts_problem(row.get("texts"))
 
-    def _shared(self, row: dict, result: Prepared) -> tuple[Planned | None, tuple | None]:
-        """(the stored image with the same bytes to join, or the duplicate_image reject)."""
+    def _place(self, row: Row, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
+        """The stored sample the record joins (rules 2 and 4), or why it cannot be placed;
+        a new sample is the caller's (rule 5): None."""
+        sample = self.images.get(ik)
+        if sample is not None:
+            if _source_of(sample.row) == _source_of(row):
+                return sample
+            return ("image_key_conflict", f"image_key {ik!r} is already "
+                    f"{_source_of(sample.row)!r}, not {_source_of(row)!r}")  # fmt: skip
+        if isinstance(result, ImageProblem):
+            return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
         if other is None:
-            return None, None
+            return None
         if self.grouped and duplicate_image_rule(row.get("source"), self.rule) == "share":
-            return self.images[other], None
-        return None, ("duplicate_image", f"same bytes as key {other!r}")
+            return self.images[other]
+        return "duplicate_image", f"same bytes as key {other!r}"
 
-    def admit(self, row: dict, line: int, result: Prepared | ImageProblem) -> Planned | None:
+    def admit(self, row: Row, line: int, result: Prepared | ImageProblem) -> Planned | None:
         """Place one record; the NEW sample it opened, else None (joined one, or rejected)."""
         ik = image_key_of(row, self.grouped)
-        problem = self._problem(row, ik)
-        sample = self.images.get(ik) if problem is None else None
-        if sample is not None and _source_of(sample.row) != _source_of(row):
-            problem = ("image_key_conflict", f"image_key {ik!r} is already "
-                       f"{_source_of(sample.row)!r}, not {_source_of(row)!r}")  # fmt: skip
-        if problem is None and sample is None:
-            if isinstance(result, Prepared):
-                sample, problem = self._shared(row, result)
-            else:
-                problem = result.reason, result.detail
-        if problem is not None:
-            self.reject(row, line, *problem)
+        placed = self._problem(row, ik) or self._place(row, ik, result)
+        if isinstance(placed, tuple):
+            self.reject(row, line, *placed)
             return None
         self.keys.add(row["key"])
-        opened = sample is None
-        if sample is None:
-            sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
-            self.images[ik] = sample
-            self.by_hash[result.source_sha256] = ik
-            self.samples.append(sample)
-            self._opened += 1
-        if not opened:
-            sample.records.append(row)
+        if placed is not None:
+            placed.records.append(row)
+            self.records.append({**row, "image_key": placed.key})
+            return None
+        assert isinstance(result, Prepared)
+        sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
+        self.images[ik] = sample
+        self.by_hash[result.source_sha256] = ik
+        self.samples.append(sample)
+        self.opened += 1
         self.records.append({**row, "image_key": sample.key})
-        return sample if opened else None
+        return sample
 
 
 def _source_of(row: dict) -> str | None:

@@ -34,7 +34,7 @@ class ImageReject(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageInfo:
     format: str  # "jpg" | "png" | "webp"
     width: int

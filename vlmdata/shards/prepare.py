@@ -25,7 +25,7 @@ from vlmdata.shards.options import ImageOptions
 from vlmdata.shards.samples import sha256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A checked image: the final bytes' facts (and the original's hash, for duplicates)."""
 
@@ -37,7 +37,7 @@ class Prepared:
     file_stamp: tuple[int, int] | None = None  # (size, mtime_ns) without hashing it again
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageProblem:
     """Why an image is rejected (an ImageReject made small enough to send between processes)."""
 
