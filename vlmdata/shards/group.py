@@ -19,6 +19,7 @@ So every distinct image's bytes are written once, and no record is lost for shar
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from vlmdata.core.rejects import RejectWriter
 from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
+from vlmdata.shards.spill import Slot, Spill
 
 Row = dict[str, Any]  # a manifest row (one record), as read
 Problem = tuple[str, str]  # (reject reason, detail)
@@ -38,7 +40,9 @@ class Planned:
     """An image sample: its first record's row as read (its fields are the sample's, but its
     key is `key`, the image key), the checked image and the records after the first (rows as
     read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
-    are known; image bytes are read again when writing. Slots: one is held per image."""
+    are known (and their sha256 digests); the planned writer then moves the bytes to its spill
+    file (`spill`), the streamed writer writes them at once. Image bytes are read again when
+    writing. Slots: one is held per image."""
 
     row: Row
     prepared: Prepared
@@ -48,6 +52,8 @@ class Planned:
     ref: Any = None  # where the image source finds the image (see image_sources.py)
     n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
     image_key: str | None = None  # the sample's key when it is not row["key"]
+    digests: tuple[bytes, bytes] = (b"", b"")  # sha256 of json, txt (set by seal)
+    slot: Slot | None = None  # where spill() put json + txt
 
     @property
     def key(self) -> str:
@@ -58,13 +64,28 @@ class Planned:
 
     @property
     def sizes(self) -> dict[str, int]:
+        if self.slot is not None:
+            return {"image": self.prepared.size, "json": self.slot[1], "txt": self.slot[2]}
         return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
+
+    def member_sha256(self) -> tuple[str, str]:
+        """Hex sha256 of KEY.json and KEY.txt (index columns, the shard digest)."""
+        return self.digests[0].hex(), self.digests[1].hex()
 
     def seal(self) -> Planned:
         self.json = json_bytes({**self.row, "key": self.key}, self.all_records())
         self.txt = txt_bytes(self.row)
         self.n_records = 1 + len(self.records)
+        return self._digest()
+
+    def _digest(self) -> Planned:
+        self.digests = (hashlib.sha256(self.json).digest(), hashlib.sha256(self.txt).digest())
         return self
+
+    def spill(self, spill: Spill) -> None:
+        """Move the json / txt bytes to the spill file (the plan keeps their slot)."""
+        self.slot = spill.put(self.json, self.txt)
+        self.json = self.txt = b""
 
     def release(self) -> None:
         """Drop the record dicts once KEY.json is made: records.parquet has them (as Arrow)."""
@@ -182,20 +203,18 @@ def _source_of(row: dict) -> str | None:
     return row.get("path") or row.get("url")
 
 
-def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
-    """The every-text layout: each sample followed by one copy per further text of its first
+def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
+    """The every-text layout: a sealed sample's copies, one per further text of its first
     record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
     txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
     out: list[Planned] = []
-    for p in samples:
-        out.append(p)
-        for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
-            key = f"{p.key}_t{j}"
-            if key in taken:
-                raise DataError(f"--every-text: sample key {key!r} is also a record key")
-            row = {**p.row, "key": key}
-            copy = Planned(row, p.prepared, p.records, ref=p.ref, n_records=p.n_records)
-            copy.json = json_bytes(row, p.all_records())
-            copy.txt = text.encode("utf-8")
-            out.append(copy)
+    for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
+        key = f"{p.key}_t{j}"
+        if key in taken:
+            raise DataError(f"--every-text: sample key {key!r} is also a record key")
+        row = {**p.row, "key": key}
+        copy = Planned(row, p.prepared, ref=p.ref, n_records=p.n_records)
+        copy.json = json_bytes(row, p.all_records())
+        copy.txt = text.encode("utf-8")
+        out.append(copy._digest())
     return out

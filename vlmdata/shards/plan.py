@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate, Planned, image_key_of, per_text_samples
-from vlmdata.shards.image_sources import PlanResult, plan_task
+from vlmdata.shards.group import Gate, Planned, image_key_of, text_copies
+from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import index_table, shard_is_finished, shard_rel
 from vlmdata.shards.prepare import Prepared
-from vlmdata.shards.samples import layout, sha256
+from vlmdata.shards.samples import layout
+from vlmdata.shards.spill import Spill, open_spill, read_pair
 from vlmdata.shards.tables import ArrowRows
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
 
@@ -71,7 +72,8 @@ def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[di
     lay = layout(key, fmt, p.sizes, start)
     row: dict[str, Any] = {"key": key, "shard": shard, "sample_offset": lay.offset}
     row["size"] = lay.size
-    hashes = {"image": p.prepared.sha256, "json": sha256(p.json), "txt": sha256(p.txt)}
+    js, txt = p.member_sha256()
+    hashes = {"image": p.prepared.sha256, "json": js, "txt": txt}
     for role, (off, size) in lay.members.items():
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
@@ -85,21 +87,43 @@ def shard_digest(samples: list[Planned]) -> str:
     """What the plan puts in a shard (keys, formats, member hashes): its `_stats.json` marker."""
     h = hashlib.sha256()
     for p in samples:
-        line = f"{p.key}\t{p.prepared.info.format}\t{p.prepared.sha256}\t"
-        h.update(line.encode() + sha256(p.json).encode() + sha256(p.txt).encode() + b"\n")
+        js, txt = p.member_sha256()
+        h.update(f"{p.key}\t{p.prepared.info.format}\t{p.prepared.sha256}\t{js}{txt}\n".encode())
     return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Everything a task needs to write one planned shard (small: sent to workers/engines)."""
+    """Everything a task needs to write one planned shard (small: sent to workers/engines).
+
+    Each entry is (key, ref, the image's plan, json + txt): their Slot in the `spill` file,
+    or, once `inlined()` for a Spark / Ray task, the (json, txt) bytes themselves."""
 
     out: Location
     rel: str  # the shard's name relative to OUT
     digest: str
     opts: ImageOptions
     source: Any  # FolderImages, RawImages: `read(key, ref, prepared, opts) -> bytes`
-    entries: list[tuple[str, Any, Prepared, bytes, bytes]]  # key, ref, plan, json, txt
+    entries: list[tuple[str, Any, Prepared, Any]]
+    spill: str | None = None
+
+    def inlined(self) -> ShardJob:
+        """The same job with its json / txt bytes inside (no spill file needed)."""
+        if self.spill is None:
+            return self
+        with open_spill(self.spill) as fd:
+            entries = [(k, ref, p, read_pair(fd, slot)) for k, ref, p, slot in self.entries]
+        return replace(self, entries=entries, spill=None)
+
+    def members(self) -> Iterator[tuple[str, Any, Prepared, bytes, bytes]]:
+        """(key, ref, plan, json, txt) per sample, read from the spill file when there is one."""
+        if self.spill is None:
+            for key, ref, p, (js, txt) in self.entries:
+                yield key, ref, p, js, txt
+            return
+        with open_spill(self.spill) as fd:
+            for key, ref, p, slot in self.entries:
+                yield key, ref, p, *read_pair(fd, slot)
 
 
 @dataclass
@@ -126,13 +150,14 @@ def plan_shards(
     gate: Gate,
     engine: Engine,
     extras: list[str],
+    spill: Spill,
     progress: bool,
 ) -> ShardPlan:
     """Check every image, place every record (`gate`), cut and lay out the shards."""
-    kept = place_records(rows, refs, source, opt, gate, engine, progress)
+    kept = place_records(rows, refs, source, opt, gate, engine, spill, progress)
     shards = cut_shards(kept, opt.samples_per_shard, opt.max_shard_bytes)
     del kept
-    index, jobs, done = _layout_shards(shards, out, opt, extras, source)
+    index, jobs, done = _layout_shards(shards, out, opt, extras, source, spill.path)
     return ShardPlan(jobs, done, index, gate.opened)
 
 
@@ -151,9 +176,11 @@ def place_records(
     opt: ShardOptions,
     gate: Gate,
     engine: Engine,
+    spill: Spill,
     progress: bool,
 ) -> list[Planned]:
-    """The image samples in order, their records placed and KEY.json / KEY.txt made.
+    """The image samples in order, their records placed and KEY.json / KEY.txt made (and
+    moved to `spill`: the samples keep their slots).
 
     `rows` is read twice: once for each image's first ref (so each image is checked once),
     once to place the records on the checked images in row order."""
@@ -162,19 +189,23 @@ def place_records(
     for i, row in enumerate(rows):
         if firsts.setdefault(image_key_of(row), len(first_refs)) == len(first_refs):
             first_refs.append(row.get("path") if refs is None else refs[i])
-    checked: Iterator[PlanResult] = _check(source, first_refs, opt.image, engine, progress)
-    planned = dict(zip(firsts, checked, strict=True))
+    checked = list(_check(source, first_refs, opt.image, engine, progress))  # by image number
     for line, row in enumerate(rows, 1):
-        ik = image_key_of(row)
-        sample = gate.admit(row, line, planned[ik])
+        number = firsts[image_key_of(row)]
+        sample = gate.admit(row, line, checked[number])
         if sample is not None:
-            sample.ref = first_refs[firsts[ik]]
-    del firsts, first_refs
-    kept = [p.seal() for p in gate.close()]
-    if opt.every_text:
-        kept = per_text_samples(kept, set(gate.records.column("key").to_pylist()) | set(planned))
-    for p in kept:
+            sample.ref = first_refs[number]
+    del first_refs, checked
+    taken = set(gate.records.column("key").to_pylist()) | set(firsts) if opt.every_text else None
+    del firsts
+    kept: list[Planned] = []
+    for p in gate.close():
+        p.seal()
+        copies = text_copies(p, taken) if taken is not None else []
         p.release()
+        for q in (p, *copies):
+            q.spill(spill)
+            kept.append(q)
     return kept
 
 
@@ -201,6 +232,7 @@ def _layout_shards(
     opt: ShardOptions,
     extras: list[str],
     source: Any,
+    spill: str,
 ) -> tuple[ArrowRows, list[ShardJob], list[dict | None]]:
     """Index rows (from sizes alone, held as Arrow), a job per shard, and the stats of shards
     already done."""
@@ -215,7 +247,7 @@ def _layout_shards(
             index.append(row)
             pos += size
         digest = shard_digest(samples)
-        entries = [(p.key, p.ref, p.prepared, p.json, p.txt) for p in samples]
-        jobs.append(ShardJob(out, rel, digest, opt.image, source, entries))
+        entries = [(p.key, p.ref, p.prepared, p.slot) for p in samples]
+        jobs.append(ShardJob(out, rel, digest, opt.image, source, entries, spill))
         done.append(shard_is_finished(out, rel, digest))
     return index, jobs, done

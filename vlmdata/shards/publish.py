@@ -28,7 +28,7 @@ def _fill_shard(job: ShardJob, flusher: Executor | None = None) -> tuple[ShardFi
     """Write the shard's bytes to its temp file; published by the caller."""
     shard = ShardFile(job.out, job.rel, job.digest, flusher)
     try:
-        for key, ref, p, js, txt in job.entries:
+        for key, ref, p, js, txt in job.members():
             data = job.source.read(key, ref, p, job.opts)
             parts = {"image": data, "json": js, "txt": txt}
             shard.add_sample(sample_pieces(key, p.info.format, parts))
@@ -62,8 +62,10 @@ def write_jobs(plan: ShardPlan, engine: Engine, progress: bool) -> int:
         todo_jobs = [plan.jobs[i] for i in todo]
         if engine.in_process:
             results = _write_in_process(todo_jobs)
-        else:
+        elif engine.distributor == "multiprocessing":  # local workers read the spill file
             results = engine.map(write_planned_shard, todo_jobs)
+        else:
+            results = engine.map(write_planned_shard, [job.inlined() for job in todo_jobs])
         for i, st in zip(todo, results, strict=True):
             plan.done[i] = st
             bar.update(1)

@@ -35,6 +35,7 @@ from vlmdata.shards.plan import extras_of, plan_shards
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
+from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
 from vlmdata.shards.tables import ArrowRows, SideTables
 
@@ -123,13 +124,14 @@ def write_planned(
     """
     extras = extras_of(pq.read_schema(manifest).names)
     engine = Engine(opt.distributor, opt.workers)
+    spill = Spill()  # KEY.json / KEY.txt bytes until their shard is written
     t0 = time.perf_counter()
     tables: SideTables | None = None
     try:
         with ShardRun(out, prior_rejects) as run:
             records = ArrowRows(records_schema(extras))
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
-            plan = plan_shards(rows, refs, source, out, opt, gate, engine, extras, progress)
+            plan = plan_shards(rows, refs, source, out, opt, gate, engine, extras, spill, progress)
             clean_stale(out, opt.name, split_counts(plan.rels))
             t1 = time.perf_counter()
             tables = SideTables(out, plan.index, records, extras, opt.params())
@@ -141,6 +143,7 @@ def write_planned(
         raise
     finally:
         engine.close()
+        spill.close()
     run.commit_rejects(manifest)
     summary = ShardSummary(kept=len(gate.records), rejects=run.rejects.counts)
     summary.splits = run.publish(opt.name, plan.rels, plan.done, staged)
