@@ -12,7 +12,7 @@ import pytest
 
 from tests.shards.conftest import make_good_set
 from vlmdata.shards import publish, write_shards
-from vlmdata.shards.spill import Spill, open_spill, read_pair
+from vlmdata.shards.spill import Spill, open_spill, read_pair, unpack_slot
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_spill_round_trip(private_tmp):
     spill = Spill()
     pairs = [(b'{"key":"a"}', b"a caption"), (b"{}", b""), ("é".encode(), b"t" * 1000)]
     slots = [spill.put(js, txt) for js, txt in pairs]
-    assert slots[1] == (len(pairs[0][0]) + len(pairs[0][1]), 2, 0)  # appended back to back
+    assert unpack_slot(slots[1]) == (len(pairs[0][0]) + len(pairs[0][1]), 2, 0)  # back to back
     with open_spill(spill.path) as fd:
         assert [read_pair(fd, s) for s in reversed(slots)] == pairs[::-1]
     spill.close()

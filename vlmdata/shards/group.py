@@ -20,6 +20,7 @@ So every distinct image's bytes are written once, and no record is lost for shar
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,22 +30,28 @@ from vlmdata.core.rejects import RejectWriter
 from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
-from vlmdata.shards.spill import Slot, Spill
+from vlmdata.shards.spill import Slot, Spill, unpack_slot
 
 Row = dict[str, Any]  # a manifest row (one record), as read
 Problem = tuple[str, str]  # (reject reason, detail)
 
 
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one shared tuple per set of row fields
+_SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
+
+
 @dataclass(slots=True)
 class Planned:
-    """An image sample: its first record's row as read (its fields are the sample's, but its
-    key is `key`, the image key), the checked image and the records after the first (rows as
-    read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
-    are known (and their sha256 digests); the planned writer then moves the bytes to its spill
-    file (`spill`), the streamed writer writes them at once. Image bytes are read again when
-    writing. Slots: one is held per image."""
+    """An image sample: its first record's row (its fields are the sample's, but its key is
+    `key`, the image key), the checked image and the records after the first (rows as read: no
+    copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records are
+    known (and their sha256 digests); the planned writer then moves the bytes to its spill file
+    (`spill`), the streamed writer writes them at once. Image bytes are read again when
+    writing. One is held per image, so it is compact: slots, and the first row as a tuple of
+    values beside a field-name tuple shared by every sample (`row` makes the dict again)."""
 
-    row: Row
+    names: tuple[str, ...]
+    values: tuple[Any, ...]
     prepared: Prepared
     records: list[Row] = field(default_factory=list)  # the 2nd record onwards, until release()
     json: bytes = b""
@@ -52,34 +59,54 @@ class Planned:
     ref: Any = None  # where the image source finds the image (see image_sources.py)
     n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
     image_key: str | None = None  # the sample's key when it is not row["key"]
-    digests: tuple[bytes, bytes] = (b"", b"")  # sha256 of json, txt (set by seal)
+    digests: bytes = b""  # sha256 of json, then of txt (set by seal)
     slot: Slot | None = None  # where spill() put json + txt
+
+    @classmethod
+    def of(cls, row: Row, prepared: Prepared, **fields: Any) -> Planned:
+        names = tuple(row)
+        names = _NAMES.setdefault(names, names)
+        values = tuple(
+            sys.intern(v) if k in _SHARED_VALUES and type(v) is str else v
+            for k, v in zip(names, row.values(), strict=True)
+        )
+        return cls(names, values, prepared, **fields)
+
+    @property
+    def row(self) -> Row:
+        return dict(zip(self.names, self.values, strict=True))
+
+    def get(self, name: str) -> Any:
+        """One field of the first record (None when the row has no such field)."""
+        try:
+            return self.values[self.names.index(name)]
+        except ValueError:
+            return None
 
     @property
     def key(self) -> str:
-        return self.row["key"] if self.image_key is None else self.image_key
-
-    def all_records(self) -> list[Row]:
-        return [self.row, *self.records]
+        return self.get("key") if self.image_key is None else self.image_key
 
     @property
     def sizes(self) -> dict[str, int]:
         if self.slot is not None:
-            return {"image": self.prepared.size, "json": self.slot[1], "txt": self.slot[2]}
+            _, nj, nt = unpack_slot(self.slot)
+            return {"image": self.prepared.size, "json": nj, "txt": nt}
         return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
 
     def member_sha256(self) -> tuple[str, str]:
         """Hex sha256 of KEY.json and KEY.txt (index columns, the shard digest)."""
-        return self.digests[0].hex(), self.digests[1].hex()
+        return self.digests[:32].hex(), self.digests[32:].hex()
 
     def seal(self) -> Planned:
-        self.json = json_bytes({**self.row, "key": self.key}, self.all_records())
-        self.txt = txt_bytes(self.row)
+        row = self.row
+        self.json = json_bytes({**row, "key": self.key}, [row, *self.records])
+        self.txt = txt_bytes(row)
         self.n_records = 1 + len(self.records)
         return self._digest()
 
     def _digest(self) -> Planned:
-        self.digests = (hashlib.sha256(self.json).digest(), hashlib.sha256(self.txt).digest())
+        self.digests = hashlib.sha256(self.json).digest() + hashlib.sha256(self.txt).digest()
         return self
 
     def spill(self, spill: Spill) -> None:
@@ -163,10 +190,10 @@ class Gate:
         a new sample is the caller's (rule 5): None."""
         sample = self.images.get(ik)
         if sample is not None:
-            if _source_of(sample.row) == _source_of(row):
+            if (theirs := _source_of(sample.row)) == _source_of(row):
                 return sample
             return ("image_key_conflict", f"image_key {ik!r} is already "
-                    f"{_source_of(sample.row)!r}, not {_source_of(row)!r}")  # fmt: skip
+                    f"{theirs!r}, not {_source_of(row)!r}")  # fmt: skip
         if isinstance(result, ImageProblem):
             return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
@@ -189,7 +216,7 @@ class Gate:
             self.records.append({**row, "image_key": placed.key})
             return None
         assert isinstance(result, Prepared)
-        sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
+        sample = Planned.of(row, result, image_key=None if ik == row["key"] else ik)
         self.images[ik] = sample
         self.by_hash[result.source_sha256] = ik
         self.samples.append(sample)
@@ -208,13 +235,14 @@ def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
     record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
     txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
     out: list[Planned] = []
-    for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
+    first = p.row
+    for j, text in enumerate((first.get("texts") or [])[1:], 1):
         key = f"{p.key}_t{j}"
         if key in taken:
             raise DataError(f"--every-text: sample key {key!r} is also a record key")
-        row = {**p.row, "key": key}
-        copy = Planned(row, p.prepared, ref=p.ref, n_records=p.n_records)
-        copy.json = json_bytes(row, p.all_records())
+        row = {**first, "key": key}
+        copy = Planned.of(row, p.prepared, ref=p.ref, n_records=p.n_records)
+        copy.json = json_bytes(row, [first, *p.records])
         copy.txt = text.encode("utf-8")
         out.append(copy._digest())
     return out

@@ -9,6 +9,7 @@ is written, since tar headers are fixed-size (samples.layout).
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -78,8 +79,9 @@ def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[di
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
     row["n_records"] = max(1, p.n_records)
+    first = p.row
     for col in ("source", "split", "texts", "url", "path", *extras):
-        row[col] = p.row.get(col)
+        row[col] = first.get(col)
     return row, lay.size
 
 
@@ -184,20 +186,26 @@ def place_records(
 
     `rows` is read twice: once for each image's first ref (so each image is checked once),
     once to place the records on the checked images in row order."""
-    firsts: dict[Any, int] = {}  # image key -> its number
+    firsts: dict[Any, int] = {}  # image key -> its number (first pass only)
     first_refs: list[Any] = []  # the image's ref (its first row's)
+    image_of = array("q")  # row -> its image's number: 8 bytes a row, not a dict entry
     for i, row in enumerate(rows):
-        if firsts.setdefault(image_key_of(row), len(first_refs)) == len(first_refs):
+        number = firsts.setdefault(image_key_of(row), len(first_refs))
+        if number == len(first_refs):
             first_refs.append(row.get("path") if refs is None else refs[i])
+        image_of.append(number)
+    image_keys = set(firsts) if opt.every_text else None
+    del firsts
     checked = list(_check(source, first_refs, opt.image, engine, progress))  # by image number
     for line, row in enumerate(rows, 1):
-        number = firsts[image_key_of(row)]
+        number = image_of[line - 1]
         sample = gate.admit(row, line, checked[number])
         if sample is not None:
             sample.ref = first_refs[number]
-    del first_refs, checked
-    taken = set(gate.records.column("key").to_pylist()) | set(firsts) if opt.every_text else None
-    del firsts
+    del first_refs, checked, image_of
+    taken = None
+    if image_keys is not None:  # every-text copies' keys must not repeat these
+        taken = set(gate.records.column("key").to_pylist()) | image_keys
     kept: list[Planned] = []
     for p in gate.close():
         p.seal()
@@ -214,7 +222,7 @@ def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any
     shard never mixes splits; a sample's split is its first record's."""
     by_split: dict[Any, list[Planned]] = {}
     for p in kept:
-        by_split.setdefault(p.row.get("split"), []).append(p)
+        by_split.setdefault(p.get("split"), []).append(p)
     shards: list[tuple[Any, list[Planned]]] = []
     for split, samples in by_split.items():
         cutter, mine = Cutter(spp, cap), []
@@ -235,10 +243,11 @@ def _layout_shards(
     spill: str,
 ) -> tuple[ArrowRows, list[ShardJob], list[dict | None]]:
     """Index rows (from sizes alone, held as Arrow), a job per shard, and the stats of shards
-    already done."""
+    already done. Empties `shards` as it goes: a job keeps only what writing needs."""
     index = ArrowRows(index_table([], extras, opt.params()).schema)
     jobs, done, numbers = [], [], {}
-    for split, samples in shards:
+    for i, (split, samples) in enumerate(shards):
+        shards[i] = (split, [])  # its samples are freed once their entries are made
         numbers[split] = number = numbers.get(split, -1) + 1
         rel = shard_rel(opt.name, number, split)
         pos = 0

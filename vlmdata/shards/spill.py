@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 
-Slot = tuple[int, int, int]  # (offset, json size, txt size)
+Slot = bytes  # (offset, json size, txt size) packed: 16 bytes, not a tuple of three ints
+_SLOT = struct.Struct("<QII")
+
+
+def unpack_slot(slot: Slot) -> tuple[int, int, int]:
+    """(offset, json size, txt size)."""
+    return _SLOT.unpack(slot)
 
 
 class Spill:
@@ -29,7 +36,7 @@ class Spill:
         at = self._end
         os.pwrite(self._fd, js + txt, at)
         self._end += len(js) + len(txt)
-        return at, len(js), len(txt)
+        return _SLOT.pack(at, len(js), len(txt))
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -43,7 +50,7 @@ class Spill:
 
 def read_pair(fd: int, slot: Slot) -> tuple[bytes, bytes]:
     """One sample's (json, txt) from an open spill file."""
-    at, nj, nt = slot
+    at, nj, nt = _SLOT.unpack(slot)
     data = os.pread(fd, nj + nt, at)
     if len(data) != nj + nt:
         raise OSError(f"plan spill file ended early at byte {at}")

@@ -160,7 +160,7 @@ class _Stream:
             gate.admit(row, line, result)
 
     def add(self, p: Planned, data: bytes) -> None:
-        split = p.row.get("split")
+        split = p.get("split")
         state = self.splits.get(split)
         if state is None:
             state = self.splits[split] = _OpenSplit(Cutter(self.spp, self.cap))
