@@ -36,8 +36,18 @@ Row = dict[str, Any]  # a manifest row (one record), as read
 Problem = tuple[str, str]  # (reject reason, detail)
 
 
-_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one shared tuple per set of row fields
+# one shared field-name tuple per set of row fields, with where its interned fields are
+_NAMES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
 _SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
+
+
+def _names_of(row: Row) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names = tuple(row)
+    found = _NAMES.get(names)
+    if found is None:
+        shared = tuple(i for i, k in enumerate(names) if k in _SHARED_VALUES)
+        found = _NAMES[names] = (names, shared)
+    return found
 
 
 @dataclass(slots=True)
@@ -64,13 +74,12 @@ class Planned:
 
     @classmethod
     def of(cls, row: Row, prepared: Prepared, **fields: Any) -> Planned:
-        names = tuple(row)
-        names = _NAMES.setdefault(names, names)
-        values = tuple(
-            sys.intern(v) if k in _SHARED_VALUES and type(v) is str else v
-            for k, v in zip(names, row.values(), strict=True)
-        )
-        return cls(names, values, prepared, **fields)
+        names, shared = _names_of(row)
+        values = list(row.values())
+        for i in shared:
+            if type(values[i]) is str:
+                values[i] = sys.intern(values[i])
+        return cls(names, tuple(values), prepared, **fields)
 
     @property
     def row(self) -> Row:
