@@ -143,24 +143,36 @@ class ShardPlan:
         return [j.rel for j in self.jobs]
 
 
-def plan_shards(
-    rows: Iterable[dict[str, Any]],
-    refs: list[Any] | None,
-    source: Any,
-    out: Location,
-    opt: ShardOptions,
-    gate: Gate,
-    engine: Engine,
-    extras: list[str],
-    spill: Spill,
-    progress: bool,
-) -> ShardPlan:
-    """Check every image, place every record (`gate`), cut and lay out the shards."""
-    kept = place_records(rows, refs, source, opt, gate, engine, spill, progress)
-    shards = cut_shards(kept, opt.samples_per_shard, opt.max_shard_bytes)
+@dataclass(frozen=True)
+class PlanInput:
+    """What is planned: manifest rows (records) in output order, iterated twice (a list, or
+    rows read in batches), and where `source` finds row i's image (`refs[i]`; None: the
+    row's `path`)."""
+
+    rows: Iterable[dict[str, Any]]
+    refs: list[Any] | None
+    source: Any  # FolderImages, RawImages (image_sources.py, download/repack.py)
+
+
+@dataclass(frozen=True)
+class Planner:
+    """The run's options and the tools planning uses: the gate placing records, the engine
+    running the checks, the spill file taking KEY.json / KEY.txt."""
+
+    opt: ShardOptions
+    gate: Gate
+    engine: Engine
+    spill: Spill
+    progress: bool = True
+
+
+def plan_shards(inp: PlanInput, run: Planner, out: Location, extras: list[str]) -> ShardPlan:
+    """Check every image, place every record (`run.gate`), cut and lay out the shards."""
+    kept = place_records(inp, run)
+    shards = cut_shards(kept, run.opt.samples_per_shard, run.opt.max_shard_bytes)
     del kept
-    index, jobs, done = _layout_shards(shards, out, opt, extras, source, spill.path)
-    return ShardPlan(jobs, done, index, gate.opened)
+    index, jobs, done = _layout_shards(shards, out, run.opt, extras, inp.source, run.spill.path)
+    return ShardPlan(jobs, done, index, run.gate.opened)
 
 
 def _check(source, refs: list[Any], opts: ImageOptions, engine: Engine, progress: bool):
@@ -171,50 +183,47 @@ def _check(source, refs: list[Any], opts: ImageOptions, engine: Engine, progress
             yield from chunk
 
 
-def place_records(
-    rows: Iterable[dict[str, Any]],
-    refs: list[Any] | None,
-    source: Any,
-    opt: ShardOptions,
-    gate: Gate,
-    engine: Engine,
-    spill: Spill,
-    progress: bool,
-) -> list[Planned]:
+def place_records(inp: PlanInput, run: Planner) -> list[Planned]:
     """The image samples in order, their records placed and KEY.json / KEY.txt made (and
-    moved to `spill`: the samples keep their slots).
+    moved to the spill file: the samples keep their slots).
 
-    `rows` is read twice: once for each image's first ref (so each image is checked once),
+    The rows are read twice: once for each image's first ref (so each image is checked once),
     once to place the records on the checked images in row order."""
-    firsts: dict[Any, int] = {}  # image key -> its number (first pass only)
-    first_refs: list[Any] = []  # the image's ref (its first row's)
-    image_of = array("q")  # row -> its image's number: 8 bytes a row, not a dict entry
-    for i, row in enumerate(rows):
-        number = firsts.setdefault(image_key_of(row), len(first_refs))
-        if number == len(first_refs):
-            first_refs.append(row.get("path") if refs is None else refs[i])
-        image_of.append(number)
-    image_keys = set(firsts) if opt.every_text else None
-    del firsts
-    checked = list(_check(source, first_refs, opt.image, engine, progress))  # by image number
-    for line, row in enumerate(rows, 1):
+    first_refs, image_of, image_keys = _number_images(inp, run.opt.every_text)
+    checked = list(_check(inp.source, first_refs, run.opt.image, run.engine, run.progress))
+    for line, row in enumerate(inp.rows, 1):
         number = image_of[line - 1]
-        sample = gate.admit(row, line, checked[number])
+        sample = run.gate.admit(row, line, checked[number])
         if sample is not None:
             sample.ref = first_refs[number]
     del first_refs, checked, image_of
     taken = None
     if image_keys is not None:  # every-text copies' keys must not repeat these
-        taken = set(gate.records.column("key").to_pylist()) | image_keys
+        taken = set(run.gate.records.column("key").to_pylist()) | image_keys
     kept: list[Planned] = []
-    for p in gate.close():
+    for p in run.gate.close():
         p.seal()
         copies = text_copies(p, taken) if taken is not None else []
         p.release()
         for q in (p, *copies):
-            q.spill(spill)
+            q.spill(run.spill)
             kept.append(q)
     return kept
+
+
+def _number_images(inp: PlanInput, every_text: bool) -> tuple[list[Any], array, set | None]:
+    """The first pass: each distinct image's ref (its first row's), each row's image number
+    (8 bytes a row, where a dict entry would stay alive through the second pass), and the
+    image keys when --every-text needs them."""
+    firsts: dict[Any, int] = {}  # image key -> its number
+    first_refs: list[Any] = []
+    image_of = array("q")
+    for i, row in enumerate(inp.rows):
+        number = firsts.setdefault(image_key_of(row), len(first_refs))
+        if number == len(first_refs):
+            first_refs.append(row.get("path") if inp.refs is None else inp.refs[i])
+        image_of.append(number)
+    return first_refs, image_of, set(firsts) if every_text else None
 
 
 def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:

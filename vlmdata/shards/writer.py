@@ -31,7 +31,7 @@ from vlmdata.shards.group import Gate
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
-from vlmdata.shards.plan import extras_of, plan_shards
+from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
@@ -131,7 +131,8 @@ def write_planned(
         with ShardRun(out, prior_rejects) as run:
             records = ArrowRows(records_schema(extras))
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
-            plan = plan_shards(rows, refs, source, out, opt, gate, engine, extras, spill, progress)
+            planner = Planner(opt, gate, engine, spill, progress)
+            plan = plan_shards(PlanInput(rows, refs, source), planner, out, extras)
             clean_stale(out, opt.name, split_counts(plan.rels))
             t1 = time.perf_counter()
             tables = SideTables(out, plan.index, records, extras, opt.params())
