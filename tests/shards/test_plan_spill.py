@@ -60,3 +60,22 @@ def test_spill_removed_when_writing_fails(tmp_path, private_tmp, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_shards(manifest, images, tmp_path / "out", progress=False)
     assert list(private_tmp.iterdir()) == []
+
+
+def test_a_failed_table_thread_leaves_no_temp_file(tmp_path, private_tmp, monkeypatch):
+    """The shared set-up / clean-up (shards/run.py): when the index and records tables fail
+    after every shard was written, neither the rejects' temp file nor the spill stays."""
+    from vlmdata.shards import tables
+
+    manifest, images = make_good_set(tmp_path / "in", 5)
+
+    def broken(*args, **kwargs):
+        raise OSError("no space for the tables (test)")
+
+    monkeypatch.setattr(tables, "stage_tables", broken)
+    with pytest.raises(OSError, match="no space"):
+        write_shards(manifest, images, tmp_path / "out", progress=False)
+    assert list(private_tmp.iterdir()) == []
+    left = [p.name for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
+    assert left == []
+    assert not (tmp_path / "out" / "rejects" / "rejects.parquet").exists()

@@ -137,7 +137,7 @@ def write_planned(
             t1 = time.perf_counter()
             tables = SideTables(out, plan.index, records, extras, opt.params())
             written = write_jobs(plan, engine, progress)
-        staged = tables.result()
+            staged = tables.result()
     except BaseException:
         if tables is not None:
             tables.drop()
