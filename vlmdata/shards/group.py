@@ -19,8 +19,10 @@ So every distinct image's bytes are written once, and no record is lost for shar
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
@@ -28,47 +30,113 @@ from vlmdata.core.rejects import RejectWriter
 from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
+from vlmdata.shards.spill import Slot, Spill, unpack_slot
+
+Row = dict[str, Any]  # a manifest row (one record), as read
+Problem = tuple[str, str]  # (reject reason, detail)
 
 
-@dataclass
+# one shared field-name tuple per set of row fields, with where its interned fields are
+_NAMES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+_SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
+
+
+def _names_of(row: Row) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names = tuple(row)
+    found = _NAMES.get(names)
+    if found is None:
+        shared = tuple(i for i, k in enumerate(names) if k in _SHARED_VALUES)
+        found = _NAMES[names] = (names, shared)
+    return found
+
+
+@dataclass(slots=True)
 class Planned:
-    """An image sample: its first record's row as read (its fields are the sample's, but its
-    key is `key`, the image key), the checked image and the records after the first (rows as
-    read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records
-    are known; image bytes are read again when writing."""
+    """An image sample: its first record's row (its fields are the sample's, but its key is
+    `key`, the image key), the checked image and the records after the first (rows as read: no
+    copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records are
+    known (and their sha256 digests); the planned writer then moves the bytes to its spill file
+    (`spill`), the streamed writer writes them at once. Image bytes are read again when
+    writing. One is held per image, so it is compact: slots, and the first row as a tuple of
+    values beside a field-name tuple shared by every sample (`row` makes the dict again)."""
 
-    row: dict[str, Any]
+    names: tuple[str, ...]
+    values: tuple[Any, ...]
     prepared: Prepared
-    records: list[dict[str, Any]] = field(default_factory=list)  # the 2nd record onwards
+    records: list[Row] = field(default_factory=list)  # the 2nd record onwards, until release()
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
     n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
     image_key: str | None = None  # the sample's key when it is not row["key"]
+    digests: bytes = b""  # sha256 of json, then of txt (set by seal)
+    slot: Slot | None = None  # where spill() put json + txt
+
+    @classmethod
+    def of(cls, row: Row, prepared: Prepared, **fields: Any) -> Planned:
+        names, shared = _names_of(row)
+        values = list(row.values())
+        for i in shared:
+            if type(values[i]) is str:
+                values[i] = sys.intern(values[i])
+        return cls(names, tuple(values), prepared, **fields)
+
+    @property
+    def row(self) -> Row:
+        return dict(zip(self.names, self.values, strict=True))
+
+    def get(self, name: str) -> Any:
+        """One field of the first record (None when the row has no such field)."""
+        try:
+            return self.values[self.names.index(name)]
+        except ValueError:
+            return None
 
     @property
     def key(self) -> str:
-        return self.row["key"] if self.image_key is None else self.image_key
-
-    def all_records(self) -> list[dict[str, Any]]:
-        return [self.row, *self.records]
+        return self.get("key") if self.image_key is None else self.image_key
 
     @property
     def sizes(self) -> dict[str, int]:
+        if self.slot is not None:
+            _, nj, nt = unpack_slot(self.slot)
+            return {"image": self.prepared.size, "json": nj, "txt": nt}
         return {"image": self.prepared.size, "json": len(self.json), "txt": len(self.txt)}
 
+    def member_sha256(self) -> tuple[str, str]:
+        """Hex sha256 of KEY.json and KEY.txt (index columns, the shard digest)."""
+        return self.digests[:32].hex(), self.digests[32:].hex()
+
     def seal(self) -> Planned:
-        self.json = json_bytes({**self.row, "key": self.key}, self.all_records())
-        self.txt = txt_bytes(self.row)
+        row = self.row
+        self.json = json_bytes({**row, "key": self.key}, [row, *self.records])
+        self.txt = txt_bytes(row)
         self.n_records = 1 + len(self.records)
+        return self._digest()
+
+    def _digest(self) -> Planned:
+        self.digests = hashlib.sha256(self.json).digest() + hashlib.sha256(self.txt).digest()
         return self
+
+    def spill(self, spill: Spill) -> None:
+        """Move the json / txt bytes to the spill file (the plan keeps their slot)."""
+        self.slot = spill.put(self.json, self.txt)
+        self.json = self.txt = b""
 
     def release(self) -> None:
         """Drop the record dicts once KEY.json is made: records.parquet has them (as Arrow)."""
         self.records = []
 
 
-def image_key_of(row: dict[str, Any], grouped: bool = True) -> Any:
+class RecordSink(Protocol):
+    """Where placed records go: a list, or tables.ArrowRows (records held as Arrow)."""
+
+    def append(self, row: Row) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+def image_key_of(row: Row, grouped: bool = True) -> Any:
     """The key of the image sample a record's image is stored under."""
     ik = row.get("image_key") if grouped else None
     return ik if ik is not None else row.get("key")
@@ -87,25 +155,18 @@ class Gate:
         file: str,
         stage: str,
         duplicate_images: str | None = None,
+        *,
         grouped: bool = True,
-        records: Any = None,
+        records: RecordSink | None = None,
     ) -> None:
-        """`records`: where placed records go (a list by default; the planned writer passes
-        tables.ArrowRows, so they are not held as dicts)."""
         self.rejects, self.file, self.stage = rejects, file, stage
         self.rule, self.grouped = duplicate_images, grouped
-        self.keys: set[str] = set()
-        self.images: dict[str, Planned] = {}
+        self.keys: set[str] = set()  # record keys placed
+        self.images: dict[str, Planned] = {}  # image key -> its sample
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
-        self._opened = 0
-        # placed records, `image_key` filled in: append() and len()
-        self.records: Any = [] if records is None else records
-
-    @property
-    def opened(self) -> int:
-        """Image samples opened so far."""
-        return self._opened
+        self.opened = 0  # image samples opened so far
+        self.records: RecordSink = [] if records is None else records  # `image_key` filled in
 
     def close(self) -> list[Planned]:
         """The samples, once every row is placed; drops the lookup state (keys, image keys,
@@ -114,13 +175,13 @@ class Gate:
         self.keys, self.images, self.by_hash = set(), {}, {}
         return samples
 
-    def reject(self, row: dict, line: int, reason: str, detail: str) -> None:
+    def reject(self, row: Row, line: int, reason: str, detail: str) -> None:
         key = row.get("key") if isinstance(row.get("key"), str) else None
         self.rejects.add(
             reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
         )
 
-    def _problem(self, row: dict, ik: Any) -> tuple[str, str] | None:
+    def _problem(self, row: Row, ik: Any) -> Problem | None:
         """The record's own problem (key, texts, image key), checked before its image's."""
         key = row.get("key")
         if (problem := key_problem(key)) is not None:
@@ -133,43 +194,44 @@ class Gate:
             return "bad_split", problem
         return texts_problem(row.get("texts"))
 
-    def _shared(self, row: dict, result: Prepared) -> tuple[Planned | None, tuple | None]:
-        """(the stored image with the same bytes to join, or the duplicate_image reject)."""
+    def _place(self, row: Row, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
+        """The stored sample the record joins (rules 2 and 4), or why it cannot be placed;
+        a new sample is the caller's (rule 5): None."""
+        sample = self.images.get(ik)
+        if sample is not None:
+            if (theirs := _source_of(sample.row)) == _source_of(row):
+                return sample
+            return ("image_key_conflict", f"image_key {ik!r} is already "
+                    f"{theirs!r}, not {_source_of(row)!r}")  # fmt: skip
+        if isinstance(result, ImageProblem):
+            return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
         if other is None:
-            return None, None
+            return None
         if self.grouped and duplicate_image_rule(row.get("source"), self.rule) == "share":
-            return self.images[other], None
-        return None, ("duplicate_image", f"same bytes as key {other!r}")
+            return self.images[other]
+        return "duplicate_image", f"same bytes as key {other!r}"
 
-    def admit(self, row: dict, line: int, result: Prepared | ImageProblem) -> Planned | None:
+    def admit(self, row: Row, line: int, result: Prepared | ImageProblem) -> Planned | None:
         """Place one record; the NEW sample it opened, else None (joined one, or rejected)."""
         ik = image_key_of(row, self.grouped)
-        problem = self._problem(row, ik)
-        sample = self.images.get(ik) if problem is None else None
-        if sample is not None and _source_of(sample.row) != _source_of(row):
-            problem = ("image_key_conflict", f"image_key {ik!r} is already "
-                       f"{_source_of(sample.row)!r}, not {_source_of(row)!r}")  # fmt: skip
-        if problem is None and sample is None:
-            if isinstance(result, Prepared):
-                sample, problem = self._shared(row, result)
-            else:
-                problem = result.reason, result.detail
-        if problem is not None:
-            self.reject(row, line, *problem)
+        placed = self._problem(row, ik) or self._place(row, ik, result)
+        if isinstance(placed, tuple):
+            self.reject(row, line, *placed)
             return None
         self.keys.add(row["key"])
-        opened = sample is None
-        if sample is None:
-            sample = Planned(row, result, image_key=None if ik == row["key"] else ik)
-            self.images[ik] = sample
-            self.by_hash[result.source_sha256] = ik
-            self.samples.append(sample)
-            self._opened += 1
-        if not opened:
-            sample.records.append(row)
+        if placed is not None:
+            placed.records.append(row)
+            self.records.append({**row, "image_key": placed.key})
+            return None
+        assert isinstance(result, Prepared)
+        sample = Planned.of(row, result, image_key=None if ik == row["key"] else ik)
+        self.images[ik] = sample
+        self.by_hash[result.source_sha256] = ik
+        self.samples.append(sample)
+        self.opened += 1
         self.records.append({**row, "image_key": sample.key})
-        return sample if opened else None
+        return sample
 
 
 def _source_of(row: dict) -> str | None:
@@ -177,20 +239,19 @@ def _source_of(row: dict) -> str | None:
     return row.get("path") or row.get("url")
 
 
-def per_text_samples(samples: list[Planned], taken: set[str]) -> list[Planned]:
-    """The every-text layout: each sample followed by one copy per further text of its first
+def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
+    """The every-text layout: a sealed sample's copies, one per further text of its first
     record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
     txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
     out: list[Planned] = []
-    for p in samples:
-        out.append(p)
-        for j, text in enumerate((p.row.get("texts") or [])[1:], 1):
-            key = f"{p.key}_t{j}"
-            if key in taken:
-                raise DataError(f"--every-text: sample key {key!r} is also a record key")
-            row = {**p.row, "key": key}
-            copy = Planned(row, p.prepared, p.records, ref=p.ref, n_records=p.n_records)
-            copy.json = json_bytes(row, p.all_records())
-            copy.txt = text.encode("utf-8")
-            out.append(copy)
+    first = p.row
+    for j, text in enumerate((first.get("texts") or [])[1:], 1):
+        key = f"{p.key}_t{j}"
+        if key in taken:
+            raise DataError(f"--every-text: sample key {key!r} is also a record key")
+        row = {**first, "key": key}
+        copy = Planned.of(row, p.prepared, ref=p.ref, n_records=p.n_records)
+        copy.json = json_bytes(row, [first, *p.records])
+        copy.txt = text.encode("utf-8")
+        out.append(copy._digest())
     return out

@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from vlmdata.shards.images import (
@@ -25,7 +25,7 @@ from vlmdata.shards.options import ImageOptions
 from vlmdata.shards.samples import sha256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A checked image: the final bytes' facts (and the original's hash, for duplicates)."""
 
@@ -37,7 +37,7 @@ class Prepared:
     file_stamp: tuple[int, int] | None = None  # (size, mtime_ns) without hashing it again
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageProblem:
     """Why an image is rejected (an ImageReject made small enough to send between processes)."""
 
@@ -161,10 +161,10 @@ def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepa
     """Planning pass for one manifest row: facts about the final bytes, or the reject."""
     try:
         path, data, stamp = read_image_file(images_dir, rel)
-        prepared = prepare_bytes(data, opts)[1]
+        p = prepare_bytes(data, opts)[1]
     except ImageReject as e:
         return ImageProblem.of(e)
-    return replace(prepared, file=path, file_stamp=stamp)
+    return Prepared(p.info, p.size, p.sha256, p.source_sha256, path, stamp)  # runs per image
 
 
 def prepare_chunk(
