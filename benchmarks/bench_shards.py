@@ -200,7 +200,7 @@ def bench_sequential(root: Path, repeats: int) -> dict[str, float]:
                 decode(s["image"])
 
     def theirs(dec: bool):
-        for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        for s in wds.WebDataset(urls, shardshuffle=False):
             if dec:
                 decode(s["jpg"])
 

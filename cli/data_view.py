@@ -4,7 +4,7 @@ options besides OUT, -o and --storage-options are ViewOptions' fields, by name).
 import click
 
 from cli.common import handle_errors
-from cli.data_shards import storage_option
+from cli.shard_options import storage_option
 
 
 @click.command("view")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import data_demo, data_ids, data_shards, data_sources, data_view
+from cli import data_demo, data_download, data_ids, data_shards, data_sources, data_view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,6 +22,6 @@ def main() -> None:
     """
 
 
-for _module in (data_sources, data_shards, data_ids, data_demo, data_view):
+for _module in (data_sources, data_download, data_shards, data_ids, data_demo, data_view):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)

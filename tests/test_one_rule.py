@@ -84,8 +84,9 @@ def _choices(command, name):
 
 
 def test_cli_choices_are_the_library_declarations():
+    from cli.data_download import download
     from cli.data_ids import build_ids
-    from cli.data_shards import download, shard
+    from cli.data_shards import shard
     from cli.data_sources import manifest
     from vlmdata.ids.build import SCHEMES
     from vlmdata.sources import SOURCES
