@@ -11,3 +11,14 @@ class DataError(Exception):
         super().__init__(where + message)
         self.file = file
         self.line = line
+
+
+class Rejected(Exception):
+    """One input row or image is dropped, not the command: `reason` is its rejects-table reason
+    (docs/DESIGN.md, contract 2) and `detail` says why. Stages subclass it so each catches only
+    its own rejects."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

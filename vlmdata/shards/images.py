@@ -19,19 +19,15 @@ from pathlib import Path
 from PIL import Image
 
 from vlmdata.core.choices import RESIZE_MODES
+from vlmdata.core.errors import Rejected
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS
 FORMATS = ("jpg", "png", "webp")
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
-class ImageReject(Exception):
-    """An image that cannot be sharded; `reason` is the rejects/rejects.parquet reason."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class ImageReject(Rejected):
+    """An image that cannot be sharded (the shard stage's reject)."""
 
 
 @dataclass(frozen=True, slots=True)

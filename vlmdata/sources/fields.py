@@ -11,16 +11,11 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from vlmdata.core.errors import DataError
+from vlmdata.core.errors import DataError, Rejected
 
 
-class RowError(Exception):
-    """One input row cannot be used: `reason` is the reject reason, `detail` says why."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class RowError(Rejected):
+    """One input row cannot be used (a source reader's reject)."""
 
 
 def require(record: dict[str, Any], field: str, kind: type | tuple[type, ...] = str) -> Any:
