@@ -52,7 +52,9 @@ def identifier_sequences(
         raise ValueError("tokenizer has no eos token; pass eos=False or add one")
     backend = _backend(tokenizer)
     for i in range(0, len(identifiers), batch_size):
-        texts = [prefix + s for s in identifiers[i : i + batch_size]]
+        texts = identifiers[i : i + batch_size]
+        if prefix:
+            texts = [prefix + s for s in texts]
         if backend is not None:
             enc = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         else:
@@ -61,9 +63,22 @@ def identifier_sequences(
         flat = np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32, count=lengths.sum())
         del enc
         if eos:
-            flat = np.insert(flat, np.cumsum(lengths), np.int32(tokenizer.eos_token_id))
-            lengths = lengths + 1
+            flat, lengths = append_eos(flat, lengths, tokenizer.eos_token_id), lengths + 1
         yield flat, lengths
+
+
+def append_eos(flat, lengths, eos_id: int):
+    """`flat` with `eos_id` after each sequence, written once into its final array (np.insert
+    would copy the tokens again)."""
+    import numpy as np
+
+    out = np.empty(len(flat) + len(lengths), dtype=flat.dtype)
+    ends = np.cumsum(lengths + 1) - 1
+    keep = np.ones(len(out), dtype=bool)
+    keep[ends] = False
+    out[keep] = flat
+    out[ends] = eos_id
+    return out
 
 
 def _backend(tokenizer):
