@@ -56,48 +56,48 @@ def build_csr(
     flat = narrow_tokens(np.asarray(flat), vocab_size)
     # Longest first: the sequences still going at depth d are the first live[d], a slice, and
     # those ending at depth d are the slice live[d]:live[d - 1].
-    order = _longest_first(lengths)
+    order = _longest_first(lengths).astype(_index_dtype(len(lengths)))
     idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
-    starts = (np.cumsum(lengths, dtype=np.int64) - lengths)[order].astype(idx)
+    starts = np.cumsum(lengths, dtype=idx)
+    starts -= lengths.astype(idx, copy=False)
+    starts = starts[order]
     sorted_lengths = lengths[order]
-    rows = order.astype(_index_dtype(len(order))) if rows is None else np.asarray(rows)[order]
+    rows = order if rows is None else np.asarray(rows)[order]
     del order
     depths = int(sorted_lengths[0]) + 1 if len(sorted_lengths) else 1
     live = np.searchsorted(-sorted_lengths.astype(np.int64), -np.arange(depths))
     live = np.append(live, 0)  # live[d] = number of sequences longer than d
     del sorted_lengths
     node = np.zeros(len(rows), dtype=idx)  # current node of each sequence
-    ends_nodes, ends_rows = [node[live[0] :]], [rows[live[0] :]]  # empty sequences: the root
-    # Per level only compact arrays are kept: tokens in their final dtype and the child count
-    # of each node of the level above (int32: no node has 2^31 children), never an array over
-    # all nodes wider than the file's own (31M nodes for OVEN's 6M names).
-    counts, toks, level_starts = [], [], [0, 1]
+    terms = [_level_terminals(node[live[0] :], rows[live[0] :])]  # empty sequences: the root
+    # The outputs are filled level by level into arrays sized for the most nodes there can be
+    # (one per token, plus the root): np.zeros maps pages lazily, so the unused tail never
+    # becomes resident, and no per-level pieces are concatenated at the end.
+    offsets = np.zeros(len(flat) + 2, dtype=_index_dtype(len(flat)))
+    tokens = np.zeros(len(flat), dtype=flat.dtype)
+    level_starts, fanout = [0, 1], []
     for depth in range(len(live) - 2):
         k = int(live[depth])
-        above = level_starts[-2], level_starts[-1]  # the nodes these edges leave
-        parents, edge_toks = _level(node[:k], flat[starts[:k] + depth], above, vocab_size)
-        counts.append(np.bincount(parents, minlength=above[1] - above[0]).astype(np.int32))
-        toks.append(edge_toks.astype(flat.dtype, copy=False))
-        del parents, edge_toks
-        level_starts.append(above[1] + len(toks[-1]))
+        lo, hi = level_starts[-2], level_starts[-1]  # the nodes these edges leave
+        parents, edge_toks = _level(node[:k], flat[starts[:k] + depth], (lo, hi), vocab_size)
+        counts = np.bincount(parents, minlength=hi - lo)
+        fanout.append(int(counts.max()) if len(counts) else 0)
+        # edges of this level are hi - 1 onwards (edge e leads to node e + 1)
+        np.cumsum(counts, out=offsets[lo + 1 : hi + 1], dtype=offsets.dtype)
+        offsets[lo + 1 : hi + 1] += hi - 1
+        tokens[hi - 1 : hi - 1 + len(edge_toks)] = edge_toks
+        level_starts.append(hi + len(edge_toks))
+        del parents, edge_toks, counts
         done = slice(int(live[depth + 1]), k)
-        ends_nodes.append(node[done])
-        ends_rows.append(rows[done])
-    del starts
+        terms.append(_level_terminals(node[done], rows[done]))
+    del starts, node, rows
     n_nodes = level_starts[-1]
-    counts.append(np.zeros(n_nodes - level_starts[-2], dtype=np.int32))  # the deepest: leaves
-    fanout = [int(c.max()) if len(c) else 0 for c in counts]
-    offsets = np.zeros(n_nodes + 1, dtype=np.int32 if n_nodes - 1 < 2**31 else np.int64)
-    for i, c in enumerate(counts):  # cumulative sums level by level: no concatenated copy
-        lo = level_starts[i]
-        np.cumsum(c, out=offsets[lo + 1 : lo + 1 + len(c)])
-        offsets[lo + 1 : lo + 1 + len(c)] += offsets[lo]
-        counts[i] = None
-    term, dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
-    del ends_nodes, ends_rows, node, rows
+    offsets[level_starts[-2] + 1 : n_nodes + 1] = n_nodes - 1  # the deepest level: leaves
+    fanout.append(0)
+    term, dup = _join_terminals(terms)
     return CSRArrays(
-        offsets=offsets,
-        tokens=np.concatenate(toks) if toks else np.zeros(0, flat.dtype),
+        offsets=offsets[: n_nodes + 1].astype(_index_dtype(n_nodes - 1), copy=False),
+        tokens=tokens[: n_nodes - 1],
         term_nodes=term[0],
         term_rows=term[1],
         dup_nodes=dup[0],
@@ -161,21 +161,33 @@ def _level(
     return edges // vocab_size, edges % vocab_size
 
 
-def _terminals(
-    nodes: np.ndarray, rows: np.ndarray
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """((node, row) of the lowest row ending at each node, (node, row) of every other one).
-
-    Both sorted by node, then row. The second pair is what `Trie.subset` needs to keep a row
-    whose sequence equals another row's (two entities with one name).
-    """
+def _level_terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The sequences ending at one depth, sorted by node, then row: (first nodes, their rows,
+    other nodes, their rows), the first being the lowest row ending at each node. The nodes
+    of a depth all come after those of the depth above, so per-depth pieces joined in depth
+    order are sorted too (and only one depth's ends are sorted at a time)."""
     order = np.lexsort((rows, nodes))  # by node, then row
     nodes, rows = nodes[order], rows[order]
     first = np.ones(len(nodes), dtype=bool)
     first[1:] = nodes[1:] != nodes[:-1]
-    idx_dtype = np.int32 if (len(nodes) == 0 or nodes.max() < 2**31) else np.int64
-    row_dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31) else np.int64
-    return (
-        (nodes[first].astype(idx_dtype), rows[first].astype(row_dtype)),
-        (nodes[~first].astype(idx_dtype), rows[~first].astype(row_dtype)),
+    return nodes[first], rows[first], nodes[~first], rows[~first]
+
+
+def _join_terminals(
+    parts: list[tuple[np.ndarray, ...]],
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((node, row) of the lowest row ending at each node, (node, row) of every other one).
+
+    Both sorted by node, then row. The second pair is what `Trie.subset` needs to keep a row
+    whose sequence equals another row's (two entities with one name). int32 unless a node or
+    row (of either pair) needs more."""
+    joined = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+    parts.clear()
+    nodes_max = max((int(a.max()) for a in joined[0::2] if len(a)), default=0)
+    rows_max = max((int(a.max()) for a in joined[1::2] if len(a)), default=0)
+    idx_dtype = np.int32 if nodes_max < 2**31 else np.int64
+    row_dtype = np.int32 if rows_max < 2**31 else np.int64
+    term_nodes, term_rows, dup_nodes, dup_rows = (
+        a.astype(t, copy=False) for a, t in zip(joined, (idx_dtype, row_dtype) * 2, strict=True)
     )
+    return (term_nodes, term_rows), (dup_nodes, dup_rows)
