@@ -35,8 +35,11 @@ def sha256(path: Path) -> str:
 
 def run(tree: Path, d: Path, tok: Path, out: Path) -> dict:
     """One `build-trie --entities` run of the checkout `tree`: CPU s, peak RSS MB, digest."""
-    cmd = [sys.executable, "-c", "from cli.vlmdata import main; main()", "build-trie",
-           "--entities", str(d / "kb/entities.parquet"), "--tokenizer", str(tok), "-o", str(out)]  # fmt: skip
+    # `-c` puts the working directory first on sys.path: the tree goes before it, or a run
+    # from this checkout would import this checkout's code whatever --tree says.
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from cli.vlmdata import main; main()"
+    cmd = [sys.executable, "-c", code, "build-trie", "--entities", str(d / "kb/entities.parquet"),
+           "--tokenizer", str(tok), "-o", str(out)]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(tree))
     cpu, rss, rc, wall = run_child(cmd, env)
     res = {"cpu_s": round(cpu, 1), "peak_rss_mb": round(rss), "wall_s": round(wall, 1), "rc": rc}

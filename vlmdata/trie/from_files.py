@@ -110,7 +110,6 @@ def trie_from_entities(
         _check_names(batch.column(0), start, column, path)
         _encode(tok, batch.column(0).to_pylist(), prefix, eos_id, flats, lens)
         start += batch.num_rows
-        _release_freed_memory()  # what a batch freed must not pile up under the next ones
     rows = None  # entity row i is sequence i
     info = {"source": "entities", "file": path.name, "column": column, "prefix": prefix}
     return _finish(flats, lens, rows, tok, tokenizer, eos_id, info)
