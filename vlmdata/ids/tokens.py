@@ -53,8 +53,7 @@ def identifier_sequences(
     backend = _backend(tokenizer)
     for i in range(0, len(identifiers), batch_size):
         texts = identifiers[i : i + batch_size]
-        if prefix:
-            texts = [prefix + s for s in texts]
+        texts = [prefix + s for s in texts] if prefix else list(texts)
         if backend is not None:
             enc = _backend_ids(backend, texts)
         else:
