@@ -46,87 +46,148 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def build_csr(
-    flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray, vocab_size: int
+    flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, vocab_size: int
 ) -> CSRArrays:
-    """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` names sequence i."""
-    flat = np.asarray(flat)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) != len(lengths):
+    """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` (default i)
+    names sequence i."""
+    lengths = np.asarray(lengths)
+    if rows is not None and len(rows) != len(lengths):
         raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
-    if flat.size and (flat.min() < 0 or flat.max() >= vocab_size):
-        bad = flat[(flat < 0) | (flat >= vocab_size)][0]
-        raise ValueError(f"token {int(bad)} outside the vocabulary [0, {vocab_size})")
+    flat = narrow_tokens(np.asarray(flat), vocab_size)
     # Longest first: the sequences still going at depth d are the first live[d], a slice, and
     # those ending at depth d are the slice live[d]:live[d - 1].
-    order = np.argsort(-lengths, kind="stable")
-    starts = (np.cumsum(lengths) - lengths)[order]
-    lengths, rows = lengths[order], rows[order]
-    live = np.searchsorted(-lengths, -np.arange(int(lengths[0]) + 1 if len(lengths) else 1))
+    order = _longest_first(lengths).astype(_index_dtype(len(lengths)))
+    idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
+    starts = np.cumsum(lengths, dtype=idx)
+    starts -= lengths.astype(idx, copy=False)
+    starts = starts[order]
+    sorted_lengths = lengths[order]
+    rows = order if rows is None else np.asarray(rows)[order]
+    del order
+    depths = int(sorted_lengths[0]) + 1 if len(sorted_lengths) else 1
+    live = np.searchsorted(-sorted_lengths.astype(np.int64), -np.arange(depths))
     live = np.append(live, 0)  # live[d] = number of sequences longer than d
-    node = np.zeros(len(lengths), dtype=np.int64)  # current node of each sequence
-    ends_nodes, ends_rows = [node[live[0] :]], [rows[live[0] :]]  # empty sequences: the root
-    # Per level only compact arrays are kept: tokens in their final dtype and the child count
-    # of each node of the level above (int32: no node has 2^31 children), never an int64
-    # array over all nodes (31M nodes for OVEN's 6M names).
-    counts, toks, level_starts, next_id = [], [], [0, 1], 1
-    tok_dtype = token_dtype(vocab_size)
+    del sorted_lengths
+    node = np.zeros(len(rows), dtype=idx)  # current node of each sequence
+    terms = [_level_terminals(node[live[0] :], rows[live[0] :])]  # empty sequences: the root
+    # The outputs are filled level by level into arrays sized for the most nodes there can be
+    # (one per token, plus the root): np.zeros maps pages lazily, so the unused tail never
+    # becomes resident, and no per-level pieces are concatenated at the end.
+    offsets = np.zeros(len(flat) + 2, dtype=_index_dtype(len(flat)))
+    tokens = np.zeros(len(flat), dtype=flat.dtype)
+    level_starts, fanout = [0, 1], []
     for depth in range(len(live) - 2):
         k = int(live[depth])
-        key = node[:k] * vocab_size + flat[starts[:k] + depth]
-        uniq, inv = np.unique(key, return_inverse=True)
-        above = level_starts[-2], level_starts[-1]  # the nodes these edges leave
-        counts.append(_child_counts(uniq // vocab_size - above[0], above[1] - above[0]))
-        toks.append((uniq % vocab_size).astype(tok_dtype))
-        del key, uniq
-        node[:k] = next_id + inv.reshape(-1)
-        next_id += len(toks[-1])
-        level_starts.append(next_id)
+        lo, hi = level_starts[-2], level_starts[-1]  # the nodes these edges leave
+        parents, edge_toks = _level(node[:k], flat[starts[:k] + depth], (lo, hi), vocab_size)
+        counts = np.bincount(parents, minlength=hi - lo)
+        fanout.append(int(counts.max()) if len(counts) else 0)
+        # edges of this level are hi - 1 onwards (edge e leads to node e + 1)
+        np.cumsum(counts, out=offsets[lo + 1 : hi + 1], dtype=offsets.dtype)
+        offsets[lo + 1 : hi + 1] += hi - 1
+        tokens[hi - 1 : hi - 1 + len(edge_toks)] = edge_toks
+        level_starts.append(hi + len(edge_toks))
+        del parents, edge_toks, counts
         done = slice(int(live[depth + 1]), k)
-        ends_nodes.append(node[done])
-        ends_rows.append(rows[done])
-    n_nodes = next_id
-    counts.append(np.zeros(n_nodes - level_starts[-2], dtype=np.int32))  # the deepest: leaves
-    fanout = [int(c.max()) if len(c) else 0 for c in counts]
-    n_edges = n_nodes - 1
-    offsets = np.zeros(n_nodes + 1, dtype=np.int32 if n_edges < 2**31 else np.int64)
-    np.cumsum(np.concatenate(counts), out=offsets[1:])
-    del counts
-    term, dup = _terminals(np.concatenate(ends_nodes), np.concatenate(ends_rows))
+        terms.append(_level_terminals(node[done], rows[done]))
+    del starts, node, rows
+    n_nodes = level_starts[-1]
+    offsets[level_starts[-2] + 1 : n_nodes + 1] = n_nodes - 1  # the deepest level: leaves
+    fanout.append(0)
+    term, dup = _join_terminals(terms)
     return CSRArrays(
-        offsets=offsets,
-        tokens=np.concatenate(toks) if toks else np.zeros(0, token_dtype(vocab_size)),
+        offsets=offsets[: n_nodes + 1].astype(_index_dtype(n_nodes - 1), copy=False),
+        tokens=tokens[: n_nodes - 1],
         term_nodes=term[0],
         term_rows=term[1],
         dup_nodes=dup[0],
         dup_rows=dup[1],
         level_starts=level_starts,
         level_max_fanout=fanout,
-        n_sequences=len(lengths),
+        n_sequences=int(len(lengths)),
         n_duplicates=len(dup[0]),
     )
 
 
-def _child_counts(parents: np.ndarray, n: int) -> np.ndarray:
-    """Children of each of the `n` nodes of a level, from its edges' parents (0-based)."""
-    return np.bincount(parents, minlength=n).astype(np.int32)
+def narrow_tokens(flat: np.ndarray, vocab_size: int) -> np.ndarray:
+    """`flat` in the file's token dtype (uint16 for vocabularies up to 2^16), range-checked."""
+    if flat.size and (flat.min() < 0 or flat.max() >= vocab_size):
+        bad = flat[(flat < 0) | (flat >= vocab_size)][0]
+        raise ValueError(f"token {int(bad)} outside the vocabulary [0, {vocab_size})")
+    return flat.astype(token_dtype(vocab_size), copy=False)
 
 
-def _terminals(
-    nodes: np.ndarray, rows: np.ndarray
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """((node, row) of the lowest row ending at each node, (node, row) of every other one).
+def _index_dtype(n: int) -> np.dtype:
+    """int32 for indexes below n when they fit (half the memory of int64), else int64."""
+    return np.dtype(np.int32) if n < 2**31 else np.dtype(np.int64)
 
-    Both sorted by node, then row. The second pair is what `Trie.subset` needs to keep a row
-    whose sequence equals another row's (two entities with one name).
-    """
+
+def _longest_first(lengths: np.ndarray) -> np.ndarray:
+    """Stable order of the sequences by decreasing length. Lengths are short: as uint16 keys
+    numpy's stable sort is a radix sort, linear in the number of sequences."""
+    if len(lengths) == 0:
+        return np.zeros(0, np.int64)
+    top = int(lengths.max())
+    key = (top - lengths).astype(np.uint16) if top < 2**16 else -lengths.astype(np.int64)
+    return np.argsort(key, kind="stable")
+
+
+def _level(
+    nodes: np.ndarray, toks: np.ndarray, above: tuple[int, int], vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One depth: the distinct (node, token) edges leaving the nodes `above` (first, end), in
+    (node, token) order, as (parent within the level above, token). `nodes` (each live
+    sequence's node, a view) is overwritten with the child each sequence moves to.
+
+    Why not np.unique(return_inverse): the key is as narrow as the level allows (the token
+    alone under the root, uint32 while width x vocab fits), and no int64 inverse is made."""
+    width = above[1] - above[0]
+    if width == 1:
+        key = toks
+    elif width * vocab_size <= 2**32:
+        key = (nodes - above[0]).astype(np.uint32) * np.uint32(vocab_size) + toks
+    else:
+        key = (nodes - above[0]).astype(np.int64) * vocab_size + toks
+    perm = np.argsort(key, kind="stable" if key.itemsize <= 2 else None)
+    key = key[perm]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    edges = key[first]
+    del key
+    rank = np.cumsum(first, dtype=nodes.dtype)
+    rank += above[1] - 1  # the first child of this level is node above[1]
+    nodes[perm] = rank
+    return edges // vocab_size, edges % vocab_size
+
+
+def _level_terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The sequences ending at one depth, sorted by node, then row: (first nodes, their rows,
+    other nodes, their rows), the first being the lowest row ending at each node. The nodes
+    of a depth all come after those of the depth above, so per-depth pieces joined in depth
+    order are sorted too (and only one depth's ends are sorted at a time)."""
     order = np.lexsort((rows, nodes))  # by node, then row
     nodes, rows = nodes[order], rows[order]
     first = np.ones(len(nodes), dtype=bool)
     first[1:] = nodes[1:] != nodes[:-1]
-    idx_dtype = np.int32 if (len(nodes) == 0 or nodes.max() < 2**31) else np.int64
-    row_dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31) else np.int64
-    return (
-        (nodes[first].astype(idx_dtype), rows[first].astype(row_dtype)),
-        (nodes[~first].astype(idx_dtype), rows[~first].astype(row_dtype)),
+    return nodes[first], rows[first], nodes[~first], rows[~first]
+
+
+def _join_terminals(
+    parts: list[tuple[np.ndarray, ...]],
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((node, row) of the lowest row ending at each node, (node, row) of every other one).
+
+    Both sorted by node, then row. The second pair is what `Trie.subset` needs to keep a row
+    whose sequence equals another row's (two entities with one name). int32 unless a node or
+    row (of either pair) needs more."""
+    joined = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+    parts.clear()
+    nodes_max = max((int(a.max()) for a in joined[0::2] if len(a)), default=0)
+    rows_max = max((int(a.max()) for a in joined[1::2] if len(a)), default=0)
+    idx_dtype = np.int32 if nodes_max < 2**31 else np.int64
+    row_dtype = np.int32 if rows_max < 2**31 else np.int64
+    term_nodes, term_rows, dup_nodes, dup_rows = (
+        a.astype(t, copy=False) for a, t in zip(joined, (idx_dtype, row_dtype) * 2, strict=True)
     )
+    return (term_nodes, term_rows), (dup_nodes, dup_rows)

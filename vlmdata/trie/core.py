@@ -76,7 +76,7 @@ class Trie:
         meta: dict[str, Any] | None = None,
     ) -> Trie:
         """Like `build`, from concatenated tokens and per-sequence lengths (no lists needed)."""
-        rows = np.arange(len(lengths)) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         csr = build_csr(flat, lengths, rows, vocab_size)
         return cls(_arrays(csr), _header(csr, vocab_size, eos_id, tokenizer_name, meta))
 

@@ -47,7 +47,7 @@ def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[st
         f.write(b"\0" * (start - len(MAGIC) - 8 - len(blob)))
         for arr in arrays.values():
             data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
-            f.write(data.tobytes())
+            f.write(memoryview(data.reshape(-1)).cast("B"))  # the array's own bytes: no copy
             f.write(b"\0" * _pad(data.nbytes))
 
 
