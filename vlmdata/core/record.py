@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +33,8 @@ from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS, manifest_schema
 FIELDS: tuple[str, ...] = (*(name for name, _ in CORE_FIELDS), *OPTIONAL_COLUMNS)
 SCHEMA = manifest_schema(OPTIONAL_COLUMNS)  # every field as an Arrow column
 LIST_FIELDS = frozenset(n for n, t in CORE_FIELDS if pa.types.is_list(t))  # texts
+_SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
+_VALUES = attrgetter(*FIELDS)  # a record's values in FIELDS order, in one call
 
 
 def _fields() -> list[tuple[str, Any, Any]]:
@@ -57,6 +61,18 @@ class _RecordMethods:
     def from_json(cls, entry: Mapping[str, Any], image_key: str) -> Record:
         """A record from KEY.json's `records` list of the sample keyed `image_key`."""
         return cls(**{f: entry.get(f) for f in FIELDS if f != "image_key"}, image_key=image_key)
+
+    def row(self, columns: Sequence[str] = FIELDS) -> dict[str, Any]:
+        """This record as a manifest row of `columns` (a reject's `record`, a table row)."""
+        if columns is FIELDS:
+            return dict(zip(FIELDS, _VALUES(self), strict=True))
+        return {c: getattr(self, c) for c in columns}
+
+    def placed_on(self, image_key: str) -> Record:
+        """This record once placed on the image sample `image_key` (records.parquet's row)."""
+        values = dict(zip(FIELDS, _VALUES(self), strict=True))
+        values["image_key"] = image_key
+        return type(self)(**values)
 
     @property
     def stored_under(self) -> str:
@@ -123,12 +139,20 @@ def records_of_json(meta: Mapping[str, Any], image_key: str) -> list[Record]:
 
 def records_from_arrow(data: pa.Table | pa.RecordBatch) -> list[Record]:
     """One Record per row of a manifest or records.parquet batch (columns it lacks: None).
-    Call it a batch at a time: the list holds a Python object per row."""
+    Call it a batch at a time: the list holds a Python object per row. `source` and `split`
+    strings are interned (a few distinct values: the shard plan holds a record per image)."""
     names = [f for f in FIELDS if f in data.schema.names]
-    columns = [data.column(n).to_pylist() for n in names]
+    columns = [_column_values(data, n) for n in names]
     return [
         Record(**dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)
     ]
+
+
+def _column_values(data: pa.Table | pa.RecordBatch, name: str) -> list[Any]:
+    values = data.column(name).to_pylist()
+    if name in _SHARED_VALUES:
+        return [sys.intern(v) if type(v) is str else v for v in values]
+    return values
 
 
 def records_to_arrow(records: Iterable[Record], schema: pa.Schema = SCHEMA) -> pa.Table:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.record import Record, columns_of
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate, Planned, image_key_of, text_copies
+from vlmdata.shards.group import Columns, Gate, Planned, image_key_of, text_copies
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import index_table, shard_is_finished, shard_rel
@@ -79,9 +80,9 @@ def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[di
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
     row["n_records"] = max(1, p.n_records)
-    first = p.row
+    first = p.record
     for col in ("source", "split", "texts", "url", "path", *extras):
-        row[col] = first.get(col)
+        row[col] = getattr(first, col)
     return row, lay.size
 
 
@@ -143,13 +144,16 @@ class ShardPlan:
         return [j.rel for j in self.jobs]
 
 
+Placing = tuple[Record, Columns]  # a record and the manifest columns it was read with
+
+
 @dataclass(frozen=True)
 class PlanInput:
-    """What is planned: manifest rows (records) in output order, iterated twice (a list, or
-    rows read in batches), and where `source` finds row i's image (`refs[i]`; None: the
-    row's `path`)."""
+    """What is planned: the records in output order, iterated twice: (Record, columns) pairs
+    (a manifest read in batches: writer._ManifestRows) or manifest row dicts (download's
+    lists), and where `source` finds row i's image (`refs[i]`; None: the record's `path`)."""
 
-    rows: Iterable[dict[str, Any]]
+    rows: Iterable[Placing | Mapping[str, Any]]
     refs: list[Any] | None
     source: Any  # FolderImages, RawImages (image_sources.py, download/repack.py)
 
@@ -191,9 +195,9 @@ def place_records(inp: PlanInput, run: Planner) -> list[Planned]:
     once to place the records on the checked images in row order."""
     first_refs, image_of, image_keys = _number_images(inp, run.opt.every_text)
     checked = list(_check(inp.source, first_refs, run.opt.image, run.engine, run.progress))
-    for line, row in enumerate(inp.rows, 1):
+    for line, (record, columns) in enumerate(placings(inp.rows), 1):
         number = image_of[line - 1]
-        sample = run.gate.admit(row, line, checked[number])
+        sample = run.gate.admit(record, columns, line, checked[number])
         if sample is not None:
             sample.ref = first_refs[number]
     del first_refs, checked, image_of
@@ -218,12 +222,28 @@ def _number_images(inp: PlanInput, every_text: bool) -> tuple[list[Any], array, 
     firsts: dict[Any, int] = {}  # image key -> its number
     first_refs: list[Any] = []
     image_of = array("q")
-    for i, row in enumerate(inp.rows):
-        number = firsts.setdefault(image_key_of(row), len(first_refs))
+    for i, (record, _) in enumerate(placings(inp.rows)):
+        number = firsts.setdefault(image_key_of(record), len(first_refs))
         if number == len(first_refs):
-            first_refs.append(row.get("path") if inp.refs is None else inp.refs[i])
+            first_refs.append(record.path if inp.refs is None else inp.refs[i])
         image_of.append(number)
     return first_refs, image_of, set(firsts) if every_text else None
+
+
+_COLUMNS: dict[Columns, Columns] = {}  # one tuple object per set of columns seen
+
+
+def placing(row: Mapping[str, Any]) -> Placing:
+    """A manifest row dict as the gate takes it: its Record and its columns (a tuple shared
+    by every row with the same columns)."""
+    columns = tuple(columns_of(row))
+    return Record.from_row(row), _COLUMNS.setdefault(columns, columns)
+
+
+def placings(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[Placing]:
+    """(Record, columns) per input row: pairs as they come, row dicts made Records once."""
+    for row in rows:
+        yield row if isinstance(row, tuple) else placing(row)
 
 
 def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:
@@ -231,7 +251,7 @@ def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any
     shard never mixes splits; a sample's split is its first record's."""
     by_split: dict[Any, list[Planned]] = {}
     for p in kept:
-        by_split.setdefault(p.get("split"), []).append(p)
+        by_split.setdefault(p.split, []).append(p)
     shards: list[tuple[Any, list[Planned]]] = []
     for split, samples in by_split.items():
         cutter, mine = Cutter(spp, cap), []

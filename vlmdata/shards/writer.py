@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
+from vlmdata.core.record import Record, columns_of, records_from_arrow
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate
+from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
@@ -37,7 +38,7 @@ from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
-from vlmdata.shards.tables import ArrowRows, SideTables
+from vlmdata.shards.tables import SideTables
 
 __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
@@ -79,17 +80,19 @@ def write_shards(
 
 
 class _ManifestRows:
-    """A manifest table's rows as dicts, ROWS at a time, each time it is iterated: the planned
-    writer reads the rows twice and never holds them all as dicts (issue 23)."""
+    """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
+    iterated: the planned writer reads the rows twice and never holds them all (issue 23)."""
 
     ROWS = 8192
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[tuple[Record, tuple[str, ...]]]:
+        columns = tuple(columns_of(self.table.schema.names))
         for batch in self.table.to_batches(max_chunksize=self.ROWS):
-            yield from batch.to_pylist()
+            for record in records_from_arrow(batch):
+                yield record, columns
 
 
 def _read_manifest(path: Path) -> pa.Table:
@@ -129,7 +132,7 @@ def write_planned(
     tables: SideTables | None = None
     try:
         with ShardRun(out, prior_rejects) as run:
-            records = ArrowRows(records_schema(extras))
+            records = RecordRows(records_schema(extras))
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
             planner = Planner(opt, gate, engine, spill, progress)
             plan = plan_shards(PlanInput(rows, refs, source), planner, out, extras)
