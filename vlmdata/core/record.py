@@ -23,6 +23,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -77,7 +78,7 @@ class _RecordMethods:
     @property
     def stored_under(self) -> str:
         """The key of the image sample holding this record's image."""
-        return self.key if self.image_key is None else self.image_key
+        return stored_under(self.key, self.image_key)
 
     @property
     def txt(self) -> str:
@@ -112,6 +113,11 @@ Record.__module__ = __name__
 Record.__doc__ = "One record (a caption set, a conversation, a question): the manifest columns."
 
 
+def stored_under(key: Any, image_key: Any) -> Any:
+    """THE image-key rule: a record's image is stored under its `image_key`, else its key."""
+    return key if image_key is None else image_key
+
+
 def columns_of(row: Mapping[str, Any]) -> list[str]:
     """The manifest columns a row carries (its table's), in FIELDS order."""
     return [f for f in FIELDS if f in row]
@@ -141,11 +147,9 @@ def records_from_arrow(data: pa.Table | pa.RecordBatch) -> list[Record]:
     """One Record per row of a manifest or records.parquet batch (columns it lacks: None).
     Call it a batch at a time: the list holds a Python object per row. `source` and `split`
     strings are interned (a few distinct values: the shard plan holds a record per image)."""
-    names = [f for f in FIELDS if f in data.schema.names]
-    columns = [_column_values(data, n) for n in names]
-    return [
-        Record(**dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)
-    ]
+    names, n = data.schema.names, data.num_rows
+    columns = [_column_values(data, f) if f in names else repeat(None, n) for f in FIELDS]
+    return list(map(Record, *columns))  # positional, in FIELDS order: the fastest build
 
 
 def _column_values(data: pa.Table | pa.RecordBatch, name: str) -> list[Any]:

@@ -111,18 +111,28 @@ class Planned:
 
 
 class RecordSink(Protocol):
-    """Where placed records go (image_key = their sample's key): a list, or RecordRows."""
+    """Where placed records go, each with its sample's key: PlacedRecords, or RecordRows."""
 
-    def append(self, record: Record) -> None: ...
+    def place(self, record: Record, image_key: str) -> None: ...
 
     def __len__(self) -> int: ...
 
 
-class RecordRows(ArrowRows):
-    """Placed Records held as Arrow: the planned writer's records.parquet rows (issue 23)."""
+class PlacedRecords(list):
+    """Placed Records in a list (the streamed writer's records.parquet rows)."""
 
-    def append(self, record: Record) -> None:  # type: ignore[override]
-        super().append(record.row())
+    def place(self, record: Record, image_key: str) -> None:
+        self.append(record.placed_on(image_key))
+
+
+class RecordRows(ArrowRows):
+    """Placed records held as Arrow: the planned writer's records.parquet rows (issue 23); no
+    Record is made per placed record, only its row."""
+
+    def place(self, record: Record, image_key: str) -> None:
+        row = record.row()
+        row["image_key"] = image_key
+        self.append(row)
 
 
 def image_key_of(record: Record, grouped: bool = True) -> str:
@@ -155,7 +165,7 @@ class Gate:
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
         self.opened = 0  # image samples opened so far
-        self.records: RecordSink = [] if records is None else records  # placed_on their sample
+        self.records: RecordSink = PlacedRecords() if records is None else records
 
     def close(self) -> list[Planned]:
         """The samples, once every row is placed; drops the lookup state (keys, image keys,
@@ -222,7 +232,7 @@ class Gate:
         self.keys.add(record.key)
         if placed is not None:
             placed.join(record)
-            self.records.append(record.placed_on(placed.key))
+            self.records.place(record, placed.key)
             return None
         assert isinstance(result, Prepared)
         sample = Planned(record, columns, result, image_key=None if ik == record.key else ik)
@@ -230,7 +240,7 @@ class Gate:
         self.by_hash[result.source_sha256] = ik
         self.samples.append(sample)
         self.opened += 1
-        self.records.append(record.placed_on(sample.key))
+        self.records.place(record, sample.key)
         return sample
 
 

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
+
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
-from vlmdata.core.record import Record, columns_of
+from vlmdata.core.record import Record, columns_of, records_from_arrow, stored_under
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Columns, Gate, Planned, image_key_of, text_copies
@@ -147,6 +149,36 @@ class ShardPlan:
 Placing = tuple[Record, Columns]  # a record and the manifest columns it was read with
 
 
+class ManifestRecords:
+    """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
+    iterated: the planned writer reads the rows twice and never holds them all (issue 23)."""
+
+    ROWS = 8192
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def __iter__(self) -> Iterator[Placing]:
+        columns = tuple(columns_of(self.table.schema.names))
+        for batch in self.table.to_batches(max_chunksize=self.ROWS):
+            for record in records_from_arrow(batch):
+                yield record, columns
+
+    def image_refs(self) -> Iterator[tuple[Any, Any]]:
+        """(image key, path) per row, read from two or three columns (the first pass needs
+        no more: no Record is made)."""
+        names = self.table.schema.names
+        for batch in self.table.to_batches(max_chunksize=self.ROWS):
+            n = batch.num_rows
+            key, path = (batch.column(c).to_pylist() if c in names else [None] * n
+                         for c in ("key", "path"))  # fmt: skip
+            if "image_key" not in names:
+                yield from zip(key, path, strict=True)
+            else:
+                iks = batch.column("image_key").to_pylist()
+                yield from zip(map(stored_under, key, iks), path, strict=True)
+
+
 @dataclass(frozen=True)
 class PlanInput:
     """What is planned: the records in output order, iterated twice: (Record, columns) pairs
@@ -222,12 +254,19 @@ def _number_images(inp: PlanInput, every_text: bool) -> tuple[list[Any], array, 
     firsts: dict[Any, int] = {}  # image key -> its number
     first_refs: list[Any] = []
     image_of = array("q")
-    for i, (record, _) in enumerate(placings(inp.rows)):
-        number = firsts.setdefault(image_key_of(record), len(first_refs))
+    for i, (image_key, path) in enumerate(_image_refs(inp.rows)):
+        number = firsts.setdefault(image_key, len(first_refs))
         if number == len(first_refs):
-            first_refs.append(record.path if inp.refs is None else inp.refs[i])
+            first_refs.append(path if inp.refs is None else inp.refs[i])
         image_of.append(number)
     return first_refs, image_of, set(firsts) if every_text else None
+
+
+def _image_refs(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[tuple[Any, Any]]:
+    """(image key, path) per row (the first pass)."""
+    if isinstance(rows, ManifestRecords):
+        return rows.image_refs()
+    return ((image_key_of(r), r.path) for r, _ in placings(rows))
 
 
 _COLUMNS: dict[Columns, Columns] = {}  # one tuple object per set of columns seen

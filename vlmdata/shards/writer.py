@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,13 @@ import pyarrow.parquet as pq
 from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
-from vlmdata.core.record import Record, columns_of, records_from_arrow
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
+from vlmdata.shards.plan import ManifestRecords as _ManifestRows
 from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
@@ -77,22 +77,6 @@ def write_shards(
         reject_file=str(manifest_path),
         progress=progress,
     )
-
-
-class _ManifestRows:
-    """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
-    iterated: the planned writer reads the rows twice and never holds them all (issue 23)."""
-
-    ROWS = 8192
-
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-
-    def __iter__(self) -> Iterator[tuple[Record, tuple[str, ...]]]:
-        columns = tuple(columns_of(self.table.schema.names))
-        for batch in self.table.to_batches(max_chunksize=self.ROWS):
-            for record in records_from_arrow(batch):
-                yield record, columns
 
 
 def _read_manifest(path: Path) -> pa.Table:
