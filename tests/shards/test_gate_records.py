@@ -74,3 +74,23 @@ def test_records_sharing_an_image_make_one_sample_of_records():
     assert (reject["reason"], reject["line"], reject["key"]) == ("image_key_conflict", 3, "q3")
     assert reject["record"] == {"key": "q3", "source": "llava", "split": "train",
                                 "path": "j.jpg", "texts": ["D"], "image_key": "img"}  # fmt: skip
+
+
+@pytest.mark.parametrize("with_image_key", [True, False])
+def test_image_key_pass_reads_what_the_records_say(with_image_key):
+    """The first pass reads image keys from Arrow columns, the gate's pass from Records: both
+    must give each row's image as the one rule says (image_key, else the key)."""
+    import pyarrow as pa
+
+    from vlmdata.shards.plan import ManifestRecords
+
+    columns = {"key": ["a", "b", "c"], "path": ["1.jpg", None, "3.jpg"], "texts": [["x"]] * 3}
+    if with_image_key:
+        columns["image_key"] = [None, "img", None]
+    rows = ManifestRecords(pa.table(columns))
+    rows.ROWS = 2  # two batches
+    want = [("a", "1.jpg"), ("img" if with_image_key else "b", None), ("c", "3.jpg")]
+    assert list(rows.image_refs()) == want
+    assert [(r.stored_under, r.path) for r, _ in rows] == want
+    assert {cols for _, cols in rows} == {tuple(c for c in ("key", "path", "texts", "image_key")
+                                               if c in columns)}  # fmt: skip

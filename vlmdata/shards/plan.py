@@ -182,7 +182,7 @@ class ManifestRecords:
 @dataclass(frozen=True)
 class PlanInput:
     """What is planned: the records in output order, iterated twice: (Record, columns) pairs
-    (a manifest read in batches: writer._ManifestRows) or manifest row dicts (download's
+    (a manifest read in batches: ManifestRecords) or manifest row dicts (download's
     lists), and where `source` finds row i's image (`refs[i]`; None: the record's `path`)."""
 
     rows: Iterable[Placing | Mapping[str, Any]]
