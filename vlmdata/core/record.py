@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +34,8 @@ from vlmdata.core.manifest import CORE_FIELDS, OPTIONAL_COLUMNS, manifest_schema
 FIELDS: tuple[str, ...] = (*(name for name, _ in CORE_FIELDS), *OPTIONAL_COLUMNS)
 SCHEMA = manifest_schema(OPTIONAL_COLUMNS)  # every field as an Arrow column
 LIST_FIELDS = frozenset(n for n, t in CORE_FIELDS if pa.types.is_list(t))  # texts
+_SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
+_VALUES = attrgetter(*FIELDS)  # a record's values in FIELDS order, in one call
 
 
 def _fields() -> list[tuple[str, Any, Any]]:
@@ -58,10 +63,22 @@ class _RecordMethods:
         """A record from KEY.json's `records` list of the sample keyed `image_key`."""
         return cls(**{f: entry.get(f) for f in FIELDS if f != "image_key"}, image_key=image_key)
 
+    def row(self, columns: Sequence[str] = FIELDS) -> dict[str, Any]:
+        """This record as a manifest row of `columns` (a reject's `record`, a table row)."""
+        if columns is FIELDS:
+            return dict(zip(FIELDS, _VALUES(self), strict=True))
+        return {c: getattr(self, c) for c in columns}
+
+    def placed_on(self, image_key: str) -> Record:
+        """This record once placed on the image sample `image_key` (records.parquet's row)."""
+        values = dict(zip(FIELDS, _VALUES(self), strict=True))
+        values["image_key"] = image_key
+        return type(self)(**values)
+
     @property
     def stored_under(self) -> str:
         """The key of the image sample holding this record's image."""
-        return self.key if self.image_key is None else self.image_key
+        return stored_under(self.key, self.image_key)
 
     @property
     def txt(self) -> str:
@@ -96,6 +113,11 @@ Record.__module__ = __name__
 Record.__doc__ = "One record (a caption set, a conversation, a question): the manifest columns."
 
 
+def stored_under(key: Any, image_key: Any) -> Any:
+    """THE image-key rule: a record's image is stored under its `image_key`, else its key."""
+    return key if image_key is None else image_key
+
+
 def columns_of(row: Mapping[str, Any]) -> list[str]:
     """The manifest columns a row carries (its table's), in FIELDS order."""
     return [f for f in FIELDS if f in row]
@@ -123,12 +145,18 @@ def records_of_json(meta: Mapping[str, Any], image_key: str) -> list[Record]:
 
 def records_from_arrow(data: pa.Table | pa.RecordBatch) -> list[Record]:
     """One Record per row of a manifest or records.parquet batch (columns it lacks: None).
-    Call it a batch at a time: the list holds a Python object per row."""
-    names = [f for f in FIELDS if f in data.schema.names]
-    columns = [data.column(n).to_pylist() for n in names]
-    return [
-        Record(**dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)
-    ]
+    Call it a batch at a time: the list holds a Python object per row. `source` and `split`
+    strings are interned (a few distinct values: the shard plan holds a record per image)."""
+    names, n = data.schema.names, data.num_rows
+    columns = [_column_values(data, f) if f in names else repeat(None, n) for f in FIELDS]
+    return list(map(Record, *columns))  # positional, in FIELDS order: the fastest build
+
+
+def _column_values(data: pa.Table | pa.RecordBatch, name: str) -> list[Any]:
+    values = data.column(name).to_pylist()
+    if name in _SHARED_VALUES:
+        return [sys.intern(v) if type(v) is str else v for v in values]
+    return values
 
 
 def records_to_arrow(records: Iterable[Record], schema: pa.Schema = SCHEMA) -> pa.Table:

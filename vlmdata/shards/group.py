@@ -20,81 +20,64 @@ So every distinct image's bytes are written once, and no record is lost for shar
 from __future__ import annotations
 
 import hashlib
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
+from vlmdata.core.record import Record
 from vlmdata.core.rejects import RejectWriter
 from vlmdata.shards.output import split_problem
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 from vlmdata.shards.spill import Slot, Spill, unpack_slot
+from vlmdata.shards.tables import ArrowRows
 
-Row = dict[str, Any]  # a manifest row (one record), as read
+Columns = tuple[str, ...]  # the manifest columns a record was read with (KEY.json's fields)
 Problem = tuple[str, str]  # (reject reason, detail)
-
-
-# one shared field-name tuple per set of row fields, with where its interned fields are
-_NAMES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
-_SHARED_VALUES = ("source", "split")  # few distinct values: one string object each
-
-
-def _names_of(row: Row) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    names = tuple(row)
-    found = _NAMES.get(names)
-    if found is None:
-        shared = tuple(i for i, k in enumerate(names) if k in _SHARED_VALUES)
-        found = _NAMES[names] = (names, shared)
-    return found
 
 
 @dataclass(slots=True)
 class Planned:
-    """An image sample: its first record's row (its fields are the sample's, but its key is
-    `key`, the image key), the checked image and the records after the first (rows as read: no
-    copy per record). `seal()` fixes the KEY.json / KEY.txt bytes once all its records are
-    known (and their sha256 digests); the planned writer then moves the bytes to its spill file
-    (`spill`), the streamed writer writes them at once. Image bytes are read again when
-    writing. One is held per image, so it is compact: slots, and the first row as a tuple of
-    values beside a field-name tuple shared by every sample (`row` makes the dict again)."""
+    """An image sample: its first `record` (its fields are the sample's, but its key is `key`,
+    the image key), the manifest `columns` it was read with, the checked image and the records
+    after the first (as read: no copy per record). `seal()` fixes the KEY.json / KEY.txt bytes
+    once all its records are known (and their sha256 digests); the planned writer then moves
+    the bytes to its spill file (`spill`), the streamed writer writes them at once. Image bytes
+    are read again when writing. One is held per image, so it is compact: slots, one slotted
+    Record, a columns tuple shared by every sample, no list until a second record joins."""
 
-    names: tuple[str, ...]
-    values: tuple[Any, ...]
+    record: Record
+    columns: Columns
     prepared: Prepared
-    records: list[Row] = field(default_factory=list)  # the 2nd record onwards, until release()
+    records: list[Record] | None = None  # the 2nd record onwards, until release()
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
     n_records: int = 0  # records on it, set by seal() (the list is dropped once json is made)
-    image_key: str | None = None  # the sample's key when it is not row["key"]
+    image_key: str | None = None  # the sample's key when it is not record.key
     digests: bytes = b""  # sha256 of json, then of txt (set by seal)
     slot: Slot | None = None  # where spill() put json + txt
 
-    @classmethod
-    def of(cls, row: Row, prepared: Prepared, **fields: Any) -> Planned:
-        names, shared = _names_of(row)
-        values = list(row.values())
-        for i in shared:
-            if type(values[i]) is str:
-                values[i] = sys.intern(values[i])
-        return cls(names, tuple(values), prepared, **fields)
-
-    @property
-    def row(self) -> Row:
-        return dict(zip(self.names, self.values, strict=True))
-
-    def get(self, name: str) -> Any:
-        """One field of the first record (None when the row has no such field)."""
-        try:
-            return self.values[self.names.index(name)]
-        except ValueError:
-            return None
-
     @property
     def key(self) -> str:
-        return self.get("key") if self.image_key is None else self.image_key
+        return self.record.key if self.image_key is None else self.image_key
+
+    @property
+    def split(self) -> Any:
+        """The sample's split (its first record's): the shard folder it goes to."""
+        return self.record.split
+
+    @property
+    def all_records(self) -> list[Record]:
+        return [self.record, *(self.records or ())]
+
+    def join(self, record: Record) -> None:
+        """Add a later record on this image."""
+        if self.records is None:
+            self.records = [record]
+        else:
+            self.records.append(record)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -108,10 +91,9 @@ class Planned:
         return self.digests[:32].hex(), self.digests[32:].hex()
 
     def seal(self) -> Planned:
-        row = self.row
-        self.json = json_bytes({**row, "key": self.key}, [row, *self.records])
-        self.txt = txt_bytes(row)
-        self.n_records = 1 + len(self.records)
+        self.json = json_bytes(self.key, self.all_records, self.columns)
+        self.txt = txt_bytes(self.record)
+        self.n_records = 1 + len(self.records or ())
         return self._digest()
 
     def _digest(self) -> Planned:
@@ -124,22 +106,39 @@ class Planned:
         self.json = self.txt = b""
 
     def release(self) -> None:
-        """Drop the record dicts once KEY.json is made: records.parquet has them (as Arrow)."""
-        self.records = []
+        """Drop the later Records once KEY.json is made: records.parquet has them (as Arrow)."""
+        self.records = None
 
 
 class RecordSink(Protocol):
-    """Where placed records go: a list, or tables.ArrowRows (records held as Arrow)."""
+    """Where placed records go, each with its sample's key: PlacedRecords, or RecordRows."""
 
-    def append(self, row: Row) -> None: ...
+    def place(self, record: Record, image_key: str) -> None: ...
 
     def __len__(self) -> int: ...
 
 
-def image_key_of(row: Row, grouped: bool = True) -> Any:
-    """The key of the image sample a record's image is stored under."""
-    ik = row.get("image_key") if grouped else None
-    return ik if ik is not None else row.get("key")
+class PlacedRecords(list):
+    """Placed Records in a list (the streamed writer's records.parquet rows)."""
+
+    def place(self, record: Record, image_key: str) -> None:
+        self.append(record.placed_on(image_key))
+
+
+class RecordRows(ArrowRows):
+    """Placed records held as Arrow: the planned writer's records.parquet rows (issue 23); no
+    Record is made per placed record, only its row."""
+
+    def place(self, record: Record, image_key: str) -> None:
+        row = record.row()
+        row["image_key"] = image_key
+        self.append(row)
+
+
+def image_key_of(record: Record, grouped: bool = True) -> str:
+    """The key of the image sample a record's image is stored under (streamed writing stores
+    every record's image on its own: its key)."""
+    return record.stored_under if grouped else record.key
 
 
 class Gate:
@@ -166,7 +165,7 @@ class Gate:
         self.by_hash: dict[str, str] = {}  # source sha256 -> image key
         self.samples: list[Planned] = []  # in the order they were opened
         self.opened = 0  # image samples opened so far
-        self.records: RecordSink = [] if records is None else records  # `image_key` filled in
+        self.records: RecordSink = PlacedRecords() if records is None else records
 
     def close(self) -> list[Planned]:
         """The samples, once every row is placed; drops the lookup state (keys, image keys,
@@ -175,68 +174,79 @@ class Gate:
         self.keys, self.images, self.by_hash = set(), {}, {}
         return samples
 
-    def reject(self, row: Row, line: int, reason: str, detail: str) -> None:
-        key = row.get("key") if isinstance(row.get("key"), str) else None
+    def reject(self, record: Record, columns: Columns, line: int, reason: str, detail: str) -> None:
+        key = record.key if isinstance(record.key, str) else None
         self.rejects.add(
-            reason, stage=self.stage, file=self.file, line=line, key=key, detail=detail, record=row
+            reason,
+            stage=self.stage,
+            file=self.file,
+            line=line,
+            key=key,
+            detail=detail,
+            record=record.row(columns),
         )
 
-    def _problem(self, row: Row, ik: Any) -> Problem | None:
+    def _problem(self, record: Record, ik: Any) -> Problem | None:
         """The record's own problem (key, texts, image key), checked before its image's."""
-        key = row.get("key")
+        key = record.key
         if (problem := key_problem(key)) is not None:
             return "bad_key", problem
         if key in self.keys:
             return "duplicate_key", f"key {key!r} seen before"
         if ik != key and (problem := key_problem(ik)) is not None:
             return "bad_key", f"image_key: {problem}"
-        if (problem := split_problem(row.get("split"))) is not None:
+        if (problem := split_problem(record.split)) is not None:
             return "bad_split", problem
-        return texts_problem(row.get("texts"))
+        return texts_problem(record.texts)
 
-    def _place(self, row: Row, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
+    def _place(self, record: Record, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
         """The stored sample the record joins (rules 2 and 4), or why it cannot be placed;
         a new sample is the caller's (rule 5): None."""
         sample = self.images.get(ik)
         if sample is not None:
-            if (theirs := _source_of(sample.row)) == _source_of(row):
+            if (theirs := _source_of(sample.record)) == _source_of(record):
                 return sample
             return ("image_key_conflict", f"image_key {ik!r} is already "
-                    f"{theirs!r}, not {_source_of(row)!r}")  # fmt: skip
+                    f"{theirs!r}, not {_source_of(record)!r}")  # fmt: skip
         if isinstance(result, ImageProblem):
             return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
         if other is None:
             return None
-        if self.grouped and duplicate_image_rule(row.get("source"), self.rule) == "share":
+        if self.grouped and duplicate_image_rule(record.source, self.rule) == "share":
             return self.images[other]
         return "duplicate_image", f"same bytes as key {other!r}"
 
-    def admit(self, row: Row, line: int, result: Prepared | ImageProblem) -> Planned | None:
-        """Place one record; the NEW sample it opened, else None (joined one, or rejected)."""
-        ik = image_key_of(row, self.grouped)
-        placed = self._problem(row, ik) or self._place(row, ik, result)
+    def admit(
+        self, record: Record, columns: Columns, line: int, result: Prepared | ImageProblem
+    ) -> Planned | None:
+        """Place one record (read with the manifest `columns`); the NEW sample it opened, else
+        None (joined one, or rejected)."""
+        if not isinstance(record, Record):
+            raise TypeError(f"line {line}: the gate places Records, not {type(record).__name__}")
+        ik = image_key_of(record, self.grouped)
+        placed = self._problem(record, ik) or self._place(record, ik, result)
         if isinstance(placed, tuple):
-            self.reject(row, line, *placed)
+            self.reject(record, columns, line, *placed)
             return None
-        self.keys.add(row["key"])
+        self.keys.add(record.key)
         if placed is not None:
-            placed.records.append(row)
-            self.records.append({**row, "image_key": placed.key})
+            placed.join(record)
+            self.records.place(record, placed.key)
             return None
         assert isinstance(result, Prepared)
-        sample = Planned.of(row, result, image_key=None if ik == row["key"] else ik)
+        sample = Planned(record, columns, result, image_key=None if ik == record.key else ik)
         self.images[ik] = sample
         self.by_hash[result.source_sha256] = ik
         self.samples.append(sample)
         self.opened += 1
-        self.records.append({**row, "image_key": sample.key})
+        self.records.place(record, sample.key)
         return sample
 
 
-def _source_of(row: dict) -> str | None:
+def _source_of(record: Record) -> str | None:
     """The file or URL a record's image comes from."""
-    return row.get("path") or row.get("url")
+    return record.path or record.url
 
 
 def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
@@ -244,14 +254,14 @@ def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
     record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
     txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
     out: list[Planned] = []
-    first = p.row
-    for j, text in enumerate((first.get("texts") or [])[1:], 1):
+    records = p.all_records
+    for j, text in enumerate((p.record.texts or [])[1:], 1):
         key = f"{p.key}_t{j}"
         if key in taken:
             raise DataError(f"--every-text: sample key {key!r} is also a record key")
-        row = {**first, "key": key}
-        copy = Planned.of(row, p.prepared, ref=p.ref, n_records=p.n_records)
-        copy.json = json_bytes(row, [first, *p.records])
+        copy = Planned(p.record, p.columns, p.prepared, ref=p.ref, n_records=p.n_records)
+        copy.image_key = key
+        copy.json = json_bytes(key, records, p.columns)
         copy.txt = text.encode("utf-8")
         out.append(copy._digest())
     return out

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
+
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
+from vlmdata.core.record import Record, columns_of, records_from_arrow, stored_under
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate, Planned, image_key_of, text_copies
+from vlmdata.shards.group import Columns, Gate, Planned, image_key_of, text_copies
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import index_table, shard_is_finished, shard_rel
@@ -79,9 +82,9 @@ def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[di
         row[f"{role}_offset"], row[f"{role}_size"], row[f"{role}_sha256"] = off, size, hashes[role]
     row.update(format=fmt, width=p.prepared.info.width, height=p.prepared.info.height)
     row["n_records"] = max(1, p.n_records)
-    first = p.row
+    first = p.record
     for col in ("source", "split", "texts", "url", "path", *extras):
-        row[col] = first.get(col)
+        row[col] = getattr(first, col)
     return row, lay.size
 
 
@@ -143,13 +146,46 @@ class ShardPlan:
         return [j.rel for j in self.jobs]
 
 
+Placing = tuple[Record, Columns]  # a record and the manifest columns it was read with
+
+
+class ManifestRecords:
+    """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
+    iterated: the planned writer reads the rows twice and never holds them all (issue 23)."""
+
+    ROWS = 8192
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def __iter__(self) -> Iterator[Placing]:
+        columns = tuple(columns_of(self.table.schema.names))
+        for batch in self.table.to_batches(max_chunksize=self.ROWS):
+            for record in records_from_arrow(batch):
+                yield record, columns
+
+    def image_refs(self) -> Iterator[tuple[Any, Any]]:
+        """(image key, path) per row, read from two or three columns (the first pass needs
+        no more: no Record is made)."""
+        names = self.table.schema.names
+        for batch in self.table.to_batches(max_chunksize=self.ROWS):
+            n = batch.num_rows
+            key, path = (batch.column(c).to_pylist() if c in names else [None] * n
+                         for c in ("key", "path"))  # fmt: skip
+            if "image_key" not in names:
+                yield from zip(key, path, strict=True)
+            else:
+                iks = batch.column("image_key").to_pylist()
+                yield from zip(map(stored_under, key, iks), path, strict=True)
+
+
 @dataclass(frozen=True)
 class PlanInput:
-    """What is planned: manifest rows (records) in output order, iterated twice (a list, or
-    rows read in batches), and where `source` finds row i's image (`refs[i]`; None: the
-    row's `path`)."""
+    """What is planned: the records in output order, iterated twice: (Record, columns) pairs
+    (a manifest read in batches: ManifestRecords) or manifest row dicts (download's
+    lists), and where `source` finds row i's image (`refs[i]`; None: the record's `path`)."""
 
-    rows: Iterable[dict[str, Any]]
+    rows: Iterable[Placing | Mapping[str, Any]]
     refs: list[Any] | None
     source: Any  # FolderImages, RawImages (image_sources.py, download/repack.py)
 
@@ -191,9 +227,9 @@ def place_records(inp: PlanInput, run: Planner) -> list[Planned]:
     once to place the records on the checked images in row order."""
     first_refs, image_of, image_keys = _number_images(inp, run.opt.every_text)
     checked = list(_check(inp.source, first_refs, run.opt.image, run.engine, run.progress))
-    for line, row in enumerate(inp.rows, 1):
+    for line, (record, columns) in enumerate(placings(inp.rows), 1):
         number = image_of[line - 1]
-        sample = run.gate.admit(row, line, checked[number])
+        sample = run.gate.admit(record, columns, line, checked[number])
         if sample is not None:
             sample.ref = first_refs[number]
     del first_refs, checked, image_of
@@ -218,12 +254,35 @@ def _number_images(inp: PlanInput, every_text: bool) -> tuple[list[Any], array, 
     firsts: dict[Any, int] = {}  # image key -> its number
     first_refs: list[Any] = []
     image_of = array("q")
-    for i, row in enumerate(inp.rows):
-        number = firsts.setdefault(image_key_of(row), len(first_refs))
+    for i, (image_key, path) in enumerate(_image_refs(inp.rows)):
+        number = firsts.setdefault(image_key, len(first_refs))
         if number == len(first_refs):
-            first_refs.append(row.get("path") if inp.refs is None else inp.refs[i])
+            first_refs.append(path if inp.refs is None else inp.refs[i])
         image_of.append(number)
     return first_refs, image_of, set(firsts) if every_text else None
+
+
+def _image_refs(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[tuple[Any, Any]]:
+    """(image key, path) per row (the first pass)."""
+    if isinstance(rows, ManifestRecords):
+        return rows.image_refs()
+    return ((image_key_of(r), r.path) for r, _ in placings(rows))
+
+
+_COLUMNS: dict[Columns, Columns] = {}  # one tuple object per set of columns seen
+
+
+def placing(row: Mapping[str, Any]) -> Placing:
+    """A manifest row dict as the gate takes it: its Record and its columns (a tuple shared
+    by every row with the same columns)."""
+    columns = tuple(columns_of(row))
+    return Record.from_row(row), _COLUMNS.setdefault(columns, columns)
+
+
+def placings(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[Placing]:
+    """(Record, columns) per input row: pairs as they come, row dicts made Records once."""
+    for row in rows:
+        yield row if isinstance(row, tuple) else placing(row)
 
 
 def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:
@@ -231,7 +290,7 @@ def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any
     shard never mixes splits; a sample's split is its first record's."""
     by_split: dict[Any, list[Planned]] = {}
     for p in kept:
-        by_split.setdefault(p.get("split"), []).append(p)
+        by_split.setdefault(p.split, []).append(p)
     shards: list[tuple[Any, list[Planned]]] = []
     for split, samples in by_split.items():
         cutter, mine = Cutter(spp, cap), []

@@ -42,9 +42,9 @@ def records_schema(extras: list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def records_table(rows: list[dict[str, Any]], extras: list[str]) -> pa.Table:
-    """records/records.parquet's table; `rows` are manifest rows with their final image_key."""
-    return records_to_arrow((Record.from_row(r) for r in rows), records_schema(extras))
+def records_table(records: list[Record], extras: list[str]) -> pa.Table:
+    """records/records.parquet's table; `records` are placed (image_key: their sample's)."""
+    return records_to_arrow(records, records_schema(extras))
 
 
 def _location(out_dir, storage_options: dict[str, Any] | None) -> Location:

@@ -11,27 +11,26 @@ before (or without) writing any bytes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from vlmdata.core.record import FIELDS, Record, columns_of, json_member, sample_json
+from vlmdata.core.record import FIELDS, Record, json_member, sample_json
 from vlmdata.shards.tarfmt import header_size, member_header, padding
 
 META_FIELDS = FIELDS  # KEY.json's fields: the record's (core/record.py)
 
 
-def json_bytes(row: dict[str, Any], records: list[dict[str, Any]] | None = None) -> bytes:
-    """KEY.json of an image sample, written from Records: `row` is its first record as read
-    from the manifest with `key` = the sample key; `records` every record on the image in
-    manifest order (None: `row` alone). Every record carries the manifest's columns, null
-    included, so every sample of a shard set has the same fields (readers that infer columns
-    from the first samples, like HF `datasets`, drop none)."""
-    placed = [Record.from_row(r) for r in records or [row]]
-    return json_member(sample_json(row["key"], placed, columns_of(row)))
+def json_bytes(key: str, records: Sequence[Record], columns: Sequence[str]) -> bytes:
+    """KEY.json of the image sample `key`: `records` are every record on the image in manifest
+    order (the first gives the top-level fields), `columns` the manifest's. Every record
+    carries those columns, null included, so every sample of a shard set has the same fields
+    (readers that infer columns from the first samples, like HF `datasets`, drop none)."""
+    return json_member(sample_json(key, records, columns))
 
 
-def txt_bytes(row: dict[str, Any]) -> bytes:
-    return Record.from_row(row).txt.encode("utf-8")
+def txt_bytes(record: Record) -> bytes:
+    """KEY.txt: the record's first text."""
+    return record.txt.encode("utf-8")
 
 
 def sha256(data: bytes) -> str:

@@ -24,7 +24,7 @@ from vlmdata.shards.group import Gate, Planned
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import ShardFile, clean_stale, shard_rel
-from vlmdata.shards.plan import Cutter, extras_of, index_row, progress_bar, shard_digest
+from vlmdata.shards.plan import Cutter, extras_of, index_row, placing, progress_bar, shard_digest
 from vlmdata.shards.prepare import ImageProblem, PreparedBytes, prepare_bytes
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.samples import layout, sample_pieces
@@ -151,16 +151,17 @@ class _Stream:
         self.kept = 0
 
     def admit(self, gate: Gate, row: dict, line: int, result: Any) -> None:
-        """Place the row (group.py's rules) and write its sample when it opened one."""
+        """Place the row as a Record (group.py's rules); write its sample when it opened one."""
+        record, columns = placing(row)
         if isinstance(result, PreparedBytes):
-            sample = gate.admit(row, line, result.prepared)
+            sample = gate.admit(record, columns, line, result.prepared)
             if sample is not None:
                 self.add(sample.seal(), result.data)
         else:
-            gate.admit(row, line, result)
+            gate.admit(record, columns, line, result)
 
     def add(self, p: Planned, data: bytes) -> None:
-        split = p.get("split")
+        split = p.split
         state = self.splits.get(split)
         if state is None:
             state = self.splits[split] = _OpenSplit(Cutter(self.spp, self.cap))

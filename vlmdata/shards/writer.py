@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,18 @@ from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Gate
+from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
+from vlmdata.shards.plan import ManifestRecords as _ManifestRows
 from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
-from vlmdata.shards.tables import ArrowRows, SideTables
+from vlmdata.shards.tables import SideTables
 
 __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
@@ -78,20 +79,6 @@ def write_shards(
     )
 
 
-class _ManifestRows:
-    """A manifest table's rows as dicts, ROWS at a time, each time it is iterated: the planned
-    writer reads the rows twice and never holds them all as dicts (issue 23)."""
-
-    ROWS = 8192
-
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.table.to_batches(max_chunksize=self.ROWS):
-            yield from batch.to_pylist()
-
-
 def _read_manifest(path: Path) -> pa.Table:
     try:
         table = pq.read_table(path)
@@ -129,7 +116,7 @@ def write_planned(
     tables: SideTables | None = None
     try:
         with ShardRun(out, prior_rejects) as run:
-            records = ArrowRows(records_schema(extras))
+            records = RecordRows(records_schema(extras))
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
             planner = Planner(opt, gate, engine, spill, progress)
             plan = plan_shards(PlanInput(rows, refs, source), planner, out, extras)
