@@ -4,9 +4,8 @@ indexed shards out (the fetch side of the shards stage; `cli/data_shards.py` is 
 import click
 
 from cli.common import handle_errors, max_reject_ratio_option, out_option
-from cli.shard_options import shard_layout_options, shard_options
+from cli.shard_options import distributor_option, shard_layout_options, shard_options
 from vlmdata.core.choices import (
-    DISTRIBUTORS,
     FETCH_ENCODE_FORMATS,
     FETCH_RESIZE_MODES,
     RESTVAL_RULES,
@@ -73,13 +72,9 @@ DATASETS = ["cc3m", "coco", "oven-kb", "karpathy", "flickr30k", "flickr8k", "ove
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds for a whole response, redirects included (download_deadline).",
 )
-@click.option(
-    "--distributor",
-    default="multiprocessing",
-    show_default=True,
-    type=click.Choice(DISTRIBUTORS),
-    help="Engine of the fetch (img2dataset's) and of the repack (image checks, then one task "
-    "per output shard); the output is the same on every engine.",
+@distributor_option(
+    "Engine of the fetch (img2dataset's) and of the repack (image checks, then one task "
+    "per output shard); the output is the same on every engine."
 )
 @click.option(
     "--incremental/--overwrite",
@@ -207,13 +202,7 @@ def _local_resize(images: str | None, mode: str | None, side: int | None) -> dic
 @click.option("--split", help="The split of every row (a folder under shards/; default nosplit).")
 @click.option("--source", default="img2dataset", show_default=True, help="The source column.")
 @shard_layout_options
-@click.option(
-    "--distributor",
-    default="multiprocessing",
-    show_default=True,
-    type=click.Choice(DISTRIBUTORS),
-    help="Where the image checks and the one-task-per-shard writes run (as for shard).",
-)
+@distributor_option("Where the image checks and the one-task-per-shard writes run (as for shard).")
 @max_reject_ratio_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors

@@ -6,8 +6,13 @@ import sys
 import click
 
 from cli.common import handle_errors, max_reject_ratio_option, out_option
-from cli.shard_options import shard_layout_options, shard_options, storage_option
-from vlmdata.core.choices import DISTRIBUTORS, DUPLICATE_IMAGE_RULES, REENCODE_FORMATS, RESIZE_MODES
+from cli.shard_options import (
+    distributor_option,
+    shard_layout_options,
+    shard_options,
+    storage_option,
+)
+from vlmdata.core.choices import DUPLICATE_IMAGE_RULES, REENCODE_FORMATS, RESIZE_MODES
 
 
 def _refuse_url_manifest(manifest: str) -> None:
@@ -54,14 +59,10 @@ def _refuse_url_manifest(manifest: str) -> None:
     help="Target side for --resize.",
 )
 @click.option("--reencode", type=click.Choice(REENCODE_FORMATS), help="Re-encode images.")
-@click.option(
-    "--distributor",
-    default="multiprocessing",
-    show_default=True,
-    type=click.Choice(DISTRIBUTORS),
-    help="Where the image checks and the one-task-per-shard writes run: --workers local "
+@distributor_option(
+    "Where the image checks and the one-task-per-shard writes run: --workers local "
     "processes, the active Spark session (else local[--workers]) or Ray (RAY_ADDRESS, else "
-    "local with --workers CPUs). The output is the same on every engine.",
+    "local with --workers CPUs). The output is the same on every engine."
 )
 @click.option(
     "--duplicate-images",

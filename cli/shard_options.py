@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 import click
 
+from vlmdata.core.choices import DISTRIBUTORS
+
 STORAGE_HELP = (
     "JSON object of fsspec storage options for an OUT URL, e.g. "
     '\'{"endpoint_url": "http://127.0.0.1:9000"}\' (credentials usually come from the '
@@ -80,3 +82,14 @@ def shard_layout_options(fn: Callable) -> Callable:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def distributor_option(help: str) -> Callable:
+    """`--distributor`: where a command's parallel work runs (its help says what runs there)."""
+    return click.option(
+        "--distributor",
+        default="multiprocessing",
+        show_default=True,
+        type=click.Choice(DISTRIBUTORS),
+        help=help,
+    )
