@@ -12,6 +12,7 @@ import functools
 import io
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,7 @@ def jpeg_frames(data: bytes) -> list[tuple[int, int]]:
 
     A second SOF (in the header or after a scan) may claim 60000×60000 while the first is
     small; the pixel limit applies to all of them. Stops at EOI or at bytes it cannot follow.
+    Reads big-endian fields with one `unpack_from` each: this runs for every image.
     """
     frames, pos, n = [], 2, len(data)  # after SOI
     while pos + 4 <= n:
@@ -174,13 +176,19 @@ def jpeg_frames(data: bytes) -> list[tuple[int, int]]:
             continue
         if pos + 9 > n:  # a segment header cut off: nothing more to read
             return frames
-        length = _be(data, pos + 2, 2)
-        if marker in _JPEG_SOF:
-            frames.append((_be(data, pos + 7, 2), _be(data, pos + 5, 2)))
+        if marker in _JPEG_SOF:  # length, precision, height, width
+            length, _, height, width = _SOF_FIELDS.unpack_from(data, pos + 2)
+            frames.append((width, height))
+        else:
+            length = _U16.unpack_from(data, pos + 2)[0]
         pos += 2 + length
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
             pos = _next_marker(data, pos)
     return frames
+
+
+_U16 = struct.Struct(">H")
+_SOF_FIELDS = struct.Struct(">HBHH")  # in bounds: pos + 9 <= len(data) was checked
 
 
 # 0xFF then anything but a stuffed 0x00, a restart marker RSTn or another fill 0xFF
