@@ -136,3 +136,23 @@ def test_structure_check_limits_come_from_the_header():
     assert _reason(bomb_png(), decode=False) == "too_large"
     assert _reason(image_bytes(2, (64, 48)), decode=False, min_side=49) == "too_small"
     assert _reason(b"\xff\xd8\xff\xe0\x00\x10JFIF", decode=False) == "truncated"
+
+
+def test_resolve_image_path_with_a_shared_folder_set_still_refuses_escapes(tmp_path):
+    """prepare_chunk passes one `real_dirs` set for a run of rows: a folder seen once is not
+    lstat-ed again, yet a symlinked file or folder met later is still followed and judged."""
+    root = tmp_path / "images"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "secret.jpg", root / "a" / "link.jpg")
+    os.symlink(root / "a", root / "inner")
+    os.symlink(tmp_path, root / "out")
+    seen: set[str] = set()
+    assert resolve_image_path(root, "a/x.jpg", seen) == str((root / "a" / "x.jpg").resolve())
+    assert seen == {str((root / "a").resolve())}
+    for bad in ("a/link.jpg", "out/secret.jpg"):
+        with pytest.raises(ImageReject) as e:
+            resolve_image_path(root, bad, seen)
+        assert e.value.reason == "path_escape"
+    assert Path(resolve_image_path(root, "inner/x.jpg", seen)) == (root / "a" / "x.jpg").resolve()
+    assert str(root.resolve() / "inner") not in seen  # a symlink is never remembered as real

@@ -12,6 +12,7 @@ import functools
 import io
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,7 @@ def jpeg_frames(data: bytes) -> list[tuple[int, int]]:
 
     A second SOF (in the header or after a scan) may claim 60000×60000 while the first is
     small; the pixel limit applies to all of them. Stops at EOI or at bytes it cannot follow.
+    Reads big-endian fields with one `unpack_from` each: this runs for every image.
     """
     frames, pos, n = [], 2, len(data)  # after SOI
     while pos + 4 <= n:
@@ -174,13 +176,19 @@ def jpeg_frames(data: bytes) -> list[tuple[int, int]]:
             continue
         if pos + 9 > n:  # a segment header cut off: nothing more to read
             return frames
-        length = _be(data, pos + 2, 2)
-        if marker in _JPEG_SOF:
-            frames.append((_be(data, pos + 7, 2), _be(data, pos + 5, 2)))
+        if marker in _JPEG_SOF:  # length, precision, height, width
+            length, _, height, width = _SOF_FIELDS.unpack_from(data, pos + 2)
+            frames.append((width, height))
+        else:
+            length = _U16.unpack_from(data, pos + 2)[0]
         pos += 2 + length
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
             pos = _next_marker(data, pos)
     return frames
+
+
+_U16 = struct.Struct(">H")
+_SOF_FIELDS = struct.Struct(">HBHH")  # in bounds: pos + 9 <= len(data) was checked
 
 
 # 0xFF then anything but a stuffed 0x00, a restart marker RSTn or another fill 0xFF
@@ -269,11 +277,13 @@ def _resize(im: Image.Image, mode: str, size: int) -> Image.Image:
     raise ValueError(f"resize mode {mode!r} not in {RESIZE_MODES}")
 
 
-def resolve_image_path(images_dir: Path, rel: str) -> str:
+def resolve_image_path(images_dir: Path, rel: str, real_dirs: set[str] | None = None) -> str:
     """The file a manifest `path` names, refusing paths that leave `images_dir` (a str: this
     runs for every image, and a Path per call cost more than the checks).
 
     Raises ImageReject("path_escape") for absolute paths, `..` and symlinks pointing outside.
+    `real_dirs`: folders already seen not to be symlinks, filled in here; a caller checking a
+    run of rows passes one set, so a folder is lstat-ed once per run, not once per image.
     """
     if not rel or rel.startswith(("/", "\\")) or os.path.isabs(rel):
         raise ImageReject("path_escape", f"path {rel!r} is absolute or empty")
@@ -281,20 +291,29 @@ def resolve_image_path(images_dir: Path, rel: str) -> str:
         raise ImageReject("path_escape", f"path {rel!r} contains '..'")
     root = _real_root(str(images_dir))
     target = os.path.normpath(os.path.join(root, rel))  # no "..": stays under root
-    if _symlink_below(root, target):  # only then resolve: realpath lstats every component
+    # only then resolve: realpath lstats every component
+    if _symlink_below(root, target, real_dirs):
         target = os.path.realpath(target)
     if not target.startswith(root.rstrip(os.sep) + os.sep):
         raise ImageReject("path_escape", f"path {rel!r} resolves outside {images_dir}")
     return target
 
 
-def _symlink_below(root: str, path: str) -> bool:
+def _symlink_below(root: str, path: str, real_dirs: set[str] | None = None) -> bool:
     """Whether any component of `path` below the (real) `root` is a symlink. Without one,
-    realpath(path) == path; a missing component is no symlink (the read then fails)."""
-    while len(path) > len(root):
+    realpath(path) == path; a missing component is no symlink (the read then fails). Folders
+    in `real_dirs` (and so their parents) are known not to be; the ones checked are added."""
+    if os.path.islink(path):
+        return True
+    checked = []
+    path = os.path.dirname(path)
+    while len(path) > len(root) and (real_dirs is None or path not in real_dirs):
         if os.path.islink(path):
             return True
+        checked.append(path)
         path = os.path.dirname(path)
+    if real_dirs is not None:
+        real_dirs.update(checked)
     return False
 
 

@@ -94,13 +94,16 @@ def candidate_paths(images_dir: Path, rel: str) -> Iterator[str]:
         yield from spellings(name)
 
 
-def read_image_file(images_dir: Path, rel: str | None) -> tuple[str, bytes, tuple[int, int]]:
+def read_image_file(
+    images_dir: Path, rel: str | None, real_dirs: set[str] | None = None
+) -> tuple[str, bytes, tuple[int, int]]:
     """Read the file a manifest path names (see `candidate_paths`): (resolved path, bytes,
     (size, mtime_ns)).
 
     ImageReject for a path that is not a string, leaves the folder, is missing, is not a
     regular file (a FIFO would block for ever, a device never end) or cannot be opened
-    (a symlink loop, a name too long): one bad row never stops the run.
+    (a symlink loop, a name too long): one bad row never stops the run. `real_dirs`: see
+    `resolve_image_path`.
     """
     if not rel:
         raise ImageReject("missing_file", "row has no path (URL data sets: use `vlmdata download`)")
@@ -110,7 +113,7 @@ def read_image_file(images_dir: Path, rel: str | None) -> tuple[str, bytes, tupl
         raise ImageReject("bad_path", f"path {rel!r} holds a NUL character")
     for candidate in candidate_paths(images_dir, rel):  # the first is `rel` as written, so
         # path_escape is judged on it before any other spelling is tried
-        path = resolve_image_path(images_dir, candidate)
+        path = resolve_image_path(images_dir, candidate, real_dirs)
         try:
             data, stamp = read_stamped(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -157,10 +160,12 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "not a file")
 
 
-def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepared | ImageProblem:
+def prepare_file(
+    images_dir: Path, rel: str | None, opts: ImageOptions, real_dirs: set[str] | None = None
+) -> Prepared | ImageProblem:
     """Planning pass for one manifest row: facts about the final bytes, or the reject."""
     try:
-        path, data, stamp = read_image_file(images_dir, rel)
+        path, data, stamp = read_image_file(images_dir, rel, real_dirs)
         p = prepare_bytes(data, opts)[1]
     except ImageReject as e:
         return ImageProblem.of(e)
@@ -170,6 +175,6 @@ def prepare_file(images_dir: Path, rel: str | None, opts: ImageOptions) -> Prepa
 def prepare_chunk(
     images_dir: str, rels: list[str | None], opts: ImageOptions
 ) -> list[Prepared | ImageProblem]:
-    """A worker's share of the planning pass."""
-    folder = Path(images_dir)
-    return [prepare_file(folder, rel, opts) for rel in rels]
+    """A worker's share of the planning pass (its folders checked for symlinks once)."""
+    folder, real_dirs = Path(images_dir), set()
+    return [prepare_file(folder, rel, opts, real_dirs) for rel in rels]
