@@ -22,8 +22,16 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.core.thrift_compact import I16, I64, LIST, STRUCT, Struct, ThriftList
-from vlmdata.core.thrift_compact import decode_struct, encode_struct
+from vlmdata.core.thrift_compact import (
+    I16,
+    I64,
+    LIST,
+    STRUCT,
+    Struct,
+    ThriftList,
+    decode_struct,
+    encode_struct,
+)
 
 MAGIC = b"PAR1"
 DEFAULT_GROUP_ROWS = 1024 * 1024  # pyarrow's row group when write_table is given none
@@ -121,17 +129,17 @@ class SplicedParquetWriter:
         chunks = group.get(1).values
         for chunk in chunks:
             _move(chunk, shift)
+        if group.get(5):  # the group's file_offset, as pyarrow set it for this column
+            group.set(5, I64, group.get(5) + shift)
         return group, chunks
 
     def _group(self, first: Struct, chunks: list[Struct], rows: int) -> Struct:
-        """The RowGroup pyarrow writes: the first column's, with every column's chunks,
-        summed sizes, the group's start and ordinal."""
+        """The RowGroup pyarrow writes: the first column's (its file_offset already moved),
+        with every column's chunks, summed sizes and the group's ordinal."""
         singles = [c.get(3) for c in chunks]
         first.set(1, LIST, ThriftList(STRUCT, chunks))
         first.set(2, I64, sum(m.get(6) for m in singles))  # total_byte_size (uncompressed)
         first.set(3, I64, rows)
-        if first.get(5) is not None:
-            first.set(5, I64, _start(singles[0]))
         if first.get(6) is not None:
             first.set(6, I64, sum(m.get(7) for m in singles))  # total_compressed_size
         if first.get(7) is not None:
@@ -165,24 +173,19 @@ class SplicedParquetWriter:
         self.close() if exc_type is None else self.abort()
 
 
-def _start(meta: Struct) -> int:
-    """Where a column chunk's bytes begin: its dictionary page, else its first data page."""
-    dictionary = meta.get(11)
-    return dictionary if dictionary is not None else meta.get(9)
-
-
 def _move(chunk: Struct, shift: int) -> None:
-    """Move a ColumnChunk's page offsets by `shift` bytes."""
+    """Move a ColumnChunk's page offsets by `shift` bytes. An offset of 0 means none (byte 0
+    is the magic): pyarrow writes data_page_offset 0 for a chunk of a zero-row group."""
     for fid, what in _UNSUPPORTED.items():
         if chunk.get(fid) is not None:
             raise ValueError(f"{what} is not supported by the spliced writer")
     meta = chunk.get(3)
     if meta.get(14) is not None:
         raise ValueError("bloom filters are not supported by the spliced writer")
-    if chunk.get(2):  # file_offset: 0 means unset (pyarrow 26 writes 0)
+    if chunk.get(2):  # file_offset (pyarrow 26 writes 0)
         chunk.set(2, I64, chunk.get(2) + shift)
     for fid in _PAGE_OFFSETS:
-        if meta.get(fid) is not None:
+        if meta.get(fid):
             meta.set(fid, I64, meta.get(fid) + shift)
 
 
@@ -194,4 +197,3 @@ def _copy(src: BinaryIO, dst: BinaryIO, n: int) -> None:
             raise OSError("scratch column file ended early")
         dst.write(block)
         n -= len(block)
-

@@ -35,7 +35,7 @@ class ThriftMap:
 
 @dataclass
 class Struct:
-    """Fields in wire order: [field id, compact type, value] (a bool's type is TRUE/FALSE)."""
+    """Fields in wire order: [field id, compact type, value] (a bool: TRUE and the bool)."""
 
     fields: list[list[Any]] = field(default_factory=list)
 
@@ -123,8 +123,10 @@ class _Reader:
                 return out
             delta = head >> 4
             fid = last + delta if delta else self.zigzag()
-            value = ctype == TRUE if ctype in (TRUE, FALSE) else self.value(ctype)
-            out.fields.append([fid, ctype, value])
+            if ctype in (TRUE, FALSE):  # the value is the type: kept as (TRUE, bool)
+                out.fields.append([fid, TRUE, ctype == TRUE])
+            else:
+                out.fields.append([fid, ctype, self.value(ctype)])
             last = fid
 
 
