@@ -22,7 +22,7 @@ CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often
 class RowsWriter:
     """Rows to Parquet, one row group per `batch_rows` rows; the file appears (renamed) on
     `close()` only. Rows wait as Python dicts for at most CHUNK_ROWS rows, then as Arrow
-    chunks per column (`column_spill`: on disk past 16 MB a column), and each row group is
+    chunks per column (`column_spill`: on disk past 4 MB a column), and each row group is
     written a column at a time (`parquet_splice`), each column rebuilt as one contiguous array
     only when its turn comes: the file is byte-identical to writing all `batch_rows` rows at
     once while memory holds one column of the row group, at write time only.
