@@ -80,13 +80,21 @@ def test_byte_identical_to_pyarrow_over_many_shapes(tmp_path, options):
         (table.slice(0, 0), None),  # an empty table: one zero-row group
         (pa.concat_tables([table.slice(0, 700), table.slice(900, 1300)]), None),  # chunked
         (table.slice(4999), None),  # one row
-    ]
+        (
+            pa.concat_tables(
+                [table.slice(0, 600), table.slice(0, 0), table.slice(600, 900)]
+                + [table.slice(1500 + 100 * i, 100) for i in range(9)]
+            ),
+            600,
+        ),
+    ]  # the last: chunks that end inside groups and on their bounds, an empty chunk
     ref, out = oracle_and_spliced(tmp_path, table.schema, calls, **options)
     assert out == ref
     meta = pq.ParquetFile(io.BytesIO(out)).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [
-        1500, 1500, 1500, 500, 0, 2000, 1]  # fmt: skip
+        1500, 1500, 1500, 500, 0, 2000, 1, 600, 600, 600, 600]  # fmt: skip
     assert pq.read_table(io.BytesIO(out)).slice(0, 5000).equals(table)
+    assert pq.read_table(io.BytesIO(out)).slice(7001).equals(calls[-1][0])
 
 
 def test_dictionary_fallback_and_the_default_group(tmp_path):
