@@ -51,13 +51,16 @@ def test_position_map_is_the_whole_table_write(tmp_path, rows, group_rows, schem
                                                           "ref.parquet"]  # fmt: skip
 
 
-def test_column_chunks_are_read_tables_chunks(tmp_path):
-    table = pa.table({"key": [f"k{i}" for i in range(400_000)]})
-    pq.write_table(table, tmp_path / "m.parquet", row_group_size=150_000)
-    got = list(source.column_chunks(tmp_path / "m.parquet", "key"))
-    want = pq.read_table(tmp_path / "m.parquet").column("key").chunks
-    assert [len(c) for c in got] == [len(c) for c in want]  # [131072, 18928, ...]
-    assert all(a.equals(b) for a, b in zip(got, want, strict=True))
+@pytest.mark.parametrize("group_rows", [150_000, 300_000, 50_000])
+def test_column_chunks_are_read_tables_chunks(tmp_path, group_rows):
+    table = pa.table({"key": [f"k{i}" if i % 9 else None for i in range(400_000)],
+                      "split": pa.array(["train"] * 400_000).dictionary_encode()})  # fmt: skip
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=group_rows)
+    for name in ("key", "split"):
+        got = list(source.column_chunks(tmp_path / "m.parquet", name))
+        want = pq.read_table(tmp_path / "m.parquet", columns=[name]).column(name).chunks
+        assert [len(c) for c in got] == [len(c) for c in want]  # 150,000: [131072, 18928, ...]
+        assert all(a.equals(b) for a, b in zip(got, want, strict=True))
 
 
 def test_streamed_key_checks_name_the_file(tmp_path):

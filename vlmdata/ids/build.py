@@ -58,8 +58,10 @@ def build_ids(
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {"rows": n}
     many: list[list[str]] | None = None
-    ids: list[str] | pa.Array
-    if scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check needed
+    ids: list[str] | pa.Array | schemes.PositionIds
+    if scheme in POSITION_SCHEMES and tokenizer is None:  # made a row group at a time
+        ids = schemes.PositionIds(scheme, n, seed)
+    elif scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check
         ids = schemes.position_id_array(scheme, n, seed)
     elif scheme == "semantic":
         many, stats["collisions"] = _semantic(images, pseudo_queries, out)
@@ -77,7 +79,7 @@ def build_ids(
     tok_name, tokens_flat = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
     if add_tokens is not None:
         params["add_tokens"] = True
-    columns = _columns(images, source, ids, tokens_flat, many)
+    columns = _columns(images, source, n, ids, tokens_flat, many)
     meta = {
         "scheme": scheme,
         "params": json.dumps(params, sort_keys=True),
@@ -183,12 +185,12 @@ def _as_list(ids: list[str] | pa.Array) -> list[str]:
 
 
 def _columns(
-    images: pa.Table | None, source: Path | None, ids, tokens_flat: tuple | None, many
+    images: pa.Table | None, source: Path | None, n: int, ids, tokens_flat: tuple | None, many
 ) -> dict[str, Column]:
     """The map's columns: key and split from `images`, or read from `source` as they are
     written; `tokens_flat`: (flat int32 tokens, lengths) of all identifiers, or None."""
     if tokens_flat is None:
-        tokens = pa.nulls(len(ids), type=pa.list_(pa.int32()))
+        tokens = pa.nulls(n, type=pa.list_(pa.int32()))
     else:
         flat, lengths = tokens_flat
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -202,8 +204,11 @@ def _columns(
             cols[name] = ArrayColumn(images.column(name))
         else:
             cols[name] = SourceColumn(source, name, pq.read_schema(source).field(name).type)
-    identifier = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
-    cols["identifier"] = ArrayColumn(identifier)
+    if isinstance(ids, schemes.PositionIds):
+        cols["identifier"] = ids
+    else:
+        identifier = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        cols["identifier"] = ArrayColumn(identifier)
     cols["tokens"] = ArrayColumn(tokens)
     if many is not None:
         cols["identifiers"] = ArrayColumn(pa.array(many, pa.list_(pa.string())))

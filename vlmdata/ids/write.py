@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from vlmdata.core.atomic import atomic_path
 from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, SplicedParquetWriter
+from vlmdata.ids.schemes import PositionIds
 from vlmdata.ids.source import column_chunks
 
 
@@ -57,7 +58,7 @@ class SourceColumn:
         return pa.chunked_array(parts, self.type)
 
 
-Column = ArrayColumn | SourceColumn
+Column = ArrayColumn | SourceColumn | PositionIds
 
 
 def write_map(
