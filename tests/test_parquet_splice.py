@@ -148,6 +148,10 @@ def test_bad_groups_and_abort(tmp_path):
         out.write_group(1, [pa.array([1])])
     with pytest.raises(ValueError, match="column b has 2 rows, not 1"):
         out.write_group(1, [pa.array([1]), pa.array(["x", "y"])])
+    with pytest.raises(ValueError, match="column b is int64, not string"):
+        out.write_group(1, [pa.array([1]), pa.array([2])])
+    with pytest.raises(ValueError, match="is not the file's"):
+        out.write_table(pa.table({"b": ["x"], "a": [1]}))  # pyarrow refuses another order too
     out.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]  # the caller removes it
     with pytest.raises(ValueError, match="closed"):

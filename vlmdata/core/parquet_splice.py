@@ -78,7 +78,9 @@ class SplicedParquetWriter:
     def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:
         """Like `ParquetWriter.write_table`: groups of `row_group_size` rows (default: the
         table, at most 1,048,576 rows); an empty table gives one empty group."""
-        table = table.select(self.schema.names)
+        if not table.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(f"{self.path}: table schema {table.schema} is not the file's "
+                             f"{self.schema}")  # fmt: skip
         size = min(row_group_size or DEFAULT_GROUP_ROWS, 64 * DEFAULT_GROUP_ROWS)
         if size <= 0:
             raise ValueError(f"row_group_size must be positive, not {row_group_size}")
@@ -110,6 +112,8 @@ class SplicedParquetWriter:
     ) -> tuple[Struct, list[Struct]]:
         """Write `column` alone, copy its chunk bytes to the output: (its RowGroup struct,
         its ColumnChunks with offsets moved to where the bytes now are)."""
+        if column.type != field.type:
+            raise ValueError(f"column {field.name} is {column.type}, not {field.type}")
         if len(column) != rows:
             raise ValueError(f"column {field.name} has {len(column)} rows, not {rows}")
         table = pa.Table.from_arrays([column], schema=pa.schema([field]))
