@@ -59,9 +59,12 @@ def sha(path) -> str:
 
 
 @pytest.mark.parametrize("spill_bytes", [1 << 30, 2000])  # all in memory / spilled at once
-def test_rows_writer_is_byte_identical_to_one_write_per_row_group(tmp_path, monkeypatch,
-                                                                  spill_bytes):  # fmt: skip
+@pytest.mark.parametrize("together_bytes", [1 << 30, 0])  # a group in one go / a column at a time
+def test_rows_writer_is_byte_identical_to_one_write_per_row_group(
+    tmp_path, monkeypatch, spill_bytes, together_bytes
+):
     monkeypatch.setattr(column_spill, "SPILL_BYTES", spill_bytes)
+    monkeypatch.setattr(parquet_rows, "TOGETHER_BYTES", together_bytes)
     monkeypatch.setattr(parquet_rows, "CHUNK_ROWS", 37)
     rng = random.Random(0)
     schema = pa.schema([("key", STR), ("texts", LIST), ("n", pa.int64())])

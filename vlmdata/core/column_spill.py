@@ -31,11 +31,13 @@ class SpilledColumn:
         self.field, self.path = field, path
         self._memory: list[pa.Array] = []
         self._bytes = 0
+        self.nbytes = 0  # of every chunk since the last take, in memory or spilled
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
     def append(self, array: pa.Array) -> None:
         self._memory.append(array)
         self._bytes += array.nbytes
+        self.nbytes += array.nbytes
         if self._bytes >= SPILL_BYTES:
             if self._writer is None:
                 schema = pa.schema([self.field])
@@ -49,7 +51,7 @@ class SpilledColumn:
         if self._writer is not None:
             self._writer.close()
         spilled, memory = self._writer is not None, self._memory
-        self._writer, self._memory, self._bytes = None, [], 0
+        self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
 
         def chunks() -> Iterator[pa.Array]:
             if spilled:
@@ -66,7 +68,7 @@ class SpilledColumn:
     def discard(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._writer, self._memory, self._bytes = None, [], 0
+        self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
         Path(self.path).unlink(missing_ok=True)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -85,38 +85,46 @@ class SplicedParquetWriter:
         if size <= 0:
             raise ValueError(f"row_group_size must be positive, not {row_group_size}")
         if table.num_rows == 0:
-            self.write_group(0, table.columns)
+            self.write_group(0, table.columns, together=True)
         for start in range(0, table.num_rows, size):
             part = table.slice(start, size)
-            self.write_group(part.num_rows, part.columns)
+            self.write_group(part.num_rows, part.columns, together=True)
 
-    def write_group(self, rows: int, columns: Iterable[pa.Array | pa.ChunkedArray]) -> None:
-        """One row group of `rows` rows, written a column at a time."""
+    def write_group(
+        self, rows: int, columns: Iterable[pa.Array | pa.ChunkedArray], together: bool = False
+    ) -> None:
+        """One row group of `rows` rows, written a column at a time; `together`: all columns
+        in one scratch write (for a group already in memory: one writer, not one a column)."""
         if self._out is None:
             raise ValueError(f"{self.path}: writer is closed")
+        fields = list(self.schema)
         chunks: list[Struct] = []
         group: Struct | None = None
-        fields = iter(self.schema)
-        for column in columns:
-            one, moved = self._write_column(next(fields), column, rows)
-            del column  # the caller's generator builds the next column only now
+        written = 0
+        for names, arrays in _parts(fields, columns, together, self.path):
+            one, moved = self._write_part(names, arrays, rows)
+            del arrays  # the caller's generator builds the next column only now
+            written += len(names)
             chunks.extend(moved)
             group = group or one
-        if group is None or next(fields, None) is not None or not chunks:
-            raise ValueError(f"{self.path}: a row group needs all {len(self.schema)} columns")
+        if written != len(fields) or group is None:
+            raise ValueError(f"{self.path}: a row group needs all {len(fields)} columns")
         self._groups.append(self._group(group, chunks, rows))
         self._rows += rows
 
-    def _write_column(
-        self, field: pa.Field, column: pa.Array | pa.ChunkedArray, rows: int
+    def _write_part(
+        self, fields: list[pa.Field], columns: list[pa.Array | pa.ChunkedArray], rows: int
     ) -> tuple[Struct, list[Struct]]:
-        """Write `column` alone, copy its chunk bytes to the output: (its RowGroup struct,
-        its ColumnChunks with offsets moved to where the bytes now are)."""
-        if column.type != field.type:
-            raise ValueError(f"column {field.name} is {column.type}, not {field.type}")
-        if len(column) != rows:
-            raise ValueError(f"column {field.name} has {len(column)} rows, not {rows}")
-        table = pa.Table.from_arrays([column], schema=pa.schema([field]))
+        """Write these columns of the group alone, copy their chunk bytes to the output: (the
+        scratch file's RowGroup struct, its ColumnChunks moved to where the bytes now are)."""
+        if len(columns) != len(fields):
+            raise ValueError(f"{self.path}: a row group needs all {len(self.schema)} columns")
+        for field, column in zip(fields, columns, strict=True):
+            if column.type != field.type:
+                raise ValueError(f"column {field.name} is {column.type}, not {field.type}")
+            if len(column) != rows:
+                raise ValueError(f"column {field.name} has {len(column)} rows, not {rows}")
+        table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
         try:
             with pq.ParquetWriter(self._scratch, table.schema, **self._options) as writer:
                 writer.write_table(table, row_group_size=rows or None)
@@ -133,7 +141,7 @@ class SplicedParquetWriter:
         chunks = group.get(1).values
         for chunk in chunks:
             _move(chunk, shift)
-        if group.get(5):  # the group's file_offset, as pyarrow set it for this column
+        if group.get(5):  # the group's file_offset, as pyarrow set it for these columns
             group.set(5, I64, group.get(5) + shift)
         return group, chunks
 
@@ -175,6 +183,21 @@ class SplicedParquetWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close() if exc_type is None else self.abort()
+
+
+def _parts(fields: list[pa.Field], columns: Iterable, together: bool, path: Path) -> Iterator:
+    """(fields, arrays) written by one scratch writer each: all, or one column at a time
+    (taken from `columns` only when the previous one is written)."""
+    if together:
+        yield fields, list(columns)
+        return
+    i = 0  # not enumerate: its reused result tuple would keep the last column alive
+    for column in columns:
+        if i >= len(fields):
+            raise ValueError(f"{path}: a row group needs all {len(fields)} columns, no more")
+        yield [fields[i]], [column]
+        del column
+        i += 1
 
 
 def _move(chunk: Struct, shift: int) -> None:
