@@ -6,8 +6,13 @@ here each column of a group is written alone (same properties) to a scratch file
 bytes are copied into the output, and the footer (FileMetaData, Thrift compact) is composed at
 close from pyarrow's own pieces: the schema, key-value metadata (ARROW:schema), created_by and
 column orders of a zero-row write of the full schema, and each group's ColumnChunks from the
-one-column footers with their page offsets moved. Only one column of a group is held at once.
-Page indexes and bloom filters (off by default) are not supported.
+one-column footers with their page offsets moved. Only one column of a group is held at once
+(a small group may go to one scratch write whole: `together`). Page indexes and bloom filters
+(off by default) are not supported. Field ids below are parquet.thrift's (apache/parquet-format:
+FileMetaData 3 num_rows, 4 row_groups; RowGroup 1 columns, 2 total_byte_size, 3 num_rows,
+5 file_offset, 6 total_compressed_size, 7 ordinal; ColumnChunk 2 file_offset, 3 meta_data,
+4 / 6 offset / column index offsets; ColumnMetaData 6 / 7 uncompressed / compressed sizes,
+9 data, 10 index, 11 dictionary page offsets, 14 bloom filter offset).
 """
 
 from __future__ import annotations
