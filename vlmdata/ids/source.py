@@ -33,7 +33,8 @@ def source_path(out: str | os.PathLike) -> Path:
 
 def read_images(out: str | os.PathLike, texts: bool = True) -> pa.Table:
     """Columns key, split, texts (and image_id, path when present) of every image, in index
-    order; only key and split when `texts` is False (position schemes: less to hold)."""
+    order; only key and split when `texts` is False. (The position schemes hold none of them:
+    `checked_source`.)"""
     path = _checked_columns(out)
     names = pq.read_schema(path).names
     wanted = COLUMNS if texts else ("key", "split")
