@@ -1,11 +1,11 @@
 """One Parquet row group's column, buffered on disk and rebuilt as ONE contiguous Arrow array.
 
 pyarrow writes a row group's column chunk from the array it is given, and cuts pages where its
-chunks end: the same rows in several chunks give other file bytes. So a row group must reach
-`write_table` as one contiguous array per column, and `pa.concat_arrays` over chunks held in
-memory needs the row group twice (chunks + result). Here chunks wait in an Arrow IPC file
-beside the output once they pass SPILL_BYTES, and `contiguous` copies them, a chunk at a time,
-into buffers sized in a first pass: the row group is held once, at flush time only.
+chunks end: the same rows in several chunks give other file bytes. So each column of a row
+group must reach the writer as one contiguous array, and `pa.concat_arrays` over chunks held in
+memory needs it twice (chunks + result). Here chunks wait in an Arrow IPC file beside the
+output once they pass SPILL_BYTES, and `contiguous` copies them, a chunk at a time, into
+buffers sized in a first pass: the column is held once, when `parquet_splice` writes it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SPILL_BYTES = 16 << 20  # a column's chunks beyond this wait on disk, not in memory
+# a column's chunks beyond this wait on disk, not in memory. 4 MB: filter-urls / manifest llava
+# at 10^6 rows peak 325 / 387 MB, against 359 / 396 MB at 16 MB and 310 / 390 MB at 1 MB
+# (RESULTS.md, "one column at a time")
+SPILL_BYTES = 4 << 20
 
 Chunks = Callable[[], Iterator[pa.Array]]  # a fresh pass over the chunks, in order
 
@@ -28,11 +31,13 @@ class SpilledColumn:
         self.field, self.path = field, path
         self._memory: list[pa.Array] = []
         self._bytes = 0
+        self.nbytes = 0  # of every chunk since the last take, in memory or spilled
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
     def append(self, array: pa.Array) -> None:
         self._memory.append(array)
         self._bytes += array.nbytes
+        self.nbytes += array.nbytes
         if self._bytes >= SPILL_BYTES:
             if self._writer is None:
                 schema = pa.schema([self.field])
@@ -46,7 +51,7 @@ class SpilledColumn:
         if self._writer is not None:
             self._writer.close()
         spilled, memory = self._writer is not None, self._memory
-        self._writer, self._memory, self._bytes = None, [], 0
+        self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
 
         def chunks() -> Iterator[pa.Array]:
             if spilled:
@@ -63,7 +68,7 @@ class SpilledColumn:
     def discard(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._writer, self._memory, self._bytes = None, [], 0
+        self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
         Path(self.path).unlink(missing_ok=True)
 
 

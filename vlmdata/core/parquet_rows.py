@@ -11,20 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import temp_path_for
 from vlmdata.core.column_spill import SpilledColumn, spill_path
+from vlmdata.core.parquet_splice import SplicedParquetWriter
 
 CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often
+# a row group of at most this many Arrow bytes is written in one go, not a column at a time
+# (one scratch writer a group instead of one a column: oven-kb's 4,096-row entity groups)
+TOGETHER_BYTES = 8 << 20
 
 
 class RowsWriter:
     """Rows to Parquet, one row group per `batch_rows` rows; the file appears (renamed) on
     `close()` only. Rows wait as Python dicts for at most CHUNK_ROWS rows, then as Arrow
-    chunks per column (`column_spill`: on disk past 16 MB a column), and each row group is
-    written from one contiguous array per column, so the file is byte-identical to writing all
-    `batch_rows` rows at once while memory holds the row group once, at write time only.
+    chunks per column (`column_spill`: on disk past 4 MB a column), and each row group is
+    written a column at a time (`parquet_splice`), each column rebuilt as one contiguous array
+    only when its turn comes: the file is byte-identical to writing all `batch_rows` rows at
+    once while memory holds one column of the row group, at write time only.
     """
 
     def __init__(
@@ -40,7 +44,7 @@ class RowsWriter:
         self._empty_group = empty_group
         self.schema = schema
         self._tmp = temp_path_for(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, schema)
+        self._writer = SplicedParquetWriter(self._tmp, schema)
         self._rows: list[dict[str, Any]] = []
         self._columns = [SpilledColumn(f, spill_path(self._tmp, j)) for j, f in enumerate(schema)]
         self._buffered = 0  # rows in _columns (never more than batch_rows)
@@ -80,15 +84,15 @@ class RowsWriter:
             self._add(batch.columns, batch.num_rows)
 
     def _flush(self) -> None:
-        """Write the buffered rows as one row group (each column rebuilt contiguous)."""
+        """Write the buffered rows as one row group, a column at a time (each rebuilt
+        contiguous from its chunks only when the writer asks for it)."""
         self._to_arrow()
         if not self._buffered:
             return
-        arrays = [column.take() for column in self._columns]
-        self._buffered = 0
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        del arrays
-        self._writer.write_table(table, row_group_size=table.num_rows)
+        rows, self._buffered = self._buffered, 0
+        together = sum(column.nbytes for column in self._columns) <= TOGETHER_BYTES
+        columns = (column.take() for column in self._columns)
+        self._writer.write_group(rows, columns, together=together)
 
     def close(self) -> None:
         """Write what is buffered and rename the file into place (on failure: no file)."""
@@ -105,7 +109,7 @@ class RowsWriter:
     def abort(self) -> None:
         """Drop the partial file: nothing appears at `path`, even if closing fails (disk full)."""
         try:
-            self._writer.close()
+            self._writer.abort()
         except OSError:
             pass
         finally:

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.core.atomic import atomic_path
 from vlmdata.core.choices import ID_SCHEMES
 from vlmdata.core.errors import DataError
 from vlmdata.ids import schemes, semantic, structured
-from vlmdata.ids.source import read_images, source_path
+from vlmdata.ids.source import checked_source, read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
+from vlmdata.ids.write import ArrayColumn, Column, SourceColumn, write_map
 
 SCHEMES = ID_SCHEMES  # declared with the CLI's other choices
 POSITION_SCHEMES = ("numeric", "string", "atomic")
@@ -48,13 +48,20 @@ def build_ids(
     `progress`: a bar over the structured scheme's k-means (the one slow scheme)."""
     if scheme not in SCHEMES:
         raise DataError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
-    images = read_images(out, texts=scheme not in POSITION_SCHEMES)
-    n = images.num_rows
+    images: pa.Table | None = None
+    source: Path | None = None
+    if scheme in POSITION_SCHEMES:  # keys and splits are only copied: read when written
+        source, n = checked_source(out)
+    else:
+        images = read_images(out, texts=True)
+        n = images.num_rows
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {"rows": n}
     many: list[list[str]] | None = None
-    ids: list[str] | pa.Array
-    if scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check needed
+    ids: list[str] | pa.Array | schemes.PositionIds
+    if scheme in POSITION_SCHEMES and tokenizer is None:  # made a row group at a time
+        ids = schemes.PositionIds(scheme, n, seed)
+    elif scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check
         ids = schemes.position_id_array(scheme, n, seed)
     elif scheme == "semantic":
         many, stats["collisions"] = _semantic(images, pseudo_queries, out)
@@ -72,7 +79,7 @@ def build_ids(
     tok_name, tokens_flat = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
     if add_tokens is not None:
         params["add_tokens"] = True
-    table = _table(images, ids, tokens_flat, many)
+    columns = _columns(images, source, n, ids, tokens_flat, many)
     meta = {
         "scheme": scheme,
         "params": json.dumps(params, sort_keys=True),
@@ -80,9 +87,7 @@ def build_ids(
         "tokenizer": tok_name,
         "stats": json.dumps(stats, sort_keys=True),
     }
-    table = table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
-    with atomic_path(output) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_map(output, columns, n, meta)
     return stats
 
 
@@ -179,10 +184,13 @@ def _as_list(ids: list[str] | pa.Array) -> list[str]:
     return ids.to_pylist() if isinstance(ids, pa.Array) else list(ids)
 
 
-def _table(images: pa.Table, ids, tokens_flat: tuple | None, many) -> pa.Table:
-    """`tokens_flat`: (flat int32 tokens, lengths) of all identifiers, or None."""
+def _columns(
+    images: pa.Table | None, source: Path | None, n: int, ids, tokens_flat: tuple | None, many
+) -> dict[str, Column]:
+    """The map's columns: key and split from `images`, or read from `source` as they are
+    written; `tokens_flat`: (flat int32 tokens, lengths) of all identifiers, or None."""
     if tokens_flat is None:
-        tokens = pa.nulls(len(ids), type=pa.list_(pa.int32()))
+        tokens = pa.nulls(n, type=pa.list_(pa.int32()))
     else:
         flat, lengths = tokens_flat
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -190,15 +198,21 @@ def _table(images: pa.Table, ids, tokens_flat: tuple | None, many) -> pa.Table:
         missing = [i is None for i in ids] if not isinstance(ids, pa.Array) else []
         mask = pa.array(missing) if any(missing) else None  # semantic: no identifier, no tokens
         tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()), mask=mask)
-    cols = {
-        "key": images.column("key"),
-        "split": images.column("split"),
-        "identifier": ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string()),
-        "tokens": tokens,
-    }
+    cols: dict[str, Column] = {}
+    for name in ("key", "split"):
+        if images is not None:
+            cols[name] = ArrayColumn(images.column(name))
+        else:
+            cols[name] = SourceColumn(source, name, pq.read_schema(source).field(name).type)
+    if isinstance(ids, schemes.PositionIds):
+        cols["identifier"] = ids
+    else:
+        identifier = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        cols["identifier"] = ArrayColumn(identifier)
+    cols["tokens"] = ArrayColumn(tokens)
     if many is not None:
-        cols["identifiers"] = pa.array(many, pa.list_(pa.string()))
-    return pa.table(cols)
+        cols["identifiers"] = ArrayColumn(pa.array(many, pa.list_(pa.string())))
+    return cols
 
 
 def read_ids(path: str | os.PathLike) -> tuple[pa.Table, dict[str, Any]]:

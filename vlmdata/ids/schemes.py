@@ -34,7 +34,24 @@ def position_id_array(scheme: str, n: int, seed: int | None = None) -> pa.Array:
 
 
 def _chunks(scheme: str, n: int, seed: int | None) -> Iterator[pa.Array]:
-    fmt = _FORMATS[scheme]
-    pos = positions(n, seed)
-    for i in range(0, n, CHUNK):
+    yield from _formatted(_FORMATS[scheme], positions(n, seed))
+
+
+def _formatted(fmt, pos: np.ndarray) -> Iterator[pa.Array]:
+    for i in range(0, len(pos), CHUNK):
         yield pa.array([fmt(int(p)) for p in pos[i : i + CHUNK]], pa.string())
+
+
+class PositionIds:
+    """`position_id_array`'s identifiers handed out `rows` at a time (`take`, in order), each
+    part made only when asked for: a writer holds one row group's identifiers, not all."""
+
+    type = pa.string()
+
+    def __init__(self, scheme: str, n: int, seed: int | None = None) -> None:
+        self._fmt, self._pos, self._at = _FORMATS[scheme], positions(n, seed), 0
+
+    def take(self, rows: int) -> pa.Array:
+        part = self._pos[self._at : self._at + rows]
+        self._at += len(part)
+        return pa.chunked_array(list(_formatted(self._fmt, part)), pa.string()).combine_chunks()
