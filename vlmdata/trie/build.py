@@ -3,7 +3,7 @@
 Why level order: the nodes of one depth are numbered after all nodes of the depth above, and a
 node's children get consecutive numbers, sorted by token. So a node's children are one slice of
 `tokens`, and the child reached through edge `e` is simply node `e + 1` (no child-node array to
-store). Each level is one `np.unique` over `parent * vocab + token` keys, which sorts the edges by
+store). Each level is one stable sort of `parent * vocab + token` keys, which orders the edges by
 (parent, token) exactly in that order, so building never loops over sequences in Python.
 """
 
