@@ -233,26 +233,32 @@ def test_joined_names_give_each_names_own_ids(edge_tok):
 
 
 def stripping_tokenizer(tmp_path):
-    """A byte-level BPE with `<mask>` stripping the spaces beside it (RoBERTa's mask token)."""
+    """A byte-level BPE with `<mask>` stripping the spaces beside it (RoBERTa's mask token)
+    and a single_word added token."""
     from tokenizers import AddedToken
 
     from vlmdata.core.tokenizer import train_tokenizer
 
     tok = train_tokenizer(edge_names(300, seed=1), tmp_path, vocab_size=300)
     tok.add_special_tokens({"mask_token": AddedToken("<mask>", lstrip=True, rstrip=True)})
+    tok.add_tokens([AddedToken("Ben", single_word=True)])  # matched only as a whole word
     return tok
 
 
 def test_names_with_a_stripping_added_token_go_alone(tmp_path):
     """`<mask>` with lstrip/rstrip next to the joining newline would take it in: such names
-    are tokenized alone, and the ids still equal transformers' per name."""
+    are tokenized alone, and the ids still equal transformers' per name; a single_word added
+    token at a name's end is matched as in the name alone."""
     from vlmdata.ids import joined
 
     tok = stripping_tokenizer(tmp_path)
     assert joined.strip_tokens(tok.backend_tokenizer) == ["<mask>"]
     names = ["ab<mask>", "cd", "<mask>ef", "g <mask> h", "Big"] + edge_names(500, seed=2)
     assert joined.joinable(names[:5], ["<mask>"]).tolist() == [False, True, False, False, True]
+    # a single_word token next to the newline matches as at the text's ends, and only there
+    names += ["Ben", "Ben.", "xBen", "Bens", "Big Ben", "Ben Big", "Ben_", "(Ben)"] * 2
     assert sequences(tok, names) == per_name(tok, names)
+    assert tok.convert_tokens_to_ids("Ben") in sequences(tok, ["Ben"])[0]
 
 
 def other_kinds(tmp_path) -> dict:

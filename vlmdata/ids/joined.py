@@ -3,8 +3,8 @@ own ids: a byte-level BPE (GPT-2's pre-tokenizer, no normalizer) and names that 
 with a letter, number, punctuation or symbol and hold no newline.
 
 Why: the `tokenizers` backend's fixed work per text (a NormalizedString, the added-token split,
-an Encoding, its Python object, its merge) is about a fifth of `build-trie`'s tokenizer CPU on
-OVEN's entity names; a text of 256 joined names pays it once (benchmarks/RESULTS.md).
+an Encoding, its Python object, its merge) is ~10-15% of `build-trie`'s tokenizer CPU on
+OVEN-shaped entity names; a text of 256 joined names pays it once (benchmarks/RESULTS.md).
 
 Why it is exact: the added-token split, the GPT-2 pattern
 `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+` and the BPE
@@ -14,8 +14,9 @@ character is no space, so `\\s+(?!\\S)` fails), no match of either name can take
 space alternatives match a newline, and each name's space runs lie inside it), and matching
 starts again at the next name's first character as it does for that name alone. So the ids
 are each name's ids with the newline's single token after each, and no name's token is that
-one (its piece holds the newline byte). Added tokens with lstrip / rstrip could swallow the
-newline: names holding one are tokenized alone. Everything else goes by name, as before.
+one (its piece holds the newline byte). An added token's single_word test sees the newline
+as it sees the text's end (no word character); added tokens with lstrip / rstrip could swallow
+it, so names holding one are tokenized alone. Everything else goes by name, as before.
 """
 
 from __future__ import annotations
