@@ -166,3 +166,146 @@ def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
     peak(500)  # warm-up: imports are not counted
     one, two = peak(10_000), peak(20_000)
     assert two - one <= 180 * 10_000, (one, two)
+
+
+# Names built to break a joined tokenizer text (vlmdata/ids/joined.py): spaces, tabs, newlines
+# and Unicode spaces at either end, contractions and a combining mark first, an added token at
+# an edge, control characters, empty names. Pieces chosen from the GPT-2 pattern's alternatives.
+PIECES = ["a", "Big", "s", "'", "'s", "'ll", " ", "  ", "\n", "\t", "\r\n", "1", "23", "é",
+          "\u0301", "\u00a0", "\u200b", "\u3000", "東京", "😀", "<s>", "(", ")", ".", "-", "\x7f",
+          "\x00", "Zürich"]  # fmt: skip
+
+
+def edge_names(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    names = ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 6))) for _ in range(n)]
+    return names + ["", " a", "a ", "'s", "a'", "<s>", "<s>a", "a<s>", "\u00a0a", "a\u00a0", "é"]
+
+
+def per_name(tok, names: list[str]) -> list[list[int]]:
+    """The definition: transformers' own call on each name alone."""
+    return [tok(s, add_special_tokens=False)["input_ids"] for s in names]
+
+
+def sequences(tok, names: list[str], **kw) -> list[list[int]]:
+    from vlmdata.ids.tokens import identifier_sequences
+
+    out = []
+    for flat, lengths in identifier_sequences(tok, names, eos=False, **kw):
+        out += [x.tolist() for x in np.split(flat, np.cumsum(lengths)[:-1])] if len(lengths) else []
+    return out
+
+
+@pytest.fixture(scope="module")
+def edge_tok(tmp_path_factory):
+    """A byte-level BPE trained on such names: it has merges across spaces and newlines
+    ("ĠĊ", "ĊĠ", ...), so a name's space run taken in by the joining newline changes ids."""
+    from vlmdata.core.tokenizer import train_tokenizer
+
+    return train_tokenizer(edge_names(3000, seed=5), tmp_path_factory.mktemp("t"), 600)
+
+
+def test_joined_names_give_each_names_own_ids(edge_tok):
+    """Byte-level BPE (GPT-2's pattern, no prefix space): names that may be are joined by
+    newlines into one tokenizer text, the rest go alone, and every name's ids equal
+    transformers' call on that name alone, over 3,000 names made to break the join."""
+    from vlmdata.ids import joined
+    from vlmdata.ids.tokens import _newline
+
+    tok = edge_tok
+    assert {"ĠĊ", "ĊĠ"} <= set(tok.get_vocab())  # the merges a wrong join would show
+    backend = tok.backend_tokenizer
+    newline = _newline(backend)
+    assert newline == (tok.convert_tokens_to_ids("Ċ"), [])  # GPT-2's byte-level newline
+    names = edge_names(3000)
+    mask = joined.joinable(names, [])
+    assert 0.2 < mask.mean() < 0.8  # both paths run, interleaved
+    assert joined.joinable(["Big Ben", "東京", "😀x", "(a)", "a b\tc"], []).all()
+    # a space, NBSP, tab, newline or combining mark at an end, a newline inside, empty: alone
+    alone = [" a", "a\u00a0", "\ta", "a\n", "\u0301a", "a\nb", "", "\u200ba", "a\x7f"]
+    assert not joined.joinable(alone, []).any()
+    want = per_name(tok, names)
+    assert sequences(tok, names, batch_size=700) == want
+    assert sequences(tok, names, prefix="id ") == per_name(tok, ["id " + s for s in names])
+    assert gc.isenabled()  # the GC pause ends with the call
+
+
+def stripping_tokenizer(tmp_path):
+    """A byte-level BPE with `<mask>` stripping the spaces beside it (RoBERTa's mask token)
+    and a single_word added token."""
+    from tokenizers import AddedToken
+
+    from vlmdata.core.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(edge_names(300, seed=1), tmp_path, vocab_size=300)
+    tok.add_special_tokens({"mask_token": AddedToken("<mask>", lstrip=True, rstrip=True)})
+    tok.add_tokens([AddedToken("Ben", single_word=True)])  # matched only as a whole word
+    return tok
+
+
+def test_names_with_a_stripping_added_token_go_alone(tmp_path):
+    """`<mask>` with lstrip/rstrip next to the joining newline would take it in: such names
+    are tokenized alone, and the ids still equal transformers' per name; a single_word added
+    token at a name's end is matched as in the name alone."""
+    from vlmdata.ids import joined
+
+    tok = stripping_tokenizer(tmp_path)
+    assert joined.strip_tokens(tok.backend_tokenizer) == ["<mask>"]
+    names = ["ab<mask>", "cd", "<mask>ef", "g <mask> h", "Big"] + edge_names(500, seed=2)
+    assert joined.joinable(names[:5], ["<mask>"]).tolist() == [False, True, False, False, True]
+    # a single_word token next to the newline matches as at the text's ends, and only there
+    names += ["Ben", "Ben.", "xBen", "Bens", "Big Ben", "Ben Big", "Ben_", "(Ben)"] * 2
+    assert sequences(tok, names) == per_name(tok, names)
+    assert tok.convert_tokens_to_ids("Ben") in sequences(tok, ["Ben"])[0]
+
+
+def other_kinds(tmp_path) -> dict:
+    """Fast tokenizers the join does not apply to, trained offline with `tokenizers`: a
+    byte-level BPE adding a prefix space (GPT-2 / RoBERTa's option), a BERT-style WordPiece
+    (BertNormalizer, BertPreTokenizer, [CLS] $A [SEP]) and a SentencePiece-style Unigram
+    (Metaspace, as T5 / Llama-2)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = edge_names(400, seed=3) * 3
+    kinds = {}
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    kinds["bpe prefix space"] = bpe
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[UNK]", "[CLS]", "[SEP]"]))  # fmt: skip
+    wp.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
+    kinds["wordpiece"] = wp
+    uni = Tokenizer(models.Unigram())
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.train_from_iterator(texts, trainers.UnigramTrainer(
+        vocab_size=200, special_tokens=["<unk>"], unk_token="<unk>"))  # fmt: skip
+    kinds["unigram"] = uni
+    return {k: PreTrainedTokenizerFast(tokenizer_object=t) for k, t in kinds.items()}
+
+
+def test_other_tokenizer_kinds_go_name_by_name_with_transformers_ids(tmp_path):
+    from vlmdata.ids.tokens import _newline
+
+    names = edge_names(600, seed=4)
+    for kind, tok in other_kinds(tmp_path).items():
+        assert _newline(tok.backend_tokenizer) is None, kind
+        assert sequences(tok, names, batch_size=250) == per_name(tok, names), kind
+
+
+def test_gc_pause_keeps_the_callers_setting(tok):
+    gc.disable()
+    try:
+        sequences(tok, ["Big Ben", " a"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    sequences(tok, ["Big Ben", " a"])
+    assert gc.isenabled()
