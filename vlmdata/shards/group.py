@@ -20,6 +20,7 @@ So every distinct image's bytes are written once, and no record is lost for shar
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,16 +189,7 @@ class Gate:
 
     def _problem(self, record: Record, ik: Any) -> Problem | None:
         """The record's own problem (key, texts, image key), checked before its image's."""
-        key = record.key
-        if (problem := key_problem(key)) is not None:
-            return "bad_key", problem
-        if key in self.keys:
-            return "duplicate_key", f"key {key!r} seen before"
-        if ik != key and (problem := key_problem(ik)) is not None:
-            return "bad_key", f"image_key: {problem}"
-        if (problem := split_problem(record.split)) is not None:
-            return "bad_split", problem
-        return texts_problem(record.texts)
+        return record_problem(record, ik, lambda key: key in self.keys)
 
     def _place(self, record: Record, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
         """The stored sample the record joins (rules 2 and 4), or why it cannot be placed;
@@ -242,6 +234,26 @@ class Gate:
         self.opened += 1
         self.records.place(record, sample.key)
         return sample
+
+
+def record_problem(record: Record, ik: Any, taken: Callable[[str], bool]) -> Problem | None:
+    """Rule 1: the record's own problem (key, image key, split, texts), checked before its
+    image's; `taken(key)`: a record with that key was placed already."""
+    key = record.key
+    if (problem := key_problem(key)) is not None:
+        return "bad_key", problem
+    if taken(key):
+        return "duplicate_key", f"key {key!r} seen before"
+    if ik != key and (problem := key_problem(ik)) is not None:
+        return "bad_key", f"image_key: {problem}"
+    if (problem := split_problem(record.split)) is not None:
+        return "bad_split", problem
+    return texts_problem(record.texts)
+
+
+def source_of(record: Record) -> str | None:
+    """The file or URL a record's image comes from."""
+    return record.path or record.url
 
 
 def _source_of(record: Record) -> str | None:

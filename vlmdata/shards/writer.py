@@ -137,7 +137,7 @@ def write_planned(
     summary.splits = run.publish(opt.name, plan.rels, plan.done, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.images = plan.images  # --every-text copies are samples, not images
-    summary.shards, summary.written = len(plan.jobs), written
-    summary.skipped = len(plan.jobs) - written
+    summary.shards, summary.written = len(plan.shards), written
+    summary.skipped = len(plan.shards) - written
     summary.bytes = sum(s["filesize"] for s in plan.done)
     return summary
