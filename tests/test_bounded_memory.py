@@ -364,8 +364,16 @@ def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options
     gen_shard_folder(folder, 700, seed=3)
     args = (folder / "manifest.parquet", folder)
     writer.write_shards(*args, tmp_path / "whole", progress=False, samples_per_shard=50, **options)
+    from vlmdata.core import column_spill
+    from vlmdata.shards import placement, plan, sealing
+
     monkeypatch.setattr(tables.ArrowRows, "CHUNK_ROWS", 256)
     monkeypatch.setattr(writer._ManifestRows, "ROWS", 256)
+    monkeypatch.setattr(column_spill, "SPILL_BYTES", 1000)  # table columns wait on disk
+    monkeypatch.setattr(placement.Placer, "WINDOW", 300)  # two batches a window
+    monkeypatch.setattr(placement.Placer, "PENDING", 2)  # checks let go: made again
+    monkeypatch.setattr(sealing, "WINDOW", 70)
+    monkeypatch.setattr(plan, "LAYOUT_WINDOW", 90)
     writer.write_shards(*args, tmp_path / "small", progress=False, samples_per_shard=50, **options)
     whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*"))
     small = sorted(p.relative_to(tmp_path / "small") for p in (tmp_path / "small").rglob("*"))

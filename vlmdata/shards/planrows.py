@@ -42,7 +42,8 @@ class ManifestRecords:
     ROWS = 8192
 
     def __init__(self, table: pa.Table) -> None:
-        self.table = table
+        # one chunk per column: `take` on a chunked table joins the chunks on every call
+        self.table = table.combine_chunks()
         self.columns: Columns = tuple(columns_of(table.schema.names))
 
     def __len__(self) -> int:
@@ -61,6 +62,9 @@ class ManifestRecords:
         """The rows numbered `rows`, in that order."""
         if len(rows) == 0:
             return []
+        if len(rows) == 1:  # a slice is ~40x cheaper than a take of one row
+            taken = self.table.slice(int(rows[0]), 1)
+            return [(record, self.columns) for record in records_from_arrow(taken)]
         taken = self.table.take(pa.array(rows, type=pa.int64()))
         return [(record, self.columns) for record in records_from_arrow(taken)]
 

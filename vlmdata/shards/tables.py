@@ -8,6 +8,8 @@ index: readers go by the index, so it is published last and never points at a mi
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
+from vlmdata.core.column_spill import SpilledColumn
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
@@ -25,20 +28,23 @@ INDEX_FILE = layout.INDEX
 
 def stage_tables(
     out: Location,
-    index_rows: list[dict[str, Any]] | ArrowRows,
-    records: list[dict[str, Any]] | ArrowRows,
+    index_rows: list[dict[str, Any]] | ArrowRows | None,
+    records: list[dict[str, Any]] | ArrowRows | None,
     extras: list[str],
     params: dict[str, Any],
 ) -> dict[str, Path]:
-    """Both tables written to local temp files for `publish_tables` (records first)."""
+    """Both tables (those not None) written to local temp files for `publish_tables`
+    (records first)."""
     staged: dict[str, Path] = {}
     try:
-        for rel, make in (
-            (RECORDS_FILE, lambda: _table(records, lambda r: records_table(r, extras))),
-            (INDEX_FILE, lambda: _table(index_rows, lambda r: index_table(r, extras, params))),
+        for rel, rows, make in (
+            (RECORDS_FILE, records, lambda r: records_table(r, extras)),
+            (INDEX_FILE, index_rows, lambda r: index_table(r, extras, params)),
         ):
+            if rows is None:
+                continue
             staged[rel] = out.temp_for(rel)
-            pq.write_table(make(), staged[rel], compression="zstd")
+            pq.write_table(_table(rows, make), staged[rel], compression="zstd")
     except BaseException:
         drop_staged(staged)
         raise
@@ -81,17 +87,20 @@ class SideTables:
 
 
 class ArrowRows:
-    """Rows appended one at a time, held as Arrow record batches (a Python dict per row for at
-    most CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
-    of a list of dicts (issue 23). `table()` is one chunk per column, so the Parquet file is
-    byte-identical to one written from `pa.Table.from_pylist` of all the rows."""
+    """Rows appended one at a time, kept as Arrow columns (a Python dict per row for at most
+    CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
+    of a list of dicts (issue 23). Each column's chunks wait on disk past 16 MB
+    (core/column_spill.py); `table()` rebuilds one contiguous array per column, so the table
+    is held once, when it is written, and the Parquet file is byte-identical to one written
+    from `pa.Table.from_pylist` of all the rows. `close()` removes what waits on disk."""
 
     CHUNK_ROWS = 4096
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._rows: list[dict[str, Any]] = []
-        self._batches: list[pa.RecordBatch] = []
+        self._columns: list[SpilledColumn] | None = None
+        self._dir: str | None = None
         self._count = 0
 
     def append(self, row: dict[str, Any]) -> None:
@@ -101,21 +110,36 @@ class ArrowRows:
             self._flush()
 
     def _flush(self) -> None:
-        if self._rows:
-            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self.schema))
-            self._rows = []
+        if not self._rows:
+            return
+        batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
+        self._rows = []
+        if self._columns is None:
+            self._dir = tempfile.mkdtemp(prefix="vlmdata-rows-")
+            self._columns = [SpilledColumn(field, Path(self._dir) / f"col{i}.arrows")
+                             for i, field in enumerate(self.schema)]  # fmt: skip
+        for column, array in zip(self._columns, batch.columns, strict=True):
+            column.append(array)
 
     def __len__(self) -> int:
         return self._count
 
-    def column(self, name: str) -> pa.ChunkedArray:
-        self._flush()
-        return self.table().column(name)
-
     def table(self) -> pa.Table:
+        """Every row as one table (one chunk per column); the rows are handed over: a second
+        call gives an empty table."""
         self._flush()
-        if not self._batches:
+        if self._columns is None:
             return pa.Table.from_pylist([], schema=self.schema)
-        table = pa.Table.from_batches(self._batches, schema=self.schema).combine_chunks()
-        self._batches = table.to_batches()  # held once, not as chunks and as their copy
-        return table
+        try:
+            arrays = [column.take() for column in self._columns]
+        finally:
+            self.close()
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def close(self) -> None:
+        """Drop the rows and what waits on disk."""
+        for column in self._columns or ():
+            column.discard()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._columns, self._dir, self._rows = None, None, []
