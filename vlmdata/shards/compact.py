@@ -4,6 +4,7 @@ fixed-size records, never a Python object per row. A string key becomes two 64-b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,3 +69,71 @@ def digest_hashes(hex_digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     raw = b"".join(bytes.fromhex(h[:32]) for h in hex_digests)
     pairs = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
     return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+class DiskRows:
+    """Fixed-size rows of a structured dtype appended to a temp file and read back by row
+    numbers: per-sample facts the plan needs only after placement (layout, writing), kept on
+    disk rather than in memory (issue 23). BUFFER rows wait in memory between writes."""
+
+    BUFFER = 4096
+
+    def __init__(self, dtype: np.dtype) -> None:
+        import tempfile
+
+        self.dtype = np.dtype(dtype)
+        fd, path = tempfile.mkstemp(prefix="vlmdata-plan-", suffix=".rows")
+        os.unlink(path)  # read by this process only: gone with its descriptor, even on a kill
+        self._fd = fd
+        self._buffer = np.zeros(self.BUFFER, dtype=self.dtype)
+        self._held = 0  # rows in the buffer
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, row: Any) -> int:
+        self._buffer[self._held] = row
+        self._held += 1
+        self.n += 1
+        if self._held == self.BUFFER:
+            self.flush()
+        return self.n - 1
+
+    def flush(self) -> None:
+        if self._held:
+            data = self._buffer[: self._held].tobytes()
+            os.pwrite(self._fd, data, (self.n - self._held) * self.dtype.itemsize)
+            self._held = 0
+
+    def read(self, which: np.ndarray) -> np.ndarray:
+        """The rows numbered `which` (any order), each run of near rows read in one pread."""
+        self.flush()
+        out = np.zeros(len(which), dtype=self.dtype)
+        if len(which) == 0:
+            return out
+        order = np.argsort(which, kind="stable")
+        wanted = which[order]
+        runs = np.split(np.arange(len(wanted)), np.flatnonzero(np.diff(wanted) > GAP) + 1)
+        for run in runs:
+            lo, hi = int(wanted[run[0]]), int(wanted[run[-1]]) + 1
+            out[order[run]] = self._span(lo, hi)[wanted[run] - lo]
+        return out
+
+    def _span(self, lo: int, hi: int) -> np.ndarray:
+        size = self.dtype.itemsize
+        data = os.pread(self._fd, (hi - lo) * size, lo * size)
+        if len(data) != (hi - lo) * size:
+            raise OSError("plan rows file ended early")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+GAP = 64  # rows between two wanted rows beyond which DiskRows.read starts another pread

@@ -22,7 +22,7 @@ import numpy as np
 from vlmdata.core.keyset import HashMap, HashSet
 from vlmdata.core.manifest import duplicate_image_rule
 from vlmdata.core.record import Record
-from vlmdata.shards.compact import Growing, digest_hashes, value_hashes
+from vlmdata.shards.compact import DiskRows, Growing, digest_hashes, value_hashes
 from vlmdata.shards.group import Gate, record_problem, source_of
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.images import ImageInfo
@@ -74,17 +74,21 @@ def number_images(rows: Rows, keep_keys: bool) -> Images:
     return Images(of, first_row, last_row, index if keep_keys else None)
 
 
-SAMPLE = np.dtype(
+HOT = np.dtype(
     [
         ("row", "<i8"),  # the row that opened it (its first record)
-        ("image", "<i8"),  # its image number (the image's first row has the ref)
+        ("src", "<u8", (2,)),  # hash of the first record's file or URL (rule 2)
         ("split", "<i4"),  # into Samples.splits
+    ]
+)
+COLD = np.dtype(  # read back a window at a time, after placement: on disk
+    [
+        ("image", "<i8"),  # its image number (the image's first row has the ref)
         ("fmt", "u1"),  # into Samples.formats
         ("width", "<i4"),
         ("height", "<i4"),
         ("size", "<i8"),
         ("sha", "u1", (32,)),  # sha256 of the stored bytes
-        ("src", "<u8", (2,)),  # hash of the first record's file or URL (rule 2)
         ("file_at", "<i8"),  # the checked file's path in the spill file (-1 size: none)
         ("file_n", "<i4"),
         ("stamp", "<i8", (2,)),  # its (size, mtime_ns); -1: none
@@ -93,16 +97,18 @@ SAMPLE = np.dtype(
 
 
 class Samples:
-    """The image samples in opening order, a SAMPLE row each."""
+    """The image samples in opening order: what placement looks up (HOT, in memory) and the
+    checked image's facts (COLD, in a DiskRows file)."""
 
     def __init__(self, spill: Spill) -> None:
-        self.rows = Growing(SAMPLE)
+        self.hot = Growing(HOT)
+        self.cold = DiskRows(COLD)
         self.splits: dict[Any, int] = {}  # split value -> code, in first-seen order
         self.formats: dict[str, int] = {}
         self._spill = spill
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.hot)
 
     def open(self, row: int, image: int, record: Record, p: Prepared, src: tuple) -> int:
         split = self.splits.setdefault(record.split, len(self.splits))
@@ -113,21 +119,20 @@ class Samples:
             at, n = self._spill.put_raw(data), len(data)
         stamp = p.file_stamp if p.file_stamp is not None else (-1, -1)
         sha = np.frombuffer(bytes.fromhex(p.sha256), dtype=np.uint8)
-        values = (row, image, split, fmt, p.info.width, p.info.height, p.size, sha, src, at, n)
-        return self.rows.append((*values, stamp))
+        self.cold.append((image, fmt, p.info.width, p.info.height, p.size, sha, at, n, stamp))
+        return self.hot.append((row, src, split))
 
-    def prepared(self, s: int, with_file: bool = True) -> Prepared:
-        """Sample s's checked image as the writing task needs it (no source hash; its file
+    def prepared(self, c: np.void, with_file: bool = True) -> Prepared:
+        """A COLD row as the checked image the writing task needs (no source hash; its file
         only `with_file`)."""
-        r = self.rows.array[s]
-        fmt = _name_of(self.formats, int(r["fmt"]))
+        fmt = _name_of(self.formats, int(c["fmt"]))
         file = None
-        if with_file and r["file_n"] >= 0:
-            file = self._spill.get_raw(int(r["file_at"]), int(r["file_n"]))
+        if with_file and c["file_n"] >= 0:
+            file = self._spill.get_raw(int(c["file_at"]), int(c["file_n"]))
             file = file.decode("utf-8", "surrogateescape")
-        stamp = None if r["stamp"][0] < 0 else (int(r["stamp"][0]), int(r["stamp"][1]))
-        info = ImageInfo(fmt, int(r["width"]), int(r["height"]))
-        return Prepared(info, int(r["size"]), r["sha"].tobytes().hex(), "", file, stamp)
+        stamp = None if c["stamp"][0] < 0 else (int(c["stamp"][0]), int(c["stamp"][1]))
+        info = ImageInfo(fmt, int(c["width"]), int(c["height"]))
+        return Prepared(info, int(c["size"]), c["sha"].tobytes().hex(), "", file, stamp)
 
     def split_of(self, code: int) -> Any:
         return _name_of(self.splits, code)
@@ -262,7 +267,7 @@ class Placer:
         """Rules 2-4: (sample, its key) the record joins, a Problem, or None (rule 5)."""
         s = int(self.sample_of_image[num])
         if s >= 0:
-            theirs = self.samples.rows.array[s]["src"]
+            theirs = self.samples.hot.array[s]["src"]
             if int(theirs[0]) == int(src[0]) and int(theirs[1]) == int(src[1]):
                 return s, ik
             first = self._first_record(s)
@@ -280,7 +285,7 @@ class Placer:
         return "duplicate_image", f"same bytes as key {other_key!r}"
 
     def _first_record(self, s: int) -> Record:
-        row = int(self.samples.rows.array[s]["row"])
+        row = int(self.samples.hot.array[s]["row"])
         return self.rows.take(np.array([row]))[0][0]
 
 

@@ -204,8 +204,12 @@ def place_records(inp: PlanInput, run: Planner):
     with progress_bar(run.progress, len(rows), "placing records", "row") as bar:
         placer.run(bar)
     kept = seal_samples(placer, run.spill, run.opt.every_text)
+    kept_samples = np.concatenate(  # their image samples, read back 65,536 at a time
+        [kept.read(np.arange(a, min(a + 65536, len(kept))))["sample"]
+         for a in range(0, len(kept), 65536)] or [np.empty(0, dtype=np.int64)]
+    )  # fmt: skip
     images.keys = None
-    return SampleViews(kept.array, placer.samples, images, rows, inp.refs)
+    return SampleViews(kept, kept_samples, placer.samples, images, rows, inp.refs)
 
 
 LAYOUT_WINDOW = 4096

@@ -17,7 +17,7 @@ import numpy as np
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.record import Record
-from vlmdata.shards.compact import Growing, value_hashes
+from vlmdata.shards.compact import DiskRows, value_hashes
 from vlmdata.shards.placement import Images, Placer, Rows, Samples
 from vlmdata.shards.prepare import Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
@@ -36,7 +36,7 @@ KEPT = np.dtype(
 WINDOW = 4096  # samples sealed, laid out or given to a writing task per read of their rows
 
 
-def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> Growing:
+def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> DiskRows:
     """The kept samples in order (each image sample, then its --every-text copies), with their
     KEY.json / KEY.txt in the spill file."""
     n = len(placer.samples)
@@ -46,7 +46,7 @@ def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> Growing:
     rows_sorted = placed[order]
     bounds = np.searchsorted(owner[placed][order], np.arange(n + 1))
     del placed, order
-    kept = Growing(KEPT, n)
+    kept = DiskRows(KEPT)
     for a in range(0, n, WINDOW):
         b = min(n, a + WINDOW)
         taken = placer.rows.take(rows_sorted[bounds[a] : bounds[b]])
@@ -74,7 +74,7 @@ def _copy_clashes(groups: list[list], placer: Placer) -> set[str]:
     return {k for k, c in zip(keys, clash.tolist(), strict=True) if c}
 
 
-def _seal_one(kept: Growing, spill: Spill, s: int, group: list, every_text: bool, clashes) -> None:
+def _seal_one(kept: DiskRows, spill: Spill, s: int, group: list, every_text: bool, clashes) -> None:
     first, columns = group[0]
     records = [r for r, _ in group]
     key = first.stored_under
@@ -88,7 +88,7 @@ def _seal_one(kept: Growing, spill: Spill, s: int, group: list, every_text: bool
         _put(kept, spill, s, j, js, text.encode("utf-8"), len(records))
 
 
-def _put(kept: Growing, spill: Spill, s: int, j: int, js: bytes, txt: bytes, n: int) -> None:
+def _put(kept: DiskRows, spill: Spill, s: int, j: int, js: bytes, txt: bytes, n: int) -> None:
     digests = hashlib.sha256(js).digest() + hashlib.sha256(txt).digest()
     slot = np.frombuffer(spill.put(js, txt), dtype=np.uint8)
     kept.append((s, j, slot, np.frombuffer(digests, dtype=np.uint8), n))
@@ -118,45 +118,47 @@ class SampleView:
 
 @dataclass
 class SampleViews:
-    """What the layout and the writing tasks need of a finished placement."""
+    """What the layout and the writing tasks need of a finished placement: the kept samples
+    (KEPT rows on disk; their image samples in memory), the samples, the rows."""
 
-    kept: np.ndarray  # KEPT rows
+    kept: DiskRows
+    kept_samples: np.ndarray  # the image sample of each kept sample
     samples: Samples
     images: Images
     rows: Rows
-    refs: list | None
+    refs: Any  # a sequence, or None
 
     def __len__(self) -> int:
-        return len(self.kept)
+        return len(self.kept_samples)
 
     def split_codes(self) -> np.ndarray:
-        return self.samples.rows.array["split"][self.kept["sample"]]
+        return self.samples.hot.array["split"][self.kept_samples]
 
     def views(self, which: np.ndarray, for_writing: bool = False) -> list[SampleView]:
         """The kept samples numbered `which` (their image's file and ref when writing)."""
-        k = self.kept[which]
-        s = self.samples.rows.array[k["sample"]]
-        firsts = [r for r, _ in self.rows.take(s["row"])]
+        k = self.kept.read(which)
+        hot, cold = self.samples.hot.array[k["sample"]], self.samples.cold.read(k["sample"])
+        firsts = [r for r, _ in self.rows.take(hot["row"])]
         refs: list[Any] = [None] * len(k)
         if for_writing:
-            refs = self._refs(s, firsts)
+            refs = self._refs(hot["row"], cold["image"], firsts)
         out = []
         for i, record in enumerate(firsts):
             key, j = record.stored_under, int(k["copy"][i])
             if j:
                 key = f"{key}_t{j}"
-            p = self.samples.prepared(int(k["sample"][i]), with_file=for_writing)
+            p = self.samples.prepared(cold[i], with_file=for_writing)
             slot, digests = k["slot"][i].tobytes(), k["digests"][i].tobytes()
             out.append(SampleView(key, record, p, slot, digests, int(k["n_records"][i]), refs[i]))
         return out
 
-    def _refs(self, s: np.ndarray, firsts: list[Record]) -> list[Any]:
+    def _refs(self, rows: np.ndarray, images: np.ndarray, firsts: list[Record]) -> list[Any]:
         """Each sample's image ref: its image's first row's (the row that was checked)."""
-        image_rows = self.images.first_row[s["image"]]
+        image_rows = self.images.first_row[images]
         if self.refs is not None:
             return [self.refs[r] for r in image_rows.tolist()]
         refs = [r.path for r in firsts]
-        other = np.flatnonzero(image_rows != s["row"])
+        other = np.flatnonzero(image_rows != rows)
         for i, (record, _) in zip(other.tolist(), self.rows.take(image_rows[other]), strict=True):
             refs[i] = record.path
         return refs
