@@ -122,17 +122,25 @@ class Samples:
         self.cold.append((image, fmt, p.info.width, p.info.height, p.size, sha, at, n, stamp))
         return self.hot.append((row, src, split))
 
-    def prepared(self, c: np.void, with_file: bool = True) -> Prepared:
-        """A COLD row as the checked image the writing task needs (no source hash; its file
-        only `with_file`)."""
-        fmt = _name_of(self.formats, int(c["fmt"]))
-        file = None
-        if with_file and c["file_n"] >= 0:
-            file = self._spill.get_raw(int(c["file_at"]), int(c["file_n"]))
-            file = file.decode("utf-8", "surrogateescape")
-        stamp = None if c["stamp"][0] < 0 else (int(c["stamp"][0]), int(c["stamp"][1]))
-        info = ImageInfo(fmt, int(c["width"]), int(c["height"]))
-        return Prepared(info, int(c["size"]), c["sha"].tobytes().hex(), "", file, stamp)
+    def prepared(self, cold: np.ndarray, with_file: bool = True) -> list[Prepared]:
+        """COLD rows as the checked images the writing task needs (no source hash; their
+        file only `with_file`)."""
+        names = {c: f for f, c in self.formats.items()}
+        files: list[str | None] = [None] * len(cold)
+        if with_file:
+            spans = zip(cold["file_at"].tolist(), cold["file_n"].tolist(), strict=True)
+            for i, (at, n) in enumerate(spans):
+                if n >= 0:
+                    files[i] = self._spill.get_raw(at, n).decode("utf-8", "surrogateescape")
+        shas = cold["sha"].tobytes()
+        columns = (cold[f].tolist() for f in ("fmt", "width", "height", "size", "stamp"))
+        out = []
+        for i, (fmt, w, h, size, stamp) in enumerate(zip(*columns, strict=True)):
+            info = ImageInfo(names[fmt], w, h)
+            sha = shas[32 * i : 32 * i + 32].hex()
+            stamp = None if stamp[0] < 0 else tuple(stamp)
+            out.append(Prepared(info, size, sha, "", files[i], stamp))
+        return out
 
     def split_of(self, code: int) -> Any:
         return _name_of(self.splits, code)

@@ -142,14 +142,14 @@ class SampleViews:
         refs: list[Any] = [None] * len(k)
         if for_writing:
             refs = self._refs(hot["row"], cold["image"], firsts)
+        prepared = self.samples.prepared(cold, with_file=for_writing)
+        slots, digests = k["slot"].tobytes(), k["digests"].tobytes()
+        copies, counts = k["copy"].tolist(), k["n_records"].tolist()
         out = []
         for i, record in enumerate(firsts):
-            key, j = record.stored_under, int(k["copy"][i])
-            if j:
-                key = f"{key}_t{j}"
-            p = self.samples.prepared(cold[i], with_file=for_writing)
-            slot, digests = k["slot"][i].tobytes(), k["digests"][i].tobytes()
-            out.append(SampleView(key, record, p, slot, digests, int(k["n_records"][i]), refs[i]))
+            key = record.stored_under if not copies[i] else f"{record.stored_under}_t{copies[i]}"
+            slot, dig = slots[16 * i : 16 * i + 16], digests[64 * i : 64 * i + 64]
+            out.append(SampleView(key, record, prepared[i], slot, dig, counts[i], refs[i]))
         return out
 
     def _refs(self, rows: np.ndarray, images: np.ndarray, firsts: list[Record]) -> list[Any]:
