@@ -98,3 +98,21 @@ def test_every_text_copy_key_clash_found_across_windows(tmp_path, images, monkey
     tiny_windows(monkeypatch, 0)
     with pytest.raises(DataError, match=r"sample key 'k1_t1' is also a record key"):
         write_shards(manifest, images, tmp_path / "out", progress=False, every_text=True)
+
+
+def test_manifest_rows_by_number_across_chunks():
+    """`take` reads each chunk of the manifest table on its own (no joined copy): any row
+    numbers, in any order, repeated or not, give those rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    from vlmdata.shards.planrows import ManifestRecords
+
+    keys = [f"k{i}" for i in range(50)]
+    table = pa.table({"key": keys, "path": [f"{k}.jpg" for k in keys], "texts": [["t"]] * 50})
+    chunked = pa.concat_tables([table.slice(0, 7), table.slice(7, 0), table.slice(7, 30),
+                                table.slice(37)])  # fmt: skip
+    rows = ManifestRecords(chunked)
+    for wanted in ([], [3], [49, 0, 7, 7, 36, 37, 6], list(range(50))[::-1]):
+        got = rows.take(np.array(wanted, dtype=np.int64))
+        assert [(r.key, r.path) for r, _ in got] == [(keys[i], f"{keys[i]}.jpg") for i in wanted]

@@ -42,9 +42,10 @@ class ManifestRecords:
     ROWS = 8192
 
     def __init__(self, table: pa.Table) -> None:
-        # one chunk per column: `take` on a chunked table joins the chunks on every call
-        self.table = table.combine_chunks()
+        self.table = table
         self.columns: Columns = tuple(columns_of(table.schema.names))
+        self._pieces: list[pa.RecordBatch] | None = None  # the table's chunks, for `take`
+        self._starts = np.zeros(1, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -59,14 +60,26 @@ class ManifestRecords:
             yield [(record, columns) for record in records_from_arrow(batch)]
 
     def take(self, rows: np.ndarray) -> list[Placing]:
-        """The rows numbered `rows`, in that order."""
-        if len(rows) == 0:
-            return []
-        if len(rows) == 1:  # a slice is ~40x cheaper than a take of one row
-            taken = self.table.slice(int(rows[0]), 1)
-            return [(record, self.columns) for record in records_from_arrow(taken)]
-        taken = self.table.take(pa.array(rows, type=pa.int64()))
-        return [(record, self.columns) for record in records_from_arrow(taken)]
+        """The rows numbered `rows`, in that order. Taken from each chunk of the table on its
+        own: a take on the chunked table joins its chunks on every call (~35 ms at 10^6
+        rows), and joining them once would hold the manifest twice."""
+        if self._pieces is None:
+            self._pieces = [b for b in self.table.to_batches() if b.num_rows]
+            sizes = [b.num_rows for b in self._pieces]
+            self._starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+        rows = np.asarray(rows, dtype=np.int64)
+        piece = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(piece, kind="stable")
+        out: list[Placing | None] = [None] * len(rows)
+        bounds = np.searchsorted(piece[order], np.arange(len(self._pieces) + 1))
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            at = order[bounds[p] : bounds[p + 1]]
+            local = rows[at] - self._starts[p]
+            batch = self._pieces[p]
+            part = batch.slice(int(local[0]), 1) if len(at) == 1 else batch.take(local)
+            for i, record in zip(at.tolist(), records_from_arrow(part), strict=True):
+                out[i] = (record, self.columns)
+        return out  # type: ignore[return-value]
 
     def image_key_batches(self) -> Iterator[list[Any]]:
         """Each row's image key (image_key, else key), ROWS at a time, read from one or two
