@@ -368,12 +368,11 @@ def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options
     gen_shard_folder(folder, 700, seed=3)
     args = (folder / "manifest.parquet", folder)
     writer.write_shards(*args, tmp_path / "whole", progress=False, samples_per_shard=50, **options)
-    from vlmdata.core import column_spill
     from vlmdata.shards import placement, plan, sealing
 
     monkeypatch.setattr(tables.ArrowRows, "CHUNK_ROWS", 256)
     monkeypatch.setattr(writer._ManifestRows, "ROWS", 256)
-    monkeypatch.setattr(column_spill, "SPILL_BYTES", 1000)  # table columns wait on disk
+    monkeypatch.setattr(tables.ArrowRows, "MEMORY_BYTES", 1000)  # table columns wait on disk
     monkeypatch.setattr(placement.Placer, "WINDOW", 300)  # two batches a window
     monkeypatch.setattr(placement.Placer, "PENDING", 2)  # checks let go: made again
     monkeypatch.setattr(sealing, "WINDOW", 70)

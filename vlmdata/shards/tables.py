@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
-from vlmdata.core.column_spill import SpilledColumn
+from vlmdata.core.column_spill import contiguous
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
@@ -89,17 +90,19 @@ class SideTables:
 class ArrowRows:
     """Rows appended one at a time, kept as Arrow columns (a Python dict per row for at most
     CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
-    of a list of dicts (issue 23). Each column's chunks wait on disk past 16 MB
-    (core/column_spill.py); `table()` rebuilds one contiguous array per column, so the table
-    is held once, when it is written, and the Parquet file is byte-identical to one written
-    from `pa.Table.from_pylist` of all the rows. `close()` removes what waits on disk."""
+    of a list of dicts (issue 23). A column's chunks beyond MEMORY_BYTES wait in an Arrow IPC
+    file of its own; `table()` rebuilds one contiguous array per column a chunk at a time
+    (core/column_spill.py's `contiguous`), so the table is held once, when it is written, and
+    the Parquet file is byte-identical to one written from `pa.Table.from_pylist` of all the
+    rows. `close()` removes what waits on disk."""
 
     CHUNK_ROWS = 4096
+    MEMORY_BYTES = 1 << 20  # a column's chunks held in memory before they go to its file
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._rows: list[dict[str, Any]] = []
-        self._columns: list[SpilledColumn] | None = None
+        self._columns: list[_Column] | None = None
         self._dir: str | None = None
         self._count = 0
 
@@ -116,10 +119,10 @@ class ArrowRows:
         self._rows = []
         if self._columns is None:
             self._dir = tempfile.mkdtemp(prefix="vlmdata-rows-")
-            self._columns = [SpilledColumn(field, Path(self._dir) / f"col{i}.arrows")
+            self._columns = [_Column(field, Path(self._dir) / f"col{i}.arrows")
                              for i, field in enumerate(self.schema)]  # fmt: skip
         for column, array in zip(self._columns, batch.columns, strict=True):
-            column.append(array)
+            column.append(array, self.MEMORY_BYTES)
 
     def __len__(self) -> int:
         return self._count
@@ -131,7 +134,10 @@ class ArrowRows:
         if self._columns is None:
             return pa.Table.from_pylist([], schema=self.schema)
         try:
-            arrays = [column.take() for column in self._columns]
+            arrays = []
+            for column in self._columns:
+                arrays.append(contiguous(column.field.type, column.chunks))
+                column.close()
         finally:
             self.close()
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -139,7 +145,48 @@ class ArrowRows:
     def close(self) -> None:
         """Drop the rows and what waits on disk."""
         for column in self._columns or ():
-            column.discard()
+            column.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._columns, self._dir, self._rows = None, None, []
+
+
+class _Column:
+    """One column's chunks in order: in memory, then (past a size) in its own IPC file."""
+
+    def __init__(self, field: pa.Field, path: Path) -> None:
+        self.field, self.path = field, path
+        self._memory: list[pa.Array] = []
+        self._bytes = 0
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def append(self, array: pa.Array, memory_bytes: int) -> None:
+        self._memory.append(array)
+        self._bytes += array.nbytes
+        if self._bytes < memory_bytes:
+            return
+        if self._writer is None:
+            self._writer = pa.ipc.new_stream(str(self.path), pa.schema([self.field]))
+        for chunk in self._memory:
+            self._writer.write_batch(pa.record_batch([chunk], schema=pa.schema([self.field])))
+        self._memory, self._bytes = [], 0
+
+    def chunks(self) -> Iterator[pa.Array]:
+        """The chunks in order (a fresh pass each call)."""
+        if self._writer is not None and self._writer is not _CLOSED:
+            self._writer.close()
+            self._writer = _CLOSED
+        if self._writer is _CLOSED:
+            with pa.OSFile(str(self.path)) as f:
+                for batch in pa.ipc.open_stream(f):
+                    yield batch.column(0)
+        yield from self._memory
+
+    def close(self) -> None:
+        if self._writer is not None and self._writer is not _CLOSED:
+            self._writer.close()
+        self._writer, self._memory = None, []
+        self.path.unlink(missing_ok=True)
+
+
+_CLOSED: Any = object()  # a column whose file is complete
