@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -122,28 +122,43 @@ class Samples:
         self.cold.append((image, fmt, p.info.width, p.info.height, p.size, sha, at, n, stamp))
         return self.hot.append((row, src, split))
 
-    def prepared(self, cold: np.ndarray, with_file: bool = True) -> list[Prepared]:
-        """COLD rows as the checked images the writing task needs (no source hash; their
-        file only `with_file`)."""
+    def prepared(self, cold: np.ndarray, with_file: bool = True) -> list[Any]:
+        """COLD rows as the checked images: Prepared (no source hash) for the writing task
+        (`with_file`), else the facts the layout reads (Facts: info, size, sha256)."""
         names = {c: f for f, c in self.formats.items()}
-        files: list[str | None] = [None] * len(cold)
-        if with_file:
-            spans = zip(cold["file_at"].tolist(), cold["file_n"].tolist(), strict=True)
-            for i, (at, n) in enumerate(spans):
-                if n >= 0:
-                    files[i] = self._spill.get_raw(at, n).decode("utf-8", "surrogateescape")
         shas = cold["sha"].tobytes()
-        columns = (cold[f].tolist() for f in ("fmt", "width", "height", "size", "stamp"))
+        columns = (cold[f].tolist() for f in ("fmt", "width", "height", "size"))
+        if not with_file:
+            return [Facts(Info(names[fmt], w, h), size, shas[32 * i : 32 * i + 32].hex())
+                    for i, (fmt, w, h, size) in enumerate(zip(*columns, strict=True))]  # fmt: skip
         out = []
-        for i, (fmt, w, h, size, stamp) in enumerate(zip(*columns, strict=True)):
+        spans = zip(cold["file_at"].tolist(), cold["file_n"].tolist(), strict=True)
+        stamps = cold["stamp"].tolist()
+        for i, ((fmt, w, h, size), (at, n)) in enumerate(zip(zip(*columns, strict=True), spans, strict=True)):
+            file = self._spill.get_raw(at, n).decode("utf-8", "surrogateescape") if n >= 0 else None
+            stamp = None if stamps[i][0] < 0 else tuple(stamps[i])
             info = ImageInfo(names[fmt], w, h)
-            sha = shas[32 * i : 32 * i + 32].hex()
-            stamp = None if stamp[0] < 0 else tuple(stamp)
-            out.append(Prepared(info, size, sha, "", files[i], stamp))
+            out.append(Prepared(info, size, shas[32 * i : 32 * i + 32].hex(), "", file, stamp))
         return out
 
     def split_of(self, code: int) -> Any:
         return _name_of(self.splits, code)
+
+
+class Info(NamedTuple):
+    """ImageInfo's fields, made cheaply (the layout reads them once per sample)."""
+
+    format: str
+    width: int
+    height: int
+
+
+class Facts(NamedTuple):
+    """What the layout reads of a checked image (Prepared's fields of the same names)."""
+
+    info: Info
+    size: int
+    sha256: str
 
 
 def _name_of(codes: dict, code: int) -> Any:

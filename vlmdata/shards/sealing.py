@@ -18,7 +18,7 @@ import numpy as np
 from vlmdata.core.errors import DataError
 from vlmdata.core.record import Record
 from vlmdata.shards.compact import DiskRows, value_hashes
-from vlmdata.shards.placement import Images, Placer, Rows, Samples
+from vlmdata.shards.placement import Facts, Images, Placer, Rows, Samples
 from vlmdata.shards.prepare import Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 from vlmdata.shards.spill import Slot, Spill, unpack_slot
@@ -101,7 +101,7 @@ class SampleView:
 
     key: str
     record: Record
-    prepared: Prepared
+    prepared: Prepared | Facts  # Facts unless made for writing
     slot: Slot
     digests: bytes
     n_records: int
