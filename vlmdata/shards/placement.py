@@ -134,7 +134,8 @@ class Samples:
         out = []
         spans = zip(cold["file_at"].tolist(), cold["file_n"].tolist(), strict=True)
         stamps = cold["stamp"].tolist()
-        for i, ((fmt, w, h, size), (at, n)) in enumerate(zip(zip(*columns, strict=True), spans, strict=True)):
+        facts = zip(*columns, strict=True)
+        for i, ((fmt, w, h, size), (at, n)) in enumerate(zip(facts, spans, strict=True)):
             file = self._spill.get_raw(at, n).decode("utf-8", "surrogateescape") if n >= 0 else None
             stamp = None if stamps[i][0] < 0 else tuple(stamps[i])
             info = ImageInfo(names[fmt], w, h)
