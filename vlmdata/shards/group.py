@@ -196,10 +196,10 @@ class Gate:
         a new sample is the caller's (rule 5): None."""
         sample = self.images.get(ik)
         if sample is not None:
-            if (theirs := _source_of(sample.record)) == _source_of(record):
+            if (theirs := source_of(sample.record)) == source_of(record):
                 return sample
             return ("image_key_conflict", f"image_key {ik!r} is already "
-                    f"{theirs!r}, not {_source_of(record)!r}")  # fmt: skip
+                    f"{theirs!r}, not {source_of(record)!r}")  # fmt: skip
         if isinstance(result, ImageProblem):
             return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
@@ -252,11 +252,6 @@ def record_problem(record: Record, ik: Any, taken: Callable[[str], bool]) -> Pro
 
 
 def source_of(record: Record) -> str | None:
-    """The file or URL a record's image comes from."""
-    return record.path or record.url
-
-
-def _source_of(record: Record) -> str | None:
     """The file or URL a record's image comes from."""
     return record.path or record.url
 

@@ -13,7 +13,7 @@ int64 per row, from which sealing.py makes every KEY.json afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -222,8 +222,7 @@ class Placer:
         key_hi, key_lo = value_hashes([r.key for r in records])
         taken_before = self.keys.contains(key_hi, key_lo)
         src_hi, src_lo = value_hashes([source_of(r) for r in records])
-        w = _Window(checked, set(), {}, taken_before)
-        w.earlier = self._earlier_hashes(nums, checked)
+        w = _Window(checked, set(), {}, taken_before, self._earlier_hashes(checked.values()))
         for i, (record, columns) in enumerate(window):
             self._admit(start + i, i, record, columns, int(nums[i]), (src_hi[i], src_lo[i]), w)
         placed = self.sample_of_row[start : start + n] >= 0
@@ -233,9 +232,10 @@ class Placer:
             self.by_hash.add(hi, lo, np.fromiter(w.hashes.values(), dtype=np.int64))
         self._keep_pending(checked, start + n)
 
-    def _earlier_hashes(self, nums: np.ndarray, checked: dict) -> dict[str, int]:
-        """Samples opened before this window, by the source sha256 of the images it checks."""
-        shas = {r.source_sha256 for r in checked.values() if isinstance(r, Prepared)}
+    def _earlier_hashes(self, results: Iterable[Any]) -> dict[str, int]:
+        """Samples opened before this window, by the source sha256 of the images it may need
+        (`results`, and the pending ones)."""
+        shas = {r.source_sha256 for r in results if isinstance(r, Prepared)}
         shas |= {r.source_sha256 for r in self.pending.values() if isinstance(r, Prepared)}
         if not shas or not len(self.by_hash):
             return {}
@@ -253,6 +253,7 @@ class Placer:
         self.pending = kept
 
     def _result(self, num: int, w: _Window) -> Any:
+        """Image `num`'s check result: made in this window, kept, or made again now."""
         got = w.checked.get(num)
         if got is None:
             got = self.pending.get(num)
@@ -261,10 +262,11 @@ class Placer:
             (record, _), = self.rows.take(np.array([row]))  # fmt: skip
             (got,) = self.source.plan([self._ref(row, record)], self.opts)
             if isinstance(got, Prepared) and got.source_sha256 not in w.earlier:
-                w.earlier.update(self._earlier_hashes(np.empty(0), {num: got}))
+                w.earlier.update(self._earlier_hashes([got]))
         return got
 
     def _admit(self, row: int, i: int, record: Record, columns, num: int, src, w) -> None:
+        """Place row `row` (the window's i-th, image number `num`, source hash `src`)."""
         if not isinstance(record, Record):
             raise TypeError(f"line {row + 1}: the gate places Records, not {type(record).__name__}")
         ik = record.stored_under
@@ -321,4 +323,4 @@ class _Window:
     keys: set[str]  # record keys placed in the window
     hashes: dict[str, int]  # source sha256 -> sample, for samples opened in the window
     taken_before: np.ndarray  # per row: its key was placed in an earlier window
-    earlier: dict[str, int] | None = None  # source sha256 -> sample opened earlier
+    earlier: dict[str, int]  # source sha256 -> sample opened before the window
