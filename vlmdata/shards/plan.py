@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from vlmdata.shards.samples import layout
 from vlmdata.shards.spill import Spill, open_spill, read_pair
 from vlmdata.shards.tables import ArrowRows
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
+
+if TYPE_CHECKING:
+    from vlmdata.shards.sealing import SampleViews
 
 __all__ = ["ManifestRecords", "Placing", "placing", "placings"]
 
@@ -145,7 +148,7 @@ class ShardPlan:
     done: list[dict | None]
     index: ArrowRows
     images: int
-    views: Any = None  # sealing.SampleViews
+    views: SampleViews | None = None  # what the jobs are made from (None once written)
     make: tuple = ()  # (out, image options, source, spill path)
 
     @property
@@ -193,7 +196,7 @@ def plan_shards(inp: PlanInput, run: Planner, out: Location, extras: list[str]) 
     return plan
 
 
-def place_records(inp: PlanInput, run: Planner):
+def place_records(inp: PlanInput, run: Planner) -> SampleViews:
     """Passes 1-3: image keys numbered, rows placed, samples sealed; what the layout reads."""
     from vlmdata.shards.placement import Placer, number_images
     from vlmdata.shards.sealing import SampleViews, seal_samples
@@ -215,7 +218,9 @@ def place_records(inp: PlanInput, run: Planner):
 LAYOUT_WINDOW = 4096
 
 
-def layout_shards(views, out: Location, opt: ShardOptions, extras: list[str]) -> ShardPlan:
+def layout_shards(
+    views: SampleViews, out: Location, opt: ShardOptions, extras: list[str]
+) -> ShardPlan:
     """Each split (in first-seen order) cut on its own, so a shard never mixes splits (a
     sample's split is its first record's); index rows from sizes alone, held as Arrow; each
     shard's digest and the stats of shards already done."""
