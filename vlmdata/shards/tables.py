@@ -107,7 +107,7 @@ class ArrowRows:
         self._count = 0
 
     def append(self, row: dict[str, Any]) -> None:
-        self._rows.append({k: row.get(k) for k in self.schema.names})
+        self._rows.append(row)  # from_pylist reads the schema's keys (missing: null)
         self._count += 1
         if len(self._rows) >= self.CHUNK_ROWS:
             self._flush()
