@@ -86,3 +86,61 @@ def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarr
                 break
             j += 1
     return found
+
+
+def _positions(
+    run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray
+) -> np.ndarray:
+    """Where each (hi, lo) pair sits in a sorted run; -1 where it is not there."""
+    idx = np.searchsorted(run_hi, hi)
+    at = np.where(idx < len(run_hi), idx, 0)
+    same_hi = (idx < len(run_hi)) & (run_hi[at] == hi)
+    pos = np.where(same_hi & (run_lo[at] == lo), at, -1)
+    for i in np.flatnonzero(same_hi & (pos < 0)):  # equal hi, other lo: the next equal his
+        j = int(idx[i]) + 1
+        while j < len(run_hi) and run_hi[j] == hi[i]:
+            if run_lo[j] == lo[i]:
+                pos[i] = j
+                break
+            j += 1
+    return pos
+
+
+class HashMap:
+    """128-bit hashes -> int64 values in sorted runs, merged like HashSet's (24 bytes an entry):
+    what the shard plan keeps per image key or image hash (a sample or image number) instead
+    of a dict of strings. Add only hashes not in the map yet (callers check with `get`)."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # sorted by hi
+
+    def __len__(self) -> int:
+        return sum(len(hi) for hi, _, _ in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(hi.nbytes + lo.nbytes + v.nbytes for hi, lo, v in self._runs)
+
+    def get(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """The value per (hi, lo) pair; -1 where the pair is not in the map."""
+        out = np.full(len(hi), -1, dtype=np.int64)
+        for run_hi, run_lo, run_v in self._runs:
+            pos = _positions(run_hi, run_lo, hi, lo)
+            hit = pos >= 0
+            out[hit] = run_v[pos[hit]]
+        return out
+
+    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        return self.get(hi, lo) >= 0
+
+    def add(self, hi: np.ndarray, lo: np.ndarray, values: np.ndarray) -> None:
+        """Map each new pair to its value (values >= 0)."""
+        if len(hi) == 0:
+            return
+        order = np.argsort(hi, kind="stable")
+        self._runs.append((hi[order], lo[order], np.asarray(values, dtype=np.int64)[order]))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            b, a = self._runs.pop(), self._runs.pop()
+            merged = [np.concatenate((x, y)) for x, y in zip(a, b, strict=True)]
+            order = np.argsort(merged[0], kind="stable")
+            self._runs.append(tuple(m[order] for m in merged))

@@ -10,10 +10,12 @@ killed repack resumes: output shards already finished with the same plan are kep
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from vlmdata.download.img2dataset_run import KEY_COLUMN
@@ -21,6 +23,7 @@ from vlmdata.download.results import Fetched, read_shard, read_status
 from vlmdata.shards.image_sources import PlanResult, check_planned
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions
+from vlmdata.shards.planrows import ManifestRecords
 from vlmdata.shards.prepare import ImageProblem, Prepared, prepare_bytes
 
 RawRef = tuple[int, str]  # (raw shard number, manifest key)
@@ -70,18 +73,39 @@ class RawImages:
         return check_planned(self._bytes(ref), p, opts, f"raw shard {ref[0]}, key {key}")
 
 
+class RawRefs(Sequence):
+    """Row i's ref (raw shard, key) made on request from an int32 per row and the kept rows'
+    key column: no tuple per row is held (issue 23)."""
+
+    def __init__(self, shard_ids: np.ndarray, keys: pa.Array) -> None:
+        self.shard_ids, self.keys = shard_ids, keys
+
+    def __len__(self) -> int:
+        return len(self.shard_ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return int(self.shard_ids[i]), self.keys[i].as_py()
+
+
 def fetched_rows(
     rows: pa.Table, raw: Path, shard_size: int, done: set[int]
-) -> tuple[list[dict], list[RawRef]]:
-    """The manifest rows img2dataset fetched successfully, in manifest order, and their refs.
+) -> tuple[ManifestRecords, RawRefs]:
+    """The manifest rows img2dataset fetched successfully, in manifest order (read as Records
+    a batch at a time), and their refs.
 
     Failures are already in the fetch rejects (written before the repack starts)."""
-    kept, refs = [], []
+    picked: list[np.ndarray] = []
+    shard_of: list[np.ndarray] = []
     for shard_id in sorted(done):
         status = read_status(raw, shard_id)
-        for row in rows.slice(shard_id * shard_size, shard_size).to_pylist():
-            got = status.get(row["key"])
-            if got is not None and got.status == "success":
-                kept.append(row)
-                refs.append((shard_id, row["key"]))
-    return kept, refs
+        keys = rows.column("key").slice(shard_id * shard_size, shard_size).to_pylist()
+        ok = [(got := status.get(k)) is not None and got.status == "success" for k in keys]
+        at = np.flatnonzero(np.array(ok, dtype=bool)) + shard_id * shard_size
+        picked.append(at)
+        shard_of.append(np.full(len(at), shard_id, dtype=np.int32))
+    at = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
+    kept = rows.take(pa.array(at, type=pa.int64()))
+    ids = np.concatenate(shard_of) if shard_of else np.empty(0, dtype=np.int32)
+    return ManifestRecords(kept), RawRefs(ids, kept.column("key").combine_chunks())

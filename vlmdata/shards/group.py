@@ -20,6 +20,7 @@ So every distinct image's bytes are written once, and no record is lost for shar
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,26 +189,17 @@ class Gate:
 
     def _problem(self, record: Record, ik: Any) -> Problem | None:
         """The record's own problem (key, texts, image key), checked before its image's."""
-        key = record.key
-        if (problem := key_problem(key)) is not None:
-            return "bad_key", problem
-        if key in self.keys:
-            return "duplicate_key", f"key {key!r} seen before"
-        if ik != key and (problem := key_problem(ik)) is not None:
-            return "bad_key", f"image_key: {problem}"
-        if (problem := split_problem(record.split)) is not None:
-            return "bad_split", problem
-        return texts_problem(record.texts)
+        return record_problem(record, ik, lambda key: key in self.keys)
 
     def _place(self, record: Record, ik: Any, result: Prepared | ImageProblem) -> Planned | Problem:
         """The stored sample the record joins (rules 2 and 4), or why it cannot be placed;
         a new sample is the caller's (rule 5): None."""
         sample = self.images.get(ik)
         if sample is not None:
-            if (theirs := _source_of(sample.record)) == _source_of(record):
+            if (theirs := source_of(sample.record)) == source_of(record):
                 return sample
             return ("image_key_conflict", f"image_key {ik!r} is already "
-                    f"{theirs!r}, not {_source_of(record)!r}")  # fmt: skip
+                    f"{theirs!r}, not {source_of(record)!r}")  # fmt: skip
         if isinstance(result, ImageProblem):
             return result.reason, result.detail
         other = self.by_hash.get(result.source_sha256)
@@ -244,7 +236,22 @@ class Gate:
         return sample
 
 
-def _source_of(record: Record) -> str | None:
+def record_problem(record: Record, ik: Any, taken: Callable[[str], bool]) -> Problem | None:
+    """Rule 1: the record's own problem (key, image key, split, texts), checked before its
+    image's; `taken(key)`: a record with that key was placed already."""
+    key = record.key
+    if (problem := key_problem(key)) is not None:
+        return "bad_key", problem
+    if taken(key):
+        return "duplicate_key", f"key {key!r} seen before"
+    if ik != key and (problem := key_problem(ik)) is not None:
+        return "bad_key", f"image_key: {problem}"
+    if (problem := split_problem(record.split)) is not None:
+        return "bad_split", problem
+    return texts_problem(record.texts)
+
+
+def source_of(record: Record) -> str | None:
     """The file or URL a record's image comes from."""
     return record.path or record.url
 

@@ -1,34 +1,40 @@
 """The planned writer's first pass: every distinct image checked once, records placed on images
-(group.py), the image samples cut into shards and the whole index laid out from sizes.
+(group.py's rules; placement.py), every KEY.json made (sealing.py), the image samples cut into
+shards and the whole index laid out from sizes.
 
 Same inputs → same plan: the plan's digest per shard is what lets a rerun keep the shards an
 earlier run finished (output.shard_is_finished), and the index is known before any tar byte
-is written, since tar headers are fixed-size (samples.layout).
+is written, since tar headers are fixed-size (samples.layout). The plan holds numbers and
+hashes per row and per sample (numpy), not objects (issue 23); a shard's job is made when it
+is written.
 """
 
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+import numpy as np
 
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
-from vlmdata.core.record import Record, columns_of, records_from_arrow, stored_under
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
-from vlmdata.shards.group import Columns, Gate, Planned, image_key_of, text_copies
-from vlmdata.shards.image_sources import plan_task
+from vlmdata.shards.group import Gate, Planned
 from vlmdata.shards.options import ImageOptions, ShardOptions
 from vlmdata.shards.output import index_table, shard_is_finished, shard_rel
+from vlmdata.shards.planrows import ManifestRecords, Placing, placing, placings, plan_rows
 from vlmdata.shards.prepare import Prepared
 from vlmdata.shards.samples import layout
 from vlmdata.shards.spill import Spill, open_spill, read_pair
 from vlmdata.shards.tables import ArrowRows
 from vlmdata.shards.tarfmt import END_OF_ARCHIVE, RECORD
+
+if TYPE_CHECKING:
+    from vlmdata.shards.sealing import SampleViews
+
+__all__ = ["ManifestRecords", "Placing", "placing", "placings"]
 
 
 def extras_of(columns: Iterable[str]) -> list[str]:
@@ -70,7 +76,7 @@ class Cutter:
         return new
 
 
-def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[dict, int]:
+def index_row(p: Planned | Any, shard: str, start: int, extras: list[str]) -> tuple[dict, int]:
     """The sample's index row when it starts at byte `start` of `shard`; its size in bytes."""
     key, fmt = p.key, p.prepared.info.format
     lay = layout(key, fmt, p.sizes, start)
@@ -88,7 +94,7 @@ def index_row(p: Planned, shard: str, start: int, extras: list[str]) -> tuple[di
     return row, lay.size
 
 
-def shard_digest(samples: list[Planned]) -> str:
+def shard_digest(samples: list[Planned] | list[Any]) -> str:
     """What the plan puts in a shard (keys, formats, member hashes): its `_stats.json` marker."""
     h = hashlib.sha256()
     for p in samples:
@@ -133,56 +139,35 @@ class ShardJob:
 
 @dataclass
 class ShardPlan:
-    """The plan of a whole run: a job per shard, the stats of shards an earlier run finished
-    (None: to write), the index and records tables, and the samples' count."""
+    """The plan of a whole run: per shard its name, digest and samples (a range of `order`,
+    numbers of kept samples), the stats of shards an earlier run finished (None: to write),
+    the index table and the samples' count. Jobs are made one shard at a time (`job`)."""
 
-    jobs: list[ShardJob]
+    shards: list[tuple[str, str, int, int]]  # (rel, digest, start, end)
+    order: np.ndarray
     done: list[dict | None]
     index: ArrowRows
     images: int
+    views: SampleViews | None = None  # what the jobs are made from (None once written)
+    make: tuple = ()  # (out, image options, source, spill path)
 
     @property
     def rels(self) -> list[str]:
-        return [j.rel for j in self.jobs]
+        return [rel for rel, *_ in self.shards]
 
-
-Placing = tuple[Record, Columns]  # a record and the manifest columns it was read with
-
-
-class ManifestRecords:
-    """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
-    iterated: the planned writer reads the rows twice and never holds them all (issue 23)."""
-
-    ROWS = 8192
-
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-
-    def __iter__(self) -> Iterator[Placing]:
-        columns = tuple(columns_of(self.table.schema.names))
-        for batch in self.table.to_batches(max_chunksize=self.ROWS):
-            for record in records_from_arrow(batch):
-                yield record, columns
-
-    def image_refs(self) -> Iterator[tuple[Any, Any]]:
-        """(image key, path) per row, read from two or three columns (the first pass needs
-        no more: no Record is made)."""
-        names = self.table.schema.names
-        for batch in self.table.to_batches(max_chunksize=self.ROWS):
-            n = batch.num_rows
-            key, path = (batch.column(c).to_pylist() if c in names else [None] * n
-                         for c in ("key", "path"))  # fmt: skip
-            if "image_key" not in names:
-                yield from zip(key, path, strict=True)
-            else:
-                iks = batch.column("image_key").to_pylist()
-                yield from zip(map(stored_under, key, iks), path, strict=True)
+    def job(self, i: int) -> ShardJob:
+        """Shard i's job: its samples' keys, refs, checked images and spill slots."""
+        rel, digest, start, end = self.shards[i]
+        out, opts, source, spill = self.make
+        views = self.views.views(self.order[start:end], for_writing=True)
+        entries = [(v.key, v.ref, v.prepared, v.slot) for v in views]
+        return ShardJob(out, rel, digest, opts, source, entries, spill)
 
 
 @dataclass(frozen=True)
 class PlanInput:
-    """What is planned: the records in output order, iterated twice: (Record, columns) pairs
-    (a manifest read in batches: ManifestRecords) or manifest row dicts (download's
+    """What is planned: the records in output order, read several times: (Record, columns)
+    pairs (a manifest read in batches: ManifestRecords) or manifest row dicts (download's
     lists), and where `source` finds row i's image (`refs[i]`; None: the record's `path`)."""
 
     rows: Iterable[Placing | Mapping[str, Any]]
@@ -203,128 +188,78 @@ class Planner:
 
 
 def plan_shards(inp: PlanInput, run: Planner, out: Location, extras: list[str]) -> ShardPlan:
-    """Check every image, place every record (`run.gate`), cut and lay out the shards."""
-    kept = place_records(inp, run)
-    shards = cut_shards(kept, run.opt.samples_per_shard, run.opt.max_shard_bytes)
-    del kept
-    index, jobs, done = _layout_shards(shards, out, run.opt, extras, inp.source, run.spill.path)
-    return ShardPlan(jobs, done, index, run.gate.opened)
+    """Check every image, place every record (`run.gate`), make every KEY.json, cut and lay
+    out the shards."""
+    views = place_records(inp, run)
+    plan = layout_shards(views, out, run.opt, extras)
+    plan.make = (out, run.opt.image, inp.source, run.spill.path)
+    return plan
 
 
-def _check(source, refs: list[Any], opts: ImageOptions, engine: Engine, progress: bool):
-    """Every image's plan result, in order (the planning tasks run on the engine)."""
-    with progress_bar(progress, len(refs), "checking images") as bar:
-        for chunk in engine.map(plan_task, source.plan_tasks(refs, opts)):
-            bar.update(len(chunk))
-            yield from chunk
+def place_records(inp: PlanInput, run: Planner) -> SampleViews:
+    """Passes 1-3: image keys numbered, rows placed, samples sealed; what the layout reads."""
+    from vlmdata.shards.placement import Placer, number_images
+    from vlmdata.shards.sealing import SampleViews, seal_samples
+
+    rows = plan_rows(inp.rows)
+    images = number_images(rows, run.opt.every_text)
+    placer = Placer(rows, inp.refs, inp.source, images, run)
+    with progress_bar(run.progress, len(rows), "placing records", "row") as bar:
+        placer.run(bar)
+    kept = seal_samples(placer, run.spill, run.opt.every_text)
+    kept_samples = np.concatenate(  # their image samples, read back 65,536 at a time
+        [kept.read(np.arange(a, min(a + 65536, len(kept))))["sample"]
+         for a in range(0, len(kept), 65536)] or [np.empty(0, dtype=np.int64)]
+    )  # fmt: skip
+    images.keys = None
+    return SampleViews(kept, kept_samples, placer.samples, images, rows, inp.refs)
 
 
-def place_records(inp: PlanInput, run: Planner) -> list[Planned]:
-    """The image samples in order, their records placed and KEY.json / KEY.txt made (and
-    moved to the spill file: the samples keep their slots).
-
-    The rows are read twice: once for each image's first ref (so each image is checked once),
-    once to place the records on the checked images in row order."""
-    first_refs, image_of, image_keys = _number_images(inp, run.opt.every_text)
-    checked = list(_check(inp.source, first_refs, run.opt.image, run.engine, run.progress))
-    for line, (record, columns) in enumerate(placings(inp.rows), 1):
-        number = image_of[line - 1]
-        sample = run.gate.admit(record, columns, line, checked[number])
-        if sample is not None:
-            sample.ref = first_refs[number]
-    del first_refs, checked, image_of
-    taken = None
-    if image_keys is not None:  # every-text copies' keys must not repeat these
-        taken = set(run.gate.records.column("key").to_pylist()) | image_keys
-    kept: list[Planned] = []
-    for p in run.gate.close():
-        p.seal()
-        copies = text_copies(p, taken) if taken is not None else []
-        p.release()
-        for q in (p, *copies):
-            q.spill(run.spill)
-            kept.append(q)
-    return kept
+LAYOUT_WINDOW = 4096
 
 
-def _number_images(inp: PlanInput, every_text: bool) -> tuple[list[Any], array, set | None]:
-    """The first pass: each distinct image's ref (its first row's), each row's image number
-    (8 bytes a row, where a dict entry would stay alive through the second pass), and the
-    image keys when --every-text needs them."""
-    firsts: dict[Any, int] = {}  # image key -> its number
-    first_refs: list[Any] = []
-    image_of = array("q")
-    for i, (image_key, path) in enumerate(_image_refs(inp.rows)):
-        number = firsts.setdefault(image_key, len(first_refs))
-        if number == len(first_refs):
-            first_refs.append(path if inp.refs is None else inp.refs[i])
-        image_of.append(number)
-    return first_refs, image_of, set(firsts) if every_text else None
-
-
-def _image_refs(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[tuple[Any, Any]]:
-    """(image key, path) per row (the first pass)."""
-    if isinstance(rows, ManifestRecords):
-        return rows.image_refs()
-    return ((image_key_of(r), r.path) for r, _ in placings(rows))
-
-
-_COLUMNS: dict[Columns, Columns] = {}  # one tuple object per set of columns seen
-
-
-def placing(row: Mapping[str, Any]) -> Placing:
-    """A manifest row dict as the gate takes it: its Record and its columns (a tuple shared
-    by every row with the same columns)."""
-    columns = tuple(columns_of(row))
-    return Record.from_row(row), _COLUMNS.setdefault(columns, columns)
-
-
-def placings(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[Placing]:
-    """(Record, columns) per input row: pairs as they come, row dicts made Records once."""
-    for row in rows:
-        yield row if isinstance(row, tuple) else placing(row)
-
-
-def cut_shards(kept: list[Planned], spp: int, cap: int | None) -> list[tuple[Any, list[Planned]]]:
-    """(split, samples) per shard: each split (in first-seen order) cut on its own, so a
-    shard never mixes splits; a sample's split is its first record's."""
-    by_split: dict[Any, list[Planned]] = {}
-    for p in kept:
-        by_split.setdefault(p.split, []).append(p)
-    shards: list[tuple[Any, list[Planned]]] = []
-    for split, samples in by_split.items():
-        cutter, mine = Cutter(spp, cap), []
-        for p in samples:
-            if cutter.starts_new(layout(p.key, p.prepared.info.format, p.sizes, 0).size):
-                mine.append([])
-            mine[-1].append(p)
-        shards += [(split, m) for m in mine]
-    return shards
-
-
-def _layout_shards(
-    shards: list[tuple[Any, list[Planned]]],
-    out: Location,
-    opt: ShardOptions,
-    extras: list[str],
-    source: Any,
-    spill: str,
-) -> tuple[ArrowRows, list[ShardJob], list[dict | None]]:
-    """Index rows (from sizes alone, held as Arrow), a job per shard, and the stats of shards
-    already done. Empties `shards` as it goes: a job keeps only what writing needs."""
+def layout_shards(
+    views: SampleViews, out: Location, opt: ShardOptions, extras: list[str]
+) -> ShardPlan:
+    """Each split (in first-seen order) cut on its own, so a shard never mixes splits (a
+    sample's split is its first record's); index rows from sizes alone, held as Arrow; each
+    shard's digest and the stats of shards already done."""
     index = ArrowRows(index_table([], extras, opt.params()).schema)
-    jobs, done, numbers = [], [], {}
-    for i, (split, samples) in enumerate(shards):
-        shards[i] = (split, [])  # its samples are freed once their entries are made
-        numbers[split] = number = numbers.get(split, -1) + 1
-        rel = shard_rel(opt.name, number, split)
-        pos = 0
-        for p in samples:
-            row, size = index_row(p, rel, pos, extras)
-            index.append(row)
-            pos += size
-        digest = shard_digest(samples)
-        entries = [(p.key, p.ref, p.prepared, p.slot) for p in samples]
-        jobs.append(ShardJob(out, rel, digest, opt.image, source, entries, spill))
-        done.append(shard_is_finished(out, rel, digest))
-    return index, jobs, done
+    codes = views.split_codes()
+    plan = ShardPlan([], np.empty(0, dtype=np.int64), [], index, len(views.samples), views)
+    parts = []
+    for code in range(len(views.samples.splits)):
+        mine = np.flatnonzero(codes == code)
+        split = views.samples.split_of(code)
+        _cut_split(plan, views, mine, split, sum(len(p) for p in parts), out, opt, extras)
+        parts.append(mine)
+    plan.order = np.concatenate(parts) if parts else plan.order
+    return plan
+
+
+def _cut_split(plan: ShardPlan, views, mine: np.ndarray, split: Any, base: int,
+               out: Location, opt: ShardOptions, extras: list[str]) -> None:  # fmt: skip
+    cutter, current, start = Cutter(opt.samples_per_shard, opt.max_shard_bytes), [], 0
+    rels = (shard_rel(opt.name, number, split) for number in range(len(mine)))
+    for a in range(0, len(mine), LAYOUT_WINDOW):
+        for i, v in enumerate(views.views(mine[a : a + LAYOUT_WINDOW]), a):
+            if cutter.starts_new(layout(v.key, v.prepared.info.format, v.sizes, 0).size):
+                if current:
+                    _add_shard(plan, current, next(rels), base + start, base + i, out, extras)
+                current, start = [], i
+            current.append(v)
+    if current:
+        _add_shard(plan, current, next(rels), base + start, base + len(mine), out, extras)
+
+
+def _add_shard(plan: ShardPlan, samples: list, rel: str, start: int, end: int,
+               out: Location, extras: list[str]) -> None:  # fmt: skip
+    """One shard's index rows, digest and done stats (its samples: order[start:end])."""
+    pos = 0
+    for p in samples:
+        row, size = index_row(p, rel, pos, extras)
+        plan.index.append(row)
+        pos += size
+    digest = shard_digest(samples)
+    plan.shards.append((rel, digest, start, end))
+    plan.done.append(shard_is_finished(out, rel, digest))

@@ -7,7 +7,7 @@ overlaps the writes; with workers or an engine each task writes and publishes it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
@@ -38,7 +38,7 @@ def _fill_shard(job: ShardJob, flusher: Executor | None = None) -> tuple[ShardFi
         raise
 
 
-def _write_in_process(jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
+def _write_in_process(jobs: Iterable[ShardJob]) -> Iterator[dict[str, Any]]:
     """One process writes the shards in turn while a thread publishes (fsync, rename, stats)
     the one before: the disk flush overlaps the next shard's writes. The same thread also
     fdatasyncs the shard being written every FLUSH_EVERY bytes, so the last shard's fsync is
@@ -54,19 +54,28 @@ def _write_in_process(jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
             f.result()  # the first failed publish propagates
 
 
+ENGINE_WINDOW = 64  # shards whose jobs exist at once when an engine writes them
+
+
 def write_jobs(plan: ShardPlan, engine: Engine, progress: bool) -> int:
     """Write the shards not already finished, filling in their stats in `plan.done`; how
-    many were written."""
+    many were written. Jobs are made as they are written (a window at a time for an engine),
+    never all at once: a job lists its samples."""
     todo = [i for i, st in enumerate(plan.done) if st is None]
     with progress_bar(progress, len(todo), "writing shards", "shard") as bar:
-        todo_jobs = [plan.jobs[i] for i in todo]
-        if engine.in_process:
-            results = _write_in_process(todo_jobs)
-        elif engine.distributor == "multiprocessing":  # local workers read the spill file
-            results = engine.map(write_planned_shard, todo_jobs)
-        else:
-            results = engine.map(write_planned_shard, [job.inlined() for job in todo_jobs])
-        for i, st in zip(todo, results, strict=True):
+        for i, st in zip(todo, _results(plan, todo, engine), strict=True):
             plan.done[i] = st
             bar.update(1)
     return len(todo)
+
+
+def _results(plan: ShardPlan, todo: list[int], engine: Engine) -> Iterator[dict[str, Any]]:
+    if engine.in_process:
+        yield from _write_in_process(plan.job(i) for i in todo)
+        return
+    window = max(ENGINE_WINDOW, 4 * engine.workers)
+    for a in range(0, len(todo), window):
+        jobs = [plan.job(i) for i in todo[a : a + window]]
+        if engine.distributor != "multiprocessing":  # Spark / Ray: no shared spill file
+            jobs = [job.inlined() for job in jobs]
+        yield from engine.map(write_planned_shard, jobs)

@@ -38,6 +38,19 @@ class Spill:
         self._end += len(js) + len(txt)
         return _SLOT.pack(at, len(js), len(txt))
 
+    def put_raw(self, data: bytes) -> int:
+        """Append bytes the plan reads back itself (`get_raw`); where they are."""
+        at = self._end
+        os.pwrite(self._fd, data, at)
+        self._end += len(data)
+        return at
+
+    def get_raw(self, at: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, at)
+        if len(data) != size:
+            raise OSError(f"plan spill file ended early at byte {at}")
+        return data
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

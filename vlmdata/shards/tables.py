@@ -8,6 +8,9 @@ index: readers go by the index, so it is published last and never points at a mi
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
+from vlmdata.core.column_spill import contiguous
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
@@ -25,20 +29,23 @@ INDEX_FILE = layout.INDEX
 
 def stage_tables(
     out: Location,
-    index_rows: list[dict[str, Any]] | ArrowRows,
-    records: list[dict[str, Any]] | ArrowRows,
+    index_rows: list[dict[str, Any]] | ArrowRows | None,
+    records: list[dict[str, Any]] | ArrowRows | None,
     extras: list[str],
     params: dict[str, Any],
 ) -> dict[str, Path]:
-    """Both tables written to local temp files for `publish_tables` (records first)."""
+    """Both tables (those not None) written to local temp files for `publish_tables`
+    (records first)."""
     staged: dict[str, Path] = {}
     try:
-        for rel, make in (
-            (RECORDS_FILE, lambda: _table(records, lambda r: records_table(r, extras))),
-            (INDEX_FILE, lambda: _table(index_rows, lambda r: index_table(r, extras, params))),
+        for rel, rows, make in (
+            (RECORDS_FILE, records, lambda r: records_table(r, extras)),
+            (INDEX_FILE, index_rows, lambda r: index_table(r, extras, params)),
         ):
+            if rows is None:
+                continue
             staged[rel] = out.temp_for(rel)
-            pq.write_table(make(), staged[rel], compression="zstd")
+            pq.write_table(_table(rows, make), staged[rel], compression="zstd")
     except BaseException:
         drop_staged(staged)
         raise
@@ -81,41 +88,105 @@ class SideTables:
 
 
 class ArrowRows:
-    """Rows appended one at a time, held as Arrow record batches (a Python dict per row for at
-    most CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
-    of a list of dicts (issue 23). `table()` is one chunk per column, so the Parquet file is
-    byte-identical to one written from `pa.Table.from_pylist` of all the rows."""
+    """Rows appended one at a time, kept as Arrow columns (a Python dict per row for at most
+    CHUNK_ROWS rows): what the planned writer keeps of every record and index row instead
+    of a list of dicts (issue 23). A column's chunks beyond MEMORY_BYTES wait in an Arrow IPC
+    file of its own; `table()` rebuilds one contiguous array per column a chunk at a time
+    (core/column_spill.py's `contiguous`), so the table is held once, when it is written, and
+    the Parquet file is byte-identical to one written from `pa.Table.from_pylist` of all the
+    rows. `close()` removes what waits on disk."""
 
     CHUNK_ROWS = 4096
+    MEMORY_BYTES = 1 << 20  # a column's chunks held in memory before they go to its file
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._rows: list[dict[str, Any]] = []
-        self._batches: list[pa.RecordBatch] = []
+        self._columns: list[_Column] | None = None
+        self._dir: str | None = None
         self._count = 0
 
     def append(self, row: dict[str, Any]) -> None:
-        self._rows.append({k: row.get(k) for k in self.schema.names})
+        self._rows.append(row)  # from_pylist reads the schema's keys (missing: null)
         self._count += 1
         if len(self._rows) >= self.CHUNK_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if self._rows:
-            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self.schema))
-            self._rows = []
+        if not self._rows:
+            return
+        batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
+        self._rows = []
+        if self._columns is None:
+            self._dir = tempfile.mkdtemp(prefix="vlmdata-rows-")
+            self._columns = [_Column(field, Path(self._dir) / f"col{i}.arrows")
+                             for i, field in enumerate(self.schema)]  # fmt: skip
+        for column, array in zip(self._columns, batch.columns, strict=True):
+            column.append(array, self.MEMORY_BYTES)
 
     def __len__(self) -> int:
         return self._count
 
-    def column(self, name: str) -> pa.ChunkedArray:
-        self._flush()
-        return self.table().column(name)
-
     def table(self) -> pa.Table:
+        """Every row as one table (one chunk per column); the rows are handed over: a second
+        call gives an empty table."""
         self._flush()
-        if not self._batches:
+        if self._columns is None:
             return pa.Table.from_pylist([], schema=self.schema)
-        table = pa.Table.from_batches(self._batches, schema=self.schema).combine_chunks()
-        self._batches = table.to_batches()  # held once, not as chunks and as their copy
-        return table
+        try:
+            arrays = []
+            for column in self._columns:
+                arrays.append(contiguous(column.field.type, column.chunks))
+                column.close()
+        finally:
+            self.close()
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def close(self) -> None:
+        """Drop the rows and what waits on disk."""
+        for column in self._columns or ():
+            column.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._columns, self._dir, self._rows = None, None, []
+
+
+class _Column:
+    """One column's chunks in order: in memory, then (past a size) in its own IPC file."""
+
+    def __init__(self, field: pa.Field, path: Path) -> None:
+        self.field, self.path = field, path
+        self._memory: list[pa.Array] = []
+        self._bytes = 0
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def append(self, array: pa.Array, memory_bytes: int) -> None:
+        self._memory.append(array)
+        self._bytes += array.nbytes
+        if self._bytes < memory_bytes:
+            return
+        if self._writer is None:
+            self._writer = pa.ipc.new_stream(str(self.path), pa.schema([self.field]))
+        for chunk in self._memory:
+            self._writer.write_batch(pa.record_batch([chunk], schema=pa.schema([self.field])))
+        self._memory, self._bytes = [], 0
+
+    def chunks(self) -> Iterator[pa.Array]:
+        """The chunks in order (a fresh pass each call)."""
+        if self._writer is not None and self._writer is not _CLOSED:
+            self._writer.close()
+            self._writer = _CLOSED
+        if self._writer is _CLOSED:
+            with pa.OSFile(str(self.path)) as f:
+                for batch in pa.ipc.open_stream(f):
+                    yield batch.column(0)
+        yield from self._memory
+
+    def close(self) -> None:
+        if self._writer is not None and self._writer is not _CLOSED:
+            self._writer.close()
+        self._writer, self._memory = None, []
+        self.path.unlink(missing_ok=True)
+
+
+_CLOSED: Any = object()  # a column whose file is complete

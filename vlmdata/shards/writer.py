@@ -38,7 +38,7 @@ from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
-from vlmdata.shards.tables import SideTables
+from vlmdata.shards.tables import SideTables, stage_tables
 
 __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
@@ -114,17 +114,21 @@ def write_planned(
     spill = Spill()  # KEY.json / KEY.txt bytes until their shard is written
     t0 = time.perf_counter()
     tables: SideTables | None = None
+    records = RecordRows(records_schema(extras))
+    plan = None
     try:
         with ShardRun(out, prior_rejects) as run:
-            records = RecordRows(records_schema(extras))
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
             planner = Planner(opt, gate, engine, spill, progress)
             plan = plan_shards(PlanInput(rows, refs, source), planner, out, extras)
+            del rows, refs  # the plan holds them until its shards are written
             clean_stale(out, opt.name, split_counts(plan.rels))
             t1 = time.perf_counter()
-            tables = SideTables(out, plan.index, records, extras, opt.params())
+            tables = SideTables(out, None, records, extras, opt.params())
             written = write_jobs(plan, engine, progress)
             staged = tables.result()
+            plan.views = None  # the rows and samples: the index is made from its own columns
+            staged.update(stage_tables(out, plan.index, None, extras, opt.params()))
     except BaseException:
         if tables is not None:
             tables.drop()
@@ -132,12 +136,15 @@ def write_planned(
     finally:
         engine.close()
         spill.close()
+        records.close()
+        if plan is not None:
+            plan.index.close()
     run.commit_rejects(manifest)
     summary = ShardSummary(kept=len(gate.records), rejects=run.rejects.counts)
     summary.splits = run.publish(opt.name, plan.rels, plan.done, staged)
     summary.seconds = {"plan": t1 - t0, "write": time.perf_counter() - t1}
     summary.images = plan.images  # --every-text copies are samples, not images
-    summary.shards, summary.written = len(plan.jobs), written
-    summary.skipped = len(plan.jobs) - written
+    summary.shards, summary.written = len(plan.shards), written
+    summary.skipped = len(plan.shards) - written
     summary.bytes = sum(s["filesize"] for s in plan.done)
     return summary

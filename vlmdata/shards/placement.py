@@ -1,0 +1,326 @@
+"""The planned writer's placement in compact state (issue 23): group.py's rules, exactly, with
+hashes and numbers in numpy arrays instead of a dict entry or an object per row.
+
+Pass 1 (`number_images`) numbers the image keys in order of first appearance (a 128-bit hash
+of each key -> its number) and notes each image's first and last row. Pass 2 (`Placer`) reads
+the rows WINDOW at a time: the images first named in the window are checked on the engine,
+then its rows are placed in order. The placed keys are a HashSet, "image key -> its sample"
+an array over image numbers, "source sha256 -> sample" a HashMap; a row needing something
+decided earlier in its own window finds it in a per-window dict. A sample is a row of
+`Samples` (the opening row, the checked image's facts); which sample each row joined is an
+int64 per row, from which sealing.py makes every KEY.json afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from vlmdata.core.keyset import HashMap, HashSet
+from vlmdata.core.manifest import duplicate_image_rule
+from vlmdata.core.record import Record
+from vlmdata.shards.compact import DiskRows, Growing, digest_hashes, value_hashes
+from vlmdata.shards.group import Gate, record_problem, source_of
+from vlmdata.shards.image_sources import plan_task
+from vlmdata.shards.images import ImageInfo
+from vlmdata.shards.planrows import ListRows, ManifestRecords, Placing
+from vlmdata.shards.prepare import ImageProblem, Prepared
+from vlmdata.shards.spill import Spill
+
+Rows = ManifestRecords | ListRows
+
+
+@dataclass
+class Images:
+    """Pass 1: each row's image number, each image's first and last row, and (for
+    --every-text, whose copy keys must not repeat one) the image keys' hashes."""
+
+    of_row: np.ndarray
+    first_row: np.ndarray
+    last_row: np.ndarray
+    keys: HashMap | None
+
+    def __len__(self) -> int:
+        return len(self.first_row)
+
+
+def number_images(rows: Rows, keep_keys: bool) -> Images:
+    """Number every distinct image key (by its hash) in order of first appearance."""
+    index, count, start = HashMap(), 0, 0
+    of_row: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    for keys in rows.image_key_batches():
+        hi, lo = value_hashes(keys)
+        nums = index.get(hi, lo)
+        new = np.flatnonzero(nums < 0)
+        if len(new):
+            pairs = np.stack((hi[new], lo[new]), axis=1)
+            uniq, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), dtype=np.int64)  # numbers in order of appearance
+            rank[np.argsort(first, kind="stable")] = np.arange(len(first)) + count
+            nums[new] = rank[inverse.reshape(-1)]
+            index.add(np.ascontiguousarray(uniq[:, 0]), np.ascontiguousarray(uniq[:, 1]), rank)
+            firsts.append(start + new[np.sort(first)])
+            count += len(first)
+        of_row.append(nums)
+        start += len(keys)
+    of = np.concatenate(of_row) if of_row else np.empty(0, dtype=np.int64)
+    first_row = np.concatenate(firsts) if firsts else np.empty(0, dtype=np.int64)
+    last_row = np.full(count, -1, dtype=np.int64)
+    np.maximum.at(last_row, of, np.arange(len(of), dtype=np.int64))
+    return Images(of, first_row, last_row, index if keep_keys else None)
+
+
+HOT = np.dtype(
+    [
+        ("row", "<i8"),  # the row that opened it (its first record)
+        ("src", "<u8", (2,)),  # hash of the first record's file or URL (rule 2)
+        ("split", "<i4"),  # into Samples.splits
+    ]
+)
+COLD = np.dtype(  # read back a window at a time, after placement: on disk
+    [
+        ("image", "<i8"),  # its image number (the image's first row has the ref)
+        ("fmt", "u1"),  # into Samples.formats
+        ("width", "<i4"),
+        ("height", "<i4"),
+        ("size", "<i8"),
+        ("sha", "u1", (32,)),  # sha256 of the stored bytes
+        ("file_at", "<i8"),  # the checked file's path in the spill file (-1 size: none)
+        ("file_n", "<i4"),
+        ("stamp", "<i8", (2,)),  # its (size, mtime_ns); -1: none
+    ]
+)
+
+
+class Samples:
+    """The image samples in opening order: what placement looks up (HOT, in memory) and the
+    checked image's facts (COLD, in a DiskRows file)."""
+
+    def __init__(self, spill: Spill) -> None:
+        self.hot = Growing(HOT)
+        self.cold = DiskRows(COLD)
+        self.splits: dict[Any, int] = {}  # split value -> code, in first-seen order
+        self.formats: dict[str, int] = {}
+        self._spill = spill
+
+    def __len__(self) -> int:
+        return len(self.hot)
+
+    def open(self, row: int, image: int, record: Record, p: Prepared, src: tuple) -> int:
+        split = self.splits.setdefault(record.split, len(self.splits))
+        fmt = self.formats.setdefault(p.info.format, len(self.formats))
+        at, n = -1, -1
+        if p.file is not None:
+            data = p.file.encode("utf-8", "surrogateescape")
+            at, n = self._spill.put_raw(data), len(data)
+        stamp = p.file_stamp if p.file_stamp is not None else (-1, -1)
+        sha = np.frombuffer(bytes.fromhex(p.sha256), dtype=np.uint8)
+        self.cold.append((image, fmt, p.info.width, p.info.height, p.size, sha, at, n, stamp))
+        return self.hot.append((row, src, split))
+
+    def prepared(self, cold: np.ndarray, with_file: bool = True) -> list[Any]:
+        """COLD rows as the checked images: Prepared (no source hash) for the writing task
+        (`with_file`), else the facts the layout reads (Facts: info, size, sha256)."""
+        names = {c: f for f, c in self.formats.items()}
+        shas = cold["sha"].tobytes()
+        columns = (cold[f].tolist() for f in ("fmt", "width", "height", "size"))
+        if not with_file:
+            return [Facts(Info(names[fmt], w, h), size, shas[32 * i : 32 * i + 32].hex())
+                    for i, (fmt, w, h, size) in enumerate(zip(*columns, strict=True))]  # fmt: skip
+        out = []
+        spans = zip(cold["file_at"].tolist(), cold["file_n"].tolist(), strict=True)
+        stamps = cold["stamp"].tolist()
+        facts = zip(*columns, strict=True)
+        for i, ((fmt, w, h, size), (at, n)) in enumerate(zip(facts, spans, strict=True)):
+            file = self._spill.get_raw(at, n).decode("utf-8", "surrogateescape") if n >= 0 else None
+            stamp = None if stamps[i][0] < 0 else tuple(stamps[i])
+            info = ImageInfo(names[fmt], w, h)
+            out.append(Prepared(info, size, shas[32 * i : 32 * i + 32].hex(), "", file, stamp))
+        return out
+
+    def split_of(self, code: int) -> Any:
+        return _name_of(self.splits, code)
+
+
+class Info(NamedTuple):
+    """ImageInfo's fields, made cheaply (the layout reads them once per sample)."""
+
+    format: str
+    width: int
+    height: int
+
+
+class Facts(NamedTuple):
+    """What the layout reads of a checked image (Prepared's fields of the same names)."""
+
+    info: Info
+    size: int
+    sha256: str
+
+
+def _name_of(codes: dict, code: int) -> Any:
+    for value, c in codes.items():  # few values (splits, formats)
+        if c == code:
+            return value
+    raise KeyError(code)
+
+
+class Placer:
+    """Pass 2: every row placed (group.py's rules, in row order), WINDOW rows at a time."""
+
+    WINDOW = 32768  # rows whose new images are checked in one engine call
+    PENDING = 65536  # check results kept for images not stored yet (beyond: checked again)
+
+    def __init__(self, rows: Rows, refs: list | None, source: Any, images: Images, run: Any):
+        self.rows, self.refs, self.source, self.images = rows, refs, source, images
+        self.gate: Gate = run.gate
+        self.opts, self.engine = run.opt.image, run.engine
+        self.samples = Samples(run.spill)
+        self.keys = HashSet()  # record keys placed
+        self.by_hash = HashMap()  # source sha256 -> sample
+        self.sample_of_image = np.full(len(images), -1, dtype=np.int64)
+        self.sample_of_row = np.full(len(images.of_row), -1, dtype=np.int64)
+        self.pending: dict[int, Any] = {}  # image number -> its check, not stored yet
+
+    def run(self, progress) -> None:
+        start = 0
+        for window in self._windows():
+            self._place_window(start, window)
+            start += len(window)
+            progress.update(len(window))
+
+    def _windows(self) -> Iterator[list[Placing]]:
+        window: list[Placing] = []
+        for batch in self.rows.batches():
+            window += batch
+            if len(window) >= self.WINDOW:
+                yield window
+                window = []
+        if window:
+            yield window
+
+    def _ref(self, row: int, record: Record) -> Any:
+        return record.path if self.refs is None else self.refs[row]
+
+    def _check(self, refs: list[Any]) -> list[Any]:
+        results: list[Any] = []
+        for chunk in self.engine.map(plan_task, self.source.plan_tasks(refs, self.opts)):
+            results += chunk
+        return results
+
+    def _place_window(self, start: int, window: list[Placing]) -> None:
+        n = len(window)
+        nums = self.images.of_row[start : start + n]
+        new = np.flatnonzero(self.images.first_row[nums] == np.arange(start, start + n))
+        refs = [self._ref(start + i, window[i][0]) for i in new.tolist()]
+        checked = dict(zip(nums[new].tolist(), self._check(refs), strict=True))
+        records = [r for r, _ in window]
+        key_hi, key_lo = value_hashes([r.key for r in records])
+        taken_before = self.keys.contains(key_hi, key_lo)
+        src_hi, src_lo = value_hashes([source_of(r) for r in records])
+        w = _Window(checked, set(), {}, taken_before, self._earlier_hashes(checked.values()))
+        for i, (record, columns) in enumerate(window):
+            self._admit(start + i, i, record, columns, int(nums[i]), (src_hi[i], src_lo[i]), w)
+        placed = self.sample_of_row[start : start + n] >= 0
+        self.keys.add(key_hi[placed], key_lo[placed])
+        if w.hashes:
+            hi, lo = digest_hashes(list(w.hashes))
+            self.by_hash.add(hi, lo, np.fromiter(w.hashes.values(), dtype=np.int64))
+        self._keep_pending(checked, start + n)
+
+    def _earlier_hashes(self, results: Iterable[Any]) -> dict[str, int]:
+        """Samples opened before this window, by the source sha256 of the images it may need
+        (`results`, and the pending ones)."""
+        shas = {r.source_sha256 for r in results if isinstance(r, Prepared)}
+        shas |= {r.source_sha256 for r in self.pending.values() if isinstance(r, Prepared)}
+        if not shas or not len(self.by_hash):
+            return {}
+        shas_list = list(shas)
+        found = self.by_hash.get(*digest_hashes(shas_list))
+        return {h: int(s) for h, s in zip(shas_list, found.tolist(), strict=True) if s >= 0}
+
+    def _keep_pending(self, checked: dict, end: int) -> None:
+        """Check results of images not stored yet that later rows still name."""
+        last, stored = self.images.last_row, self.sample_of_image
+        kept = {k: v for k, v in self.pending.items() if last[k] >= end and stored[k] < 0}
+        kept.update((k, v) for k, v in checked.items() if last[k] >= end and stored[k] < 0)
+        while len(kept) > self.PENDING:  # oldest first: checked again if named again
+            del kept[next(iter(kept))]
+        self.pending = kept
+
+    def _result(self, num: int, w: _Window) -> Any:
+        """Image `num`'s check result: made in this window, kept, or made again now."""
+        got = w.checked.get(num)
+        if got is None:
+            got = self.pending.get(num)
+        if got is None:  # named again after its check was let go: check it again
+            row = int(self.images.first_row[num])
+            (record, _), = self.rows.take(np.array([row]))  # fmt: skip
+            (got,) = self.source.plan([self._ref(row, record)], self.opts)
+            if isinstance(got, Prepared) and got.source_sha256 not in w.earlier:
+                w.earlier.update(self._earlier_hashes([got]))
+        return got
+
+    def _admit(self, row: int, i: int, record: Record, columns, num: int, src, w) -> None:
+        """Place row `row` (the window's i-th, image number `num`, source hash `src`)."""
+        if not isinstance(record, Record):
+            raise TypeError(f"line {row + 1}: the gate places Records, not {type(record).__name__}")
+        ik = record.stored_under
+        taken = lambda key: bool(w.taken_before[i]) or key in w.keys  # noqa: E731
+        placed = record_problem(record, ik, taken) or self._place(record, ik, num, src, w)
+        if isinstance(placed, tuple) and isinstance(placed[0], str):
+            self.gate.reject(record, columns, row + 1, *placed)
+            return
+        w.keys.add(record.key)
+        if placed is not None:  # joins sample `s`
+            s, key = placed
+            self.sample_of_row[row] = s
+            self.gate.records.place(record, key)
+            return
+        result = self._result(num, w)
+        s = self.samples.open(row, num, record, result, (int(src[0]), int(src[1])))
+        self.sample_of_image[num] = s
+        self.sample_of_row[row] = s
+        w.hashes[result.source_sha256] = s
+        self.gate.opened += 1
+        self.gate.records.place(record, ik)
+
+    def _place(self, record: Record, ik: Any, num: int, src, w) -> tuple | None:
+        """Rules 2-4: (sample, its key) the record joins, a Problem, or None (rule 5)."""
+        s = int(self.sample_of_image[num])
+        if s >= 0:
+            theirs = self.samples.hot.array[s]["src"]
+            if int(theirs[0]) == int(src[0]) and int(theirs[1]) == int(src[1]):
+                return s, ik
+            first = self._first_record(s)
+            return ("image_key_conflict", f"image_key {ik!r} is already "
+                    f"{source_of(first)!r}, not {source_of(record)!r}")  # fmt: skip
+        result = self._result(num, w)
+        if isinstance(result, ImageProblem):
+            return result.reason, result.detail
+        other = w.earlier.get(result.source_sha256, w.hashes.get(result.source_sha256, -1))
+        if other < 0:
+            return None
+        other_key = self._first_record(other).stored_under
+        if duplicate_image_rule(record.source, self.gate.rule) == "share":
+            return other, other_key
+        return "duplicate_image", f"same bytes as key {other_key!r}"
+
+    def _first_record(self, s: int) -> Record:
+        row = int(self.samples.hot.array[s]["row"])
+        return self.rows.take(np.array([row]))[0][0]
+
+
+@dataclass
+class _Window:
+    """What the rows of one window decided so far (the earlier windows' is in arrays)."""
+
+    checked: dict[int, Any]  # image number -> check result, for images new in the window
+    keys: set[str]  # record keys placed in the window
+    hashes: dict[str, int]  # source sha256 -> sample, for samples opened in the window
+    taken_before: np.ndarray  # per row: its key was placed in an earlier window
+    earlier: dict[str, int]  # source sha256 -> sample opened before the window
