@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
-from vlmdata.core.column_spill import contiguous
+from vlmdata.core.column_spill import Chunks, contiguous
+from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, SplicedParquetWriter
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
@@ -45,15 +46,14 @@ def stage_tables(
             if rows is None:
                 continue
             staged[rel] = out.temp_for(rel)
-            pq.write_table(_table(rows, make), staged[rel], compression="zstd")
+            if isinstance(rows, ArrowRows):
+                rows.write_parquet(staged[rel], compression="zstd")
+            else:
+                pq.write_table(make(rows), staged[rel], compression="zstd")
     except BaseException:
         drop_staged(staged)
         raise
     return staged
-
-
-def _table(rows: list[dict[str, Any]] | ArrowRows, make) -> pa.Table:
-    return rows.table() if isinstance(rows, ArrowRows) else make(rows)
 
 
 def publish_tables(out: Location, staged: dict[str, Path]) -> None:
@@ -98,6 +98,7 @@ class ArrowRows:
 
     CHUNK_ROWS = 4096
     MEMORY_BYTES = 1 << 20  # a column's chunks held in memory before they go to its file
+    GROUP_ROWS = DEFAULT_GROUP_ROWS  # Parquet row groups: pq.write_table's default
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -141,6 +142,28 @@ class ArrowRows:
         finally:
             self.close()
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def write_parquet(self, path: str | Path, **options: Any) -> None:
+        """The rows as Parquet, the bytes of `pq.write_table(self.table(), path,
+        row_group_size=GROUP_ROWS, **options)`, holding one column of one row group at a time
+        (core/parquet_splice.py): at 10^6 index rows the whole group would be ~460 MB. The rows
+        are handed over, as by `table()`."""
+        self._flush()
+        if not self._count:
+            pq.write_table(self.table(), path, row_group_size=self.GROUP_ROWS, **options)
+            return
+        try:
+            with SplicedParquetWriter(path, self.schema, **options) as writer:
+                for start in range(0, self._count, self.GROUP_ROWS):
+                    rows = min(self.GROUP_ROWS, self._count - start)
+                    writer.write_group(rows, self._group_columns(start, rows))
+        finally:
+            self.close()
+
+    def _group_columns(self, start: int, rows: int) -> Iterator[pa.Array]:
+        """Each column's rows [start, start + rows) as one contiguous array, one at a time."""
+        for column in self._columns or ():
+            yield contiguous(column.field.type, _window(column.chunks, start, rows))
 
     def close(self) -> None:
         """Drop the rows and what waits on disk."""
@@ -190,3 +213,19 @@ class _Column:
 
 
 _CLOSED: Any = object()  # a column whose file is complete
+
+
+def _window(chunks: Chunks, start: int, rows: int) -> Chunks:
+    """The chunks' rows [start, start + rows), as slices, in a fresh pass each call."""
+
+    def sliced() -> Iterator[pa.Array]:
+        at, end = 0, start + rows
+        for chunk in chunks():
+            lo, hi = max(start - at, 0), min(end - at, len(chunk))
+            if lo < hi:
+                yield chunk.slice(lo, hi - lo)
+            at += len(chunk)
+            if at >= end:
+                return
+
+    return sliced
