@@ -5,15 +5,26 @@ node's children get consecutive numbers, sorted by token. So a node's children a
 `tokens`, and the child reached through edge `e` is simply node `e + 1` (no child-node array to
 store). Each level is one stable sort of `parent * vocab + token` keys, which orders the edges by
 (parent, token) exactly in that order, so building never loops over sequences in Python.
+
+`write_levels` streams the levels straight into the trie file: each depth's offsets, edge
+tokens and ending sequences go to their own spool (`storage.Spool`, an unnamed temporary file
+beside the output) at once, and `storage.save_spooled` copies the spools behind the header once
+the lengths are known: the bytes of `build_csr` + `save_arrays`, without the whole trie (25 MB
+at 10^6 OVEN-like names) in memory or its terminals concatenated (held twice).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from vlmdata.trie.storage import Spool, save_spooled
 
 
 @dataclass
@@ -45,11 +56,61 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
 
 
+@dataclass
+class Level:
+    """One step of the level-order build, in file order: the sequences ending at this depth
+    (`_level_terminals`), the offsets entries of the nodes at this depth (their children's
+    edge ranges) and the tokens of the edges leaving them. The last level has no edges and
+    its offsets are the deepest nodes' (leaves)."""
+
+    terms: tuple[np.ndarray, ...]
+    offsets: np.ndarray
+    tokens: np.ndarray
+    fanout: int
+
+
 def build_csr(
     flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, vocab_size: int
 ) -> CSRArrays:
     """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` (default i)
-    names sequence i.
+    names sequence i. The levels of `build_levels`, gathered in memory."""
+    flat = narrow_tokens(np.asarray(flat), vocab_size)
+    # The outputs are filled level by level into arrays sized for the most nodes there can be
+    # (one per token, plus the root): np.zeros maps pages lazily, so the unused tail never
+    # becomes resident, and no per-level pieces are concatenated at the end.
+    offsets = np.zeros(len(flat) + 2, dtype=_index_dtype(len(flat)))
+    tokens = np.zeros(len(flat), dtype=flat.dtype)
+    n_offsets, n_edges, fanout, terms = 1, 0, [], []
+    level_starts = [0, 1]
+    for lv in build_levels(flat, lengths, rows, vocab_size):
+        terms.append(lv.terms)
+        offsets[n_offsets : n_offsets + len(lv.offsets)] = lv.offsets
+        n_offsets += len(lv.offsets)
+        tokens[n_edges : n_edges + len(lv.tokens)] = lv.tokens
+        n_edges += len(lv.tokens)
+        fanout.append(lv.fanout)
+        if len(lv.tokens):
+            level_starts.append(n_edges + 1)
+    n_nodes = level_starts[-1]
+    term, dup = _join_terminals(terms)
+    return CSRArrays(
+        offsets=offsets[: n_nodes + 1].astype(_index_dtype(n_nodes - 1), copy=False),
+        tokens=tokens[: n_nodes - 1],
+        term_nodes=term[0],
+        term_rows=term[1],
+        dup_nodes=dup[0],
+        dup_rows=dup[1],
+        level_starts=level_starts,
+        level_max_fanout=fanout,
+        n_sequences=int(len(lengths)),
+        n_duplicates=len(dup[0]),
+    )
+
+
+def build_levels(
+    flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, vocab_size: int
+) -> Iterator[Level]:
+    """The trie's levels, root first (`Level`), so a writer can stream each to its file.
 
     The live sequences are kept sorted by (node, row): each level is a stable sort on
     (parent, token), so sequences stay in node order from one level to the next and the next
@@ -72,52 +133,93 @@ def build_csr(
         row, pos, rem = np.asarray(rows)[order], pos[order], rem[order]
         del order
     node = np.zeros(len(row), dtype=idx)  # current node of each live sequence
-    # The outputs are filled level by level into arrays sized for the most nodes there can be
-    # (one per token, plus the root): np.zeros maps pages lazily, so the unused tail never
-    # becomes resident, and no per-level pieces are concatenated at the end.
-    offsets = np.zeros(len(flat) + 2, dtype=_index_dtype(len(flat)))
-    tokens = np.zeros(len(flat), dtype=flat.dtype)
-    level_starts, fanout, terms = [0, 1], [], []
+    out_dtype = _index_dtype(len(flat))  # offsets, as build_csr has always made them
+    lo, hi = 0, 1  # the nodes of the current depth
     while True:
         done = rem == 0
-        terms.append(_level_terminals(node[done], row[done]))
+        terms = _level_terminals(node[done], row[done])
         if done.all():
             break
         if done.any():
             keep = ~done
             node, pos, rem, row = node[keep], pos[keep], rem[keep], row[keep]
+            del keep
         del done
-        lo, hi = level_starts[-2], level_starts[-1]  # the nodes these edges leave
         perm, node, parents, edge_toks = _level(node, flat[pos], (lo, hi), vocab_size)
-        pos, rem, row = pos[perm], rem[perm], row[perm]
+        pos = pos[perm]  # one at a time: one copy alive at once
+        rem = rem[perm]
+        row = row[perm]
         del perm
         pos += 1
         rem -= 1
         counts = np.bincount(parents, minlength=hi - lo)
-        fanout.append(int(counts.max()) if len(counts) else 0)
+        del parents
         # edges of this level are hi - 1 onwards (edge e leads to node e + 1)
-        np.cumsum(counts, out=offsets[lo + 1 : hi + 1], dtype=offsets.dtype)
-        offsets[lo + 1 : hi + 1] += hi - 1
-        tokens[hi - 1 : hi - 1 + len(edge_toks)] = edge_toks
-        level_starts.append(hi + len(edge_toks))
-        del parents, edge_toks, counts
+        offs = np.cumsum(counts, dtype=out_dtype)
+        offs += hi - 1
+        yield Level(terms, offs, edge_toks, int(counts.max()) if len(counts) else 0)
+        del terms, offs, counts
+        lo, hi = hi, hi + len(edge_toks)
+        del edge_toks
     del pos, rem, node, row
-    n_nodes = level_starts[-1]
-    offsets[level_starts[-2] + 1 : n_nodes + 1] = n_nodes - 1  # the deepest level: leaves
-    fanout.append(0)
-    term, dup = _join_terminals(terms)
-    return CSRArrays(
-        offsets=offsets[: n_nodes + 1].astype(_index_dtype(n_nodes - 1), copy=False),
-        tokens=tokens[: n_nodes - 1],
-        term_nodes=term[0],
-        term_rows=term[1],
-        dup_nodes=dup[0],
-        dup_rows=dup[1],
-        level_starts=level_starts,
-        level_max_fanout=fanout,
-        n_sequences=int(len(lengths)),
-        n_duplicates=len(dup[0]),
-    )
+    # the deepest level: leaves (hi is the number of nodes)
+    yield Level(terms, np.full(hi - lo, hi - 1, dtype=out_dtype), flat[:0], 0)
+
+
+TERMS = ("term_nodes", "term_rows", "dup_nodes", "dup_rows")  # the order of `Level.terms`
+
+
+def write_levels(
+    path: str | os.PathLike,
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    rows: np.ndarray | None,
+    vocab_size: int,
+    make_header: Callable[..., dict[str, Any]],
+) -> None:
+    """Build the trie of `flat` split by `lengths` (rows as in `build_csr`) straight into
+    `path` (atomically). `make_header(n_nodes=, n_edges=, n_sequences=, n_duplicates=,
+    level_starts=, level_max_fanout=)` gives the file's header."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = narrow_tokens(np.asarray(flat), vocab_size)
+    off_dtype = _index_dtype(len(flat))  # as `build_csr` fills offsets, narrowed at the end
+    spools = {"offsets": Spool(off_dtype, folder), "tokens": Spool(flat.dtype, folder)}
+    spools |= {name: Spool(np.int64, folder) for name in TERMS}
+    try:
+        spools["offsets"].append(np.zeros(1, off_dtype))  # the root's children start at 0
+        level_starts, fanout = [0, 1], []
+        for lv in build_levels(flat, lengths, rows, vocab_size):
+            for name, part in zip(TERMS, lv.terms, strict=True):
+                spools[name].append(part)
+            spools["offsets"].append(lv.offsets)
+            spools["tokens"].append(lv.tokens)
+            fanout.append(lv.fanout)
+            if len(lv.tokens):
+                level_starts.append(level_starts[-1] + len(lv.tokens))
+            del lv
+        n_nodes = level_starts[-1]
+        header = make_header(
+            n_nodes=n_nodes,
+            n_edges=spools["tokens"].count,
+            n_sequences=int(len(lengths)),
+            n_duplicates=spools["dup_nodes"].count,
+            level_starts=level_starts,
+            level_max_fanout=fanout,
+        )
+        dtypes = {"offsets": _index_dtype(n_nodes - 1), "tokens": flat.dtype}
+        dtypes |= dict.fromkeys(TERMS[0::2], _narrowest(spools, TERMS[0::2]))
+        dtypes |= dict.fromkeys(TERMS[1::2], _narrowest(spools, TERMS[1::2]))
+        save_spooled(path, header, {name: (sp, dtypes[name]) for name, sp in spools.items()})
+    finally:
+        for sp in spools.values():
+            sp.close()
+
+
+def _narrowest(spools: dict[str, Spool], names: tuple[str, ...]) -> np.dtype:
+    """int32 unless a value of any of these spools needs more (`_join_terminals`' rule)."""
+    top = max((spools[n].max for n in names if spools[n].max is not None), default=0)
+    return np.dtype(np.int32) if top < 2**31 else np.dtype(np.int64)
 
 
 def narrow_tokens(flat: np.ndarray, vocab_size: int) -> np.ndarray:

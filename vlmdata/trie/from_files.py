@@ -9,6 +9,7 @@ millions of Python lists.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ def trie_from_ids(
     split: str | None = None,
     prefix: str = "",
     eos_token: str | None = None,
+    out: str | os.PathLike | None = None,
 ) -> Trie:
     """Trie over an ids.parquet (optionally one split); lookup gives the ids.parquet row.
+    With `out`, written there as it is built (`Trie.write_flat`) and returned mapped.
 
     Semantic maps contribute every text of an image (column `identifiers`), all leading to the
     image's row; a text shared by several images leads to the first (collisions are counted).
@@ -80,9 +83,8 @@ def trie_from_ids(
     lens: list = []
     _encode(tok, names, prefix, eos_id, flats, lens)
     info = {"source": "ids", "file": Path(ids_path).name, "scheme": meta["scheme"]}
-    return _finish(
-        flats, lens, seq_rows, tok, tokenizer, eos_id, info | {"split": split, "prefix": prefix}
-    )
+    meta = info | {"split": split, "prefix": prefix}
+    return _finish(flats, lens, seq_rows, tok, tokenizer, eos_id, meta, out)
 
 
 def trie_from_entities(
@@ -92,8 +94,10 @@ def trie_from_entities(
     prefix: str = "",
     eos_token: str | None = None,
     column: str = "entity_name",
+    out: str | os.PathLike | None = None,
 ) -> Trie:
-    """Trie over entity names (AutoVER); lookup gives the entities.parquet row. Streamed."""
+    """Trie over entity names (AutoVER); lookup gives the entities.parquet row. Streamed.
+    With `out`, written there as it is built (`Trie.write_flat`) and returned mapped."""
     from vlmdata.core.tokenizer import load_tokenizer
 
     path = Path(entities_path)
@@ -112,7 +116,7 @@ def trie_from_entities(
         start += batch.num_rows
     rows = None  # entity row i is sequence i
     info = {"source": "entities", "file": path.name, "column": column, "prefix": prefix}
-    return _finish(flats, lens, rows, tok, tokenizer, eos_id, info)
+    return _finish(flats, lens, rows, tok, tokenizer, eos_id, info, out)
 
 
 def _check_names(names: pa.Array, start: int, column: str, path: Path) -> None:
@@ -141,13 +145,13 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _finish(flats, lens, rows, tok, tokenizer, eos_id: int, meta: dict[str, Any]) -> Trie:
+def _finish(flats, lens, rows, tok, tokenizer, eos_id: int, meta: dict[str, Any], out) -> Trie:
     flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
     flats.clear()  # the chunks go as soon as they are joined
     lengths = np.concatenate(lens) if lens else np.zeros(0, np.int32)
     lens.clear()
     _release_freed_memory()
-    return Trie.from_flat(
+    return (Trie.from_flat if out is None else partial(Trie.write_flat, out))(
         flat,
         lengths,
         rows,
