@@ -125,28 +125,37 @@ def build_levels(
     idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
     pos = np.cumsum(lengths, dtype=idx)  # each live sequence's next token
     pos -= lengths.astype(idx, copy=False)
-    rem = lengths.astype(np.min_scalar_type(int(lengths.max()) if len(lengths) else 0))
+    top = int(lengths.max()) if len(lengths) else 0
+    rem = lengths.astype(np.min_scalar_type(top), copy=False)  # never changed in place
     if rows is None:
         row = np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
     else:
         order = np.argsort(rows, kind="stable")
         row, pos, rem = np.asarray(rows)[order], pos[order], rem[order]
         del order
-    node = np.zeros(len(row), dtype=idx)  # current node of each live sequence
+    node = None  # each live sequence's node: none made for the root, where all are at 0
     out_dtype = _index_dtype(len(flat))  # offsets, as build_csr has always made them
     lo, hi = 0, 1  # the nodes of the current depth
     while True:
         done = rem == 0
-        terms = _level_terminals(node[done], row[done])
+        ended = np.zeros(np.count_nonzero(done), idx) if node is None else node[done]
+        terms = _level_terminals(ended, row[done])
+        del ended
         if done.all():
             break
         if done.any():
             keep = ~done
-            node, pos, rem, row = node[keep], pos[keep], rem[keep], row[keep]
+            pos, rem, row = pos[keep], rem[keep], row[keep]
+            node = None if node is None else node[keep]
             del keep
         del done
-        perm, node, parents, edge_toks = _level(node, flat[pos], (lo, hi), vocab_size)
-        pos = pos[perm]  # one at a time: one copy alive at once
+        # One array at a time: the nodes go once keyed, the key once sorted (each held once).
+        key = _edge_keys(node, flat[pos], (lo, hi), vocab_size)
+        node = None
+        perm, key = _sort_keys(key)
+        node, parents, edge_toks = _edges(key, hi, vocab_size, idx)
+        del key
+        pos = pos[perm]
         rem = rem[perm]
         row = row[perm]
         del perm
@@ -235,33 +244,47 @@ def _index_dtype(n: int) -> np.dtype:
     return np.dtype(np.int32) if n < 2**31 else np.dtype(np.int64)
 
 
-def _level(
-    nodes: np.ndarray, toks: np.ndarray, above: tuple[int, int], vocab_size: int
-) -> tuple[np.ndarray, ...]:
-    """One depth: the distinct (node, token) edges leaving the nodes `above` (first, end), in
-    (node, token) order. `nodes` (each live sequence's node, sorted) and `toks` (its next
-    token) give (the stable order of the sequences by edge, the child each then moves to,
-    each edge's parent within the level above, each edge's token).
-
-    Why not np.unique(return_inverse): the key is as narrow as the level allows (the token
-    alone under the root, uint32 while width x vocab fits), and no int64 inverse is made."""
+def _edge_keys(
+    nodes: np.ndarray | None, toks: np.ndarray, above: tuple[int, int], vocab_size: int
+) -> np.ndarray:
+    """Each live sequence's edge key, (node - above[0]) * vocab + token, as narrow as the
+    level allows: the token alone under the root, uint32 while width x vocab fits, else int64.
+    `nodes` (sorted; None at the root) are the sequences' nodes among `above` (first, end)."""
     width = above[1] - above[0]
     if width == 1:
-        key = toks
-    elif width * vocab_size <= 2**32:
-        key = (nodes - above[0]).astype(np.uint32) * np.uint32(vocab_size) + toks
+        return toks
+    if width * vocab_size <= 2**32:
+        key = (nodes - above[0]).astype(np.uint32)
+        key *= np.uint32(vocab_size)
     else:
-        key = (nodes - above[0]).astype(np.int64) * vocab_size + toks
-    perm = np.argsort(key, kind="stable")  # radix for the root's uint16, else timsort on runs
-    key = key[perm]
+        key = (nodes - above[0]).astype(np.int64)
+        key *= vocab_size
+    np.add(key, toks, out=key, casting="unsafe")  # tokens are in [0, vocab): no overflow
+    return key
+
+
+def _sort_keys(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the stable order of `key`, `key` in that order). Why not np.unique(return_inverse):
+    no int64 inverse is made. Stable argsort: radix for the root's uint16, else timsort on the
+    runs the node order leaves."""
+    perm = np.argsort(key, kind="stable")
+    return perm, key[perm]
+
+
+def _edges(
+    key: np.ndarray, first_child: int, vocab_size: int, dtype: np.dtype
+) -> tuple[np.ndarray, ...]:
+    """From one depth's sorted edge keys: (the child each sequence moves to, numbered from
+    `first_child` in key order, each distinct edge's parent within the level above, its
+    token)."""
     first = np.empty(len(key), dtype=bool)
     first[:1] = True
     np.not_equal(key[1:], key[:-1], out=first[1:])
     edges = key[first]
-    del key
-    child = np.cumsum(first, dtype=nodes.dtype)
-    child += above[1] - 1  # the first child of this level is node above[1]
-    return perm, child, edges // vocab_size, edges % vocab_size
+    child = np.cumsum(first, dtype=dtype)
+    del first
+    child += first_child - 1  # the first child of this level is node first_child
+    return child, edges // vocab_size, edges % vocab_size
 
 
 def _level_terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
