@@ -72,6 +72,30 @@ def test_arrays_equal_the_level_order_definition(vocab, seed):
         assert csr.term_nodes.dtype == csr.term_rows.dtype == np.int32
 
 
+@pytest.mark.parametrize(
+    "width, vocab",
+    [(1, 300), (50, 300), (40_000, 70_000), (2**25, 2**33)],  # root, packed, packed, too wide
+)
+def test_level_sort_is_a_stable_sort_of_the_edge_keys(width, vocab):
+    """`_packed_keys` + `_sort_keys` (key and position in one uint64 where they fit) against
+    the definition: sequences ordered by ((node - first) * vocab + token, position)."""
+    from vlmdata.trie.build import _packed_keys, _sort_keys
+
+    rng = np.random.default_rng(width)
+    n, lo = 3000, 17
+    nodes = np.sort(rng.integers(lo, lo + width, n)).astype(np.int64)
+    nodes[-1] = lo + width - 1  # the widest key there can be
+    toks = rng.integers(0, min(vocab, 40), n)
+    toks[-1] = vocab - 1
+    keys = [(int(a) - lo) * vocab + int(t) for a, t in zip(nodes, toks, strict=True)]
+    want = sorted(range(n), key=lambda i: (keys[i], i))
+    key, pbits = _packed_keys(None if width == 1 else nodes, toks, (lo, lo + width), vocab)
+    assert (pbits == 0) == (width == 1 or width == 2**25)
+    perm, got = _sort_keys(key, pbits)
+    assert perm.tolist() == want
+    assert got.tolist() == [keys[i] for i in want]
+
+
 def test_empty_input_is_the_root_alone():
     csr = build_csr(np.zeros(0, np.int32), np.zeros(0, np.int32), None, 10)
     assert csr.offsets.tolist() == [0, 0] and csr.level_starts == [0, 1]
