@@ -96,6 +96,25 @@ def test_level_sort_is_a_stable_sort_of_the_edge_keys(width, vocab):
     assert got.tolist() == [keys[i] for i in want]
 
 
+def test_spool_copies_its_chunks_in_blocks_and_dtype(tmp_path):
+    """A spool's bytes in the file are its chunks joined, cast, whatever the block size."""
+    import io
+
+    from vlmdata.trie.storage import Spool
+
+    chunks = [np.arange(k, 3 * k, dtype=np.int64) - 5 for k in (0, 1, 7, 300)]
+    want = np.concatenate(chunks).astype("<i4").tobytes()
+    for block in (1, 24, 1 << 20):  # bytes: under one element, a few, all at once
+        sp = Spool(np.int64, tmp_path)
+        for c in chunks:
+            sp.append(c)
+        out = io.BytesIO()
+        sp.copy_to(out, np.dtype(np.int32), block=block)
+        sp.close()
+        assert out.getvalue() == want and sp.count == 616 and sp.max == 894
+    assert not list(tmp_path.iterdir())  # the spools were unnamed files
+
+
 def test_empty_input_is_the_root_alone():
     csr = build_csr(np.zeros(0, np.int32), np.zeros(0, np.int32), None, 10)
     assert csr.offsets.tolist() == [0, 0] and csr.level_starts == [0, 1]

@@ -60,9 +60,10 @@ class Spool:
         self.count += chunk.size
 
     def copy_to(self, f: IO[bytes], dtype: np.dtype, block: int = 1 << 20) -> None:
-        """Write the array to `f` in `dtype` (little-endian), `block` elements at a time."""
+        """Write the array to `f` in `dtype` (little-endian), `block` bytes read at a time."""
         out = np.dtype(dtype).newbyteorder("<")
         self._file.seek(0)
+        block = max(1, block // self.dtype.itemsize)
         left = self.count
         while left:
             n = min(block, left)
