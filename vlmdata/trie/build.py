@@ -119,21 +119,9 @@ def build_levels(
     takes such runs in near-linear time: 0.7 s for all levels at 6M names, against 4.2 s for
     a sort of the same keys in sequence order (measured). Sequences ending at a depth are
     dropped from the live arrays there, already sorted by (node, row) for the terminals."""
-    lengths = np.asarray(lengths)
-    if rows is not None and len(rows) != len(lengths):
-        raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
     flat = narrow_tokens(np.asarray(flat), vocab_size)
     idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
-    pos = np.cumsum(lengths, dtype=idx)  # each live sequence's next token
-    pos -= lengths.astype(idx, copy=False)
-    top = int(lengths.max()) if len(lengths) else 0
-    rem = lengths.astype(np.min_scalar_type(top), copy=False)  # never changed in place
-    if rows is None:
-        row = np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
-    else:
-        order = np.argsort(rows, kind="stable")
-        row, pos, rem = np.asarray(rows)[order], pos[order], rem[order]
-        del order
+    pos, rem, row = _live_sequences(np.asarray(lengths), rows, idx)
     node = None  # each live sequence's node: none made for the root, where all are at 0
     out_dtype = _index_dtype(len(flat))  # offsets, as build_csr has always made them
     lo, hi = 0, 1  # the nodes of the current depth
@@ -175,6 +163,22 @@ def build_levels(
     del pos, rem, node, row
     # the deepest level: leaves (hi is the number of nodes)
     yield Level(terms, np.full(hi - lo, hi - 1, dtype=out_dtype), flat[:0], 0)
+
+
+def _live_sequences(
+    lengths: np.ndarray, rows: np.ndarray | None, idx: np.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sequence's (next token position, remaining length, row), ordered by row."""
+    if rows is not None and len(rows) != len(lengths):
+        raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
+    pos = np.cumsum(lengths, dtype=idx)
+    pos -= lengths.astype(idx, copy=False)
+    top = int(lengths.max()) if len(lengths) else 0
+    rem = lengths.astype(np.min_scalar_type(top), copy=False)  # never changed in place
+    if rows is None:
+        return pos, rem, np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
+    order = np.argsort(rows, kind="stable")
+    return pos[order], rem[order], np.asarray(rows)[order]
 
 
 TERMS = ("term_nodes", "term_rows", "dup_nodes", "dup_rows")  # the order of `Level.terms`
