@@ -115,12 +115,15 @@ def build_trie(ids_path, entities, tokenizer, output, split, prefix, eos_token):
     if (ids_path is None) == (entities is None):
         raise DataError("give exactly one of --ids or --entities")
     if ids_path is not None:
-        trie = trie_from_ids(ids_path, tokenizer, split=split, prefix=prefix, eos_token=eos_token)
+        trie = trie_from_ids(
+            ids_path, tokenizer, split=split, prefix=prefix, eos_token=eos_token, out=output
+        )
     else:
         if split is not None:
             raise DataError("--split applies to --ids only")
-        trie = trie_from_entities(entities, tokenizer, prefix=prefix, eos_token=eos_token)
-    trie.save(output)
+        trie = trie_from_entities(
+            entities, tokenizer, prefix=prefix, eos_token=eos_token, out=output
+        )
     dup = trie.header["n_duplicates"]
     click.echo(f"{len(trie):,} sequences, {trie.n_nodes:,} nodes -> {output}")
     if dup:

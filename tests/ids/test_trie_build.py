@@ -72,10 +72,82 @@ def test_arrays_equal_the_level_order_definition(vocab, seed):
         assert csr.term_nodes.dtype == csr.term_rows.dtype == np.int32
 
 
+@pytest.mark.parametrize(
+    "width, vocab",
+    [(1, 300), (50, 300), (40_000, 70_000), (2**25, 2**33)],  # root, packed, packed, too wide
+)
+def test_level_sort_is_a_stable_sort_of_the_edge_keys(width, vocab):
+    """`_packed_keys` + `_sort_keys` (key and position in one uint64 where they fit) against
+    the definition: sequences ordered by ((node - first) * vocab + token, position)."""
+    from vlmdata.trie.build import _packed_keys, _sort_keys
+
+    rng = np.random.default_rng(width)
+    n, lo = 3000, 17
+    nodes = np.sort(rng.integers(lo, lo + width, n)).astype(np.int64)
+    nodes[-1] = lo + width - 1  # the widest key there can be
+    toks = rng.integers(0, min(vocab, 40), n)
+    toks[-1] = vocab - 1
+    keys = [(int(a) - lo) * vocab + int(t) for a, t in zip(nodes, toks, strict=True)]
+    want = sorted(range(n), key=lambda i: (keys[i], i))
+    key, pbits = _packed_keys(None if width == 1 else nodes, toks, (lo, lo + width), vocab)
+    assert (pbits == 0) == (width == 1 or width == 2**25)
+    perm, got = _sort_keys(key, pbits)
+    assert perm.tolist() == want
+    assert got.tolist() == [keys[i] for i in want]
+
+
+def test_spool_copies_its_chunks_in_blocks_and_dtype(tmp_path):
+    """A spool's bytes in the file are its chunks joined, cast, whatever the block size."""
+    import io
+
+    from vlmdata.trie.storage import Spool
+
+    chunks = [np.arange(k, 3 * k, dtype=np.int64) - 5 for k in (0, 1, 7, 300)]
+    want = np.concatenate(chunks).astype("<i4").tobytes()
+    for block in (1, 24, 1 << 20):  # bytes: under one element, a few, all at once
+        sp = Spool(np.int64, tmp_path)
+        for c in chunks:
+            sp.append(c)
+        out = io.BytesIO()
+        sp.copy_to(out, np.dtype(np.int32), block=block)
+        sp.close()
+        assert out.getvalue() == want and sp.count == 616 and sp.max == 894
+    assert not list(tmp_path.iterdir())  # the spools were unnamed files
+
+
 def test_empty_input_is_the_root_alone():
     csr = build_csr(np.zeros(0, np.int32), np.zeros(0, np.int32), None, 10)
     assert csr.offsets.tolist() == [0, 0] and csr.level_starts == [0, 1]
     assert csr.level_max_fanout == [0] and len(csr.tokens) == len(csr.term_nodes) == 0
+
+
+@pytest.mark.parametrize("vocab", [7, 70_000])
+@pytest.mark.parametrize("seed", range(3))
+def test_file_written_level_by_level_is_the_saved_builds_bytes(vocab, seed, tmp_path):
+    """`Trie.write_flat` (each level spooled to disk as built) writes exactly the bytes of
+    `from_flat(...).save`, rows given or not, int32 or int64 rows, and leaves no spool."""
+    from vlmdata.trie.core import Trie
+
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(0, 7, rng.integers(0, 6)).tolist() for _ in range(400)]
+    seqs += seqs[:30]  # duplicates and empty sequences
+    lengths = np.array([len(s) for s in seqs])
+    flat = np.array([t * (vocab // 7) for s in seqs for t in s], dtype=np.int64)
+    big = 2**40 + rng.permutation(len(seqs))  # rows past int32: the int64 row arrays
+    cases = [(rng.permutation(2000)[: len(seqs)], flat, lengths), (None, flat, lengths),
+             (big, flat, lengths), (None, flat[:0], lengths[:0])]  # fmt: skip
+    for i, (rows, f, lens) in enumerate(cases):
+        kw = {"vocab_size": vocab, "eos_id": 0, "tokenizer_name": "t", "meta": {"i": i}}
+        Trie.from_flat(f, lens, rows, **kw).save(tmp_path / f"saved{i}.trie")
+        got = Trie.write_flat(tmp_path / f"written{i}.trie", f, lens, rows, **kw)
+        want = (tmp_path / f"saved{i}.trie").read_bytes()
+        assert (tmp_path / f"written{i}.trie").read_bytes() == want
+        assert got.n_nodes == Trie.load(tmp_path / f"saved{i}.trie").n_nodes  # the file, mapped
+        if len(lens):
+            assert got.lookup(seqs[1]) == Trie.load(tmp_path / f"saved{i}.trie").lookup(seqs[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{k}{i}.trie" for k in ("saved", "written") for i in range(len(cases))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +238,44 @@ def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
     peak(500)  # warm-up: imports are not counted
     one, two = peak(10_000), peak(20_000)
     assert two - one <= 180 * 10_000, (one, two)
+
+
+def test_entity_trie_written_as_built_memory_per_added_name(tok, tmp_path, monkeypatch):
+    """What `vlmdata build-trie` runs (`out=`: levels streamed to the file): traced peak at n
+    and 2n names grows by at most 75 bytes per added name, the same names as the test above.
+    Measured: 60 B (the tokens, uint16, and uint8 lengths, held through the build, ~23 B; the
+    live sequences' state and one level's sort); main before this, saving the built trie,
+    149 B. The file is the bytes `trie_from_entities(...).save` writes."""
+    import random
+
+    import vlmdata.trie.from_files as from_files
+
+    monkeypatch.setattr(from_files, "BATCH", 1024)
+    tok.save_pretrained(tmp_path / "tok")
+    rng = random.Random(0)
+    words = ["Paris", "Zürich", "Big", "Ben", "Entity", "Tower", "River", "North"]
+    for n in (500, 10_000, 20_000):
+        names = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) + f" {i}"
+                 for i in range(n)]  # fmt: skip
+        pq.write_table(pa.table({"entity_name": names}), tmp_path / f"{n}.parquet")
+
+    def peak(n: int) -> int:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            out = tmp_path / f"{n}.trie"
+            from_files.trie_from_entities(tmp_path / f"{n}.parquet", tmp_path / "tok", out=out)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(500)  # warm-up: imports are not counted
+    one, two = peak(10_000), peak(20_000)
+    assert two - one <= 75 * 10_000, (one, two)
+    from_files.trie_from_entities(tmp_path / "500.parquet", tmp_path / "tok").save(
+        tmp_path / "saved.trie"
+    )
+    assert (tmp_path / "500.trie").read_bytes() == (tmp_path / "saved.trie").read_bytes()
 
 
 # Names built to break a joined tokenizer text (vlmdata/ids/joined.py): spaces, tabs, newlines

@@ -5,15 +5,27 @@ node's children get consecutive numbers, sorted by token. So a node's children a
 `tokens`, and the child reached through edge `e` is simply node `e + 1` (no child-node array to
 store). Each level is one stable sort of `parent * vocab + token` keys, which orders the edges by
 (parent, token) exactly in that order, so building never loops over sequences in Python.
+
+`write_levels` streams the levels straight into the trie file: each depth's offsets, edge
+tokens and ending sequences go to their own spool (`storage.Spool`, an unnamed temporary file
+beside the output) at once, and `storage.save_spooled` copies the spools behind the header once
+the lengths are known: the bytes of `build_csr` + `save_arrays`, without the whole trie (25 MB
+at 10^6 OVEN-like names) in memory or its terminals concatenated (held twice).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from vlmdata.trie.storage import Spool, save_spooled
 
 
 @dataclass
@@ -45,66 +57,42 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
 
 
+@dataclass
+class Level:
+    """One step of the level-order build, in file order: the sequences ending at this depth
+    (`_level_terminals`), the offsets entries of the nodes at this depth (their children's
+    edge ranges) and the tokens of the edges leaving them. The last level has no edges and
+    its offsets are the deepest nodes' (leaves)."""
+
+    terms: tuple[np.ndarray, ...]
+    offsets: np.ndarray
+    tokens: np.ndarray
+    fanout: int
+
+
 def build_csr(
     flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, vocab_size: int
 ) -> CSRArrays:
     """Build the CSR trie of the sequences `flat` split by `lengths`; `rows[i]` (default i)
-    names sequence i.
-
-    The live sequences are kept sorted by (node, row): each level is a stable sort on
-    (parent, token), so sequences stay in node order from one level to the next and the next
-    level's keys are sorted but for the tokens under each node. Timsort (numpy's stable sort)
-    takes such runs in near-linear time: 0.7 s for all levels at 6M names, against 4.2 s for
-    a sort of the same keys in sequence order (measured). Sequences ending at a depth are
-    dropped from the live arrays there, already sorted by (node, row) for the terminals."""
-    lengths = np.asarray(lengths)
-    if rows is not None and len(rows) != len(lengths):
-        raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
+    names sequence i. The levels of `build_levels`, gathered in memory."""
     flat = narrow_tokens(np.asarray(flat), vocab_size)
-    idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
-    pos = np.cumsum(lengths, dtype=idx)  # each live sequence's next token
-    pos -= lengths.astype(idx, copy=False)
-    rem = lengths.astype(np.min_scalar_type(int(lengths.max()) if len(lengths) else 0))
-    if rows is None:
-        row = np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
-    else:
-        order = np.argsort(rows, kind="stable")
-        row, pos, rem = np.asarray(rows)[order], pos[order], rem[order]
-        del order
-    node = np.zeros(len(row), dtype=idx)  # current node of each live sequence
     # The outputs are filled level by level into arrays sized for the most nodes there can be
     # (one per token, plus the root): np.zeros maps pages lazily, so the unused tail never
     # becomes resident, and no per-level pieces are concatenated at the end.
     offsets = np.zeros(len(flat) + 2, dtype=_index_dtype(len(flat)))
     tokens = np.zeros(len(flat), dtype=flat.dtype)
-    level_starts, fanout, terms = [0, 1], [], []
-    while True:
-        done = rem == 0
-        terms.append(_level_terminals(node[done], row[done]))
-        if done.all():
-            break
-        if done.any():
-            keep = ~done
-            node, pos, rem, row = node[keep], pos[keep], rem[keep], row[keep]
-        del done
-        lo, hi = level_starts[-2], level_starts[-1]  # the nodes these edges leave
-        perm, node, parents, edge_toks = _level(node, flat[pos], (lo, hi), vocab_size)
-        pos, rem, row = pos[perm], rem[perm], row[perm]
-        del perm
-        pos += 1
-        rem -= 1
-        counts = np.bincount(parents, minlength=hi - lo)
-        fanout.append(int(counts.max()) if len(counts) else 0)
-        # edges of this level are hi - 1 onwards (edge e leads to node e + 1)
-        np.cumsum(counts, out=offsets[lo + 1 : hi + 1], dtype=offsets.dtype)
-        offsets[lo + 1 : hi + 1] += hi - 1
-        tokens[hi - 1 : hi - 1 + len(edge_toks)] = edge_toks
-        level_starts.append(hi + len(edge_toks))
-        del parents, edge_toks, counts
-    del pos, rem, node, row
+    n_offsets, n_edges, fanout, terms = 1, 0, [], []
+    level_starts = [0, 1]
+    for lv in build_levels(flat, lengths, rows, vocab_size):
+        terms.append(lv.terms)
+        offsets[n_offsets : n_offsets + len(lv.offsets)] = lv.offsets
+        n_offsets += len(lv.offsets)
+        tokens[n_edges : n_edges + len(lv.tokens)] = lv.tokens
+        n_edges += len(lv.tokens)
+        fanout.append(lv.fanout)
+        if len(lv.tokens):
+            level_starts.append(n_edges + 1)
     n_nodes = level_starts[-1]
-    offsets[level_starts[-2] + 1 : n_nodes + 1] = n_nodes - 1  # the deepest level: leaves
-    fanout.append(0)
     term, dup = _join_terminals(terms)
     return CSRArrays(
         offsets=offsets[: n_nodes + 1].astype(_index_dtype(n_nodes - 1), copy=False),
@@ -120,6 +108,135 @@ def build_csr(
     )
 
 
+def build_levels(
+    flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, vocab_size: int
+) -> Iterator[Level]:
+    """The trie's levels, root first (`Level`), so a writer can stream each to its file.
+
+    The live sequences are kept sorted by (node, row): each level is a stable sort on
+    (parent, token), so sequences stay in node order from one level to the next and the next
+    level's keys are sorted but for the tokens under each node. Timsort (numpy's stable sort)
+    takes such runs in near-linear time: 0.7 s for all levels at 6M names, against 4.2 s for
+    a sort of the same keys in sequence order (measured). Sequences ending at a depth are
+    dropped from the live arrays there, already sorted by (node, row) for the terminals."""
+    flat = narrow_tokens(np.asarray(flat), vocab_size)
+    idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
+    pos, rem, row = _live_sequences(np.asarray(lengths), rows, idx)
+    node = None  # each live sequence's node: none made for the root, where all are at 0
+    out_dtype = _index_dtype(len(flat))  # offsets, as build_csr has always made them
+    lo, hi = 0, 1  # the nodes of the current depth
+    while True:
+        done = rem == 0
+        ended = np.zeros(np.count_nonzero(done), idx) if node is None else node[done]
+        terms = _level_terminals(ended, row[done])
+        del ended
+        if done.all():
+            break
+        if done.any():
+            keep = ~done
+            pos, rem, row = pos[keep], rem[keep], row[keep]
+            node = None if node is None else node[keep]
+            del keep
+        del done
+        # One array at a time: the nodes go once keyed, the key once sorted (each held once).
+        key, pbits = _packed_keys(node, flat[pos], (lo, hi), vocab_size)
+        node = None  # held in the keys now
+        perm, key = _sort_keys(key, pbits)
+        first, counts, edge_toks = _edges(key, hi - lo, vocab_size, flat.dtype)
+        del key  # before the children are numbered: the keys are the widest array here
+        node = np.cumsum(first, dtype=idx)  # each sequence's child: the level's nth edge's
+        del first
+        node += hi - 1  # the first child of this level is node hi
+        pos = pos[perm]  # one at a time: one copy alive at once
+        rem = rem[perm]
+        row = row[perm]
+        del perm
+        pos += 1
+        rem -= 1
+        # edges of this level are hi - 1 onwards (edge e leads to node e + 1)
+        offs = np.cumsum(counts, dtype=out_dtype)
+        offs += hi - 1
+        yield Level(terms, offs, edge_toks, int(counts.max()) if len(counts) else 0)
+        del terms, offs, counts
+        lo, hi = hi, hi + len(edge_toks)
+        del edge_toks
+    del pos, rem, node, row
+    # the deepest level: leaves (hi is the number of nodes)
+    yield Level(terms, np.full(hi - lo, hi - 1, dtype=out_dtype), flat[:0], 0)
+
+
+def _live_sequences(
+    lengths: np.ndarray, rows: np.ndarray | None, idx: np.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sequence's (next token position, remaining length, row), ordered by row."""
+    if rows is not None and len(rows) != len(lengths):
+        raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
+    pos = np.cumsum(lengths, dtype=idx)
+    pos -= lengths.astype(idx, copy=False)
+    top = int(lengths.max()) if len(lengths) else 0
+    rem = lengths.astype(np.min_scalar_type(top), copy=False)  # never changed in place
+    if rows is None:
+        return pos, rem, np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
+    order = np.argsort(rows, kind="stable")
+    return pos[order], rem[order], np.asarray(rows)[order]
+
+
+TERMS = ("term_nodes", "term_rows", "dup_nodes", "dup_rows")  # the order of `Level.terms`
+
+
+def write_levels(
+    path: str | os.PathLike,
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    rows: np.ndarray | None,
+    vocab_size: int,
+    make_header: Callable[..., dict[str, Any]],
+) -> None:
+    """Build the trie of `flat` split by `lengths` (rows as in `build_csr`) straight into
+    `path` (atomically). `make_header(n_nodes=, n_edges=, n_sequences=, n_duplicates=,
+    level_starts=, level_max_fanout=)` gives the file's header."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = narrow_tokens(np.asarray(flat), vocab_size)
+    off_dtype = _index_dtype(len(flat))  # as `build_csr` fills offsets, narrowed at the end
+    spools = {"offsets": Spool(off_dtype, folder), "tokens": Spool(flat.dtype, folder)}
+    spools |= {name: Spool(np.int64, folder) for name in TERMS}
+    try:
+        spools["offsets"].append(np.zeros(1, off_dtype))  # the root's children start at 0
+        level_starts, fanout = [0, 1], []
+        for lv in build_levels(flat, lengths, rows, vocab_size):
+            for name, part in zip(TERMS, lv.terms, strict=True):
+                spools[name].append(part)
+            spools["offsets"].append(lv.offsets)
+            spools["tokens"].append(lv.tokens)
+            fanout.append(lv.fanout)
+            if len(lv.tokens):
+                level_starts.append(level_starts[-1] + len(lv.tokens))
+            del lv
+        n_nodes = level_starts[-1]
+        header = make_header(
+            n_nodes=n_nodes,
+            n_edges=spools["tokens"].count,
+            n_sequences=int(len(lengths)),
+            n_duplicates=spools["dup_nodes"].count,
+            level_starts=level_starts,
+            level_max_fanout=fanout,
+        )
+        dtypes = {"offsets": _index_dtype(n_nodes - 1), "tokens": flat.dtype}
+        dtypes |= dict.fromkeys(TERMS[0::2], _narrowest(spools, TERMS[0::2]))
+        dtypes |= dict.fromkeys(TERMS[1::2], _narrowest(spools, TERMS[1::2]))
+        save_spooled(path, header, {name: (sp, dtypes[name]) for name, sp in spools.items()})
+    finally:
+        for sp in spools.values():
+            sp.close()
+
+
+def _narrowest(spools: dict[str, Spool], names: tuple[str, ...]) -> np.dtype:
+    """int32 unless a value of any of these spools needs more (`_join_terminals`' rule)."""
+    top = max((spools[n].max for n in names if spools[n].max is not None), default=0)
+    return np.dtype(np.int32) if top < 2**31 else np.dtype(np.int64)
+
+
 def narrow_tokens(flat: np.ndarray, vocab_size: int) -> np.ndarray:
     """`flat` in the file's token dtype (uint16 for vocabularies up to 2^16), range-checked."""
     if flat.size and (flat.min() < 0 or flat.max() >= vocab_size):
@@ -133,33 +250,80 @@ def _index_dtype(n: int) -> np.dtype:
     return np.dtype(np.int32) if n < 2**31 else np.dtype(np.int64)
 
 
-def _level(
-    nodes: np.ndarray, toks: np.ndarray, above: tuple[int, int], vocab_size: int
-) -> tuple[np.ndarray, ...]:
-    """One depth: the distinct (node, token) edges leaving the nodes `above` (first, end), in
-    (node, token) order. `nodes` (each live sequence's node, sorted) and `toks` (its next
-    token) give (the stable order of the sequences by edge, the child each then moves to,
-    each edge's parent within the level above, each edge's token).
-
-    Why not np.unique(return_inverse): the key is as narrow as the level allows (the token
-    alone under the root, uint32 while width x vocab fits), and no int64 inverse is made."""
+def _edge_keys(
+    nodes: np.ndarray | None, toks: np.ndarray, above: tuple[int, int], vocab_size: int
+) -> np.ndarray:
+    """Each live sequence's edge key, (node - above[0]) * vocab + token, as narrow as the
+    level allows: the token alone under the root, uint32 while width x vocab fits, else int64.
+    `nodes` (sorted; None at the root) are the sequences' nodes among `above` (first, end)."""
     width = above[1] - above[0]
     if width == 1:
-        key = toks
-    elif width * vocab_size <= 2**32:
-        key = (nodes - above[0]).astype(np.uint32) * np.uint32(vocab_size) + toks
+        return toks
+    if width * vocab_size <= 2**32:
+        key = (nodes - above[0]).astype(np.uint32)
+        key *= np.uint32(vocab_size)
     else:
-        key = (nodes - above[0]).astype(np.int64) * vocab_size + toks
-    perm = np.argsort(key, kind="stable")  # radix for the root's uint16, else timsort on runs
-    key = key[perm]
+        key = (nodes - above[0]).astype(np.int64)
+        key *= vocab_size
+    np.add(key, toks, out=key, casting="unsafe")  # tokens are in [0, vocab): no overflow
+    return key
+
+
+def _packed_keys(
+    nodes: np.ndarray | None, toks: np.ndarray, above: tuple[int, int], vocab_size: int
+) -> tuple[np.ndarray, int]:
+    """(keys to sort, position bits) for `_sort_keys`. Below the root, each edge key
+    (`_edge_keys`) with the sequence's position in the low `pbits` bits, one uint64 (ties
+    then keep their order, so any sort is stable); the root, and keys too wide for 64 bits
+    with their positions, give the edge keys alone and pbits 0 (a stable argsort)."""
+    width, n = above[1] - above[0], len(toks)
+    pbits = max(1, (n - 1).bit_length())  # bits for a position
+    if width == 1 or pbits > 31 or width * vocab_size > 2 ** (64 - pbits) or _big_endian():
+        return _edge_keys(nodes, toks, above, vocab_size), 0
+    both = np.empty(n, np.uint64)
+    np.subtract(nodes, above[0], out=both, casting="unsafe")  # nodes are >= above[0]
+    both *= np.uint64(vocab_size)
+    np.add(both, toks, out=both, casting="unsafe")  # < width x vocab
+    both <<= np.uint64(pbits)
+    for i in range(0, n, 1 << 16):  # | position, a block at a time (no n-long temporary)
+        both[i : i + (1 << 16)] |= np.arange(i, min(n, i + (1 << 16)), dtype=np.uint64)
+    return both, pbits
+
+
+def _sort_keys(key: np.ndarray, pbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the stable order of the edge keys, the keys in that order) from `_packed_keys`.
+
+    Packed keys are sorted in place, the positions masked out as int32 and the keys shifted
+    down in place: no int64 argsort order and no second key array (at 10^6 names the level
+    below the root peaked at ~30 MB traced with them). Timsort, on the runs the node order
+    leaves: as fast as the stable argsort (measured). Why not np.unique(return_inverse): no
+    int64 inverse is made."""
+    if pbits == 0:
+        perm = np.argsort(key, kind="stable")  # radix for the root's uint16 tokens
+        return perm, key[perm]
+    key.sort(kind="stable")
+    low = key.view(np.uint32)[0::2]  # little-endian: the low half holds the position
+    perm = np.bitwise_and(low, np.uint32((1 << pbits) - 1)).view(np.int32)
+    del low
+    key >>= np.uint64(pbits)
+    return perm, key.view(np.int64)  # keys < 2^(64 - pbits): the int64 view is exact
+
+
+def _big_endian() -> bool:
+    return sys.byteorder != "little"
+
+
+def _edges(
+    key: np.ndarray, width: int, vocab_size: int, tok_dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From one depth's sorted edge keys: (True where a key starts a new edge, each node's
+    number of children among the `width` nodes above, each edge's token in `tok_dtype`)."""
     first = np.empty(len(key), dtype=bool)
     first[:1] = True
     np.not_equal(key[1:], key[:-1], out=first[1:])
     edges = key[first]
-    del key
-    child = np.cumsum(first, dtype=nodes.dtype)
-    child += above[1] - 1  # the first child of this level is node above[1]
-    return perm, child, edges // vocab_size, edges % vocab_size
+    counts = np.bincount(edges // vocab_size, minlength=width)
+    return first, counts, (edges % vocab_size).astype(tok_dtype)
 
 
 def _level_terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vlmdata.core.errors import DataError
-from vlmdata.trie.build import CSRArrays, build_csr, flatten
+from vlmdata.trie.build import CSRArrays, build_csr, flatten, write_levels
 from vlmdata.trie.storage import load_arrays, save_arrays
 
 
@@ -78,7 +78,30 @@ class Trie:
         """Like `build`, from concatenated tokens and per-sequence lengths (no lists needed)."""
         rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         csr = build_csr(flat, lengths, rows, vocab_size)
-        return cls(_arrays(csr), _header(csr, vocab_size, eos_id, tokenizer_name, meta))
+        header = _header(vocab_size, eos_id, tokenizer_name, meta, **_counts(csr))
+        return cls(_arrays(csr), header)
+
+    @classmethod
+    def write_flat(
+        cls,
+        path: str | os.PathLike,
+        flat: np.ndarray,
+        lengths: np.ndarray,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        vocab_size: int,
+        eos_id: int | None,
+        tokenizer_name: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> Trie:
+        """`from_flat(...).save(path)`, the same bytes, with each level written to the file as
+        it is built instead of the whole trie held (`build.write_levels`); returned mapped."""
+        from functools import partial
+
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        header = partial(_header, vocab_size, eos_id, tokenizer_name, meta)
+        write_levels(path, flat, lengths, rows, vocab_size, header)
+        return cls.load(path)
 
     def save(self, path: str | os.PathLike) -> None:
         header = {k: v for k, v in self.header.items() if k not in ("arrays", "format", "version")}
@@ -368,23 +391,41 @@ def _arrays(csr: CSRArrays) -> dict[str, np.ndarray]:
     }
 
 
+def _counts(csr: CSRArrays) -> dict[str, Any]:
+    """The numbers `_header` takes, of built arrays."""
+    return {
+        "n_nodes": int(len(csr.offsets) - 1),
+        "n_edges": int(len(csr.tokens)),
+        "n_sequences": csr.n_sequences,
+        "n_duplicates": csr.n_duplicates,
+        "level_starts": csr.level_starts,
+        "level_max_fanout": csr.level_max_fanout,
+    }
+
+
 def _header(
-    csr: CSRArrays,
     vocab_size: int,
     eos_id: int | None,
     tokenizer_name: str,
     meta: dict[str, Any] | None,
+    *,
+    n_nodes: int,
+    n_edges: int,
+    n_sequences: int,
+    n_duplicates: int,
+    level_starts: list[int],
+    level_max_fanout: list[int],
 ) -> dict[str, Any]:
     return {
         "vocab_size": int(vocab_size),
         "eos_id": None if eos_id is None else int(eos_id),
         "tokenizer": tokenizer_name,
-        "n_nodes": int(len(csr.offsets) - 1),
-        "n_edges": int(len(csr.tokens)),
-        "n_sequences": csr.n_sequences,
-        "n_duplicates": csr.n_duplicates,
-        "level_starts": [int(x) for x in csr.level_starts],
-        "level_max_fanout": csr.level_max_fanout,
+        "n_nodes": int(n_nodes),
+        "n_edges": int(n_edges),
+        "n_sequences": int(n_sequences),
+        "n_duplicates": int(n_duplicates),
+        "level_starts": [int(x) for x in level_starts],
+        "level_max_fanout": [int(x) for x in level_max_fanout],
         "child_nodes": "implicit: edge e leads to node e + 1 (level order)",
         "meta": meta or {},
     }

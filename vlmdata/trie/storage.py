@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,26 +30,84 @@ def _pad(n: int) -> int:
 
 def save_arrays(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, np.ndarray]):
     """Write header + arrays atomically; the header gains a table of dtype, shape, offset."""
+    arrays = {name: np.ascontiguousarray(arr) for name, arr in arrays.items()}
+    specs = {name: (arr.dtype, arr.shape) for name, arr in arrays.items()}
+    with atomic_open(path, "wb") as f:
+        _write_header(f, header, specs)
+        for arr in arrays.values():
+            data = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+            f.write(memoryview(data.reshape(-1)).cast("B"))  # the array's own bytes: no copy
+            f.write(b"\0" * _pad(data.nbytes))
+
+
+class Spool:
+    """A 1-d array appended a chunk at a time to an unnamed temporary file, so a builder can
+    hand each piece over as it is made and hold none of them (the file's pages are the
+    kernel's cache, not the process's memory). `save_spooled` copies it into place."""
+
+    def __init__(self, dtype: np.dtype, folder: str | os.PathLike | None = None) -> None:
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self.max: int | None = None  # the largest value appended (the final dtype may narrow)
+        self._file = tempfile.TemporaryFile(dir=folder)  # gone when closed, or if killed
+
+    def append(self, chunk: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.size:
+            top = int(chunk.max())
+            self.max = top if self.max is None else max(self.max, top)
+        self._file.write(memoryview(chunk.reshape(-1)).cast("B"))
+        self.count += chunk.size
+
+    def copy_to(self, f: IO[bytes], dtype: np.dtype, block: int = 1 << 20) -> None:
+        """Write the array to `f` in `dtype` (little-endian), `block` bytes read at a time."""
+        out = np.dtype(dtype).newbyteorder("<")
+        self._file.seek(0)
+        block = max(1, block // self.dtype.itemsize)
+        left = self.count
+        while left:
+            n = min(block, left)
+            raw = self._file.read(n * self.dtype.itemsize)
+            f.write(memoryview(np.frombuffer(raw, self.dtype).astype(out, copy=False)).cast("B"))
+            left -= n
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def save_spooled(
+    path: str | os.PathLike,
+    header: dict[str, Any],
+    spools: dict[str, tuple[Spool, np.dtype]],
+) -> None:
+    """Like `save_arrays`, byte for byte, for arrays held in spools (each with its dtype in
+    the file): the header is written first, so it needs every length, known only at the end."""
+    specs = {name: (np.dtype(dt), (sp.count,)) for name, (sp, dt) in spools.items()}
+    with atomic_open(path, "wb") as f:
+        _write_header(f, header, specs)
+        for sp, dt in spools.values():
+            sp.copy_to(f, dt)
+            f.write(b"\0" * _pad(sp.count * np.dtype(dt).itemsize))
+
+
+def _write_header(f: IO[bytes], header: dict[str, Any], specs: dict[str, tuple]) -> None:
+    """Magic, header length, the JSON header with the array table (each array's dtype, shape
+    and offset from `specs`: name -> (dtype, shape)), padding to the first array."""
     table, offset = {}, 0
-    for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        table[name] = {"dtype": arr.dtype.newbyteorder("<").str, "shape": list(arr.shape)}
-        table[name]["offset"] = offset
-        offset += arr.nbytes + _pad(arr.nbytes)
+    for name, (dtype, shape) in specs.items():
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        entry = {"dtype": dtype.newbyteorder("<").str, "shape": [int(d) for d in shape]}
+        table[name] = entry | {"offset": offset}
+        offset += nbytes + _pad(nbytes)
     header = dict(header, arrays=table, format="vlm-trie", version=FORMAT_VERSION)
     # The data offset depends on the header length, which depends on nothing else: two passes.
     blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     start = len(MAGIC) + 8 + len(blob)
     start += _pad(start)
-    with atomic_open(path, "wb") as f:
-        f.write(MAGIC)
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        f.write(b"\0" * (start - len(MAGIC) - 8 - len(blob)))
-        for arr in arrays.values():
-            data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
-            f.write(memoryview(data.reshape(-1)).cast("B"))  # the array's own bytes: no copy
-            f.write(b"\0" * _pad(data.nbytes))
+    f.write(MAGIC)
+    f.write(len(blob).to_bytes(8, "little"))
+    f.write(blob)
+    f.write(b"\0" * (start - len(MAGIC) - 8 - len(blob)))
 
 
 _DTYPES = {"<u2", "<i4", "<i8", "<u4", "<u8", "|u1", "|i1", "<i2"}
