@@ -208,11 +208,9 @@ def test_bad_names_name_their_row(tok, tmp_path, monkeypatch):
             trie_from_entities(tmp_path / "e.parquet", tmp_path / "tok")
 
 
-def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
-    """Traced peak of `trie_from_entities` at n and 2n names grows by at most 180 bytes per
-    added name (~11 tokens each under this 300-token BPE). Measured: 147 B here (the file's
-    arrays are 37 B; tracemalloc counts the lazily mapped output arrays at full size); the
-    build before issue 23's fast path, with int64 arrays over every token and node, 250 B."""
+def _entity_files(tok, tmp_path, monkeypatch):
+    """The tokenizer saved and 500 / 10,000 / 20,000 entity names as Parquet in `tmp_path`
+    (batches of 1,024 names); the `from_files` module the memory tests call."""
     import random
 
     import vlmdata.trie.from_files as from_files
@@ -225,6 +223,15 @@ def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
         names = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) + f" {i}"
                  for i in range(n)]  # fmt: skip
         pq.write_table(pa.table({"entity_name": names}), tmp_path / f"{n}.parquet")
+    return from_files
+
+
+def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
+    """Traced peak of `trie_from_entities` at n and 2n names grows by at most 180 bytes per
+    added name (~11 tokens each under this 300-token BPE). Measured: 147 B here (the file's
+    arrays are 37 B; tracemalloc counts the lazily mapped output arrays at full size); the
+    build before issue 23's fast path, with int64 arrays over every token and node, 250 B."""
+    from_files = _entity_files(tok, tmp_path, monkeypatch)
 
     def peak(n: int) -> int:
         gc.collect()
@@ -246,18 +253,7 @@ def test_entity_trie_written_as_built_memory_per_added_name(tok, tmp_path, monke
     Measured: 60 B (the tokens, uint16, and uint8 lengths, held through the build, ~23 B; the
     live sequences' state and one level's sort); main before this, saving the built trie,
     149 B. The file is the bytes `trie_from_entities(...).save` writes."""
-    import random
-
-    import vlmdata.trie.from_files as from_files
-
-    monkeypatch.setattr(from_files, "BATCH", 1024)
-    tok.save_pretrained(tmp_path / "tok")
-    rng = random.Random(0)
-    words = ["Paris", "Zürich", "Big", "Ben", "Entity", "Tower", "River", "North"]
-    for n in (500, 10_000, 20_000):
-        names = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) + f" {i}"
-                 for i in range(n)]  # fmt: skip
-        pq.write_table(pa.table({"entity_name": names}), tmp_path / f"{n}.parquet")
+    from_files = _entity_files(tok, tmp_path, monkeypatch)
 
     def peak(n: int) -> int:
         gc.collect()
