@@ -232,6 +232,7 @@ w.write_shards(sys.argv[1], sys.argv[2], sys.argv[3], samples_per_shard=5, progr
 
 @pytest.mark.slow
 def test_killed_process_resumes_byte_identical(good_set, tmp_path):
+    import os
     import signal
     import subprocess
     import sys
@@ -241,7 +242,9 @@ def test_killed_process_resumes_byte_identical(good_set, tmp_path):
     write_shards(manifest, images, tmp_path / "ref", samples_per_shard=5, progress=False)
     out = tmp_path / "out"
     args = [sys.executable, "-c", KILL_SCRIPT, str(manifest), str(images), str(out)]
-    proc = subprocess.Popen(args, cwd=Path(__file__).parents[2])
+    (tmp_path / "tmp").mkdir()  # the kill leaves the plan's spill file: here, not in /tmp
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.Popen(args, cwd=Path(__file__).parents[2], env=env)
     stats = out / "shards" / "train" / "data-000000_stats.json"
     deadline = time.monotonic() + 60
     while not stats.exists() and proc.poll() is None and time.monotonic() < deadline:
