@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import duplicate_image_rule, key_problem, texts_problem
 from vlmdata.core.record import Record
 from vlmdata.core.rejects import RejectWriter
@@ -51,7 +50,7 @@ class Planned:
     record: Record
     columns: Columns
     prepared: Prepared
-    records: list[Record] | None = None  # the 2nd record onwards, until release()
+    records: list[Record] | None = None  # the 2nd record onwards
     json: bytes = b""
     txt: bytes = b""
     ref: Any = None  # where the image source finds the image (see image_sources.py)
@@ -105,10 +104,6 @@ class Planned:
         """Move the json / txt bytes to the spill file (the plan keeps their slot)."""
         self.slot = spill.put(self.json, self.txt)
         self.json = self.txt = b""
-
-    def release(self) -> None:
-        """Drop the later Records once KEY.json is made: records.parquet has them (as Arrow)."""
-        self.records = None
 
 
 class RecordSink(Protocol):
@@ -254,21 +249,3 @@ def record_problem(record: Record, ik: Any, taken: Callable[[str], bool]) -> Pro
 def source_of(record: Record) -> str | None:
     """The file or URL a record's image comes from."""
     return record.path or record.url
-
-
-def text_copies(p: Planned, taken: set[str]) -> list[Planned]:
-    """The every-text layout: a sealed sample's copies, one per further text of its first
-    record (key `KEY_tJ`, KEY.txt = text J, the same image and records), so a peer reading one
-    txt per sample sees every text. `taken` are the record keys a copy's key must not repeat."""
-    out: list[Planned] = []
-    records = p.all_records
-    for j, text in enumerate((p.record.texts or [])[1:], 1):
-        key = f"{p.key}_t{j}"
-        if key in taken:
-            raise DataError(f"--every-text: sample key {key!r} is also a record key")
-        copy = Planned(p.record, p.columns, p.prepared, ref=p.ref, n_records=p.n_records)
-        copy.image_key = key
-        copy.json = json_bytes(key, records, p.columns)
-        copy.txt = text.encode("utf-8")
-        out.append(copy._digest())
-    return out
