@@ -25,43 +25,45 @@ Chunks = Callable[[], Iterator[pa.Array]]  # a fresh pass over the chunks, in or
 
 
 class SpilledColumn:
-    """Chunks of one column in order: in memory up to SPILL_BYTES, then in an IPC file."""
+    """Chunks of one column in order: in memory up to `spill_bytes` (None: SPILL_BYTES), then
+    in an IPC file. `chunks()` reads them back (a fresh pass each call, once appending is over)."""
 
-    def __init__(self, field: pa.Field, path: Path) -> None:
-        self.field, self.path = field, path
+    def __init__(self, field: pa.Field, path: Path, spill_bytes: int | None = None) -> None:
+        self.field, self.path, self.spill_bytes = field, path, spill_bytes
         self._memory: list[pa.Array] = []
         self._bytes = 0
         self.nbytes = 0  # of every chunk since the last take, in memory or spilled
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._spilled = False  # the file holds the first chunks
 
     def append(self, array: pa.Array) -> None:
         self._memory.append(array)
         self._bytes += array.nbytes
         self.nbytes += array.nbytes
-        if self._bytes >= SPILL_BYTES:
+        if self._bytes >= (SPILL_BYTES if self.spill_bytes is None else self.spill_bytes):
             if self._writer is None:
                 schema = pa.schema([self.field])
                 self._writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), schema)
+                self._spilled = True
             for chunk in self._memory:
                 self._writer.write_batch(pa.record_batch([chunk], names=[self.field.name]))
             self._memory, self._bytes = [], 0
 
-    def take(self) -> pa.Array:
-        """Every chunk as one contiguous array; the column is empty afterwards."""
+    def chunks(self) -> Iterator[pa.Array]:
+        """The chunks in order: those on disk, then those in memory."""
         if self._writer is not None:
             self._writer.close()
-        spilled, memory = self._writer is not None, self._memory
-        self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
+            self._writer = None
+        if self._spilled:
+            with pa.OSFile(str(self.path)) as f:
+                for batch in pa.ipc.open_stream(f):
+                    yield batch.column(0)
+        yield from self._memory
 
-        def chunks() -> Iterator[pa.Array]:
-            if spilled:
-                with pa.OSFile(str(self.path)) as f:
-                    for batch in pa.ipc.open_stream(f):
-                        yield batch.column(0)
-            yield from memory
-
+    def take(self) -> pa.Array:
+        """Every chunk as one contiguous array; the column is empty afterwards."""
         try:
-            return contiguous(self.field.type, chunks)
+            return contiguous(self.field.type, self.chunks)
         finally:
             self.discard()
 
@@ -69,6 +71,7 @@ class SpilledColumn:
         if self._writer is not None:
             self._writer.close()
         self._writer, self._memory, self._bytes, self.nbytes = None, [], 0, 0
+        self._spilled = False
         Path(self.path).unlink(missing_ok=True)
 
 

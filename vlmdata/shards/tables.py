@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
-from vlmdata.core.column_spill import Chunks, contiguous
+from vlmdata.core.column_spill import Chunks, SpilledColumn, contiguous
 from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, SplicedParquetWriter
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
@@ -103,7 +103,7 @@ class ArrowRows:
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._rows: list[dict[str, Any]] = []
-        self._columns: list[_Column] | None = None
+        self._columns: list[SpilledColumn] | None = None
         self._dir: str | None = None
         self._count = 0
 
@@ -120,10 +120,11 @@ class ArrowRows:
         self._rows = []
         if self._columns is None:
             self._dir = tempfile.mkdtemp(prefix="vlmdata-rows-")
-            self._columns = [_Column(field, Path(self._dir) / f"col{i}.arrows")
+            self._columns = [SpilledColumn(field, Path(self._dir) / f"col{i}.arrows",
+                                           self.MEMORY_BYTES)
                              for i, field in enumerate(self.schema)]  # fmt: skip
         for column, array in zip(self._columns, batch.columns, strict=True):
-            column.append(array, self.MEMORY_BYTES)
+            column.append(array)
 
     def __len__(self) -> int:
         return self._count
@@ -135,10 +136,7 @@ class ArrowRows:
         if self._columns is None:
             return pa.Table.from_pylist([], schema=self.schema)
         try:
-            arrays = []
-            for column in self._columns:
-                arrays.append(contiguous(column.field.type, column.chunks))
-                column.close()
+            arrays = [column.take() for column in self._columns]
         finally:
             self.close()
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -168,51 +166,10 @@ class ArrowRows:
     def close(self) -> None:
         """Drop the rows and what waits on disk."""
         for column in self._columns or ():
-            column.close()
+            column.discard()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._columns, self._dir, self._rows = None, None, []
-
-
-class _Column:
-    """One column's chunks in order: in memory, then (past a size) in its own IPC file."""
-
-    def __init__(self, field: pa.Field, path: Path) -> None:
-        self.field, self.path = field, path
-        self._memory: list[pa.Array] = []
-        self._bytes = 0
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-
-    def append(self, array: pa.Array, memory_bytes: int) -> None:
-        self._memory.append(array)
-        self._bytes += array.nbytes
-        if self._bytes < memory_bytes:
-            return
-        if self._writer is None:
-            self._writer = pa.ipc.new_stream(str(self.path), pa.schema([self.field]))
-        for chunk in self._memory:
-            self._writer.write_batch(pa.record_batch([chunk], schema=pa.schema([self.field])))
-        self._memory, self._bytes = [], 0
-
-    def chunks(self) -> Iterator[pa.Array]:
-        """The chunks in order (a fresh pass each call)."""
-        if self._writer is not None and self._writer is not _CLOSED:
-            self._writer.close()
-            self._writer = _CLOSED
-        if self._writer is _CLOSED:
-            with pa.OSFile(str(self.path)) as f:
-                for batch in pa.ipc.open_stream(f):
-                    yield batch.column(0)
-        yield from self._memory
-
-    def close(self) -> None:
-        if self._writer is not None and self._writer is not _CLOSED:
-            self._writer.close()
-        self._writer, self._memory = None, []
-        self.path.unlink(missing_ok=True)
-
-
-_CLOSED: Any = object()  # a column whose file is complete
 
 
 def _window(chunks: Chunks, start: int, rows: int) -> Chunks:
