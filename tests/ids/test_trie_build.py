@@ -208,6 +208,17 @@ def test_bad_names_name_their_row(tok, tmp_path, monkeypatch):
             trie_from_entities(tmp_path / "e.parquet", tmp_path / "tok")
 
 
+def _entity_trie_peak(from_files, tmp_path, n: int, **kwargs) -> int:
+    """Traced peak bytes of `trie_from_entities` over the n-name file of `_entity_files`."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        from_files.trie_from_entities(tmp_path / f"{n}.parquet", tmp_path / "tok", **kwargs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _entity_files(tok, tmp_path, monkeypatch):
     """The tokenizer saved and 500 / 10,000 / 20,000 entity names as Parquet in `tmp_path`
     (batches of 1,024 names); the `from_files` module the memory tests call."""
@@ -234,13 +245,7 @@ def test_entity_trie_memory_per_added_name(tok, tmp_path, monkeypatch):
     from_files = _entity_files(tok, tmp_path, monkeypatch)
 
     def peak(n: int) -> int:
-        gc.collect()
-        tracemalloc.start()
-        try:
-            from_files.trie_from_entities(tmp_path / f"{n}.parquet", tmp_path / "tok")
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return _entity_trie_peak(from_files, tmp_path, n)
 
     peak(500)  # warm-up: imports are not counted
     one, two = peak(10_000), peak(20_000)
@@ -256,14 +261,7 @@ def test_entity_trie_written_as_built_memory_per_added_name(tok, tmp_path, monke
     from_files = _entity_files(tok, tmp_path, monkeypatch)
 
     def peak(n: int) -> int:
-        gc.collect()
-        tracemalloc.start()
-        try:
-            out = tmp_path / f"{n}.trie"
-            from_files.trie_from_entities(tmp_path / f"{n}.parquet", tmp_path / "tok", out=out)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return _entity_trie_peak(from_files, tmp_path, n, out=tmp_path / f"{n}.trie")
 
     peak(500)  # warm-up: imports are not counted
     one, two = peak(10_000), peak(20_000)
