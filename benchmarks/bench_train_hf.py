@@ -281,7 +281,8 @@ def main() -> None:
     results = []
     for side in ("ours", "hf"):
         cmd = [sys.executable, __file__, *sys.argv[1:], "--only", side]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}  # keep a wheel folder on the path too
         t = time.perf_counter()
         subprocess.run(cmd, check=True, env=env)
         result = json.loads((Path(args.work) / f"{side}.json").read_text())

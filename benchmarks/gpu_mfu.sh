@@ -5,9 +5,11 @@
 #   1. ours with the new defaults (ZeRO stage auto -> 0 on one GPU, packed rows, fused AdamW,
 #      SDPA, no activation checkpointing) against the Hugging Face Trainer given the same
 #      config, model, micro-batches (padded) and DeepSpeed config: samples/s, MFU, peak memory;
-#   2. ours as RESULTS.md measured it before (ZeRO-3, checkpointing, padded batches);
-#   3. the DataLoader alone against step 1's demand;
-#   4. if time is left (started before 7 minutes): ours at 256 examples a step (64 + 192).
+#   2. the DataLoader alone against step 1's demand;
+#   3. if BUDGET allows: ours at 256 examples a step (64 image->id + 192 query->id);
+#   4. if BUDGET still allows: ours as RESULTS.md measured it before (ZeRO-3, checkpointing,
+#      padded batches).
+# BUDGET (seconds, default 590) bounds the whole script: steps that would not fit are skipped.
 # Prints JSON per step and a side-by-side table (paste into benchmarks/RESULTS.md).
 #
 #   bash benchmarks/gpu_mfu.sh [WORKDIR]     (needs CUDA; `python3` on PATH or PYTHON=...)
@@ -21,6 +23,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 vlmdata() { "$PY" -c 'import sys; from cli.vlmdata import main; sys.argv[0] = "vlmdata"; main()' "$@"; }
 SECONDS=0
+BUDGET=${BUDGET:-590}  # seconds for the whole script; later steps are skipped past it
 if ! "$PY" -c 'import accelerate' 2>/dev/null && [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --find-links "$WHEELS" accelerate
 fi
@@ -47,17 +50,21 @@ else
   timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
     --steps "$STEPS" --warmup 5 --work "$W/peer" --only ours && cat "$W/peer/ours.json"
 fi
-echo "== [${SECONDS}s] 2/4 ours as measured before (ZeRO-3, checkpointing, padded)"
-timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${OLD[@]}" \
-  --steps "$STEPS" --warmup 5 --work "$W/old" --only ours && cat "$W/old/ours.json" \
-  || echo "step 2 failed or timed out"
-echo "== [${SECONDS}s] 3/4 the DataLoader alone against step 1's demand"
+echo "== [${SECONDS}s] 2/4 the DataLoader alone against step 1's demand"
 timeout 90 "$PY" "$ROOT/benchmarks/bench_loader.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
-  --batches 60 --skip 5 --metrics "$W/peer/ours/metrics.jsonl" || echo "step 3 failed"
-if [ "$SECONDS" -lt 420 ]; then
-  echo "== [${SECONDS}s] 4/4 ours at 256 examples a step (64 image->id + 192 query->id)"
-  timeout $((590 - SECONDS)) "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" \
+  --batches 60 --skip 5 --metrics "$W/peer/ours/metrics.jsonl" || echo "step 2 failed"
+if [ "$SECONDS" -lt $((BUDGET - 170)) ]; then
+  echo "== [${SECONDS}s] 3/4 ours at 256 examples a step (64 image->id + 192 query->id)"
+  t=$((BUDGET - SECONDS)); timeout $((t < 240 ? t : 240)) "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" \
     "${NEW[@]}" data.batch_size=256 --steps $((STEPS * 2 / 3)) --warmup 5 --work "$W/b256" --only ours \
-    && cat "$W/b256/ours.json" || echo "step 4 failed or timed out"
+    && cat "$W/b256/ours.json" || echo "step 3 failed or timed out"
+fi
+if [ "$SECONDS" -lt $((BUDGET - 160)) ]; then
+  echo "== [${SECONDS}s] 4/4 ours as measured before (ZeRO-3, checkpointing, padded)"
+  timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${OLD[@]}" \
+    --steps "$STEPS" --warmup 5 --work "$W/old" --only ours && cat "$W/old/ours.json" \
+    || echo "step 4 failed or timed out"
+else
+  echo "step 4 skipped: under 160 s of the budget left"
 fi
 echo "== all done after ${SECONDS}s"
