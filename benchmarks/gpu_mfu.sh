@@ -13,7 +13,8 @@
 # Prints JSON per step and a side-by-side table (paste into benchmarks/RESULTS.md).
 #
 #   bash benchmarks/gpu_mfu.sh [WORKDIR]     (needs CUDA; `python3` on PATH or PYTHON=...)
-# The HF side needs `accelerate`; without network, WHEELS=DIR installs it from a wheel folder.
+# On a GPU machine without network whose image has torch and transformers but not the rest,
+# WHEELS=DIR installs what benchmarks/gpu_wheels.sh put in DIR (into WORKDIR/site, no pip index).
 # Plumbing check on a CPU: CFG=examples/configs/grace_tiny.yaml IMAGES=200 STEPS=8 bash ... (the
 # figures then mean nothing).
 set -euo pipefail
@@ -24,8 +25,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=fals
 vlmdata() { "$PY" -c 'import sys; from cli.vlmdata import main; sys.argv[0] = "vlmdata"; main()' "$@"; }
 SECONDS=0
 BUDGET=${BUDGET:-590}  # seconds for the whole script; later steps are skipped past it
-if ! "$PY" -c 'import accelerate' 2>/dev/null && [ -n "${WHEELS:-}" ]; then
-  "$PY" -m pip install -q --no-index --find-links "$WHEELS" accelerate
+if [ -n "${WHEELS:-}" ]; then  # a folder made by benchmarks/gpu_wheels.sh, for a machine offline
+  SITE=${SITE:-$W/site}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl
+  for t in "$WHEELS"/*.tar.xz; do if [ -e "$t" ]; then tar xJf "$t" -C "$SITE"; fi; done
+  export PYTHONPATH="$PYTHONPATH:$SITE"
 fi
 "$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")'
 if [ ! -f "$W/ids.parquet" ]; then
@@ -46,9 +50,9 @@ if "$PY" -c 'import accelerate' 2>/dev/null; then
   timeout 330 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
     --steps "$STEPS" --warmup 5 --work "$W/peer" || echo "step 1 failed or timed out (rc $?)"
 else
-  echo "accelerate is missing: HF side skipped (set WHEELS=DIR); ours alone:"
+  echo "accelerate is missing: HF side skipped (see WHEELS above); ours alone:"
   timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
-    --steps "$STEPS" --warmup 5 --work "$W/peer" --only ours && cat "$W/peer/ours.json"
+    --steps "$STEPS" --warmup 5 --work "$W/peer" --only ours && { cat "$W/peer/ours.json"; echo; }
 fi
 echo "== [${SECONDS}s] 2/4 the DataLoader alone against step 1's demand"
 timeout 90 "$PY" "$ROOT/benchmarks/bench_loader.py" "$CFG" "${DATA[@]}" "${NEW[@]}" \
@@ -57,12 +61,12 @@ if [ "$SECONDS" -lt $((BUDGET - 170)) ]; then
   echo "== [${SECONDS}s] 3/4 ours at 256 examples a step (64 image->id + 192 query->id)"
   t=$((BUDGET - SECONDS)); timeout $((t < 240 ? t : 240)) "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" \
     "${NEW[@]}" data.batch_size=256 --steps $((STEPS * 2 / 3)) --warmup 5 --work "$W/b256" --only ours \
-    && cat "$W/b256/ours.json" || echo "step 3 failed or timed out"
+    && { cat "$W/b256/ours.json"; echo; } || echo "step 3 failed or timed out"
 fi
 if [ "$SECONDS" -lt $((BUDGET - 160)) ]; then
   echo "== [${SECONDS}s] 4/4 ours as measured before (ZeRO-3, checkpointing, padded)"
   timeout 160 "$PY" "$ROOT/benchmarks/bench_train_hf.py" "$CFG" "${DATA[@]}" "${OLD[@]}" \
-    --steps "$STEPS" --warmup 5 --work "$W/old" --only ours && cat "$W/old/ours.json" \
+    --steps "$STEPS" --warmup 5 --work "$W/old" --only ours && { cat "$W/old/ours.json"; echo; } \
     || echo "step 4 failed or timed out"
 else
   echo "step 4 skipped: under 160 s of the budget left"
