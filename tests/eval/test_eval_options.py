@@ -108,21 +108,38 @@ def test_quiet_output_and_html_land_in_the_options(monkeypatch, paths, tmp_path)
     assert (tmp_path / "r.json").is_file() and (tmp_path / "r.html").is_file()
 
 
-def test_python_callers_pass_fields_by_name():
-    """run_x(opts) and run_x(*positional, **fields) build the same object; a misspelt field
-    or one given twice is a TypeError, not ignored."""
-    from vlmtrain.eval.options import VistOptions, takes_options
+RUNS = [("retrieval", "run_generative_retrieval", "GenerativeRetrievalOptions"),
+        ("embedding", "run_embedding_retrieval", "EmbeddingRetrievalOptions"),
+        ("caption", "run_caption", "CaptionOptions"), ("vqa", "run_vqa", "VqaOptions"),
+        ("vqa", "write_submission", "VqaOptions"), ("textvqa", "run_text_vqa", "TextVqaOptions"),
+        ("oven", "run_oven", "OvenOptions"), ("llava", "run_llava", "LlavaOptions"),
+        ("vist", "run_vist", "VistOptions"),
+        ("visdial", "run_visdial", "VisdialOptions")]  # fmt: skip
 
-    @takes_options(VistOptions, "stories_path", "images_dir")
-    def run(o, *, model_bundle=None):
-        return o, model_bundle
 
-    whole = VistOptions(stories_path="s.json", images_dir="img", captions=1)
-    assert run(whole, model_bundle="b") == (whole, "b")
-    assert run("s.json", "img", captions=1) == (whole, None)
+@pytest.mark.parametrize(("module", "run", "cls"), RUNS)
+def test_a_task_takes_only_its_options_object(module, run, cls):
+    """One calling convention, run_x(XOptions(...), model_bundle=...): positional fields, field
+    keywords or another task's options are a TypeError naming the class to build."""
+    import importlib
+
+    from vlmtrain.eval import options
+
+    fn = getattr(importlib.import_module(f"vlmtrain.eval.tasks.{module}"), run)
+    with pytest.raises(TypeError, match=rf"{run} takes a {cls} .*got str: call {run}\({cls}"):
+        fn("data/")
+    if cls == "VisdialOptions":
+        wrong = options.VistOptions(stories_path="s.json", images_dir="img")
+    else:
+        wrong = options.VisdialOptions(dialogs_path="d.json", images_dir="img")
+    with pytest.raises(TypeError, match=f"takes a {cls} .*got {type(wrong).__name__}"):
+        fn(wrong)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'data_dir'"):
+        fn(data_dir="data/")
+
+
+def test_a_misspelt_field_is_a_type_error():
+    from vlmtrain.eval.options import VistOptions
+
     with pytest.raises(TypeError, match="captoins"):
-        run("s.json", "img", captoins=1)
-    with pytest.raises(TypeError, match="twice"):
-        run("s.json", "img", stories_path="t.json")
-    with pytest.raises(TypeError, match="positional"):
-        run("s.json", "img", "extra")
+        VistOptions(stories_path="s.json", images_dir="img", captoins=1)

@@ -1,19 +1,16 @@
 """Each eval task's options as one typed object: the CLI fills it, `run_*(opts)` takes it.
 
-`EvalOptions` holds what every task has; a task's class adds its own fields. Defaults here are
-the library's (a Python caller's); `vlmtrain eval` passes every field, with the defaults its
---help shows (--split val, --batch-size 16, ...). `takes_options` lets scripts and tests call
-`run_x(data_dir, limit=5, model_bundle=b)` too: the keywords are the fields, checked by the
-dataclass, so a misspelt one is a TypeError, not silently ignored.
+`EvalOptions` holds what every task has; a task's class adds its own fields. Every caller, the
+CLI, scripts and tests alike, calls `run_x(XOptions(...), model_bundle=None)`: the dataclass
+checks the fields by name, so a misspelt one is a TypeError, not silently ignored.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from vlmtrain.eval.metrics.captioning import ALL_METRICS
 from vlmtrain.eval.metrics.recall import DEFAULT_KS
@@ -21,7 +18,6 @@ from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT
 from vlmtrain.eval.tasks.prompts import DEFAULT_VQA_PROMPT
 
 PathLike = str | os.PathLike  # a local path (the CLI passes str)
-Opts = TypeVar("Opts", bound="EvalOptions")
 
 GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
 
@@ -173,25 +169,10 @@ class VisdialOptions(EvalOptions):
     batch_size: int = 32
 
 
-def takes_options(cls: type[Opts], *positional: str) -> Callable[[Callable[..., Any]], Any]:
-    """Decorate `run(opts, *, model_bundle=None)` so that it is called as `run(opts)` (the CLI)
-    or as `run(*positional, **fields)`, the fields of `cls` by name (scripts, tests); both take
-    `model_bundle=` (a loaded `ModelBundle` instead of the checkpoint)."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def run(*args: Any, model_bundle: Any = None, **fields: Any) -> Any:
-            if len(args) == 1 and isinstance(args[0], cls) and not fields:
-                return fn(args[0], model_bundle=model_bundle)
-            if len(args) > len(positional):
-                raise TypeError(f"{fn.__name__} takes {len(positional)} positional fields "
-                                f"({', '.join(positional)}), got {len(args)}")  # fmt: skip
-            named = dict(zip(positional, args, strict=False))
-            twice = sorted(set(named) & set(fields))
-            if twice:
-                raise TypeError(f"{fn.__name__} got {twice} twice")
-            return fn(cls(**named, **fields), model_bundle=model_bundle)
-
-        return run
-
-    return wrap
+def check_options(opts: Any, cls: type[EvalOptions], run: str) -> None:
+    """A clear TypeError when a task's `run_*` is handed anything but its options object (the
+    one calling convention: `run_x(XOptions(...), model_bundle=...)`)."""
+    if not isinstance(opts, cls):
+        raise TypeError(f"{run} takes a {cls.__name__} (vlmtrain.eval.options), got "
+                        f"{type(opts).__name__}: call {run}({cls.__name__}(...), "
+                        f"model_bundle=...)")  # fmt: skip

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import index_path, read_records
 from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy, split_family
-from vlmtrain.eval.options import OvenOptions, takes_options
+from vlmtrain.eval.options import OvenOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -146,11 +146,11 @@ def score_oven(
     return res, rows
 
 
-@takes_options(OvenOptions)
 def run_oven(o: OvenOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Score OVEN predictions (percent, as the toolkit reports) from files or the model.
     `limit`: the first N references of each split (a smoke run keeps seen and unseen of each
     family, which the harmonic means need); predictions for the others are set aside."""
+    check_options(o, OvenOptions, "run_oven")
     if bool(o.checkpoint or model_bundle) == bool(o.predictions):
         raise DataError("give exactly one of --checkpoint or --predictions")
     if o.references:
