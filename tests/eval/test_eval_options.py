@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -95,6 +96,69 @@ def test_the_cli_fills_each_task_options_with_the_documented_defaults(monkeypatc
     opts = _filled(monkeypatch, module, run, [task, *args])
     got = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name != "ks"}
     assert got == want
+
+
+OPTIONS_OF = {"retrieval-generative": "GenerativeRetrievalOptions",
+              "retrieval-embedding": "EmbeddingRetrievalOptions", "caption": "CaptionOptions",
+              "vqa": "VqaOptions", "text-vqa": "TextVqaOptions", "oven": "OvenOptions",
+              "llava": "LlavaOptions", "vist": "VistOptions",
+              "visdial": "VisdialOptions"}  # fmt: skip
+
+
+def _eval_commands():
+    """(command, its options class) for every `vlmtrain eval` command; a new command must be
+    added to OPTIONS_OF."""
+    from cli.train_eval import eval_cmd
+    from vlmtrain.eval import options
+
+    assert set(eval_cmd.commands) == set(OPTIONS_OF)
+    return [(cmd, getattr(options, OPTIONS_OF[name])) for name, cmd in eval_cmd.commands.items()]
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def test_every_click_default_is_its_dataclass_default():
+    """The options dataclass is the one source: for every eval command, each option named as a
+    field defaults, once click has typed it and run its callback, to the field's default, and
+    --help shows it whenever it is set."""
+    checked = 0
+    for cmd, cls in _eval_commands():
+        ctx = click.Context(cmd)
+        for field in dataclasses.fields(cls):
+            param = next((p for p in cmd.params if p.name == field.name), None)
+            if param is None or field.default is dataclasses.MISSING:
+                continue
+            value = param.type_cast_value(ctx, param.get_default(ctx))
+            if param.callback is not None:
+                value = param.callback(ctx, param, value)
+            where = f"{cmd.name} --{param.name}"
+            assert _as_tuple(value) == _as_tuple(field.default), where
+            assert bool(param.show_default) == (field.default not in (None, ())), where
+            checked += 1
+    assert checked >= 40  # the shared ones (batch size, limit, device, ...) on all nine
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_a_command_given_only_what_it_needs_fills_the_dataclass_defaults(monkeypatch, paths, case):
+    """End to end: the object the CLI builds equals the dataclass built from the same required
+    fields alone (progress aside: on unless -q, off for a Python caller)."""
+    task, module, run, args, want = _cases(*paths)[case]
+    cls = dict((cmd.name, c) for cmd, c in _eval_commands())[task]
+    given = {k: want[k] for k in GIVEN[task]}
+    assert _filled(monkeypatch, module, run, [task, *args]) == cls(**given, progress=True)
+
+
+GIVEN = {"retrieval-generative": ("checkpoint", "data_dir", "trie_path", "ids_path"),
+         "retrieval-embedding": ("checkpoint", "data_dir"),
+         "caption": ("data_dir", "predictions"),
+         "vqa": ("predictions", "questions", "annotations"),
+         "text-vqa": ("dataset", "annotations", "predictions"),
+         "oven": ("references", "predictions"),
+         "llava": ("checkpoint", "data_dir", "answers_file"),
+         "vist": ("checkpoint", "stories_path", "images_dir"),
+         "visdial": ("checkpoint", "dialogs_path", "images_dir")}  # fmt: skip
 
 
 def test_quiet_output_and_html_land_in_the_options(monkeypatch, paths, tmp_path):

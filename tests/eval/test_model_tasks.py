@@ -95,7 +95,7 @@ def test_clip_baseline_saves_every_querys_ranked_list(shards_dir, tmp_path):
 
 def test_fromage_encoders(tiny_bundle, shards_dir):
     bundle = tiny_bundle("fromage", retrieval_dim=16, ret_token="[RET]")
-    opts = EmbeddingRetrievalOptions(data_dir=shards_dir, batch_size=5)
+    opts = EmbeddingRetrievalOptions(data_dir=shards_dir, split="test", batch_size=5)
     rep = run_embedding_retrieval(opts, model_bundle=bundle)
     assert rep.value("t2i_recall@10") == 1.0
     assert rep.details == {"images": 6, "texts": 12}
@@ -109,8 +109,8 @@ def test_caption_report_scores_the_saved_predictions(tiny_bundle, shards_dir, tm
     from vlmtrain.eval.tasks.caption import read_caption_predictions, run_caption
 
     saved = tmp_path / "captions.json"
-    opts = CaptionOptions(data_dir=shards_dir, metrics=["BLEU-1", "CIDEr-D"], max_new_tokens=6,
-                          batch_size=4, save_predictions=saved)  # fmt: skip
+    opts = CaptionOptions(data_dir=shards_dir, split="test", metrics=["BLEU-1", "CIDEr-D"],
+                          max_new_tokens=6, batch_size=4, save_predictions=saved)  # fmt: skip
     rep = run_caption(opts, model_bundle=tiny_bundle("caption"))
     rows = json.loads(saved.read_text())
     assert sorted(r["image_id"] for r in rows) == ["102", "103", "104", "105", "106", "107"]
@@ -242,7 +242,9 @@ def test_named_clip_without_weights_is_refused(shards_dir):
     from vlmdata.core.errors import DataError
 
     with pytest.raises(DataError, match="no weights"):
-        opts = EmbeddingRetrievalOptions(data_dir=shards_dir, encoder="clip", clip_model="ViT-B-32")
+        opts = EmbeddingRetrievalOptions(
+            data_dir=shards_dir, split="test", encoder="clip", clip_model="ViT-B-32"
+        )
         run_embedding_retrieval(opts)
 
 

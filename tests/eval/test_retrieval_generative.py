@@ -65,8 +65,9 @@ def test_run_reports_the_recall_of_the_brute_force_ranking(grace_bundle, shards_
                                                            trie_path):  # fmt: skip
     from vlmtrain.recipes import get_recipe
 
-    opts = GenerativeRetrievalOptions(data_dir=shards_dir, trie_path=trie_path, ids_path=ids_path,
-                                      batch_size=4, length_penalty=0.0)  # fmt: skip
+    opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test", trie_path=trie_path,
+                                      ids_path=ids_path, batch_size=4,
+                                      length_penalty=0.0)  # fmt: skip
     report = run_generative_retrieval(opts, model_bundle=grace_bundle)
     _row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(shards_dir, "test")
@@ -107,7 +108,9 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
     assert res.exit_code == 0, res.output
     assert "recall@1" in res.output
     rep = load_report(out)
-    opts = GenerativeRetrievalOptions(data_dir=shards_dir, trie_path=trie_path, ids_path=ids_path)
+    opts = GenerativeRetrievalOptions(
+        data_dir=shards_dir, split="test", trie_path=trie_path, ids_path=ids_path
+    )
     expected = run_generative_retrieval(opts, model_bundle=grace_bundle)
     assert [m["value"] for m in rep["metrics"]] == pytest.approx(
         [m["value"] for m in expected.metrics]
@@ -167,7 +170,9 @@ def test_trie_built_with_another_prefix_is_refused(grace_bundle, shards_dir, ids
     wrong = tmp_path / "wrong.trie"
     trie_from_ids(ids_path, tokenizer_dir, split="test", prefix="#").save(wrong)
     with pytest.raises(DataError, match="prefix"):
-        opts = GenerativeRetrievalOptions(data_dir=shards_dir, trie_path=wrong, ids_path=ids_path)
+        opts = GenerativeRetrievalOptions(
+            data_dir=shards_dir, split="test", trie_path=wrong, ids_path=ids_path
+        )
         run_generative_retrieval(opts, model_bundle=grace_bundle)
 
 
@@ -238,7 +243,7 @@ def test_trie_eos_other_than_the_recipes_is_refused(endofchunk_run, grace_bundle
 
     trie_path, _export = endofchunk_run
     with pytest.raises(DataError, match=r"ends identifiers with '<\|endofchunk\|>'"):
-        opts = GenerativeRetrievalOptions(data_dir=shards_dir, trie_path=trie_path,
+        opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test", trie_path=trie_path,
                                           ids_path=ids_path)  # fmt: skip
         run_generative_retrieval(opts, model_bundle=grace_bundle)
 
@@ -247,6 +252,7 @@ def test_a_checkpoint_of_another_recipe_is_refused(tiny_bundle, shards_dir, ids_
     from vlmdata.core.errors import DataError
 
     with pytest.raises(DataError, match="trained with the fromage recipe.*retrieval-embedding"):
-        opts = GenerativeRetrievalOptions(data_dir=shards_dir, checkpoint="runs/fromage",
-                                          trie_path=trie_path, ids_path=ids_path)  # fmt: skip
+        opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test",
+                                          checkpoint="runs/fromage", trie_path=trie_path,
+                                          ids_path=ids_path)  # fmt: skip
         run_generative_retrieval(opts, model_bundle=tiny_bundle("fromage"))

@@ -268,7 +268,9 @@ def test_ocrvqa_dataset_json_test_split_containment(tmp_path):
     answers = [{"question_id": "0671449028_0", "answer": "By Sandra Boynton."},
                {"question_id": "0671449028_1", "answer": "Yes, it is."}]  # fmt: skip
     sub.write_text(json.dumps(answers))
-    rep = run_text_vqa(TextVqaOptions(dataset="ocrvqa", annotations=ann, predictions=sub))
+    rep = run_text_vqa(
+        TextVqaOptions(dataset="ocrvqa", annotations=ann, predictions=sub, split="test")
+    )
     assert rep.metrics == [{"metric": "containment", "value": 0.5, "count": 2}]
     assert len(load_questions(ann, "ocrvqa", "train")) == 2
     with pytest.raises(DataError, match="no val questions"):

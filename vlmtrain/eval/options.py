@@ -3,6 +3,9 @@
 `EvalOptions` holds what every task has; a task's class adds its own fields. Every caller, the
 CLI, scripts and tests alike, calls `run_x(XOptions(...), model_bundle=None)`: the dataclass
 checks the fields by name, so a misspelt one is a TypeError, not silently ignored.
+
+The defaults here are the only ones written down: `vlmtrain eval`'s options take theirs (and
+the `[default: ...]` of --help) from these fields (cli/eval_options.py, `defaults_from`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlmtrain.eval.metrics.captioning import ALL_METRICS
-from vlmtrain.eval.metrics.recall import DEFAULT_KS
+from vlmtrain.eval.metrics import DEFAULT_KS
 from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT
 from vlmtrain.eval.tasks.prompts import DEFAULT_VQA_PROMPT
 
 PathLike = str | os.PathLike  # a local path (the CLI passes str)
 
 GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
+DEFAULT_SPLIT = "val"  # the split one tunes on; a paper's test figure is asked for by name
+CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")  # the captioning papers' table
 
 
 @dataclass(kw_only=True)
@@ -42,7 +46,7 @@ class GenerativeRetrievalOptions(EvalOptions):
     data_dir: PathLike
     trie_path: PathLike
     ids_path: PathLike
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     beams: int = 10
     returns: int = 10
     length_penalty: float = GRACE_LENGTH_PENALTY
@@ -55,11 +59,10 @@ class EmbeddingRetrievalOptions(EvalOptions):
     """Recall@K from the checkpoint's (or an open_clip model's) embeddings."""
 
     data_dir: PathLike
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     encoder: str = "model"  # "model" (the checkpoint's encoders) or "clip"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
-    batch_size: int = 32
     ks: Sequence[int] = DEFAULT_KS
     save_predictions: PathLike | None = None
 
@@ -70,8 +73,8 @@ class CaptionOptions(EvalOptions):
 
     data_dir: PathLike
     predictions: PathLike | None = None
-    split: str = "test"
-    metrics: Sequence[str] = ALL_METRICS
+    split: str = DEFAULT_SPLIT
+    metrics: Sequence[str] = CAPTION_METRICS
     beams: int | None = None  # None: the recipe's decoding
     max_new_tokens: int | None = None
     length_penalty: float | None = None
@@ -106,7 +109,7 @@ class TextVqaOptions(EvalOptions):
     predictions: PathLike | None = None
     image_folder: PathLike | None = None
     metrics: Sequence[str] | None = None  # None: the data set's
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     prompt: str = DEFAULT_VQA_PROMPT
     max_new_tokens: int = 16
     save_predictions: PathLike | None = None
@@ -118,7 +121,7 @@ class OvenOptions(EvalOptions):
 
     references: Sequence[PathLike] = ()
     data_dir: PathLike | None = None
-    split_prefix: str = "val"
+    split_prefix: str = DEFAULT_SPLIT
     predictions: Sequence[PathLike] = ()
     trie: PathLike | None = None
     entities: PathLike | None = None
@@ -129,7 +132,6 @@ class OvenOptions(EvalOptions):
     save_candidates: PathLike | None = None
     beams: int = 5
     max_new_tokens: int = 32
-    batch_size: int = 8
     save_predictions: PathLike | None = None
 
 
@@ -141,10 +143,9 @@ class LlavaOptions(EvalOptions):
     questions: PathLike | None = None
     image_folder: PathLike | None = None
     data_dir: PathLike | None = None
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     model_id: str | None = None
     max_new_tokens: int = 128
-    batch_size: int = 8
 
 
 @dataclass(kw_only=True)
@@ -156,7 +157,6 @@ class VistOptions(EvalOptions):
     captions: int = 5  # context captions, the last N
     with_images: bool = True
     ks: Sequence[int] = DEFAULT_KS
-    batch_size: int = 32
 
 
 @dataclass(kw_only=True)
@@ -166,7 +166,6 @@ class VisdialOptions(EvalOptions):
     dialogs_path: PathLike
     images_dir: PathLike
     ks: Sequence[int] = DEFAULT_KS
-    batch_size: int = 32
 
 
 def check_options(opts: Any, cls: type[EvalOptions], run: str) -> None:
