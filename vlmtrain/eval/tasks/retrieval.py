@@ -146,6 +146,9 @@ def run_generative_retrieval(
     stops at the trie's eos, whatever token that is.
     """
     check_options(o, GenerativeRetrievalOptions, "run_generative_retrieval")
+    if o.returns > o.beams:  # before any file or model: beam search keeps `beams` sequences
+        raise DataError(f"--returns {o.returns} is more than --beams {o.beams}: beam search "
+                        f"returns at most one sequence per beam")  # fmt: skip
     from vlmdata.trie import Trie
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext

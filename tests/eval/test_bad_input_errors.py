@@ -1,0 +1,70 @@
+"""Bad input to `vlmtrain eval` that used to surface as a crash (a bare ValueError: traceback,
+exit 3) is a one-line error naming the file (and line) and the reason, exit 2.
+
+Fixture shapes: OVEN references as published by edchengg/oven_eval ({data_id, entity_id,
+data_split}); the export as `vlmtrain launch` writes it (vlmtrain.train.checkpoint.write_export).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli.vlmtrain import main
+from tests.eval.conftest import TINY_LM, TINY_VISION
+
+
+def _eval(*args: str):
+    return CliRunner().invoke(main, ["eval", *map(str, args)])
+
+
+def test_an_oven_split_without_seen_or_unseen_names_the_file_and_line(tmp_path):
+    refs, preds = tmp_path / "oven_query_val.jsonl", tmp_path / "preds.jsonl"
+    rows = [{"data_id": "d0", "entity_id": "Q1", "data_split": "query_val_seen"},
+            {"data_id": "d1", "entity_id": "Q2", "data_split": "query_val"}]  # fmt: skip
+    refs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preds.write_text(json.dumps({"data_id": "d0", "pred_entity_id": "Q1"}) + "\n")
+    res = _eval("oven", "--references", refs, "--predictions", preds)
+    assert res.exit_code == 2, res.output
+    assert f"{refs}:2: data_split 'query_val' is neither seen nor unseen" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_more_returns_than_beams_is_refused_before_any_file_is_read(tmp_path):
+    """Beam search keeps `beams` sequences: --returns 11 of 10 beams is a usage mistake, refused
+    before the trie (here not a trie at all) or the model is opened."""
+    junk = tmp_path / "junk.json"
+    junk.write_text("[]")
+    res = _eval("retrieval-generative", "--checkpoint", tmp_path, "--data", tmp_path,
+                "--trie", junk, "--ids", junk, "--returns", "11")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "--returns 11 is more than --beams 10" in res.output
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [({"projector": "mlp9x"}, "model.projector must be one of"),
+     ({"lm_config": None}, "model needs `lm` (a local path) or `lm_config`"),
+     ({"projector": "linear_ln"}, "model.projector linear_ln normalises each token")],
+)  # fmt: skip
+def test_an_export_whose_config_cannot_build_its_model(tokenizer_dir, shards_dir, tmp_path,
+                                                       model, reason):  # fmt: skip
+    """An export's config.yaml (edited, or from another version) that no model can be built
+    from: exit 2 naming that config.yaml and the key, not a traceback."""
+    from vlmdata.core.tokenizer import load_tokenizer
+    from vlmtrain.model.vlm import ModelConfig
+    from vlmtrain.train.checkpoint import write_export
+    from vlmtrain.train.config import RecipeConfig, TrainConfig
+
+    fields = dict(vision="tiny", vision_config=TINY_VISION, lm_config=dict(TINY_LM),
+                  vision_feature="pooled", num_visual_tokens=1, projector="linear")  # fmt: skip
+    cfg = TrainConfig(model=ModelConfig(**{**fields, **model}), recipe=RecipeConfig("fromage"))
+    export = write_export(tmp_path / "export", {}, cfg, load_tokenizer(tokenizer_dir), {})
+    res = _eval(
+        "retrieval-embedding", "--checkpoint", export, "--data", shards_dir, "--split", "test"
+    )
+    assert res.exit_code == 2, res.output
+    assert f"{export / 'config.yaml'}: " in res.output and reason in res.output
+    assert "Traceback" not in res.output
