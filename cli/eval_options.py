@@ -39,8 +39,9 @@ _HTML = click.option(
     help="Also write the report as a self-contained HTML page (metrics, config; for retrieval "
     "a few queries with their top-5 images marked right/wrong).",
 )
-BATCH = click.option("--batch-size", type=int, help="Prompts per batch.")
-LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
+COUNT = click.IntRange(min=1)  # a count: 0 or less would score nothing, or (a slice) the wrong part
+BATCH = click.option("--batch-size", type=COUNT, help="Prompts per batch.")
+LIMIT = click.option("--limit", type=COUNT, help="Only the first N queries/items (smoke runs).")
 DEVICE = click.option(
     "--device",
     callback=checked_device,
@@ -101,8 +102,9 @@ def required_file(flag: str, name: str, help: str):
 
 
 def number(flag: str, help: str | None = None, type: type = int):
-    """A decoding number; its default is the field's (None: unset means the recipe's)."""
-    return click.option(flag, type=type, help=help)
+    """A decoding number (an int one is a count, >= 1); its default is the field's (None: unset
+    means the recipe's)."""
+    return click.option(flag, type=COUNT if type is int else type, help=help)
 
 
 def field_default(field: dataclasses.Field) -> Any:

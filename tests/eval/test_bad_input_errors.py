@@ -68,3 +68,23 @@ def test_an_export_whose_config_cannot_build_its_model(tokenizer_dir, shards_dir
     assert res.exit_code == 2, res.output
     assert f"{export / 'config.yaml'}: " in res.output and reason in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("task", "flag", "value"),
+    [("text-vqa", "--limit", "0"), ("text-vqa", "--limit", "-1"),
+     ("text-vqa", "--batch-size", "0"), ("text-vqa", "--max-new-tokens", "0"),
+     ("vqa", "--limit", "0"), ("retrieval-generative", "--beams", "0")],
+)  # fmt: skip
+def test_a_count_below_one_is_a_usage_error(tmp_path, task, flag, value):
+    """--limit 0 scored nothing (text-vqa: a ValueError crash; vqa: accuracy 0 of 0) and
+    --limit -1 sliced off the last question; counts are now checked at parse time."""
+    f = tmp_path / "f.json"
+    f.write_text("{}")
+    need = {"text-vqa": ["--dataset", "textvqa", "--annotations", f, "--predictions", f],
+            "vqa": ["--questions", f, "--annotations", f, "--predictions", f],
+            "retrieval-generative": ["--checkpoint", tmp_path, "--data", tmp_path, "--trie", f,
+                                     "--ids", f]}[task]  # fmt: skip
+    res = _eval(task, *need, flag, value)
+    assert res.exit_code == 2, res.output
+    assert f"Invalid value for '{flag}': {value} is not in the range x>=1" in res.output
