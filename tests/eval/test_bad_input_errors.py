@@ -88,3 +88,35 @@ def test_a_count_below_one_is_a_usage_error(tmp_path, task, flag, value):
     res = _eval(task, *need, flag, value)
     assert res.exit_code == 2, res.output
     assert f"Invalid value for '{flag}': {value} is not in the range x>=1" in res.output
+
+
+def test_a_question_holding_the_image_placeholder_is_named(grace_export, shards_dir, tmp_path):
+    """A question whose text holds `<image>` itself gave the model two image slots for one image:
+    a ValueError deep in the forward pass (exit 3). Now: exit 2 naming the text."""
+    qs = {"questions": [{"question_id": 7, "image_id": 102, "question": "is <image> a dog?"}]}
+    answers = [{"answer": "no", "answer_id": i} for i in range(1, 11)]
+    anns = {"annotations": [{"question_id": 7, "answer_type": "yes/no", "question_type": "is",
+                             "answers": answers}]}  # fmt: skip
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    (tmp_path / "a.json").write_text(json.dumps(anns))
+    res = _eval("vqa", "--checkpoint", grace_export, "--data", shards_dir, "--questions",
+                tmp_path / "q.json", "--annotations", tmp_path / "a.json", "-q")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "'Question: is <image> a dog? Answer:' holds the image placeholder '<image>'" in (
+        res.output
+    )
+
+
+def test_a_llava_question_with_two_image_marks_is_refused(tiny_bundle):
+    """LLaVA questions carry one `<image>` mark (or none, then it is added); two would ask for
+    two images of a one-image question."""
+    from vlmdata.core.errors import DataError
+    from vlmtrain.eval.generation import recipe_of
+    from vlmtrain.eval.tasks.prompts import llava_prompt
+    from vlmtrain.recipes.base import RecipeContext
+
+    bundle = tiny_bundle("llava", {"stage": 2})
+    recipe, ctx = recipe_of(bundle.cfg), RecipeContext.for_model(bundle.model)
+    assert llava_prompt(recipe, ctx, "<image>\nwhat colour?").count(ctx.image_token_id) == 1
+    with pytest.raises(DataError, match="holds 2 image marks '<image>'"):
+        llava_prompt(recipe, ctx, "<image>\nwhat colour is <image>?")
