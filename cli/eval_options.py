@@ -9,6 +9,7 @@ written only there: `defaults_from` gives each option its field's default (and -
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -114,7 +115,7 @@ def field_default(field: dataclasses.Field) -> Any:
     return field.default
 
 
-def defaults_from(cls: type):
+def defaults_from(cls: type) -> Callable[[click.Command], click.Command]:
     """Give each option of the command named as a field of `cls` that field's default, shown in
     --help when set: the options dataclass is the one place a default is written. A sequence
     default of a single-valued option (--metrics) becomes its comma list."""

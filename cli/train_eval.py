@@ -31,6 +31,7 @@ from cli.eval_options import (
     split_option,
 )
 from vlmtrain.eval.options import (
+    GRACE_LENGTH_PENALTY,
     EmbeddingRetrievalOptions,
     GenerativeRetrievalOptions,
     VisdialOptions,
@@ -86,7 +87,9 @@ def eval_cmd() -> None:
 @split_option(f"Index split to score {SPLIT_HELP}.")
 @number("--beams")
 @number("--returns", help="Sequences kept per query.")
-@number("--length-penalty", help="Beam score / length^p (GRACE: -2).", type=float)
+@number(
+    "--length-penalty", help=f"Beam score / length^p (GRACE: {GRACE_LENGTH_PENALTY:g}).", type=float
+)
 @run_options(SAVE_RANKED)
 @handle_errors
 def retrieval_generative(**params: Any) -> None:
