@@ -18,6 +18,7 @@ from cli.eval_options import (
     OUT_FILE,
     SAVE,
     SPLIT_HELP,
+    defaults_from,
     fill_options,
     finish,
     input_file,
@@ -28,8 +29,16 @@ from cli.eval_options import (
     run_options,
     split_option,
 )
+from vlmtrain.eval.options import (
+    CaptionOptions,
+    LlavaOptions,
+    OvenOptions,
+    TextVqaOptions,
+    VqaOptions,
+)
 
 
+@defaults_from(CaptionOptions)
 @click.command("caption")
 @CKPT
 @DATA
@@ -39,8 +48,6 @@ from cli.eval_options import (
 @split_option(f"Index split to score {SPLIT_HELP}.")
 @click.option(
     "--metrics",
-    default="BLEU-4,METEOR,ROUGE-L,CIDEr-D",
-    show_default=True,
     callback=metric_names(("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")),
     help="Comma list of BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.",
 )
@@ -73,13 +80,13 @@ def caption(**params: Any) -> None:
           -o cap.json
       vlmtrain eval caption --predictions results.json --data coco/ --split test --metrics CIDEr-D
     """
-    from vlmtrain.eval.options import CaptionOptions
     from vlmtrain.eval.tasks.caption import run_caption
 
     opts = fill_options(CaptionOptions, params, "data")
     finish(run_caption(opts), opts)
 
 
+@defaults_from(VqaOptions)
 @click.command("vqa")
 @CKPT
 @DATA
@@ -105,8 +112,6 @@ def caption(**params: Any) -> None:
     "--vqa-script",
     "script",
     type=click.Choice(["2021", "2016"]),
-    default="2021",
-    show_default=True,
     help="Version of the official vqaEval.py to reproduce: 2021 (a013f00, current) or 2016 "
     "(458a8b2); published VQAv2 numbers come from both.",
 )
@@ -139,7 +144,6 @@ def vqa(**params: Any) -> None:
       vlmtrain eval vqa --checkpoint runs/caption --data coco_test2015/ \\
           --questions v2_OpenEnded_mscoco_test2015_questions.json --submission results.json
     """
-    from vlmtrain.eval.options import VqaOptions
     from vlmtrain.eval.tasks.vqa import run_vqa, write_submission
 
     opts = fill_options(VqaOptions, params)
@@ -156,6 +160,7 @@ def vqa(**params: Any) -> None:
     finish(report, opts)
 
 
+@defaults_from(TextVqaOptions)
 @click.command("text-vqa")
 @CKPT
 @click.option(
@@ -186,13 +191,12 @@ def vqa(**params: Any) -> None:
 )
 @click.option(
     "--metrics",
-    default=None,
     callback=metric_names(("accuracy", "anls", "containment")),
     help="Comma list of accuracy (TextVQA), anls, containment. Default: TextVQA "
     "accuracy,containment; ST-VQA and DocVQA anls,containment; OCR-VQA containment.",
 )
-@click.option("--prompt", default="Question: {question} Answer:", show_default=True)
-@number("--max-new-tokens", 16)
+@click.option("--prompt")
+@number("--max-new-tokens")
 @run_options(SAVE)
 @handle_errors
 def text_vqa(**params: Any) -> None:
@@ -211,7 +215,6 @@ def text_vqa(**params: Any) -> None:
       vlmtrain eval text-vqa --dataset docvqa --annotations val_v1.0.json \\
           --checkpoint runs/llavar --image-folder docvqa/val -o docvqa.json
     """
-    from vlmtrain.eval.options import TextVqaOptions
     from vlmtrain.eval.tasks.textvqa import run_text_vqa
 
     opts = fill_options(TextVqaOptions, params)
@@ -230,6 +233,7 @@ OVEN_LIMIT = click.option(
 )
 
 
+@defaults_from(OvenOptions)
 @click.command("oven")
 @CKPT
 @DATA
@@ -275,8 +279,8 @@ OVEN_LIMIT = click.option(
 @with_retrieve(
     "--save-candidates", OUT_FILE, "write the retrieved candidates here (the --candidates format)."
 )
-@number("--beams", 5)
-@number("--max-new-tokens", 32)
+@number("--beams")
+@number("--max-new-tokens")
 @run_options(SAVE, limit=OVEN_LIMIT)
 @handle_errors
 def oven(**params: Any) -> None:
@@ -294,13 +298,13 @@ def oven(**params: Any) -> None:
       vlmtrain eval oven --checkpoint runs/autover --data oven/ --trie entities.trie \\
           --entities kb/entities.parquet --kb-images kb-shards/ --retrieve 100 -o oven.json
     """
-    from vlmtrain.eval.options import OvenOptions
     from vlmtrain.eval.tasks.oven import run_oven
 
     opts = fill_options(OvenOptions, params)
     finish(run_oven(opts), opts)
 
 
+@defaults_from(LlavaOptions)
 @click.command("llava")
 @CKPT
 @DATA
@@ -317,8 +321,8 @@ def oven(**params: Any) -> None:
     type=OUT_FILE,
     help="Answers JSONL to write (LLaVA model_vqa format).",
 )
-@click.option("--model-id", default=None, help="model_id field (default: checkpoint name).")
-@number("--max-new-tokens", 128)
+@click.option("--model-id", help="model_id field (default: checkpoint name).")
+@number("--max-new-tokens")
 @run_options()
 @handle_errors
 def llava(**params: Any) -> None:
@@ -332,7 +336,6 @@ def llava(**params: Any) -> None:
       vlmtrain eval llava --checkpoint runs/llava --data llava-shards/ --split train \\
           --answers answers.jsonl   # the shards' records as questions (manifest llava: train)
     """
-    from vlmtrain.eval.options import LlavaOptions
     from vlmtrain.eval.tasks.llava import run_llava
 
     opts = fill_options(LlavaOptions, params, "checkpoint")

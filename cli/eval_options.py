@@ -2,19 +2,22 @@
 command takes: fill the task's options object, run it, print and write the report.
 
 A command's parameters are named as its options object's fields (vlmtrain.eval.options), so
-`fill_options` builds the object from them directly; `-q` becomes `progress`.
+`fill_options` builds the object from them directly; `-q` becomes `progress`. Defaults are
+written only there: `defaults_from` gives each option its field's default (and --help shows it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from cli.common import checked_device
+from vlmtrain.eval.options import DEFAULT_SPLIT
 
-DEFAULT_SPLIT = "val"  # the split one tunes on; a paper's test figure is asked for by name
-SPLIT_HELP = "(val, the split one tunes on; --split test for a paper's test figure)"
+SPLIT_HELP = f"({DEFAULT_SPLIT}, the split one tunes on; --split test for a paper's test figure)"
 IN_PATH = click.Path(exists=True)
 IN_FILE = click.Path(exists=True, dir_okay=False)
 IN_DIR = click.Path(exists=True, file_okay=False)
@@ -37,8 +40,9 @@ _HTML = click.option(
     help="Also write the report as a self-contained HTML page (metrics, config; for retrieval "
     "a few queries with their top-5 images marked right/wrong).",
 )
-BATCH = click.option("--batch-size", default=16, show_default=True, help="Prompts per batch.")
-LIMIT = click.option("--limit", type=int, help="Only the first N queries/items (smoke runs).")
+COUNT = click.IntRange(min=1)  # a count: 0 or less would score nothing, or (a slice) the wrong part
+BATCH = click.option("--batch-size", type=COUNT, help="Prompts per batch.")
+LIMIT = click.option("--limit", type=COUNT, help="Only the first N queries/items (smoke runs).")
 DEVICE = click.option(
     "--device",
     callback=checked_device,
@@ -79,9 +83,8 @@ def run_options(save=None, limit=LIMIT):
 
 
 def split_option(help: str, *names: str, **attrs: Any):
-    """--split (default val, shown) with a task's help; `names`: other flags and the field."""
-    return click.option("--split", *names, default=DEFAULT_SPLIT, show_default=True, help=help,
-                        **attrs)  # fmt: skip
+    """--split with a task's help; `names`: other flags and the field."""
+    return click.option("--split", *names, help=help, **attrs)
 
 
 def records_split(fn):
@@ -99,11 +102,40 @@ def required_file(flag: str, name: str, help: str):
     return input_file(flag, name, required=True, help=help)
 
 
-def number(flag: str, default: int | float | None = None, help: str | None = None, **attrs):
-    """A decoding number: with a default, shown; without one, unset means the recipe's."""
-    if default is None:
-        return click.option(flag, type=attrs.pop("type", int), help=help, **attrs)
-    return click.option(flag, default=default, show_default=True, help=help, **attrs)
+def number(flag: str, help: str | None = None, type: type = int):
+    """A decoding number (an int one is a count, >= 1); its default is the field's (None: unset
+    means the recipe's)."""
+    return click.option(flag, type=COUNT if type is int else type, help=help)
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    """The default a dataclass field is given when left out (MISSING: it is required)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def defaults_from(cls: type) -> Callable[[click.Command], click.Command]:
+    """Give each option of the command named as a field of `cls` that field's default, shown in
+    --help when set: the options dataclass is the one place a default is written. A sequence
+    default of a single-valued option (--metrics) becomes its comma list."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def wrap(cmd: click.Command) -> click.Command:
+        for param in cmd.params:
+            field = fields.get(param.name or "")
+            if not isinstance(param, click.Option) or field is None or param.required:
+                continue
+            value = field_default(field)
+            if value is dataclasses.MISSING:  # a required field: `need` names a missing one
+                continue
+            if isinstance(value, (tuple, list)) and not param.multiple:
+                value = ",".join(map(str, value))
+            param.default = value
+            param.show_default = value is not None and value != ()
+        return cmd
+
+    return wrap
 
 
 def metric_names(known: tuple[str, ...]):

@@ -21,6 +21,7 @@ from cli.eval_options import (
     IN_PATH,
     SAVE_RANKED,
     SPLIT_HELP,
+    defaults_from,
     fill_options,
     finish,
     need,
@@ -28,6 +29,13 @@ from cli.eval_options import (
     required_file,
     run_options,
     split_option,
+)
+from vlmtrain.eval.options import (
+    GRACE_LENGTH_PENALTY,
+    EmbeddingRetrievalOptions,
+    GenerativeRetrievalOptions,
+    VisdialOptions,
+    VistOptions,
 )
 
 
@@ -58,6 +66,7 @@ def eval_cmd() -> None:
     """
 
 
+@defaults_from(GenerativeRetrievalOptions)
 @eval_cmd.command("retrieval-generative")
 @CKPT
 @DATA
@@ -76,9 +85,11 @@ def eval_cmd() -> None:
     help="ids.parquet the trie was built from.",
 )
 @split_option(f"Index split to score {SPLIT_HELP}.")
-@number("--beams", 10)
-@number("--returns", 10, help="Sequences kept per query.")
-@number("--length-penalty", -2.0, help="Beam score / length^p (GRACE: -2).")
+@number("--beams")
+@number("--returns", help="Sequences kept per query.")
+@number(
+    "--length-penalty", help=f"Beam score / length^p (GRACE: {GRACE_LENGTH_PENALTY:g}).", type=float
+)
 @run_options(SAVE_RANKED)
 @handle_errors
 def retrieval_generative(**params: Any) -> None:
@@ -93,13 +104,13 @@ def retrieval_generative(**params: Any) -> None:
       vlmtrain eval retrieval-generative --checkpoint runs/grace --data flickr30k/ \\
           --split test --trie test.trie --ids ids.parquet -o grace.json
     """
-    from vlmtrain.eval.options import GenerativeRetrievalOptions
     from vlmtrain.eval.tasks.retrieval import run_generative_retrieval
 
     opts = fill_options(GenerativeRetrievalOptions, params, "checkpoint", "data")
     finish(run_generative_retrieval(opts), opts)
 
 
+@defaults_from(EmbeddingRetrievalOptions)
 @eval_cmd.command("retrieval-embedding")
 @CKPT
 @DATA
@@ -107,15 +118,11 @@ def retrieval_generative(**params: Any) -> None:
 @click.option(
     "--encoder",
     type=click.Choice(["model", "clip"]),
-    default="model",
-    show_default=True,
     help="model: the checkpoint's encode_images/encode_texts (FROMAGe); clip: an "
     "open_clip model as the baseline.",
 )
 @click.option(
     "--clip-model",
-    default="ViT-B-32",
-    show_default=True,
     help="open_clip name (with --clip-pretrained), NAME:FILE, local-dir:PATH (a saved open_clip "
     "folder), a JSON config (tiny CLIP) or random:NAME (random weights, asked for).",
 )
@@ -134,7 +141,6 @@ def retrieval_embedding(**params: Any) -> None:
           --clip-pretrained ~/ckpt/vit-b-32.pt --data coco/ --split test
       vlmtrain eval retrieval-embedding --encoder clip --clip-model local-dir:clip/ --data out/
     """
-    from vlmtrain.eval.options import EmbeddingRetrievalOptions
     from vlmtrain.eval.tasks.embedding import run_embedding_retrieval
 
     opts = fill_options(EmbeddingRetrievalOptions, params, "data")
@@ -143,22 +149,19 @@ def retrieval_embedding(**params: Any) -> None:
     finish(run_embedding_retrieval(opts), opts)
 
 
+@defaults_from(VistOptions)
 @eval_cmd.command("vist")
 @CKPT
 @required_file("--stories", "stories_path", "VIST SIS file (sis/val.story-in-sequence.json).")
 @IMAGES
 @click.option(
     "--captions",
-    default=5,
-    show_default=True,
     type=click.IntRange(1, 5),
     help="Context captions (the last N): the paper's '1 caption' / '5 captions' rows.",
 )
 @click.option(
     "--images-in-context/--no-images-in-context",
     "with_images",
-    default=True,
-    show_default=True,
     help="Interleave the earlier images with the captions (the paper's '5 captions, 4 images').",
 )
 @run_options()
@@ -173,13 +176,13 @@ def vist(**params: Any) -> None:
       vlmtrain eval vist --checkpoint runs/fromage --stories sis/val.story-in-sequence.json \\
           --images vist/val/ -o vist.json
     """
-    from vlmtrain.eval.options import VistOptions
     from vlmtrain.eval.tasks.vist import run_vist
 
     opts = fill_options(VistOptions, params, "checkpoint")
     finish(run_vist(opts), opts)
 
 
+@defaults_from(VisdialOptions)
 @eval_cmd.command("visdial")
 @CKPT
 @required_file("--dialogs", "dialogs_path", "VisDial 1.0 file (visdial_1.0_val.json).")
@@ -196,7 +199,6 @@ def visdial(**params: Any) -> None:
       vlmtrain eval visdial --checkpoint runs/fromage --dialogs visdial_1.0_val.json \\
           --images VisualDialog_val2018/ -o visdial.json
     """
-    from vlmtrain.eval.options import VisdialOptions
     from vlmtrain.eval.tasks.visdial import run_visdial
 
     opts = fill_options(VisdialOptions, params, "checkpoint")

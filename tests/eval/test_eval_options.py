@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -97,6 +98,69 @@ def test_the_cli_fills_each_task_options_with_the_documented_defaults(monkeypatc
     assert got == want
 
 
+OPTIONS_OF = {"retrieval-generative": "GenerativeRetrievalOptions",
+              "retrieval-embedding": "EmbeddingRetrievalOptions", "caption": "CaptionOptions",
+              "vqa": "VqaOptions", "text-vqa": "TextVqaOptions", "oven": "OvenOptions",
+              "llava": "LlavaOptions", "vist": "VistOptions",
+              "visdial": "VisdialOptions"}  # fmt: skip
+
+
+def _eval_commands():
+    """(command, its options class) for every `vlmtrain eval` command; a new command must be
+    added to OPTIONS_OF."""
+    from cli.train_eval import eval_cmd
+    from vlmtrain.eval import options
+
+    assert set(eval_cmd.commands) == set(OPTIONS_OF)
+    return [(cmd, getattr(options, OPTIONS_OF[name])) for name, cmd in eval_cmd.commands.items()]
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def test_every_click_default_is_its_dataclass_default():
+    """The options dataclass is the one source: for every eval command, each option named as a
+    field defaults, once click has typed it and run its callback, to the field's default, and
+    --help shows it whenever it is set."""
+    checked = 0
+    for cmd, cls in _eval_commands():
+        ctx = click.Context(cmd)
+        for field in dataclasses.fields(cls):
+            param = next((p for p in cmd.params if p.name == field.name), None)
+            if param is None or field.default is dataclasses.MISSING:
+                continue
+            value = param.type_cast_value(ctx, param.get_default(ctx))
+            if param.callback is not None:
+                value = param.callback(ctx, param, value)
+            where = f"{cmd.name} --{param.name}"
+            assert _as_tuple(value) == _as_tuple(field.default), where
+            assert bool(param.show_default) == (field.default not in (None, ())), where
+            checked += 1
+    assert checked >= 40  # the shared ones (batch size, limit, device, ...) on all nine
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_a_command_given_only_what_it_needs_fills_the_dataclass_defaults(monkeypatch, paths, case):
+    """End to end: the object the CLI builds equals the dataclass built from the same required
+    fields alone (progress aside: on unless -q, off for a Python caller)."""
+    task, module, run, args, want = _cases(*paths)[case]
+    cls = dict((cmd.name, c) for cmd, c in _eval_commands())[task]
+    given = {k: want[k] for k in GIVEN[task]}
+    assert _filled(monkeypatch, module, run, [task, *args]) == cls(**given, progress=True)
+
+
+GIVEN = {"retrieval-generative": ("checkpoint", "data_dir", "trie_path", "ids_path"),
+         "retrieval-embedding": ("checkpoint", "data_dir"),
+         "caption": ("data_dir", "predictions"),
+         "vqa": ("predictions", "questions", "annotations"),
+         "text-vqa": ("dataset", "annotations", "predictions"),
+         "oven": ("references", "predictions"),
+         "llava": ("checkpoint", "data_dir", "answers_file"),
+         "vist": ("checkpoint", "stories_path", "images_dir"),
+         "visdial": ("checkpoint", "dialogs_path", "images_dir")}  # fmt: skip
+
+
 def test_quiet_output_and_html_land_in_the_options(monkeypatch, paths, tmp_path):
     d, f = paths
     out, page = str(tmp_path / "r.json"), str(tmp_path / "r.html")
@@ -108,21 +172,38 @@ def test_quiet_output_and_html_land_in_the_options(monkeypatch, paths, tmp_path)
     assert (tmp_path / "r.json").is_file() and (tmp_path / "r.html").is_file()
 
 
-def test_python_callers_pass_fields_by_name():
-    """run_x(opts) and run_x(*positional, **fields) build the same object; a misspelt field
-    or one given twice is a TypeError, not ignored."""
-    from vlmtrain.eval.options import VistOptions, takes_options
+RUNS = [("retrieval", "run_generative_retrieval", "GenerativeRetrievalOptions"),
+        ("embedding", "run_embedding_retrieval", "EmbeddingRetrievalOptions"),
+        ("caption", "run_caption", "CaptionOptions"), ("vqa", "run_vqa", "VqaOptions"),
+        ("vqa", "write_submission", "VqaOptions"), ("textvqa", "run_text_vqa", "TextVqaOptions"),
+        ("oven", "run_oven", "OvenOptions"), ("llava", "run_llava", "LlavaOptions"),
+        ("vist", "run_vist", "VistOptions"),
+        ("visdial", "run_visdial", "VisdialOptions")]  # fmt: skip
 
-    @takes_options(VistOptions, "stories_path", "images_dir")
-    def run(o, *, model_bundle=None):
-        return o, model_bundle
 
-    whole = VistOptions(stories_path="s.json", images_dir="img", captions=1)
-    assert run(whole, model_bundle="b") == (whole, "b")
-    assert run("s.json", "img", captions=1) == (whole, None)
+@pytest.mark.parametrize(("module", "run", "cls"), RUNS)
+def test_a_task_takes_only_its_options_object(module, run, cls):
+    """One calling convention, run_x(XOptions(...), model_bundle=...): positional fields, field
+    keywords or another task's options are a TypeError naming the class to build."""
+    import importlib
+
+    from vlmtrain.eval import options
+
+    fn = getattr(importlib.import_module(f"vlmtrain.eval.tasks.{module}"), run)
+    with pytest.raises(TypeError, match=rf"{run} takes a {cls} .*got str: call {run}\({cls}"):
+        fn("data/")
+    if cls == "VisdialOptions":
+        wrong = options.VistOptions(stories_path="s.json", images_dir="img")
+    else:
+        wrong = options.VisdialOptions(dialogs_path="d.json", images_dir="img")
+    with pytest.raises(TypeError, match=f"takes a {cls} .*got {type(wrong).__name__}"):
+        fn(wrong)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'data_dir'"):
+        fn(data_dir="data/")
+
+
+def test_a_misspelt_field_is_a_type_error():
+    from vlmtrain.eval.options import VistOptions
+
     with pytest.raises(TypeError, match="captoins"):
-        run("s.json", "img", captoins=1)
-    with pytest.raises(TypeError, match="twice"):
-        run("s.json", "img", stories_path="t.json")
-    with pytest.raises(TypeError, match="positional"):
-        run("s.json", "img", "extra")
+        VistOptions(stories_path="s.json", images_dir="img", captoins=1)

@@ -24,6 +24,7 @@ from PIL import Image
 from cli.vlmtrain import main
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.metrics.context_retrieval import visdial_recall, vist_recall
+from vlmtrain.eval.options import VisdialOptions, VistOptions
 from vlmtrain.eval.tasks.visdial import read_dialogs, run_visdial
 from vlmtrain.eval.tasks.vist import read_stories, run_vist, story_context
 
@@ -166,7 +167,7 @@ def test_vist_end_to_end_matches_the_script(tiny_bundle, tmp_path):
     for i in range(8):
         _png(folder / f"p{i}.jpg", i)
     (folder / "broken.png").write_bytes(b"not an image")
-    rep = run_vist(path, folder, model_bundle=bundle, ks=KS)
+    rep = run_vist(VistOptions(stories_path=path, images_dir=folder, ks=KS), model_bundle=bundle)
     assert rep.details == {"stories": 3, "scored": 2, "candidates": 8, "skipped_missing_image": 1}
     # the oracle: the script's embeddings and -10000 rule, ranks counted by hand
     size = model.vision.image_size
@@ -200,12 +201,13 @@ def test_visdial_end_to_end_and_cli(tiny_bundle, tmp_path):
     folder.mkdir()
     for i in range(1, 5):
         _png(folder / f"VisualDialog_val2018_{i:012d}.jpg", i)
-    rep = run_visdial(path, folder, model_bundle=bundle, ks=(1, 4))
+    opts = VisdialOptions(dialogs_path=path, images_dir=folder, ks=(1, 4))
+    rep = run_visdial(opts, model_bundle=bundle)
     assert rep.value("recall@4") == rep.value("t2i_recall@4") == 1.0  # 4 candidates
     assert rep.details == {"dialogs": 4}
     (folder / "VisualDialog_val2018_000000000004.jpg").unlink()
     with pytest.raises(DataError, match="VisualDialog_val2018_000000000004.jpg missing"):
-        run_visdial(path, folder, model_bundle=bundle)
+        run_visdial(VisdialOptions(dialogs_path=path, images_dir=folder), model_bundle=bundle)
     # the CLI: a malformed file is a clear error, exit code 2, before any model is loaded
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": {}}))

@@ -107,10 +107,12 @@ def test_embedding_examples_are_the_top5_by_cosine(tiny_bundle, shards_dir):
     import numpy as np
     import torch
 
+    from vlmtrain.eval.options import EmbeddingRetrievalOptions
     from vlmtrain.eval.tasks.embedding import load_split, model_encoders, run_embedding_retrieval
 
     bundle = tiny_bundle("fromage", retrieval_dim=16, ret_token="[RET]")
-    report = run_embedding_retrieval(shards_dir, model_bundle=bundle, batch_size=64)  # one batch
+    opts = EmbeddingRetrievalOptions(data_dir=shards_dir, split="test", batch_size=64)  # one batch
+    report = run_embedding_retrieval(opts, model_bundle=bundle)
     samples, texts, text_keys = load_split(shards_dir, "test", None)
     enc_images, enc_texts = model_encoders(bundle.model)
     with torch.no_grad():

@@ -11,6 +11,13 @@ import pytest
 
 from tests.eval.conftest import TINY_VISION, png_bytes, saved_recall
 from vlmdata.core import layout
+from vlmtrain.eval.options import (
+    CaptionOptions,
+    EmbeddingRetrievalOptions,
+    LlavaOptions,
+    OvenOptions,
+    VqaOptions,
+)
 from vlmtrain.eval.tasks.embedding import retrieval_recalls, run_embedding_retrieval
 
 NO_JAVA = shutil.which("java") is None
@@ -88,7 +95,8 @@ def test_clip_baseline_saves_every_querys_ranked_list(shards_dir, tmp_path):
 
 def test_fromage_encoders(tiny_bundle, shards_dir):
     bundle = tiny_bundle("fromage", retrieval_dim=16, ret_token="[RET]")
-    rep = run_embedding_retrieval(shards_dir, model_bundle=bundle, batch_size=5)
+    opts = EmbeddingRetrievalOptions(data_dir=shards_dir, split="test", batch_size=5)
+    rep = run_embedding_retrieval(opts, model_bundle=bundle)
     assert rep.value("t2i_recall@10") == 1.0
     assert rep.details == {"images": 6, "texts": 12}
     assert 0.0 <= rep.value("i2t_recall@1") <= rep.value("i2t_recall@5") <= 1.0
@@ -101,9 +109,9 @@ def test_caption_report_scores_the_saved_predictions(tiny_bundle, shards_dir, tm
     from vlmtrain.eval.tasks.caption import read_caption_predictions, run_caption
 
     saved = tmp_path / "captions.json"
-    rep = run_caption(shards_dir, model_bundle=tiny_bundle("caption"),
-                      metrics=["BLEU-1", "CIDEr-D"], max_new_tokens=6, batch_size=4,
-                      save_predictions=saved)  # fmt: skip
+    opts = CaptionOptions(data_dir=shards_dir, split="test", metrics=["BLEU-1", "CIDEr-D"],
+                          max_new_tokens=6, batch_size=4, save_predictions=saved)  # fmt: skip
+    rep = run_caption(opts, model_bundle=tiny_bundle("caption"))
     rows = json.loads(saved.read_text())
     assert sorted(r["image_id"] for r in rows) == ["102", "103", "104", "105", "106", "107"]
     preds = read_caption_predictions(saved, shards_dir)
@@ -128,9 +136,9 @@ def test_vqa_model_answers_are_what_is_scored(tiny_bundle, shards_dir, tmp_path)
     (tmp_path / "q.json").write_text(json.dumps(qs))
     (tmp_path / "a.json").write_text(json.dumps(anns))
     saved = tmp_path / "answers.json"
-    rep = run_vqa(questions=tmp_path / "q.json", annotations=tmp_path / "a.json",
-                  data_dir=shards_dir, model_bundle=tiny_bundle("caption"), max_new_tokens=4,
-                  save_predictions=saved)  # fmt: skip
+    opts = VqaOptions(questions=tmp_path / "q.json", annotations=tmp_path / "a.json",
+                      data_dir=shards_dir, max_new_tokens=4, save_predictions=saved)  # fmt: skip
+    rep = run_vqa(opts, model_bundle=tiny_bundle("caption"))
     preds = read_vqa_predictions(saved)
     assert sorted(preds) == [7, 8]
     assert rep.value("accuracy") == vqa_accuracy(preds, anns["annotations"])["overall"]
@@ -172,10 +180,10 @@ def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_
 
     bundle = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
     common = dict(data_dir=oven_data / "out", trie=oven_data / "entities.trie",
-                  entities=oven_data / "entities.parquet", model_bundle=bundle, beams=3,
-                  max_new_tokens=8, batch_size=2)  # fmt: skip
+                  entities=oven_data / "entities.parquet", beams=3, max_new_tokens=8,
+                  batch_size=2)  # fmt: skip
     saved = tmp_path / "pred.jsonl"
-    rep = run_oven(save_predictions=saved, **common)
+    rep = run_oven(OvenOptions(save_predictions=saved, **common), model_bundle=bundle)
     preds = read_oven_predictions([saved])
     assert sorted(preds) == ["d0", "d1", "d2", "d3"]
     assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # a real entity (Q5: as Q3)
@@ -186,13 +194,14 @@ def test_oven_constrained_predictions_stay_in_the_entity_sets(tiny_bundle, oven_
     (tmp_path / "cands.jsonl").write_text(
         "".join(json.dumps({"data_id": d, "candidates": c}) + "\n" for d, c in cands.items())
     )
-    run_oven(candidates=tmp_path / "cands.jsonl", save_predictions=saved, **common)
+    opts = OvenOptions(candidates=tmp_path / "cands.jsonl", save_predictions=saved, **common)
+    run_oven(opts, model_bundle=bundle)
     preds = read_oven_predictions([saved])
     assert preds["d0"] in cands["d0"] and preds["d2"] in {f"Q{i}" for i in range(5)}
     assert preds["d1"] == "Q1" and preds["d3"] == "Q5"  # a single candidate is forced
     (tmp_path / "bad.jsonl").write_text(json.dumps({"data_id": "d0", "candidates": ["Q9"]}))
     with pytest.raises(DataError, match=r"candidates \['Q9'\] are not in the entities file"):
-        run_oven(candidates=tmp_path / "bad.jsonl", **common)
+        run_oven(OvenOptions(candidates=tmp_path / "bad.jsonl", **common), model_bundle=bundle)
 
 
 def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
@@ -208,10 +217,10 @@ def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
     qs[0]["answer"], qs[1]["gt_answer"] = "red", "the blue"
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
     bundle = tiny_bundle("llava", {"stage": 2})
-    kwargs = dict(checkpoint=None, questions=tmp_path / "q.jsonl", image_folder=tmp_path / "img",
-                  answers_file=tmp_path / "answers.jsonl", model_id="tiny", max_new_tokens=4,
-                  model_bundle=bundle)  # fmt: skip
-    rep = run_llava(**kwargs)
+    opts = LlavaOptions(checkpoint=None, questions=tmp_path / "q.jsonl",
+                        image_folder=tmp_path / "img", answers_file=tmp_path / "answers.jsonl",
+                        model_id="tiny", max_new_tokens=4)  # fmt: skip
+    rep = run_llava(opts, model_bundle=bundle)
     lines = [json.loads(x) for x in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert [r["question_id"] for r in lines] == [10, 11, 12]
     assert all(list(r) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
@@ -221,19 +230,22 @@ def test_llava_answers_file_format_and_accuracy(tiny_bundle, tmp_path):
     assert rep.value("answered") == 3
     assert rep.value("accuracy") == hits / 2 and rep.metrics[1]["count"] == 2
     first = (tmp_path / "answers.jsonl").read_bytes()
-    run_llava(**kwargs)
+    run_llava(opts, model_bundle=bundle)
     assert (tmp_path / "answers.jsonl").read_bytes() == first
     (tmp_path / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "../x.png",
                                                   "text": "?"}) + "\n")  # fmt: skip
     with pytest.raises(DataError, match="leaves the image folder"):
-        run_llava(**kwargs)
+        run_llava(opts, model_bundle=bundle)
 
 
 def test_named_clip_without_weights_is_refused(shards_dir):
     from vlmdata.core.errors import DataError
 
     with pytest.raises(DataError, match="no weights"):
-        run_embedding_retrieval(shards_dir, encoder="clip", clip_model="ViT-B-32")
+        opts = EmbeddingRetrievalOptions(
+            data_dir=shards_dir, split="test", encoder="clip", clip_model="ViT-B-32"
+        )
+        run_embedding_retrieval(opts)
 
 
 def test_oven_entity_trie_with_another_eos(tiny_bundle, oven_data, tokenizer_dir, tmp_path):
@@ -250,11 +262,11 @@ def test_oven_entity_trie_with_another_eos(tiny_bundle, oven_data, tokenizer_dir
                   beams=3, max_new_tokens=8, batch_size=2)  # fmt: skip
     plain = tiny_bundle("autover", new_tokens=["<ret>"], ret_token="<ret>")
     with pytest.raises(DataError, match=r"ends identifiers with '<\|endofchunk\|>'"):
-        run_oven(model_bundle=plain, **common)
+        run_oven(OvenOptions(**common), model_bundle=plain)
     eoc = tiny_bundle("autover", {"eos_token": ENDOFCHUNK}, new_tokens=["<ret>"],
                       ret_token="<ret>")  # fmt: skip
     saved = tmp_path / "pred.jsonl"
-    run_oven(model_bundle=eoc, save_predictions=saved, **common)
+    run_oven(OvenOptions(save_predictions=saved, **common), model_bundle=eoc)
     preds = read_oven_predictions([saved])
     assert sorted(preds) == ["d0", "d1", "d2", "d3"]
     assert set(preds.values()) <= {f"Q{i}" for i in range(5)}  # every lookup found an entity
@@ -284,14 +296,19 @@ def test_llava_reads_images_and_questions_from_record_shards(tiny_bundle, tmp_pa
     write_shards(tmp_path / "m" / layout.MANIFEST, tmp_path / "img", tmp_path / "s",
                  progress=False)  # fmt: skip
     bundle = tiny_bundle("llava", {"stage": 2})
-    common = dict(checkpoint=None, model_id="tiny", max_new_tokens=4, model_bundle=bundle)
-    run_llava(questions=tmp_path / "q.jsonl", image_folder=tmp_path / "img",
-              answers_file=tmp_path / "folder.jsonl", **common)  # fmt: skip
-    run_llava(questions=tmp_path / "q.jsonl", image_folder=None, data_dir=tmp_path / "s",
-              answers_file=tmp_path / "shards.jsonl", **common)  # fmt: skip
+    common = dict(checkpoint=None, model_id="tiny", max_new_tokens=4)
+    opts = LlavaOptions(questions=tmp_path / "q.jsonl", image_folder=tmp_path / "img",
+                        answers_file=tmp_path / "folder.jsonl", **common)  # fmt: skip
+    run_llava(opts, model_bundle=bundle)
+    opts = LlavaOptions(questions=tmp_path / "q.jsonl", image_folder=None,
+                        data_dir=tmp_path / "s", answers_file=tmp_path / "shards.jsonl",
+                        **common)  # fmt: skip
+    run_llava(opts, model_bundle=bundle)
     assert (tmp_path / "shards.jsonl").read_bytes() == (tmp_path / "folder.jsonl").read_bytes()
-    rep = run_llava(questions=None, image_folder=None, data_dir=tmp_path / "s", split="test",
-                    answers_file=tmp_path / "records.jsonl", **common)  # fmt: skip
+    opts = LlavaOptions(questions=None, image_folder=None, data_dir=tmp_path / "s",
+                        split="test", answers_file=tmp_path / "records.jsonl",
+                        **common)  # fmt: skip
+    rep = run_llava(opts, model_bundle=bundle)
     lines = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [r["question_id"] for r in lines] == ["a", "b", "c"]
     assert lines[0]["prompt"] == "what colour is it?"

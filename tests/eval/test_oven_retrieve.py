@@ -151,6 +151,7 @@ def test_run_oven_reports_k_and_recall(autover_bundle, kb_data, tmp_path, style)
     import json
 
     from vlmdata.core.errors import DataError
+    from vlmtrain.eval.options import OvenOptions
     from vlmtrain.eval.tasks.oven import read_oven_predictions, run_oven, score_oven
 
     root, gold = kb_data
@@ -163,11 +164,12 @@ def test_run_oven_reports_k_and_recall(autover_bundle, kb_data, tmp_path, style)
         pytest.skip(f"this tree's scorer does not read {style} split names ({e})")
     (tmp_path / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
     saved, cands = tmp_path / "pred.jsonl", tmp_path / "cands.jsonl"
-    rep = run_oven(data_dir=root / "out", references=[tmp_path / "refs.jsonl"],
-                   trie=root / "entities.trie",
-                   entities=root / "entities.parquet", model_bundle=autover_bundle, retrieve=K,
-                   kb_cache=tmp_path / "cache", save_candidates=cands, save_predictions=saved,
-                   beams=3, max_new_tokens=12, batch_size=3)  # fmt: skip
+    opts = OvenOptions(data_dir=root / "out", references=[tmp_path / "refs.jsonl"],
+                       trie=root / "entities.trie", entities=root / "entities.parquet",
+                       retrieve=K, kb_cache=tmp_path / "cache", save_candidates=cands,
+                       save_predictions=saved, beams=3, max_new_tokens=12,
+                       batch_size=3)  # fmt: skip
+    rep = run_oven(opts, model_bundle=autover_bundle)
     got = {r["data_id"]: r["candidates"] for r in map(json.loads, cands.read_text().splitlines())}
     hits = sum(f"Q{e}" in got[f"d{j}"] for j, e in enumerate(gold))
     assert rep.value(f"retrieval_recall@{K}") == pytest.approx(100 * hits / len(gold))

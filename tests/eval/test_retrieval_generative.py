@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlmtrain.eval.metrics.recall import recall_at_k_ranked
+from vlmtrain.eval.options import GenerativeRetrievalOptions
 from vlmtrain.eval.tasks.retrieval import (
     read_id_keys,
     retrieve_generative,
@@ -64,10 +65,10 @@ def test_run_reports_the_recall_of_the_brute_force_ranking(grace_bundle, shards_
                                                            trie_path):  # fmt: skip
     from vlmtrain.recipes import get_recipe
 
-    report = run_generative_retrieval(
-        shards_dir, checkpoint=None, trie_path=trie_path, ids_path=ids_path,
-        model_bundle=grace_bundle, batch_size=4, length_penalty=0.0,
-    )  # fmt: skip
+    opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test", trie_path=trie_path,
+                                      ids_path=ids_path, batch_size=4,
+                                      length_penalty=0.0)  # fmt: skip
+    report = run_generative_retrieval(opts, model_bundle=grace_bundle)
     _row_keys, identifiers = read_id_keys(ids_path)
     queries = split_queries(shards_dir, "test")
     keys = sorted({q.key for q in queries})
@@ -107,10 +108,10 @@ def test_cli_on_exported_checkpoint_matches_in_memory_run(
     assert res.exit_code == 0, res.output
     assert "recall@1" in res.output
     rep = load_report(out)
-    expected = run_generative_retrieval(
-        shards_dir, checkpoint=None, trie_path=trie_path, ids_path=ids_path,
-        model_bundle=grace_bundle,
-    )  # fmt: skip
+    opts = GenerativeRetrievalOptions(
+        data_dir=shards_dir, split="test", trie_path=trie_path, ids_path=ids_path
+    )
+    expected = run_generative_retrieval(opts, model_bundle=grace_bundle)
     assert [m["value"] for m in rep["metrics"]] == pytest.approx(
         [m["value"] for m in expected.metrics]
     )
@@ -169,8 +170,10 @@ def test_trie_built_with_another_prefix_is_refused(grace_bundle, shards_dir, ids
     wrong = tmp_path / "wrong.trie"
     trie_from_ids(ids_path, tokenizer_dir, split="test", prefix="#").save(wrong)
     with pytest.raises(DataError, match="prefix"):
-        run_generative_retrieval(shards_dir, checkpoint=None, trie_path=wrong, ids_path=ids_path,
-                                 model_bundle=grace_bundle)  # fmt: skip
+        opts = GenerativeRetrievalOptions(
+            data_dir=shards_dir, split="test", trie_path=wrong, ids_path=ids_path
+        )
+        run_generative_retrieval(opts, model_bundle=grace_bundle)
 
 
 @pytest.fixture(scope="module")
@@ -240,18 +243,16 @@ def test_trie_eos_other_than_the_recipes_is_refused(endofchunk_run, grace_bundle
 
     trie_path, _export = endofchunk_run
     with pytest.raises(DataError, match=r"ends identifiers with '<\|endofchunk\|>'"):
-        run_generative_retrieval(shards_dir, checkpoint=None, trie_path=trie_path,
-                                 ids_path=ids_path, model_bundle=grace_bundle)  # fmt: skip
+        opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test", trie_path=trie_path,
+                                          ids_path=ids_path)  # fmt: skip
+        run_generative_retrieval(opts, model_bundle=grace_bundle)
 
 
 def test_a_checkpoint_of_another_recipe_is_refused(tiny_bundle, shards_dir, ids_path, trie_path):
     from vlmdata.core.errors import DataError
 
     with pytest.raises(DataError, match="trained with the fromage recipe.*retrieval-embedding"):
-        run_generative_retrieval(
-            shards_dir,
-            checkpoint="runs/fromage",
-            trie_path=trie_path,
-            ids_path=ids_path,
-            model_bundle=tiny_bundle("fromage"),
-        )
+        opts = GenerativeRetrievalOptions(data_dir=shards_dir, split="test",
+                                          checkpoint="runs/fromage", trie_path=trie_path,
+                                          ids_path=ids_path)  # fmt: skip
+        run_generative_retrieval(opts, model_bundle=tiny_bundle("fromage"))

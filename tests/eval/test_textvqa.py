@@ -27,6 +27,7 @@ from vlmtrain.eval.metrics.textvqa import (
     levenshtein,
     textvqa_accuracy,
 )
+from vlmtrain.eval.options import TextVqaOptions
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_textvqa_report_from_a_submission_file(tmp_path):
     answers = [{"question_id": 34602, "answer": "Coca-Cola"},
                {"question_id": 34603, "answer": "The sign says stop"}]  # fmt: skip
     sub.write_text(json.dumps(answers))
-    rep = run_text_vqa(dataset="textvqa", annotations=ann, predictions=sub)
+    rep = run_text_vqa(TextVqaOptions(dataset="textvqa", annotations=ann, predictions=sub))
     assert rep.value("accuracy") == pytest.approx((0.9 + 0.0) / 2)
     assert rep.value("containment") == pytest.approx((1 + 1) / 2)
     assert [m["count"] for m in rep.metrics] == [2, 2]
@@ -157,14 +158,18 @@ def test_docvqa_anls_and_coverage_checks(tmp_path):
     sub = tmp_path / "docvqa_answers.json"
     sub.write_text(json.dumps([{"questionId": 49153, "answer": "0.28"},
                                {"questionId": 49154, "answer": "hellp"}]))  # fmt: skip
-    rep = run_text_vqa(dataset="docvqa", annotations=ann, predictions=sub)
+    rep = run_text_vqa(TextVqaOptions(dataset="docvqa", annotations=ann, predictions=sub))
     assert rep.value("anls") == pytest.approx((1.0 + 0.8) / 2)
     sub.write_text(json.dumps([{"questionId": 49153, "answer": "0.28"},
                                {"questionId": 7, "answer": "x"}]))  # fmt: skip
     with pytest.raises(DataError, match=r"1 annotated questions without an answer.*\[49154\]"):
-        run_text_vqa(dataset="docvqa", annotations=ann, predictions=sub)
+        run_text_vqa(TextVqaOptions(dataset="docvqa", annotations=ann, predictions=sub))
     with pytest.raises(DataError, match="accuracy is TextVQA"):
-        run_text_vqa(dataset="docvqa", annotations=ann, predictions=sub, metrics=("accuracy",))
+        run_text_vqa(
+            TextVqaOptions(
+                dataset="docvqa", annotations=ann, predictions=sub, metrics=("accuracy",)
+            )
+        )
 
 
 def _stvqa(tmp_path):
@@ -222,18 +227,18 @@ def test_model_answers_are_what_is_scored(tiny_bundle, tmp_path):
     for i, image_id in enumerate(["003a8ae2ef43b901", "0054c91397f2fe05"]):
         (images / f"{image_id}.jpg").write_bytes(png_bytes(i))
     saved = tmp_path / "answers.json"
-    rep = run_text_vqa(dataset="textvqa", annotations=ann, image_folder=images,
-                       model_bundle=tiny_bundle("caption"), max_new_tokens=4,
-                       save_predictions=saved)  # fmt: skip
+    opts = TextVqaOptions(dataset="textvqa", annotations=ann, image_folder=images, max_new_tokens=4,
+                          save_predictions=saved)  # fmt: skip
+    rep = run_text_vqa(opts, model_bundle=tiny_bundle("caption"))
     rows = json.loads(saved.read_text())
     assert [r["question_id"] for r in rows] == [34602, 34603]
-    again = run_text_vqa(dataset="textvqa", annotations=ann, predictions=saved)
+    again = run_text_vqa(TextVqaOptions(dataset="textvqa", annotations=ann, predictions=saved))
     assert [m["value"] for m in rep.metrics] == [m["value"] for m in again.metrics]
     assert rep.config["prompt"] == "Question: {question} Answer:"
     (images / "0054c91397f2fe05.jpg").unlink()
     with pytest.raises(DataError, match="0054c91397f2fe05.jpg' not found"):
-        run_text_vqa(dataset="textvqa", annotations=ann, image_folder=images,
-                     model_bundle=tiny_bundle("caption"))  # fmt: skip
+        opts = TextVqaOptions(dataset="textvqa", annotations=ann, image_folder=images)
+        run_text_vqa(opts, model_bundle=tiny_bundle("caption"))
 
 
 def test_python3_ports_treat_unicode_digits_as_digits():
@@ -263,7 +268,9 @@ def test_ocrvqa_dataset_json_test_split_containment(tmp_path):
     answers = [{"question_id": "0671449028_0", "answer": "By Sandra Boynton."},
                {"question_id": "0671449028_1", "answer": "Yes, it is."}]  # fmt: skip
     sub.write_text(json.dumps(answers))
-    rep = run_text_vqa(dataset="ocrvqa", annotations=ann, predictions=sub)
+    rep = run_text_vqa(
+        TextVqaOptions(dataset="ocrvqa", annotations=ann, predictions=sub, split="test")
+    )
     assert rep.metrics == [{"metric": "containment", "value": 0.5, "count": 2}]
     assert len(load_questions(ann, "ocrvqa", "train")) == 2
     with pytest.raises(DataError, match="no val questions"):

@@ -30,14 +30,15 @@ TEST_DEV = {
 def test_submission_answers_every_unannotated_question_in_evalai_format(
     tiny_bundle, shards_dir, tmp_path
 ):
+    from vlmtrain.eval.options import VqaOptions
     from vlmtrain.eval.tasks.vqa import answer_questions, write_submission
 
     (tmp_path / "q.json").write_text(json.dumps(TEST_DEV))
     bundle = tiny_bundle("caption", {"decoding": {"max_new_tokens": 3}})
     out = tmp_path / "sub" / "results.json"
     out.parent.mkdir()
-    rep = write_submission(out, data_dir=shards_dir, questions=tmp_path / "q.json",
-                           model_bundle=bundle)  # fmt: skip
+    opts = VqaOptions(submission=out, data_dir=shards_dir, questions=tmp_path / "q.json")
+    rep = write_submission(opts, model_bundle=bundle)
     rows = json.loads(out.read_text())
     assert isinstance(rows, list) and len(rows) == 3
     assert [r["question_id"] for r in rows] == [1020000, 1020002, 1050001]

@@ -255,6 +255,7 @@ def test_core_imports_neither_decoding_module():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and m.startswith("vlmdata.trie.")} - {
         "vlmdata.trie.build",
+        "vlmdata.trie.header",
         "vlmdata.trie.storage",
     }
 

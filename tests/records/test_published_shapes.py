@@ -179,6 +179,7 @@ def test_vqa_is_scored_on_the_records(built, tmp_path):
     the records. Expected values from the VQA definition (min(1, matches/3) averaged over the
     ten leave-one-out subsets): every question has 8 x "yes" and 2 x "no", so "yes" scores 1.0
     and "no" scores (2 x 1/3 + 8 x 2/3) / 10 = 0.6."""
+    from vlmtrain.eval.options import VqaOptions
     from vlmtrain.eval.tasks.vqa import run_vqa
 
     name, case, result, summary, out = built
@@ -188,7 +189,7 @@ def test_vqa_is_scored_on_the_records(built, tmp_path):
     for answer, want in [("yes", 1.0), ("no", 0.6)]:
         preds = tmp_path / f"{answer}.json"
         preds.write_text(json.dumps([{"question_id": q, "answer": answer} for q in qids]))
-        report = run_vqa(predictions=preds, data_dir=out, split="train")
+        report = run_vqa(VqaOptions(predictions=preds, data_dir=out, split="train"))
         assert report.value("accuracy") == pytest.approx(want)
         assert report.metrics[0]["count"] == case.records
 

@@ -3,7 +3,8 @@
 Built once (see `build.py` for the level-order CSR layout), saved to one file and memory-mapped
 back (`storage.py`). Queries walk many prefixes at once: `walk` advances every row one depth per
 step with array operations (a dense table for the root, whose fan-out is the vocabulary's order,
-and a vectorised binary search inside each node's sorted child slice below it).
+and a vectorised binary search inside each node's sorted child slice below it). What a file
+holds, and the checks a loaded one passes, are in `header.py`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from vlmdata.core.errors import DataError
-from vlmdata.trie.build import CSRArrays, build_csr, flatten, write_levels
+from vlmdata.trie.build import build_csr, flatten, write_levels
+from vlmdata.trie.header import (
+    MAX_VOCAB,
+    TrieFileError,
+    arrays_of,
+    check_layout,
+    checked_eos_id,
+    checked_vocab_size,
+    counts_of,
+    make_header,
+)
 from vlmdata.trie.storage import load_arrays, save_arrays
+
+__all__ = ["MAX_VOCAB", "Trie", "TrieFileError"]  # the file checks live in header.py
 
 
 class Trie:
@@ -31,8 +43,8 @@ class Trie:
         self.dup_nodes = arrays["dup_nodes"]
         self.dup_rows = arrays["dup_rows"]
         self.header = header
-        self.vocab_size: int = _checked_vocab_size(header.get("vocab_size"))
-        self.eos_id: int | None = _checked_eos_id(header.get("eos_id"), self.vocab_size)
+        self.vocab_size: int = checked_vocab_size(header.get("vocab_size"))
+        self.eos_id: int | None = checked_eos_id(header.get("eos_id"), self.vocab_size)
         self.tokenizer_name: str = header.get("tokenizer", "")
         self.level_starts: list[int] = header["level_starts"]
         self.level_max_fanout: list[int] = header["level_max_fanout"]
@@ -78,8 +90,8 @@ class Trie:
         """Like `build`, from concatenated tokens and per-sequence lengths (no lists needed)."""
         rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         csr = build_csr(flat, lengths, rows, vocab_size)
-        header = _header(vocab_size, eos_id, tokenizer_name, meta, **_counts(csr))
-        return cls(_arrays(csr), header)
+        header = make_header(vocab_size, eos_id, tokenizer_name, meta, **counts_of(csr))
+        return cls(arrays_of(csr), header)
 
     @classmethod
     def write_flat(
@@ -99,7 +111,7 @@ class Trie:
         from functools import partial
 
         rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-        header = partial(_header, vocab_size, eos_id, tokenizer_name, meta)
+        header = partial(make_header, vocab_size, eos_id, tokenizer_name, meta)
         write_levels(path, flat, lengths, rows, vocab_size, header)
         return cls.load(path)
 
@@ -112,7 +124,7 @@ class Trie:
         """Open a saved trie by memory map (nothing is read until a query touches it)."""
         try:
             header, arrays = load_arrays(path)
-            _check_layout(path, header, arrays)
+            check_layout(path, header, arrays)
             return cls(arrays, header)
         except ValueError as e:  # a malformed file: bad input (CLI exit 2), not a crash
             msg = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
@@ -322,47 +334,6 @@ class Trie:
         )
 
 
-MAX_VOCAB = 1 << 31  # tokens are stored as int32 at most
-
-
-class TrieFileError(DataError, ValueError):
-    """A trie file that cannot be used: the message names the file and what is wrong."""
-
-
-REQUIRED_ARRAYS = ("offsets", "tokens", "term_nodes", "term_rows", "dup_nodes", "dup_rows")
-REQUIRED_LISTS = ("level_starts", "level_max_fanout")
-
-
-def _check_layout(path: str | os.PathLike, header: dict[str, Any], arrays: dict) -> None:
-    """ValueError naming the file when a saved trie lacks an array or header list it needs."""
-    missing = [a for a in REQUIRED_ARRAYS if a not in arrays]
-    if missing:
-        raise ValueError(f"{path}: trie file lacks the array(s) {missing}; rebuild it")
-    for key in REQUIRED_LISTS:
-        value = header.get(key)
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise ValueError(f"{path}: trie header {key!r} is {value!r}, not a list of integers")
-
-
-def _checked_vocab_size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_VOCAB:
-        raise ValueError(f"trie vocab_size {value!r} is not an integer in [1, 2^31]")
-    return value
-
-
-def _checked_eos_id(value: Any, vocab_size: int) -> int | None:
-    """None, or a real token: -1 would index the last logit and silently allow it."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"trie eos_id {value!r} is not an integer")
-    if not 0 <= int(value) < vocab_size:
-        raise ValueError(f"trie eos_id {int(value)} is outside the vocabulary [0, {vocab_size})")
-    return int(value)
-
-
 def _lower_bound(keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
     """First index in [lo, hi) of each row with keys[i] >= x; vectorised over rows.
 
@@ -378,54 +349,3 @@ def _lower_bound(keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
         lo = np.where(less, mid + 1, lo)
         hi = np.where(open_ & ~less, mid, hi)
     return lo
-
-
-def _arrays(csr: CSRArrays) -> dict[str, np.ndarray]:
-    return {
-        "offsets": csr.offsets,
-        "tokens": csr.tokens,
-        "term_nodes": csr.term_nodes,
-        "term_rows": csr.term_rows,
-        "dup_nodes": csr.dup_nodes,
-        "dup_rows": csr.dup_rows,
-    }
-
-
-def _counts(csr: CSRArrays) -> dict[str, Any]:
-    """The numbers `_header` takes, of built arrays."""
-    return {
-        "n_nodes": int(len(csr.offsets) - 1),
-        "n_edges": int(len(csr.tokens)),
-        "n_sequences": csr.n_sequences,
-        "n_duplicates": csr.n_duplicates,
-        "level_starts": csr.level_starts,
-        "level_max_fanout": csr.level_max_fanout,
-    }
-
-
-def _header(
-    vocab_size: int,
-    eos_id: int | None,
-    tokenizer_name: str,
-    meta: dict[str, Any] | None,
-    *,
-    n_nodes: int,
-    n_edges: int,
-    n_sequences: int,
-    n_duplicates: int,
-    level_starts: list[int],
-    level_max_fanout: list[int],
-) -> dict[str, Any]:
-    return {
-        "vocab_size": int(vocab_size),
-        "eos_id": None if eos_id is None else int(eos_id),
-        "tokenizer": tokenizer_name,
-        "n_nodes": int(n_nodes),
-        "n_edges": int(n_edges),
-        "n_sequences": int(n_sequences),
-        "n_duplicates": int(n_duplicates),
-        "level_starts": [int(x) for x in level_starts],
-        "level_max_fanout": [int(x) for x in level_max_fanout],
-        "child_nodes": "implicit: edge e leads to node e + 1 (level order)",
-        "meta": meta or {},
-    }

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vlmdata.core.errors import DataError
+
 
 def permutation(size: int, seed: int, stream: int, epoch: int) -> np.ndarray:
     """The row order of one epoch of one stream (numpy's PCG64, stable across platforms)."""
@@ -57,7 +59,9 @@ class StepPlan:
         ]
         for k, n in enumerate(self.epoch_sizes):
             if n == 0:
-                raise ValueError(f"stream {k}: fewer rows than one global batch")
+                raise DataError(f"stream {k}: {self.sizes[k]} rows, fewer than one global batch of "
+                                f"{self.per_step[k]} x {world} ranks with each group at most "
+                                "once (data.batch_size, --num-gpus, or more data)")  # fmt: skip
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def _perm(self, stream: int, epoch: int) -> np.ndarray:

@@ -1,29 +1,29 @@
 """Each eval task's options as one typed object: the CLI fills it, `run_*(opts)` takes it.
 
-`EvalOptions` holds what every task has; a task's class adds its own fields. Defaults here are
-the library's (a Python caller's); `vlmtrain eval` passes every field, with the defaults its
---help shows (--split val, --batch-size 16, ...). `takes_options` lets scripts and tests call
-`run_x(data_dir, limit=5, model_bundle=b)` too: the keywords are the fields, checked by the
-dataclass, so a misspelt one is a TypeError, not silently ignored.
+`EvalOptions` holds what every task has; a task's class adds its own fields. Every caller, the
+CLI, scripts and tests alike, calls `run_x(XOptions(...), model_bundle=None)`: the dataclass
+checks the fields by name, so a misspelt one is a TypeError, not silently ignored.
+
+The defaults here are the only ones written down: `vlmtrain eval`'s options take theirs (and
+the `[default: ...]` of --help) from these fields (cli/eval_options.py, `defaults_from`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from vlmtrain.eval.metrics.captioning import ALL_METRICS
-from vlmtrain.eval.metrics.recall import DEFAULT_KS
+from vlmtrain.eval.metrics import DEFAULT_KS
 from vlmtrain.eval.metrics.vqa import DEFAULT_SCRIPT
 from vlmtrain.eval.tasks.prompts import DEFAULT_VQA_PROMPT
 
 PathLike = str | os.PathLike  # a local path (the CLI passes str)
-Opts = TypeVar("Opts", bound="EvalOptions")
 
 GRACE_LENGTH_PENALTY = -2.0  # GRACE's evaluate_t2id default
+DEFAULT_SPLIT = "val"  # the split one tunes on; a paper's test figure is asked for by name
+CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")  # the captioning papers' table
 
 
 @dataclass(kw_only=True)
@@ -46,7 +46,7 @@ class GenerativeRetrievalOptions(EvalOptions):
     data_dir: PathLike
     trie_path: PathLike
     ids_path: PathLike
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     beams: int = 10
     returns: int = 10
     length_penalty: float = GRACE_LENGTH_PENALTY
@@ -59,11 +59,10 @@ class EmbeddingRetrievalOptions(EvalOptions):
     """Recall@K from the checkpoint's (or an open_clip model's) embeddings."""
 
     data_dir: PathLike
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     encoder: str = "model"  # "model" (the checkpoint's encoders) or "clip"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
-    batch_size: int = 32
     ks: Sequence[int] = DEFAULT_KS
     save_predictions: PathLike | None = None
 
@@ -74,8 +73,8 @@ class CaptionOptions(EvalOptions):
 
     data_dir: PathLike
     predictions: PathLike | None = None
-    split: str = "test"
-    metrics: Sequence[str] = ALL_METRICS
+    split: str = DEFAULT_SPLIT
+    metrics: Sequence[str] = CAPTION_METRICS
     beams: int | None = None  # None: the recipe's decoding
     max_new_tokens: int | None = None
     length_penalty: float | None = None
@@ -110,7 +109,7 @@ class TextVqaOptions(EvalOptions):
     predictions: PathLike | None = None
     image_folder: PathLike | None = None
     metrics: Sequence[str] | None = None  # None: the data set's
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     prompt: str = DEFAULT_VQA_PROMPT
     max_new_tokens: int = 16
     save_predictions: PathLike | None = None
@@ -122,7 +121,7 @@ class OvenOptions(EvalOptions):
 
     references: Sequence[PathLike] = ()
     data_dir: PathLike | None = None
-    split_prefix: str = "val"
+    split_prefix: str = DEFAULT_SPLIT
     predictions: Sequence[PathLike] = ()
     trie: PathLike | None = None
     entities: PathLike | None = None
@@ -133,7 +132,6 @@ class OvenOptions(EvalOptions):
     save_candidates: PathLike | None = None
     beams: int = 5
     max_new_tokens: int = 32
-    batch_size: int = 8
     save_predictions: PathLike | None = None
 
 
@@ -145,10 +143,9 @@ class LlavaOptions(EvalOptions):
     questions: PathLike | None = None
     image_folder: PathLike | None = None
     data_dir: PathLike | None = None
-    split: str = "test"
+    split: str = DEFAULT_SPLIT
     model_id: str | None = None
     max_new_tokens: int = 128
-    batch_size: int = 8
 
 
 @dataclass(kw_only=True)
@@ -160,7 +157,6 @@ class VistOptions(EvalOptions):
     captions: int = 5  # context captions, the last N
     with_images: bool = True
     ks: Sequence[int] = DEFAULT_KS
-    batch_size: int = 32
 
 
 @dataclass(kw_only=True)
@@ -170,28 +166,12 @@ class VisdialOptions(EvalOptions):
     dialogs_path: PathLike
     images_dir: PathLike
     ks: Sequence[int] = DEFAULT_KS
-    batch_size: int = 32
 
 
-def takes_options(cls: type[Opts], *positional: str) -> Callable[[Callable[..., Any]], Any]:
-    """Decorate `run(opts, *, model_bundle=None)` so that it is called as `run(opts)` (the CLI)
-    or as `run(*positional, **fields)`, the fields of `cls` by name (scripts, tests); both take
-    `model_bundle=` (a loaded `ModelBundle` instead of the checkpoint)."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def run(*args: Any, model_bundle: Any = None, **fields: Any) -> Any:
-            if len(args) == 1 and isinstance(args[0], cls) and not fields:
-                return fn(args[0], model_bundle=model_bundle)
-            if len(args) > len(positional):
-                raise TypeError(f"{fn.__name__} takes {len(positional)} positional fields "
-                                f"({', '.join(positional)}), got {len(args)}")  # fmt: skip
-            named = dict(zip(positional, args, strict=False))
-            twice = sorted(set(named) & set(fields))
-            if twice:
-                raise TypeError(f"{fn.__name__} got {twice} twice")
-            return fn(cls(**named, **fields), model_bundle=model_bundle)
-
-        return run
-
-    return wrap
+def check_options(opts: Any, cls: type[EvalOptions], run: str) -> None:
+    """A clear TypeError when a task's `run_*` is handed anything but its options object (the
+    one calling convention: `run_x(XOptions(...), model_bundle=...)`)."""
+    if not isinstance(opts, cls):
+        raise TypeError(f"{run} takes a {cls.__name__} (vlmtrain.eval.options), got "
+                        f"{type(opts).__name__}: call {run}({cls.__name__}(...), "
+                        f"model_bundle=...)")  # fmt: skip

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from vlmtrain.errors import ConfigError
+
 IMAGE_ATTENTION = ("causal", "bidirectional")
 
 
@@ -33,7 +35,7 @@ def image_block_mask(
 ) -> torch.Tensor:
     """The (B, 1, L, L) mask the LM takes: bool (True = attend) for SDPA, additive for eager."""
     if attn_implementation not in ("sdpa", "eager"):
-        raise ValueError(
+        raise ConfigError(
             f"bidirectional image attention needs model.attn_implementation sdpa or eager "
             f"(an explicit L x L mask), not {attn_implementation!r}"
         )

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtrain.errors import ConfigError
+
 SUMMARY_TOKENS = 64  # AutoVER oven_data.py: "CLIP text encoder has 77 context window"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _PUNCT = re.compile(r"(?<=[^\s\w])\s+")
@@ -115,7 +117,7 @@ def build_entity_encoder(
         text = CLIPTextModel.from_pretrained(path, torch_dtype=dtype)
         vision = CLIPVisionModel.from_pretrained(path, torch_dtype=dtype)
     else:
-        raise ValueError("model.entity_encoder (a CLIP dir) or entity_encoder_config is needed")
+        raise ConfigError("model.entity_encoder (a CLIP dir) or entity_encoder_config is needed")
     return EntityEncoder(text, vision, dim)
 
 

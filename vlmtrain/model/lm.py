@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtrain.errors import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -34,7 +36,7 @@ def build_lm(
             attn_implementation=attn_implementation,
         )
     if not config or "model_type" not in config:
-        raise ValueError("model needs `lm` (a local path) or `lm_config` with a model_type")
+        raise ConfigError("model needs `lm` (a local path) or `lm_config` with a model_type")
     kwargs = dict(config)
     model_type = kwargs.pop("model_type")
     kwargs.setdefault("vocab_size", len(tokenizer))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlmtrain.errors import ConfigError
+
 PROJECTORS = ("linear", "linear_ln", "mlp2x_gelu", "mlp_tanh")
 
 
@@ -26,7 +28,7 @@ def _mlp(kind: str, in_dim: int, out_dim: int, hidden: int) -> nn.Module:
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
     if kind == "mlp_tanh":
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, out_dim))
-    raise ValueError(f"projector must be one of {PROJECTORS}, got {kind!r}")
+    raise ConfigError(f"model.projector must be one of {PROJECTORS}, got {kind!r}")
 
 
 class TokenProjector(nn.Module):
@@ -46,8 +48,8 @@ class PrefixProjector(nn.Module):
     def __init__(self, kind: str, in_dim: int, out_dim: int, num_tokens: int):
         super().__init__()
         if kind == "linear_ln":
-            raise ValueError(
-                "projector linear_ln normalises each token: use it with per-token features "
+            raise ConfigError(
+                "model.projector linear_ln normalises each token: use it with per-token features "
                 "(vision_feature grid, tokens or a block index), not a pooled prefix"
             )
         self.num_tokens, self.out_dim = num_tokens, out_dim

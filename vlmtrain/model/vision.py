@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtrain.errors import ConfigError
+
 POOLED = "pooled"
 GRID = "grid"  # last-layer patch tokens after ln_post, class token dropped (the seed's grid)
 TOKENS = "tokens"  # every last-layer token, class token first, after ln_post (GIT)
@@ -68,8 +70,8 @@ class VisionTower(nn.Module):
     def __init__(self, visual: nn.Module, preprocess: dict[str, Any], feature: int | str = -2):
         super().__init__()
         if feature not in (*POOLED_FEATURES, *LAST_LAYER) and not isinstance(feature, int):
-            raise ValueError(
-                f"vision_feature must be a block index, 'pooled', 'pooler_output', 'grid' or "
+            raise ConfigError(
+                f"model.vision_feature must be a block index, 'pooled', 'pooler_output', 'grid' or "
                 f"'tokens', "
                 f"got {feature!r}"
             )
@@ -120,7 +122,7 @@ class VisionTower(nn.Module):
         tokens = feats.flatten(2).transpose(1, 2)  # (B, H*W, C), row-major patches
         if self.feature == TOKENS:
             if "image_intermediates_prefix" not in out:
-                raise ValueError("vision_feature 'tokens' needs a ViT (a class token)")
+                raise ConfigError("model.vision_feature 'tokens' needs a ViT (a class token)")
             tokens = torch.cat([out["image_intermediates_prefix"][0], tokens], dim=1)
         return tokens, self._pooled(out["image_features"])
 
@@ -129,8 +131,8 @@ class VisionTower(nn.Module):
         gathers its own parameters as usual) and `ln_post`'s output is caught on the way."""
         v = self.visual
         if getattr(v, "attn_pool", None) is not None or not hasattr(v, "_global_pool"):
-            raise ValueError(
-                "vision_feature 'pooler_output' needs an open_clip VisionTransformer without "
+            raise ConfigError(
+                "model.vision_feature 'pooler_output' needs an open_clip VisionTransformer without "
                 "attentional pooling"
             )
         caught: list[torch.Tensor] = []

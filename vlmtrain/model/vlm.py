@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmtrain.errors import ConfigError
 from vlmtrain.model.config import PARTS, ModelConfig
 from vlmtrain.model.lm import build_lm, lm_hidden_size
 from vlmtrain.model.losses import CLIP_LOGIT_SCALE, MAX_LOGIT_SCALE, causal_lm_loss
@@ -301,12 +302,12 @@ class VLM(nn.Module):
     ) -> torch.Tensor:
         """(N, D) normalised entity embeddings from the entity encoder (name + summary, image)."""
         if self.entity_encoder is None:
-            raise ValueError("this model has no entity encoder (set model.entity_encoder)")
+            raise ConfigError("this model has no entity encoder (set model.entity_encoder)")
         return F.normalize(self.entity_encoder(pixel_values, input_ids, attention_mask), dim=-1)
 
     def _heads(self) -> RetrievalHeads:
         if self.heads is None:
-            raise ValueError("this model has no retrieval heads (set model.retrieval_dim > 0)")
+            raise ConfigError("this model has no retrieval heads (set model.retrieval_dim > 0)")
         return self.heads
 
     def _pad_id(self) -> int:
@@ -359,7 +360,9 @@ def added_token_ids(tokenizer) -> set[int]:
 def _token_id(tokenizer, token: str) -> int:
     tid = tokenizer.convert_tokens_to_ids(token)
     if tid is None or tid == tokenizer.unk_token_id:
-        raise ValueError(f"token {token!r} is not in the tokenizer")
+        raise ConfigError(
+            f"token {token!r} is not in the tokenizer (model.tokenizer / model.new_tokens)"
+        )
     return int(tid)
 
 

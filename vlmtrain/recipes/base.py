@@ -119,7 +119,14 @@ class SequenceBuilder:
         return self
 
     def text(self, text: str, train: bool = False) -> SequenceBuilder:
+        """`text`'s tokens; a text that holds the image placeholder itself (a caption or question
+        with a literal `<image>`) is bad input: the model would find more slots than images."""
         ids = self.ctx.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.ctx.image_token_id in ids:
+            mark = self.ctx.tokenizer.convert_ids_to_tokens(self.ctx.image_token_id)
+            raise DataError(f"text {text[:80]!r} holds the image placeholder {mark!r} itself; "
+                            "only the recipe places images (remove it from the data or the "
+                            "prompt)")  # fmt: skip
         return self.tokens(ids, train)
 
     def image(self) -> SequenceBuilder:

@@ -49,7 +49,7 @@ __all__ = [
 
 def require_ret(ctx: RecipeContext, recipe: str) -> int:
     if ctx.ret_token_id is None:
-        raise ValueError(f"recipe {recipe} needs model.ret_token (e.g. '[RET]')")
+        raise ConfigError(f"recipe {recipe} needs model.ret_token (e.g. '[RET]')")
     return ctx.ret_token_id
 
 
@@ -149,7 +149,7 @@ class FromageRecipe(Recipe):
         texts = model.ret_embeddings(out.hidden_states[-1], ids, mask)
         candidates = len(texts) * _world()
         if self.contrastive_batch is not None and candidates != self.contrastive_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"recipe.options.contrastive_batch is {self.contrastive_batch} but this InfoNCE "
                 f"has {candidates} candidates (data.batch_size x ranks; grad_accum does not add "
                 "candidates)"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.core.atomic import atomic_path, write_json
-from vlmtrain.errors import CheckpointError
+from vlmtrain.errors import CheckpointError, ConfigError
 
 EXPORT_DIR = "export"
 CHECKPOINT_DIR = "checkpoints"
@@ -154,7 +154,10 @@ def load_checkpoint(path: str | os.PathLike):
     cfg = load_config(export / "config.yaml")
     tokenizer = load_tokenizer(export / "tokenizer")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, tokenizer)
+    try:
+        model = build_model(cfg.model, tokenizer)
+    except ConfigError as e:  # the export's config cannot build a model: say which file
+        raise ConfigError(str(e), file=str(export / "config.yaml")) from e
     load_weights_into(model, cfg.model, read_weights(export / WEIGHTS), str(export))
     model.eval()
     return model, tokenizer, cfg

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from vlmtrain.errors import CheckpointError
 from vlmtrain.train import resume as rs
 from vlmtrain.train import testing
 from vlmtrain.train.checkpoint import export_names, gathered_state, write_export
@@ -56,7 +57,10 @@ def resume(engine, ckpt_dir: Path, rank: int, check_position) -> tuple[int, int]
     # frozen parameters are not in the checkpoint (see save), hence not strict
     path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_module_strict=False)
     if path is None:
-        raise RuntimeError(f"DeepSpeed could not load checkpoint {ckpt_dir / tag}")
+        raise CheckpointError(
+            "DeepSpeed could not load this checkpoint (a partial or foreign save?)",
+            file=str(ckpt_dir / tag),
+        )
     next_batch = check_position(client["data"])
     rs.load_rng(ckpt_dir, tag, rank)
     return int(client["step"]), next_batch

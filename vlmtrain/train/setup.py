@@ -124,7 +124,7 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     if not decay and not no_decay:
-        raise ValueError("no trainable parameters: check model.train")
+        raise ConfigError("no trainable parameters: check model.train")
     groups = [{"params": decay, "weight_decay": weight_decay}]
     return groups + [{"params": no_decay, "weight_decay": 0.0}] if no_decay else groups
 

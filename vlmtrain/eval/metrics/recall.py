@@ -13,7 +13,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-DEFAULT_KS = (1, 5, 10)
+from vlmtrain.eval.metrics import DEFAULT_KS
 
 
 def positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import load_index, one_answer_source, read_records
 from vlmtrain.eval.metrics.captioning import caption_scores, require_java
-from vlmtrain.eval.options import CaptionOptions, takes_options
+from vlmtrain.eval.options import CaptionOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -54,10 +54,10 @@ def read_caption_predictions(
     return out
 
 
-@takes_options(CaptionOptions, "data_dir")
 def run_caption(o: CaptionOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Score captions of the `split` images; exactly one of checkpoint/predictions. Unset
     decoding options take the checkpoint's caption recipe's (`decoding`, `image_attention`)."""
+    check_options(o, CaptionOptions, "run_caption")
     one_answer_source(o.checkpoint, model_bundle, o.predictions)
     require_java()  # fail before minutes of decoding, not after
     df = load_index(o.data_dir, o.split, columns=None)

@@ -18,7 +18,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.tokenizer import pad_id
 from vlmtrain.eval.data import load_index
 from vlmtrain.eval.metrics.recall import DEFAULT_KS, recall_at_k
-from vlmtrain.eval.options import EmbeddingRetrievalOptions, takes_options
+from vlmtrain.eval.options import EmbeddingRetrievalOptions, check_options
 from vlmtrain.eval.report import TOP_K, Report, spread
 
 if TYPE_CHECKING:
@@ -146,12 +146,12 @@ def clip_encoders(name: str, pretrained: str | None, device: str | None = None):
     return images, texts
 
 
-@takes_options(EmbeddingRetrievalOptions, "data_dir")
 def run_embedding_retrieval(
     o: EmbeddingRetrievalOptions, *, model_bundle: ModelBundle | None = None
 ) -> Report:
     """Recall@K both ways on the `split` images (limit: first N images); `save_predictions`:
     each query's top max(ks) as JSONL (vlmtrain.eval.ranked_predictions)."""
+    check_options(o, EmbeddingRetrievalOptions, "run_embedding_retrieval")
     samples, texts, text_keys = load_split(o.data_dir, o.split, o.limit)  # bad data before a model
     if o.encoder == "model":
         if model_bundle is None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import iter_jsonl, require
 from vlmtrain.eval.metrics.vqa import normalize_answer
-from vlmtrain.eval.options import LlavaOptions, takes_options
+from vlmtrain.eval.options import LlavaOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -158,9 +158,9 @@ def generate_answers(
     return [decode_text(model.tokenizer, o[0]) for o in outs]
 
 
-@takes_options(LlavaOptions)
 def run_llava(o: LlavaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Write the answers JSONL (atomically) and report accuracy on the referenced questions."""
+    check_options(o, LlavaOptions, "run_llava")
     from vlmdata.core.atomic import atomic_open
     from vlmtrain.eval.generation import load_model, recipe_of
 

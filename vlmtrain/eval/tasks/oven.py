@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING
 
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import index_path, read_records
-from vlmtrain.eval.metrics.oven import harmonic_mean, oven_scores, split_accuracy, split_family
-from vlmtrain.eval.options import OvenOptions, takes_options
+from vlmtrain.eval.metrics.oven import (
+    harmonic_mean,
+    oven_scores,
+    split_accuracy,
+    split_family,
+    split_side,
+)
+from vlmtrain.eval.options import OvenOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -33,9 +39,21 @@ def read_oven_references(paths: Sequence[str | os.PathLike]) -> list[dict]:
             if not all(k in rec for k in ("data_id", "entity_id", "data_split")):
                 raise DataError("record needs data_id, entity_id, data_split", file=str(path),
                                 line=line)  # fmt: skip
+            check_side(rec["data_split"], file=str(path), line=line)
             refs.append({**{k: rec[k] for k in ("data_id", "entity_id", "data_split")},
                          "file": str(path)})  # fmt: skip
     return refs
+
+
+def check_side(data_split: str, file: str, line: int | None = None) -> None:
+    """A data_split must say seen or unseen (OVEN's `_seen` / `_unseen`): the official scores
+    are per side, so a split without one is bad input, not a crash in the metric."""
+    try:
+        split_side(str(data_split))
+    except ValueError:
+        raise DataError(f"data_split {data_split!r} is neither seen nor unseen (OVEN's splits "
+                        "end in _seen or _unseen: query_val_seen, entity_val_unseen, ...)",
+                        file=file, line=line) from None  # fmt: skip
 
 
 def split_matches(data_split: str, wanted: str) -> bool:
@@ -65,6 +83,8 @@ def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val"
         for d, e, s in zip(df["data_id"], df["entity_id"], df["split"], strict=True)
         if split_matches(s, split_prefix)
     ]
+    for row in rows:
+        check_side(row["data_split"], file=str(data_dir))
     if not rows:
         have = sorted(set(df["split"].to_list()))
         raise DataError(f"no OVEN references in split {split_prefix!r}: the records with an "
@@ -146,11 +166,11 @@ def score_oven(
     return res, rows
 
 
-@takes_options(OvenOptions)
 def run_oven(o: OvenOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Score OVEN predictions (percent, as the toolkit reports) from files or the model.
     `limit`: the first N references of each split (a smoke run keeps seen and unseen of each
     family, which the harmonic means need); predictions for the others are set aside."""
+    check_options(o, OvenOptions, "run_oven")
     if bool(o.checkpoint or model_bundle) == bool(o.predictions):
         raise DataError("give exactly one of --checkpoint or --predictions")
     if o.references:

@@ -49,6 +49,12 @@ def llava_prompt(recipe, ctx, question: str) -> list[int]:
     if image_str not in question:
         question = f"{image_str}\n{question}"
     ids = ctx.tokenizer(recipe.prompt_text(question), add_special_tokens=False)["input_ids"]
+    if ids.count(ctx.image_token_id) != 1:
+        from vlmdata.core.errors import DataError
+
+        n = ids.count(ctx.image_token_id)
+        raise DataError(f"question {question[:80]!r} holds {n} image marks {image_str!r}; a "
+                        "LLaVA question has one (or none: it is added)")  # fmt: skip
     seq = SequenceBuilder(ctx)
     for t in ids:
         if t == ctx.image_token_id:

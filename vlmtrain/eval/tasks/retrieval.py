@@ -25,7 +25,7 @@ from vlmtrain.eval.metrics.recall import (
     ranked_list_ranks,
     recall_from_ranks,
 )
-from vlmtrain.eval.options import GRACE_LENGTH_PENALTY, GenerativeRetrievalOptions, takes_options
+from vlmtrain.eval.options import GRACE_LENGTH_PENALTY, GenerativeRetrievalOptions, check_options
 from vlmtrain.eval.report import Report, pick_examples
 
 
@@ -136,7 +136,6 @@ def retrieve_generative(
     return ranked
 
 
-@takes_options(GenerativeRetrievalOptions, "data_dir")
 def run_generative_retrieval(
     o: GenerativeRetrievalOptions, *, model_bundle: ModelBundle | None = None
 ) -> Report:
@@ -146,6 +145,10 @@ def run_generative_retrieval(
     `model_bundle` (a `ModelBundle`) skips loading `checkpoint` (tests, notebooks). Decoding
     stops at the trie's eos, whatever token that is.
     """
+    check_options(o, GenerativeRetrievalOptions, "run_generative_retrieval")
+    if o.returns > o.beams:  # before any file or model: beam search keeps `beams` sequences
+        raise DataError(f"--returns {o.returns} is more than --beams {o.beams}: beam search "
+                        f"returns at most one sequence per beam")  # fmt: skip
     from vlmdata.trie import Trie
     from vlmtrain.eval.generation import load_model, recipe_of
     from vlmtrain.recipes.base import RecipeContext

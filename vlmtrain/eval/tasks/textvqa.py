@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.textvqa import ANLS_THRESHOLD, TEXTVQA_ANSWERS, text_vqa_scores
-from vlmtrain.eval.options import TextVqaOptions, takes_options
+from vlmtrain.eval.options import TextVqaOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -162,9 +162,9 @@ def model_answers(questions: list[TextQuestion], o: TextVqaOptions, model_bundle
     return {q.qid: t for q, t in zip(questions, texts, strict=True)}
 
 
-@takes_options(TextVqaOptions)
 def run_text_vqa(o: TextVqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """TextVQA accuracy / ANLS / containment of an answers file or a checkpoint's answers."""
+    check_options(o, TextVqaOptions, "run_text_vqa")
     one_answer_source(o.checkpoint, model_bundle, o.predictions)
     questions = load_questions(o.annotations, o.dataset, o.split)
     metrics = tuple(o.metrics or DATASETS[o.dataset][2])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json
 from vlmtrain.eval.metrics.context_retrieval import visdial_recall
-from vlmtrain.eval.options import VisdialOptions, takes_options
+from vlmtrain.eval.options import VisdialOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ def image_name(split: str, image_id: int) -> str:
     return f"VisualDialog_{split}_{image_id:012d}"
 
 
-@takes_options(VisdialOptions, "dialogs_path", "images_dir")
 def run_visdial(o: VisdialOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Recall@K over the dialogs (limit: the first N); every dialog's image must be there."""
+    check_options(o, VisdialOptions, "run_visdial")
     from vlmtrain.eval.generation import load_model
     from vlmtrain.eval.tasks.interleaved import (
         image_embeddings,

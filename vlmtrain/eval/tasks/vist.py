@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import read_json
 from vlmtrain.eval.metrics.context_retrieval import vist_recall
-from vlmtrain.eval.options import VistOptions, takes_options
+from vlmtrain.eval.options import VistOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -71,9 +71,9 @@ def story_context(story: Story, images: dict, captions: int = 5, with_images: bo
     return pieces
 
 
-@takes_options(VistOptions, "stories_path", "images_dir")
 def run_vist(o: VistOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Recall@K over the stories (limit: the first N stories and the images they use)."""
+    check_options(o, VistOptions, "run_vist")
     from vlmtrain.eval.generation import load_model
     from vlmtrain.eval.tasks.interleaved import (
         image_embeddings,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vlmdata.core.errors import DataError
 from vlmtrain.eval.data import one_answer_source, read_json, read_records
 from vlmtrain.eval.metrics.vqa import VQA_SCRIPTS, vqa_accuracy
-from vlmtrain.eval.options import VqaOptions, takes_options
+from vlmtrain.eval.options import VqaOptions, check_options
 from vlmtrain.eval.report import Report
 
 if TYPE_CHECKING:
@@ -200,9 +200,9 @@ def _answer(o: VqaOptions, items: Sequence[tuple[int, dict]], model_bundle) -> d
     )  # fmt: skip
 
 
-@takes_options(VqaOptions)
 def run_vqa(o: VqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Overall and per-answer-type accuracy (fractions; the official script prints 100x)."""
+    check_options(o, VqaOptions, "run_vqa")
     one_answer_source(o.checkpoint, model_bundle, o.predictions)
     if o.script not in VQA_SCRIPTS:
         raise DataError(f"unknown --vqa-script {o.script!r}; choose from {sorted(VQA_SCRIPTS)}")
@@ -264,10 +264,10 @@ def run_vqa(o: VqaOptions, *, model_bundle: ModelBundle | None = None) -> Report
     return report
 
 
-@takes_options(VqaOptions, "submission")
 def write_submission(o: VqaOptions, *, model_bundle: ModelBundle | None = None) -> Report:
     """Answer every question (annotated or not) and write EvalAI's VQAv2 results JSON,
     [{"question_id": int, "answer": str}], sorted by question_id; nothing is scored."""
+    check_options(o, VqaOptions, "write_submission")
     from vlmdata.core.atomic import write_json
 
     if o.submission is None:
