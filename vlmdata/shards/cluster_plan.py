@@ -1,0 +1,287 @@
+"""The shard plan partitioned on the engine (`--distributor pyspark|ray`, issue 23): the rules
+run in tasks over hash partitions, the driver keeps per-partition and per-shard state.
+
+Every rule of group.py is "the first row in manifest order wins" within a group of rows that
+share a record key, an image key or (once checked) an image's bytes; rows in no common group
+never affect each other. So the rows are split into components of those links and each
+component is planned whole, in manifest order, by the local planner's own code:
+
+1. (driver) the manifest cut into slices of SLICE_ROWS rows (Parquet, in the scratch folder);
+2. `hash_slice` per slice: each row's key and image-key hashes, by hash partition;
+3. `check_bucket` per image-key partition: each image checked from its first row;
+   source sha256 -> image key, by sha partition;
+4. `edges_bucket` per partition: image keys linked by a shared record key or equal bytes;
+5. (driver) components of the links (`labels_table`: O(links), not O(rows): a link exists
+   only where a key or an image's bytes repeat under another image key);
+6. `route_slice` per slice: rows to their component's partition (an unlinked image key's
+   own hash partition);
+7. `place_bucket` per component partition (cluster_place.py): placed, sealed, written out;
+8. `clash_bucket` per partition (--every-text): copy keys against placed and image keys;
+9. (driver) the slices read in order: records.parquet rows and rejects from each row's
+   outcome (rejects in row order, as one run writes them); the kept samples of each split
+   read in opening order (a sample's number is its opening row), cut by the same Cutter,
+   index rows and digests made; each shard's entries go to a job file its task reads.
+
+The driver holds one slice, one shard and the links; the manifest's Arrow table is what the
+caller passed in. The output is byte-identical to the local plan because each component's
+decisions are made by the same code in the same row order, and everything laid out after
+placement is ordered by row numbers alone (tests/shards/test_cluster_plan.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vlmdata.core.errors import DataError
+from vlmdata.core.record import records_from_arrow
+from vlmdata.core.storage import Location
+from vlmdata.shards.cluster_files import EDGE, Scratch, load_arrays, load_tables, save_array
+from vlmdata.shards.cluster_files import save_table as _save_table
+from vlmdata.shards.cluster_place import SAMPLE_COLUMNS, place_bucket
+from vlmdata.shards.cluster_tasks import (
+    ROW,
+    check_bucket,
+    clash_bucket,
+    edges_bucket,
+    hash_slice,
+    labels_table,
+    route_slice,
+    slice_path,
+)
+from vlmdata.shards.options import ShardOptions
+from vlmdata.shards.output import index_table, shard_is_finished, shard_rel
+from vlmdata.shards.placement import Facts, Info
+from vlmdata.shards.plan import (
+    Cutter,
+    PlanInput,
+    Planner,
+    ShardJob,
+    ShardPlan,
+    index_row,
+    shard_digest,
+)
+from vlmdata.shards.planrows import ManifestRecords
+from vlmdata.shards.samples import layout
+from vlmdata.shards.tables import ArrowRows
+
+SLICE_ROWS = 65536  # manifest rows per slice (what the driver holds at once)
+BUCKETS: int | None = None  # hash partitions; None: 2 per worker, at least 2
+
+
+def partitioned(inp: PlanInput, run: Planner) -> bool:
+    """Plan on the engine: Spark or Ray, and a manifest table (download's fetched rows are
+    placed on the driver)."""
+    engine = run.opt.distributor in ("pyspark", "ray")
+    return engine and isinstance(inp.rows, ManifestRecords) and inp.refs is None
+
+
+@dataclass
+class ClusterPlan(ShardPlan):
+    """A ShardPlan whose shards' entries wait in job files, one per shard (read by the task)."""
+
+    tables: list[str] = field(default_factory=list)
+
+    def job(self, i: int) -> ShardJob:
+        rel, digest, _, _ = self.shards[i]
+        out, opts, source, _ = self.make
+        return ShardJob(out, rel, digest, opts, source, [], None, table=self.tables[i])
+
+
+def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[str]) -> ShardPlan:
+    """Stages 1-9 of the module doc; the plan's scratch folder goes when the plan does."""
+    rows = inp.rows
+    assert isinstance(rows, ManifestRecords)
+    buckets = BUCKETS or max(2, 2 * run.engine.workers)
+    scratch = Scratch.make(SLICE_ROWS, buckets)
+    try:
+        n_slices = _write_slices(rows.table, scratch)
+        images = _place_on_engine(scratch, n_slices, inp.source, run)
+        _emit_rows(scratch, n_slices, rows.columns, run)
+        plan = _layout(scratch, n_slices, out, run.opt, extras, images)
+    except BaseException:
+        shutil.rmtree(scratch.root, ignore_errors=True)
+        raise
+    weakref.finalize(plan, shutil.rmtree, scratch.root, True)
+    return plan
+
+
+def _write_slices(table: pa.Table, scratch: Scratch) -> int:
+    starts = range(0, table.num_rows, scratch.slice_rows)
+    for i, a in enumerate(starts):
+        _save_table(slice_path(scratch, i), table.slice(a, scratch.slice_rows))
+    return len(starts)
+
+
+def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner) -> int:
+    """Stages 2-8 on the engine; the image samples' count."""
+    engine, opt, parts = run.engine, run.opt, range(scratch.buckets)
+    list(engine.map(hash_slice, [(scratch, i) for i in range(n_slices)]))
+    list(engine.map(check_bucket, [(scratch, j, source, opt.image) for j in parts]))
+    list(engine.map(edges_bucket, [(scratch, j) for j in parts]))
+    edges = load_arrays(scratch.path("edges"), EDGE)
+    if len(edges):
+        save_array(scratch.path("labels.npy"), labels_table(edges, scratch.buckets))
+    del edges
+    list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
+    images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))
+    if opt.every_text:
+        clashes = [c for c in engine.map(clash_bucket, [(scratch, j) for j in parts]) if c]
+        if clashes:
+            raise DataError(f"--every-text: sample key {min(clashes)[2]!r} is also a record key")
+    run.gate.opened += images
+    return images
+
+
+OUTCOME = ("key", "reason", "detail")
+
+
+def _emit_rows(scratch: Scratch, n_slices: int, columns: tuple, run: Planner) -> None:
+    """Each row, in manifest order, placed (records.parquet) or rejected, as decided."""
+    gate = run.gate
+    for i in range(n_slices):
+        part = pq.read_table(slice_path(scratch, i))
+        outcome = load_tables(scratch.path("out", f"s{i}"))
+        assert outcome is not None and outcome.num_rows == part.num_rows
+        outcome = outcome.sort_by(ROW)
+        keys, reasons, details = (outcome.column(c).to_pylist() for c in OUTCOME)
+        line = i * scratch.slice_rows + 1
+        for n, record in enumerate(records_from_arrow(part)):
+            if keys[n] is not None:
+                gate.records.place(record, keys[n])
+            else:
+                gate.reject(record, columns, line + n, reasons[n], details[n])
+
+
+def _kept(scratch: Scratch, n_slices: int) -> Iterator[pa.Table]:
+    """The kept samples of each slice of opening rows, in order (opening row, then copy)."""
+    for i in range(n_slices):
+        t = load_tables(scratch.path("smp", f"s{i}"))
+        if t is not None and t.num_rows:
+            yield t.sort_by([("__open", "ascending"), ("__copy", "ascending")])
+
+
+def _split_order(scratch: Scratch, n_slices: int) -> list[Any]:
+    """The samples' splits in first-seen order (a sample's split is its first record's)."""
+    seen: dict[Any, None] = {}
+    for t in _kept(scratch, n_slices):
+        seen.update(dict.fromkeys(t.column("split").to_pylist()))
+    return list(seen)
+
+
+def _layout(scratch: Scratch, n_slices: int, out: Location, opt: ShardOptions,
+            extras: list[str], images: int) -> ClusterPlan:  # fmt: skip
+    """Each split cut on its own, in the order its samples were opened (plan.layout_shards)."""
+    index = ArrowRows(index_table([], extras, opt.params()).schema)
+    plan = ClusterPlan([], np.empty(0, dtype=np.int64), [], index, images)
+    for split in _split_order(scratch, n_slices):
+        _Cut(plan, scratch, split, out, opt, extras).run(n_slices)
+    return plan
+
+
+@dataclass(slots=True)
+class _Sample:
+    """A kept sample as index_row and shard_digest read it."""
+
+    key: str
+    record: Any
+    prepared: Facts
+    sizes: dict[str, int]
+    digests: tuple[str, str]
+    n_records: int
+
+    def member_sha256(self) -> tuple[str, str]:
+        return self.digests
+
+
+FACT_COLUMNS = ("__key", "__fmt", "__w", "__h", "__isize", "__isha", "__jsha", "__tsha", "__n")
+JOB_COLUMNS = ["__key", "__ref", "__fmt", "__w", "__h", "__isize", "__isha",
+               "__file", "__st0", "__st1", "__json", "__txt"]  # fmt: skip
+
+
+class _Cut:
+    """One split's shards: samples in opening order through the Cutter; per shard its index
+    rows, digest, finished stats and job file."""
+
+    def __init__(self, plan: ClusterPlan, scratch: Scratch, split: Any, out: Location,
+                 opt: ShardOptions, extras: list[str]) -> None:  # fmt: skip
+        self.plan, self.scratch, self.split, self.out = plan, scratch, split, out
+        self.extras, self.name, self.number = extras, opt.name, 0
+        self.cutter = Cutter(opt.samples_per_shard, opt.max_shard_bytes)
+        self.samples: list[_Sample] = []
+        self.parts: list[pa.Table] = []
+
+    def run(self, n_slices: int) -> None:
+        for t in _kept(self.scratch, n_slices):
+            split = t.column("split")
+            mine = pc.is_null(split) if self.split is None else pc.equal(split, self.split)
+            t = t.filter(pc.fill_null(mine, False))
+            start = 0
+            for n, sample in enumerate(self._samples(t)):
+                if self._starts(sample):
+                    self.parts.append(t.slice(start, n - start))
+                    start = n
+                    self._close()
+            self.parts.append(t.slice(start))
+        self._close()
+
+    def _samples(self, t: pa.Table) -> Iterator[_Sample]:
+        first = records_from_arrow(t.select([c for c in t.schema.names if c not in SAMPLE_COLUMNS]))
+        cols = {c: t.column(c).to_pylist() for c in FACT_COLUMNS}
+        sizes = (pc.binary_length(t.column(c)).to_pylist() for c in ("__json", "__txt"))
+        for n, (record, nj, nt) in enumerate(zip(first, *sizes, strict=True)):
+            info = Info(cols["__fmt"][n], cols["__w"][n], cols["__h"][n])
+            facts = Facts(info, cols["__isize"][n], cols["__isha"][n])
+            member = {"image": facts.size, "json": nj, "txt": nt}
+            digests = (cols["__jsha"][n], cols["__tsha"][n])
+            sample = _Sample(cols["__key"][n], record, facts, member, digests, cols["__n"][n])
+            self.samples.append(sample)
+            yield sample
+
+    def _starts(self, s: _Sample) -> bool:
+        return self.cutter.starts_new(layout(s.key, s.prepared.info.format, s.sizes, 0).size)
+
+    def _close(self) -> None:
+        """The shard so far (its samples are the last ones counted but the newest)."""
+        n = sum(p.num_rows for p in self.parts)
+        if not n:
+            return
+        samples, self.samples = self.samples[:n], self.samples[n:]
+        rel = shard_rel(self.name, self.number, self.split)
+        self.number += 1
+        pos = 0
+        for s in samples:
+            row, size = index_row(s, rel, pos, self.extras)
+            self.plan.index.append(row)
+            pos += size
+        digest, k = shard_digest(samples), len(self.plan.shards)
+        job = self.scratch.path("jobs", f"s{k}.parquet")
+        _save_table(job, pa.concat_tables(self.parts).select(JOB_COLUMNS))
+        self.parts = []
+        self.plan.shards.append((rel, digest, k, k))
+        self.plan.done.append(shard_is_finished(self.out, rel, digest))
+        self.plan.tables.append(str(job))
+
+
+def job_entries(table_path: str) -> Iterator[tuple[str, Any, Any, bytes, bytes]]:
+    """(key, ref, Prepared, json, txt) per sample of a shard's job file (read by its task)."""
+    from vlmdata.shards.images import ImageInfo
+    from vlmdata.shards.prepare import Prepared
+
+    t = pq.read_table(table_path)
+    for r in t.to_pylist():
+        stamp = None if r["__st0"] is None else (r["__st0"], r["__st1"])
+        info = ImageInfo(r["__fmt"], r["__w"], r["__h"])
+        p = Prepared(info, r["__isize"], r["__isha"], "", r["__file"], stamp)
+        yield r["__key"], r["__ref"], p, r["__json"], r["__txt"]
+
+
+__all__ = ["ClusterPlan", "job_entries", "partitioned", "plan_on_cluster"]

@@ -1,0 +1,208 @@
+"""The engine tasks of the partitioned plan (cluster_plan.py has the order and the why).
+
+Each task is a module-level function of one small tuple (the Scratch folder, a partition
+number, the image source and options), so Spark, Ray and a process pool all run it; it reads
+the pieces earlier stages wrote and writes its own (cluster_files.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmdata.core.keyset import HashMap, HashSet
+from vlmdata.core.record import stored_under
+from vlmdata.shards.cluster_files import (
+    EDGE,
+    HASH,
+    IK,
+    LABEL,
+    PAIR,
+    Scratch,
+    load_arrays,
+    load_tables,
+    save_array,
+    save_table,
+    split_by_bucket,
+)
+from vlmdata.shards.compact import digest_hashes, value_hashes
+from vlmdata.shards.prepare import Prepared
+
+ROW = "__row"  # a row's number in the whole manifest (0-based)
+
+
+def slice_path(scratch: Scratch, i: int) -> Any:
+    return scratch.path("rows", f"s{i}.parquet")
+
+
+def row_hashes(table: pa.Table) -> tuple[tuple[np.ndarray, np.ndarray], tuple]:
+    """(key hashes, image key hashes) of a slice's rows: the image key is the `image_key`,
+    else the key (the rule placement numbers images by)."""
+    names, n = table.schema.names, table.num_rows
+    keys = table.column("key").to_pylist() if "key" in names else [None] * n
+    iks = keys
+    if "image_key" in names:
+        iks = list(map(stored_under, keys, table.column("image_key").to_pylist()))
+    return value_hashes(keys), value_hashes(iks)
+
+
+def _save_buckets(scratch: Scratch, stage: str, name: str, rows: np.ndarray, hi: np.ndarray):
+    for b, part in enumerate(split_by_bucket(rows, scratch.bucket_of(hi), scratch.buckets)):
+        if len(part):
+            save_array(scratch.path(stage, f"b{b}", f"{name}.npy"), part)
+
+
+def hash_slice(task: tuple) -> int:
+    """Stage 1: a slice's rows by image key hash (row, hash) and by key hash (key, image key)."""
+    scratch, i = task
+    table = pq.read_table(slice_path(scratch, i))
+    (k_hi, k_lo), (i_hi, i_lo) = row_hashes(table)
+    ik = np.zeros(table.num_rows, dtype=IK)
+    ik["row"] = i * scratch.slice_rows + np.arange(table.num_rows)
+    ik["hi"], ik["lo"] = i_hi, i_lo
+    _save_buckets(scratch, "ik", f"s{i}", ik, i_hi)
+    pairs = np.zeros(table.num_rows, dtype=PAIR)
+    pairs["hi"], pairs["lo"], pairs["ik_hi"], pairs["ik_lo"] = k_hi, k_lo, i_hi, i_lo
+    _save_buckets(scratch, "key", f"s{i}", pairs, k_hi)
+    return table.num_rows
+
+
+def first_rows(ik: np.ndarray) -> np.ndarray:
+    """Each distinct image key once, with its first row (IK rows, sorted by hash)."""
+    s = ik[np.lexsort((ik["row"], ik["lo"], ik["hi"]))]
+    first = np.ones(len(s), dtype=bool)
+    first[1:] = (s["hi"][1:] != s["hi"][:-1]) | (s["lo"][1:] != s["lo"][:-1])
+    return s[first]
+
+
+def paths_of(scratch: Scratch, rows: np.ndarray) -> list[Any]:
+    """The `path` of each row numbered `rows` (any order), read from its slice."""
+    out: list[Any] = [None] * len(rows)
+    slices = rows // scratch.slice_rows
+    for i in np.unique(slices).tolist():
+        at = np.flatnonzero(slices == i)
+        f = pq.ParquetFile(slice_path(scratch, i))
+        if "path" not in f.schema_arrow.names:
+            continue
+        column = f.read(columns=["path"]).column("path")
+        local = rows[at] - i * scratch.slice_rows
+        for j, value in zip(at.tolist(), column.take(local).to_pylist(), strict=True):
+            out[j] = value
+    return out
+
+
+def check_bucket(task: tuple) -> int:
+    """Stage 2: the images of one image-key partition checked once, each from its first row
+    (as placement checks them); every good image's source sha256 -> its image key, by sha."""
+    scratch, j, source, opts = task
+    images = first_rows(load_arrays(scratch.path("ik", f"b{j}"), IK))
+    if not len(images):
+        return 0
+    results = source.plan(paths_of(scratch, images["row"]), opts)
+    ok = np.array([isinstance(r, Prepared) for r in results], dtype=bool)
+    good = images[ok]
+    pairs = np.zeros(len(good), dtype=PAIR)
+    if len(good):
+        shas = [r.source_sha256 for r in results if isinstance(r, Prepared)]
+        pairs["hi"], pairs["lo"] = digest_hashes(shas)
+    pairs["ik_hi"], pairs["ik_lo"] = good["hi"], good["lo"]
+    _save_buckets(scratch, "sha", f"s{j}", pairs, pairs["hi"])
+    return len(images)
+
+
+def group_edges(pairs: np.ndarray) -> np.ndarray:
+    """For each group (same hash) naming several image keys: an edge from its smallest image
+    key to each other one (what makes them one component)."""
+    if len(pairs) < 2:
+        return np.empty(0, dtype=EDGE)
+    cols = np.stack([pairs[f] for f in ("hi", "lo", "ik_hi", "ik_lo")], axis=1)
+    u = np.unique(cols, axis=0)
+    start = np.ones(len(u), dtype=bool)
+    start[1:] = (u[1:, 0] != u[:-1, 0]) | (u[1:, 1] != u[:-1, 1])
+    head = np.maximum.accumulate(np.where(start, np.arange(len(u)), 0))
+    other = np.flatnonzero(~start)
+    edges = np.zeros(len(other), dtype=EDGE)
+    edges["a_hi"], edges["a_lo"] = u[head[other], 2], u[head[other], 3]
+    edges["b_hi"], edges["b_lo"] = u[other, 2], u[other, 3]
+    return edges
+
+
+def edges_bucket(task: tuple) -> int:
+    """Stage 3: image keys linked by a shared record key or by the same image bytes."""
+    scratch, j = task
+    by_key = group_edges(load_arrays(scratch.path("key", f"b{j}"), PAIR))
+    by_sha = group_edges(load_arrays(scratch.path("sha", f"b{j}"), PAIR))
+    edges = np.concatenate([by_key, by_sha])
+    if len(edges):
+        save_array(scratch.path("edges", f"s{j}.npy"), edges)
+    return len(edges)
+
+
+def route_slice(task: tuple) -> int:
+    """Stage 5: a slice's rows (with their row numbers) sent to their component's partition:
+    a linked image key's by the driver's labels, any other by its own hash."""
+    scratch, i = task
+    table = pq.read_table(slice_path(scratch, i))
+    _, (i_hi, i_lo) = row_hashes(table)
+    bucket = scratch.bucket_of(i_hi)
+    labels_file = scratch.path("labels.npy")
+    if labels_file.exists():
+        labels = np.load(labels_file, allow_pickle=False)
+        linked = HashMap()
+        linked.add(labels["hi"], labels["lo"], labels["bucket"])
+        got = linked.get(i_hi, i_lo)
+        bucket = np.where(got >= 0, got, bucket)
+    rows = i * scratch.slice_rows + np.arange(table.num_rows, dtype=np.int64)
+    table = table.append_column(ROW, pa.array(rows))
+    for c in np.unique(bucket).tolist():
+        part = table.take(np.flatnonzero(bucket == c))
+        save_table(scratch.path("comp", f"c{c}", f"s{i}.parquet"), part)
+    return table.num_rows
+
+
+def clash_bucket(task: tuple) -> tuple[int, int, str] | None:
+    """Stage 7 (--every-text): the first copy key (by its sample's opening row, then copy)
+    that is also a placed record key or an image key, in one hash partition; None: none."""
+    scratch, j = task
+    copies = load_tables(scratch.path("ck", f"b{j}"))
+    if copies is None:
+        return None
+    taken = HashSet()
+    for pieces in (load_arrays(scratch.path("pk", f"b{j}"), HASH),
+                   load_arrays(scratch.path("ik", f"b{j}"), IK)):  # fmt: skip
+        taken.add(pieces["hi"], pieces["lo"])
+    hi, lo = (copies.column(c).to_numpy() for c in ("hi", "lo"))
+    hit = np.flatnonzero(taken.contains(hi, lo))
+    if not len(hit):
+        return None
+    found = zip(
+        *(copies.column(c).take(hit).to_pylist() for c in ("open", "copy", "key")), strict=True
+    )
+    return min(found)
+
+
+def labels_table(edges: np.ndarray, buckets: int) -> np.ndarray:
+    """Connected components of the linked image keys (min-label propagation with pointer
+    jumping): each linked key and its component's partition (the smallest key's hash)."""
+    ends = np.concatenate(
+        [np.stack((edges["a_hi"], edges["a_lo"]), 1), np.stack((edges["b_hi"], edges["b_lo"]), 1)]
+    )
+    nodes, inverse = np.unique(ends, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    a, b = inverse[: len(edges)], inverse[len(edges) :]
+    label = np.arange(len(nodes))
+    while True:
+        low = np.minimum(label[a], label[b])
+        before = label.copy()
+        np.minimum.at(label, a, low)
+        np.minimum.at(label, b, low)
+        label = label[label]
+        if np.array_equal(label, before):
+            break
+    out = np.zeros(len(nodes), dtype=LABEL)
+    out["hi"], out["lo"] = nodes[:, 0], nodes[:, 1]
+    out["bucket"] = (nodes[label, 0] % np.uint64(buckets)).astype(np.int64)
+    return out
