@@ -95,6 +95,11 @@ def place_bucket(task: tuple) -> int:
         engine.close()
 
 
+OUTCOME = pa.schema(
+    [(ROW, pa.int64()), ("key", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
+
+
 def _write_outcomes(scratch: Scratch, c: int, rows_at, placed: np.ndarray, gate: _TaskGate):
     n = len(rows_at)
     if len(placed) + len(gate.rejected) != n:
@@ -106,7 +111,7 @@ def _write_outcomes(scratch: Scratch, c: int, rows_at, placed: np.ndarray, gate:
         keys[row] = key
     for row, reason, detail in gate.rejected:
         reasons[row], details[row] = reason, detail
-    out = pa.table({ROW: rows_at, "key": keys, "reason": reasons, "detail": details})
+    out = pa.table([rows_at, keys, reasons, details], schema=OUTCOME)
     _save_by_slice(scratch, "out", c, out, rows_at)
 
 

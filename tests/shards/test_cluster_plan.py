@@ -1,0 +1,186 @@
+"""The partitioned plan (cluster_plan.py) run in this process: the same rows through the local
+plan and through the partitioned one (tiny slices and three hash partitions, so components
+cross slices and partitions) give the same bytes in every output file. Spark and Ray run it
+in tests/shards/test_cluster_engines.py; this file checks the rules cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.shards.cluster_inputs import make_rule_set
+from tests.shards.conftest import image_bytes, row, write_manifest
+from vlmdata.core import layout
+from vlmdata.core.errors import DataError
+from vlmdata.shards import ShardOptions, cluster_plan, write_shards
+from vlmdata.shards.cluster_files import EDGE, PAIR
+from vlmdata.shards.cluster_tasks import group_edges, labels_table
+from vlmdata.shards.planrows import ManifestRecords
+
+
+def sha_of_files(out: Path) -> dict[str, str]:
+    """sha256 of every output file, `_stats.json` included (it holds no timings)."""
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+@pytest.fixture
+def on_partitions(monkeypatch):
+    """The partitioned plan on the in-process engine, 7-row slices, 3 hash partitions."""
+    monkeypatch.setattr(
+        cluster_plan,
+        "partitioned",
+        lambda inp, run: isinstance(inp.rows, ManifestRecords) and inp.refs is None,
+    )
+    monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 7)
+    monkeypatch.setattr(cluster_plan, "BUCKETS", 3)
+
+
+def both_ways(monkeypatch, manifest, images, root: Path, opts: ShardOptions):
+    """(local summary, partitioned summary, files equal) for one input and options."""
+    local = write_shards(manifest, images, root / "local", opts, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(cluster_plan, "SLICE_ROWS", 7)
+        m.setattr(cluster_plan, "BUCKETS", 3)
+        m.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+        part = write_shards(manifest, images, root / "part", opts, progress=False)
+    return local, part, sha_of_files(root / "local") == sha_of_files(root / "part")
+
+
+# (line, reason) of the rule set's rejects, from its design (cluster_inputs.py): the first
+# "dupkey" names a missing image under image_key "gone"; the second claims the key; k020
+# repeats its bytes; the third "dupkey" is a duplicate; "chain" links k007's bytes to a key
+# whose second row (own image) opens, so k024's bytes repeat it.
+RULE_SET_REJECTS = [
+    (7, "missing_file"),
+    (8, "duplicate_key"),
+    (20, "image_key_conflict"),
+    (21, "duplicate_image"),
+    (23, "bad_key"),
+    (24, "missing_file"),
+    (25, "not_an_image"),
+    (33, "duplicate_image"),
+    (34, "duplicate_key"),
+    (35, "duplicate_image"),
+    (38, "duplicate_image"),
+    (41, "duplicate_image"),
+]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"duplicate_images": "share"},
+        {"every_text": True},
+        {"max_shard_bytes": 6000, "samples_per_shard": 5},
+    ],
+    ids=["reject", "share", "every-text", "byte-cap"],
+)
+def test_partitioned_plan_equals_local_on_every_rule(tmp_path, monkeypatch, kw):
+    manifest, images = make_rule_set(tmp_path / "in")
+    opts = ShardOptions(**{"samples_per_shard": 3, **kw})
+    local, part, same = both_ways(monkeypatch, manifest, images, tmp_path, opts)
+    assert same
+    assert (part.kept, dict(part.rejects), part.shards, part.images) == (
+        local.kept,
+        dict(local.rejects),
+        local.shards,
+        local.images,
+    )
+    rejects = pl.read_parquet(tmp_path / "part" / layout.REJECTS)
+    got = list(zip(rejects["line"].to_list(), rejects["reason"].to_list(), strict=True))
+    if not kw.get("duplicate_images"):
+        assert got == RULE_SET_REJECTS
+    else:  # shared: every byte-identical image joins the first one; its keys then repeat
+        assert "duplicate_image" not in {r for _, r in got}
+
+
+def random_set(root: Path, seed: int) -> tuple[Path, Path]:
+    """60 rows drawn from 45 keys, 3 image keys and 12 files (two repeating others' bytes,
+    one missing), two sources (one shares duplicates) and two splits."""
+    rng = random.Random(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    for i in range(11):
+        (images / f"f{i}.png").write_bytes(image_bytes(100 + i, (24, 20), "PNG"))
+    (images / "f9.png").write_bytes((images / "f1.png").read_bytes())
+    (images / "f10.png").write_bytes((images / "f2.png").read_bytes())
+    rows = []
+    for _ in range(60):
+        ik = rng.choice([None] * 7 + ["ia", "ib", "ic"])
+        rows.append(
+            row(
+                f"r{rng.randrange(45)}",
+                f"f{rng.randrange(12)}.png",
+                rng.choice(["train", "test"]),
+                n_texts=rng.randrange(1, 4),
+                image_key=ik,
+                source=rng.choice(["test", "llava"]),
+            )
+        )
+    return write_manifest(root / "manifest.parquet", rows, ("image_key",)), images
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_partitioned_plan_equals_local_on_random_sets(tmp_path, monkeypatch, seed):
+    manifest, images = random_set(tmp_path / "in", seed)
+    opts = ShardOptions(samples_per_shard=4, every_text=seed % 2 == 1)
+    local, part, same = both_ways(monkeypatch, manifest, images, tmp_path, opts)
+    assert same and local.rejected > 0 and part.kept == local.kept
+
+
+def test_every_text_clash_is_the_same_error(tmp_path, monkeypatch):
+    """A copy key KEY_t1 that is also a record key elsewhere: both plans refuse it alike."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        (images / f"{i}.png").write_bytes(image_bytes(i, (20, 20), "PNG"))
+    rows = [row(f"a{i}", f"{i}.png", n_texts=2) for i in range(5)]
+    rows.append(row("a1_t1", "5.png"))
+    manifest = write_manifest(tmp_path / "manifest.parquet", rows)
+    opts = ShardOptions(every_text=True)
+    with pytest.raises(DataError) as local:
+        write_shards(manifest, images, tmp_path / "local", opts, progress=False)
+    monkeypatch.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+    monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 2)
+    with pytest.raises(DataError) as part:
+        write_shards(manifest, images, tmp_path / "part", opts, progress=False)
+    assert str(part.value) == str(local.value)
+    assert "'a1_t1'" in str(part.value)
+
+
+def test_links_group_image_keys_by_shared_hash():
+    pairs = np.zeros(5, dtype=PAIR)
+    pairs["hi"] = [1, 1, 1, 2, 3]
+    pairs["ik_hi"] = [9, 5, 9, 7, 8]  # group 1: image keys 5 and 9; 2 and 3 alone
+    edges = group_edges(pairs)
+    assert [(int(e["a_hi"]), int(e["b_hi"])) for e in edges] == [(5, 9)]
+
+
+def test_components_of_links():
+    """Links 1-2, 2-3, 7-8, 3-4 (the high words; low words 0): components {1,2,3,4}, {7,8},
+    each key's partition is its component's smallest key modulo the partitions."""
+    edges = np.zeros(4, dtype=EDGE)
+    edges["a_hi"], edges["b_hi"] = [1, 2, 7, 3], [2, 3, 8, 4]
+    labels = labels_table(edges, 5)
+    got = dict(zip(labels["hi"].tolist(), labels["bucket"].tolist(), strict=True))
+    assert got == {1: 1, 2: 1, 3: 1, 4: 1, 7: 2, 8: 2}
+
+
+def test_scratch_folder_goes_with_the_plan(tmp_path, monkeypatch, on_partitions):
+    monkeypatch.setenv("VLMDATA_PLAN_DIR", str(tmp_path / "plans"))
+    manifest, images = make_rule_set(tmp_path / "in")
+    write_shards(manifest, images, tmp_path / "out", samples_per_shard=3, progress=False)
+    import gc
+
+    gc.collect()
+    assert list((tmp_path / "plans").iterdir()) == []
