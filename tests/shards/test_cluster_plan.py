@@ -184,3 +184,52 @@ def test_scratch_folder_goes_with_the_plan(tmp_path, monkeypatch, on_partitions)
 
     gc.collect()
     assert list((tmp_path / "plans").iterdir()) == []
+
+
+def test_each_image_is_checked_once(tmp_path, monkeypatch, on_partitions):
+    """Placement takes stage 2's check results: one check per distinct image key, as the
+    local plan makes (its checks are the oracle)."""
+    from vlmdata.shards import prepare
+
+    calls: list[str] = []
+    real = prepare.prepare_file
+
+    def counted(folder, rel, opts, real_dirs):
+        calls.append(rel)
+        return real(folder, rel, opts, real_dirs)
+
+    monkeypatch.setattr(prepare, "prepare_file", counted)
+    manifest, images = make_rule_set(tmp_path / "in")
+    write_shards(manifest, images, tmp_path / "part", samples_per_shard=3, progress=False)
+    on_engine = sorted(calls)
+    calls.clear()
+    monkeypatch.setattr(cluster_plan, "partitioned", lambda inp, run: False)
+    write_shards(manifest, images, tmp_path / "local", samples_per_shard=3, progress=False)
+    rows = pl.read_parquet(manifest)
+    image_keys = rows.select(pl.coalesce("image_key", "key")).n_unique()
+    assert on_engine == sorted(calls) and len(calls) == image_keys
+
+
+def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
+    """download's fetched rows carry their raw refs (shard, key) through the partitions."""
+    from tests.shards.http_server import serve_images
+    from vlmdata.download.img2dataset_run import FetchOptions
+    from vlmdata.download.pipeline import download
+
+    fetch = FetchOptions(processes=1, threads=4, timeout=2, raw_shard_size=3)
+    with serve_images() as server:
+        lines = [(f"photo {n}", server.url("img", n)) for n in range(6)]
+        lines += [("same bytes as photo 1", server.url("dup", 1))]
+        lines += [("gone", server.url("missing", 7)), ("photo 2 again", server.url("dup", 2))]
+        tsv = tmp_path / "Validation_GCC-1.1.0-Validation.tsv"
+        tsv.write_text("".join(f"{c}\t{u}\n" for c, u in lines), encoding="utf-8")
+        kw = dict(work_dir=tmp_path / "work", allow_private=True, keep_raw=True, progress=False)
+        shard = ShardOptions(samples_per_shard=2)
+        local = download("cc3m", [tsv], tmp_path / "local", fetch=fetch, shard=shard, **kw)
+        monkeypatch.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+        monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 2)
+        monkeypatch.setattr(cluster_plan, "BUCKETS", 3)
+        part = download("cc3m", [tsv], tmp_path / "part", fetch=fetch, shard=shard, **kw)
+    assert (part.kept, dict(part.rejects)) == (local.kept, dict(local.rejects))
+    assert dict(local.rejects) == {"duplicate_image": 2, "http_404": 1}
+    assert sha_of_files(tmp_path / "part") == sha_of_files(tmp_path / "local")

@@ -92,3 +92,19 @@ def split_by_bucket(values: np.ndarray, buckets: np.ndarray, n: int) -> list[np.
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n + 1))
     return [values[order[bounds[b] : bounds[b + 1]]] for b in range(n)]
+
+
+REF, REF_SHARD = "__ref", "__ref_shard"  # a row's image ref: a path, or (raw shard, key)
+
+
+def ref_arrays(refs: list) -> tuple[pa.Array, pa.Array]:
+    """Refs as two columns: the path or key, and the raw shard (null for a path)."""
+    raw = [isinstance(r, tuple) for r in refs]
+    names = [r[1] if is_raw else r for r, is_raw in zip(refs, raw, strict=True)]
+    shards = [r[0] if is_raw else None for r, is_raw in zip(refs, raw, strict=True)]
+    return pa.array(names, type=pa.string()), pa.array(shards, type=pa.int32())
+
+
+def refs_of(names: list, shards: list) -> list:
+    """The refs `ref_arrays` stored (a download's raw refs as (shard, key) tuples)."""
+    return [n if s is None else (s, n) for n, s in zip(names, shards, strict=True)]

@@ -19,8 +19,18 @@ import numpy as np
 import pyarrow as pa
 
 from vlmdata.core.keyset import HashSet
-from vlmdata.shards.cluster_files import HASH, Scratch, load_tables, save_array, save_table
-from vlmdata.shards.cluster_tasks import ROW
+from vlmdata.shards.cluster_files import (
+    HASH,
+    REF,
+    REF_SHARD,
+    Scratch,
+    load_tables,
+    ref_arrays,
+    refs_of,
+    save_array,
+    save_table,
+)
+from vlmdata.shards.cluster_tasks import ROW, results_of
 from vlmdata.shards.compact import value_hashes
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.options import ShardOptions
@@ -60,6 +70,27 @@ class _TaskRun:
     spill: Spill
 
 
+@dataclass(frozen=True)
+class Prechecked:
+    """An image source whose checks were made in stage 2: their results by ref (each image
+    is checked once per run, as in the local plan); reading is the source's own."""
+
+    source: Any
+    results: dict[Any, Any]
+
+    def plan_tasks(self, refs: list[Any], opts: Any) -> list[tuple]:
+        return [(self, refs, opts)]
+
+    def plan(self, refs: list[Any], opts: Any) -> list[Any]:
+        missing = [r for r in refs if r not in self.results]
+        if missing:  # not checked in stage 2 (cannot happen: each image's first row is)
+            self.results.update(zip(missing, self.source.plan(missing, opts), strict=True))
+        return [self.results[r] for r in refs]
+
+    def read(self, key: str, ref: Any, p: Any, opts: Any) -> bytes:
+        return self.source.read(key, ref, p, opts)
+
+
 class _Quiet:
     def update(self, n: int) -> None:
         pass
@@ -72,12 +103,18 @@ def place_bucket(task: tuple) -> int:
     if table is None:
         return 0
     rows_at = table.column(ROW).to_numpy()
+    refs = None
+    if REF_SHARD in table.schema.names:  # a download's raw refs, beside the rows
+        refs = refs_of(table.column(REF).to_pylist(), table.column(REF_SHARD).to_pylist())
+        table = table.drop_columns([REF, REF_SHARD])
     manifest = table.drop_columns([ROW])
     rows = ManifestRecords(manifest)
+    checked = load_tables(scratch.path("chk", f"c{c}"))
+    source = Prechecked(source, {} if checked is None else results_of(checked))
     gate, spill, engine = _TaskGate(opt.duplicate_images), Spill(), Engine("multiprocessing", 1)
     try:
         images = number_images(rows, False)  # copy-key clashes: stage 7, over every row
-        placer = Placer(rows, None, source, images, _TaskRun(opt, gate, engine, spill))
+        placer = Placer(rows, refs, source, images, _TaskRun(opt, gate, engine, spill))
         placer.run(_Quiet())
         placed = np.flatnonzero(placer.sample_of_row >= 0)
         _write_outcomes(scratch, c, rows_at, placed, gate)
@@ -87,7 +124,7 @@ def place_bucket(task: tuple) -> int:
         placer.keys = HashSet()  # the local clash check off: stage 7 checks globally
         kept = seal_samples(placer, spill, opt.every_text)
         kept_samples = kept.read(np.arange(len(kept)))["sample"]
-        views = SampleViews(kept, kept_samples, placer.samples, images, rows, None)
+        views = SampleViews(kept, kept_samples, placer.samples, images, rows, refs)
         _write_samples(scratch, c, rows_at, manifest, views, spill.path, opt.every_text)
         return len(placer.samples)
     finally:
@@ -144,7 +181,8 @@ SAMPLE_COLUMNS = {  # a kept sample's facts beside its first row's manifest colu
     "__n": pa.int64(),
     "__json": pa.binary(),
     "__txt": pa.binary(),
-    "__ref": pa.string(),
+    "__ref": pa.string(),  # the image's ref: its path, or a download's raw key ...
+    "__ref_shard": pa.int32(),  # ... and raw shard (null for a path)
     "__file": pa.string(),
     "__st0": pa.int64(),
     "__st1": pa.int64(),
@@ -167,8 +205,10 @@ def _write_samples(scratch: Scratch, c: int, rows_at, manifest: pa.Table,
                 _add_sample(columns, v, copy, int(rows_at[row]), read_pair(fd, v.slot))
     local = np.concatenate(opening) if opening else np.empty(0, dtype=np.int64)
     table = manifest.take(local)
+    arrays = dict(zip((REF, REF_SHARD), ref_arrays(columns[REF]), strict=True))
     for name, kind in SAMPLE_COLUMNS.items():
-        table = table.append_column(name, pa.array(columns[name], type=kind))
+        array = arrays[name] if name in arrays else pa.array(columns[name], type=kind)
+        table = table.append_column(name, array)
     _save_by_slice(scratch, "smp", c, table, columns["__open"])
     if every_text:
         mask = np.array(columns["__copy"], dtype=np.int64) > 0
@@ -181,7 +221,8 @@ def _add_sample(columns: dict[str, list], v: Any, copy: int, row: int, pair: tup
     jsha, tsha = v.member_sha256()
     info = (p.info.format, p.info.width, p.info.height, p.size, p.sha256)
     values = (row, copy, v.key, *info, jsha, tsha, v.n_records, *pair, v.ref, p.file, *stamp)
-    for name, value in zip(SAMPLE_COLUMNS, values, strict=True):
+    names = [n for n in SAMPLE_COLUMNS if n != REF_SHARD]  # "__ref" holds the ref whole
+    for name, value in zip(names, values, strict=True):
         columns[name].append(value)
 
 

@@ -44,7 +44,16 @@ import pyarrow.parquet as pq
 from vlmdata.core.errors import DataError
 from vlmdata.core.record import records_from_arrow
 from vlmdata.core.storage import Location
-from vlmdata.shards.cluster_files import EDGE, Scratch, load_arrays, load_tables, save_array
+from vlmdata.shards.cluster_files import (
+    EDGE,
+    REF,
+    REF_SHARD,
+    Scratch,
+    load_arrays,
+    load_tables,
+    refs_of,
+    save_array,
+)
 from vlmdata.shards.cluster_files import save_table as _save_table
 from vlmdata.shards.cluster_place import SAMPLE_COLUMNS, place_bucket
 from vlmdata.shards.cluster_tasks import (
@@ -54,6 +63,7 @@ from vlmdata.shards.cluster_tasks import (
     edges_bucket,
     hash_slice,
     labels_table,
+    route_checks,
     route_slice,
     slice_path,
 )
@@ -78,10 +88,11 @@ BUCKETS: int | None = None  # hash partitions; None: 2 per worker, at least 2
 
 
 def partitioned(inp: PlanInput, run: Planner) -> bool:
-    """Plan on the engine: Spark or Ray, and a manifest table (download's fetched rows are
-    placed on the driver)."""
+    """Plan on the engine: Spark or Ray, rows in a table (a manifest, or download's fetched
+    rows with their raw refs)."""
     engine = run.opt.distributor in ("pyspark", "ray")
-    return engine and isinstance(inp.rows, ManifestRecords) and inp.refs is None
+    refs_ok = inp.refs is None or hasattr(inp.refs, "shard_ids")  # download.repack.RawRefs
+    return engine and isinstance(inp.rows, ManifestRecords) and refs_ok
 
 
 @dataclass
@@ -103,7 +114,7 @@ def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[st
     buckets = BUCKETS or max(2, 2 * run.engine.workers)
     scratch = Scratch.make(SLICE_ROWS, buckets)
     try:
-        n_slices = _write_slices(rows.table, scratch)
+        n_slices = _write_slices(_with_refs(rows.table, inp.refs), scratch)
         images = _place_on_engine(scratch, n_slices, inp.source, run)
         _emit_rows(scratch, n_slices, rows.columns, run)
         plan = _layout(scratch, n_slices, out, run.opt, extras, images)
@@ -112,6 +123,15 @@ def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[st
         raise
     weakref.finalize(plan, shutil.rmtree, scratch.root, True)
     return plan
+
+
+def _with_refs(table: pa.Table, refs: Any) -> pa.Table:
+    """The rows with a download's raw refs (shard, key) beside them, so tasks find them."""
+    if refs is None:
+        return table
+    shards = pa.array(np.asarray(refs.shard_ids, dtype=np.int32), type=pa.int32())
+    table = table.append_column(REF, pa.chunked_array([refs.keys]).cast(pa.string()))
+    return table.append_column(REF_SHARD, shards)
 
 
 def _write_slices(table: pa.Table, scratch: Scratch) -> int:
@@ -132,6 +152,7 @@ def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner)
         save_array(scratch.path("labels.npy"), labels_table(edges, scratch.buckets))
     del edges
     list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
+    list(engine.map(route_checks, [(scratch, j) for j in parts]))
     images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))
     if opt.every_text:
         clashes = [c for c in engine.map(clash_bucket, [(scratch, j) for j in parts]) if c]
@@ -203,7 +224,7 @@ class _Sample:
 
 
 FACT_COLUMNS = ("__key", "__fmt", "__w", "__h", "__isize", "__isha", "__jsha", "__tsha", "__n")
-JOB_COLUMNS = ["__key", "__ref", "__fmt", "__w", "__h", "__isize", "__isha",
+JOB_COLUMNS = ["__key", "__ref", "__ref_shard", "__fmt", "__w", "__h", "__isize", "__isha",
                "__file", "__st0", "__st1", "__json", "__txt"]  # fmt: skip
 
 
@@ -277,11 +298,12 @@ def job_entries(table_path: str) -> Iterator[tuple[str, Any, Any, bytes, bytes]]
     from vlmdata.shards.prepare import Prepared
 
     t = pq.read_table(table_path)
-    for r in t.to_pylist():
+    refs = refs_of(t.column(REF).to_pylist(), t.column(REF_SHARD).to_pylist())
+    for ref, r in zip(refs, t.to_pylist(), strict=True):
         stamp = None if r["__st0"] is None else (r["__st0"], r["__st1"])
         info = ImageInfo(r["__fmt"], r["__w"], r["__h"])
         p = Prepared(info, r["__isize"], r["__isha"], "", r["__file"], stamp)
-        yield r["__key"], r["__ref"], p, r["__json"], r["__txt"]
+        yield r["__key"], ref, p, r["__json"], r["__txt"]
 
 
 __all__ = ["ClusterPlan", "job_entries", "partitioned", "plan_on_cluster"]

@@ -21,15 +21,21 @@ from vlmdata.shards.cluster_files import (
     IK,
     LABEL,
     PAIR,
+    REF,
+    REF_SHARD,
     Scratch,
     load_arrays,
     load_tables,
+    ref_arrays,
+    refs_of,
     save_array,
     save_table,
     split_by_bucket,
 )
 from vlmdata.shards.compact import digest_hashes, value_hashes
-from vlmdata.shards.prepare import Prepared
+from vlmdata.shards.image_sources import plan_task
+from vlmdata.shards.images import ImageInfo
+from vlmdata.shards.prepare import ImageProblem, Prepared
 
 ROW = "__row"  # a row's number in the whole manifest (0-based)
 
@@ -78,30 +84,79 @@ def first_rows(ik: np.ndarray) -> np.ndarray:
     return s[first]
 
 
-def paths_of(scratch: Scratch, rows: np.ndarray) -> list[Any]:
-    """The `path` of each row numbered `rows` (any order), read from its slice."""
-    out: list[Any] = [None] * len(rows)
+def image_refs(scratch: Scratch, rows: np.ndarray) -> list[Any]:
+    """The image ref of each row numbered `rows` (ascending), read from its slice: the raw
+    (shard, key) a download stored beside it, else the row's `path`."""
+    out: list[Any] = []
     slices = rows // scratch.slice_rows
     for i in np.unique(slices).tolist():
-        at = np.flatnonzero(slices == i)
         f = pq.ParquetFile(slice_path(scratch, i))
-        if "path" not in f.schema_arrow.names:
+        local = pa.array(rows[slices == i] - i * scratch.slice_rows)
+        names = f.schema_arrow.names
+        if REF_SHARD in names:
+            part = f.read(columns=[REF, REF_SHARD]).take(local)
+            out += refs_of(part.column(REF).to_pylist(), part.column(REF_SHARD).to_pylist())
+        elif "path" in names:
+            out += f.read(columns=["path"]).column("path").take(local).to_pylist()
+        else:
+            out += [None] * len(local)
+    return out
+
+
+RESULT = pa.schema(
+    [("hi", pa.uint64()), ("lo", pa.uint64()), (REF, pa.string()), (REF_SHARD, pa.int32()),
+     ("fmt", pa.string()), ("w", pa.int64()), ("h", pa.int64()), ("size", pa.int64()),
+     ("sha", pa.string()), ("src", pa.string()), ("file", pa.string()), ("st0", pa.int64()),
+     ("st1", pa.int64()), ("reason", pa.string()), ("detail", pa.string())]
+)  # fmt: skip
+
+
+def _result_values(r: Any) -> tuple:
+    """A check result as RESULT's columns from "fmt" on."""
+    if not isinstance(r, Prepared):
+        return (None,) * 9 + (r.reason, r.detail)
+    stamp = r.file_stamp or (None, None)
+    info = (r.info.format, r.info.width, r.info.height)
+    return (*info, r.size, r.sha256, r.source_sha256, r.file, *stamp, None, None)
+
+
+def results_table(images: np.ndarray, refs: list, results: list) -> pa.Table:
+    """Each image's check result by its image key hash and ref (RESULT rows)."""
+    names, shards = ref_arrays(refs)
+    columns = list(zip(*map(_result_values, results), strict=True))
+    arrays = [pa.array(images["hi"]), pa.array(images["lo"]), names, shards]
+    arrays += [
+        pa.array(list(c), type=f.type) for c, f in zip(columns, list(RESULT)[4:], strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=RESULT)
+
+
+def results_of(table: pa.Table) -> dict[Any, Any]:
+    """ref -> Prepared or ImageProblem, from RESULT rows."""
+    refs = refs_of(table.column(REF).to_pylist(), table.column(REF_SHARD).to_pylist())
+    out: dict[Any, Any] = {}
+    for ref, r in zip(refs, table.drop_columns([REF, REF_SHARD]).to_pylist(), strict=True):
+        if r["reason"] is not None:
+            out[ref] = ImageProblem(r["reason"], r["detail"])
             continue
-        column = f.read(columns=["path"]).column("path")
-        local = rows[at] - i * scratch.slice_rows
-        for j, value in zip(at.tolist(), column.take(local).to_pylist(), strict=True):
-            out[j] = value
+        stamp = None if r["st0"] is None else (r["st0"], r["st1"])
+        info = ImageInfo(r["fmt"], r["w"], r["h"])
+        out[ref] = Prepared(info, r["size"], r["sha"], r["src"], r["file"], stamp)
     return out
 
 
 def check_bucket(task: tuple) -> int:
     """Stage 2: the images of one image-key partition checked once, each from its first row
-    (as placement checks them); every good image's source sha256 -> its image key, by sha."""
+    (as placement checks them), in row order; the results kept for placement; each good
+    image's source sha256 -> its image key, by sha partition."""
     scratch, j, source, opts = task
     images = first_rows(load_arrays(scratch.path("ik", f"b{j}"), IK))
     if not len(images):
         return 0
-    results = source.plan(paths_of(scratch, images["row"]), opts)
+    images = images[np.argsort(images["row"], kind="stable")]  # raw shards read in order
+    refs = image_refs(scratch, images["row"])
+    results = [r for t in source.plan_tasks(refs, opts) for r in plan_task(t)]
+    save_table(scratch.path("res", f"s{j}.parquet"), results_table(images, refs, results))
     ok = np.array([isinstance(r, Prepared) for r in results], dtype=bool)
     good = images[ok]
     pairs = np.zeros(len(good), dtype=PAIR)
@@ -141,25 +196,46 @@ def edges_bucket(task: tuple) -> int:
     return len(edges)
 
 
-def route_slice(task: tuple) -> int:
-    """Stage 5: a slice's rows (with their row numbers) sent to their component's partition:
-    a linked image key's by the driver's labels, any other by its own hash."""
-    scratch, i = task
-    table = pq.read_table(slice_path(scratch, i))
-    _, (i_hi, i_lo) = row_hashes(table)
-    bucket = scratch.bucket_of(i_hi)
+def component_buckets(scratch: Scratch, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The component partition of each image key hash: a linked key's by the driver's
+    labels, any other by its own hash."""
+    bucket = scratch.bucket_of(hi)
     labels_file = scratch.path("labels.npy")
     if labels_file.exists():
         labels = np.load(labels_file, allow_pickle=False)
         linked = HashMap()
         linked.add(labels["hi"], labels["lo"], labels["bucket"])
-        got = linked.get(i_hi, i_lo)
+        got = linked.get(hi, lo)
         bucket = np.where(got >= 0, got, bucket)
-    rows = i * scratch.slice_rows + np.arange(table.num_rows, dtype=np.int64)
-    table = table.append_column(ROW, pa.array(rows))
+    return bucket
+
+
+def _save_parts(scratch: Scratch, stage: str, name: str, table: pa.Table, bucket) -> None:
     for c in np.unique(bucket).tolist():
         part = table.take(np.flatnonzero(bucket == c))
-        save_table(scratch.path("comp", f"c{c}", f"s{i}.parquet"), part)
+        save_table(scratch.path(stage, f"c{c}", f"{name}.parquet"), part)
+
+
+def route_slice(task: tuple) -> int:
+    """Stage 5: a slice's rows (with their row numbers) sent to their component's partition."""
+    scratch, i = task
+    table = pq.read_table(slice_path(scratch, i))
+    _, (i_hi, i_lo) = row_hashes(table)
+    rows = i * scratch.slice_rows + np.arange(table.num_rows, dtype=np.int64)
+    table = table.append_column(ROW, pa.array(rows))
+    _save_parts(scratch, "comp", f"s{i}", table, component_buckets(scratch, i_hi, i_lo))
+    return table.num_rows
+
+
+def route_checks(task: tuple) -> int:
+    """Stage 5: an image-key partition's check results sent to their component's partition."""
+    scratch, j = task
+    path = scratch.path("res", f"s{j}.parquet")
+    if not path.exists():
+        return 0
+    table = pq.read_table(path)
+    hi, lo = table.column("hi").to_numpy(), table.column("lo").to_numpy()
+    _save_parts(scratch, "chk", f"s{j}", table, component_buckets(scratch, hi, lo))
     return table.num_rows
 
 
