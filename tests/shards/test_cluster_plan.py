@@ -233,3 +233,9 @@ def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
     assert (part.kept, dict(part.rejects)) == (local.kept, dict(local.rejects))
     assert dict(local.rejects) == {"duplicate_image": 2, "http_404": 1}
     assert sha_of_files(tmp_path / "part") == sha_of_files(tmp_path / "local")
+
+
+def test_partitions_grow_with_rows():
+    assert cluster_plan.partitions(10, 1) == 2
+    assert cluster_plan.partitions(10, 4) == 8
+    assert cluster_plan.partitions(100 * cluster_plan.BUCKET_ROWS + 1, 4) == 101

@@ -84,7 +84,13 @@ from vlmdata.shards.samples import layout
 from vlmdata.shards.tables import ArrowRows
 
 SLICE_ROWS = 65536  # manifest rows per slice (what the driver holds at once)
-BUCKETS: int | None = None  # hash partitions; None: 2 per worker, at least 2
+BUCKETS: int | None = None  # hash partitions; None: `partitions(rows, workers)`
+BUCKET_ROWS = 1 << 20  # rows a placing task gets, about (when links do not join more)
+
+
+def partitions(rows: int, workers: int) -> int:
+    """Hash partitions: 2 per worker, and enough that each gets ~BUCKET_ROWS rows."""
+    return max(2, 2 * workers, -(-rows // BUCKET_ROWS))
 
 
 def partitioned(inp: PlanInput, run: Planner) -> bool:
@@ -111,7 +117,7 @@ def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[st
     """Stages 1-9 of the module doc; the plan's scratch folder goes when the plan does."""
     rows = inp.rows
     assert isinstance(rows, ManifestRecords)
-    buckets = BUCKETS or max(2, 2 * run.engine.workers)
+    buckets = BUCKETS or partitions(len(rows), run.engine.workers)
     scratch = Scratch.make(SLICE_ROWS, buckets)
     try:
         n_slices = _write_slices(_with_refs(rows.table, inp.refs), scratch)
