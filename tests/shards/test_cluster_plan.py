@@ -19,8 +19,10 @@ from tests.shards.conftest import image_bytes, row, write_manifest
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.shards import ShardOptions, cluster_plan, write_shards
-from vlmdata.shards.cluster_files import EDGE, PAIR
-from vlmdata.shards.cluster_tasks import group_edges, labels_table
+from vlmdata.shards.cluster_files import EDGE, PAIR, Scratch, save_array
+from vlmdata.shards.cluster_links import component_buckets, find_components
+from vlmdata.shards.cluster_tasks import group_edges
+from vlmdata.shards.distribute import Engine
 from vlmdata.shards.planrows import ManifestRecords
 
 
@@ -166,14 +168,23 @@ def test_links_group_image_keys_by_shared_hash():
     assert [(int(e["a_hi"]), int(e["b_hi"])) for e in edges] == [(5, 9)]
 
 
-def test_components_of_links():
-    """Links 1-2, 2-3, 7-8, 3-4 (the high words; low words 0): components {1,2,3,4}, {7,8},
-    each key's partition is its component's smallest key modulo the partitions."""
-    edges = np.zeros(4, dtype=EDGE)
-    edges["a_hi"], edges["b_hi"] = [1, 2, 7, 3], [2, 3, 8, 4]
-    labels = labels_table(edges, 5)
-    got = dict(zip(labels["hi"].tolist(), labels["bucket"].tolist(), strict=True))
-    assert got == {1: 1, 2: 1, 3: 1, 4: 1, 7: 2, 8: 2}
+def test_components_of_links(tmp_path):
+    """Links 1-2, 2-3, 7-8, 3-4 (high words; low words 0) in two edge files: components
+    {1,2,3,4} and {7,8}; each key's partition is its component's smallest key's (mod 5);
+    the label of 1 needs three rounds to reach 4, and a fourth changes nothing."""
+    scratch = Scratch(str(tmp_path), slice_rows=4, buckets=5)
+    for j, (a, b) in enumerate([([1, 2], [2, 3]), ([7, 3], [8, 4])]):
+        edges = np.zeros(2, dtype=EDGE)
+        edges["a_hi"], edges["b_hi"] = a, b
+        save_array(scratch.path("edges", f"s{j}.npy"), edges)
+    with Engine("multiprocessing", 1) as engine:
+        assert find_components(engine, scratch) == 4
+    got = {}
+    for key in (1, 2, 3, 4, 7, 8, 9):
+        hi = np.array([key], dtype=np.uint64)
+        p = int(scratch.bucket_of(hi)[0])
+        got[key] = int(component_buckets(scratch, p, hi, np.zeros(1, dtype=np.uint64))[0])
+    assert got == {1: 1, 2: 1, 3: 1, 4: 1, 7: 2, 8: 2, 9: 4}  # 9: unlinked, its own
 
 
 def test_scratch_folder_goes_with_the_plan(tmp_path, monkeypatch, on_partitions):

@@ -44,17 +44,9 @@ import pyarrow.parquet as pq
 from vlmdata.core.errors import DataError
 from vlmdata.core.record import records_from_arrow
 from vlmdata.core.storage import Location
-from vlmdata.shards.cluster_files import (
-    EDGE,
-    REF,
-    REF_SHARD,
-    Scratch,
-    load_arrays,
-    load_tables,
-    refs_of,
-    save_array,
-)
+from vlmdata.shards.cluster_files import REF, REF_SHARD, Scratch, load_tables, refs_of
 from vlmdata.shards.cluster_files import save_table as _save_table
+from vlmdata.shards.cluster_links import find_components
 from vlmdata.shards.cluster_place import SAMPLE_COLUMNS, place_bucket
 from vlmdata.shards.cluster_tasks import (
     ROW,
@@ -62,7 +54,6 @@ from vlmdata.shards.cluster_tasks import (
     clash_bucket,
     edges_bucket,
     hash_slice,
-    labels_table,
     route_checks,
     route_slice,
     slice_path,
@@ -153,10 +144,7 @@ def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner)
     list(engine.map(hash_slice, [(scratch, i) for i in range(n_slices)]))
     list(engine.map(check_bucket, [(scratch, j, source, opt.image) for j in parts]))
     list(engine.map(edges_bucket, [(scratch, j) for j in parts]))
-    edges = load_arrays(scratch.path("edges"), EDGE)
-    if len(edges):
-        save_array(scratch.path("labels.npy"), labels_table(edges, scratch.buckets))
-    del edges
+    find_components(engine, scratch)
     list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
     list(engine.map(route_checks, [(scratch, j) for j in parts]))
     images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))

@@ -13,13 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmdata.core.keyset import HashMap, HashSet
+from vlmdata.core.keyset import HashSet
 from vlmdata.core.record import stored_under
 from vlmdata.shards.cluster_files import (
     EDGE,
     HASH,
     IK,
-    LABEL,
     PAIR,
     REF,
     REF_SHARD,
@@ -32,6 +31,7 @@ from vlmdata.shards.cluster_files import (
     save_table,
     split_by_bucket,
 )
+from vlmdata.shards.cluster_links import DEST, component_buckets
 from vlmdata.shards.compact import digest_hashes, value_hashes
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.images import ImageInfo
@@ -196,20 +196,6 @@ def edges_bucket(task: tuple) -> int:
     return len(edges)
 
 
-def component_buckets(scratch: Scratch, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """The component partition of each image key hash: a linked key's by the driver's
-    labels, any other by its own hash."""
-    bucket = scratch.bucket_of(hi)
-    labels_file = scratch.path("labels.npy")
-    if labels_file.exists():
-        labels = np.load(labels_file, allow_pickle=False)
-        linked = HashMap()
-        linked.add(labels["hi"], labels["lo"], labels["bucket"])
-        got = linked.get(hi, lo)
-        bucket = np.where(got >= 0, got, bucket)
-    return bucket
-
-
 def _save_parts(scratch: Scratch, stage: str, name: str, table: pa.Table, bucket) -> None:
     for c in np.unique(bucket).tolist():
         part = table.take(np.flatnonzero(bucket == c))
@@ -220,10 +206,11 @@ def route_slice(task: tuple) -> int:
     """Stage 5: a slice's rows (with their row numbers) sent to their component's partition."""
     scratch, i = task
     table = pq.read_table(slice_path(scratch, i))
-    _, (i_hi, i_lo) = row_hashes(table)
     rows = i * scratch.slice_rows + np.arange(table.num_rows, dtype=np.int64)
     table = table.append_column(ROW, pa.array(rows))
-    _save_parts(scratch, "comp", f"s{i}", table, component_buckets(scratch, i_hi, i_lo))
+    dest = load_arrays(scratch.path("dest", f"s{i}"), DEST)
+    bucket = dest["bucket"][np.argsort(dest["row"], kind="stable")]
+    _save_parts(scratch, "comp", f"s{i}", table, bucket)
     return table.num_rows
 
 
@@ -235,7 +222,7 @@ def route_checks(task: tuple) -> int:
         return 0
     table = pq.read_table(path)
     hi, lo = table.column("hi").to_numpy(), table.column("lo").to_numpy()
-    _save_parts(scratch, "chk", f"s{j}", table, component_buckets(scratch, hi, lo))
+    _save_parts(scratch, "chk", f"s{j}", table, component_buckets(scratch, j, hi, lo))
     return table.num_rows
 
 
@@ -258,27 +245,3 @@ def clash_bucket(task: tuple) -> tuple[int, int, str] | None:
         *(copies.column(c).take(hit).to_pylist() for c in ("open", "copy", "key")), strict=True
     )
     return min(found)
-
-
-def labels_table(edges: np.ndarray, buckets: int) -> np.ndarray:
-    """Connected components of the linked image keys (min-label propagation with pointer
-    jumping): each linked key and its component's partition (the smallest key's hash)."""
-    ends = np.concatenate(
-        [np.stack((edges["a_hi"], edges["a_lo"]), 1), np.stack((edges["b_hi"], edges["b_lo"]), 1)]
-    )
-    nodes, inverse = np.unique(ends, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    a, b = inverse[: len(edges)], inverse[len(edges) :]
-    label = np.arange(len(nodes))
-    while True:
-        low = np.minimum(label[a], label[b])
-        before = label.copy()
-        np.minimum.at(label, a, low)
-        np.minimum.at(label, b, low)
-        label = label[label]
-        if np.array_equal(label, before):
-            break
-    out = np.zeros(len(nodes), dtype=LABEL)
-    out["hi"], out["lo"] = nodes[:, 0], nodes[:, 1]
-    out["bucket"] = (nodes[label, 0] % np.uint64(buckets)).astype(np.int64)
-    return out
