@@ -17,7 +17,7 @@ import pytest
 from tests.shards.cluster_inputs import make_rule_set
 from tests.shards.conftest import image_bytes, row, write_manifest
 from tests.shards.test_cluster_plan import sha_of_files
-from vlmdata.shards import ShardOptions, cluster_plan, placement, sealing, write_shards
+from vlmdata.shards import ShardOptions, cluster_plan, placement, sealing, write_shards, writer
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,8 @@ def engine(request):
 
 @pytest.fixture
 def driver_places_nothing(monkeypatch):
-    """The driver's placement and sealing code refuses to run: only the engine's tasks (other
-    processes) may place rows."""
+    """The driver's placement and sealing code, and the whole-manifest read, refuse to run:
+    only the engine's tasks (other processes) may place rows."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("the driver placed rows itself")
@@ -61,6 +61,7 @@ def driver_places_nothing(monkeypatch):
         (placement, "number_images"),
         (placement, "Placer"),
         (sealing, "seal_samples"),
+        (writer, "_read_manifest"),  # nor reads the manifest's rows whole
     ):
         monkeypatch.setattr(module, name, refuse)
 

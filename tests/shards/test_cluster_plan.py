@@ -18,7 +18,7 @@ from tests.shards.cluster_inputs import make_rule_set
 from tests.shards.conftest import image_bytes, row, write_manifest
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
-from vlmdata.shards import ShardOptions, cluster_plan, write_shards
+from vlmdata.shards import ShardOptions, cluster_plan, write_shards, writer
 from vlmdata.shards.cluster_files import EDGE, PAIR, Scratch, save_array
 from vlmdata.shards.cluster_links import component_buckets, find_components
 from vlmdata.shards.cluster_tasks import group_edges
@@ -53,6 +53,7 @@ def both_ways(monkeypatch, manifest, images, root: Path, opts: ShardOptions):
         m.setattr(cluster_plan, "SLICE_ROWS", 7)
         m.setattr(cluster_plan, "BUCKETS", 3)
         m.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+        m.setattr(writer, "on_engine", lambda opt: True)  # the manifest read from its file
         part = write_shards(manifest, images, root / "part", opts, progress=False)
     return local, part, sha_of_files(root / "local") == sha_of_files(root / "part")
 
@@ -250,3 +251,26 @@ def test_partitions_grow_with_rows():
     assert cluster_plan.partitions(10, 1) == 2
     assert cluster_plan.partitions(10, 4) == 8
     assert cluster_plan.partitions(100 * cluster_plan.BUCKET_ROWS + 1, 4) == 101
+
+
+def test_manifest_file_slices_cross_row_groups(tmp_path):
+    """Slices of exactly n rows whatever the file's row groups (3 rows each here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [row(f"k{i}", f"{i}.png") for i in range(20)]
+    path = write_manifest(tmp_path / "m.parquet", rows)
+    table = pq.read_table(path)
+    pq.write_table(table, path, row_group_size=3)
+    manifest = cluster_plan.ManifestFile.open(path)
+    assert len(manifest) == 20 and manifest.columns[0] == "key"
+    got = list(manifest.slices(7))
+    assert [t.num_rows for t in got] == [7, 7, 6]
+    assert pa.concat_tables(got).equals(table)
+
+
+def test_manifest_file_refuses_what_write_shards_refuses(tmp_path):
+    bad = tmp_path / "m.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet manifest"):
+        cluster_plan.ManifestFile.open(bad)

@@ -34,6 +34,7 @@ import shutil
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.core.record import records_from_arrow
+from vlmdata.core.manifest import check_manifest_schema
+from vlmdata.core.record import columns_of, records_from_arrow
 from vlmdata.core.storage import Location
 from vlmdata.shards.cluster_files import REF, REF_SHARD, Scratch, load_tables, refs_of
 from vlmdata.shards.cluster_files import save_table as _save_table
@@ -84,12 +86,56 @@ def partitions(rows: int, workers: int) -> int:
     return max(2, 2 * workers, -(-rows // BUCKET_ROWS))
 
 
+def on_engine(opt: ShardOptions) -> bool:
+    """The plan is made on the engine (Spark or Ray)."""
+    return opt.distributor in ("pyspark", "ray")
+
+
 def partitioned(inp: PlanInput, run: Planner) -> bool:
-    """Plan on the engine: Spark or Ray, rows in a table (a manifest, or download's fetched
-    rows with their raw refs)."""
-    engine = run.opt.distributor in ("pyspark", "ray")
+    """Plan on the engine: Spark or Ray, rows in a file or a table (a manifest, or
+    download's fetched rows with their raw refs)."""
     refs_ok = inp.refs is None or hasattr(inp.refs, "shard_ids")  # download.repack.RawRefs
-    return engine and isinstance(inp.rows, ManifestRecords) and refs_ok
+    tabular = isinstance(inp.rows, ManifestRecords | ManifestFile)
+    return on_engine(run.opt) and tabular and refs_ok
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """A manifest the partitioned plan reads from its Parquet file, a slice at a time: the
+    driver never holds its rows (write_shards passes one when the plan runs on the engine)."""
+
+    path: str
+    num_rows: int
+    columns: tuple[str, ...]
+
+    @classmethod
+    def open(cls, path: Path) -> ManifestFile:
+        """The manifest at `path`, its schema checked as `write_shards` checks a table's."""
+        try:
+            f = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
+        check_manifest_schema(f.schema_arrow, ("key", "path", "texts"), path)
+        return cls(str(path), f.metadata.num_rows, tuple(columns_of(f.schema_arrow.names)))
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def slices(self, rows: int) -> Iterator[pa.Table]:
+        """The rows `rows` at a time (the last slice shorter), across row groups."""
+        f = pq.ParquetFile(self.path)
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for batch in f.iter_batches(batch_size=rows):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows:
+                joined = pa.Table.from_batches(pending, schema=f.schema_arrow)
+                yield joined.slice(0, rows)
+                rest = joined.slice(rows)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield pa.Table.from_batches(pending, schema=f.schema_arrow)
 
 
 @dataclass
@@ -107,11 +153,11 @@ class ClusterPlan(ShardPlan):
 def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[str]) -> ShardPlan:
     """Stages 1-9 of the module doc; the plan's scratch folder goes when the plan does."""
     rows = inp.rows
-    assert isinstance(rows, ManifestRecords)
+    assert isinstance(rows, ManifestRecords | ManifestFile)
     buckets = BUCKETS or partitions(len(rows), run.engine.workers)
     scratch = Scratch.make(SLICE_ROWS, buckets)
     try:
-        n_slices = _write_slices(_with_refs(rows.table, inp.refs), scratch)
+        n_slices = _write_slices(_slices(rows, inp.refs, scratch.slice_rows), scratch)
         images = _place_on_engine(scratch, n_slices, inp.source, run)
         _emit_rows(scratch, n_slices, rows.columns, run)
         plan = _layout(scratch, n_slices, out, run.opt, extras, images)
@@ -131,11 +177,22 @@ def _with_refs(table: pa.Table, refs: Any) -> pa.Table:
     return table.append_column(REF_SHARD, shards)
 
 
-def _write_slices(table: pa.Table, scratch: Scratch) -> int:
-    starts = range(0, table.num_rows, scratch.slice_rows)
-    for i, a in enumerate(starts):
-        _save_table(slice_path(scratch, i), table.slice(a, scratch.slice_rows))
-    return len(starts)
+def _slices(rows: ManifestRecords | ManifestFile, refs: Any, n: int) -> Iterator[pa.Table]:
+    """The rows n at a time, from the manifest's file or the table given."""
+    if isinstance(rows, ManifestFile):
+        yield from rows.slices(n)
+        return
+    table = _with_refs(rows.table, refs)
+    for a in range(0, table.num_rows, n):
+        yield table.slice(a, n)
+
+
+def _write_slices(slices: Iterator[pa.Table], scratch: Scratch) -> int:
+    count = 0
+    for i, part in enumerate(slices):
+        _save_table(slice_path(scratch, i), part)
+        count = i + 1
+    return count
 
 
 def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner) -> int:
@@ -300,4 +357,11 @@ def job_entries(table_path: str) -> Iterator[tuple[str, Any, Any, bytes, bytes]]
         yield r["__key"], ref, p, r["__json"], r["__txt"]
 
 
-__all__ = ["ClusterPlan", "job_entries", "partitioned", "plan_on_cluster"]
+__all__ = [
+    "ClusterPlan",
+    "ManifestFile",
+    "job_entries",
+    "on_engine",
+    "partitioned",
+    "plan_on_cluster",
+]
