@@ -274,3 +274,18 @@ def test_manifest_file_refuses_what_write_shards_refuses(tmp_path):
     bad.write_bytes(b"not parquet")
     with pytest.raises(DataError, match="not a readable Parquet manifest"):
         cluster_plan.ManifestFile.open(bad)
+
+
+def test_partitioned_rerun_reuses_finished_shards(tmp_path, monkeypatch, on_partitions):
+    """Same inputs, same partitioned plan: a rerun finds every shard finished (its digest
+    and checksum in `_stats.json`) and writes none; one shard removed is written again."""
+    manifest, images = make_rule_set(tmp_path / "in")
+    out = tmp_path / "out"
+    first = write_shards(manifest, images, out, samples_per_shard=3, progress=False)
+    before = sha_of_files(out)
+    again = write_shards(manifest, images, out, samples_per_shard=3, progress=False)
+    assert (again.written, again.skipped) == (0, first.shards)
+    next(out.rglob("*.tar")).unlink()
+    third = write_shards(manifest, images, out, samples_per_shard=3, progress=False)
+    assert (third.written, third.skipped) == (1, first.shards - 1)
+    assert sha_of_files(out) == before
