@@ -289,3 +289,13 @@ def test_partitioned_rerun_reuses_finished_shards(tmp_path, monkeypatch, on_part
     third = write_shards(manifest, images, out, samples_per_shard=3, progress=False)
     assert (third.written, third.skipped) == (1, first.shards - 1)
     assert sha_of_files(out) == before
+
+
+def test_manifest_without_split_column(tmp_path, monkeypatch):
+    """Only key, path and texts are required: samples without a split go to one folder."""
+    import pyarrow.parquet as pq
+
+    manifest, images = make_rule_set(tmp_path / "in")
+    pq.write_table(pq.read_table(manifest).drop_columns(["split", "source"]), manifest)
+    local, part, same = both_ways(monkeypatch, manifest, images, tmp_path, ShardOptions())
+    assert same and part.shards == local.shards == 1

@@ -6,15 +6,16 @@ share a record key, an image key or (once checked) an image's bytes; rows in no 
 never affect each other. So the rows are split into components of those links and each
 component is planned whole, in manifest order, by the local planner's own code:
 
-1. (driver) the manifest cut into slices of SLICE_ROWS rows (Parquet, in the scratch folder);
+1. (driver) the manifest cut into slices of SLICE_ROWS rows (Parquet, in the scratch folder;
+   read from its file a slice at a time: `ManifestFile`);
 2. `hash_slice` per slice: each row's key and image-key hashes, by hash partition;
-3. `check_bucket` per image-key partition: each image checked from its first row;
-   source sha256 -> image key, by sha partition;
+3. `check_bucket` per image-key partition: each image checked once, from its first row (the
+   results kept for placement); source sha256 -> image key, by sha partition;
 4. `edges_bucket` per partition: image keys linked by a shared record key or equal bytes;
-5. (driver) components of the links (`labels_table`: O(links), not O(rows): a link exists
-   only where a key or an image's bytes repeat under another image key);
-6. `route_slice` per slice: rows to their component's partition (an unlinked image key's
-   own hash partition);
+5. `find_components` (cluster_links.py): min-label rounds over the links' partitions, then
+   each row's component partition (an unlinked image key's is its own hash partition);
+6. `route_slice` per slice, `route_checks` per partition: rows and check results to their
+   component's partition;
 7. `place_bucket` per component partition (cluster_place.py): placed, sealed, written out;
 8. `clash_bucket` per partition (--every-text): copy keys against placed and image keys;
 9. (driver) the slices read in order: records.parquet rows and rejects from each row's
@@ -22,8 +23,8 @@ component is planned whole, in manifest order, by the local planner's own code:
    read in opening order (a sample's number is its opening row), cut by the same Cutter,
    index rows and digests made; each shard's entries go to a job file its task reads.
 
-The driver holds one slice, one shard and the links; the manifest's Arrow table is what the
-caller passed in. The output is byte-identical to the local plan because each component's
+The driver holds one slice and one shard (download passes the fetched rows' table, which it
+holds for the fetch anyway). The output is byte-identical to the local plan because each component's
 decisions are made by the same code in the same row order, and everything laid out after
 placement is ordered by row numbers alone (tests/shards/test_cluster_plan.py).
 """
@@ -238,6 +239,8 @@ def _kept(scratch: Scratch, n_slices: int) -> Iterator[pa.Table]:
     for i in range(n_slices):
         t = load_tables(scratch.path("smp", f"s{i}"))
         if t is not None and t.num_rows:
+            if "split" not in t.schema.names:  # a manifest without splits: all None
+                t = t.append_column("split", pa.nulls(t.num_rows, pa.string()))
             yield t.sort_by([("__open", "ascending"), ("__copy", "ascending")])
 
 
