@@ -86,7 +86,7 @@ OPTIONS = {"reject": {"every_text": True}, "share": {"duplicate_images": "share"
 @pytest.mark.parametrize("kw", list(OPTIONS))
 def test_engine_plan_equals_local_run(rule_set, engine, kw, monkeypatch, driver_places_nothing):
     manifest, images, root, local = rule_set
-    monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 7)
+    monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 16)  # 3 slices
     monkeypatch.setattr(cluster_plan, "BUCKETS", 3)
     opts = ShardOptions(samples_per_shard=3, workers=2, distributor=engine, **OPTIONS[kw])
     out = root / f"{engine}-{kw}"

@@ -19,8 +19,8 @@ from tests.shards.conftest import image_bytes, row, write_manifest
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
 from vlmdata.shards import ShardOptions, cluster_plan, write_shards, writer
-from vlmdata.shards.cluster_files import EDGE, PAIR, Scratch, save_array
-from vlmdata.shards.cluster_links import component_buckets, find_components
+from vlmdata.shards.cluster_files import EDGE, PAIR, Scratch
+from vlmdata.shards.cluster_links import component_buckets, find_components, save_adjacency
 from vlmdata.shards.cluster_tasks import group_edges
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.planrows import ManifestRecords
@@ -177,7 +177,7 @@ def test_components_of_links(tmp_path):
     for j, (a, b) in enumerate([([1, 2], [2, 3]), ([7, 3], [8, 4])]):
         edges = np.zeros(2, dtype=EDGE)
         edges["a_hi"], edges["b_hi"] = a, b
-        save_array(scratch.path("edges", f"s{j}.npy"), edges)
+        save_adjacency(scratch, j, edges)
     with Engine("multiprocessing", 1) as engine:
         assert find_components(engine, scratch) == 4
     got = {}

@@ -6,8 +6,9 @@ neighbours' (min-label propagation), until a round changes nothing: then every k
 component has the component's smallest key as its label, and the component's partition is
 that label's hash partition. Keys, links and labels live in hash-partition files; a round is
 two engine calls (send each key's label to its neighbours' partitions, keep the smallest per
-key); the driver counts the changes. Rounds: the largest distance from a component's
-smallest key, small for duplicate links (each shared key or digest is a star).
+key); the driver counts the changes. Rounds: the largest distance from a component's smallest
+key, plus one; small for duplicate links (each shared key or digest is a star). The links
+come from stage 4 (`save_adjacency`), the rows' destinations go to stage 6.
 """
 
 from __future__ import annotations
@@ -30,20 +31,14 @@ LAB = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("l_hi", "<u8"), ("l_lo", "<u8")])
 DEST = np.dtype([("row", "<i8"), ("bucket", "<i8")])
 
 
-def adjacency(task: tuple) -> int:
-    """Each link of one edges file in both directions, by the first key's partition."""
-    scratch, j = task
-    path = scratch.path("edges", f"s{j}.npy")
-    if not path.exists():
-        return 0
-    edges = np.load(path, allow_pickle=False)
+def save_adjacency(scratch: Scratch, j: int, edges: np.ndarray) -> None:
+    """Links found by task j in both directions, by the first key's partition."""
     both = np.concatenate([edges, _reversed(edges)])
     for p, part in enumerate(
         split_by_bucket(both, scratch.bucket_of(both["a_hi"]), scratch.buckets)
     ):
         if len(part):
             save_array(scratch.path("adj", f"b{p}", f"s{j}.npy"), part)
-    return len(edges)
 
 
 def _reversed(edges: np.ndarray) -> np.ndarray:
@@ -54,22 +49,18 @@ def _reversed(edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def init_labels(task: tuple) -> int:
-    """Each linked key of a partition, labelled by itself."""
-    scratch, p = task
-    adj = load_arrays(scratch.path("adj", f"b{p}"), EDGE)
-    keys = np.unique(np.stack((adj["a_hi"], adj["a_lo"]), 1), axis=0)
-    labels = np.zeros(len(keys), dtype=LAB)
-    labels["hi"], labels["lo"] = keys[:, 0], keys[:, 1]
-    labels["l_hi"], labels["l_lo"] = keys[:, 0], keys[:, 1]
-    save_array(scratch.path("lab", f"s{p}.npy"), labels)
-    return len(labels)
-
-
 def _labels(scratch: Scratch, p: int) -> tuple[np.ndarray, HashMap]:
-    """A partition's labels and key -> position in them."""
+    """A partition's labels (before the first change: each linked key its own) and
+    key -> position in them."""
     path = scratch.path("lab", f"s{p}.npy")
-    labels = np.load(path, allow_pickle=False) if path.exists() else np.empty(0, dtype=LAB)
+    if path.exists():
+        labels = np.load(path, allow_pickle=False)
+    else:
+        adj = load_arrays(scratch.path("adj", f"b{p}"), EDGE)
+        keys = np.unique(np.stack((adj["a_hi"], adj["a_lo"]), 1), axis=0)
+        labels = np.zeros(len(keys), dtype=LAB)
+        labels["hi"], labels["lo"] = keys[:, 0], keys[:, 1]
+        labels["l_hi"], labels["l_lo"] = keys[:, 0], keys[:, 1]
     where = HashMap()
     where.add(labels["hi"], labels["lo"], np.arange(len(labels)))
     return labels, where
@@ -127,9 +118,8 @@ def component_buckets(scratch: Scratch, p: int, hi: np.ndarray, lo: np.ndarray) 
     return bucket
 
 
-def row_destinations(task: tuple) -> int:
+def row_destinations(scratch: Scratch, p: int) -> int:
     """Each row of an image-key partition with its component partition, by slice."""
-    scratch, p = task
     ik = load_arrays(scratch.path("ik", f"b{p}"), IK)
     dest = np.zeros(len(ik), dtype=DEST)
     dest["row"] = ik["row"]
@@ -141,16 +131,11 @@ def row_destinations(task: tuple) -> int:
 
 
 def find_components(engine: Any, scratch: Scratch) -> int:
-    """Stage 5 on the engine: labels until a round changes none; rows' destinations.
-    The rounds it took."""
+    """Stage 5 on the engine: rounds until one changes no label; how many it took."""
     parts = range(scratch.buckets)
-    list(engine.map(adjacency, [(scratch, j) for j in parts]))
-    list(engine.map(init_labels, [(scratch, p) for p in parts]))
     rounds = 0
     while True:
         rounds += 1
         list(engine.map(send_labels, [(scratch, p, rounds) for p in parts]))
         if not sum(engine.map(keep_smallest, [(scratch, p, rounds) for p in parts])):
-            break
-    list(engine.map(row_destinations, [(scratch, p) for p in parts]))
-    return rounds
+            return rounds

@@ -14,8 +14,8 @@ component is planned whole, in manifest order, by the local planner's own code:
 4. `edges_bucket` per partition: image keys linked by a shared record key or equal bytes;
 5. `find_components` (cluster_links.py): min-label rounds over the links' partitions, then
    each row's component partition (an unlinked image key's is its own hash partition);
-6. `route_slice` per slice, `route_checks` per partition: rows and check results to their
-   component's partition;
+6. `destinations` per image-key partition, then `route_slice` per slice: rows and check
+   results to their component's partition;
 7. `place_bucket` per component partition (cluster_place.py): placed, sealed, written out;
 8. `clash_bucket` per partition (--every-text): copy keys against placed and image keys;
 9. (driver) the slices read in order: records.parquet rows and rejects from each row's
@@ -55,9 +55,9 @@ from vlmdata.shards.cluster_tasks import (
     ROW,
     check_bucket,
     clash_bucket,
+    destinations,
     edges_bucket,
     hash_slice,
-    route_checks,
     route_slice,
     slice_path,
 )
@@ -203,8 +203,8 @@ def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner)
     list(engine.map(check_bucket, [(scratch, j, source, opt.image) for j in parts]))
     list(engine.map(edges_bucket, [(scratch, j) for j in parts]))
     find_components(engine, scratch)
+    list(engine.map(destinations, [(scratch, j) for j in parts]))
     list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
-    list(engine.map(route_checks, [(scratch, j) for j in parts]))
     images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))
     if opt.every_text:
         clashes = [c for c in engine.map(clash_bucket, [(scratch, j) for j in parts]) if c]

@@ -31,7 +31,12 @@ from vlmdata.shards.cluster_files import (
     save_table,
     split_by_bucket,
 )
-from vlmdata.shards.cluster_links import DEST, component_buckets
+from vlmdata.shards.cluster_links import (
+    DEST,
+    component_buckets,
+    row_destinations,
+    save_adjacency,
+)
 from vlmdata.shards.compact import digest_hashes, value_hashes
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.images import ImageInfo
@@ -192,7 +197,7 @@ def edges_bucket(task: tuple) -> int:
     by_sha = group_edges(load_arrays(scratch.path("sha", f"b{j}"), PAIR))
     edges = np.concatenate([by_key, by_sha])
     if len(edges):
-        save_array(scratch.path("edges", f"s{j}.npy"), edges)
+        save_adjacency(scratch, j, edges)
     return len(edges)
 
 
@@ -214,9 +219,16 @@ def route_slice(task: tuple) -> int:
     return table.num_rows
 
 
-def route_checks(task: tuple) -> int:
-    """Stage 5: an image-key partition's check results sent to their component's partition."""
+def destinations(task: tuple) -> int:
+    """Stage 5, once the components are known: an image-key partition's rows (by slice) and
+    check results with their component's partition."""
     scratch, j = task
+    row_destinations(scratch, j)
+    return route_checks(scratch, j)
+
+
+def route_checks(scratch: Scratch, j: int) -> int:
+    """An image-key partition's check results sent to their component's partition."""
     path = scratch.path("res", f"s{j}.parquet")
     if not path.exists():
         return 0
