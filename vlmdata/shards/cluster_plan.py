@@ -71,6 +71,7 @@ from vlmdata.shards.plan import (
     ShardJob,
     ShardPlan,
     index_row,
+    progress_bar,
     shard_digest,
 )
 from vlmdata.shards.planrows import ManifestRecords
@@ -199,17 +200,26 @@ def _write_slices(slices: Iterator[pa.Table], scratch: Scratch) -> int:
 def _place_on_engine(scratch: Scratch, n_slices: int, source: Any, run: Planner) -> int:
     """Stages 2-8 on the engine; the image samples' count."""
     engine, opt, parts = run.engine, run.opt, range(scratch.buckets)
-    list(engine.map(hash_slice, [(scratch, i) for i in range(n_slices)]))
-    list(engine.map(check_bucket, [(scratch, j, source, opt.image) for j in parts]))
-    list(engine.map(edges_bucket, [(scratch, j) for j in parts]))
-    find_components(engine, scratch)
-    list(engine.map(destinations, [(scratch, j) for j in parts]))
-    list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
-    images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))
-    if opt.every_text:
-        clashes = [c for c in engine.map(clash_bucket, [(scratch, j) for j in parts]) if c]
-        if clashes:
-            raise DataError(f"--every-text: sample key {min(clashes)[2]!r} is also a record key")
+    with progress_bar(run.progress, 7, "planning on the engine", "stage") as bar:
+        list(engine.map(hash_slice, [(scratch, i) for i in range(n_slices)]))
+        bar.update(1)
+        list(engine.map(check_bucket, [(scratch, j, source, opt.image) for j in parts]))
+        bar.update(1)
+        list(engine.map(edges_bucket, [(scratch, j) for j in parts]))
+        bar.update(1)
+        find_components(engine, scratch)
+        bar.update(1)
+        list(engine.map(destinations, [(scratch, j) for j in parts]))
+        list(engine.map(route_slice, [(scratch, i) for i in range(n_slices)]))
+        bar.update(1)
+        images = sum(engine.map(place_bucket, [(scratch, c, source, opt) for c in parts]))
+        bar.update(1)
+        if opt.every_text:
+            clashes = [c for c in engine.map(clash_bucket, [(scratch, j) for j in parts]) if c]
+            if clashes:
+                copy = min(clashes)[2]
+                raise DataError(f"--every-text: sample key {copy!r} is also a record key")
+        bar.update(1)
     run.gate.opened += images
     return images
 
