@@ -43,7 +43,8 @@ class ShardOptions:
     """Layout, image checks and resize of a shard run, and how it is spread over workers.
 
     `distributor`: "multiprocessing" (`workers` local processes), "pyspark" or "ray" (the
-    planning and one task per output shard run on that engine; see shards/distribute.py).
+    plan, partitioned (shards/cluster_plan.py), and one task per output shard run on that
+    engine; see shards/distribute.py).
     """
 
     name: str = "data"

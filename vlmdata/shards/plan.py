@@ -117,6 +117,7 @@ class ShardJob:
     source: Any  # FolderImages, RawImages: `read(key, ref, prepared, opts) -> bytes`
     entries: list[tuple[str, Any, Prepared, Any]]
     spill: str | None = None
+    table: str | None = None  # a partitioned plan's job file (cluster_plan.py): read here
 
     def inlined(self) -> ShardJob:
         """The same job with its json / txt bytes inside (no spill file needed)."""
@@ -127,7 +128,13 @@ class ShardJob:
         return replace(self, entries=entries, spill=None)
 
     def members(self) -> Iterator[tuple[str, Any, Prepared, bytes, bytes]]:
-        """(key, ref, plan, json, txt) per sample, read from the spill file when there is one."""
+        """(key, ref, plan, json, txt) per sample, read from the spill file when there is one
+        (or from the job file of a plan made on the engine)."""
+        if self.table is not None:
+            from vlmdata.shards.cluster_plan import job_entries
+
+            yield from job_entries(self.table)
+            return
         if self.spill is None:
             for key, ref, p, (js, txt) in self.entries:
                 yield key, ref, p, js, txt
@@ -189,7 +196,13 @@ class Planner:
 
 def plan_shards(inp: PlanInput, run: Planner, out: Location, extras: list[str]) -> ShardPlan:
     """Check every image, place every record (`run.gate`), make every KEY.json, cut and lay
-    out the shards."""
+    out the shards; on Spark / Ray, partitioned on the engine (cluster_plan.py)."""
+    from vlmdata.shards import cluster_plan
+
+    if cluster_plan.partitioned(inp, run):
+        plan = cluster_plan.plan_on_cluster(inp, run, out, extras)
+        plan.make = (out, run.opt.image, inp.source, None)
+        return plan
     views = place_records(inp, run)
     plan = layout_shards(views, out, run.opt, extras)
     plan.make = (out, run.opt.image, inp.source, run.spill.path)

@@ -26,6 +26,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
+from vlmdata.shards.cluster_plan import ManifestFile, on_engine
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
@@ -67,7 +68,9 @@ def write_shards(
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
     return write_planned(
-        _ManifestRows(_read_manifest(manifest_path)),
+        ManifestFile.open(manifest_path)  # read a slice at a time by the partitioned plan
+        if on_engine(opt)
+        else _ManifestRows(_read_manifest(manifest_path)),
         None,
         folder_source(images_dir),
         location(out_dir, storage_options),
