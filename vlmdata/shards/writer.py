@@ -31,8 +31,8 @@ from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
-from vlmdata.shards.plan import ManifestRecords as _ManifestRows
 from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
+from vlmdata.shards.planrows import SpooledManifest as _ManifestRows
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
@@ -66,26 +66,31 @@ def write_shards(
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
-    return write_planned(
-        _ManifestRows(_read_manifest(manifest_path)),
-        None,
-        folder_source(images_dir),
-        location(out_dir, storage_options),
-        opt,
-        manifest=manifest_path,
-        prior_rejects=prior_rejects,
-        reject_file=str(manifest_path),
-        progress=progress,
-    )
-
-
-def _read_manifest(path: Path) -> pa.Table:
+    rows = _read_manifest(manifest_path)
     try:
-        table = pq.read_table(path)
+        return write_planned(
+            rows,
+            None,
+            folder_source(images_dir),
+            location(out_dir, storage_options),
+            opt,
+            manifest=manifest_path,
+            prior_rejects=prior_rejects,
+            reject_file=str(manifest_path),
+            progress=progress,
+        )
+    finally:
+        rows.close()
+
+
+def _read_manifest(path: Path) -> _ManifestRows:
+    """The manifest's rows, checked (contract 1) and spooled, not held as a table (issue 23)."""
+    try:
+        schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
-    check_manifest_schema(table.schema, ("key", "path", "texts"), path)
-    return table
+    check_manifest_schema(schema, ("key", "path", "texts"), path)
+    return _ManifestRows(path)
 
 
 def write_planned(
