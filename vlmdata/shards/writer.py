@@ -23,9 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.heap import fix_mmap_threshold, release_free_heap
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
+from vlmdata.shards import tables
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
@@ -38,7 +40,6 @@ from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
-from vlmdata.shards.tables import SideTables, stage_tables
 
 __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
@@ -118,9 +119,9 @@ def write_planned(
     engine = Engine(opt.distributor, opt.workers)
     spill = Spill()  # KEY.json / KEY.txt bytes until their shard is written
     t0 = time.perf_counter()
-    tables: SideTables | None = None
+    fix_mmap_threshold()
     records = RecordRows(records_schema(extras))
-    plan = None
+    plan, staged = None, {}
     try:
         with ShardRun(out, prior_rejects) as run:
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
@@ -129,14 +130,12 @@ def write_planned(
             del rows, refs  # the plan holds them until its shards are written
             clean_stale(out, opt.name, split_counts(plan.rels))
             t1 = time.perf_counter()
-            tables = SideTables(out, None, records, extras, opt.params())
             written = write_jobs(plan, engine, progress)
-            staged = tables.result()
-            plan.views = None  # the rows and samples: the index is made from its own columns
-            staged.update(stage_tables(out, plan.index, None, extras, opt.params()))
+            plan.views = None  # the rows and samples: the tables are made from their columns
+            release_free_heap()
+            staged = tables.stage_tables(out, plan.index, records, extras, opt.params())
     except BaseException:
-        if tables is not None:
-            tables.drop()
+        tables.drop_staged(staged)  # staged before a later step failed (closing the rejects)
         raise
     finally:
         engine.close()
