@@ -6,13 +6,16 @@ to 32 MiB), so later arrays below it come from the heap, and freed heap pages st
 unless they are at its top. And Python's short-lived lists and dicts leave free heap between
 live blocks. Measured on `shard` at 10^6 images: ~160 MB of free heap resident from the plan's
 layout to the end. `fix_mmap_threshold` keeps each array above 128 KiB its own mapping,
-unmapped when freed; `release_free_heap` (`malloc_trim`) hands free heap pages back.
+unmapped when freed; `release_free_heap` (`malloc_trim`) hands free heap pages back;
+`system_arrow_pool` keeps Arrow's buffers on that heap too.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
@@ -44,3 +47,20 @@ def release_free_heap() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+@contextmanager
+def system_arrow_pool() -> Iterator[None]:
+    """Arrow's allocations inside the block come from the C library's malloc, not Arrow's
+    default pool (mimalloc), which keeps pages it freed resident for the rest of a long run:
+    `shard` at 10^5 images peaked at 278 MB with mimalloc, 236 MB with this (measured, same
+    bytes out). Buffers made inside are freed through the pool that made them, so restoring
+    the previous default afterwards is safe."""
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)

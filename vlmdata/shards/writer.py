@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.core.heap import fix_mmap_threshold, release_free_heap
+from vlmdata.core.heap import fix_mmap_threshold, release_free_heap, system_arrow_pool
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
@@ -45,6 +45,7 @@ __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
 
 @holds_out_lock
+@system_arrow_pool()
 def write_shards(
     manifest_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -94,6 +95,7 @@ def _read_manifest(path: Path) -> _ManifestRows:
     return _ManifestRows(path)
 
 
+@system_arrow_pool()
 def write_planned(
     rows: Iterable[dict[str, Any]],
     refs: list[Any] | None,
