@@ -64,3 +64,13 @@ def system_arrow_pool() -> Iterator[None]:
         yield
     finally:
         pa.set_memory_pool(previous)
+
+
+@contextmanager
+def lean_allocators() -> Iterator[None]:
+    """`fix_mmap_threshold` (for the rest of the process) and `system_arrow_pool` (for the
+    block): what `shard`, `download` and `build-ids` run under. Measured at 10^5 / 10^6 rows,
+    build-ids numeric: 208 / 254 -> 161 / 193 MB peak RSS (RESULTS.md); outputs unchanged."""
+    fix_mmap_threshold()
+    with system_arrow_pool():
+        yield

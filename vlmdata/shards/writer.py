@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.core.heap import fix_mmap_threshold, release_free_heap, system_arrow_pool
+from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
@@ -45,7 +45,7 @@ __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
 
 @holds_out_lock
-@system_arrow_pool()
+@lean_allocators()
 def write_shards(
     manifest_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -95,7 +95,7 @@ def _read_manifest(path: Path) -> _ManifestRows:
     return _ManifestRows(path)
 
 
-@system_arrow_pool()
+@lean_allocators()
 def write_planned(
     rows: Iterable[dict[str, Any]],
     refs: list[Any] | None,
@@ -121,7 +121,6 @@ def write_planned(
     engine = Engine(opt.distributor, opt.workers)
     spill = Spill()  # KEY.json / KEY.txt bytes until their shard is written
     t0 = time.perf_counter()
-    fix_mmap_threshold()
     records = RecordRows(records_schema(extras))
     plan, staged = None, {}
     try:
