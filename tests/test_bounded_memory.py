@@ -422,3 +422,50 @@ def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options
             assert a.read_bytes() == b.read_bytes(), rel
     records = pq.read_table(tmp_path / "small" / layout.RECORDS)
     assert records.num_rows > 700  # records sharing an image are all there
+
+
+@pytest.mark.parametrize("scheme", ["numeric", "string", "atomic"])
+def test_position_identifiers_are_made_once(scheme):
+    """The position schemes' identifiers (`schemes.position_id_array`, `PositionIds.take`)
+    are the formats' strings (oracle: each position formatted by the scheme's definition,
+    across the digit-count steps 9 -> 10 -> 100 ...), and the column is held once while
+    made: buffers sized from digit counts, filled a chunk at a time (joining formatted
+    chunks held it twice)."""
+    fmt = {"numeric": lambda p: " ".join(str(p)), "string": str,
+           "atomic": lambda p: f"image_{p}"}[scheme]  # fmt: skip
+    pos = schemes.positions(1001, None)
+    got = schemes.position_id_array(scheme, 1001)
+    assert got.to_pylist() == [fmt(int(p)) for p in pos] and got.null_count == 0
+    ids = schemes.PositionIds(scheme, 300, seed=4)
+    parts = [ids.take(k) for k in (0, 1, 128, 171)]
+    want = [fmt(int(p)) for p in schemes.positions(300, 4)]
+    assert [s for part in parts for s in part.to_pylist()] == want
+    n = 1 << 19
+    made: list = []
+    pool = pa.proxy_memory_pool(pa.system_memory_pool())  # Arrow's allocations, counted apart
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        peak = traced_peak(lambda: made.append(schemes.position_id_array(scheme, n, seed=1)))
+    finally:
+        pa.set_memory_pool(previous)
+    size = made[0].nbytes
+    assert pool.max_memory() == 0  # numpy buffers wrapped, no Arrow copy (main: 2 columns)
+    positions = 8 * n  # the permutation itself
+    assert peak - positions < 1.5 * size + (6 << 20), (peak - positions) / size
+
+
+def test_system_arrow_pool_is_used_inside_and_restored_after():
+    from vlmdata.core.heap import lean_allocators, release_free_heap, system_arrow_pool
+
+    before = pa.default_memory_pool().backend_name
+    with system_arrow_pool():
+        assert pa.default_memory_pool().backend_name == "system"
+        used = pa.system_memory_pool().bytes_allocated()
+        array = pa.array(range(1 << 16), pa.int64())  # built by Arrow: from the default pool
+        assert pa.system_memory_pool().bytes_allocated() >= used + array.nbytes
+    assert pa.default_memory_pool().backend_name == before
+    with lean_allocators():
+        assert pa.default_memory_pool().backend_name == "system"
+    release_free_heap()  # glibc: malloc_trim; elsewhere nothing
+    assert array.to_numpy()[-1] == (1 << 16) - 1

@@ -42,6 +42,29 @@ def test_hash_map_equal_high_halves():
     assert hm.get(probe_hi, probe_lo).tolist() == [30, 20, 10, -1, 40]
 
 
+def test_hash_map_merge_holds_about_one_array_more_than_its_runs():
+    """Two runs of n entries (24 bytes each) merged into one: by insertion positions the
+    peak is the runs plus one merged array and the positions (~41 bytes an entry); joining
+    and argsorting them held ~80 (a sort's copy of every array on top of the joined ones)."""
+    import tracemalloc
+
+    n = 1 << 16
+    rng = np.random.default_rng(0)
+    hi, lo = rng.integers(0, 1 << 63, size=(2, 2 * n), dtype=np.uint64)
+    hm = HashMap()
+    hm.add(hi[:n], lo[:n], np.arange(n))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        hm.add(hi[n:], lo[n:], np.arange(n, 2 * n))  # same size: merged at once
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert len(hm._runs) == 1
+    assert hm.get(hi, lo).tolist() == list(range(2 * n))
+    assert peak < 56 * 2 * n, peak / (2 * n)
+
+
 def test_value_hashes_tell_null_text_and_other_values_apart():
     hi, lo = value_hashes([None, "", "None", 5, "5", None])
     pairs = list(zip(hi.tolist(), lo.tolist(), strict=True))

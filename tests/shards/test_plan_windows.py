@@ -116,3 +116,38 @@ def test_manifest_rows_by_number_across_chunks():
     for wanted in ([], [3], [49, 0, 7, 7, 36, 37, 6], list(range(50))[::-1]):
         got = rows.take(np.array(wanted, dtype=np.int64))
         assert [(r.key, r.path) for r, _ in got] == [(keys[i], f"{keys[i]}.jpg") for i in wanted]
+
+
+def test_spooled_manifest_reads_as_the_table(tmp_path, monkeypatch):
+    """A manifest file spooled to Arrow IPC pieces (`SpooledManifest`, issue 23) gives the
+    rows ManifestRecords gives over the whole table: the same ROWS-row batches (pieces of
+    another size joined and cut), image keys, refs and rows by number across pieces."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmdata.shards.planrows import ManifestRecords, SpooledManifest
+
+    n = 103
+    keys = [f"k{i}" for i in range(n)]
+    paths = [f"{k}.jpg" if i % 9 else None for i, k in enumerate(keys)]
+    texts = [[f"t{i}", "u"][: 1 + i % 2] for i in range(n)]
+    image_keys = [keys[i - 1] if i % 10 == 3 else None for i in range(n)]
+    table = pa.table({"key": keys, "path": paths, "texts": texts, "image_key": image_keys})
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=40)
+    monkeypatch.setattr(SpooledManifest, "PIECE_ROWS", 7)
+    for rows_at_a_time in (1, 16, 21, 500):
+        monkeypatch.setattr(ManifestRecords, "ROWS", rows_at_a_time)
+        whole, spooled = ManifestRecords(table), SpooledManifest(tmp_path / "m.parquet")
+        try:
+            assert len(spooled) == n and spooled.columns == whole.columns
+            assert list(spooled.batches()) == list(whole.batches())
+            assert [len(b) for b in spooled.batches()] == [len(b) for b in whole.batches()]
+            assert list(spooled.image_key_batches()) == list(whole.image_key_batches())
+            assert list(spooled.image_refs()) == list(whole.image_refs())
+            for wanted in ([], [3], [102, 0, 7, 7, 6, 13, 14, 50], list(range(n))[::-1]):
+                at = np.array(wanted, dtype=np.int64)
+                assert spooled.take(at) == whole.take(at)
+        finally:
+            spooled.close()
+    assert [r.key for r, _ in whole.take(np.array([14]))] == ["k14"]  # the oracle itself

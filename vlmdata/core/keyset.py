@@ -54,22 +54,29 @@ class HashSet:
             self._merge_last_two()
 
     def _merge_last_two(self) -> None:
-        """Merge the two newest runs by insertion positions (no argsort): the inputs' hi
-        arrays are freed before the lo array is made, so the peak is ~26 bytes a hash, not
-        32; equal hi keep the older run's first, as a stable sort would."""
-        b_hi, b_lo = self._runs.pop()
-        a_hi, a_lo = self._runs.pop()
-        n = len(a_hi) + len(b_hi)
-        at = np.searchsorted(a_hi, b_hi, side="right")
-        at += np.arange(len(b_hi), dtype=at.dtype)  # b's places in the merged run
-        from_a = np.ones(n, dtype=bool)
-        from_a[at] = False
-        hi = np.empty(n, dtype=np.uint64)
-        hi[at], hi[from_a] = b_hi, a_hi
-        del a_hi, b_hi
-        lo = np.empty(n, dtype=np.uint64)
-        lo[at], lo[from_a] = b_lo, a_lo
-        self._runs.append((hi, lo))
+        b, a = self._runs.pop(), self._runs.pop()
+        self._runs.append(_merge_runs(a, b))  # type: ignore[arg-type]
+
+
+def _merge_runs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Two runs sorted by hi (their first array) merged by insertion positions (no argsort):
+    each input array is freed once its merged array is made, so the peak is about one array
+    more than the runs (~26 bytes a hash for a set, not 32); equal hi keep the older run's
+    (a's) first, as a stable sort would. The callers' lists of runs no longer hold a, b."""
+    a_list, b_list = list(a), list(b)
+    del a, b
+    n = len(a_list[0]) + len(b_list[0])
+    at = np.searchsorted(a_list[0], b_list[0], side="right")
+    at += np.arange(len(b_list[0]), dtype=at.dtype)  # b's places in the merged run
+    from_a = np.ones(n, dtype=bool)
+    from_a[at] = False
+    merged = []
+    for i in range(len(a_list)):
+        out = np.empty(n, dtype=a_list[i].dtype)
+        out[at], out[from_a] = b_list[i], a_list[i]
+        a_list[i] = b_list[i] = None  # type: ignore[call-overload]
+        merged.append(out)
+    return tuple(merged)
 
 
 def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -141,6 +148,4 @@ class HashMap:
         self._runs.append((hi[order], lo[order], np.asarray(values, dtype=np.int64)[order]))
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
             b, a = self._runs.pop(), self._runs.pop()
-            merged = [np.concatenate((x, y)) for x, y in zip(a, b, strict=True)]
-            order = np.argsort(merged[0], kind="stable")
-            self._runs.append(tuple(m[order] for m in merged))
+            self._runs.append(_merge_runs(a, b))

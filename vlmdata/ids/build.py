@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.choices import ID_SCHEMES
 from vlmdata.core.errors import DataError
+from vlmdata.core.heap import lean_allocators
 from vlmdata.ids import schemes, semantic, structured
 from vlmdata.ids.source import checked_source, read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
@@ -29,6 +30,7 @@ POSITION_SCHEMES = ("numeric", "string", "atomic")
 META_KEYS = ("scheme", "params", "seed", "tokenizer", "stats")
 
 
+@lean_allocators()
 def build_ids(
     out: str | os.PathLike,
     output: str | os.PathLike,

@@ -184,7 +184,10 @@ def _slices(rows: ManifestRecords | ManifestFile, refs: Any, n: int) -> Iterator
     if isinstance(rows, ManifestFile):
         yield from rows.slices(n)
         return
-    table = _with_refs(rows.table, refs)
+    if refs is None:
+        yield from rows.arrow_slices(n)
+        return
+    table = _with_refs(rows.table, refs)  # download's rows: a table, its raw refs beside
     for a in range(0, table.num_rows, n):
         yield table.slice(a, n)
 

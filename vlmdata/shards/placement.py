@@ -46,6 +46,10 @@ class Images:
     def __len__(self) -> int:
         return len(self.first_row)
 
+    def placed(self) -> None:
+        """Drop what only placement reads (each row's image, each image's last row)."""
+        self.of_row = self.last_row = np.empty(0, dtype=np.int64)
+
 
 def number_images(rows: Rows, keep_keys: bool) -> Images:
     """Number every distinct image key (by its hash) in order of first appearance."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vlmdata.core.heap import release_free_heap
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
 from vlmdata.shards.distribute import Engine
@@ -216,16 +217,22 @@ def place_records(inp: PlanInput, run: Planner) -> SampleViews:
 
     rows = plan_rows(inp.rows)
     images = number_images(rows, run.opt.every_text)
+    release_free_heap()
     placer = Placer(rows, inp.refs, inp.source, images, run)
     with progress_bar(run.progress, len(rows), "placing records", "row") as bar:
         placer.run(bar)
+    images.placed()
+    release_free_heap()
     kept = seal_samples(placer, run.spill, run.opt.every_text)
-    kept_samples = np.concatenate(  # their image samples, read back 65,536 at a time
-        [kept.read(np.arange(a, min(a + 65536, len(kept))))["sample"]
-         for a in range(0, len(kept), 65536)] or [np.empty(0, dtype=np.int64)]
-    )  # fmt: skip
+    kept_samples = np.empty(len(kept), dtype=np.int64)  # their image samples
+    for a in range(0, len(kept), 65536):  # KEPT rows read back 65,536 at a time
+        b = min(a + 65536, len(kept))
+        kept_samples[a:b] = kept.read(np.arange(a, b))["sample"]
     images.keys = None
-    return SampleViews(kept, kept_samples, placer.samples, images, rows, inp.refs)
+    samples = placer.samples
+    del placer  # its key set, hash map and per-row samples
+    release_free_heap()
+    return SampleViews(kept, kept_samples, samples, images, rows, inp.refs)
 
 
 LAYOUT_WINDOW = 4096

@@ -1,9 +1,10 @@
 """The index and records tables: staged as temp files, published after the shards.
 
-Both follow from the plan alone (offsets come from sizes, records from the gate), so the
-planned writer makes them on a thread while the shards are being written (Arrow's encoding
-and the file write release the GIL) and only commits them at the end, records then the
-index: readers go by the index, so it is published last and never points at a missing shard.
+Both follow from the plan alone (offsets come from sizes, records from the gate). The planned
+writer stages them once the shards are written and the plan's rows and samples are freed (so
+their largest column, held while written, does not come on top of the plan: issue 23), and
+commits them at the end, records then the index: readers go by the index, so it is published
+last and never points at a missing shard.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,25 +66,6 @@ def drop_staged(staged: dict[str, Path]) -> None:
     for tmp in staged.values():
         tmp.unlink(missing_ok=True)
     staged.clear()
-
-
-class SideTables:
-    """`stage_tables` running on its own thread; `result()` waits, `drop()` cleans up."""
-
-    def __init__(self, out: Location, *args: Any) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmdata-tables")
-        self._future: Future = self._pool.submit(stage_tables, out, *args)
-        self._pool.shutdown(wait=False)
-
-    def result(self) -> dict[str, Path]:
-        return self._future.result()
-
-    def drop(self) -> None:
-        """After a failure elsewhere: wait for the thread, then remove what it staged."""
-        try:
-            drop_staged(self._future.result())
-        except BaseException:
-            pass  # its own failure already cleaned up; the first error is the one to report
 
 
 class ArrowRows:

@@ -23,28 +23,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
+from vlmdata.shards import tables
 from vlmdata.shards.cluster_plan import ManifestFile, on_engine
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
-from vlmdata.shards.plan import ManifestRecords as _ManifestRows
 from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
+from vlmdata.shards.planrows import SpooledManifest as _ManifestRows
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
 from vlmdata.shards.run import ShardRun, ShardSummary, location, resolve_options, split_counts
 from vlmdata.shards.spill import Spill
 from vlmdata.shards.stream import write_samples
-from vlmdata.shards.tables import SideTables, stage_tables
 
 __all__ = ["ShardSummary", "write_planned", "write_samples", "write_shards"]
 
 
 @holds_out_lock
+@lean_allocators()
 def write_shards(
     manifest_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -67,30 +69,36 @@ def write_shards(
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
     if not images_dir.is_dir():
         raise DataError("image folder not found", file=str(images_dir))
-    return write_planned(
-        ManifestFile.open(manifest_path)  # read a slice at a time by the partitioned plan
-        if on_engine(opt)
-        else _ManifestRows(_read_manifest(manifest_path)),
-        None,
-        folder_source(images_dir),
-        location(out_dir, storage_options),
-        opt,
-        manifest=manifest_path,
-        prior_rejects=prior_rejects,
-        reject_file=str(manifest_path),
-        progress=progress,
-    )
-
-
-def _read_manifest(path: Path) -> pa.Table:
+    # the partitioned plan reads the file a slice at a time; the local one a spooled copy
+    rows = ManifestFile.open(manifest_path) if on_engine(opt) else _read_manifest(manifest_path)
     try:
-        table = pq.read_table(path)
+        return write_planned(
+            rows,
+            None,
+            folder_source(images_dir),
+            location(out_dir, storage_options),
+            opt,
+            manifest=manifest_path,
+            prior_rejects=prior_rejects,
+            reject_file=str(manifest_path),
+            progress=progress,
+        )
+    finally:
+        if isinstance(rows, _ManifestRows):
+            rows.close()
+
+
+def _read_manifest(path: Path) -> _ManifestRows:
+    """The manifest's rows, checked (contract 1) and spooled, not held as a table (issue 23)."""
+    try:
+        schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
-    check_manifest_schema(table.schema, ("key", "path", "texts"), path)
-    return table
+    check_manifest_schema(schema, ("key", "path", "texts"), path)
+    return _ManifestRows(path)
 
 
+@lean_allocators()
 def write_planned(
     rows: Iterable[dict[str, Any]],
     refs: list[Any] | None,
@@ -116,9 +124,8 @@ def write_planned(
     engine = Engine(opt.distributor, opt.workers)
     spill = Spill()  # KEY.json / KEY.txt bytes until their shard is written
     t0 = time.perf_counter()
-    tables: SideTables | None = None
     records = RecordRows(records_schema(extras))
-    plan = None
+    plan, staged = None, {}
     try:
         with ShardRun(out, prior_rejects) as run:
             gate = Gate(run.rejects, reject_file, stage, opt.duplicate_images, records=records)
@@ -127,14 +134,12 @@ def write_planned(
             del rows, refs  # the plan holds them until its shards are written
             clean_stale(out, opt.name, split_counts(plan.rels))
             t1 = time.perf_counter()
-            tables = SideTables(out, None, records, extras, opt.params())
             written = write_jobs(plan, engine, progress)
-            staged = tables.result()
-            plan.views = None  # the rows and samples: the index is made from its own columns
-            staged.update(stage_tables(out, plan.index, None, extras, opt.params()))
+            plan.views = None  # the rows and samples: the tables are made from their columns
+            release_free_heap()
+            staged = tables.stage_tables(out, plan.index, records, extras, opt.params())
     except BaseException:
-        if tables is not None:
-            tables.drop()
+        tables.drop_staged(staged)  # staged before a later step failed (closing the rejects)
         raise
     finally:
         engine.close()
