@@ -205,6 +205,24 @@ def test_oven_references_are_the_records(built):
     assert len(references_from_index(out, "query")) == 3
 
 
+def test_oven_eval_refuses_a_split_without_a_side(built, tmp_path):
+    """The train splits load as references, but OVEN is scored per seen / unseen side: `eval
+    oven` on them is refused before any model runs, naming the split and the folder."""
+    from vlmdata.core.errors import DataError
+    from vlmtrain.eval.options import OvenOptions
+    from vlmtrain.eval.tasks.oven import run_oven
+
+    name, case, result, summary, out = built
+    if name != "oven":
+        pytest.skip("OVEN records only")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("")
+    opts = OvenOptions(data_dir=out, split_prefix="entity", predictions=[preds])
+    with pytest.raises(DataError, match="'entity_train' is neither seen nor unseen") as err:
+        run_oven(opts)
+    assert str(out) in str(err.value)
+
+
 def test_hf_datasets_reads_every_record(built, tmp_path):
     """HF `datasets.load_dataset("webdataset")` infers one schema over samples with and
     without `records`; every record is there."""

@@ -83,8 +83,6 @@ def references_from_index(data_dir: str | os.PathLike, split_prefix: str = "val"
         for d, e, s in zip(df["data_id"], df["entity_id"], df["split"], strict=True)
         if split_matches(s, split_prefix)
     ]
-    for row in rows:
-        check_side(row["data_split"], file=str(data_dir))
     if not rows:
         have = sorted(set(df["split"].to_list()))
         raise DataError(f"no OVEN references in split {split_prefix!r}: the records with an "
@@ -177,6 +175,8 @@ def run_oven(o: OvenOptions, *, model_bundle: ModelBundle | None = None) -> Repo
         refs = read_oven_references(o.references)
     elif o.data_dir is not None:
         refs = references_from_index(o.data_dir, o.split_prefix)
+        for row in refs:  # scored per side: refused here, before any model runs
+            check_side(row["data_split"], file=str(o.data_dir))
     else:
         raise DataError("give --references (OVEN JSONL) or --data (OVEN shards)")
     if not refs:
