@@ -280,6 +280,7 @@ def take_rows(t: pa.Table, rows: np.ndarray) -> pa.Table:
     if len(parts) <= 1:  # none, or one chunk: already in order
         return pa.Table.from_batches(parts, schema=t.schema)
     joined = pa.Table.from_batches(parts, schema=t.schema).combine_chunks()
+    del parts  # the joined copy alone: the result's rows twice at most
     return joined.take(pa.array(np.argsort(np.concatenate(placed), kind="stable")))
 
 
