@@ -171,26 +171,24 @@ def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[st
     return plan
 
 
-def _with_refs(table: pa.Table, refs: Any) -> pa.Table:
-    """The rows with a download's raw refs (shard, key) beside them, so tasks find them."""
+def _with_refs(table: pa.Table, refs: Any, start: int) -> pa.Table:
+    """Rows start.. with a download's raw refs (shard, key) beside them, so tasks find them."""
     if refs is None:
         return table
-    shards = pa.array(np.asarray(refs.shard_ids, dtype=np.int32), type=pa.int32())
-    table = table.append_column(REF, pa.chunked_array([refs.keys]).cast(pa.string()))
-    return table.append_column(REF_SHARD, shards)
+    n = table.num_rows
+    shards = pa.array(np.asarray(refs.shard_ids[start : start + n], dtype=np.int32), pa.int32())
+    keys = pa.chunked_array([refs.keys.slice(start, n)], type=refs.keys.type).cast(pa.string())
+    return table.append_column(REF, keys).append_column(REF_SHARD, shards)
 
 
 def _slices(rows: ManifestRecords | ManifestFile, refs: Any, n: int) -> Iterator[pa.Table]:
-    """The rows n at a time, from the manifest's file or the table given."""
-    if isinstance(rows, ManifestFile):
-        yield from rows.slices(n)
-        return
-    if refs is None:
-        yield from rows.arrow_slices(n)
-        return
-    table = _with_refs(rows.table, refs)  # download's rows: a table, its raw refs beside
-    for a in range(0, table.num_rows, n):
-        yield table.slice(a, n)
+    """The rows n at a time, from the manifest's file or the rows given (download's fetched
+    rows: their raw refs beside)."""
+    parts = rows.slices(n) if isinstance(rows, ManifestFile) else rows.arrow_slices(n)
+    start = 0
+    for part in parts:
+        yield _with_refs(part, refs, start)
+        start += part.num_rows
 
 
 def _write_slices(slices: Iterator[pa.Table], scratch: Scratch) -> int:
