@@ -23,10 +23,11 @@ component is planned whole, in manifest order, by the local planner's own code:
    read in opening order (a sample's number is its opening row), cut by the same Cutter,
    index rows and digests made; each shard's entries go to a job file its task reads.
 
-The driver holds one slice and one shard (download passes the fetched rows' table, which it
-holds for the fetch anyway). The output is byte-identical to the local plan because each component's
-decisions are made by the same code in the same row order, and everything laid out after
-placement is ordered by row numbers alone (tests/shards/test_cluster_plan.py).
+The driver holds one slice's rows, then one slice's kept samples (download passes its fetched
+rows' file, and their raw refs: an int32 and a key per row). The output is byte-identical to
+the local plan because each component's decisions are made by the same code in the same row
+order, and everything laid out after placement is ordered by row numbers alone
+(tests/shards/test_cluster_plan.py).
 """
 
 from __future__ import annotations
