@@ -226,8 +226,10 @@ def test_each_image_is_checked_once(tmp_path, monkeypatch, on_partitions):
 
 
 def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
-    """download's fetched rows carry their raw refs (shard, key) through the partitions."""
+    """download's fetched rows carry their raw refs (shard, key) through the partitions, read
+    from their file a slice at a time (ManifestFile) as on an engine."""
     from tests.shards.http_server import serve_images
+    from vlmdata.download import pipeline
     from vlmdata.download.img2dataset_run import FetchOptions
     from vlmdata.download.pipeline import download
 
@@ -242,6 +244,7 @@ def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
         shard = ShardOptions(samples_per_shard=2)
         local = download("cc3m", [tsv], tmp_path / "local", fetch=fetch, shard=shard, **kw)
         monkeypatch.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+        monkeypatch.setattr(pipeline, "on_engine", lambda opt: True)  # fetched rows: a file
         monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 2)
         monkeypatch.setattr(cluster_plan, "BUCKETS", 3)
         part = download("cc3m", [tsv], tmp_path / "part", fetch=fetch, shard=shard, **kw)
