@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tests.shards.cluster_inputs import make_rule_set
@@ -136,6 +137,8 @@ def random_set(root: Path, seed: int) -> tuple[Path, Path]:
 @pytest.mark.parametrize("seed", range(4))
 def test_partitioned_plan_equals_local_on_random_sets(tmp_path, monkeypatch, seed):
     manifest, images = random_set(tmp_path / "in", seed)
+    if seed % 2:  # each job file's samples one row group at a time (taken across pieces)
+        monkeypatch.setattr(cluster_plan, "JOB_BYTES", 1)
     opts = ShardOptions(samples_per_shard=4, every_text=seed % 2 == 1)
     local, part, same = both_ways(monkeypatch, manifest, images, tmp_path, opts)
     assert same and local.rejected > 0 and part.kept == local.kept
@@ -223,8 +226,10 @@ def test_each_image_is_checked_once(tmp_path, monkeypatch, on_partitions):
 
 
 def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
-    """download's fetched rows carry their raw refs (shard, key) through the partitions."""
+    """download's fetched rows carry their raw refs (shard, key) through the partitions, read
+    from their file a slice at a time (ManifestFile) as on an engine."""
     from tests.shards.http_server import serve_images
+    from vlmdata.download import pipeline
     from vlmdata.download.img2dataset_run import FetchOptions
     from vlmdata.download.pipeline import download
 
@@ -239,6 +244,7 @@ def test_download_repack_partitioned_equals_local(tmp_path, monkeypatch):
         shard = ShardOptions(samples_per_shard=2)
         local = download("cc3m", [tsv], tmp_path / "local", fetch=fetch, shard=shard, **kw)
         monkeypatch.setattr(cluster_plan, "partitioned", lambda inp, run: True)
+        monkeypatch.setattr(pipeline, "on_engine", lambda opt: True)  # fetched rows: a file
         monkeypatch.setattr(cluster_plan, "SLICE_ROWS", 2)
         monkeypatch.setattr(cluster_plan, "BUCKETS", 3)
         part = download("cc3m", [tsv], tmp_path / "part", fetch=fetch, shard=shard, **kw)
@@ -299,3 +305,22 @@ def test_manifest_without_split_column(tmp_path, monkeypatch):
     pq.write_table(pq.read_table(manifest).drop_columns(["split", "source"]), manifest)
     local, part, same = both_ways(monkeypatch, manifest, images, tmp_path, ShardOptions())
     assert same and part.shards == local.shards == 1
+
+
+def test_take_rows_equals_arrow_take():
+    """take_rows (a chunk at a time) gives Table.take's rows in its order: repeats, rows from
+    every chunk interleaved, empty chunks, no rows."""
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        sizes = rng.integers(0, 5, size=rng.integers(1, 5)).tolist()
+        batches = [
+            pa.record_batch({"s": pa.array([f"{k}-{i}" for i in range(k)], pa.string()),
+                             "b": pa.array([bytes([i]) * i for i in range(k)], pa.binary())})
+            for k in sizes
+        ]  # fmt: skip
+        t = pa.Table.from_batches(batches)
+        rows = rng.integers(0, max(t.num_rows, 1), size=rng.integers(0, 12)) if t.num_rows else []
+        rows = np.asarray(rows, dtype=np.int64)
+        got = cluster_plan.take_rows(t, rows)
+        assert got.schema == t.schema
+        assert got.to_pylist() == t.take(pa.array(rows, pa.int64())).to_pylist()

@@ -165,6 +165,53 @@ def test_layout_readable_with_original_bytes(downloaded):
     assert pl.read_parquet(out / layout.MANIFEST).height == len(lines)
 
 
+def test_url_rows_read_a_raw_shard_at_a_time(downloaded, tmp_path, monkeypatch):
+    """The fetch list is never read whole (issue 23): filter-urls' output is copied to
+    WORK/fetch_rows.parquet a batch at a time and read back a raw shard (or ROWS_AT_ONCE
+    rows) at a time; the fetched rows are spooled the same way. Same bytes as the module's
+    run (rejects compared without their `file`, the work folder's path)."""
+    import pyarrow.parquet as pq
+
+    from vlmdata.download import pipeline
+    from vlmdata.shards.cluster_plan import ManifestFile
+
+    work = tmp_path / "work"
+    read_whole = pq.read_table
+
+    def refuse_url_rows(source, *args, **kwargs):
+        path = Path(str(source))
+        assert path != work / "urls" / layout.MANIFEST, "the fetch list read whole"
+        assert path.name not in ("fetch_rows.parquet", "fetched_rows.parquet")
+        return read_whole(source, *args, **kwargs)
+
+    largest = []
+    slices = ManifestFile.slices
+
+    def counted(self, rows):
+        for part in slices(self, rows):
+            largest.append(part.num_rows)
+            yield part
+
+    monkeypatch.setattr(pq, "read_table", refuse_url_rows)
+    monkeypatch.setattr(ManifestFile, "slices", counted)
+    monkeypatch.setattr(pipeline, "ROWS_AT_ONCE", 3)
+    out = tmp_path / "out"
+    kw = dict(fetch=FETCH, shard=SHARD, allow_private=True, work_dir=work, progress=False)
+    summary = download("cc3m", [downloaded["tsv"]], out, **kw)
+    assert summary.kept == downloaded["summary"].kept == 12
+    assert largest and max(largest) == RAW_SHARD  # 20 rows: 5s for the fetch, 3s elsewhere
+    assert sorted(set(largest)) == [2, 3, 5]  # 20 = 6 x 3 + 2
+    rejects = layout.REJECTS
+
+    def same(path: Path):
+        return {k: v for k, v in file_hashes(path).items() if k != rejects}
+
+    assert same(out) == same(downloaded["out"])
+    ours, theirs = (pl.read_parquet(o / rejects).drop("file") for o in (out, downloaded["out"]))
+    assert ours.equals(theirs)
+    assert not (work / "fetched_rows.parquet").exists()  # spooled for the repack, then gone
+
+
 @pytest.mark.slow
 def test_killed_download_resumes_byte_identical(downloaded):
     out, server, tsv = downloaded["out"], downloaded["server"], downloaded["tsv"]

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -48,11 +47,14 @@ from vlmdata.download.img2dataset_run import (
     run_img2dataset,
 )
 from vlmdata.download.results import read_status
+from vlmdata.shards.cluster_plan import ManifestFile, on_engine
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import format_splits, splits_from_wids
+from vlmdata.shards.planrows import SpooledManifest
 
 WORK_DIR = ".download"
 STAGE = "download"
+ROWS_AT_ONCE = 65536  # rows read at once from the URL list (issue 23: none held whole)
 ALIASES = {"flickr30k": "karpathy", "flickr8k": "karpathy"}
 
 
@@ -197,19 +199,16 @@ def _shard_local(name, inputs, out, work, images, shard, progress, src_opts) -> 
     return DownloadSummary.of(summary)
 
 
-def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[pa.Table, Path]:
+def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[ManifestFile, Path]:
     """Run filter-urls over the source manifest; rows without a URL go to WORK/no_url.parquet.
 
-    Returns the rows to fetch (manifest columns, manifest order) and the filter's rejects.
+    Returns the rows to fetch (manifest columns, manifest order), in WORK/fetch_rows.parquet
+    and read from there a raw shard at a time (issue 23: no table of every row is held), and
+    the filter's rejects.
     """
     from vlmdata.filter.urls import filter_urls
 
-    manifest = pq.read_table(src / layout.MANIFEST)
-    if manifest.num_rows and manifest.column("url").null_count == manifest.num_rows:
-        raise DataError(
-            "this data set has no image URLs; pass --images DIR to shard local images",
-            file=str(src / layout.MANIFEST),
-        )
+    _check_has_urls(src / layout.MANIFEST)
     filter_urls(
         src / layout.MANIFEST,
         work / "urls",
@@ -217,33 +216,46 @@ def _fetch_list(src: Path, work: Path, allow_private: bool, denylist) -> tuple[p
         allow_private=allow_private,
         denylist=denylist,
     )
-    kept = pq.read_table(work / "urls" / layout.MANIFEST)
-    has_url = pc.is_valid(kept.column("url"))
-    _write_rejects(
-        work / "no_url.parquet",
-        [
-            (row, "missing_url", "manifest row has no url")
-            for row in kept.filter(pc.invert(has_url)).to_pylist()
-        ],
-        str(src / layout.MANIFEST),
-    )
-    return kept.filter(has_url), work / "urls" / layout.REJECTS
+    kept = work / "urls" / layout.MANIFEST
+    rows = work / "fetch_rows.parquet"
+    file = pq.ParquetFile(kept)
+    with (
+        RejectWriter(work / "no_url.parquet") as rejects,
+        atomic_path(rows) as tmp,
+        pq.ParquetWriter(tmp, file.schema_arrow) as out,
+    ):
+        for batch in file.iter_batches(batch_size=ROWS_AT_ONCE):
+            has_url = pc.is_valid(batch.column("url"))
+            for row in batch.filter(pc.invert(has_url)).to_pylist():
+                _add_reject(rejects, row, "missing_url", "manifest row has no url", src)
+            out.write_batch(batch.filter(has_url))
+    return ManifestFile.open(rows), work / "urls" / layout.REJECTS
 
 
-def _write_rejects(path: Path, rejects: list[tuple[dict, str, str]], file: str) -> None:
-    with RejectWriter(path) as w:
-        for row, reason, detail in rejects:
-            w.add(reason, stage=STAGE, file=file, key=row.get("key"), detail=detail, record=row)
+def _check_has_urls(manifest: Path) -> None:
+    """A data set whose every row lacks a URL cannot be fetched (read a batch at a time)."""
+    file = pq.ParquetFile(manifest)
+    urls = (b.column("url") for b in file.iter_batches(ROWS_AT_ONCE, columns=["url"]))
+    if file.metadata.num_rows and not any(u.null_count < len(u) for u in urls):
+        raise DataError(
+            "this data set has no image URLs; pass --images DIR to shard local images",
+            file=str(manifest),
+        )
 
 
-def _fetch_fingerprint(rows: pa.Table, fetch: FetchOptions) -> str:
+def _add_reject(w: RejectWriter, row: dict, reason: str, detail: str, src: Path) -> None:
+    w.add(reason, stage=STAGE, file=str(src / layout.MANIFEST), key=row.get("key"),
+          detail=detail, record=row)  # fmt: skip
+
+
+def _fetch_fingerprint(rows: ManifestFile, fetch: FetchOptions) -> str:
     """What img2dataset's raw output depends on: the (key, url) list and the fetch options.
     A change means its positional shards no longer match, so old raw output is discarded."""
     h = hashlib.sha256()
-    for key, url in zip(
-        rows.column("key").to_pylist(), rows.column("url").to_pylist(), strict=True
-    ):
-        h.update(f"{key}\t{url}\n".encode())
+    for part in rows.slices(ROWS_AT_ONCE):
+        keys, urls = part.column("key").to_pylist(), part.column("url").to_pylist()
+        for key, url in zip(keys, urls, strict=True):
+            h.update(f"{key}\t{url}\n".encode())
     h.update(json.dumps(fetch.fingerprint_fields(), sort_keys=True).encode())
     return h.hexdigest()
 
@@ -282,13 +294,13 @@ def _download_urls(
     state = _load_state(work)
     done_before = state.get("output") == output_fp and state.get("complete")
     if done_before and not raw.exists() and out.exists(layout.INDEX):
-        return _existing_summary(out, rows.num_rows)
+        return _existing_summary(out, len(rows))
     if state.get("fetch") != fetch_fp and raw.exists():
         shutil.rmtree(raw)  # a different URL list or options: positional shards no longer match
     state = {"fetch": fetch_fp, "output": output_fp}
     write_json(work / "state.json", {**state, "complete": False})
 
-    n_shards = math.ceil(rows.num_rows / fetch.raw_shard_size)
+    n_shards = math.ceil(len(rows) / fetch.raw_shard_size)
     from vlmdata.filter.urls import load_denylist
 
     policy = fetch_policy(fetch, allow_private, load_denylist(denylist) if denylist else [])
@@ -301,56 +313,68 @@ def _download_urls(
     from vlmdata.download.repack import RawImages, fetched_rows
     from vlmdata.shards.writer import write_planned
 
-    kept, refs = fetched_rows(rows, raw, fetch.raw_shard_size, done)
-    summary = write_planned(
-        kept,
-        refs,
-        RawImages(str(raw), fetch.raw_format, fetch.encode_format),
-        out,
-        shard,
-        manifest=src / layout.MANIFEST,
-        prior_rejects=prior,
-        progress=progress,
-    )
+    fetched = work / "fetched_rows.parquet"
+    refs = fetched_rows(rows, raw, fetch.raw_shard_size, done, fetched)
+    # the partitioned plan reads the file a slice at a time; the local one a spooled copy
+    kept = ManifestFile.open(fetched) if on_engine(shard) else SpooledManifest(fetched)
+    try:
+        summary = write_planned(
+            kept,
+            refs,
+            RawImages(str(raw), fetch.raw_format, fetch.encode_format),
+            out,
+            shard,
+            manifest=src / layout.MANIFEST,
+            prior_rejects=prior,
+            progress=progress,
+        )
+    finally:
+        if isinstance(kept, SpooledManifest):
+            kept.close()
+    fetched.unlink()
     if not incomplete:
         write_json(work / "state.json", {**state, "complete": True})
         if not keep_raw and raw.exists():
             shutil.rmtree(raw)
-    return DownloadSummary.of(summary, urls=rows.num_rows, incomplete=incomplete)
+    return DownloadSummary.of(summary, urls=len(rows), incomplete=incomplete)
 
 
 def _fetch(rows, work, raw, fetch, n_shards, policy, progress) -> set[int]:
     """Run img2dataset unless every raw shard is finished; the finished shard ids."""
     if n_shards and not set(range(n_shards)) <= finished_shards(raw):
         url_list = work / "urls.parquet"
-        ids = rows.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
         with atomic_path(url_list) as tmp:
-            pq.write_table(ids, tmp)
+            writer = None
+            for part in rows.slices(ROWS_AT_ONCE):
+                ids = part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
+                writer = writer or pq.ParquetWriter(tmp, ids.schema)
+                writer.write_table(ids)
+            if writer is not None:
+                writer.close()
         kwargs = img2dataset_kwargs(url_list, raw, fetch)
         run_img2dataset(kwargs, work, n_shards, progress, policy)
     return finished_shards(raw)
 
 
-def _shard_rows(rows: pa.Table, size: int, shard_id: int) -> list[dict]:
-    return rows.slice(shard_id * size, size).to_pylist()
-
-
 def _download_rejects(
-    rows: pa.Table, raw: Path, size: int, done: set[int], path: Path, src: Path
+    rows: ManifestFile, raw: Path, size: int, done: set[int], path: Path, src: Path
 ) -> None:
-    """Every URL that did not give image bytes, in manifest order, with img2dataset's message."""
-    found: list[tuple[dict, str, str]] = []
-    for shard_id in range(math.ceil(rows.num_rows / size)):
-        status = read_status(raw, shard_id) if shard_id in done else None
-        for row in _shard_rows(rows, size, shard_id):
-            got = status.get(row["key"]) if status is not None else None
-            if status is None:
-                found.append((row, "download_failed", f"img2dataset shard {shard_id} unfinished"))
-            elif got is None:
-                found.append((row, "download_failed", "no result from img2dataset"))
-            elif got.status != "success":
-                found.append((row, reject_reason(got.status, got.error), got.error or got.status))
-    _write_rejects(path, found, str(src / layout.MANIFEST))
+    """Every URL that did not give image bytes, in manifest order, with img2dataset's message
+    (a raw shard's rows at a time)."""
+    with RejectWriter(path) as w:
+        for shard_id, part in enumerate(rows.slices(size)):
+            status = read_status(raw, shard_id) if shard_id in done else None
+            for row in part.to_pylist():
+                got = status.get(row["key"]) if status is not None else None
+                if status is None:
+                    why = ("download_failed", f"img2dataset shard {shard_id} unfinished")
+                elif got is None:
+                    why = ("download_failed", "no result from img2dataset")
+                elif got.status != "success":
+                    why = (reject_reason(got.status, got.error), got.error or got.status)
+                else:
+                    continue
+                _add_reject(w, row, *why, src)
 
 
 def _concat_rejects(target: Path, parts: list[Path]) -> None:

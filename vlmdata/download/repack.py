@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from vlmdata.core.atomic import atomic_path
 from vlmdata.download.img2dataset_run import KEY_COLUMN
 from vlmdata.download.results import Fetched, read_shard, read_status
 from vlmdata.shards.image_sources import PlanResult, check_planned
 from vlmdata.shards.images import ImageReject
 from vlmdata.shards.options import ImageOptions
-from vlmdata.shards.planrows import ManifestRecords
 from vlmdata.shards.prepare import ImageProblem, Prepared, prepare_bytes
 
 RawRef = tuple[int, str]  # (raw shard number, manifest key)
@@ -89,23 +90,27 @@ class RawRefs(Sequence):
         return int(self.shard_ids[i]), self.keys[i].as_py()
 
 
-def fetched_rows(
-    rows: pa.Table, raw: Path, shard_size: int, done: set[int]
-) -> tuple[ManifestRecords, RawRefs]:
-    """The manifest rows img2dataset fetched successfully, in manifest order (read as Records
-    a batch at a time), and their refs.
+def fetched_rows(rows: Any, raw: Path, shard_size: int, done: set[int], path: Path) -> RawRefs:
+    """The manifest rows img2dataset fetched successfully, in manifest order, written to
+    `path` a raw shard at a time (`rows`: a ManifestFile, read in slices of `shard_size`),
+    and their refs: an int32 and a key per row, no table of every row (issue 23).
 
     Failures are already in the fetch rejects (written before the repack starts)."""
-    picked: list[np.ndarray] = []
     shard_of: list[np.ndarray] = []
-    for shard_id in sorted(done):
-        status = read_status(raw, shard_id)
-        keys = rows.column("key").slice(shard_id * shard_size, shard_size).to_pylist()
-        ok = [(got := status.get(k)) is not None and got.status == "success" for k in keys]
-        at = np.flatnonzero(np.array(ok, dtype=bool)) + shard_id * shard_size
-        picked.append(at)
-        shard_of.append(np.full(len(at), shard_id, dtype=np.int32))
-    at = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
-    kept = rows.take(pa.array(at, type=pa.int64()))
+    keys: list[pa.Array] = []
+    schema = pq.read_schema(rows.path)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as out:
+        for shard_id, part in enumerate(rows.slices(shard_size)):
+            if shard_id not in done:
+                continue
+            status = read_status(raw, shard_id)
+            ok = [(got := status.get(k)) is not None and got.status == "success"
+                  for k in part.column("key").to_pylist()]  # fmt: skip
+            kept = part.take(pa.array(np.flatnonzero(np.array(ok, dtype=bool)), type=pa.int64()))
+            out.write_table(kept)
+            shard_of.append(np.full(kept.num_rows, shard_id, dtype=np.int32))
+            keys.extend(kept.column("key").chunks)
     ids = np.concatenate(shard_of) if shard_of else np.empty(0, dtype=np.int32)
-    return ManifestRecords(kept), RawRefs(ids, kept.column("key").combine_chunks())
+    return RawRefs(
+        ids, pa.concat_arrays(keys) if keys else pa.array([], type=schema.field("key").type)
+    )

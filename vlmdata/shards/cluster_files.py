@@ -68,7 +68,8 @@ def save_table(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _pieces(folder: Path, suffix: str) -> list[Path]:
+def pieces(folder: Path, suffix: str) -> list[Path]:
+    """The pieces in `folder` with that suffix, in the order of their numbers."""
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.suffix == suffix and not p.name.startswith(".")]
@@ -77,13 +78,14 @@ def _pieces(folder: Path, suffix: str) -> list[Path]:
 
 def load_arrays(folder: Path, dtype: np.dtype) -> np.ndarray:
     """Every numpy piece in `folder`, joined in the order of their numbers."""
-    parts = [np.load(p, allow_pickle=False) for p in _pieces(folder, ".npy")]
+    parts = [np.load(p, allow_pickle=False) for p in pieces(folder, ".npy")]
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def load_tables(folder: Path) -> pa.Table | None:
-    """Every Parquet piece in `folder`, joined in the order of their numbers (None: none)."""
-    parts = [pq.read_table(p) for p in _pieces(folder, ".parquet")]
+def load_tables(folder: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """Every Parquet piece in `folder` (those columns, or all), joined in the order of their
+    numbers (None: none)."""
+    parts = [pq.read_table(p, columns=columns) for p in pieces(folder, ".parquet")]
     return pa.concat_tables(parts) if parts else None
 
 

@@ -23,14 +23,16 @@ component is planned whole, in manifest order, by the local planner's own code:
    read in opening order (a sample's number is its opening row), cut by the same Cutter,
    index rows and digests made; each shard's entries go to a job file its task reads.
 
-The driver holds one slice and one shard (download passes the fetched rows' table, which it
-holds for the fetch anyway). The output is byte-identical to the local plan because each component's
-decisions are made by the same code in the same row order, and everything laid out after
-placement is ordered by row numbers alone (tests/shards/test_cluster_plan.py).
+The driver holds one slice's rows, then one slice's kept samples (download passes its fetched
+rows' file, and their raw refs: an int32 and a key per row). The output is byte-identical to
+the local plan because each component's decisions are made by the same code in the same row
+order, and everything laid out after placement is ordered by row numbers alone
+(tests/shards/test_cluster_plan.py).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import weakref
 from collections.abc import Iterator
@@ -47,7 +49,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.record import columns_of, records_from_arrow
 from vlmdata.core.storage import Location
-from vlmdata.shards.cluster_files import REF, REF_SHARD, Scratch, load_tables, refs_of
+from vlmdata.shards.cluster_files import REF, REF_SHARD, Scratch, load_tables, pieces, refs_of
 from vlmdata.shards.cluster_files import save_table as _save_table
 from vlmdata.shards.cluster_links import find_components
 from vlmdata.shards.cluster_place import SAMPLE_COLUMNS, place_bucket
@@ -170,26 +172,24 @@ def plan_on_cluster(inp: PlanInput, run: Planner, out: Location, extras: list[st
     return plan
 
 
-def _with_refs(table: pa.Table, refs: Any) -> pa.Table:
-    """The rows with a download's raw refs (shard, key) beside them, so tasks find them."""
+def _with_refs(table: pa.Table, refs: Any, start: int) -> pa.Table:
+    """Rows start.. with a download's raw refs (shard, key) beside them, so tasks find them."""
     if refs is None:
         return table
-    shards = pa.array(np.asarray(refs.shard_ids, dtype=np.int32), type=pa.int32())
-    table = table.append_column(REF, pa.chunked_array([refs.keys]).cast(pa.string()))
-    return table.append_column(REF_SHARD, shards)
+    n = table.num_rows
+    shards = pa.array(np.asarray(refs.shard_ids[start : start + n], dtype=np.int32), pa.int32())
+    keys = pa.chunked_array([refs.keys.slice(start, n)], type=refs.keys.type).cast(pa.string())
+    return table.append_column(REF, keys).append_column(REF_SHARD, shards)
 
 
 def _slices(rows: ManifestRecords | ManifestFile, refs: Any, n: int) -> Iterator[pa.Table]:
-    """The rows n at a time, from the manifest's file or the table given."""
-    if isinstance(rows, ManifestFile):
-        yield from rows.slices(n)
-        return
-    if refs is None:
-        yield from rows.arrow_slices(n)
-        return
-    table = _with_refs(rows.table, refs)  # download's rows: a table, its raw refs beside
-    for a in range(0, table.num_rows, n):
-        yield table.slice(a, n)
+    """The rows n at a time, from the manifest's file or the rows given (download's fetched
+    rows: their raw refs beside)."""
+    parts = rows.slices(n) if isinstance(rows, ManifestFile) else rows.arrow_slices(n)
+    start = 0
+    for part in parts:
+        yield _with_refs(part, refs, start)
+        start += part.num_rows
 
 
 def _write_slices(slices: Iterator[pa.Table], scratch: Scratch) -> int:
@@ -247,22 +247,59 @@ def _emit_rows(scratch: Scratch, n_slices: int, columns: tuple, run: Planner) ->
                 gate.reject(record, columns, line + n, reasons[n], details[n])
 
 
-def _kept(scratch: Scratch, n_slices: int) -> Iterator[pa.Table]:
-    """The kept samples of each slice of opening rows, in order (opening row, then copy)."""
+OPENING = [("__open", "ascending"), ("__copy", "ascending")]  # a split's sample order
+JOB_BYTES = 8 << 20  # a job file's row group: samples up to this many JSON + text bytes
+
+
+def _kept(scratch: Scratch, n_slices: int, columns: list[str] | None = None
+          ) -> Iterator[tuple[pa.Table, pa.Array]]:  # fmt: skip
+    """Each slice's kept samples (opening row in the slice) as read, and the order that puts
+    them in opening order (opening row, then copy): sorted by index, not copied."""
     for i in range(n_slices):
-        t = load_tables(scratch.path("smp", f"s{i}"))
+        t = load_tables(scratch.path("smp", f"s{i}"), columns)
         if t is not None and t.num_rows:
             if "split" not in t.schema.names:  # a manifest without splits: all None
                 t = t.append_column("split", pa.nulls(t.num_rows, pa.string()))
-            yield t.sort_by([("__open", "ascending"), ("__copy", "ascending")])
+            yield t, pc.sort_indices(t.select(["__open", "__copy"]), sort_keys=OPENING)
+
+
+def take_rows(t: pa.Table, rows: np.ndarray) -> pa.Table:
+    """t's rows at the indices `rows`, taken from each chunk on its own: Arrow's `take` on a
+    chunked column joins all its chunks first, a copy of the whole column for every call
+    (measured: 38 MB allocated to take 100 rows of a 4-chunk binary column)."""
+    batches = [b for b in t.to_batches() if b.num_rows]
+    ends = np.cumsum([b.num_rows for b in batches])
+    which = np.searchsorted(ends, rows, side="right")
+    parts, placed = [], []
+    for b in np.unique(which).tolist():
+        mine = np.flatnonzero(which == b)
+        start = int(ends[b]) - batches[b].num_rows
+        parts.append(batches[b].take(pa.array(rows[mine] - start)))
+        placed.append(mine)
+    if len(parts) <= 1:  # none, or one chunk: already in order
+        return pa.Table.from_batches(parts, schema=t.schema)
+    joined = pa.Table.from_batches(parts, schema=t.schema).combine_chunks()
+    del parts  # the joined copy alone: the result's rows twice at most
+    return joined.take(pa.array(np.argsort(np.concatenate(placed), kind="stable")))
 
 
 def _split_order(scratch: Scratch, n_slices: int) -> list[Any]:
     """The samples' splits in first-seen order (a sample's split is its first record's)."""
     seen: dict[Any, None] = {}
-    for t in _kept(scratch, n_slices):
-        seen.update(dict.fromkeys(t.column("split").to_pylist()))
+    columns = ["__open", "__copy"]
+    if _has_split(scratch, n_slices):
+        columns.append("split")
+    for t, order in _kept(scratch, n_slices, columns):
+        seen.update(dict.fromkeys(t.column("split").take(order).to_pylist()))
     return list(seen)
+
+
+def _has_split(scratch: Scratch, n_slices: int) -> bool:
+    """The manifest has a split column (every sample piece carries the manifest's columns)."""
+    for i in range(n_slices):
+        for piece in pieces(scratch.path("smp", f"s{i}"), ".parquet"):
+            return "split" in pq.read_schema(piece).names
+    return False
 
 
 def _layout(scratch: Scratch, n_slices: int, out: Location, opt: ShardOptions,
@@ -297,7 +334,9 @@ JOB_COLUMNS = ["__key", "__ref", "__ref_shard", "__fmt", "__w", "__h", "__isize"
 
 class _Cut:
     """One split's shards: samples in opening order through the Cutter; per shard its index
-    rows, digest, finished stats and job file."""
+    rows, digest, finished stats and job file. A slice's samples are held once, as read: each
+    shard's rows are taken from it by index, a row group of at most JOB_BYTES at a time, and
+    written to the job file as they are taken (not the shard's rows copied whole)."""
 
     def __init__(self, plan: ClusterPlan, scratch: Scratch, split: Any, out: Location,
                  opt: ShardOptions, extras: list[str]) -> None:  # fmt: skip
@@ -305,30 +344,39 @@ class _Cut:
         self.extras, self.name, self.number = extras, opt.name, 0
         self.cutter = Cutter(opt.samples_per_shard, opt.max_shard_bytes)
         self.samples: list[_Sample] = []
-        self.parts: list[pa.Table] = []
+        self.job: pq.ParquetWriter | None = None  # the open shard's job file
+        self.written = 0  # its rows so far
 
     def run(self, n_slices: int) -> None:
-        for t in _kept(self.scratch, n_slices):
-            split = t.column("split")
+        for t, order in _kept(self.scratch, n_slices):
+            split = t.column("split").take(order)
             mine = pc.is_null(split) if self.split is None else pc.equal(split, self.split)
-            t = t.filter(pc.fill_null(mine, False))
+            rows = order.filter(pc.fill_null(mine, False)).to_numpy()
+            jobs = t.select(JOB_COLUMNS)
+            nj, nt = (pc.binary_length(t.column(c)).take(rows) for c in ("__json", "__txt"))  # ints
+            size = pc.fill_null(pc.add(nj, nt), 0).to_numpy(zero_copy_only=False)
             start = 0
-            for n, sample in enumerate(self._samples(t)):
+            for n, sample in enumerate(self._samples(t, rows, nj, nt)):
                 if self._starts(sample):
-                    self.parts.append(t.slice(start, n - start))
+                    self._write(jobs, rows[start:n], size[start:n])
                     start = n
                     self._close()
-            self.parts.append(t.slice(start))
+            self._write(jobs, rows[start:], size[start:])
         self._close()
 
-    def _samples(self, t: pa.Table) -> Iterator[_Sample]:
-        first = records_from_arrow(t.select([c for c in t.schema.names if c not in SAMPLE_COLUMNS]))
-        cols = {c: t.column(c).to_pylist() for c in FACT_COLUMNS}
-        sizes = (pc.binary_length(t.column(c)).to_pylist() for c in ("__json", "__txt"))
-        for n, (record, nj, nt) in enumerate(zip(first, *sizes, strict=True)):
+    def _samples(self, t: pa.Table, rows: np.ndarray, nj: pa.Array, nt: pa.Array
+                 ) -> Iterator[_Sample]:  # fmt: skip
+        """The split's samples of one slice, in opening order (`rows`: their indices in t)."""
+        first = take_rows(t.select([c for c in t.schema.names if c not in SAMPLE_COLUMNS]), rows)
+        facts = take_rows(t.select(FACT_COLUMNS), rows)
+        cols = {c: facts.column(c).to_pylist() for c in FACT_COLUMNS}
+        records = records_from_arrow(first)
+        for n, (record, j, x) in enumerate(
+            zip(records, nj.to_pylist(), nt.to_pylist(), strict=True)
+        ):
             info = Info(cols["__fmt"][n], cols["__w"][n], cols["__h"][n])
             facts = Facts(info, cols["__isize"][n], cols["__isha"][n])
-            member = {"image": facts.size, "json": nj, "txt": nt}
+            member = {"image": facts.size, "json": j, "txt": x}
             digests = (cols["__jsha"][n], cols["__tsha"][n])
             sample = _Sample(cols["__key"][n], record, facts, member, digests, cols["__n"][n])
             self.samples.append(sample)
@@ -337,11 +385,35 @@ class _Cut:
     def _starts(self, s: _Sample) -> bool:
         return self.cutter.starts_new(layout(s.key, s.prepared.info.format, s.sizes, 0).size)
 
-    def _close(self) -> None:
-        """The shard so far (its samples are the last ones counted but the newest)."""
-        n = sum(p.num_rows for p in self.parts)
-        if not n:
+    def _write(self, jobs: pa.Table, rows: np.ndarray, size: np.ndarray) -> None:
+        """The open shard's next rows of `jobs` (by index) to its job file, in row groups of
+        at most JOB_BYTES of JSON and text (at least one row each)."""
+        if not len(rows):
             return
+        if self.job is None:
+            path = self._job_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.job = pq.ParquetWriter(path.with_name(f".{path.name}.tmp"), jobs.schema)
+        start, held = 0, 0
+        for n, b in enumerate(size.tolist()):
+            if n > start and held + b > JOB_BYTES:
+                self.job.write_table(take_rows(jobs, rows[start:n]))
+                start, held = n, 0
+            held += b
+        self.job.write_table(take_rows(jobs, rows[start:]))
+        self.written += len(rows)
+
+    def _job_path(self) -> Path:
+        return self.scratch.path("jobs", f"s{len(self.plan.shards)}.parquet")
+
+    def _close(self) -> None:
+        """The shard so far (its samples are the first `written` of those counted)."""
+        if self.job is None:
+            return
+        self.job.close()
+        self.job, n, self.written = None, self.written, 0
+        job = self._job_path()
+        os.replace(job.with_name(f".{job.name}.tmp"), job)
         samples, self.samples = self.samples[:n], self.samples[n:]
         rel = shard_rel(self.name, self.number, self.split)
         self.number += 1
@@ -351,9 +423,6 @@ class _Cut:
             self.plan.index.append(row)
             pos += size
         digest, k = shard_digest(samples), len(self.plan.shards)
-        job = self.scratch.path("jobs", f"s{k}.parquet")
-        _save_table(job, pa.concat_tables(self.parts).select(JOB_COLUMNS))
-        self.parts = []
         self.plan.shards.append((rel, digest, k, k))
         self.plan.done.append(shard_is_finished(self.out, rel, digest))
         self.plan.tables.append(str(job))
