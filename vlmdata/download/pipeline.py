@@ -47,10 +47,10 @@ from vlmdata.download.img2dataset_run import (
     run_img2dataset,
 )
 from vlmdata.download.results import read_status
-from vlmdata.shards.cluster_plan import ManifestFile, on_engine
+from vlmdata.shards.cluster_plan import on_engine
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import format_splits, splits_from_wids
-from vlmdata.shards.planrows import SpooledManifest
+from vlmdata.shards.planrows import ManifestFile, SpooledManifest
 
 WORK_DIR = ".download"
 STAGE = "download"

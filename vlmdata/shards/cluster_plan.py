@@ -46,8 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
-from vlmdata.core.manifest import check_manifest_schema
-from vlmdata.core.record import columns_of, records_from_arrow
+from vlmdata.core.record import records_from_arrow
 from vlmdata.core.storage import Location
 from vlmdata.shards.cluster_files import REF, REF_SHARD, Scratch, load_tables, pieces, refs_of
 from vlmdata.shards.cluster_files import save_table as _save_table
@@ -76,7 +75,7 @@ from vlmdata.shards.plan import (
     progress_bar,
     shard_digest,
 )
-from vlmdata.shards.planrows import ManifestRecords
+from vlmdata.shards.planrows import ManifestFile, ManifestRecords
 from vlmdata.shards.samples import layout
 from vlmdata.shards.tables import ArrowRows
 
@@ -101,45 +100,6 @@ def partitioned(inp: PlanInput, run: Planner) -> bool:
     refs_ok = inp.refs is None or hasattr(inp.refs, "shard_ids")  # download.repack.RawRefs
     tabular = isinstance(inp.rows, ManifestRecords | ManifestFile)
     return on_engine(run.opt) and tabular and refs_ok
-
-
-@dataclass(frozen=True)
-class ManifestFile:
-    """A manifest the partitioned plan reads from its Parquet file, a slice at a time: the
-    driver never holds its rows (write_shards passes one when the plan runs on the engine)."""
-
-    path: str
-    num_rows: int
-    columns: tuple[str, ...]
-
-    @classmethod
-    def open(cls, path: Path) -> ManifestFile:
-        """The manifest at `path`, its schema checked as `write_shards` checks a table's."""
-        try:
-            f = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
-        check_manifest_schema(f.schema_arrow, ("key", "path", "texts"), path)
-        return cls(str(path), f.metadata.num_rows, tuple(columns_of(f.schema_arrow.names)))
-
-    def __len__(self) -> int:
-        return self.num_rows
-
-    def slices(self, rows: int) -> Iterator[pa.Table]:
-        """The rows `rows` at a time (the last slice shorter), across row groups."""
-        f = pq.ParquetFile(self.path)
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        for batch in f.iter_batches(batch_size=rows):
-            pending.append(batch)
-            held += batch.num_rows
-            while held >= rows:
-                joined = pa.Table.from_batches(pending, schema=f.schema_arrow)
-                yield joined.slice(0, rows)
-                rest = joined.slice(rows)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held:
-            yield pa.Table.from_batches(pending, schema=f.schema_arrow)
 
 
 @dataclass

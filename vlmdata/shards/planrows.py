@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
+from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.record import Record, columns_of, records_from_arrow, stored_under
 
 Columns = tuple[str, ...]  # the manifest columns a record was read with (KEY.json's fields)
@@ -185,18 +187,61 @@ class SpooledManifest(ManifestRecords):
         return self.arrow_slices(self.ROWS)
 
     def arrow_slices(self, n: int) -> Iterator[pa.Table]:
-        held: list[pa.RecordBatch] = []
-        count = 0
-        for p in range(len(self._starts) - 1):
-            held.append(self._piece(p))
-            count += held[-1].num_rows
-            while count >= n:
-                joined = pa.Table.from_batches(held, self.schema)
-                yield joined.slice(0, n)
-                rest = joined.slice(n)
-                held, count = rest.to_batches(), rest.num_rows
-        if count:
-            yield pa.Table.from_batches(held, self.schema)
+        pieces = (self._piece(p) for p in range(len(self._starts) - 1))
+        return exact_slices(pieces, n, self.schema)
+
+
+def exact_slices(batches: Iterable[pa.RecordBatch], n: int, schema: pa.Schema
+                 ) -> Iterator[pa.Table]:  # fmt: skip
+    """The batches' rows as tables of exactly `n` rows (the last: the rest), whatever the
+    batches' sizes: the partitioned plan numbers rows by slice."""
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += batch.num_rows
+        while count >= n:
+            joined = pa.Table.from_batches(held, schema)
+            yield joined.slice(0, n)
+            rest = joined.slice(n)
+            held, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(held, schema)
+
+
+def manifest_schema(path: str | os.PathLike) -> pa.Schema:
+    """A manifest file's schema, checked (contract 1); unreadable or wrong is a DataError."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
+    check_manifest_schema(schema, ("key", "path", "texts"), path)
+    return schema
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """A manifest read from its Parquet file a slice at a time, never held whole (the
+    partitioned plan's input; download's URL and fetched rows)."""
+
+    path: str
+    num_rows: int
+    columns: tuple[str, ...]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> ManifestFile:
+        """The manifest at `path`, its schema checked as `write_shards` checks a manifest's."""
+        schema = manifest_schema(path)
+        rows = pq.ParquetFile(path).metadata.num_rows
+        return cls(str(path), rows, tuple(columns_of(schema.names)))
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def slices(self, rows: int) -> Iterator[pa.Table]:
+        """The rows `rows` at a time (the last slice shorter), across row groups."""
+        f = pq.ParquetFile(self.path)
+        return exact_slices(_read_batches(f, rows, self.path), rows, f.schema_arrow)
 
 
 def _read_batches(file: pq.ParquetFile, rows: int, path: Any) -> Iterator[pa.RecordBatch]:

@@ -19,22 +19,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.errors import DataError
 from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.core.lifetime import holds_out_lock
-from vlmdata.core.manifest import check_manifest_schema
 from vlmdata.core.storage import Location
 from vlmdata.shards import tables
-from vlmdata.shards.cluster_plan import ManifestFile, on_engine
+from vlmdata.shards.cluster_plan import on_engine
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, RecordRows
 from vlmdata.shards.image_sources import folder_source
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import clean_stale
 from vlmdata.shards.plan import PlanInput, Planner, extras_of, plan_shards
+from vlmdata.shards.planrows import ManifestFile, manifest_schema
 from vlmdata.shards.planrows import SpooledManifest as _ManifestRows
 from vlmdata.shards.publish import write_jobs
 from vlmdata.shards.records import records_schema
@@ -90,11 +89,7 @@ def write_shards(
 
 def _read_manifest(path: Path) -> _ManifestRows:
     """The manifest's rows, checked (contract 1) and spooled, not held as a table (issue 23)."""
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"not a readable Parquet manifest ({e})", file=str(path)) from None
-    check_manifest_schema(schema, ("key", "path", "texts"), path)
+    manifest_schema(path)
     return _ManifestRows(path)
 
 
