@@ -306,6 +306,8 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true", help="in this process, peaks by phase")
     ap.add_argument("--keep", action="store_true", help="keep DIR/nN (inputs and OUT)")
     args = ap.parse_args()
+    if args.phases and len(args.rows) > 1:
+        ap.error("--phases measures this process: one N a run (a second would start warm)")
     server, base_url = start_server(args.port)
     try:
         for rows in args.rows:

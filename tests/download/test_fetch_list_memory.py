@@ -99,9 +99,38 @@ def test_key_url_reads_do_not_hold_the_texts(tmp_path, small_slices):
     for text_bytes in (16, 4096):
         rows = fetch_rows(tmp_path / f"rows{text_bytes}.parquet", text_bytes)
         out = tmp_path / f"urls{text_bytes}.parquet"
-        peaks[text_bytes] = arrow_peak(
-            lambda: (pipeline._fetch_fingerprint(rows, FetchOptions()),
-                     pipeline.write_url_list(rows, out))  # fmt: skip
-        )
+
+        def both(rows: ManifestFile = rows, out: Path = out) -> None:
+            pipeline._fetch_fingerprint(rows, FetchOptions())
+            pipeline.write_url_list(rows, out)
+
+        peaks[text_bytes] = arrow_peak(both)
     assert peaks[4096] < peaks[16] + (512 << 10), peaks
     assert peaks[16] < SLICE * 4096 // 2, peaks  # far below one slice's texts
+
+
+def test_output_fingerprint_hashes_files_a_block_at_a_time(tmp_path):
+    """Same value as hashing each input's whole bytes (the definition: sha256 of the fetch
+    fingerprint, each file's bytes or "-" when absent, the shard options' JSON), without
+    holding a file: 24 MB of inputs hashed under 4 MB of traced memory."""
+    import tracemalloc
+
+    from vlmdata.shards.options import ShardOptions
+
+    big = tmp_path / "manifest.parquet"
+    big.write_bytes(bytes(range(256)) * (24 << 12))  # 24 MiB
+    small, absent = tmp_path / "rejects.parquet", tmp_path / "none.parquet"
+    small.write_bytes(b"rejects")
+    shard = ShardOptions()
+    h = hashlib.sha256(b"fp")
+    for data in (big.read_bytes(), b"rejects", b"-"):
+        h.update(data)
+    h.update(json.dumps(shard.params(), sort_keys=True).encode())
+    tracemalloc.start()
+    try:
+        got = pipeline._output_fingerprint("fp", [big, small, absent], shard)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == h.hexdigest()
+    assert peak < 4 << 20, peak

@@ -277,7 +277,12 @@ def _output_fingerprint(fetch_fp: str, inputs: list[Path], shard: ShardOptions) 
     earlier stages' rejects and the shard options. Same value -> an up-to-date rerun."""
     h = hashlib.sha256(fetch_fp.encode())
     for path in inputs:
-        h.update(path.read_bytes() if path.exists() else b"-")
+        if not path.exists():
+            h.update(b"-")
+            continue
+        with open(path, "rb") as f:  # a MiB at a time: CC3M's manifest is ~200 MB (issue 23)
+            while block := f.read(1 << 20):
+                h.update(block)
     h.update(json.dumps(shard.params(), sort_keys=True).encode())
     return h.hexdigest()
 
