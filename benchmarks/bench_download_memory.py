@@ -8,15 +8,19 @@ process of its own, against a loopback image server in another process: an async
 answering `/img/N.jpg` with one 8x8 JPEG whose COM segment holds N (distinct bytes per URL, so
 the repack's de-duplication keeps every row; ~640 bytes; a few thousand requests a second).
 
-Rows: a CC3M `Validation_GCC-1.1.0-Validation.tsv` (caption TAB url, Google's CC3M release)
-with captions padded to ~1 KB, so the per-row tables are visible. Usage:
+Rows: a CC3M `Validation_GCC-1.1.0-Validation.tsv` (caption TAB url, Google's CC3M release),
+captions `--caption-bytes` long (1,000 by default, so the per-row tables show; CC3M's own are
+~60), with `--missing K` every Kth URL a 404 and every (K+1)th an ftp:// one (rejects from
+the fetch and from filter-urls). Usage (RESULTS.md, "download at 10^5 rows"):
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_download_memory.py 10000 100000 \\
-        --dir /tmp/bdm [--processes 2] [--threads 32] [--sha256 sums.txt]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_download_memory.py 10000 100000 \
+        --dir /tmp/bdm [--caption-bytes 60] [--missing 20] [--processes 2] [--threads 32] \
+        [--port 18931 --sha256 /tmp/sums]
 
-`--sha256 FILE` writes every OUT file's sha256 (relative path, sorted) after each N, to
-compare two trees' outputs byte for byte. `--phases` runs the command in this process
-instead, with RSS, Arrow's allocated bytes and glibc's mallinfo2 sampled per pipeline phase.
+`--sha256 FILE` writes every OUT file's sha256 (relative path, sorted) to FILE.N.txt after
+each N, to compare two trees' outputs byte for byte (a fixed `--port` and `--dir` make the
+same input). `--phases` runs the command in this process instead (one N a run), with RSS,
+Arrow's allocated bytes and glibc's mallinfo2 (heap in use, free) sampled per pipeline phase.
 """
 
 from __future__ import annotations
