@@ -1,10 +1,12 @@
-"""`download`'s fetch list read for its keys and URLs only (issue 23).
+"""`download`'s fetch list read for its keys and URLs only, img2dataset's input in parts
+(issue 23).
 
 The fetch fingerprint and img2dataset's URL list need two columns of WORK/fetch_rows.parquet;
 reading whole slices also decoded every row's texts (~1 KB a row in
 benchmarks/bench_download_memory.py: 64 MB a 65,536-row slice, twice over with the slicing).
-These tests check that their Arrow memory no longer depends on the texts, and that the
-fingerprint and urls.parquet are what the whole-slice reading gave, byte for byte.
+img2dataset reads each input file whole, so the URL list is a folder of parts of whole raw
+shards. These tests check that the Arrow memory no longer depends on the texts, that the
+fingerprint is its definition, and that img2dataset makes the same raw shards from the parts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vlmdata.shards.planrows import ManifestFile
 ROWS = 6000
 SLICE = 1024  # ROWS_AT_ONCE in these tests: slices cross the file's uneven row groups
 BATCHES = (700, 1300, 1000, 2400, 600)  # _fetch_list writes one row group per filtered batch
+RAW = 300  # raw shard size (img2dataset's number_sample_per_shard)
 
 
 def fetch_rows(path: Path, text_bytes: int) -> ManifestFile:
@@ -76,20 +79,60 @@ def test_fingerprint_is_the_key_url_lines_hashed(tmp_path, small_slices):
     assert pipeline._fetch_fingerprint(rows, fetch) == h.hexdigest()
 
 
-def test_url_list_is_byte_identical_to_whole_slices(tmp_path, small_slices):
-    """urls.parquet as the earlier code wrote it: every column of each slice read, then url
-    and key selected (same row groups, same chunks, so the same pages)."""
+def key_url_table(rows: ManifestFile) -> pa.Table:
+    """The oracle: url and key of every row, in order, as img2dataset's input names them."""
+    whole = pq.read_table(rows.path, columns=["url", "key"])
+    return whole.rename_columns(["url", KEY_COLUMN]).combine_chunks()
+
+
+def test_url_list_parts_hold_whole_raw_shards(tmp_path, small_slices):
+    """img2dataset's input is written in parts of a whole number of raw shards (SLICE rows
+    rounded down to RAW: 900), which together are every row's url and key in order."""
     rows = fetch_rows(tmp_path / "fetch_rows.parquet", 64)
-    ours = tmp_path / "urls.parquet"
-    pipeline.write_url_list(rows, ours)
-    theirs = tmp_path / "urls_whole_slices.parquet"
-    with pq.ParquetWriter(theirs, pa.schema([("url", pa.string()), (KEY_COLUMN, pa.string())])
-                          ) as out:  # fmt: skip
-        for part in rows.slices(SLICE):
-            out.write_table(part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN]))
-    assert ours.read_bytes() == theirs.read_bytes()
-    meta = pq.ParquetFile(ours).metadata
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [SLICE] * 5 + [880]
+    folder = tmp_path / "url_list"
+    pipeline.write_url_list(rows, folder, RAW)
+    parts = sorted(folder.iterdir())
+    assert [p.name for p in parts] == [f"{i:06d}.parquet" for i in range(7)]
+    tables = [pq.read_table(p) for p in parts]
+    assert [t.num_rows for t in tables] == [900] * 6 + [600]
+    assert pa.concat_tables(tables).combine_chunks().equals(key_url_table(rows))
+    pipeline.write_url_list(rows, folder, 5000)  # rewritten whole: one part of 5,000 + one
+    assert [pq.read_metadata(p).num_rows for p in sorted(folder.iterdir())] == [5000, 1000]
+
+
+def test_img2dataset_reads_a_part_at_a_time_into_the_same_shards(tmp_path, small_slices,
+                                                                 monkeypatch):  # fmt: skip
+    """img2dataset's own Reader over the parts makes the raw shards (ids and rows) it makes
+    from one file of every row, reading one part at a time (the file whole before)."""
+    from img2dataset import reader as i2d_reader
+
+    rows = fetch_rows(tmp_path / "fetch_rows.parquet", 64)
+    pipeline.write_url_list(rows, tmp_path / "url_list", RAW)
+    pq.write_table(key_url_table(rows), tmp_path / "one_file.parquet")
+    read_rows = []
+    read_table = i2d_reader.pq.read_table
+
+    def counted(*args, **kwargs):
+        table = read_table(*args, **kwargs)
+        read_rows.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(i2d_reader.pq, "read_table", counted)
+
+    def shards(url_list: Path) -> list[tuple[int, pa.Table]]:
+        tmp = tmp_path / f"tmp_{url_list.stem}"
+        tmp.mkdir()
+        reader = i2d_reader.Reader(str(url_list), "parquet", "url", None, None, None,
+                                   [KEY_COLUMN], RAW, set(), str(tmp))  # fmt: skip
+        return [(i, pa.ipc.open_file(f).read_all()) for i, f in reader]
+
+    ours = shards(tmp_path / "url_list")
+    assert max(read_rows) == 900
+    read_rows.clear()
+    theirs = shards(tmp_path / "one_file.parquet")
+    assert read_rows == [ROWS]
+    assert [i for i, _ in ours] == [i for i, _ in theirs] == list(range(20))
+    assert all(a.equals(b) for (_, a), (_, b) in zip(ours, theirs, strict=True))
 
 
 def test_key_url_reads_do_not_hold_the_texts(tmp_path, small_slices):
@@ -98,11 +141,11 @@ def test_key_url_reads_do_not_hold_the_texts(tmp_path, small_slices):
     peaks = {}
     for text_bytes in (16, 4096):
         rows = fetch_rows(tmp_path / f"rows{text_bytes}.parquet", text_bytes)
-        out = tmp_path / f"urls{text_bytes}.parquet"
+        out = tmp_path / f"urls{text_bytes}"
 
         def both(rows: ManifestFile = rows, out: Path = out) -> None:
             pipeline._fetch_fingerprint(rows, FetchOptions())
-            pipeline.write_url_list(rows, out)
+            pipeline.write_url_list(rows, out, RAW)
 
         peaks[text_bytes] = arrow_peak(both)
     assert peaks[4096] < peaks[16] + (512 << 10), peaks

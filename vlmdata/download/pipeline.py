@@ -57,6 +57,7 @@ from vlmdata.shards.planrows import ManifestFile, SpooledManifest, exact_slices
 WORK_DIR = ".download"
 STAGE = "download"
 ROWS_AT_ONCE = 65536  # rows read at once from the URL list (issue 23: none held whole)
+URL_LIST = "url_list"  # WORK/url_list/NNNNNN.parquet: img2dataset's input, in parts
 ALIASES = {"flickr30k": "karpathy", "flickr8k": "karpathy"}
 
 
@@ -361,23 +362,28 @@ def _download_urls(
 def _fetch(rows, work, raw, fetch, n_shards, policy, progress) -> set[int]:
     """Run img2dataset unless every raw shard is finished; the finished shard ids."""
     if n_shards and not set(range(n_shards)) <= finished_shards(raw):
-        url_list = work / "urls.parquet"
-        write_url_list(rows, url_list)
+        url_list = work / URL_LIST
+        write_url_list(rows, url_list, fetch.raw_shard_size)
         kwargs = img2dataset_kwargs(url_list, raw, fetch)
         run_img2dataset(kwargs, work, n_shards, progress, policy)
     return finished_shards(raw)
 
 
-def write_url_list(rows: ManifestFile, path: Path) -> None:
-    """img2dataset's input: url and our key (as KEY_COLUMN), ROWS_AT_ONCE rows a row group."""
-    with atomic_path(path) as tmp:
-        writer = None
-        for part in key_url_slices(rows, ROWS_AT_ONCE):
-            ids = part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
-            writer = writer or pq.ParquetWriter(tmp, ids.schema)
-            writer.write_table(ids)
-        if writer is not None:
-            writer.close()
+def write_url_list(rows: ManifestFile, folder: Path, shard_size: int) -> None:
+    """img2dataset's input: url and our key (as KEY_COLUMN), in parts of a whole number of
+    raw shards (about ROWS_AT_ONCE rows). img2dataset reads each input file whole and numbers
+    its shards on from one file to the next, so the shards are those of a single file while
+    its reader holds one part (issue 23: ~290 bytes a row in img2dataset's child)."""
+    per_part = max(1, ROWS_AT_ONCE // shard_size) * shard_size
+    tmp = folder.with_name(folder.name + ".tmp")
+    for old in (tmp, folder):
+        if old.exists():
+            shutil.rmtree(old)
+    tmp.mkdir(parents=True)
+    for i, part in enumerate(key_url_slices(rows, per_part)):
+        ids = part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
+        pq.write_table(ids, tmp / f"{i:06d}.parquet")  # img2dataset: sorted(glob("*.parquet"))
+    os.replace(tmp, folder)
 
 
 def _download_rejects(
