@@ -185,15 +185,21 @@ def test_url_rows_read_a_raw_shard_at_a_time(downloaded, tmp_path, monkeypatch):
         return read_whole(source, *args, **kwargs)
 
     largest = []
-    slices = ManifestFile.slices
+    slices, key_urls = ManifestFile.slices, pipeline.key_url_slices
 
     def counted(self, rows):
         for part in slices(self, rows):
             largest.append(part.num_rows)
             yield part
 
+    def counted_key_urls(rows, n):  # the fingerprint's and the URL list's (key, url) reads
+        for part in key_urls(rows, n):
+            largest.append(part.num_rows)
+            yield part
+
     monkeypatch.setattr(pq, "read_table", refuse_url_rows)
     monkeypatch.setattr(ManifestFile, "slices", counted)
+    monkeypatch.setattr(pipeline, "key_url_slices", counted_key_urls)
     monkeypatch.setattr(pipeline, "ROWS_AT_ONCE", 3)
     out = tmp_path / "out"
     kw = dict(fetch=FETCH, shard=SHARD, allow_private=True, work_dir=work, progress=False)

@@ -22,17 +22,19 @@ import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
 from vlmdata.core.atomic import atomic_path, write_json
 from vlmdata.core.errors import DataError
+from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.core.lifetime import holds_out_lock
 from vlmdata.core.rejects import RejectWriter, Tally, format_summary
 from vlmdata.core.storage import Location
@@ -50,11 +52,12 @@ from vlmdata.download.results import read_status
 from vlmdata.shards.cluster_plan import on_engine
 from vlmdata.shards.options import ShardOptions
 from vlmdata.shards.output import format_splits, splits_from_wids
-from vlmdata.shards.planrows import ManifestFile, SpooledManifest
+from vlmdata.shards.planrows import ManifestFile, SpooledManifest, exact_slices
 
 WORK_DIR = ".download"
 STAGE = "download"
 ROWS_AT_ONCE = 65536  # rows read at once from the URL list (issue 23: none held whole)
+URL_LIST = "url_list"  # WORK/url_list/NNNNNN.parquet: img2dataset's input, in parts
 ALIASES = {"flickr30k": "karpathy", "flickr8k": "karpathy"}
 
 
@@ -248,11 +251,21 @@ def _add_reject(w: RejectWriter, row: dict, reason: str, detail: str, src: Path)
           detail=detail, record=row)  # fmt: skip
 
 
+def key_url_slices(rows: ManifestFile, n: int) -> Iterator[pa.Table]:
+    """`rows.slices(n)` with only the key and url columns read: what the fingerprint and the
+    URL list need. The other columns (texts: ~1 KB a row in the benchmark) cost ~2x a
+    slice's Arrow memory to read (issue 23); the slices are cut (and chunked) alike."""
+    f = pq.ParquetFile(rows.path)
+    schema = pa.schema([field for field in f.schema_arrow if field.name in ("key", "url")])
+    batches = f.iter_batches(n, columns=schema.names, use_threads=False)
+    return exact_slices(batches, n, schema)
+
+
 def _fetch_fingerprint(rows: ManifestFile, fetch: FetchOptions) -> str:
     """What img2dataset's raw output depends on: the (key, url) list and the fetch options.
     A change means its positional shards no longer match, so old raw output is discarded."""
     h = hashlib.sha256()
-    for part in rows.slices(ROWS_AT_ONCE):
+    for part in key_url_slices(rows, ROWS_AT_ONCE):
         keys, urls = part.column("key").to_pylist(), part.column("url").to_pylist()
         for key, url in zip(keys, urls, strict=True):
             h.update(f"{key}\t{url}\n".encode())
@@ -265,7 +278,12 @@ def _output_fingerprint(fetch_fp: str, inputs: list[Path], shard: ShardOptions) 
     earlier stages' rejects and the shard options. Same value -> an up-to-date rerun."""
     h = hashlib.sha256(fetch_fp.encode())
     for path in inputs:
-        h.update(path.read_bytes() if path.exists() else b"-")
+        if not path.exists():
+            h.update(b"-")
+            continue
+        with open(path, "rb") as f:  # a MiB at a time: CC3M's manifest is ~200 MB (issue 23)
+            while block := f.read(1 << 20):
+                h.update(block)
     h.update(json.dumps(shard.params(), sort_keys=True).encode())
     return h.hexdigest()
 
@@ -275,6 +293,7 @@ def _load_state(work: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+@lean_allocators()
 def _download_urls(
     src: Path,
     out: Location,
@@ -287,6 +306,7 @@ def _download_urls(
     progress: bool,
 ) -> DownloadSummary:
     rows, url_rejects = _fetch_list(src, work, allow_private, denylist)
+    release_free_heap()  # filter-urls' blocks: not held through the fetch (issue 23)
     raw = work / "raw"
     earlier = [src / layout.REJECTS, url_rejects, work / "no_url.parquet"]
     fetch_fp = _fetch_fingerprint(rows, fetch)
@@ -342,18 +362,28 @@ def _download_urls(
 def _fetch(rows, work, raw, fetch, n_shards, policy, progress) -> set[int]:
     """Run img2dataset unless every raw shard is finished; the finished shard ids."""
     if n_shards and not set(range(n_shards)) <= finished_shards(raw):
-        url_list = work / "urls.parquet"
-        with atomic_path(url_list) as tmp:
-            writer = None
-            for part in rows.slices(ROWS_AT_ONCE):
-                ids = part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
-                writer = writer or pq.ParquetWriter(tmp, ids.schema)
-                writer.write_table(ids)
-            if writer is not None:
-                writer.close()
+        url_list = work / URL_LIST
+        write_url_list(rows, url_list, fetch.raw_shard_size)
         kwargs = img2dataset_kwargs(url_list, raw, fetch)
         run_img2dataset(kwargs, work, n_shards, progress, policy)
     return finished_shards(raw)
+
+
+def write_url_list(rows: ManifestFile, folder: Path, shard_size: int) -> None:
+    """img2dataset's input: url and our key (as KEY_COLUMN), in parts of a whole number of
+    raw shards (about ROWS_AT_ONCE rows). img2dataset reads each input file whole and numbers
+    its shards on from one file to the next, so the shards are those of a single file while
+    its reader holds one part (issue 23: ~290 bytes a row in img2dataset's child)."""
+    per_part = max(1, ROWS_AT_ONCE // shard_size) * shard_size
+    tmp = folder.with_name(folder.name + ".tmp")
+    for old in (tmp, folder):
+        if old.exists():
+            shutil.rmtree(old)
+    tmp.mkdir(parents=True)
+    for i, part in enumerate(key_url_slices(rows, per_part)):
+        ids = part.select(["url", "key"]).rename_columns(["url", KEY_COLUMN])
+        pq.write_table(ids, tmp / f"{i:06d}.parquet")  # img2dataset: sorted(glob("*.parquet"))
+    os.replace(tmp, folder)
 
 
 def _download_rejects(

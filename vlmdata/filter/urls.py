@@ -42,7 +42,7 @@ __all__ = [
 
 STAGE = "filter-urls"
 BLOCK_BYTES = 1 << 21  # TSV read 2 MB at a time (~12k CC3M rows)
-MANIFEST_BATCH = 65536  # manifest rows read at a time
+MANIFEST_BATCH = 8192  # manifest rows read at a time
 GROUP_ROWS = 1 << 20  # output row groups: pyarrow's default for one write_table
 
 
