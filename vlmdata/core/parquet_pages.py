@@ -48,6 +48,8 @@ from vlmdata.core.thrift_compact import (
 DATA_PAGE, DICTIONARY_PAGE = 0, 2  # PageType
 PLAIN = 0  # Encoding
 MAX_STATISTICS_SIZE = 4096  # Arrow's default max_statistics_size (pyarrow cannot set it)
+DICTIONARY_PAGESIZE_LIMIT = 1 << 20  # Arrow's default dictionary_pagesize_limit
+WRITE_BATCH_SIZE = 1024  # Arrow's default write_batch_size
 # writer options under which the page rules above hold (page index, V2 pages, byte stream
 # split, content-defined chunking... change them): any other option means a whole write
 PIECE_OPTIONS = frozenset({
@@ -73,6 +75,7 @@ class Page:
     at: int  # where its header starts in the chunk
     end: int  # where its payload ends
     raw: int  # header + uncompressed payload bytes
+    size: int  # uncompressed payload bytes
     kind: int
     encoding: int
     levels: int  # num_values: levels, nulls included (0 for a dictionary page)
@@ -91,22 +94,53 @@ def read_pages(chunk: bytes) -> list[Page]:
         if kind not in (DATA_PAGE, DICTIONARY_PAGE) or data is None:
             raise ValueError(f"page at byte {at}: type {kind} is not written in pieces")
         levels = data.get(1) if kind == DATA_PAGE else 0
-        pages.append(Page(at, end, start - at + header.get(2), kind, data.get(2), levels))
+        raw = header.get(2)
+        pages.append(Page(at, end, start - at + raw, raw, kind, data.get(2), levels))
         at = end
     return pages
 
 
-def kept_pages(pages: list[Page], last: bool) -> int:
+def dictionary_state(pages: list[Page], limit: int) -> str:
+    """Where the first piece left the writer: "plain" (it wrote PLAIN pages), "full" (its
+    dictionary reached `limit` after the last batch: a longer piece will show PLAIN pages)
+    or "dictionary" (still in it: the whole write may never leave it)."""
+    if any(p.kind == DATA_PAGE and p.encoding == PLAIN for p in pages):
+        return "plain"
+    if any(p.kind == DICTIONARY_PAGE and p.size >= limit for p in pages):
+        return "full"
+    return "dictionary"
+
+
+def kept_pages(pages: list[Page], last: bool, up_to: int) -> int:
     """How many leading pages of a piece are the whole write's and may be restarted after:
-    all of the last piece; else all but the last data page, if that page is PLAIN (the
-    writer was past its dictionary) and some data page comes before it; else 0."""
+    all of the last piece; else those that end by level `up_to` (`trusted_levels`), if some
+    data page is among them and the next page is PLAIN (the writer was past its
+    dictionary there); else 0."""
     if last:
         return len(pages)
-    if len(pages) < 2 or pages[-1].kind != DATA_PAGE or pages[-1].encoding != PLAIN:
+    keep, end = 0, 0
+    for page in pages:
+        end += page.levels
+        if end > up_to:
+            break
+        keep += 1
+    if not any(p.kind == DATA_PAGE for p in pages[:keep]) or keep == len(pages):
         return 0
-    if pages[-2].kind != DATA_PAGE:
-        return 0
-    return len(pages) - 1
+    nxt = pages[keep]
+    return keep if nxt.kind == DATA_PAGE and nxt.encoding == PLAIN else 0
+
+
+def trusted_levels(field: pa.Field, levels: np.ndarray, batch: int) -> int:
+    """Up to which level a piece's page cuts are the whole write's (`levels`: per row). The
+    piece's end cuts its last mini-batch short: a flat column's last page ends there, so
+    every cut before the end is trusted; a list column's last batch is written as
+    [start, last row) and [last row, end), either of which may end a page, and it started
+    less than `batch` levels before its last row (pyarrow's DoInBatchesRepeated), so only
+    cuts at least `batch` levels before that row are."""
+    total = int(levels.sum())
+    if not _is_list(field.type):
+        return total - 1
+    return total - int(levels[-1]) - batch
 
 
 def levels_per_row(array: pa.Array) -> np.ndarray:

@@ -30,17 +30,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.parquet_pages import (
-    DATA_PAGE,
+    DICTIONARY_PAGESIZE_LIMIT,
     PIECE_OPTIONS,
-    PLAIN,
+    WRITE_BATCH_SIZE,
     ColumnSlices,
     Page,
     Totals,
     compose_meta,
+    dictionary_state,
     kept_pages,
     levels_per_row,
     read_pages,
     supported,
+    trusted_levels,
 )
 from vlmdata.core.thrift_compact import (
     I16,
@@ -197,34 +199,37 @@ class SplicedParquetWriter:
     def _pieceable(self) -> bool:
         return set(self._options) <= PIECE_OPTIONS
 
+    def _batch_size(self) -> int:
+        return self._options.get("write_batch_size") or WRITE_BATCH_SIZE
+
+    def _dictionary_limit(self) -> int:
+        return self._options.get("dictionary_pagesize_limit") or DICTIONARY_PAGESIZE_LIMIT
+
     def _write_pieces(
         self, field: pa.Field, column: ColumnSlices, rows: int
     ) -> tuple[Struct, list[Struct]] | None:
         """The column written a piece at a time (parquet_pages): each piece's pages up to its
         last one copied to the output, the next piece starting at that page's first row with
-        the dictionary off. None (nothing written) if the first piece keeps its dictionary."""
+        the dictionary off. None (nothing written) if the first piece keeps its dictionary; a
+        piece that shows no page to restart from is tried again twice as long."""
         step = max(1, rows * self.piece_bytes // column.nbytes)
         start, at, first, kept, totals = 0, self._out.tell(), None, [], Totals()
         while start < rows:
             stop = min(rows, start + step)
             array = column.read(start, stop)
-            if len(array) != stop - start or array.type != field.type:
+            if len(array) != stop - start:
                 raise ValueError(f"column {field.name}: rows [{start}, {stop}) read as "
-                                 f"{len(array)} rows of {array.type}")  # fmt: skip
-            data, chunk, group = self._scratch_chunk(field, array, plain=start > 0)
-            pages = read_pages(data)
-            if first is None and not any(p.kind == DATA_PAGE and p.encoding == PLAIN
-                                         for p in pages):  # fmt: skip
-                return None  # still in its dictionary: the pieces would not be its pages
-            keep = kept_pages(pages, last=stop == rows)
-            if not keep:  # a page longer than the piece: a longer piece
-                step *= 2
-                continue
-            took = _rows_in(array, pages[:keep], field.name, start)
-            totals.add(field, array.slice(0, took))
+                                 f"{len(array)} rows")  # fmt: skip
+            piece = self._piece(field, array, start, stop == rows, totals)
             del array
-            self._out.write(memoryview(data)[: pages[keep - 1].end])
-            kept.extend(pages[:keep])
+            if piece is None:
+                return None  # still in its dictionary: the pieces would not be its pages
+            pages, data, chunk, group, took = piece
+            if not pages:  # no page cut to restart from (a page or the first batch is
+                step *= 2  # longer than the piece): a longer piece
+                continue
+            self._out.write(memoryview(data)[: pages[-1].end])
+            kept.extend(pages)
             first = first or (chunk, group)
             start += took
         chunk, group = first
@@ -233,6 +238,28 @@ class SplicedParquetWriter:
             group.set(5, I64, group.get(5) + at - len(MAGIC))
         compose_meta(chunk.get(3), kept, totals)
         return group, [chunk]
+
+    def _piece(
+        self, field: pa.Field, array: pa.Array, start: int, last: bool, totals: Totals
+    ) -> tuple[list[Page], bytes, Struct, Struct, int] | None:
+        """Write rows [start, start + len(array)) alone: (the pages to keep, the chunk's
+        bytes, its ColumnChunk and RowGroup, the rows kept), their rows added to `totals`;
+        no pages if none can be kept; None if the first piece never left its dictionary."""
+        if array.type != field.type:
+            raise ValueError(f"column {field.name} read as {array.type}, not {field.type}")
+        data, chunk, group = self._scratch_chunk(field, array, plain=start > 0)
+        pages = read_pages(data)
+        state = "plain" if start else dictionary_state(pages, self._dictionary_limit())
+        if state == "dictionary" and not last:
+            return None
+        levels = levels_per_row(array)
+        up_to = trusted_levels(field, levels, self._batch_size())
+        keep = kept_pages(pages, last, up_to) if state == "plain" or last else 0
+        if not keep:
+            return [], data, chunk, group, 0
+        took = _rows_in(levels, pages[:keep], field.name, start)
+        totals.add(field, array.slice(0, took))
+        return pages[:keep], data, chunk, group, took
 
     def _scratch_chunk(
         self, field: pa.Field, array: pa.Array, plain: bool
@@ -315,10 +342,11 @@ def _whole(column: pa.Array | pa.ChunkedArray | ColumnSlices) -> pa.Array | pa.C
     return column.read(0, column.length) if isinstance(column, ColumnSlices) else column
 
 
-def _rows_in(array: pa.Array, pages: list[Page], name: str, start: int) -> int:
-    """How many leading rows of `array` the data `pages` hold (their levels end a row)."""
+def _rows_in(per_row: np.ndarray, pages: list[Page], name: str, start: int) -> int:
+    """How many leading rows (`per_row`: their levels) the data `pages` hold (their levels
+    must end a row)."""
     levels = sum(p.levels for p in pages)
-    ends = np.cumsum(levels_per_row(array))
+    ends = np.cumsum(per_row)
     took = int(np.searchsorted(ends, levels)) + 1
     if levels <= 0 or took > len(ends) or ends[took - 1] != levels:
         raise ValueError(f"column {name}: a page ends inside row {start + took - 1}")
