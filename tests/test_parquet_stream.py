@@ -206,6 +206,8 @@ def test_page_rules_under_small_limits(tmp_path):
                "dictionary_pagesize_limit": 5_000, "compression": "zstd"}  # fmt: skip
     ref, out, asked = write_both(tmp_path, table, [n], 20_000, **options)
     assert out == ref and len(asked["s"]) > 8
+    ref, out, asked = write_both(tmp_path, table, [n], 20_000, **SMALL, write_statistics=False)
+    assert out == ref and len(asked["texts"]) > 8
     ref, out, asked = write_both(tmp_path, table, [n], 20_000, data_page_version="2.0")
     assert out == ref and asked["s"] == [(0, n)]  # other page rules: written whole
 
