@@ -222,14 +222,14 @@ def test_rows_writer_and_arrow_rows_write_in_pieces(tmp_path, monkeypatch):
                       "s": [text(rng, 300, 700) for _ in range(n)],
                       "texts": list_strings(n, rng)})  # fmt: skip
     plain_pieces: list[str] = []
-    real = SplicedParquetWriter._scratch_chunk
+    real = SplicedParquetWriter._scratch_write
 
     def spy(self, field, array, plain):
         if plain:
             plain_pieces.append(field.name)
         return real(self, field, array, plain)
 
-    monkeypatch.setattr(SplicedParquetWriter, "_scratch_chunk", spy)
+    monkeypatch.setattr(SplicedParquetWriter, "_scratch_write", spy)
     monkeypatch.setattr(RowsWriter, "PIECE_BYTES", 1_300_000)
     monkeypatch.setattr("vlmdata.core.parquet_rows.TOGETHER_BYTES", 0)
     monkeypatch.setattr("vlmdata.core.column_spill.SPILL_BYTES", 200_000)

@@ -30,9 +30,10 @@ Chunks = Callable[[], Iterator[pa.Array]]  # a fresh pass over the chunks, in or
 
 class SpilledColumn:
     """Chunks of one column in order: in memory up to `spill_bytes` (None: SPILL_BYTES), then
-    in an IPC file (random access). `chunks()` reads them back (a fresh pass each call, once
-    appending is over); `read(start, stop)` rebuilds any row range from the chunks it needs,
-    read one at a time."""
+    in an IPC stream file whose batch offsets are kept (random access: an IPC *file* reader
+    left ~14 MB more resident in `manifest llava` at 10^5 rows). `chunks()` reads them back
+    (a fresh pass each call, once appending is over); `read(start, stop)` rebuilds any row
+    range from the chunks it needs, read one at a time."""
 
     def __init__(self, field: pa.Field, path: Path, spill_bytes: int | None = None) -> None:
         self.field, self.path, self.spill_bytes = field, path, spill_bytes
@@ -40,9 +41,10 @@ class SpilledColumn:
         self._bytes = 0
         self.nbytes = 0  # of every chunk since the last take, in memory or spilled
         self._lengths: list[int] = []  # rows of every chunk, on disk then in memory
-        self._writer: pa.ipc.RecordBatchFileWriter | None = None
-        self._reader: pa.ipc.RecordBatchFileReader | None = None
-        self._on_disk = 0  # chunks in the file
+        self._offsets: list[int] = []  # where each chunk on disk starts in the file
+        self._sink: pa.OSFile | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._reader: pa.OSFile | None = None
 
     @property
     def rows(self) -> int:
@@ -55,22 +57,30 @@ class SpilledColumn:
         self.nbytes += array.nbytes
         if self._bytes >= (SPILL_BYTES if self.spill_bytes is None else self.spill_bytes):
             if self._writer is None:
-                schema = pa.schema([self.field])
-                self._writer = pa.ipc.new_file(pa.OSFile(str(self.path), "wb"), schema)
+                self._sink = pa.OSFile(str(self.path), "wb")
+                self._writer = pa.ipc.new_stream(self._sink, pa.schema([self.field]))
             for chunk in self._memory:
+                self._offsets.append(self._sink.tell())
                 self._writer.write_batch(pa.record_batch([chunk], names=[self.field.name]))
-            self._on_disk += len(self._memory)
             self._memory, self._bytes = [], 0
 
     def _chunk(self, i: int) -> pa.Array:
-        if i >= self._on_disk:
-            return self._memory[i - self._on_disk]
+        if i >= len(self._offsets):
+            return self._memory[i - len(self._offsets)]
         if self._reader is None:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            self._reader = pa.ipc.open_file(pa.OSFile(str(self.path)))
-        return self._reader.get_batch(i).column(0)
+            self._close_writer()
+            self._reader = pa.OSFile(str(self.path))
+        self._reader.seek(self._offsets[i])
+        message = pa.ipc.read_message(self._reader)
+        if message.type == "schema":  # the stream's schema goes out with its first batch
+            message = pa.ipc.read_message(self._reader)
+        return pa.ipc.read_record_batch(message, pa.schema([self.field])).column(0)
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+        self._writer = self._sink = None
 
     def chunks(self) -> Iterator[pa.Array]:
         """The chunks in order: those on disk, then those in memory."""
@@ -113,10 +123,11 @@ class SpilledColumn:
         return ColumnSlices(self.field.type, self.rows, self.nbytes, self.read)
 
     def discard(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._writer, self._reader, self._memory, self._bytes, self.nbytes = None, None, [], 0, 0
-        self._lengths, self._on_disk = [], 0
+        self._close_writer()
+        if self._reader is not None:
+            self._reader.close()
+        self._reader, self._memory, self._bytes, self.nbytes = None, [], 0, 0
+        self._lengths, self._offsets = [], []
         Path(self.path).unlink(missing_ok=True)
 
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vlmdata.core.thrift_compact import (
     BINARY,
@@ -41,6 +41,7 @@ from vlmdata.core.thrift_compact import (
     STRUCT,
     TRUE,
     Struct,
+    ThriftError,
     ThriftList,
     decode_struct_at,
 )
@@ -81,23 +82,39 @@ class Page:
     levels: int  # num_values: levels, nulls included (0 for a dictionary page)
 
 
-def read_pages(chunk: bytes) -> list[Page]:
-    """The pages of a column chunk, from their headers."""
+def read_pages(f: BinaryIO, begin: int, length: int) -> list[Page]:
+    """The pages of the column chunk at bytes [begin, begin + length) of file `f`, from
+    their headers (each read alone: the chunk is never held)."""
     pages, at = [], 0
-    while at < len(chunk):
-        header, start = decode_struct_at(chunk, at)
-        kind, size = header.get(1), header.get(3)
-        end = start + size
-        if end > len(chunk):
+    while at < length:
+        header, size = _header(f, begin + at, length - at)
+        kind, payload = header.get(1), header.get(3)
+        end = at + size + payload
+        if end > length:
             raise ValueError(f"page at byte {at} runs past its column chunk")
         data = header.get(5) or header.get(7)
         if kind not in (DATA_PAGE, DICTIONARY_PAGE) or data is None:
             raise ValueError(f"page at byte {at}: type {kind} is not written in pieces")
         levels = data.get(1) if kind == DATA_PAGE else 0
         raw = header.get(2)
-        pages.append(Page(at, end, start - at + raw, raw, kind, data.get(2), levels))
+        pages.append(Page(at, end, size + raw, raw, kind, data.get(2), levels))
         at = end
     return pages
+
+
+def _header(f: BinaryIO, at: int, most: int) -> tuple[Struct, int]:
+    """The PageHeader at byte `at` of `f` and its length (read 16 KB at a time: a header
+    with statistics holds up to two 4,096-byte values)."""
+    want = min(16 << 10, most)
+    while True:
+        f.seek(at)
+        head = f.read(want)
+        try:
+            return decode_struct_at(head, 0)
+        except ThriftError:
+            if want >= most:
+                raise
+            want = min(4 * want, most)
 
 
 def dictionary_state(pages: list[Page], limit: int) -> str:
@@ -148,8 +165,16 @@ def levels_per_row(array: pa.Array) -> np.ndarray:
     empty list writes one level)."""
     if not _is_list(array.type):
         return np.ones(len(array), np.int64)
-    lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
-    return np.maximum(lengths.astype(np.int64), 1)
+    return np.maximum(_list_lengths(array), 1)
+
+
+def _list_lengths(array: pa.Array) -> np.ndarray:
+    """Each list's length, 0 for a null list (pyarrow.compute is imported only here: ~9 MB
+    of RSS that a process writing no piece does not need)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(array).fill_null(0)
+    return lengths.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def supported(field: pa.Field) -> bool:
@@ -184,6 +209,8 @@ class Totals:
 
     def add(self, field: pa.Field, array: pa.Array) -> None:
         """Count the rows of `array` (values of `field`)."""
+        import pyarrow.compute as pc
+
         values = array.flatten() if _is_list(array.type) else array
         levels = int(levels_per_row(array).sum())
         present = len(values) - values.null_count
@@ -213,7 +240,7 @@ def _histograms(
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.array([len(array) - present, present], np.int64), np.zeros(0, np.int64)
     item = field.type.value_field
-    lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = _list_lengths(array)
     null_lists = array.null_count
     empty = int((lengths == 0).sum()) - null_lists
     hist = ([null_lists] if field.nullable else []) + [empty]

@@ -224,11 +224,10 @@ class SplicedParquetWriter:
             del array
             if piece is None:
                 return None  # still in its dictionary: the pieces would not be its pages
-            pages, data, chunk, group, took = piece
+            pages, chunk, group, took = piece
             if not pages:  # no page cut to restart from (a page or the first batch is
                 step *= 2  # longer than the piece): a longer piece
                 continue
-            self._out.write(memoryview(data)[: pages[-1].end])
             kept.extend(pages)
             first = first or (chunk, group)
             start += took
@@ -241,47 +240,43 @@ class SplicedParquetWriter:
 
     def _piece(
         self, field: pa.Field, array: pa.Array, start: int, last: bool, totals: Totals
-    ) -> tuple[list[Page], bytes, Struct, Struct, int] | None:
-        """Write rows [start, start + len(array)) alone: (the pages to keep, the chunk's
-        bytes, its ColumnChunk and RowGroup, the rows kept), their rows added to `totals`;
-        no pages if none can be kept; None if the first piece never left its dictionary."""
+    ) -> tuple[list[Page], Struct, Struct, int] | None:
+        """Write rows [start, start + len(array)) alone and copy the pages to keep to the
+        output: (those pages, the scratch ColumnChunk and RowGroup, the rows kept), their
+        rows added to `totals`; no pages if none can be kept; None if the first piece never
+        left its dictionary. The chunk is read from the scratch file, never held whole."""
         if array.type != field.type:
             raise ValueError(f"column {field.name} read as {array.type}, not {field.type}")
-        data, chunk, group = self._scratch_chunk(field, array, plain=start > 0)
-        pages = read_pages(data)
-        state = "plain" if start else dictionary_state(pages, self._dictionary_limit())
-        if state == "dictionary" and not last:
-            return None
-        levels = levels_per_row(array)
-        up_to = trusted_levels(field, levels, self._batch_size())
-        keep = kept_pages(pages, last, up_to) if state == "plain" or last else 0
-        if not keep:
-            return [], data, chunk, group, 0
-        took = _rows_in(levels, pages[:keep], field.name, start)
-        totals.add(field, array.slice(0, took))
-        return pages[:keep], data, chunk, group, took
-
-    def _scratch_chunk(
-        self, field: pa.Field, array: pa.Array, plain: bool
-    ) -> tuple[bytes, Struct, Struct]:
-        """`array` written alone as one row group (the dictionary off if `plain`): its column
-        chunk's bytes, ColumnChunk and RowGroup, offsets as in the scratch file."""
-        options = dict(self._options, use_dictionary=False) if plain else self._options
-        table = pa.Table.from_arrays([array], schema=pa.schema([field]))
+        self._scratch_write(field, array, plain=start > 0)
         try:
-            with pq.ParquetWriter(self._scratch, table.schema, **options) as writer:
-                writer.write_table(table, row_group_size=len(array))
-            del table
             with open(self._scratch, "rb") as f:
-                meta = read_footer(f)[0]
-                (group,) = meta.get(4).values
+                (group,) = read_footer(f)[0].get(4).values
                 (chunk,) = group.get(1).values
-                col = chunk.get(3)
-                f.seek(col.get(11) or col.get(9))
-                data = f.read(col.get(7))
+                begin = chunk.get(3).get(11) or chunk.get(3).get(9)
+                pages = read_pages(f, begin, chunk.get(3).get(7))
+                state = "plain" if start else dictionary_state(pages, self._dictionary_limit())
+                if state == "dictionary" and not last:
+                    return None
+                levels = levels_per_row(array)
+                up_to = trusted_levels(field, levels, self._batch_size())
+                keep = kept_pages(pages, last, up_to) if state == "plain" or last else 0
+                if not keep:
+                    return [], chunk, group, 0
+                took = _rows_in(levels, pages[:keep], field.name, start)
+                f.seek(begin)
+                _copy(f, self._out, pages[keep - 1].end)
         finally:
             self._scratch.unlink(missing_ok=True)
-        return data, chunk, group
+        totals.add(field, array.slice(0, took))
+        return pages[:keep], chunk, group, took
+
+    def _scratch_write(self, field: pa.Field, array: pa.Array, plain: bool) -> None:
+        """`array` alone as one row group in the scratch file (the dictionary off if
+        `plain`)."""
+        options = dict(self._options, use_dictionary=False) if plain else self._options
+        table = pa.Table.from_arrays([array], schema=pa.schema([field]))
+        with pq.ParquetWriter(self._scratch, table.schema, **options) as writer:
+            writer.write_table(table, row_group_size=len(array))
 
     def _group(self, first: Struct, chunks: list[Struct], rows: int) -> Struct:
         """The RowGroup pyarrow writes: the first column's (its file_offset already moved),
