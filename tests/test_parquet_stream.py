@@ -312,13 +312,18 @@ def test_a_big_column_is_held_a_piece_at_a_time(tmp_path):
 
 
 def test_pieces_equal_whole_column_from_generated_ranges(tmp_path):
-    """The same generated column through pieces and through pyarrow's write_table."""
+    """The same generated column (6 MB) through 2 MB pieces under pyarrow's own limits (1 MB
+    pages and dictionary) and through pyarrow's write_table."""
     n = 30_000
     column = big_texts(n, 1)
     table = pa.table({"t": column.read(0, n)})
     pq.write_table(table, tmp_path / "ref.parquet", compression="zstd")
-    with SplicedParquetWriter(tmp_path / "out.parquet", table.schema, piece_bytes=300_000,
+    asked = []
+    read = column.read
+    column.read = lambda a, b: asked.append((a, b)) or read(a, b)
+    with SplicedParquetWriter(tmp_path / "out.parquet", table.schema, piece_bytes=2_000_000,
                               compression="zstd") as out:  # fmt: skip
         out.write_group(n, [column])
     assert (tmp_path / "out.parquet").read_bytes() == (tmp_path / "ref.parquet").read_bytes()
+    assert len(asked) > 3 and asked[-1][1] == n and asked[1][0] > 0
     assert parquet_splice.PIECE_BYTES == 8 << 20
