@@ -231,6 +231,10 @@ class SplicedParquetWriter:
             kept.extend(pages)
             first = first or (chunk, group)
             start += took
+        if totals.rows != rows or totals.levels != sum(p.levels for p in kept):
+            raise RuntimeError(f"column {field.name}: pieces kept {totals.rows} of {rows} rows, "
+                               f"{totals.levels} levels in pages of "
+                               f"{sum(p.levels for p in kept)}")  # fmt: skip
         chunk, group = first
         _move(chunk, at - len(MAGIC))
         if group.get(5):
