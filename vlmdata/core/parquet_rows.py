@@ -7,6 +7,7 @@ text-only rows).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pyarrow as pa
 
 from vlmdata.core.atomic import temp_path_for
 from vlmdata.core.column_spill import SpilledColumn, spill_path
-from vlmdata.core.parquet_splice import SplicedParquetWriter
+from vlmdata.core.parquet_pages import ColumnSlices
+from vlmdata.core.parquet_splice import PIECE_BYTES, SplicedParquetWriter
 
 CHUNK_ROWS = 4096  # dict rows become an Arrow batch this often
 # a row group of at most this many Arrow bytes is written in one go, not a column at a time
@@ -27,9 +29,12 @@ class RowsWriter:
     `close()` only. Rows wait as Python dicts for at most CHUNK_ROWS rows, then as Arrow
     chunks per column (`column_spill`: on disk past 4 MB a column), and each row group is
     written a column at a time (`parquet_splice`), each column rebuilt as one contiguous array
-    only when its turn comes: the file is byte-identical to writing all `batch_rows` rows at
-    once while memory holds one column of the row group, at write time only.
+    only when its turn comes, a big string column a piece at a time (`parquet_pages`): the
+    file is byte-identical to writing all `batch_rows` rows at once while memory holds one
+    piece of one column of the row group, at write time only.
     """
+
+    PIECE_BYTES = PIECE_BYTES  # a string column past this is written in pieces this big
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class RowsWriter:
         self._empty_group = empty_group
         self.schema = schema
         self._tmp = temp_path_for(self.path)
-        self._writer = SplicedParquetWriter(self._tmp, schema)
+        self._writer = SplicedParquetWriter(self._tmp, schema, piece_bytes=self.PIECE_BYTES)
         self._rows: list[dict[str, Any]] = []
         self._columns = [SpilledColumn(f, spill_path(self._tmp, j)) for j, f in enumerate(schema)]
         self._buffered = 0  # rows in _columns (never more than batch_rows)
@@ -84,15 +89,21 @@ class RowsWriter:
             self._add(batch.columns, batch.num_rows)
 
     def _flush(self) -> None:
-        """Write the buffered rows as one row group, a column at a time (each rebuilt
-        contiguous from its chunks only when the writer asks for it)."""
+        """Write the buffered rows as one row group, a column at a time (each read back from
+        its chunks only when the writer asks for it, and dropped once written)."""
         self._to_arrow()
         if not self._buffered:
             return
         rows, self._buffered = self._buffered, 0
         together = sum(column.nbytes for column in self._columns) <= TOGETHER_BYTES
-        columns = (column.take() for column in self._columns)
-        self._writer.write_group(rows, columns, together=together)
+        self._writer.write_group(rows, self._sources(), together=together)
+
+    def _sources(self) -> Iterator[ColumnSlices]:
+        for column in self._columns:
+            try:
+                yield column.slices()
+            finally:
+                column.discard()
 
     def close(self) -> None:
         """Write what is buffered and rename the file into place (on failure: no file)."""

@@ -199,6 +199,13 @@ def decode_struct(data: bytes | memoryview) -> Struct:
     return out
 
 
+def decode_struct_at(data: bytes | memoryview, pos: int) -> tuple[Struct, int]:
+    """One struct starting at byte `pos` of `data` (more may follow): (struct, where it ends).
+    For Parquet page headers, each followed by its page."""
+    reader = _Reader(data, pos)
+    return reader.struct(), reader.pos
+
+
 def encode_struct(s: Struct) -> bytes:
     out = bytearray()
     _struct(s, out)

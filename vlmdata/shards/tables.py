@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core import layout
-from vlmdata.core.column_spill import Chunks, SpilledColumn, contiguous
-from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, SplicedParquetWriter
+from vlmdata.core.column_spill import SpilledColumn
+from vlmdata.core.parquet_pages import ColumnSlices
+from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, PIECE_BYTES, SplicedParquetWriter
 from vlmdata.core.storage import Location
 from vlmdata.shards.output import index_table
 from vlmdata.shards.records import RECORDS_FILE, records_table
@@ -80,6 +81,7 @@ class ArrowRows:
     CHUNK_ROWS = 4096
     MEMORY_BYTES = 1 << 20  # a column's chunks held in memory before they go to its file
     GROUP_ROWS = DEFAULT_GROUP_ROWS  # Parquet row groups: pq.write_table's default
+    PIECE_BYTES = PIECE_BYTES  # a string column of a group past this goes in pieces
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -132,17 +134,20 @@ class ArrowRows:
             pq.write_table(self.table(), path, row_group_size=self.GROUP_ROWS, **options)
             return
         try:
-            with SplicedParquetWriter(path, self.schema, **options) as writer:
+            pieces = self.PIECE_BYTES
+            with SplicedParquetWriter(path, self.schema, piece_bytes=pieces, **options) as writer:
                 for start in range(0, self._count, self.GROUP_ROWS):
                     rows = min(self.GROUP_ROWS, self._count - start)
                     writer.write_group(rows, self._group_columns(start, rows))
         finally:
             self.close()
 
-    def _group_columns(self, start: int, rows: int) -> Iterator[pa.Array]:
-        """Each column's rows [start, start + rows) as one contiguous array, one at a time."""
+    def _group_columns(self, start: int, rows: int) -> Iterator[ColumnSlices]:
+        """Each column's rows [start, start + rows) as row ranges read in order, one column
+        at a time (its size: the column's share for these rows)."""
         for column in self._columns or ():
-            yield contiguous(column.field.type, _window(column.chunks, start, rows))
+            share = column.nbytes * rows // max(self._count, 1)
+            yield ColumnSlices(column.field.type, rows, share, _offset(column, start))
 
     def close(self) -> None:
         """Drop the rows and what waits on disk."""
@@ -153,17 +158,6 @@ class ArrowRows:
         self._columns, self._dir, self._rows = None, None, []
 
 
-def _window(chunks: Chunks, start: int, rows: int) -> Chunks:
-    """The chunks' rows [start, start + rows), as slices, in a fresh pass each call."""
-
-    def sliced() -> Iterator[pa.Array]:
-        at, end = 0, start + rows
-        for chunk in chunks():
-            lo, hi = max(start - at, 0), min(end - at, len(chunk))
-            if lo < hi:
-                yield chunk.slice(lo, hi - lo)
-            at += len(chunk)
-            if at >= end:
-                return
-
-    return sliced
+def _offset(column: SpilledColumn, start: int) -> Callable[[int, int], pa.Array]:
+    """Rows [a, b) of the group that starts at row `start` of `column`."""
+    return lambda a, b: column.read(start + a, start + b)
