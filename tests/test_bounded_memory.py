@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.scale_inputs import gen_cc3m, gen_llava, gen_wiki6m
-from vlmdata.core import layout, parquet_rows
+from vlmdata.core import layout, parquet_rows, sorted_runs
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.filter import urls
@@ -410,6 +410,8 @@ def test_shard_in_small_batches_is_byte_identical(tmp_path, monkeypatch, options
     monkeypatch.setattr(tables.ArrowRows, "MEMORY_BYTES", 1000)  # table columns wait on disk
     monkeypatch.setattr(placement.Placer, "WINDOW", 300)  # two batches a window
     monkeypatch.setattr(placement.Placer, "PENDING", 2)  # checks let go: made again
+    monkeypatch.setattr(placement, "DISK_PAST", 1000)  # hash runs past 1,000 bytes on disk
+    monkeypatch.setattr(sorted_runs, "SEGMENT_BYTES", 16 * 5)  # read a few hashes at a time
     monkeypatch.setattr(sealing, "WINDOW", 70)
     monkeypatch.setattr(plan, "LAYOUT_WINDOW", 90)
     writer.write_shards(*args, tmp_path / "small", progress=False, samples_per_shard=50, **options)

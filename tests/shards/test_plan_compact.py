@@ -100,7 +100,11 @@ def test_image_numbers_follow_first_appearance_across_batches(monkeypatch):
     images = number_images(ListRows(rows), keep_keys=True)
     names = [r["image_key"] if r["image_key"] is not None else r["key"] for r in rows]
     order = list(dict.fromkeys(names))
-    assert images.of_row.tolist() == [order.index(n) for n in names]
-    assert images.first_row.tolist() == [names.index(n) for n in order]
-    assert images.last_row.tolist() == [len(names) - 1 - names[::-1].index(n) for n in order]
+    every = np.arange(len(order))
+    assert images.rows == len(rows) and len(images) == len(order)
+    assert images.of(0, len(rows)).tolist() == [order.index(n) for n in names]
+    assert images.of(7, 19).tolist() == [order.index(n) for n in names[7:19]]
+    assert images.first_rows(every).tolist() == [names.index(n) for n in order]
+    assert images.last_rows(every[::-1]).tolist() == [
+        len(names) - 1 - names[::-1].index(n) for n in order[::-1]]  # fmt: skip
     assert images.keys.contains(*hash128(order)).all()

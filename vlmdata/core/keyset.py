@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vlmdata.core.sorted_runs import SEGMENT_BYTES, DiskRun, Queries, merge_to_disk, positions
+from vlmdata.core import sorted_runs
+from vlmdata.core.sorted_runs import DiskRun, Queries, merge_to_disk, positions
 
 _SEEDS = (0x5EED_0001, 0x9E37_79B9)  # fixed: the same string hashes alike in a run
 
@@ -41,11 +42,11 @@ class _Runs:
 
     DTYPE: np.dtype
 
-    def __init__(self, disk_past: int | None = None, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, disk_past: int | None = None, segment_bytes: int | None = None) -> None:
         self._runs: list[Run] = []
         size = self.DTYPE.itemsize
         self._disk_rows = None if disk_past is None else max(1, disk_past // size)
-        self._segment_rows = max(1, segment_bytes // size)
+        self._segment_rows = max(1, (segment_bytes or sorted_runs.SEGMENT_BYTES) // size)
 
     def __len__(self) -> int:
         return sum(_length(r) for r in self._runs)

@@ -77,7 +77,8 @@ class DiskRun:
     def segments(self) -> Iterator[np.ndarray]:
         """Each segment as a new array (a merge keeps part of one while reading the next)."""
         for k in range(len(self.firsts)):
-            yield self._read(k, np.empty(self.segment_rows, dtype=self.dtype)).copy()
+            rows = min(self.segment_rows, self.n - k * self.segment_rows)
+            yield self._read(k, np.empty(rows, dtype=self.dtype))
 
     def find(self, queries: Queries) -> tuple[np.ndarray, np.ndarray | None]:
         """Per query: found (bool), and its value (-1 where not found) when rows have one."""
@@ -88,7 +89,7 @@ class DiskRun:
         qh, ql, order = queries.hi, queries.lo, queries.order
         starts = np.searchsorted(qh, self.firsts, side="left")
         ends = np.append(np.searchsorted(qh, self.firsts[1:], side="right"), len(qh))
-        buffer = np.empty(self.segment_rows, dtype=self.dtype)  # reused for every segment
+        buffer = np.empty(min(self.segment_rows, self.n), dtype=self.dtype)  # every segment's
         for k in np.flatnonzero(ends > starts).tolist():
             seg = self._read(k, buffer)
             a, b = int(starts[k]), int(ends[k])

@@ -21,6 +21,7 @@ import numpy as np
 from vlmdata.core.heap import release_free_heap
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
+from vlmdata.shards.compact import index_dtype
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, Planned
 from vlmdata.shards.options import ImageOptions, ShardOptions
@@ -222,9 +223,10 @@ def place_records(inp: PlanInput, run: Planner) -> SampleViews:
     with progress_bar(run.progress, len(rows), "placing records", "row") as bar:
         placer.run(bar)
     images.placed()
+    placer.finish(keep_keys=run.opt.every_text)  # copy keys are checked against placed keys
     release_free_heap()
     kept = seal_samples(placer, run.spill, run.opt.every_text)
-    kept_samples = np.empty(len(kept), dtype=np.int64)  # their image samples
+    kept_samples = np.empty(len(kept), dtype=index_dtype(len(placer.samples)))  # image samples
     for a in range(0, len(kept), 65536):  # KEPT rows read back 65,536 at a time
         b = min(a + 65536, len(kept))
         kept_samples[a:b] = kept.read(np.arange(a, b))["sample"]
