@@ -1,14 +1,17 @@
 """The planned writer's placement in compact state (issue 23): group.py's rules, exactly, with
-hashes and numbers in numpy arrays instead of a dict entry or an object per row.
+hashes and numbers in numpy arrays or temp files instead of a dict entry or an object per row.
 
 Pass 1 (`number_images`) numbers the image keys in order of first appearance (a 128-bit hash
-of each key -> its number) and notes each image's first and last row. Pass 2 (`Placer`) reads
-the rows WINDOW at a time: the images first named in the window are checked on the engine,
-then its rows are placed in order. The placed keys are a HashSet, "image key -> its sample"
-an array over image numbers, "source sha256 -> sample" a HashMap; a row needing something
-decided earlier in its own window finds it in a per-window dict. A sample is a row of
-`Samples` (the opening row, the checked image's facts); which sample each row joined is an
-int64 per row, from which sealing.py makes every KEY.json afterwards.
+of each key -> its number) and notes each row's image and each image's first and last row,
+in temp files (`Images`). Pass 2 (`Placer`) reads the rows WINDOW at a time: the images first
+named in the window are checked on the engine, then its rows are placed in order. The placed
+keys are a HashSet, "image key -> its sample" an int32 array over image numbers, "source
+sha256 -> sample" a HashMap, both with their runs past DISK_PAST on disk; a row needing
+something decided earlier in its own window finds it in a per-window dict. A sample is a row
+of `Samples` (the opening row and source hash: HOT; the checked image's facts: COLD), both
+DiskRows files; a window reads the HOT rows of the samples its rows' images already have in
+one pass. Which sample each row joined is an int32 per row, from which sealing.py makes every
+KEY.json afterwards. In memory per row: those two int32s (8 bytes), whatever the rows.
 """
 
 from __future__ import annotations
