@@ -248,14 +248,17 @@ def layout_shards(
     shard's digest and the stats of shards already done."""
     index = ArrowRows(index_table([], extras, opt.params()).schema)
     codes = views.split_codes()
-    plan = ShardPlan([], np.empty(0, dtype=np.int64), [], index, len(views.samples), views)
-    parts = []
-    for code in range(len(views.samples.splits)):
-        mine = np.flatnonzero(codes == code)
+    splits = len(views.samples.splits)
+    # kept samples by split, first-seen order within one (a stable sort: each split's part)
+    order = np.argsort(codes, kind="stable").astype(index_dtype(len(codes)))
+    bounds = np.zeros(splits + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=splits), out=bounds[1:])
+    del codes
+    plan = ShardPlan([], order, [], index, len(views.samples), views)
+    for code in range(splits):
+        mine = order[bounds[code] : bounds[code + 1]]
         split = views.samples.split_of(code)
-        _cut_split(plan, views, mine, split, sum(len(p) for p in parts), out, opt, extras)
-        parts.append(mine)
-    plan.order = np.concatenate(parts) if parts else plan.order
+        _cut_split(plan, views, mine, split, int(bounds[code]), out, opt, extras)
     return plan
 
 
