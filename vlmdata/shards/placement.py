@@ -271,7 +271,9 @@ class Placer:
         taken_before = self.keys.contains(key_hi, key_lo)
         src_hi, src_lo = value_hashes([source_of(r) for r in records])
         earlier = self._earlier_hashes(checked.values())
-        w = _Window(checked, set(), {}, taken_before, earlier, self._earlier_hot(nums))
+        opened = np.zeros(n, dtype=HOT)  # HOT of the samples the window opens, from `first`
+        hot = (*self._earlier_hot(nums), opened, len(self.samples))
+        w = _Window(checked, set(), {}, taken_before, earlier, hot)
         for i, (record, columns) in enumerate(window):
             self._admit(start + i, i, record, columns, int(nums[i]), (src_hi[i], src_lo[i]), w)
         placed = self.sample_of_row[start : start + n] >= 0
@@ -282,22 +284,25 @@ class Placer:
         last = dict(zip(nums[new].tolist(), self.images.last_rows(nums[new]).tolist(), strict=True))
         self._keep_pending(checked, last, start + n)
 
-    def _earlier_hot(self, nums: np.ndarray) -> dict[int, tuple[int, int, int]]:
-        """(opening row, source hash) of the samples opened before this window that its rows'
-        images already have (rule 2 compares with them), read from HOT in one pass."""
+    def _earlier_hot(self, nums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples opened before this window that its rows' images already have (rule 2
+        compares with them), sorted, and their HOT rows, read in one pass."""
         s = self.sample_of_image[nums]
         which = np.unique(s[s >= 0]).astype(np.int64)
-        hot = self.samples.hot.read(which)
-        src = hot["src"]
-        rows = zip(hot["row"].tolist(), src[:, 0].tolist(), src[:, 1].tolist(), strict=True)
-        return dict(zip(which.tolist(), rows, strict=True))
+        return which, self.samples.hot.read(which)
 
     def _hot(self, s: int, w: _Window) -> tuple[int, int, int]:
-        got = w.hot.get(s)
-        if got is None:  # a sample found by its image's hash (rules 3-4): read alone
-            (row,) = self.samples.hot.read(np.array([s], dtype=np.int64))
-            got = (int(row["row"]), int(row["src"][0]), int(row["src"][1]))
-        return got
+        """Sample s's (opening row, source hash hi, lo)."""
+        which, earlier, opened, first = w.hot
+        if s >= first:
+            h = opened[s - first]
+        else:
+            k = int(np.searchsorted(which, s))
+            if k < len(which) and which[k] == s:
+                h = earlier[k]
+            else:  # a sample found by its image's hash (rules 3-4): read alone
+                (h,) = self.samples.hot.read(np.array([s], dtype=np.int64))
+        return int(h["row"]), int(h["src"][0]), int(h["src"][1])
 
     def _earlier_hashes(self, results: Iterable[Any]) -> dict[str, int]:
         """Samples opened before this window, by the source sha256 of the images it may need
@@ -352,7 +357,7 @@ class Placer:
         result = self._result(num, w)
         src_pair = (int(src[0]), int(src[1]))
         s = self.samples.open(row, num, record, result, src_pair)
-        w.hot[s] = (row, *src_pair)
+        w.hot[2][s - w.hot[3]] = (row, src_pair, 0)
         self.sample_of_image[num] = s
         self.sample_of_row[row] = s
         w.hashes[result.source_sha256] = s
@@ -394,4 +399,4 @@ class _Window:
     hashes: dict[str, int]  # source sha256 -> sample, for samples opened in the window
     taken_before: np.ndarray  # per row: its key was placed in an earlier window
     earlier: dict[str, int]  # source sha256 -> sample opened before the window
-    hot: dict[int, tuple[int, int, int]]  # sample -> (opening row, source hash), as read
+    hot: tuple  # HOT rows: earlier samples (sorted numbers, rows), the window's own, its first
