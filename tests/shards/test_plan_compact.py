@@ -108,3 +108,18 @@ def test_image_numbers_follow_first_appearance_across_batches(monkeypatch):
     assert images.last_rows(every[::-1]).tolist() == [
         len(names) - 1 - names[::-1].index(n) for n in order[::-1]]  # fmt: skip
     assert images.keys.contains(*hash128(order)).all()
+
+
+def test_rows_by_sample_is_the_stable_sort_of_each_rows_sample():
+    """Rows grouped by sample in row order, unplaced rows (-1) left out, and each sample's
+    first position, as from a list of rows per sample (the definition)."""
+    from vlmdata.shards.sealing import rows_by_sample
+
+    rng = np.random.default_rng(2)
+    owner = rng.integers(-1, 9, 300).astype(np.int32)
+    n = 11  # samples 9 and 10 have no rows
+    rows, bounds = rows_by_sample(owner, n)
+    per_sample = [[r for r in range(len(owner)) if owner[r] == s] for s in range(n)]
+    assert rows.tolist() == [r for rs in per_sample for r in rs]
+    assert bounds.tolist() == [sum(len(rs) for rs in per_sample[:s]) for s in range(n + 1)]
+    assert rows.dtype == np.int32

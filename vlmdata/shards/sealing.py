@@ -37,7 +37,7 @@ WINDOW = 4096  # samples sealed, laid out or given to a writing task per read of
 
 
 def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> DiskRows:
-    """The kept samples in order (each image sample, then their --every-text copies), with their
+    """The kept samples in order (each image sample, then its --every-text copies), with their
     KEY.json / KEY.txt in the spill file."""
     n = len(placer.samples)
     rows_sorted, bounds = rows_by_sample(placer.sample_of_row, n)
