@@ -100,7 +100,26 @@ def test_image_numbers_follow_first_appearance_across_batches(monkeypatch):
     images = number_images(ListRows(rows), keep_keys=True)
     names = [r["image_key"] if r["image_key"] is not None else r["key"] for r in rows]
     order = list(dict.fromkeys(names))
-    assert images.of_row.tolist() == [order.index(n) for n in names]
-    assert images.first_row.tolist() == [names.index(n) for n in order]
-    assert images.last_row.tolist() == [len(names) - 1 - names[::-1].index(n) for n in order]
+    every = np.arange(len(order))
+    assert images.rows == len(rows) and len(images) == len(order)
+    assert images.of(0, len(rows)).tolist() == [order.index(n) for n in names]
+    assert images.of(7, 19).tolist() == [order.index(n) for n in names[7:19]]
+    assert images.first_rows(every).tolist() == [names.index(n) for n in order]
+    assert images.last_rows(every[::-1]).tolist() == [
+        len(names) - 1 - names[::-1].index(n) for n in order[::-1]]  # fmt: skip
     assert images.keys.contains(*hash128(order)).all()
+
+
+def test_rows_by_sample_is_the_stable_sort_of_each_rows_sample():
+    """Rows grouped by sample in row order, unplaced rows (-1) left out, and each sample's
+    first position, as from a list of rows per sample (the definition)."""
+    from vlmdata.shards.sealing import rows_by_sample
+
+    rng = np.random.default_rng(2)
+    owner = rng.integers(-1, 9, 300).astype(np.int32)
+    n = 11  # samples 9 and 10 have no rows
+    rows, bounds = rows_by_sample(owner, n)
+    per_sample = [[r for r in range(len(owner)) if owner[r] == s] for s in range(n)]
+    assert rows.tolist() == [r for rs in per_sample for r in rs]
+    assert bounds.tolist() == [sum(len(rs) for rs in per_sample[:s]) for s in range(n + 1)]
+    assert rows.dtype == np.int32

@@ -6,6 +6,11 @@ string is two independent 64-bit polars hashes; membership is exact unless two d
 strings share all 128 bits (at 10^9 strings: probability ~10^-21). New hashes arrive as a
 sorted run; runs are merged LSM-style (the last two while they are of similar size), so adding
 n strings costs O(n log n) numpy work and a lookup batch searches O(log n) runs.
+
+With `disk_past=BYTES` (the shard plan's choice) a run larger than BYTES lives in an unlinked
+temp file instead (core/sorted_runs.py): read with plain file I/O a segment at a time, never
+mapped (mapped pages count as resident), so what stays in memory is the small runs and one
+segment per run being read or merged, whatever the number of entries.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from vlmdata.core import sorted_runs
+from vlmdata.core.sorted_runs import DiskRun, Queries, merge_to_disk, positions
 
 _SEEDS = (0x5EED_0001, 0x9E37_79B9)  # fixed: the same string hashes alike in a run
 
@@ -25,37 +33,86 @@ def hash128(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return s.hash(_SEEDS[0]).to_numpy(), s.hash(_SEEDS[1]).to_numpy()
 
 
-class HashSet:
-    """Membership of 128-bit hashes; add only hashes not in the set yet (callers check)."""
+Run = tuple[np.ndarray, ...] | DiskRun  # (hi, lo[, value]) sorted by hi, in memory or on disk
 
-    def __init__(self) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # each sorted by hi
+
+class _Runs:
+    """Sorted runs of (hi, lo[, value]) merged LSM-style; past `disk_past` bytes a run is a
+    DiskRun (None: every run in memory, the default)."""
+
+    DTYPE: np.dtype
+
+    def __init__(self, disk_past: int | None = None, segment_bytes: int | None = None) -> None:
+        self._runs: list[Run] = []
+        size = self.DTYPE.itemsize
+        self._disk_rows = None if disk_past is None else max(1, disk_past // size)
+        self._segment_rows = max(1, (segment_bytes or sorted_runs.SEGMENT_BYTES) // size)
 
     def __len__(self) -> int:
-        return sum(len(hi) for hi, _ in self._runs)
+        return sum(_length(r) for r in self._runs)
 
     @property
     def nbytes(self) -> int:
-        return sum(hi.nbytes + lo.nbytes for hi, lo in self._runs)
+        """Bytes held in memory (disk runs: their segment index only)."""
+        return sum(r.nbytes if isinstance(r, DiskRun) else sum(a.nbytes for a in r)
+                   for r in self._runs)  # fmt: skip
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(r.n * self.DTYPE.itemsize for r in self._runs if isinstance(r, DiskRun))
+
+    def _on_disk(self, n: int) -> bool:
+        return self._disk_rows is not None and n > self._disk_rows
+
+    def _add_run(self, columns: tuple[np.ndarray, ...]) -> None:
+        order = np.argsort(columns[0], kind="stable")
+        run: Run = tuple(c[order] for c in columns)
+        if self._on_disk(len(order)):
+            run = DiskRun.of_columns(run, self.DTYPE, self._segment_rows)
+        self._runs.append(run)
+        while len(self._runs) > 1 and _length(self._runs[-2]) <= 2 * _length(self._runs[-1]):
+            b, a = self._runs.pop(), self._runs.pop()
+            if self._on_disk(_length(a) + _length(b)):
+                self._runs.append(merge_to_disk(a, b, self.DTYPE, self._segment_rows))
+            else:
+                self._runs.append(_merge_runs(a, b))  # type: ignore[arg-type]
+
+    def _queries(self, hi: np.ndarray, lo: np.ndarray) -> Queries | None:
+        """The batch sorted once for the disk runs (None: there are none)."""
+        return Queries(hi, lo) if any(isinstance(r, DiskRun) for r in self._runs) else None
+
+    def close(self) -> None:
+        """Give back the disk runs' files now (they go with the object anyway)."""
+        for run in self._runs:
+            if isinstance(run, DiskRun):
+                run.close()
+        self._runs = []
+
+
+def _length(run: Run) -> int:
+    return run.n if isinstance(run, DiskRun) else len(run[0])
+
+
+class HashSet(_Runs):
+    """Membership of 128-bit hashes; add only hashes not in the set yet (callers check)."""
+
+    DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8")])
 
     def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """A boolean per (hi, lo) pair: already in the set."""
         found = np.zeros(len(hi), dtype=bool)
-        for run_hi, run_lo in self._runs:
-            found |= _in_run(run_hi, run_lo, hi, lo)
+        queries = self._queries(hi, lo)
+        for run in self._runs:
+            if isinstance(run, DiskRun):
+                found |= run.find(queries)[0]
+            else:
+                found |= _in_run(run[0], run[1], hi, lo)
         return found
 
     def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
         if len(hi) == 0:
             return
-        order = np.argsort(hi, kind="stable")
-        self._runs.append((hi[order], lo[order]))
-        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            self._merge_last_two()
-
-    def _merge_last_two(self) -> None:
-        b, a = self._runs.pop(), self._runs.pop()
-        self._runs.append(_merge_runs(a, b))  # type: ignore[arg-type]
+        self._add_run((hi, lo))
 
 
 def _merge_runs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -95,46 +152,28 @@ def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarr
     return found
 
 
-def _positions(
-    run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray
-) -> np.ndarray:
-    """Where each (hi, lo) pair sits in a sorted run; -1 where it is not there."""
-    idx = np.searchsorted(run_hi, hi)
-    at = np.where(idx < len(run_hi), idx, 0)
-    same_hi = (idx < len(run_hi)) & (run_hi[at] == hi)
-    pos = np.where(same_hi & (run_lo[at] == lo), at, -1)
-    for i in np.flatnonzero(same_hi & (pos < 0)):  # equal hi, other lo: the next equal his
-        j = int(idx[i]) + 1
-        while j < len(run_hi) and run_hi[j] == hi[i]:
-            if run_lo[j] == lo[i]:
-                pos[i] = j
-                break
-            j += 1
-    return pos
+_positions = positions
 
 
-class HashMap:
+class HashMap(_Runs):
     """128-bit hashes -> int64 values in sorted runs, merged like HashSet's (24 bytes an entry):
     what the shard plan keeps per image key or image hash (a sample or image number) instead
     of a dict of strings. Add only hashes not in the map yet (callers check with `get`)."""
 
-    def __init__(self) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # sorted by hi
-
-    def __len__(self) -> int:
-        return sum(len(hi) for hi, _, _ in self._runs)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(hi.nbytes + lo.nbytes + v.nbytes for hi, lo, v in self._runs)
+    DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("v", "<i8")])
 
     def get(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """The value per (hi, lo) pair; -1 where the pair is not in the map."""
         out = np.full(len(hi), -1, dtype=np.int64)
-        for run_hi, run_lo, run_v in self._runs:
-            pos = _positions(run_hi, run_lo, hi, lo)
-            hit = pos >= 0
-            out[hit] = run_v[pos[hit]]
+        queries = self._queries(hi, lo)
+        for run in self._runs:
+            if isinstance(run, DiskRun):
+                hit, values = run.find(queries)
+                out[hit] = values[hit]
+            else:
+                pos = _positions(run[0], run[1], hi, lo)
+                ok = pos >= 0
+                out[ok] = run[2][pos[ok]]
         return out
 
     def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -144,8 +183,4 @@ class HashMap:
         """Map each new pair to its value (values >= 0)."""
         if len(hi) == 0:
             return
-        order = np.argsort(hi, kind="stable")
-        self._runs.append((hi[order], lo[order], np.asarray(values, dtype=np.int64)[order]))
-        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            b, a = self._runs.pop(), self._runs.pop()
-            self._runs.append(_merge_runs(a, b))
+        self._add_run((hi, lo, np.asarray(values, dtype=np.int64)))

@@ -194,12 +194,11 @@ def _write_samples(scratch: Scratch, c: int, rows_at, manifest: pa.Table,
     """The kept samples (image samples, then their copies) as rows, by opening row's slice."""
     columns: dict[str, list] = {name: [] for name in SAMPLE_COLUMNS}
     opening: list[np.ndarray] = []
-    hot_rows = views.samples.hot.array["row"]
     with open_spill(spill_path) as fd:
         for a in range(0, len(views), WINDOW):
             which = np.arange(a, min(a + WINDOW, len(views)))
             copies = views.kept.read(which)["copy"].tolist()
-            local = hot_rows[views.kept_samples[which]]
+            local = views.samples.hot.read(views.kept_samples[which].astype(np.int64))["row"]
             opening.append(local)
             for v, copy, row in zip(views.views(which, True), copies, local.tolist(), strict=True):
                 _add_sample(columns, v, copy, int(rows_at[row]), read_pair(fd, v.slot))

@@ -100,6 +100,21 @@ class DiskRows:
             self.flush()
         return self.n - 1
 
+    def extend(self, rows: np.ndarray) -> None:
+        """Append many rows at once (written straight through)."""
+        self.flush()
+        data = memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B")
+        at, offset = 0, self.n * self.dtype.itemsize
+        while at < len(data):
+            at += os.pwrite(self._fd, data[at:], offset + at)
+        self.n += len(rows)
+
+    def read_range(self, lo: int, hi: int) -> np.ndarray:
+        """Rows lo..hi-1 in one read (read-only)."""
+        self.flush()
+        hi = min(hi, self.n)
+        return self._span(lo, hi) if hi > lo else np.zeros(0, dtype=self.dtype)
+
     def flush(self) -> None:
         if self._held:
             data = self._buffer[: self._held].tobytes()
@@ -134,6 +149,12 @@ class DiskRows:
 
     def __del__(self) -> None:
         self.close()
+
+
+def index_dtype(n: int) -> np.dtype:
+    """The narrowest signed integer for numbers below n and -1: int32 unless n needs more
+    (a row or sample number per row: 4 bytes, not 8)."""
+    return np.dtype(np.int32 if n < 2**31 else np.int64)
 
 
 GAP = 64  # rows between two wanted rows beyond which DiskRows.read starts another pread

@@ -21,6 +21,7 @@ import numpy as np
 from vlmdata.core.heap import release_free_heap
 from vlmdata.core.manifest import OPTIONAL_COLUMNS
 from vlmdata.core.storage import Location
+from vlmdata.shards.compact import index_dtype
 from vlmdata.shards.distribute import Engine
 from vlmdata.shards.group import Gate, Planned
 from vlmdata.shards.options import ImageOptions, ShardOptions
@@ -222,9 +223,10 @@ def place_records(inp: PlanInput, run: Planner) -> SampleViews:
     with progress_bar(run.progress, len(rows), "placing records", "row") as bar:
         placer.run(bar)
     images.placed()
+    placer.finish(keep_keys=run.opt.every_text)  # copy keys are checked against placed keys
     release_free_heap()
     kept = seal_samples(placer, run.spill, run.opt.every_text)
-    kept_samples = np.empty(len(kept), dtype=np.int64)  # their image samples
+    kept_samples = np.empty(len(kept), dtype=index_dtype(len(placer.samples)))  # image samples
     for a in range(0, len(kept), 65536):  # KEPT rows read back 65,536 at a time
         b = min(a + 65536, len(kept))
         kept_samples[a:b] = kept.read(np.arange(a, b))["sample"]
@@ -246,14 +248,17 @@ def layout_shards(
     shard's digest and the stats of shards already done."""
     index = ArrowRows(index_table([], extras, opt.params()).schema)
     codes = views.split_codes()
-    plan = ShardPlan([], np.empty(0, dtype=np.int64), [], index, len(views.samples), views)
-    parts = []
-    for code in range(len(views.samples.splits)):
-        mine = np.flatnonzero(codes == code)
+    splits = len(views.samples.splits)
+    # kept samples by split, first-seen order within one (a stable sort: each split's part)
+    order = np.argsort(codes, kind="stable").astype(index_dtype(len(codes)))
+    bounds = np.zeros(splits + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=splits), out=bounds[1:])
+    del codes
+    plan = ShardPlan([], order, [], index, len(views.samples), views)
+    for code in range(splits):
+        mine = order[bounds[code] : bounds[code + 1]]
         split = views.samples.split_of(code)
-        _cut_split(plan, views, mine, split, sum(len(p) for p in parts), out, opt, extras)
-        parts.append(mine)
-    plan.order = np.concatenate(parts) if parts else plan.order
+        _cut_split(plan, views, mine, split, int(bounds[code]), out, opt, extras)
     return plan
 
 

@@ -159,7 +159,10 @@ class SpooledManifest(ManifestRecords):
     def _spool(self, path: str | os.PathLike) -> list[int]:
         """Copy the file's rows into the spool; each piece's row count."""
         sizes: list[int] = []
-        with pq.ParquetFile(path, buffer_size=1 << 20) as file:  # pages streamed, not chunks
+        # pages streamed, not chunks; no pre-buffering: it reads a row group's column chunks
+        # whole through Arrow's process-default pool (mimalloc), whose pages stayed resident
+        # (10^6 rows: 165 -> 137 MB after the copy, same CPU)
+        with pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) as file:
             self.schema = file.schema_arrow
             self.columns = tuple(columns_of(self.schema.names))
             with ipc.new_file(pa.PythonFile(self._file, mode="w"), self.schema) as sink:

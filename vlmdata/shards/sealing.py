@@ -40,12 +40,7 @@ def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> DiskRows:
     """The kept samples in order (each image sample, then its --every-text copies), with their
     KEY.json / KEY.txt in the spill file."""
     n = len(placer.samples)
-    owner = placer.sample_of_row
-    placed = np.flatnonzero(owner >= 0)
-    order = np.argsort(owner[placed], kind="stable")
-    rows_sorted = placed[order]
-    bounds = np.searchsorted(owner[placed][order], np.arange(n + 1))
-    del placed, order
+    rows_sorted, bounds = rows_by_sample(placer.sample_of_row, n)
     kept = DiskRows(KEPT)
     for a in range(0, n, WINDOW):
         b = min(n, a + WINDOW)
@@ -56,6 +51,19 @@ def seal_samples(placer: Placer, spill: Spill, every_text: bool) -> DiskRows:
         for s, group in zip(range(a, b), groups, strict=True):
             _seal_one(kept, spill, s, group, every_text, clashes)
     return kept
+
+
+def rows_by_sample(owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The placed rows sorted by their sample (row order within one), and where each of the
+    n samples' rows start (n + 1 bounds): the stable sort of `owner`, in row numbers of
+    owner's width (4 bytes unless the rows need 8)."""
+    placed = np.flatnonzero(owner >= 0).astype(owner.dtype)
+    order = np.argsort(owner[placed], kind="stable")
+    rows_sorted = placed[order]
+    del placed, order
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[owner >= 0], minlength=n), out=bounds[1:])
+    return rows_sorted, bounds
 
 
 def _copy_keys(first: Record) -> list[str]:
@@ -132,12 +140,17 @@ class SampleViews:
         return len(self.kept_samples)
 
     def split_codes(self) -> np.ndarray:
-        return self.samples.hot.array["split"][self.kept_samples]
+        """Each kept sample's split code (its image sample's), HOT read 65,536 at a time."""
+        codes = np.empty(len(self.kept_samples), dtype=np.int32)
+        for a in range(0, len(codes), 1 << 16):
+            which = self.kept_samples[a : a + (1 << 16)].astype(np.int64)
+            codes[a : a + len(which)] = self.samples.hot.read(which)["split"]
+        return codes
 
     def views(self, which: np.ndarray, for_writing: bool = False) -> list[SampleView]:
         """The kept samples numbered `which` (their image's file and ref when writing)."""
         k = self.kept.read(which)
-        hot, cold = self.samples.hot.array[k["sample"]], self.samples.cold.read(k["sample"])
+        hot, cold = self.samples.hot.read(k["sample"]), self.samples.cold.read(k["sample"])
         firsts = [r for r, _ in self.rows.take(hot["row"])]
         refs: list[Any] = [None] * len(k)
         if for_writing:
@@ -154,7 +167,7 @@ class SampleViews:
 
     def _refs(self, rows: np.ndarray, images: np.ndarray, firsts: list[Record]) -> list[Any]:
         """Each sample's image ref: its image's first row's (the row that was checked)."""
-        image_rows = self.images.first_row[images]
+        image_rows = self.images.first_rows(images)
         if self.refs is not None:
             return [self.refs[r] for r in image_rows.tolist()]
         refs = [r.path for r in firsts]
