@@ -106,7 +106,7 @@ class HashSet(_Runs):
             if isinstance(run, DiskRun):
                 found |= run.find(queries)[0]
             else:
-                found |= _in_run(run[0], run[1], hi, lo)
+                found |= positions(run[0], run[1], hi, lo) >= 0
         return found
 
     def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
@@ -136,25 +136,6 @@ def _merge_runs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[n
     return tuple(merged)
 
 
-def _in_run(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    idx = np.searchsorted(run_hi, hi)
-    ok = idx < len(run_hi)
-    at = np.where(ok, idx, 0)
-    same_hi = ok & (run_hi[at] == hi)
-    found = same_hi & (run_lo[at] == lo)
-    for i in np.flatnonzero(same_hi & ~found):  # equal hi, other lo: look at the next equal his
-        j = int(idx[i]) + 1
-        while j < len(run_hi) and run_hi[j] == hi[i]:
-            if run_lo[j] == lo[i]:
-                found[i] = True
-                break
-            j += 1
-    return found
-
-
-_positions = positions
-
-
 class HashMap(_Runs):
     """128-bit hashes -> int64 values in sorted runs, merged like HashSet's (24 bytes an entry):
     what the shard plan keeps per image key or image hash (a sample or image number) instead
@@ -171,7 +152,7 @@ class HashMap(_Runs):
                 hit, values = run.find(queries)
                 out[hit] = values[hit]
             else:
-                pos = _positions(run[0], run[1], hi, lo)
+                pos = positions(run[0], run[1], hi, lo)
                 ok = pos >= 0
                 out[ok] = run[2][pos[ok]]
         return out
