@@ -12,11 +12,11 @@ by streaming both a segment at a time into a new file, so no merge holds a whole
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
+
+from vlmdata.core.row_file import RowFile
 
 SEGMENT_BYTES = 2 << 20  # read (lookups) and merged a segment at a time
 
@@ -25,9 +25,8 @@ class DiskRun:
     """One sorted run in an unlinked temp file: gone with its descriptor, even on a kill."""
 
     def __init__(self, dtype: np.dtype, segment_rows: int) -> None:
-        fd, path = tempfile.mkstemp(prefix="vlmdata-run-", suffix=".bin")
-        os.unlink(path)
-        self._fd, self.dtype, self.segment_rows = fd, np.dtype(dtype), segment_rows
+        self._file = RowFile(dtype, prefix="vlmdata-run-", suffix=".bin")
+        self.dtype, self.segment_rows = self._file.dtype, segment_rows
         self.n = 0
         self._firsts: list[np.ndarray] = []
         self.firsts = np.empty(0, dtype=np.uint64)  # hi of each segment's first row
@@ -51,10 +50,7 @@ class DiskRun:
         start = self.n
         self._firsts.append(block["hi"][np.arange(-start % self.segment_rows, len(block),
                                                   self.segment_rows)])  # fmt: skip
-        data = memoryview(np.ascontiguousarray(block)).cast("B")
-        at, offset = 0, start * self.dtype.itemsize
-        while at < len(data):
-            at += os.pwrite(self._fd, data[at:], offset + at)
+        self._file.write_at(start, block)
         self.n += len(block)
 
     def finish(self) -> DiskRun:
@@ -65,14 +61,7 @@ class DiskRun:
     def _read(self, k: int, buffer: np.ndarray) -> np.ndarray:
         """Segment k, read into `buffer` (a view of it)."""
         rows = min(self.segment_rows, self.n - k * self.segment_rows)
-        view = memoryview(buffer[:rows]).cast("B")
-        at, offset = 0, k * self.segment_rows * self.dtype.itemsize
-        while at < len(view):
-            got = os.preadv(self._fd, [view[at:]], offset + at)
-            if got <= 0:
-                raise OSError("a sorted run's temp file ended early")
-            at += got
-        return buffer[:rows]
+        return self._file.read_into(k * self.segment_rows, buffer[:rows])
 
     def segments(self) -> Iterator[np.ndarray]:
         """Each segment as a new array (a merge keeps part of one while reading the next)."""
@@ -102,12 +91,7 @@ class DiskRun:
         return found, values
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
+        self._file.close()
 
 
 class Queries:

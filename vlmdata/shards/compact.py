@@ -4,13 +4,13 @@ fixed-size records, never a Python object per row. A string key becomes two 64-b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from vlmdata.core.keyset import hash128
+from vlmdata.core.row_file import RowFile
 
 
 class Growing:
@@ -79,12 +79,8 @@ class DiskRows:
     BUFFER = 4096
 
     def __init__(self, dtype: np.dtype) -> None:
-        import tempfile
-
-        self.dtype = np.dtype(dtype)
-        fd, path = tempfile.mkstemp(prefix="vlmdata-plan-", suffix=".rows")
-        os.unlink(path)  # read by this process only: gone with its descriptor, even on a kill
-        self._fd = fd
+        self._file = RowFile(dtype, prefix="vlmdata-plan-", suffix=".rows")
+        self.dtype = self._file.dtype
         self._buffer = np.zeros(self.BUFFER, dtype=self.dtype)
         self._held = 0  # rows in the buffer
         self.n = 0
@@ -103,22 +99,18 @@ class DiskRows:
     def extend(self, rows: np.ndarray) -> None:
         """Append many rows at once (written straight through)."""
         self.flush()
-        data = memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B")
-        at, offset = 0, self.n * self.dtype.itemsize
-        while at < len(data):
-            at += os.pwrite(self._fd, data[at:], offset + at)
+        self._file.write_at(self.n, rows)
         self.n += len(rows)
 
     def read_range(self, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi-1 in one read (read-only)."""
+        """Rows lo..hi-1 in one read."""
         self.flush()
         hi = min(hi, self.n)
-        return self._span(lo, hi) if hi > lo else np.zeros(0, dtype=self.dtype)
+        return self._file.read(lo, hi) if hi > lo else np.zeros(0, dtype=self.dtype)
 
     def flush(self) -> None:
         if self._held:
-            data = self._buffer[: self._held].tobytes()
-            os.pwrite(self._fd, data, (self.n - self._held) * self.dtype.itemsize)
+            self._file.write_at(self.n - self._held, self._buffer[: self._held])
             self._held = 0
 
     def read(self, which: np.ndarray) -> np.ndarray:
@@ -132,23 +124,11 @@ class DiskRows:
         runs = np.split(np.arange(len(wanted)), np.flatnonzero(np.diff(wanted) > GAP) + 1)
         for run in runs:
             lo, hi = int(wanted[run[0]]), int(wanted[run[-1]]) + 1
-            out[order[run]] = self._span(lo, hi)[wanted[run] - lo]
+            out[order[run]] = self._file.read(lo, hi)[wanted[run] - lo]
         return out
 
-    def _span(self, lo: int, hi: int) -> np.ndarray:
-        size = self.dtype.itemsize
-        data = os.pread(self._fd, (hi - lo) * size, lo * size)
-        if len(data) != (hi - lo) * size:
-            raise OSError("plan rows file ended early")
-        return np.frombuffer(data, dtype=self.dtype)
-
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
+        self._file.close()
 
 
 def index_dtype(n: int) -> np.dtype:
