@@ -62,13 +62,14 @@ PIECE_OPTIONS = frozenset({
 @dataclass
 class ColumnSlices:
     """A column handed over as row ranges: `read(start, stop)` gives rows [start, stop) as
-    one contiguous array. Ranges are asked in order of `start` (they may overlap the one
-    before), so a reader may walk its chunks once."""
+    one contiguous array, or as a ChunkedArray whose chunk edges are kept (pyarrow restarts
+    its mini-batches at each: `parquet_source`). Ranges are asked in order of `start` (they
+    may overlap the one before), so a reader may walk its chunks once."""
 
     type: pa.DataType
     length: int
     nbytes: int  # of the whole column in Arrow, to decide whether it is worth pieces
-    read: Callable[[int, int], pa.Array]
+    read: Callable[[int, int], pa.Array | pa.ChunkedArray]
 
 
 @dataclass

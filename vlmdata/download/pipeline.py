@@ -411,7 +411,7 @@ def _concat_rejects(target: Path, parts: list[Path]) -> None:
     with RejectWriter(target) as w:
         for p in parts:
             if p.exists():
-                w.add_table(pq.read_table(p))
+                w.add_file(p)
 
 
 def _existing_summary(out: Location, urls: int) -> DownloadSummary:
