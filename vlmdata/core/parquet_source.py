@@ -41,11 +41,21 @@ class ParquetSource:
         names = self.file.schema_arrow.names
         missing = [name for name in schema.names if name not in names]
         if missing:
+            self.file.close()
             raise ValueError(f"{self.path}: no column {', '.join(missing)} (has {names})")
         meta = self.file.metadata
         self._group_rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         self._group_starts = np.cumsum([0, *self._group_rows])
         self.rows = int(self._group_starts[-1])
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> ParquetSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def batches(self, name: str) -> Iterator[pa.Array]:
         """Column `name` from the first row to the last, a batch at a time."""

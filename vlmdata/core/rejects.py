@@ -73,11 +73,11 @@ class RejectWriter(RowsWriter):
         """Append an earlier rejects file's rows as `pq.read_table(path)` would give them, in
         row groups of up to 1,048,576 rows, read and written a piece at a time."""
         self._flush()
-        source = ParquetSource(path, REJECT_SCHEMA)
-        for reasons in source.batches("reason"):
-            self.counts.update(reasons.to_pylist())
-        self._writer.write_file(source)
-        self.count += source.rows
+        with ParquetSource(path, REJECT_SCHEMA) as source:
+            for reasons in source.batches("reason"):
+                self.counts.update(reasons.to_pylist())
+            self._writer.write_file(source)
+            self.count += source.rows
 
     def stream_table(self, table: pa.Table) -> None:
         """Append rows in REJECT_SCHEMA columns, buffered like single rows (bounded memory;
