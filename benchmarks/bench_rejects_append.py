@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -61,8 +60,16 @@ def append(way: str, source: Path, target: Path) -> None:
             w.add_file(source)
         else:
             w._writer.write_table(pq.read_table(source).select(REJECT_SCHEMA.names))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"cpu": time.process_time() - cpu, "rss": peak}))
+    print(json.dumps({"cpu": time.process_time() - cpu, "rss": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (VmHWM; `ru_maxrss` would also count the
+    parent's peak, which a forked child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run(way: str, source: Path, target: Path) -> dict:

@@ -208,11 +208,11 @@ class Totals:
     definition: np.ndarray | None = None  # level histograms
     repetition: np.ndarray | None = None
 
-    def add(self, field: pa.Field, array: pa.Array) -> None:
-        """Count the rows of `array` (values of `field`)."""
+    def add(self, field: pa.Field, array: pa.Array | pa.ChunkedArray) -> None:
+        """Count the rows of `array` (values of `field`; chunked or not: no copy)."""
         import pyarrow.compute as pc
 
-        values = array.flatten() if _is_list(array.type) else array
+        values = pc.list_flatten(array) if _is_list(array.type) else array
         levels = int(levels_per_row(array).sum())
         present = len(values) - values.null_count
         self.rows, self.levels = self.rows + len(array), self.levels + levels

@@ -75,7 +75,7 @@ class ParquetSource:
 
         def read(a: int, b: int) -> pa.ChunkedArray:
             parts = window.rows(start + a, start + b)
-            return pa.chunked_array([p.cast(field.type) for p in parts], field.type)
+            return pa.chunked_array([_as(p, field.type) for p in parts], field.type)
 
         return ColumnSlices(field.type, stop - start, self._nbytes(field.name, start, stop), read)
 
@@ -86,7 +86,10 @@ class ParquetSource:
         for g in range(max(first, 0), len(self._group_rows)):
             begin = at = int(self._group_starts[g])
             rows = self._batch_rows(g, j)
-            for batch in self.file.iter_batches(rows, row_groups=[g], columns=[name]):
+            batches = self.file.iter_batches(
+                rows, row_groups=[g], columns=[name], use_threads=False
+            )
+            for batch in batches:
                 span = (g, (at - begin) // READ_BATCH_ROWS)
                 if (at + batch.num_rows - 1 - begin) // READ_BATCH_ROWS != span[1]:
                     raise RuntimeError(f"{self.path}: a batch of {batch.num_rows} rows at row "
@@ -136,25 +139,42 @@ class _Window:
         self._held: deque[_Batch] = deque()
 
     def rows(self, start: int, stop: int) -> list[pa.Array]:
-        """Rows [start, stop) as arrays, one per chunk of pq.read_table's that they touch."""
+        """Rows [start, stop) as arrays, one per chunk of pq.read_table's that they touch.
+        The batches held are merged into one array per chunk first (then freed), so the
+        rows are held once while the writer works on them."""
         if start >= stop:
             return []
         while self._held and self._held[0].end <= start:
             self._held.popleft()
         while not self._held or self._held[-1].end < stop:
             try:
-                self._held.append(next(self._batches))
+                batch = next(self._batches)
             except StopIteration:
                 raise ValueError(f"rows [{start}, {stop}) past the file's end") from None
-        spans: list[tuple[tuple[int, int], list[pa.Array]]] = []
-        for batch in self._held:
-            lo, hi = max(start - batch.at, 0), min(stop - batch.at, len(batch.array))
-            if lo >= hi:
-                continue
-            if not spans or spans[-1][0] != batch.span:
-                spans.append((batch.span, []))
-            spans[-1][1].append(batch.array.slice(lo, hi - lo))
-        return [_concat(parts) for _, parts in spans]
+            if batch.end > start:  # a range may start deep in a row group: skip to it
+                self._held.append(batch)
+        first = self._held[0]
+        if first.at < start:  # only its rows from `start` are kept (and copied when merged)
+            first.array, first.at = first.array.slice(start - first.at), start
+        self._merge()
+        return [b.array.slice(0, min(stop, b.end) - b.at) for b in self._held if b.at < stop]
+
+    def _merge(self) -> None:
+        """One batch per pq.read_table chunk among those held."""
+        merged: deque[_Batch] = deque()
+        while self._held:
+            run = [self._held.popleft()]
+            while self._held and self._held[0].span == run[0].span:
+                run.append(self._held.popleft())
+            merged.append(_Batch(run[0].at, run[0].span, _concat([b.array for b in run])))
+            del run
+        self._held = merged
+
+
+def _as(array: pa.Array, type_: pa.DataType) -> pa.Array:
+    """`array` cast to `type_` if it is not of it (`cast` imports pyarrow.compute: ~9 MB
+    of RSS that a process writing no piece does not need)."""
+    return array if array.type == type_ else array.cast(type_)
 
 
 def _concat(parts: list[pa.Array]) -> pa.Array:

@@ -289,8 +289,7 @@ class SplicedParquetWriter:
                 _copy(f, self._out, pages[keep - 1].end)
         finally:
             self._scratch.unlink(missing_ok=True)
-        kept = array.slice(0, took)
-        totals.add(field, kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept)
+        totals.add(field, array.slice(0, took))
         return pages[:keep], chunk, group, took
 
     def _scratch_write(
