@@ -62,13 +62,14 @@ PIECE_OPTIONS = frozenset({
 @dataclass
 class ColumnSlices:
     """A column handed over as row ranges: `read(start, stop)` gives rows [start, stop) as
-    one contiguous array. Ranges are asked in order of `start` (they may overlap the one
-    before), so a reader may walk its chunks once."""
+    one contiguous array, or as a ChunkedArray whose chunk edges are kept (pyarrow restarts
+    its mini-batches at each: `parquet_source`). Ranges are asked in order of `start` (they
+    may overlap the one before), so a reader may walk its chunks once."""
 
     type: pa.DataType
     length: int
     nbytes: int  # of the whole column in Arrow, to decide whether it is worth pieces
-    read: Callable[[int, int], pa.Array]
+    read: Callable[[int, int], pa.Array | pa.ChunkedArray]
 
 
 @dataclass
@@ -207,11 +208,11 @@ class Totals:
     definition: np.ndarray | None = None  # level histograms
     repetition: np.ndarray | None = None
 
-    def add(self, field: pa.Field, array: pa.Array) -> None:
-        """Count the rows of `array` (values of `field`)."""
+    def add(self, field: pa.Field, array: pa.Array | pa.ChunkedArray) -> None:
+        """Count the rows of `array` (values of `field`; chunked or not: no copy)."""
         import pyarrow.compute as pc
 
-        values = array.flatten() if _is_list(array.type) else array
+        values = pc.list_flatten(array) if _is_list(array.type) else array
         levels = int(levels_per_row(array).sum())
         present = len(values) - values.null_count
         self.rows, self.levels = self.rows + len(array), self.levels + levels

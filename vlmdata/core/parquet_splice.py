@@ -44,6 +44,7 @@ from vlmdata.core.parquet_pages import (
     supported,
     trusted_levels,
 )
+from vlmdata.core.parquet_source import ParquetSource
 from vlmdata.core.thrift_compact import (
     I16,
     I64,
@@ -122,6 +123,18 @@ class SplicedParquetWriter:
         for start in range(0, table.num_rows, size):
             part = table.slice(start, size)
             self.write_group(part.num_rows, part.columns, together=True)
+
+    def write_file(self, source: ParquetSource) -> None:
+        """What `write_table(pq.read_table(path))` writes for the file `source` reads (its
+        columns of this schema), read and written a piece of a column at a time."""
+        if not source.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(f"{self.path}: {source.path} is read as {source.schema}, not as "
+                             f"the file's {self.schema}")  # fmt: skip
+        if source.rows == 0:
+            self.write_group(0, [pa.array([], f.type) for f in self.schema], together=True)
+        for start in range(0, source.rows, DEFAULT_GROUP_ROWS):
+            stop = min(source.rows, start + DEFAULT_GROUP_ROWS)
+            self.write_group(stop - start, source.columns(start, stop))
 
     def write_group(
         self, rows: int, columns: Iterable[pa.Array | pa.ChunkedArray], together: bool = False
@@ -243,7 +256,12 @@ class SplicedParquetWriter:
         return group, [chunk]
 
     def _piece(
-        self, field: pa.Field, array: pa.Array, start: int, last: bool, totals: Totals
+        self,
+        field: pa.Field,
+        array: pa.Array | pa.ChunkedArray,
+        start: int,
+        last: bool,
+        totals: Totals,
     ) -> tuple[list[Page], Struct, Struct, int] | None:
         """Write rows [start, start + len(array)) alone and copy the pages to keep to the
         output: (those pages, the scratch ColumnChunk and RowGroup, the rows kept), their
@@ -274,7 +292,9 @@ class SplicedParquetWriter:
         totals.add(field, array.slice(0, took))
         return pages[:keep], chunk, group, took
 
-    def _scratch_write(self, field: pa.Field, array: pa.Array, plain: bool) -> None:
+    def _scratch_write(
+        self, field: pa.Field, array: pa.Array | pa.ChunkedArray, plain: bool
+    ) -> None:
         """`array` alone as one row group in the scratch file (the dictionary off if
         `plain`)."""
         options = dict(self._options, use_dictionary=False) if plain else self._options

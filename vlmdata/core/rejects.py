@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from vlmdata.core.parquet_rows import RowsWriter
+from vlmdata.core.parquet_source import ParquetSource
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -68,13 +69,15 @@ class RejectWriter(RowsWriter):
             }
         )
 
-    def add_table(self, table: pa.Table) -> None:
-        """Append rows already in REJECT_SCHEMA (vectorised stages such as filter-urls)."""
+    def add_file(self, path: str | os.PathLike) -> None:
+        """Append an earlier rejects file's rows as `pq.read_table(path)` would give them, in
+        row groups of up to 1,048,576 rows, read and written a piece at a time."""
         self._flush()
-        table = table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
-        for reason, n in Counter(table.column("reason").to_pylist()).items():
-            self.counts[reason] += n
-        self._writer.write_table(table)
+        with ParquetSource(path, REJECT_SCHEMA) as source:
+            for reasons in source.batches("reason"):
+                self.counts.update(reasons.to_pylist())
+            self._writer.write_file(source)
+            self.count += source.rows
 
     def stream_table(self, table: pa.Table) -> None:
         """Append rows in REJECT_SCHEMA columns, buffered like single rows (bounded memory;

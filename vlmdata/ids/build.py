@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from vlmdata.core.choices import ID_SCHEMES
 from vlmdata.core.errors import DataError
-from vlmdata.core.heap import lean_allocators
+from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.ids import schemes, semantic, structured
 from vlmdata.ids.source import checked_source, read_images, source_path
 from vlmdata.ids.tokens import identifier_sequences
@@ -54,6 +54,7 @@ def build_ids(
     source: Path | None = None
     if scheme in POSITION_SCHEMES:  # keys and splits are only copied: read when written
         source, n = checked_source(out)
+        release_free_heap()  # the key check's hash runs: large blocks come from mmap later
     else:
         images = read_images(out, texts=True)
         n = images.num_rows
@@ -79,9 +80,11 @@ def build_ids(
     if scheme == "structured" and len(set(ids)) != n:
         raise DataError(f"{n - len(set(ids))} duplicate identifiers (scheme {scheme})")
     tok_name, tokens_flat = _tokenize(scheme, ids, tokenizer, add_tokens, stats)
+    release_free_heap()  # the tokenizer's freed heap, before the write
     if add_tokens is not None:
         params["add_tokens"] = True
     columns = _columns(images, source, n, ids, tokens_flat, many)
+    del tokens_flat, ids  # the columns hold what is written (lengths: 8 MB at 10^6 ids)
     meta = {
         "scheme": scheme,
         "params": json.dumps(params, sort_keys=True),
@@ -169,7 +172,7 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, tuple | N
         chunk = ids[i : i + schemes.CHUNK]
         chunk = chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk
         present = [x for x in chunk if x is not None]  # semantic: val images may have none
-        chunk_lens = np.zeros(len(chunk), np.int64)
+        chunk_lens = np.zeros(len(chunk), np.int32)
         where = np.flatnonzero([x is not None for x in chunk])
         got = []
         for flat, lengths in identifier_sequences(tok, present, eos=False):
@@ -178,8 +181,20 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, tuple | N
         if got:
             chunk_lens[where] = np.concatenate(got)
         lens.append(chunk_lens)
-    flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
-    return name, (flat, np.concatenate(lens) if lens else np.zeros(0, np.int64))
+    return name, (_joined(flats, np.int32), _joined(lens, np.int32))
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    """np.concatenate(parts), each part dropped once copied: the parts and the result are
+    not all held at once (np.concatenate: twice the tokens at its peak)."""
+    out = np.empty(sum(len(p) for p in parts), dtype)
+    parts.reverse()
+    at = 0
+    while parts:
+        part = parts.pop()
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out
 
 
 def _as_list(ids: list[str] | pa.Array) -> list[str]:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
+from vlmdata.core.parquet_source import READ_BATCH_ROWS
 
 COLUMNS = ("key", "split", "texts", "image_id", "path")
 HASH_SEED = 0x5EED_0001
@@ -64,7 +65,7 @@ def checked_source(out: str | os.PathLike) -> tuple[Path, int]:
     return path, rows
 
 
-READ_BATCH = 131_072  # pyarrow.dataset's batch size, which pq.read_table's chunks follow
+READ_BATCH = READ_BATCH_ROWS  # pyarrow.dataset's batch size, which pq.read_table's chunks follow
 
 
 def column_chunks(path: Path, column: str) -> Iterator[pa.Array]:

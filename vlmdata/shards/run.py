@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from vlmdata.core.layout import MANIFEST, REJECTS
 from vlmdata.core.rejects import RejectWriter, Tally
 from vlmdata.core.storage import Location
@@ -91,7 +89,7 @@ class ShardRun:
         self._rejects_tmp = out.temp_for(REJECTS)
         self.rejects = RejectWriter(self._rejects_tmp)
         if prior_rejects is not None:
-            self.rejects.add_table(pq.read_table(prior_rejects))
+            self.rejects.add_file(prior_rejects)
 
     def __enter__(self) -> ShardRun:
         return self
