@@ -82,10 +82,9 @@ class ParquetSource:
     def _batches(self, name: str, start: int) -> Iterator[_Batch]:
         """The batches of column `name` from the row group holding `start` on."""
         first = int(np.searchsorted(self._group_starts, start, side="right")) - 1
-        j = self.file.schema_arrow.get_field_index(name)
         for g in range(max(first, 0), len(self._group_rows)):
             begin = at = int(self._group_starts[g])
-            rows = self._batch_rows(g, j)
+            rows = self._batch_rows(g, name)
             batches = self.file.iter_batches(
                 rows, row_groups=[g], columns=[name], use_threads=False
             )
@@ -97,26 +96,30 @@ class ParquetSource:
                 yield _Batch(at, span, batch.column(0))
                 at += batch.num_rows
 
-    def _batch_rows(self, group: int, column: int) -> int:
+    def _batch_rows(self, group: int, name: str) -> int:
         """Rows of about BATCH_BYTES in this column chunk: a power of two, so that batches
         from the group's start never cross a READ_BATCH_ROWS edge."""
-        size = self.file.metadata.row_group(group).column(column).total_uncompressed_size
-        per_row = max(size / max(self._group_rows[group], 1), 1.0)
+        per_row = max(self._chunk_bytes(group, name) / max(self._group_rows[group], 1), 1.0)
         rows = max(int(BATCH_BYTES / per_row), 1)
         return min(1 << (rows.bit_length() - 1), READ_BATCH_ROWS)
 
     def _nbytes(self, name: str, start: int, stop: int) -> int:
         """About the Arrow bytes of rows [start, stop): the column chunks' uncompressed sizes,
         pro rata (it only decides whether the writer goes a piece at a time)."""
-        meta, j = self.file.metadata, self.file.schema_arrow.get_field_index(name)
         total = 0.0
         for g, rows in enumerate(self._group_rows):
             lo, hi = int(self._group_starts[g]), int(self._group_starts[g + 1])
             overlap = min(hi, stop) - max(lo, start)
             if overlap > 0:
-                size = meta.row_group(g).column(j).total_uncompressed_size
-                total += size * overlap / rows
+                total += self._chunk_bytes(g, name) * overlap / rows
         return int(total) + 4 * (stop - start)
+
+    def _chunk_bytes(self, group: int, name: str) -> int:
+        """Uncompressed bytes of column `name` in row group `group`: its Parquet leaves
+        (one for a flat or list column), found by path, not by the Arrow field's index."""
+        meta = self.file.metadata.row_group(group)
+        return sum(meta.column(i).total_uncompressed_size for i in range(meta.num_columns)
+                   if meta.column(i).path_in_schema.split(".")[0] == name)  # fmt: skip
 
 
 @dataclass

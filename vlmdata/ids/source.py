@@ -65,17 +65,14 @@ def checked_source(out: str | os.PathLike) -> tuple[Path, int]:
     return path, rows
 
 
-READ_BATCH = READ_BATCH_ROWS  # pyarrow.dataset's batch size, which pq.read_table's chunks follow
-
-
 def column_chunks(path: Path, column: str) -> Iterator[pa.Array]:
     """The chunks of `pq.read_table(path, columns=[column])`'s column, one at a time: each row
-    group cut into READ_BATCH rows as the dataset scan does (tests/ids/test_ids_write.py checks
+    group cut into READ_BATCH_ROWS rows as the dataset scan does (tests/ids/test_ids_write.py checks
     it against read_table). Read a row group at a time: the scan's read-ahead threads held
     ~40 MB more at 10^6 rows."""
     with pq.ParquetFile(path) as f:
         for group in range(f.num_row_groups):
-            batches = f.iter_batches(READ_BATCH, row_groups=[group], columns=[column],
+            batches = f.iter_batches(READ_BATCH_ROWS, row_groups=[group], columns=[column],
                                      use_threads=False)  # fmt: skip
             for batch in batches:
                 yield batch.column(0)
