@@ -119,6 +119,22 @@ def test_level_build_holds_under_30_bytes_per_sequence():
     assert peak < 30 * n, peak / n
 
 
+def test_entity_names_come_in_full_batches_across_row_groups(tmp_path):
+    """`_name_batches` reads a row group at a time and hands the names over `rows` at a
+    time (the last batch fewer), in file order, whatever the groups' sizes."""
+    from vlmdata.trie.from_files import _name_batches
+
+    names = [f"n{i}" for i in range(1_000)]
+    pq.write_table(pa.table({"entity_name": names, "x": range(1_000)}), tmp_path / "e.parquet",
+                   row_group_size=77)  # fmt: skip
+    for rows in (1, 50, 77, 300, 5_000):
+        got = [b.to_pylist() for b in _name_batches(tmp_path / "e.parquet", "entity_name", rows)]
+        assert [len(b) for b in got[:-1]] == [rows] * (len(got) - 1) and 0 < len(got[-1]) <= rows
+        assert [s for b in got for s in b] == names
+    pq.write_table(pa.table({"entity_name": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    assert list(_name_batches(tmp_path / "empty.parquet", "entity_name", 10)) == []
+
+
 def test_spool_copies_its_chunks_in_blocks_and_dtype(tmp_path):
     """A spool's bytes in the file are its chunks joined, cast, whatever the block size."""
     import io
