@@ -72,3 +72,28 @@ def test_streamed_key_checks_name_the_file(tmp_path):
             build_ids(src, tmp_path / "ids.parquet", scheme="numeric")
         assert str(src) in str(e.value)
         assert not (tmp_path / "ids.parquet").exists()
+
+
+def test_positions_are_numpys_permutation_in_int32():
+    """`schemes.positions` shuffles an int32 arange: the values of the int64
+    `Generator.permutation(n)` that build-ids drew before (so the maps are unchanged)."""
+    import numpy as np
+
+    for n, seed in ((0, 3), (1, 0), (999, 7), (100_003, 0)):
+        got = schemes.positions(n, seed)
+        assert got.dtype == np.int32
+        assert got.tolist() == np.random.default_rng(seed).permutation(n).tolist()
+    assert schemes.positions(5, None).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_position_ids_drop_and_redraw_the_same_positions():
+    """`PositionIds` draws its positions when first asked, `drop` lets them go, and the
+    next use draws the same ones; the last `take` drops them too."""
+    ids = schemes.PositionIds("string", 50, seed=2)
+    assert ids._pos is None and len(ids) == 50
+    texts = ids.texts(0, 50)
+    ids.drop()
+    parts = [ids.take(20), ids.take(30)]
+    assert [s for p in parts for s in p.to_pylist()] == texts
+    assert ids._pos is None  # all taken
+    assert texts == schemes.position_id_array("string", 50, 2).to_pylist()
