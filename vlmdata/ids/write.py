@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from vlmdata.core.atomic import atomic_path
@@ -23,15 +24,60 @@ from vlmdata.ids.source import column_chunks
 
 
 class ArrayColumn:
-    """An array (or chunked array) handed out `rows` at a time, in order."""
+    """An array (or chunked array) handed out `rows` at a time, in order; dropped once all
+    of it is handed out (it was held through the later columns' writes)."""
 
     def __init__(self, array: pa.Array | pa.ChunkedArray) -> None:
-        self.array, self.type, self._at = array, array.type, 0
+        self.array: pa.Array | pa.ChunkedArray | None = array
+        self.type, self._at, self._rows = array.type, 0, len(array)
 
     def take(self, rows: int) -> pa.Array | pa.ChunkedArray:
+        if self.array is None:
+            raise ValueError("the column was handed out already")
         part = self.array.slice(self._at, rows)
         self._at += rows
+        if self._at >= self._rows:
+            self.array = None
         return part
+
+
+class NullColumn:
+    """A column of nulls made `rows` at a time: `pa.nulls` of all rows held its offsets
+    (4 bytes a row) through the other columns' writes."""
+
+    def __init__(self, type_: pa.DataType) -> None:
+        self.type = type_
+
+    def take(self, rows: int) -> pa.Array:
+        return pa.nulls(rows, type=self.type)
+
+
+class TokensColumn:
+    """Each identifier's tokens as list<int32>, held narrow (tokens and lengths in the
+    narrowest unsigned dtype that holds them: uint16 and uint8 for a 32k vocabulary, a third
+    of int32 tokens and offsets) and made int32 `rows` at a time, when their turn comes
+    (at 10^6 identifiers the int32 arrays were held through the key column's write, the
+    peak). `missing`: True where an identifier is None (semantic: a null list), or None."""
+
+    type = pa.list_(pa.int32())
+
+    def __init__(self, flat: np.ndarray, lengths: np.ndarray, missing: np.ndarray | None) -> None:
+        self._flat, self._lengths, self._missing = flat, lengths, missing
+        self._at = self._token_at = 0
+
+    def take(self, rows: int) -> pa.ListArray:
+        lengths = self._lengths[self._at : self._at + rows]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, dtype=np.int32, out=offsets[1:])
+        end = self._token_at + int(offsets[-1])
+        values = self._flat[self._token_at : end].astype(np.int32)
+        missing = None if self._missing is None else self._missing[self._at : self._at + rows]
+        mask = None if missing is None else pa.array(missing)
+        self._at += len(lengths)
+        self._token_at = end
+        if self._at >= len(self._lengths):  # all handed out
+            self._flat = self._lengths = self._missing = None
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()), mask=mask)
 
 
 class SourceColumn:
@@ -58,7 +104,7 @@ class SourceColumn:
         return pa.chunked_array(parts, self.type)
 
 
-Column = ArrayColumn | SourceColumn | PositionIds
+Column = ArrayColumn | NullColumn | TokensColumn | SourceColumn | PositionIds
 
 
 def write_map(
