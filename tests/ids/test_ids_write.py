@@ -188,3 +188,48 @@ def test_tokenized_positions_are_dropped_and_tokens_held_narrow(tok_dir):
     want = [identifier_sequence(tok, s, eos=False) for s in ids.texts(0, 3_000)]
     assert lengths.tolist() == [len(w) for w in want]
     assert flat.tolist() == [t for w in want for t in w]
+
+
+def test_source_slices_give_read_tables_chunks_for_any_ranges(tmp_path):
+    """`SourceSlices` hands a group's rows over as ranges read in order, overlapping the
+    one before (a piece starts again at its last page's first row): each is the rows of
+    `pq.read_table` cut at the range's ends, chunk edges kept; the next group needs the
+    last one's rows all read."""
+    from vlmdata.ids.write import SourceSlices
+
+    rows = 1_000
+    keys = pa.array([f"k{i:05d}" for i in range(rows)])
+    pq.write_table(pa.table({"key": keys}), tmp_path / "m.parquet", row_group_size=130)
+    whole = pq.read_table(tmp_path / "m.parquet").column("key")
+    src = SourceSlices(tmp_path / "m.parquet", "key", pa.string())
+    first = src.take(600)
+    assert first.length == 600 and 600 * 6 < first.nbytes < 600 * 20
+    for a, b in ((0, 100), (0, 300), (50, 400), (390, 391), (391, 600)):  # starts in order
+        got = first.read(a, b)
+        want = whole.slice(a, b - a)
+        assert got.to_pylist() == want.to_pylist()
+        assert [len(c) for c in got.chunks] == [len(c) for c in want.chunks if len(c)]
+    second = src.take(400)
+    got = second.read(0, 400)
+    assert got.to_pylist() == whole.slice(600).to_pylist()
+    assert [len(c) for c in got.chunks] == [len(c) for c in whole.slice(600).chunks if len(c)]
+    src = SourceSlices(tmp_path / "m.parquet", "key", pa.string())
+    src.take(600).read(0, 100)
+    with pytest.raises(ValueError, match="470 rows of the last group not read"):
+        src.take(400)
+
+
+def test_position_slices_are_the_groups_identifiers():
+    """`PositionSlices` hands each group's identifiers over as row ranges of it (`part`),
+    and the positions go once a range reaches the last row (drawn again if asked)."""
+    from vlmdata.ids.write import PositionSlices
+
+    want = schemes.position_id_array("numeric", 1_000, 5).to_pylist()
+    ids = schemes.PositionIds("numeric", 1_000, seed=5)
+    slices = PositionSlices(ids)
+    one, two = slices.take(700), slices.take(300)
+    assert one.nbytes == 700 * (5 + 4)  # "9 9 9" and its offset: the longest
+    assert one.read(0, 300).to_pylist() + one.read(300, 700).to_pylist() == want[:700]
+    assert ids._pos is not None
+    assert two.read(0, 300).to_pylist() == want[700:] and ids._pos is None
+    assert two.read(100, 300).to_pylist() == want[800:]  # after the drop: the same

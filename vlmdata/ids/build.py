@@ -27,7 +27,8 @@ from vlmdata.ids.write import (
     ArrayColumn,
     Column,
     NullColumn,
-    SourceColumn,
+    PositionSlices,
+    SourceSlices,
     TokensColumn,
     write_map,
 )
@@ -233,9 +234,9 @@ def _columns(
         if images is not None:
             cols[name] = ArrayColumn(images.column(name))
         else:
-            cols[name] = SourceColumn(source, name, pq.read_schema(source).field(name).type)
+            cols[name] = SourceSlices(source, name, pq.read_schema(source).field(name).type)
     if isinstance(ids, schemes.PositionIds):
-        cols["identifier"] = ids
+        cols["identifier"] = PositionSlices(ids)
     else:
         identifier = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
         cols["identifier"] = ArrayColumn(identifier)

@@ -98,6 +98,18 @@ class PositionIds:
             self.drop()
         return _id_strings(self._scheme, part)
 
+    def part(self, start: int, stop: int) -> pa.Array:
+        """Identifiers [start, stop), not taken; the positions are dropped once a part reaches
+        the last row (drawn again if asked for after)."""
+        part = _id_strings(self._scheme, self._positions()[start:stop])
+        if stop >= self._n:
+            self.drop()
+        return part
+
+    def row_bytes(self) -> int:
+        """Arrow bytes of the longest identifier and its offset: an upper bound per row."""
+        return int(_LENGTHS[self._scheme](len(str(max(self._n - 1, 0))))) + 4
+
     def texts(self, start: int, stop: int) -> list[str]:
         """Identifiers [start, stop) as Python strings (for the tokenizer), not taken."""
         fmt = _FORMATS[self._scheme]
