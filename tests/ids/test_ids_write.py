@@ -233,3 +233,19 @@ def test_position_slices_are_the_groups_identifiers():
     assert ids._pos is not None
     assert two.read(0, 300).to_pylist() == want[700:] and ids._pos is None
     assert two.read(100, 300).to_pylist() == want[800:]  # after the drop: the same
+
+
+def test_heap_trimmed_before_each_column(tmp_path, monkeypatch):
+    """write_map hands the heap's free pages back before each column of each group is made
+    (the writer's scratch writes of the column before leave them resident)."""
+    from vlmdata.ids import write
+
+    calls = []
+    monkeypatch.setattr(write, "release_free_heap", lambda: calls.append(1))
+    monkeypatch.setattr(write, "DEFAULT_GROUP_ROWS", 40)
+    src = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(100)], "split": ["train"] * 100,
+                             "texts": pa.nulls(100, pa.list_(pa.string()))}), src)  # fmt: skip
+    build_ids(src, tmp_path / "ids.parquet", scheme="numeric")
+    assert len(calls) == 4 * 3  # key, split, identifier, tokens; groups of 40, 40, 20
+    assert pq.ParquetFile(tmp_path / "ids.parquet").num_row_groups == 3

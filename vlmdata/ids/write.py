@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmdata.core.atomic import atomic_path
+from vlmdata.core.heap import release_free_heap
 from vlmdata.core.parquet_pages import ColumnSlices
 from vlmdata.core.parquet_source import chunk_bytes
 from vlmdata.core.parquet_splice import DEFAULT_GROUP_ROWS, SplicedParquetWriter
@@ -191,8 +192,16 @@ def write_map(
         writer = SplicedParquetWriter(tmp, schema, compression="zstd")
         try:
             for size in sizes or [0]:
-                writer.write_group(size, (col.take(size) for col in columns.values()))
+                writer.write_group(size, (_taken(col, size) for col in columns.values()))
             writer.close()
         except BaseException:
             writer.abort()
             raise
+
+
+def _taken(column: Column, rows: int) -> pa.Array | pa.ChunkedArray | ColumnSlices:
+    """`column.take(rows)` after handing the heap's free pages back: the writer's scratch
+    writes of the column before leave them resident (at 10^6 string ids, trimmed before the
+    tokens column, the peak: 265-269 -> 261 MB)."""
+    release_free_heap()
+    return column.take(rows)
