@@ -531,7 +531,7 @@ def test_position_identifiers_are_made_once(scheme):
         pa.set_memory_pool(previous)
     size = made[0].nbytes
     assert pool.max_memory() == 0  # numpy buffers wrapped, no Arrow copy (main: 2 columns)
-    positions = 8 * n  # the permutation itself
+    positions = 4 * n  # the permutation itself (int32)
     assert peak - positions < 1.5 * size + (6 << 20), (peak - positions) / size
 
 

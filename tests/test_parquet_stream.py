@@ -327,3 +327,29 @@ def test_pieces_equal_whole_column_from_generated_ranges(tmp_path):
     assert (tmp_path / "out.parquet").read_bytes() == (tmp_path / "ref.parquet").read_bytes()
     assert len(asked) > 3 and asked[-1][1] == n and asked[1][0] > 0
     assert parquet_splice.PIECE_BYTES == 8 << 20
+
+
+def test_flat_pieces_hold_no_per_row_levels(tmp_path):
+    """A flat column's levels are a zero-stride view (one a row), not an int64 array, and
+    `_rows_in` counts its rows from the pages without a cumsum: 16 bytes a row that short
+    strings' pieces held on top of their own ~15 (build-ids' identifiers). Same bytes."""
+    from vlmdata.core.parquet_pages import levels_per_row
+    from vlmdata.core.parquet_splice import _rows_in
+
+    flat = levels_per_row(pa.array(["a", None, "bc"]))
+    assert flat.strides == (0,) and flat.tolist() == [1, 1, 1] and flat.nbytes <= 24
+    lists = levels_per_row(pa.array([["a", "b"], [], None]))
+    assert lists.tolist() == [2, 1, 1]
+    pages = [parquet_splice.Page(0, 1, 1, 1, 0, 0, 2)]  # one data page of 2 levels
+    assert _rows_in(flat, pages, "t", 0) == 2 and _rows_in(lists, pages, "t", 0) == 1
+    with pytest.raises(ValueError, match="pages hold 2 of 1 rows"):
+        _rows_in(levels_per_row(pa.array(["a"])), pages, "t", 0)
+    n = 300_000
+    keys = pa.array([f"cc3m_train_{i:08d}" for i in range(n)])  # unique: the dictionary ends
+    table = pa.table({"k": keys})
+    pq.write_table(table, tmp_path / "ref.parquet", compression="zstd")
+    column = ColumnSlices(keys.type, n, keys.nbytes, lambda a, b: keys.slice(a, b - a))
+    with SplicedParquetWriter(tmp_path / "out.parquet", table.schema, piece_bytes=1 << 20,
+                              compression="zstd") as out:  # fmt: skip
+        out.write_group(n, [column])
+    assert (tmp_path / "out.parquet").read_bytes() == (tmp_path / "ref.parquet").read_bytes()

@@ -163,9 +163,11 @@ def trusted_levels(field: pa.Field, levels: np.ndarray, batch: int) -> int:
 
 def levels_per_row(array: pa.Array) -> np.ndarray:
     """Levels each row writes: 1 for a flat value; max(1, length) for a list (a null or
-    empty list writes one level)."""
+    empty list writes one level). A flat column's ones are a read-only broadcast view, not an
+    array: its int64 per row (and `_rows_in`'s cumsum of it) cost more than a piece of short
+    strings holds (build-ids' identifiers: 15 bytes a row, measured)."""
     if not _is_list(array.type):
-        return np.ones(len(array), np.int64)
+        return np.broadcast_to(np.int64(1), (len(array),))
     return np.maximum(_list_lengths(array), 1)
 
 

@@ -115,11 +115,15 @@ class ParquetSource:
         return int(total) + 4 * (stop - start)
 
     def _chunk_bytes(self, group: int, name: str) -> int:
-        """Uncompressed bytes of column `name` in row group `group`: its Parquet leaves
-        (one for a flat or list column), found by path, not by the Arrow field's index."""
-        meta = self.file.metadata.row_group(group)
-        return sum(meta.column(i).total_uncompressed_size for i in range(meta.num_columns)
-                   if meta.column(i).path_in_schema.split(".")[0] == name)  # fmt: skip
+        return chunk_bytes(self.file.metadata, group, name)
+
+
+def chunk_bytes(meta: pq.FileMetaData, group: int, name: str) -> int:
+    """Uncompressed bytes of column `name` in row group `group`: its Parquet leaves (one for
+    a flat or list column), found by path, not by the Arrow field's index."""
+    rg = meta.row_group(group)
+    return sum(rg.column(i).total_uncompressed_size for i in range(rg.num_columns)
+               if rg.column(i).path_in_schema.split(".")[0] == name)  # fmt: skip
 
 
 @dataclass

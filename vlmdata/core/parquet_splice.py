@@ -365,6 +365,10 @@ def _rows_in(per_row: np.ndarray, pages: list[Page], name: str, start: int) -> i
     """How many leading rows (`per_row`: their levels) the data `pages` hold (their levels
     must end a row)."""
     levels = sum(p.levels for p in pages)
+    if per_row.strides == (0,):  # `levels_per_row`'s ones of a flat column: a level a row
+        if levels <= 0 or levels > len(per_row):
+            raise ValueError(f"column {name}: pages hold {levels} of {len(per_row)} rows")
+        return levels
     ends = np.cumsum(per_row)
     took = int(np.searchsorted(ends, levels)) + 1
     if levels <= 0 or took > len(ends) or ends[took - 1] != levels:

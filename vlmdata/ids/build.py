@@ -22,8 +22,16 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.heap import lean_allocators, release_free_heap
 from vlmdata.ids import schemes, semantic, structured
 from vlmdata.ids.source import checked_source, read_images, source_path
-from vlmdata.ids.tokens import identifier_sequences
-from vlmdata.ids.write import ArrayColumn, Column, SourceColumn, write_map
+from vlmdata.ids.tokens import identifier_sequences, join_parts
+from vlmdata.ids.write import (
+    ArrayColumn,
+    Column,
+    NullColumn,
+    PositionSlices,
+    SourceSlices,
+    TokensColumn,
+    write_map,
+)
 
 SCHEMES = ID_SCHEMES  # declared with the CLI's other choices
 POSITION_SCHEMES = ("numeric", "string", "atomic")
@@ -62,9 +70,11 @@ def build_ids(
     stats: dict[str, Any] = {"rows": n}
     many: list[list[str]] | None = None
     ids: list[str] | pa.Array | schemes.PositionIds
-    if scheme in POSITION_SCHEMES and tokenizer is None:  # made a row group at a time
+    # Position schemes: distinct positions, distinct identifiers (no check). Made a row group
+    # at a time (and tokenized from the positions), unless new tokens are made from them all.
+    if scheme in POSITION_SCHEMES and add_tokens is None:
         ids = schemes.PositionIds(scheme, n, seed)
-    elif scheme in POSITION_SCHEMES:  # distinct positions: distinct identifiers, no check
+    elif scheme in POSITION_SCHEMES:
         ids = schemes.position_id_array(scheme, n, seed)
     elif scheme == "semantic":
         many, stats["collisions"] = _semantic(images, pseudo_queries, out)
@@ -169,32 +179,36 @@ def _tokenize(scheme, ids, tokenizer, add_tokens, stats) -> tuple[str, tuple | N
         name = str(add_tokens)
     flats, lens = [], []
     for i in range(0, len(ids), schemes.CHUNK):  # a slice of Python strings at a time
-        chunk = ids[i : i + schemes.CHUNK]
-        chunk = chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk
+        chunk = _texts(ids, i, i + schemes.CHUNK)
         present = [x for x in chunk if x is not None]  # semantic: val images may have none
         chunk_lens = np.zeros(len(chunk), np.int32)
         where = np.flatnonzero([x is not None for x in chunk])
         got = []
         for flat, lengths in identifier_sequences(tok, present, eos=False):
-            flats.append(flat.astype(np.int32))
+            flats.append(_narrow(flat))
             got.append(lengths)
         if got:
             chunk_lens[where] = np.concatenate(got)
-        lens.append(chunk_lens)
-    return name, (_joined(flats, np.int32), _joined(lens, np.int32))
+        lens.append(_narrow(chunk_lens))
+    if isinstance(ids, schemes.PositionIds):
+        ids.drop()  # drawn again for the identifier column, after the key column's write
+    # each in the narrowest dtype of its parts (`write.TokensColumn` makes them int32)
+    flat = join_parts(flats) if flats else np.zeros(0, np.int32)
+    return name, (flat, join_parts(lens) if lens else np.zeros(0, np.int32))
 
 
-def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    """np.concatenate(parts), each part dropped once copied: the parts and the result are
-    not all held at once (np.concatenate: twice the tokens at its peak)."""
-    out = np.empty(sum(len(p) for p in parts), dtype)
-    parts.reverse()
-    at = 0
-    while parts:
-        part = parts.pop()
-        out[at : at + len(part)] = part
-        at += len(part)
-    return out
+def _texts(ids, start: int, stop: int) -> list:
+    """Identifiers [start, stop) as Python strings (None where an image has none)."""
+    if isinstance(ids, schemes.PositionIds):
+        return ids.texts(start, stop)
+    chunk = ids[start:stop]
+    return chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Non-negative ints (token ids, lengths) as uint8 / uint16 where they fit, else int32."""
+    top = int(values.max()) if len(values) else 0
+    return values.astype(np.min_scalar_type(top) if top < 2**16 else np.int32)
 
 
 def _as_list(ids: list[str] | pa.Array) -> list[str]:
@@ -205,28 +219,28 @@ def _columns(
     images: pa.Table | None, source: Path | None, n: int, ids, tokens_flat: tuple | None, many
 ) -> dict[str, Column]:
     """The map's columns: key and split from `images`, or read from `source` as they are
-    written; `tokens_flat`: (flat int32 tokens, lengths) of all identifiers, or None."""
+    written; `tokens_flat`: (flat tokens, lengths) of all identifiers (narrow dtypes), or
+    None."""
+    tokens: Column
     if tokens_flat is None:
-        tokens = pa.nulls(n, type=pa.list_(pa.int32()))
+        tokens = NullColumn(pa.list_(pa.int32()))
     else:
-        flat, lengths = tokens_flat
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        missing = [i is None for i in ids] if not isinstance(ids, pa.Array) else []
-        mask = pa.array(missing) if any(missing) else None  # semantic: no identifier, no tokens
-        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()), mask=mask)
+        missing = np.array([i is None for i in ids], bool) if isinstance(ids, list) else None
+        if missing is not None and not missing.any():
+            missing = None  # semantic: no identifier, no tokens (a null list)
+        tokens = TokensColumn(*tokens_flat, missing)
     cols: dict[str, Column] = {}
     for name in ("key", "split"):
         if images is not None:
             cols[name] = ArrayColumn(images.column(name))
         else:
-            cols[name] = SourceColumn(source, name, pq.read_schema(source).field(name).type)
+            cols[name] = SourceSlices(source, name, pq.read_schema(source).field(name).type)
     if isinstance(ids, schemes.PositionIds):
-        cols["identifier"] = ids
+        cols["identifier"] = PositionSlices(ids)
     else:
         identifier = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
         cols["identifier"] = ArrayColumn(identifier)
-    cols["tokens"] = ArrayColumn(tokens)
+    cols["tokens"] = tokens
     if many is not None:
         cols["identifiers"] = ArrayColumn(pa.array(many, pa.list_(pa.string())))
     return cols

@@ -13,10 +13,14 @@ CHUNK = 65536
 
 
 def positions(n: int, seed: int | None) -> np.ndarray:
-    """Row i's position: i, or a permutation drawn from `seed` (numpy PCG64, stable)."""
-    if seed is None:
-        return np.arange(n)
-    return np.random.default_rng(seed).permutation(n)
+    """Row i's position: i, or a permutation drawn from `seed` (numpy PCG64, stable), int32
+    where n fits: half of `permutation(n)`'s int64 (4 MB at 10^6 rows, held through the
+    write). `Generator.permutation(n)` is `shuffle(arange(n))`, and a shuffle's draws do not
+    depend on the dtype, so the values are permutation(n)'s (tests/ids/test_ids_write.py)."""
+    pos = np.arange(n, dtype=np.int32 if n <= 2**31 else np.int64)
+    if seed is not None:
+        np.random.default_rng(seed).shuffle(pos)
+    return pos
 
 
 # numeric: digits separated by spaces ("1 2 3 4"), one token per digit; string: the position as
@@ -63,14 +67,50 @@ def _id_strings(scheme: str, pos: np.ndarray) -> pa.Array:
 
 class PositionIds:
     """`position_id_array`'s identifiers handed out `rows` at a time (`take`, in order), each
-    part made only when asked for: a writer holds one row group's identifiers, not all."""
+    part made only when asked for: a writer holds one row group's identifiers, not all.
+
+    The positions themselves are drawn when first needed and dropped by `drop` and after the
+    last row is taken (drawn again if asked for after `drop`: the same values, from `seed`),
+    so the key column's write, build-ids' peak, does not hold them (4 bytes a row)."""
 
     type = pa.string()
 
     def __init__(self, scheme: str, n: int, seed: int | None = None) -> None:
-        self._scheme, self._pos, self._at = scheme, positions(n, seed), 0
+        self._scheme, self._n, self._seed, self._at = scheme, n, seed, 0
+        self._pos: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _positions(self) -> np.ndarray:
+        if self._pos is None:
+            self._pos = positions(self._n, self._seed)
+        return self._pos
+
+    def drop(self) -> None:
+        """Let the positions go until they are needed again."""
+        self._pos = None
 
     def take(self, rows: int) -> pa.Array:
-        part = self._pos[self._at : self._at + rows]
+        part = self._positions()[self._at : self._at + rows]
         self._at += len(part)
+        if self._at >= self._n:
+            self.drop()
         return _id_strings(self._scheme, part)
+
+    def part(self, start: int, stop: int) -> pa.Array:
+        """Identifiers [start, stop), not taken; the positions are dropped once a part reaches
+        the last row (drawn again if asked for after)."""
+        part = _id_strings(self._scheme, self._positions()[start:stop])
+        if stop >= self._n:
+            self.drop()
+        return part
+
+    def row_bytes(self) -> int:
+        """Arrow bytes of the longest identifier and its offset: an upper bound per row."""
+        return int(_LENGTHS[self._scheme](len(str(max(self._n - 1, 0))))) + 4
+
+    def texts(self, start: int, stop: int) -> list[str]:
+        """Identifiers [start, stop) as Python strings (for the tokenizer), not taken."""
+        fmt = _FORMATS[self._scheme]
+        return [fmt(p) for p in self._positions()[start:stop].tolist()]

@@ -83,6 +83,22 @@ def append_eos(flat, lengths, eos_id: int):
     return out
 
 
+def join_parts(parts: list, dtype=None):
+    """np.concatenate(parts) (in `dtype`, default their common type), each part dropped once
+    copied: the parts and the result are not all held at once (np.concatenate: twice the
+    tokens at its peak). `parts` is emptied."""
+    import numpy as np
+
+    out = np.empty(sum(len(p) for p in parts), dtype or np.result_type(*parts))
+    parts.reverse()
+    at = 0
+    while parts:
+        part = parts.pop()
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out
+
+
 def _backend_tokens(backend, texts: list[str], newline: tuple | None = None):
     """(flat int32 ids, int64 lengths) of the texts by the `tokenizers` backend, without
     special tokens. `newline` (`_newline`): names that may be are joined 256 to a text

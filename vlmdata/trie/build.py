@@ -120,21 +120,24 @@ def build_levels(
     a sort of the same keys in sequence order (measured). Sequences ending at a depth are
     dropped from the live arrays there, already sorted by (node, row) for the terminals."""
     flat = narrow_tokens(np.asarray(flat), vocab_size)
+    lengths = np.asarray(lengths)
     idx = _index_dtype(len(flat) + 1)  # node numbers and token positions
-    pos, rem, row = _live_sequences(np.asarray(lengths), rows, idx)
+    pos, rem = _live_sequences(lengths, rows, idx)
     node = None  # each live sequence's node: none made for the root, where all are at 0
     out_dtype = _index_dtype(len(flat))  # offsets, as build_csr has always made them
     lo, hi = 0, 1  # the nodes of the current depth
     while True:
         done = rem == 0
-        ended = np.zeros(np.count_nonzero(done), idx) if node is None else node[done]
-        terms = _level_terminals(ended, row[done])
-        del ended
+        if node is None:  # the root: the sequences are still in row order
+            terms = _level_terminals(np.zeros(np.count_nonzero(done), idx), _root_rows(done, rows))
+        else:
+            terms = _level_terminals(node[done], _ended_rows(pos[done], lengths, rows, idx))
         if done.all():
             break
-        if done.any():
+        if done.any():  # one array at a time: a tuple assignment held all the copies at once
             keep = ~done
-            pos, rem, row = pos[keep], rem[keep], row[keep]
+            pos = pos[keep]
+            rem = rem[keep]
             node = None if node is None else node[keep]
             del keep
         del done
@@ -142,14 +145,15 @@ def build_levels(
         key, pbits = _packed_keys(node, flat[pos], (lo, hi), vocab_size)
         node = None  # held in the keys now
         perm, key = _sort_keys(key, pbits)
-        first, counts, edge_toks = _edges(key, hi - lo, vocab_size, flat.dtype)
-        del key  # before the children are numbered: the keys are the widest array here
+        first, edges = _edge_starts(key)
+        del key  # before the edges are split: the keys are the widest array here
+        counts, edge_toks = _edge_counts(edges, hi - lo, vocab_size, flat.dtype)
+        del edges
         node = np.cumsum(first, dtype=idx)  # each sequence's child: the level's nth edge's
         del first
         node += hi - 1  # the first child of this level is node hi
         pos = pos[perm]  # one at a time: one copy alive at once
         rem = rem[perm]
-        row = row[perm]
         del perm
         pos += 1
         rem -= 1
@@ -160,15 +164,18 @@ def build_levels(
         del terms, offs, counts
         lo, hi = hi, hi + len(edge_toks)
         del edge_toks
-    del pos, rem, node, row
+    del pos, rem, node
     # the deepest level: leaves (hi is the number of nodes)
     yield Level(terms, np.full(hi - lo, hi - 1, dtype=out_dtype), flat[:0], 0)
 
 
 def _live_sequences(
     lengths: np.ndarray, rows: np.ndarray | None, idx: np.dtype
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each sequence's (next token position, remaining length, row), ordered by row."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each sequence's (next token position, remaining length), ordered by row. No row is
+    kept per live sequence: a sequence's row follows from where it ends (`_ended_rows`), 4
+    bytes a name less, and none permuted at each level (measured at 10^6 names: the level
+    build's peak 223 -> ~219 MB)."""
     if rows is not None and len(rows) != len(lengths):
         raise ValueError(f"{len(rows)} rows for {len(lengths)} sequences")
     pos = np.cumsum(lengths, dtype=idx)
@@ -176,9 +183,29 @@ def _live_sequences(
     top = int(lengths.max()) if len(lengths) else 0
     rem = lengths.astype(np.min_scalar_type(top), copy=False)  # never changed in place
     if rows is None:
-        return pos, rem, np.arange(len(lengths), dtype=_index_dtype(len(lengths)))
+        return pos, rem
     order = np.argsort(rows, kind="stable")
-    return pos[order], rem[order], np.asarray(rows)[order]
+    return pos[order], rem[order]
+
+
+def _root_rows(done: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """The rows of the sequences `done` at the root (empty ones), the live sequences being
+    in row order there (`_live_sequences`)."""
+    at = np.flatnonzero(done)
+    return at if rows is None or not len(at) else np.sort(np.asarray(rows), kind="stable")[at]
+
+
+def _ended_rows(
+    ends: np.ndarray, lengths: np.ndarray, rows: np.ndarray | None, idx: np.dtype
+) -> np.ndarray:
+    """The rows of sequences ending below the root, from where they end in `flat` (their
+    next token position, once none remain): sequence i ends at the cumulative length
+    through i, and below the root it is not empty, so the first sequence ending there is it
+    (an empty one after it ends there too)."""
+    if not len(ends):
+        return np.zeros(0, np.int64)
+    seq = np.searchsorted(np.cumsum(lengths, dtype=idx), ends, side="left")
+    return seq if rows is None else np.asarray(rows)[seq]
 
 
 TERMS = ("term_nodes", "term_rows", "dup_nodes", "dup_rows")  # the order of `Level.terms`
@@ -272,18 +299,24 @@ def _edge_keys(
 def _packed_keys(
     nodes: np.ndarray | None, toks: np.ndarray, above: tuple[int, int], vocab_size: int
 ) -> tuple[np.ndarray, int]:
-    """(keys to sort, position bits) for `_sort_keys`. Below the root, each edge key
-    (`_edge_keys`) with the sequence's position in the low `pbits` bits, one uint64 (ties
-    then keep their order, so any sort is stable); the root, and keys too wide for 64 bits
-    with their positions, give the edge keys alone and pbits 0 (a stable argsort)."""
+    """(keys to sort, position bits) for `_sort_keys`. Each edge key (`_edge_keys`) with
+    the sequence's position in the low `pbits` bits, one uint64 (ties then keep their order,
+    so any sort is stable); keys too wide for 64 bits with their positions give the edge
+    keys alone and pbits 0 (a stable argsort). The root packs too (its nodes are None, all
+    0): a stable argsort of its tokens held an int64 order and numpy's int64 radix buffer,
+    16 MB at 10^6 names, against the packed keys' 8 and timsort's 4 (one of build-trie's
+    peaks, measured)."""
     width, n = above[1] - above[0], len(toks)
     pbits = max(1, (n - 1).bit_length())  # bits for a position
-    if width == 1 or pbits > 31 or width * vocab_size > 2 ** (64 - pbits) or _big_endian():
+    if pbits > 31 or width * vocab_size > 2 ** (64 - pbits) or _big_endian():
         return _edge_keys(nodes, toks, above, vocab_size), 0
     both = np.empty(n, np.uint64)
-    np.subtract(nodes, above[0], out=both, casting="unsafe")  # nodes are >= above[0]
-    both *= np.uint64(vocab_size)
-    np.add(both, toks, out=both, casting="unsafe")  # < width x vocab
+    if nodes is None:  # the root: the token alone
+        both[:] = toks
+    else:
+        np.subtract(nodes, above[0], out=both, casting="unsafe")  # nodes are >= above[0]
+        both *= np.uint64(vocab_size)
+        np.add(both, toks, out=both, casting="unsafe")  # < width x vocab
     both <<= np.uint64(pbits)
     for i in range(0, n, 1 << 16):  # | position, a block at a time (no n-long temporary)
         both[i : i + (1 << 16)] |= np.arange(i, min(n, i + (1 << 16)), dtype=np.uint64)
@@ -313,17 +346,26 @@ def _big_endian() -> bool:
     return sys.byteorder != "little"
 
 
-def _edges(
-    key: np.ndarray, width: int, vocab_size: int, tok_dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """From one depth's sorted edge keys: (True where a key starts a new edge, each node's
-    number of children among the `width` nodes above, each edge's token in `tok_dtype`)."""
+def _edge_starts(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From one depth's sorted edge keys: (True where a key starts a new edge, the key of
+    each edge). The caller drops the keys before `_edge_counts`: the per-sequence keys and
+    the per-edge ones were held together with two int64 temporaries of the edges (at 10^6
+    names the levels below the root peaked there, measured)."""
     first = np.empty(len(key), dtype=bool)
     first[:1] = True
     np.not_equal(key[1:], key[:-1], out=first[1:])
-    edges = key[first]
-    counts = np.bincount(edges // vocab_size, minlength=width)
-    return first, counts, (edges % vocab_size).astype(tok_dtype)
+    return first, key[first]
+
+
+def _edge_counts(
+    edges: np.ndarray, width: int, vocab_size: int, tok_dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """(each node's number of children among the `width` nodes above, each edge's token in
+    `tok_dtype`) from the edges' keys, which are divided in place (no int64 temporary)."""
+    toks = np.empty(len(edges), tok_dtype)
+    np.remainder(edges, vocab_size, out=toks, casting="unsafe")  # < vocab: fits tok_dtype
+    edges //= vocab_size
+    return np.bincount(edges, minlength=width), toks
 
 
 def _level_terminals(nodes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
