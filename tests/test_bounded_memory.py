@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.scale_inputs import gen_cc3m, gen_llava, gen_wiki6m
-from vlmdata.core import layout, parquet_rows, sorted_runs
+from vlmdata.core import layout, manifest, parquet_rows, sorted_runs
 from vlmdata.core.keyset import HashSet, hash128
 from vlmdata.core.manifest import ManifestSink
 from vlmdata.filter import urls
@@ -180,7 +180,23 @@ def unique_keys_oracle(keys: list[str]) -> list[str]:
     return out
 
 
-def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch):
+@pytest.fixture
+def disk_runs(monkeypatch):
+    """Counts the hash runs written to disk (sorted_runs.DiskRun), to show a test used them."""
+    made = []
+    finish = sorted_runs.DiskRun.finish
+
+    def counted(self):
+        made.append(self.n)
+        return finish(self)
+
+    monkeypatch.setattr(sorted_runs.DiskRun, "finish", counted)
+    return made
+
+
+@pytest.mark.parametrize("disk_past", [1 << 30, 16 * 4])  # runs in memory / past 4 on disk
+def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch, disk_runs, disk_past):
+    monkeypatch.setattr(manifest, "DISK_PAST", disk_past)
     monkeypatch.setattr(ManifestSink, "KEY_BATCH", 7)
     monkeypatch.setattr(ManifestSink, "SUFFIX_MEMORY", 3)  # hints forgotten: still exact
     rng = random.Random(1)
@@ -192,9 +208,12 @@ def test_unique_keys_across_batches_follow_the_rule(tmp_path, monkeypatch):
     got = pl.read_parquet(tmp_path / layout.MANIFEST)["key"].to_list()
     assert got == unique_keys_oracle(keys)
     assert sink.renamed == sum(a != b for a, b in zip(keys, got, strict=True))
+    assert bool(disk_runs) == (disk_past < 1 << 30)
 
 
-def test_oven_kb_duplicate_ids_across_batches(tmp_path, monkeypatch):
+@pytest.mark.parametrize("disk_past", [1 << 30, 16 * 2])
+def test_oven_kb_duplicate_ids_across_batches(tmp_path, monkeypatch, disk_runs, disk_past):
+    monkeypatch.setattr(oven_kb, "DISK_PAST", disk_past)
     monkeypatch.setattr(oven_kb, "BATCH", 5)
     ids = ["Q1", "Q2", "Q1", "Q3", "Q4", "Q5", "Q2", "Q6", "Q6", "Q7", "Q1"]
     lines = [{"wikidata_id": q, "wikipedia_title": f"T{i}", "wikipedia_content": "",
@@ -208,11 +227,15 @@ def test_oven_kb_duplicate_ids_across_batches(tmp_path, monkeypatch):
     assert set(rejects["reason"]) == {"duplicate_key"}
     entities = pl.read_parquet(tmp_path / "out/entities.parquet")
     assert entities["entity_name"].to_list() == [f"T{i}" for i in first]
+    assert bool(disk_runs) == (disk_past < 1 << 30)
 
 
 @pytest.mark.parametrize("fmt", ["cc3m", "manifest"])
-def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypatch, fmt):
-    """Duplicates across blocks (URL hashes carried over), row groups and bytes unchanged."""
+def test_filter_urls_in_blocks_is_byte_identical_to_one_block(
+    tmp_path, monkeypatch, disk_runs, fmt
+):
+    """Duplicates across blocks (URL hashes carried over, past 1 KB in hash runs on disk),
+    row groups and bytes unchanged."""
     tsv = tmp_path / "Train_GCC-training.tsv"
     gen_cc3m(tsv, 6000, seed=3)
     src = tsv
@@ -221,12 +244,16 @@ def test_filter_urls_in_blocks_is_byte_identical_to_one_block(tmp_path, monkeypa
         src = tmp_path / "m" / layout.MANIFEST
     monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 30)
     monkeypatch.setattr(urls, "MANIFEST_BATCH", 1 << 30)
+    monkeypatch.setattr(urls, "DISK_PAST", 1 << 30)
     urls.filter_urls(src, tmp_path / "one")
+    assert not disk_runs
+    monkeypatch.setattr(urls, "DISK_PAST", 1024)
     monkeypatch.setattr(urls, "BLOCK_BYTES", 1 << 13)  # ~60 rows a block
     monkeypatch.setattr(urls, "MANIFEST_BATCH", 61)
     monkeypatch.setattr(urls, "GROUP_ROWS", 1000)
     many = urls.filter_urls(src, tmp_path / "many")
     assert many.rejects["duplicate_url"] > 30
+    assert len(disk_runs) > 3
     for name in (layout.MANIFEST, layout.REJECTS):
         a, b = pq.read_table(tmp_path / "one" / name), pq.read_table(tmp_path / "many" / name)
         assert a.equals(b)

@@ -20,10 +20,12 @@ import pyarrow as pa
 
 from vlmdata.core.parquet_pages import ColumnSlices
 
-# a column's chunks beyond this wait on disk, not in memory. 4 MB: filter-urls / manifest llava
-# at 10^6 rows peak 325 / 387 MB, against 359 / 396 MB at 16 MB and 310 / 390 MB at 1 MB
-# (RESULTS.md, "one column at a time")
-SPILL_BYTES = 4 << 20
+# a column's chunks beyond this wait on disk, not in memory. 1 MB: filter-urls / manifest llava
+# at 10^6 rows peaked 325 / 387 MB at 4 MB, 359 / 396 MB at 16 MB and 310 / 390 MB at 1 MB
+# (RESULTS.md, "one column at a time"); inside `download`, after the source reader, its
+# filter-urls peaks 284 MB at 1 MB against 323-334 at 4 MB (RESULTS.md, "download with
+# 60-byte captions")
+SPILL_BYTES = 1 << 20
 
 Chunks = Callable[[], Iterator[pa.Array]]  # a fresh pass over the chunks, in order
 

@@ -22,6 +22,10 @@ import numpy as np
 from vlmdata.core import sorted_runs
 from vlmdata.core.sorted_runs import DiskRun, Queries, merge_to_disk, positions
 
+# the stages' `disk_past`: a run past 1 MiB (65,536 hashes) waits in a temp file, so a set
+# over every row of a 10^6-row input holds ~1 MiB of runs, not 16 MB (issue 23)
+DISK_PAST = 1 << 20
+
 _SEEDS = (0x5EED_0001, 0x9E37_79B9)  # fixed: the same string hashes alike in a run
 
 

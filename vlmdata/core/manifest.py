@@ -25,7 +25,7 @@ import pyarrow as pa
 from vlmdata.core import layout
 from vlmdata.core.choices import DUPLICATE_IMAGE_RULES
 from vlmdata.core.errors import DataError
-from vlmdata.core.keyset import HashSet, hash128
+from vlmdata.core.keyset import DISK_PAST, HashSet, hash128
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.core.rejects import RejectWriter, check_reject_ratio, format_summary
 
@@ -207,7 +207,7 @@ class ManifestSink:
         self.stage = stage
         self.manifest = ManifestWriter(self.out_dir / layout.MANIFEST, extra_columns)
         self.rejects = RejectWriter(self.out_dir / layout.REJECTS)
-        self._keys = HashSet()
+        self._keys = HashSet(disk_past=DISK_PAST)
         self._pending: list[dict[str, Any]] = []
         self._next_suffix: dict[str, int] = {}
         self.renamed = 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from vlmdata.core import layout
 from vlmdata.core.errors import DataError
-from vlmdata.core.keyset import HashSet
+from vlmdata.core.keyset import DISK_PAST, HashSet
 from vlmdata.core.rejects import Tally
 from vlmdata.filter.rules import (
     ip_is_private,
@@ -67,7 +67,7 @@ def _cc3m_blocks(path: Path, split: str | None, **rules) -> Blocks:
 
     from vlmdata.sources.cc3m import iter_google_frames
 
-    seen = HashSet()
+    seen = HashSet(disk_past=DISK_PAST)
     for tsv in iter_google_frames(path, split, block_bytes=BLOCK_BYTES):
         rows, bad_lines = tsv.rows, tsv.rejects
         verdict = url_reasons(rows, text_ok=pl.col("caption") != "", seen=seen, **rules)
@@ -95,7 +95,7 @@ def _manifest_blocks(path: Path, **rules) -> Blocks:
     from vlmdata.core.manifest import check_manifest_schema, texts_ok
 
     check_manifest_schema(pq.read_schema(path), ("key", "url", "texts"), path)
-    seen, start = HashSet(), 0
+    seen, start = HashSet(disk_past=DISK_PAST), 0
     for table in _manifest_tables(path):
         rows = pl.from_arrow(table)
         original = rows.columns

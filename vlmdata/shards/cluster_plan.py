@@ -24,7 +24,7 @@ component is planned whole, in manifest order, by the local planner's own code:
    index rows and digests made; each shard's entries go to a job file its task reads.
 
 The driver holds one slice's rows, then one slice's kept samples (download passes its fetched
-rows' file, and their raw refs: an int32 and a key per row). The output is byte-identical to
+rows' file, and their raw refs: an int32 per row). The output is byte-identical to
 the local plan because each component's decisions are made by the same code in the same row
 order, and everything laid out after placement is ordered by row numbers alone
 (tests/shards/test_cluster_plan.py).
@@ -138,7 +138,7 @@ def _with_refs(table: pa.Table, refs: Any, start: int) -> pa.Table:
         return table
     n = table.num_rows
     shards = pa.array(np.asarray(refs.shard_ids[start : start + n], dtype=np.int32), pa.int32())
-    keys = pa.chunked_array([refs.keys.slice(start, n)], type=refs.keys.type).cast(pa.string())
+    keys = table.column("key").cast(pa.string())  # a raw ref's key is its row's (RawRefs)
     return table.append_column(REF, keys).append_column(REF_SHARD, shards)
 
 

@@ -22,21 +22,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vlmdata.core.keyset import HashMap, HashSet
+from vlmdata.core.keyset import DISK_PAST, HashMap, HashSet
 from vlmdata.core.manifest import duplicate_image_rule
 from vlmdata.core.record import Record
 from vlmdata.shards.compact import DiskRows, Growing, digest_hashes, index_dtype, value_hashes
 from vlmdata.shards.group import Gate, record_problem, source_of
 from vlmdata.shards.image_sources import plan_task
 from vlmdata.shards.images import ImageInfo
-from vlmdata.shards.planrows import ListRows, ManifestRecords, Placing
+from vlmdata.shards.planrows import ListRows, ManifestRecords, Placing, image_ref
 from vlmdata.shards.prepare import ImageProblem, Prepared
 from vlmdata.shards.spill import Spill
 
 Rows = ManifestRecords | ListRows
 
-
-DISK_PAST = 1 << 20  # a hash run past 1 MiB waits in a temp file (keyset's disk_past)
 
 SPAN = np.dtype([("first", "<i8"), ("last", "<i8")])  # an image's first and last row
 
@@ -211,7 +209,7 @@ class Placer:
     WINDOW = 32768  # rows whose new images are checked in one engine call
     PENDING = 65536  # check results kept for images not stored yet (beyond: checked again)
 
-    def __init__(self, rows: Rows, refs: list | None, source: Any, images: Images, run: Any):
+    def __init__(self, rows: Rows, refs: Any, source: Any, images: Images, run: Any):
         self.rows, self.refs, self.source, self.images = rows, refs, source, images
         self.gate: Gate = run.gate
         self.opts, self.engine = run.opt.image, run.engine
@@ -250,7 +248,7 @@ class Placer:
             yield window
 
     def _ref(self, row: int, record: Record) -> Any:
-        return record.path if self.refs is None else self.refs[row]
+        return image_ref(self.refs, row, record)
 
     def _check(self, refs: list[Any]) -> list[Any]:
         results: list[Any] = []

@@ -177,10 +177,10 @@ class ShardPlan:
 class PlanInput:
     """What is planned: the records in output order, read several times: (Record, columns)
     pairs (a manifest read in batches: ManifestRecords) or manifest row dicts (download's
-    lists), and where `source` finds row i's image (`refs[i]`; None: the record's `path`)."""
+    lists), and where `source` finds row i's image (`image_ref`; None: the record's `path`)."""
 
     rows: Iterable[Placing | Mapping[str, Any]]
-    refs: list[Any] | None
+    refs: Any  # a sequence, an object with `of_record(row, record)`, or None
     source: Any  # FolderImages, RawImages (image_sources.py, download/repack.py)
 
 

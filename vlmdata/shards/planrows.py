@@ -43,6 +43,16 @@ def placings(rows: Iterable[Placing | Mapping[str, Any]]) -> Iterator[Placing]:
         yield row if isinstance(row, tuple) else placing(row)
 
 
+def image_ref(refs: Any, row: int, record: Any) -> Any:
+    """Where the image source finds row `row`'s image: `refs[row]`; with no refs the
+    record's `path`; refs that make it from the row's Record (`of_record`, a download's
+    RawRefs: raw shard + the record's key) hold no per-row object for it."""
+    if refs is None:
+        return record.path
+    of_record = getattr(refs, "of_record", None)
+    return refs[row] if of_record is None else of_record(row, record)
+
+
 class ManifestRecords:
     """A manifest table's rows as (Record, columns) pairs, ROWS at a time, each time it is
     iterated, or by row numbers (`take`): the planned writer never holds them all (issue 23)."""

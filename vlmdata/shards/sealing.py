@@ -19,6 +19,7 @@ from vlmdata.core.errors import DataError
 from vlmdata.core.record import Record
 from vlmdata.shards.compact import DiskRows, value_hashes
 from vlmdata.shards.placement import Facts, Images, Placer, Rows, Samples
+from vlmdata.shards.planrows import image_ref
 from vlmdata.shards.prepare import Prepared
 from vlmdata.shards.samples import json_bytes, txt_bytes
 from vlmdata.shards.spill import Slot, Spill, unpack_slot
@@ -134,7 +135,7 @@ class SampleViews:
     samples: Samples
     images: Images
     rows: Rows
-    refs: Any  # a sequence, or None
+    refs: Any  # a sequence, an object with `of_record(row, record)`, or None (planrows.image_ref)
 
     def __len__(self) -> int:
         return len(self.kept_samples)
@@ -168,10 +169,9 @@ class SampleViews:
     def _refs(self, rows: np.ndarray, images: np.ndarray, firsts: list[Record]) -> list[Any]:
         """Each sample's image ref: its image's first row's (the row that was checked)."""
         image_rows = self.images.first_rows(images)
-        if self.refs is not None:
-            return [self.refs[r] for r in image_rows.tolist()]
-        refs = [r.path for r in firsts]
+        records = list(firsts)  # the image's first row is most often the sample's
         other = np.flatnonzero(image_rows != rows)
         for i, (record, _) in zip(other.tolist(), self.rows.take(image_rows[other]), strict=True):
-            refs[i] = record.path
-        return refs
+            records[i] = record
+        return [image_ref(self.refs, r, record)
+                for r, record in zip(image_rows.tolist(), records, strict=True)]  # fmt: skip

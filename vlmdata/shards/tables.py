@@ -79,7 +79,10 @@ class ArrowRows:
     rows. `close()` removes what waits on disk."""
 
     CHUNK_ROWS = 4096
-    MEMORY_BYTES = 1 << 20  # a column's chunks held in memory before they go to its file
+    # a column's chunks held in memory before they go to its file. The index has ~25
+    # columns and records ~10, each up to this: 256 KB, not 1 MB, takes ~25 MB off a
+    # 10^6-row repack's peak (RESULTS.md, "download with 60-byte captions")
+    MEMORY_BYTES = 1 << 18
     GROUP_ROWS = DEFAULT_GROUP_ROWS  # Parquet row groups: pq.write_table's default
     PIECE_BYTES = PIECE_BYTES  # a string column of a group past this goes in pieces
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlmdata.core.keyset import HashSet, hash128
+from vlmdata.core.keyset import DISK_PAST, HashSet, hash128
 from vlmdata.core.manifest import ManifestSink, make_key
 from vlmdata.core.parquet_rows import RowsWriter
 from vlmdata.sources.fields import RowError, nonempty_text, optional, require
@@ -44,7 +44,8 @@ BATCH = 4096  # lines whose entity ids are checked against the earlier ones at o
 
 
 def read(inputs: list[Path], sink: ManifestSink, split: str = "kb") -> dict[str, int]:
-    seen = HashSet()  # entity ids: duplicates are rejected, not written twice (16 B an id)
+    # entity ids: duplicates are rejected, not written twice (16 B an id, past 1 MiB on disk)
+    seen = HashSet(disk_past=DISK_PAST)
     counts = {"no_image": 0}
     with RowsWriter(sink.out_dir / "entities.parquet", ENTITY_SCHEMA, batch_rows=4096) as out:
         for path in inputs:
