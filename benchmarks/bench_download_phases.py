@@ -1,0 +1,143 @@
+"""`download`'s driver phases replayed in this process on a kept workspace (issue 23): peak RSS,
+Arrow's allocated bytes and glibc's heap in use, by phase, finer than
+`bench_download_memory.py --phases` and without fetching again (minutes, not half an hour).
+
+Not a test. Make the workspace once with `--keep-raw` (the same TSV and command as
+bench_download_memory.py, which `--keep` keeps), e.g.:
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_download_phases.py --make 1000000 \
+        --dir /tmp/bdp --port 18931
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_download_phases.py --dir /tmp/bdp/n1000000
+
+A replay removes OUT's outputs (not OUT/.download, whose raw shards stay: nothing is
+fetched), runs `download` again with the same options and keep_raw, and prints the peaks of
+each phase; OUT ends as a fresh run leaves it (compare its sha256 sums between two trees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+from benchmarks.bench_download_memory import _Mallinfo2, command, start_server, write_tsv
+
+TSV = "Validation_GCC-1.1.0-Validation.tsv"
+PHASES = {  # module attribute (a dotted path) -> phase name
+    "vlmdata.download.pipeline._read_source": "source reader",
+    "vlmdata.download.pipeline._fetch_list": "filter-urls + fetch list",
+    "vlmdata.download.pipeline._fetch_fingerprint": "fingerprint",
+    "vlmdata.download.pipeline._download_rejects": "fetch rejects",
+    "vlmdata.download.pipeline._concat_rejects": "prior rejects",
+    "vlmdata.download.repack.fetched_rows": "fetched rows",
+    "vlmdata.shards.planrows.SpooledManifest.__init__": "spool the fetched rows",
+    "vlmdata.shards.placement.number_images": "number images",
+    "vlmdata.shards.placement.Placer.run": "place records",
+    "vlmdata.shards.sealing.seal_samples": "seal samples",
+    "vlmdata.shards.plan.layout_shards": "layout",
+    "vlmdata.shards.writer.write_jobs": "write shards",
+    "vlmdata.shards.tables.stage_tables": "records + index tables",
+    "vlmdata.shards.run.ShardRun.publish": "publish",
+}
+
+
+def make(rows: int, root: Path, port: int) -> None:
+    """The workspace: bench_download_memory's TSV (60-byte captions, every 20th URL missing)
+    and its command with --keep-raw, against its image server."""
+    root.mkdir(parents=True, exist_ok=True)
+    server, base_url = start_server(port)
+    try:
+        write_tsv(root / TSV, rows, base_url, 60, 20)
+        opts = argparse.Namespace(processes=2, threads=32)
+        subprocess.run([*command(root / TSV, root / "out", opts), "--keep-raw"], check=True)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _target(dotted: str) -> tuple[object, str]:
+    """(owner, attribute) of a dotted module[.Class].attribute path."""
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ImportError(dotted)
+
+
+def replay(root: Path) -> None:
+    out = root / "out"
+    for p in out.iterdir():
+        if p.name != ".download":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _Mallinfo2
+    import pyarrow as pa
+
+    phase, order = ["other"], ["other"]
+    peaks: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    proc = psutil.Process()
+
+    def sample() -> None:
+        while True:
+            m = libc.mallinfo2()
+            now = (proc.memory_info().rss, pa.total_allocated_bytes(), m.uordblks + m.hblkhd)
+            p = peaks[phase[0]]
+            p[:] = [max(a, b) for a, b in zip(p, now, strict=True)]
+            time.sleep(0.01)
+
+    def labelled(fn, name):
+        def inner(*a, **k):
+            before, phase[0] = phase[0], name
+            order.append(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                phase[0] = before
+
+        return inner
+
+    for dotted, name in PHASES.items():
+        owner, attr = _target(dotted)
+        setattr(owner, attr, labelled(getattr(owner, attr), name))
+    threading.Thread(target=sample, daemon=True).start()
+    from vlmdata.download.img2dataset_run import FetchOptions
+    from vlmdata.download.pipeline import download
+    from vlmdata.shards import ShardOptions
+
+    t = time.time()
+    fetch = FetchOptions(processes=2, threads=32, timeout=20, raw_shard_size=1000)
+    s = download("cc3m", [root / TSV], out, fetch=fetch, allow_private=True, keep_raw=True,
+                 shard=ShardOptions(samples_per_shard=5000), progress=False)  # fmt: skip
+    print(f"kept {s.kept}  wall {time.time() - t:.1f} s; peaks (MB): RSS, Arrow, heap in use")
+    for name in dict.fromkeys(order):
+        rss, arrow, heap = peaks[name]
+        print(f"  {name:26} {rss >> 20:5} {arrow >> 20:5} {heap >> 20:5}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", type=Path, required=True, help="the workspace (made: its parent)")
+    ap.add_argument("--make", type=int, metavar="ROWS", help="make DIR/nROWS with --keep-raw")
+    ap.add_argument("--port", type=int, default=18931, help="the image server's, for --make")
+    args = ap.parse_args()
+    if args.make:
+        return make(args.make, args.dir / f"n{args.make}", args.port)
+    replay(args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
