@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -243,44 +244,75 @@ PHASES = {  # module attribute -> phase name; each is wrapped to label the time 
 }
 
 
-def run_phases(tsv: Path, out: Path, args: argparse.Namespace) -> None:
-    """The command in this process; peaks of RSS, Arrow's allocated bytes and glibc's heap
-    (in use, free) per phase."""
-    import importlib
+class PhasePeaks:
+    """Peaks of RSS, Arrow's allocated bytes and glibc's heap (in use, free) per phase, sampled
+    every 20 ms in a thread; `label(dotted, name)` wraps a function (module[.Class].attr) so
+    the time inside it counts as phase `name`, the rest as the phase it was called from."""
 
-    import pyarrow as pa
+    def __init__(self, first: str) -> None:
+        self.phase, self.order = first, [first]
+        self.peaks: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self._libc = ctypes.CDLL("libc.so.6")
+        self._libc.mallinfo2.restype = _Mallinfo2
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _Mallinfo2
-    phase = ["start"]
-    peaks: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    proc = psutil.Process()
+    def label(self, dotted: str, name: str) -> None:
+        owner, attr = _owner(dotted)
+        fn = getattr(owner, attr)
 
-    def sample() -> None:
-        while True:
-            m = libc.mallinfo2()
-            now = [proc.memory_info().rss, pa.total_allocated_bytes(), m.uordblks + m.hblkhd,
-                   m.fordblks]  # fmt: skip
-            p = peaks[phase[0]]
-            for i, v in enumerate(now):
-                p[i] = max(p[i], v)
-            time.sleep(0.02)
-
-    def labelled(fn, name):
         def inner(*a, **k):
-            before, phase[0] = phase[0], name
+            before, self.phase = self.phase, name
+            self.order.append(name)
             try:
                 return fn(*a, **k)
             finally:
-                phase[0] = before
+                self.phase = before
 
-        return inner
+        setattr(owner, attr, inner)
 
+    def start(self) -> None:
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        import pyarrow as pa
+
+        proc = psutil.Process()
+        while True:
+            m = self._libc.mallinfo2()
+            now = (proc.memory_info().rss, pa.total_allocated_bytes(), m.uordblks + m.hblkhd,
+                   m.fordblks)  # fmt: skip
+            p = self.peaks[self.phase]
+            p[:] = [max(x, y) for x, y in zip(p, now, strict=True)]
+            time.sleep(0.02)
+
+    def rows(self) -> Iterator[tuple[str, list[int]]]:
+        """(phase, [rss, arrow, heap in use, heap free] in MB), phases in order of first entry."""
+        for name in dict.fromkeys(self.order):
+            yield name, [v >> 20 for v in self.peaks[name]]
+
+
+def _owner(dotted: str) -> tuple[object, str]:
+    """(owner, attribute) of a dotted module[.Class].attribute path."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ImportError(dotted)
+
+
+def run_phases(tsv: Path, out: Path, args: argparse.Namespace) -> None:
+    """The command in this process; peaks of RSS, Arrow's allocated bytes and glibc's heap
+    (in use, free) per phase."""
+    peaks = PhasePeaks("start")
     for target, name in PHASES.items():
-        module, attr = target.rsplit(".", 1)
-        mod = importlib.import_module(module)
-        setattr(mod, attr, labelled(getattr(mod, attr), name))
-    threading.Thread(target=sample, daemon=True).start()
+        peaks.label(target, name)
+    peaks.start()
     from vlmdata.download.img2dataset_run import FetchOptions
     from vlmdata.download.pipeline import download
     from vlmdata.shards import ShardOptions
@@ -291,8 +323,8 @@ def run_phases(tsv: Path, out: Path, args: argparse.Namespace) -> None:
                  allow_private=True, progress=False)  # fmt: skip
     print(f"kept {s.kept}  wall {time.time() - t:.1f} s; peaks by phase (MB): RSS, Arrow, "
           "heap in use, heap free")  # fmt: skip
-    for name, (rss, arrow, used, free) in peaks.items():
-        print(f"  {name:32} {rss >> 20:5} {arrow >> 20:5} {used >> 20:5} {free >> 20:5}")
+    for name, (rss, arrow, used, free) in peaks.rows():
+        print(f"  {name:32} {rss:5} {arrow:5} {used:5} {free:5}")
 
 
 def main() -> None:

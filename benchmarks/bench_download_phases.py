@@ -17,19 +17,13 @@ each phase; OUT ends as a fresh run leaves it (compare its sha256 sums between t
 from __future__ import annotations
 
 import argparse
-import ctypes
-import importlib
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import psutil
-
-from benchmarks.bench_download_memory import _Mallinfo2, command, start_server, write_tsv
+from benchmarks.bench_download_memory import PhasePeaks, command, start_server, write_tsv
 
 TSV = "Validation_GCC-1.1.0-Validation.tsv"
 PHASES = {  # module attribute (a dotted path) -> phase name
@@ -64,56 +58,15 @@ def make(rows: int, root: Path, port: int) -> None:
         server.wait()
 
 
-def _target(dotted: str) -> tuple[object, str]:
-    """(owner, attribute) of a dotted module[.Class].attribute path."""
-    parts = dotted.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            owner = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for name in parts[i:-1]:
-            owner = getattr(owner, name)
-        return owner, parts[-1]
-    raise ImportError(dotted)
-
-
 def replay(root: Path) -> None:
     out = root / "out"
     for p in out.iterdir():
         if p.name != ".download":
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _Mallinfo2
-    import pyarrow as pa
-
-    phase, order = ["other"], ["other"]
-    peaks: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    proc = psutil.Process()
-
-    def sample() -> None:
-        while True:
-            m = libc.mallinfo2()
-            now = (proc.memory_info().rss, pa.total_allocated_bytes(), m.uordblks + m.hblkhd)
-            p = peaks[phase[0]]
-            p[:] = [max(a, b) for a, b in zip(p, now, strict=True)]
-            time.sleep(0.01)
-
-    def labelled(fn, name):
-        def inner(*a, **k):
-            before, phase[0] = phase[0], name
-            order.append(name)
-            try:
-                return fn(*a, **k)
-            finally:
-                phase[0] = before
-
-        return inner
-
+    peaks = PhasePeaks("other")
     for dotted, name in PHASES.items():
-        owner, attr = _target(dotted)
-        setattr(owner, attr, labelled(getattr(owner, attr), name))
-    threading.Thread(target=sample, daemon=True).start()
+        peaks.label(dotted, name)
+    peaks.start()
     from vlmdata.download.img2dataset_run import FetchOptions
     from vlmdata.download.pipeline import download
     from vlmdata.shards import ShardOptions
@@ -123,9 +76,8 @@ def replay(root: Path) -> None:
     s = download("cc3m", [root / TSV], out, fetch=fetch, allow_private=True, keep_raw=True,
                  shard=ShardOptions(samples_per_shard=5000), progress=False)  # fmt: skip
     print(f"kept {s.kept}  wall {time.time() - t:.1f} s; peaks (MB): RSS, Arrow, heap in use")
-    for name in dict.fromkeys(order):
-        rss, arrow, heap = peaks[name]
-        print(f"  {name:26} {rss >> 20:5} {arrow >> 20:5} {heap >> 20:5}")
+    for name, (rss, arrow, heap, _) in peaks.rows():
+        print(f"  {name:26} {rss:5} {arrow:5} {heap:5}")
 
 
 def main() -> None:
