@@ -16,7 +16,11 @@ each phase; OUT ends as a fresh run leaves it (compare its sha256 sums between t
 
 from __future__ import annotations
 
-import argparse
+import os
+
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as `vlmdata` (cli/vlmdata.py)
+
+import argparse  # noqa: E402
 import shutil
 import subprocess
 import sys
