@@ -16,11 +16,7 @@ each phase; OUT ends as a fresh run leaves it (compare its sha256 sums between t
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as `vlmdata` (cli/vlmdata.py)
-
-import argparse  # noqa: E402
+import argparse
 import shutil
 import subprocess
 import sys
@@ -28,6 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_download_memory import PhasePeaks, command, start_server, write_tsv
+from vlmdata.core.heap import system_arrow_pool_for_process
 
 TSV = "Validation_GCC-1.1.0-Validation.tsv"
 PHASES = {  # module attribute (a dotted path) -> phase name
@@ -90,6 +87,7 @@ def main() -> None:
     ap.add_argument("--make", type=int, metavar="ROWS", help="make DIR/nROWS with --keep-raw")
     ap.add_argument("--port", type=int, default=18931, help="the image server's, for --make")
     args = ap.parse_args()
+    system_arrow_pool_for_process()  # as `vlmdata` does; nothing here has used pyarrow yet
     if args.make:
         return make(args.make, args.dir / f"n{args.make}", args.port)
     replay(args.dir)

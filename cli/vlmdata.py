@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from vlmdata.core.heap import system_arrow_pool_for_process
 
-# Arrow's default pool (mimalloc) keeps the pages of freed buffers: a 10^6-row `download`
-# peaked 50 MB higher with it while its live Arrow data was ~1 MB (RESULTS.md, issue 23).
-# glibc gives large buffers back when they are freed. Set before pyarrow is first used, and
-# inherited by img2dataset's processes; a value the user set wins.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+system_arrow_pool_for_process()  # before pyarrow is first used (issue 23)
 
 import click  # noqa: E402
 

@@ -75,7 +75,7 @@ class RawImages:
 
 class RawRefs:
     """Row i's ref, (raw shard, manifest key), made on request from an int32 per row and the
-    row's own Record (`shards.plan.image_ref`): the key is the row's, so no key column is
+    row's own Record (`shards.planrows.image_ref`): the key is the row's, so no key column is
     held beside the rows (issue 23: at 10^6 CC3M-like rows that column was 19 MB of the
     repack's peak)."""
 
