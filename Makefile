@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# constraints.txt pins every package to the versions the README's demo table was made with.
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@# No wheel cache: torch's build alone is ~5 GB in .venv, and a CI machine's disk is what it is.
+	$(BIN)/python -m pip install -q --no-cache-dir -c constraints.txt -e '.[dev]'
 	@# pycocoevalcap's PTB tokenizer and METEOR need Java.
 	@command -v java >/dev/null 2>&1 || (echo "installing Java (pycocoevalcap needs it)"; \
 	  apt-get install -y -qq default-jre-headless >/dev/null 2>&1 || \

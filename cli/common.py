@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -16,12 +19,39 @@ EXIT_REJECTS = 1  # ran, but too much input was rejected (or verify found mismat
 EXIT_USAGE = 2  # could not run: bad input or options, OUT in use, disk full
 EXIT_CRASH = 3  # a bug: an unexpected exception (its traceback is printed)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (`kill`, a scheduler's preemption): 128 + 15, as the shell says
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the command is, so that its cleanup runs as for Ctrl-C
+    (temp and spill files removed, worker pools and img2dataset stopped) before exit 143.
+    A BaseException, like KeyboardInterrupt, so that `except Exception` never swallows it."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the main thread for the length of the block. Python's
+    default is to die at once, leaving a large run's plan spill in TMPDIR. Pool workers are
+    spawned, so they do not inherit the handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Map library exceptions to one-line messages and exit codes instead of tracebacks;
-    anything unexpected is a crash (exit 3), never confused with "too many rejects" (exit 1)."""
+    anything unexpected is a crash (exit 3), never confused with "too many rejects" (exit 1).
+    Ctrl-C and SIGTERM stop the command through its cleanup (exit 130 and 143)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -29,7 +59,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         from vlmdata.core.rejects import RejectRatioExceeded
 
         try:
-            return fn(*args, **kwargs)
+            with sigterm_raises():
+                return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except RejectRatioExceeded as e:
@@ -46,6 +77,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Terminated:
+            click.echo("terminated (SIGTERM)", err=True)
+            sys.exit(EXIT_TERMINATED)
         except Exception:
             _crash()
 

@@ -83,7 +83,11 @@ SHARD = ShardOptions(samples_per_shard=4)
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory):
     root = tmp_path_factory.mktemp("download")
-    with serve_images(slow_seconds=3) as server:
+    tmp = root / "tmp"  # the TMPDIR this run is given: what it leaves there is checked
+    tmp.mkdir()
+    with serve_images(slow_seconds=3) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(tmp))
+        mp.setattr("tempfile.tempdir", None)  # read TMPDIR again
         lines = cc3m_lines(server)
         tsv = write_tsv(root / "Validation_GCC-1.1.0-Validation.tsv", lines)
         out = root / "out"
@@ -97,7 +101,8 @@ def downloaded(tmp_path_factory):
             keep_raw=True,
             progress=False,
         )
-        yield {"server": server, "lines": lines, "tsv": tsv, "out": out, "summary": summary}
+        yield {"server": server, "lines": lines, "tsv": tsv, "out": out, "summary": summary,
+               "tmp": tmp}  # fmt: skip
 
 
 def expected_kept(lines) -> list[str]:
@@ -117,6 +122,13 @@ def test_exact_kept_and_reject_counts(downloaded):
         if outcome is not None:
             got = rejects.filter(pl.col("key") == key_of(i))["reason"].to_list()
             assert got == [outcome], (i, got)
+
+
+def test_nothing_is_left_in_tmpdir(downloaded):
+    """img2dataset's pool SIGTERMs its workers, whose import of wandb had made two temp folders
+    each that only atexit removes: the child runs with a TMPDIR of its own, removed after it."""
+    assert sorted(downloaded["tmp"].iterdir()) == []
+    assert not (downloaded["out"] / WORK_DIR / "tmp").exists()
 
 
 def test_failed_urls_keep_img2dataset_message(downloaded):

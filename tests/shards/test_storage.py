@@ -244,7 +244,8 @@ def test_killed_upload_run_resumes_byte_identical(s3, data, tmp_path):
     url = s3.url("killed")
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    (tmp_path / "tmp").mkdir()  # the kill leaves the plan's spill file: here, not in /tmp
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "TMPDIR": str(tmp_path / "tmp")}
     proc = subprocess.run(
         [sys.executable, str(script), str(manifest), str(images), url], env=env, timeout=300
     )

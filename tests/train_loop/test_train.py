@@ -206,3 +206,39 @@ def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_pa
     for name, value in want.items():
         assert torch.allclose(got[name], value, rtol=1e-5, atol=1e-7), name
     assert incomplete_reason(cut / "checkpoints", "step0000006") is None
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_of_launch_stops_every_rank(dataset, tmp_path):
+    """`kill` of `vlmtrain launch` (or a scheduler's preemption) reaches the launcher's whole
+    group: DeepSpeed's single-node runner has no SIGTERM handler, and its launch.py and ranks
+    used to train on with nobody waiting for them."""
+    import signal
+    import time
+
+    from tests.proc_tree import descendants, wait_gone
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.pop("DS_ACCELERATOR", None)
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    extra = QUIET + ["schedule.max_steps=100000", "schedule.save_every=100000"]
+    cmd = [str(Path(sys.executable).parent / "vlmtrain"), "launch",
+           str(CONFIGS / "grace_tiny.yaml"), "--num-gpus", "2",
+           *data_overrides(dataset, out), *extra]  # fmt: skip
+    with open(log, "w") as err:  # a file, not a pipe: ranks left behind would hold a pipe open
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 240
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)  # both ranks are training
+    started = descendants(proc.pid)
+    assert len(started) >= 4  # the runner, its launch.py and two ranks
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=60) == 143
+        assert log.read_text().splitlines()[-1] == "terminated (SIGTERM)"
+    finally:
+        left = wait_gone(started)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == set(), "launcher or ranks outlived `vlmtrain launch`"

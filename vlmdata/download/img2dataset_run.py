@@ -12,9 +12,11 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,6 +144,8 @@ def run_img2dataset(
     raw_dir = Path(kwargs["output_folder"])
     cmd = [sys.executable, "-m", "vlmdata.download.child", str(config)]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    env.setdefault("RAY_TMPDIR", tempfile.gettempdir())  # Ray's sockets: short paths (107 B)
+    env["TMPDIR"] = str(_fresh_tmp(work_dir))
     for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):  # executors run our interpreter
         env.setdefault(name, sys.executable)
     with (
@@ -158,12 +162,24 @@ def run_img2dataset(
         except BaseException:
             _stop(proc)
             raise
+        finally:
+            shutil.rmtree(env["TMPDIR"], ignore_errors=True)
         bar.update(len(finished_shards(raw_dir)) - bar.n)
     if proc.returncode != 0:
         raise DataError(
             f"img2dataset failed (exit {proc.returncode}); its log ends:\n{_tail(log_path)}",
             file=str(log_path),
         )
+
+
+def _fresh_tmp(work_dir: Path) -> Path:
+    """An empty TMPDIR for the child, removed after it (and at the next run's start, after a
+    kill -9). img2dataset's pool ends its workers with SIGTERM, so their atexit cleanup never
+    runs: every worker left two `tmp*wandb-*` folders in /tmp, from its import of wandb."""
+    tmp = work_dir / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def _stop(proc: subprocess.Popen) -> None:

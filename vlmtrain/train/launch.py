@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,8 +182,47 @@ def resume_ranks(ckpt_dir: Path, num_gpus: int | None) -> int | None:
     return world
 
 
+STOP_SECONDS = 30  # ranks get this long after SIGTERM before SIGKILL
+
+
 def run_launch(plan: LaunchPlan) -> int:
-    """Run the launcher; its exit status (non-zero when any rank failed)."""
+    """Run the launcher; its exit status (non-zero when any rank failed).
+
+    The launcher leads its own process group, so that a Ctrl-C or SIGTERM of `vlmtrain launch`
+    reaches all of it: DeepSpeed's single-node runner has no SIGTERM handler and would die
+    alone, leaving its `launch.py` and every rank training with nobody waiting for them."""
     env = {**os.environ, **plan.env}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return subprocess.run(plan.argv, env=env, check=False).returncode
+    proc = subprocess.Popen(plan.argv, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        _stop_group(proc)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the launcher's group (launch.py passes it on to the ranks); SIGKILL whatever is
+    still there after STOP_SECONDS."""
+    group = proc.pid
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_SECONDS
+    while time.monotonic() < deadline:
+        proc.poll()  # reaps the runner once it ends: a zombie would still count in its group
+        if not _group_alive(group):
+            break
+        time.sleep(0.1)
+    if _group_alive(group):
+        os.killpg(group, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
