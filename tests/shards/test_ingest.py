@@ -7,6 +7,7 @@ img2dataset's. The oracles read img2dataset's files directly (tarfile, pyarrow, 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -41,7 +42,11 @@ def run_img2dataset(tmp: Path, fmt: str) -> Path:
                 "--number_sample_per_shard=4", "--resize_mode=no",
                 "--disable_all_reencoding=True", "--timeout=5", "--retries=0",
                 "--enable_wandb=False", "--distributor=multiprocessing"]  # fmt: skip
-        res = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        # img2dataset's pool SIGTERMs its workers, whose wandb import leaves two temp folders
+        # each (download.img2dataset_run says more): they go to this test's folder, not /tmp
+        (tmp / "tmp").mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmp / "tmp")}
+        res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return raw
 

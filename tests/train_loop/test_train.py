@@ -141,10 +141,19 @@ def test_stop_and_resume_equals_uninterrupted(dataset, tmp_path, one_rank):
     assert losses(cut) == pytest.approx(losses(full), rel=1e-5)
 
 
-def _launch(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
+def _launch_env(tmp: Path) -> dict[str, str]:
+    """The environment of a `vlmtrain launch` the test may kill. Ranks import wandb (open_clip
+    -> timm), whose two temp folders only atexit removes, so a killed rank leaves them in
+    TMPDIR: a folder of the test's own here, not the machine's /tmp."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.pop("DS_ACCELERATOR", None)  # `vlmtrain launch` decides (no CUDA -> cpu)
-    env.update(env_extra)
+    tmp.mkdir(parents=True, exist_ok=True)
+    env["TMPDIR"] = str(tmp)
+    return env
+
+
+def _launch(args: list[str], tmp: Path, **env_extra: str) -> subprocess.CompletedProcess:
+    env = _launch_env(tmp) | env_extra
     cmd = [str(Path(sys.executable).parent / "vlmtrain"), "launch", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
 
@@ -167,8 +176,8 @@ def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_pa
 
     extra = QUIET + ["deepspeed.zero_stage=3", "schedule.max_steps=6", "schedule.save_every=3"]
     grace = str(CONFIGS / "grace_tiny.yaml")
-    out = tmp_path / "z3"
-    res = _launch([grace, "--num-gpus", "2", *data_overrides(dataset, out), *extra])
+    out, tmp = tmp_path / "z3", tmp_path / "tmp"
+    res = _launch([grace, "--num-gpus", "2", *data_overrides(dataset, out), *extra], tmp)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert_falls(losses(out))
     step6 = out / "checkpoints" / "step0000006"
@@ -181,6 +190,7 @@ def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_pa
     ckpt6 = cut / "checkpoints" / "step0000006"
     res = _launch(
         [grace, "--num-gpus", "2", *data_overrides(dataset, cut), *extra],
+        tmp,
         **{KILL_ENV: "deepspeed_saved@6"},
     )
     assert res.returncode != 0 and not (cut / "export").exists()
@@ -191,11 +201,11 @@ def test_two_cpu_ranks_zero3_killed_while_saving_resume_the_same(dataset, tmp_pa
     assert latest_tag(cut / "checkpoints") == "step0000003"
     # plain --resume (world size from the checkpoint), killed again: model file, no optimizer
     resume = [str(cut / "config.yaml"), "--resume"]
-    res = _launch(resume, **{KILL_ENV: "model_states@6"})
+    res = _launch(resume, tmp, **{KILL_ENV: "model_states@6"})
     assert res.returncode != 0 and "resuming from step 3 (batch 3)" in res.stdout
     assert list(ckpt6.glob("*_model_states.pt"))  # a rank killed itself right after its model
     assert len(list(ckpt6.glob("*optim_states.pt"))) < 2  # file, before its optimizer file
-    res = _launch(resume)
+    res = _launch(resume, tmp)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resuming from step 3 (batch 3)" in res.stdout
     for r in range(2):
@@ -218,8 +228,7 @@ def test_sigterm_of_launch_stops_every_rank(dataset, tmp_path):
 
     from tests.proc_tree import descendants, wait_gone
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.pop("DS_ACCELERATOR", None)
+    env = _launch_env(tmp_path / "tmp")
     out, log = tmp_path / "run", tmp_path / "stderr.txt"
     extra = QUIET + ["schedule.max_steps=100000", "schedule.save_every=100000"]
     cmd = [str(Path(sys.executable).parent / "vlmtrain"), "launch",
