@@ -124,3 +124,23 @@ def test_img2dataset_dies_with_a_killed_download_and_a_rerun_resumes(tmp_path, s
     keys = ShardReader(out).index["key"].to_list()
     assert keys == [f"cc3m_val_{i:08d}" for i in range(1, 13)]
     assert pl.read_parquet(out / layout.REJECTS).height == 0
+
+
+def test_stop_group_waits_for_the_group_and_kills_what_ignores_sigterm():
+    """The leader dies at once on SIGTERM (as DeepSpeed's runner does); its child ignores it:
+    stop_group still ends the child, with SIGKILL once the grace period is over."""
+    from vlmdata.core.lifetime import stop_group
+
+    code = ("import signal, subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)']); "
+            "time.sleep(60)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout.readline() == b"\n"  # the child has set SIG_IGN
+    child = descendants(proc.pid)
+    t0 = time.monotonic()
+    stop_group(proc, grace_seconds=1.5)
+    assert 1.5 <= time.monotonic() - t0 < 10  # waited for the child, then killed it
+    assert proc.returncode == -signal.SIGTERM
+    assert len(child) == 1 and wait_gone(child, seconds=5) == set()

@@ -6,6 +6,9 @@ ctypes; a polling thread elsewhere), and `kill_group_with_parent` (for a child t
 own process group, such as the img2dataset runner) kills the whole group, grandchildren
 included, once its parent is gone.
 
+`stop_group` ends a child's whole process group (SIGTERM, then SIGKILL after a grace
+period), waiting for the group and not just its leader.
+
 `out_lock` takes an advisory `flock` on the OUT folder itself (no lock file appears among the
 outputs) for the length of a run, so a second run into the same OUT is refused at once instead
 of both rewriting the same files. The kernel drops the lock when its holder dies, so a rerun
@@ -19,6 +22,7 @@ import functools
 import inspect
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -77,6 +81,36 @@ def kill_group_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:
         kill_group()
     _watch(parent_pid, kill_group)
+
+
+def stop_group(proc: subprocess.Popen, grace_seconds: float) -> None:
+    """End the process group `proc` leads (a child started with start_new_session=True):
+    SIGTERM to all of it, then SIGKILL to whatever is left after `grace_seconds`. The group is
+    waited for, not the leader alone: DeepSpeed's runner dies at once on SIGTERM while its
+    ranks are still stopping."""
+    group = proc.pid
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        proc.poll()  # reaps the leader once it ends: a zombie would still count in its group
+        if not _group_alive(group):
+            break
+        time.sleep(0.1)
+    if _group_alive(group):
+        os.killpg(group, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 _held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth), for nested runs

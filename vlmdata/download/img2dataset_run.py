@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 from vlmdata.core.choices import DISTRIBUTORS, FETCH_RESIZE_MODES
 from vlmdata.core.errors import DataError
+from vlmdata.core.lifetime import stop_group
 from vlmdata.download.guard import REFUSED as REFUSED_REDIRECT
 from vlmdata.download.guard import TOO_LARGE, TOO_SLOW, FetchPolicy
 
@@ -160,7 +160,7 @@ def run_img2dataset(
                 time.sleep(0.5)
                 bar.update(len(finished_shards(raw_dir)) - bar.n)
         except BaseException:
-            _stop(proc)
+            stop_group(proc, STOP_SECONDS)
             raise
         finally:
             shutil.rmtree(env["TMPDIR"], ignore_errors=True)
@@ -172,6 +172,9 @@ def run_img2dataset(
         )
 
 
+STOP_SECONDS = 10  # img2dataset's processes get this long after SIGTERM before SIGKILL
+
+
 def _fresh_tmp(work_dir: Path) -> Path:
     """An empty TMPDIR for the child, removed after it (and at the next run's start, after a
     kill -9). img2dataset's pool ends its workers with SIGTERM, so their atexit cleanup never
@@ -180,15 +183,6 @@ def _fresh_tmp(work_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmdata.core.lifetime import stop_group
 from vlmdata.core.net import free_port
 from vlmtrain.errors import CheckpointError, ConfigError, TrainError
 from vlmtrain.train.checkpoint import CHECKPOINT_DIR
@@ -197,32 +196,5 @@ def run_launch(plan: LaunchPlan) -> int:
     try:
         return proc.wait()
     except BaseException:
-        _stop_group(proc)
+        stop_group(proc, STOP_SECONDS)
         raise
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the launcher's group (launch.py passes it on to the ranks); SIGKILL whatever is
-    still there after STOP_SECONDS."""
-    group = proc.pid
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_SECONDS
-    while time.monotonic() < deadline:
-        proc.poll()  # reaps the runner once it ends: a zombie would still count in its group
-        if not _group_alive(group):
-            break
-        time.sleep(0.1)
-    if _group_alive(group):
-        os.killpg(group, signal.SIGKILL)
-    proc.wait()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
